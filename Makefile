@@ -1,0 +1,50 @@
+# wasmgate — every target sets up what it needs first (`make run`, `make test`).
+PYTHON  ?= python3
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: help install run test lint format typecheck check bench clean
+
+help:
+	@echo "make run        set up, start the demo upstreams and serve examples/gateway.toml"
+	@echo "make test       set up and run the test suite"
+	@echo "make check      lint + types + tests (run before committing)"
+	@echo "make bench      wasmgate vs nginx with wrk (installs nginx and wrk if missing)"
+	@echo "make install    create $(VENV) and install wasmgate editable with dev extras"
+
+install: $(STAMP)
+
+# Re-installs only when pyproject.toml changes; otherwise a no-op.
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "wasmgate needs Python >= 3.11"'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+run: install
+	$(PY) examples/demo.py
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+check: lint typecheck test
+
+bench: install
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,290 @@
+"""The ``wasmgate`` command line.
+
+``wasmgate run`` serves a configuration; ``wasmgate check`` validates one and prints
+its route table. Further command groups (``plugin``, ``market``, ...) register
+themselves through the ``wasmgate.commands`` entry-point group, so this module, like
+the rest of ``core/``, imports nothing from ``market/`` or ``plugins/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
+
+from core.config import GatewayConfig, load_config
+from core.errors import ConfigError
+from core.gateway import Gateway, Snapshot
+
+log = logging.getLogger("wasmgate")
+
+EXAMPLES = """\
+examples:
+  wasmgate check -c gateway.toml          validate and print the route table
+  wasmgate run -c gateway.toml            serve in the foreground (Ctrl-C / SIGTERM drains)
+  wasmgate run -c gateway.toml -w 4       four worker processes sharing the port
+"""
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _new_loop(kind: str) -> asyncio.AbstractEventLoop:
+    if kind in ("uvloop", "auto"):
+        try:
+            import uvloop
+        except ImportError:
+            if kind == "uvloop":
+                raise SystemExit(
+                    "wasmgate: --loop uvloop asked for, but uvloop is not installed"
+                ) from None
+        else:
+            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+            return loop
+    return asyncio.new_event_loop()
+
+
+def _load(path: str) -> GatewayConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"wasmgate: invalid configuration\n{exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+# ---------------------------------------------------------------------- check
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    snap = Snapshot(cfg, args.config)
+    rows = snap.router.table()
+    print(f"{args.config}: OK — {len(cfg.routes)} routes, {len(cfg.upstreams)} upstreams")
+    print(f"listen: {', '.join(cfg.server.listen)}   workers: {cfg.server.workers}")
+    header = ("ROUTE", "HOSTS", "PATHS", "METHODS", "UPSTREAM", "FILTERS")
+    table = [header] + [
+        (
+            r["route"],
+            ",".join(r["hosts"]),
+            ",".join(r["paths"]) + (" [" + "; ".join(r["headers"]) + "]" if r["headers"] else ""),
+            ",".join(r["methods"]),
+            r["upstream"],
+            ",".join(r["filters"]) or "-",
+        )
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    for up in cfg.upstreams:
+        eps = ", ".join(
+            f"{e.address}" + (f" (w{e.weight})" if e.weight != 1 else "") for e in up.endpoints
+        )
+        print(f"upstream {up.name}: {up.balance} over {eps}")
+    return 0
+
+
+# ---------------------------------------------------------------------- run
+
+
+async def _serve(cfg: GatewayConfig, source: str, *, reuse_port: bool, banner: bool) -> None:
+    loop = asyncio.get_running_loop()
+    gateway = Gateway(Snapshot(cfg, source), loop)
+    try:
+        await gateway.start(reuse_port=reuse_port)
+    except OSError as exc:
+        raise SystemExit(f"wasmgate: cannot listen: {exc.strerror or exc}") from None
+    stop = asyncio.Event()
+    gateway.install_signal_handlers(stop)
+    if banner:
+        urls = ", ".join(f"http://{h}:{p}" for h, p in gateway.sockets)
+        log.info(
+            "wasmgate %d listening on %s (%d routes, %d upstreams)",
+            os.getpid(),
+            urls,
+            len(cfg.routes),
+            len(cfg.upstreams),
+        )
+    await stop.wait()
+    log.info("draining (up to %.0fs)", cfg.server.limits.drain_timeout)
+    await gateway.drain()
+    log.info("stopped")
+
+
+def _run_worker(cfg: GatewayConfig, source: str, loop_kind: str, *, reuse_port: bool) -> None:
+    loop = _new_loop(loop_kind)
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(_serve(cfg, source, reuse_port=reuse_port, banner=True))
+    finally:
+        loop.close()
+
+
+def _supervise(cfg: GatewayConfig, source: str, loop_kind: str, workers: int) -> int:
+    """Fork ``workers`` processes on one port (SO_REUSEPORT); restart any that dies."""
+    children: dict[int, int] = {}
+    stopping = False
+
+    def spawn(slot: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            code = 0
+            try:
+                _run_worker(cfg, source, loop_kind, reuse_port=True)
+            except SystemExit as exc:
+                print(exc, file=sys.stderr)
+                code = 1
+            finally:
+                os._exit(code)
+        children[pid] = slot
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for slot in range(workers):
+        spawn(slot)
+    log.info("supervisor %d started %d workers", os.getpid(), workers)
+    failures: list[float] = []
+    status = 0
+    while children:
+        try:
+            pid, wait_status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        if pid not in children:
+            continue
+        slot = children.pop(pid)
+        code = os.waitstatus_to_exitcode(wait_status)
+        if stopping:
+            continue
+        log.warning("worker %d exited with %d; restarting", pid, code)
+        now = time.monotonic()
+        failures = [t for t in failures if now - t < 10] + [now]
+        if len(failures) > 5 * workers:
+            log.error("workers keep dying; giving up")
+            forward(signal.SIGTERM, None)
+            status = 1
+            continue
+        spawn(slot)
+    return status
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if args.listen:
+        server = cfg.server.model_copy(update={"listen": args.listen})
+        cfg = cfg.model_copy(update={"server": server})
+        cfg = GatewayConfig.model_validate(cfg.model_dump())  # re-check the new listen list
+    workers = args.workers if args.workers is not None else cfg.server.workers
+    if workers == "auto":
+        workers = os.cpu_count() or 1
+    assert isinstance(workers, int)
+    if workers < 1:
+        raise SystemExit("wasmgate: --workers must be >= 1")
+    if workers == 1:
+        _run_worker(cfg, args.config, args.loop, reuse_port=False)
+        return 0
+    return _supervise(cfg, args.config, args.loop, workers)
+
+
+# ---------------------------------------------------------------------- main
+
+
+def _workers_arg(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a number or 'auto'") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wasmgate",
+        description="An ingress / API gateway whose every traffic policy is a plugin.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"],
+        help="gateway event log level on stderr (default: info)",
+    )  # fmt: skip
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="serve traffic with a configuration",
+        description="Serve traffic as gateway.toml says. SIGTERM or Ctrl-C stops accepting "
+        "new connections, lets in-flight requests finish (server.limits.drain_timeout) "
+        "and exits 0.",
+    )
+    run.add_argument(
+        "-c", "--config", default="gateway.toml", help="config file (default: %(default)s)"
+    )
+    run.add_argument(
+        "-w", "--workers", type=_workers_arg, default=None,
+        help="worker processes sharing the port (overrides server.workers; 'auto' = CPUs)",
+    )  # fmt: skip
+    run.add_argument(
+        "-l", "--listen", action="append", metavar="HOST:PORT",
+        help="listen here instead of server.listen (repeatable)",
+    )  # fmt: skip
+    run.add_argument(
+        "--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
+        help="event loop implementation (default: uvloop when installed)",
+    )  # fmt: skip
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser(
+        "check",
+        help="validate a configuration and print the route table",
+        description="Load and validate gateway.toml exactly as `run` would; print the "
+        "compiled route table and upstreams. Exit 1 with every problem found otherwise.",
+    )
+    check.add_argument(
+        "-c", "--config", default="gateway.toml", help="config file (default: %(default)s)"
+    )
+    check.set_defaults(func=cmd_check)
+
+    for ep in entry_points(group="wasmgate.commands"):
+        register: Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None] = ep.load()
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.log_level)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,420 @@
+"""``gateway.toml``: the configuration models and the loader.
+
+Models are frozen pydantic models with ``extra="forbid"``; every field has a default
+where one is sane and a description (shown by ``wasmgate check --schema``). The loader
+turns pydantic's errors and our own cross-reference checks into :class:`ConfigError`
+lines of the form ``routes[2].upstream: unknown upstream 'bakend'; did you mean
+'backend'?`` so the user sees the file, the field and, for typos, a suggestion.
+
+The full reference with a commented example lives in ``docs/configuration.md``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from core.errors import ConfigError
+
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")
+_HOST_LABEL = r"[a-z0-9]([a-z0-9-]*[a-z0-9])?"
+HOST_RE = re.compile(rf"^(\*\.)?{_HOST_LABEL}(\.{_HOST_LABEL})*$")
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def parse_address(
+    text: str, *, default_port: int | None = None, allow_zero: bool = False
+) -> tuple[str, int]:
+    """Split ``host:port`` (or ``[v6]:port``) into its parts; raises ValueError.
+
+    ``allow_zero`` admits port 0 (a listener on an ephemeral port, as tests use).
+    """
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep:
+            raise ValueError(f"invalid address {text!r}: missing ']'")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            host, port_text = text, ""
+    if not host:
+        raise ValueError(f"invalid address {text!r}: empty host")
+    if not port_text:
+        if default_port is None:
+            raise ValueError(f"invalid address {text!r}: expected host:port")
+        return host, default_port
+    low = 0 if allow_zero else 1
+    if not port_text.isdigit() or not low <= int(port_text) < 65536:
+        raise ValueError(f"invalid address {text!r}: port must be {low}-65535")
+    return host, int(port_text)
+
+
+class Limits(Model):
+    max_header_bytes: int = Field(
+        16384, gt=0, description="Request line plus headers; larger gets 431 (URL alone: 414)."
+    )
+    max_url_bytes: int = Field(8192, gt=0, description="Request target length; longer gets 414.")
+    max_body_bytes: int = Field(
+        1 << 30, ge=0, description="Request body bound (streamed, never buffered); 0 = no bound."
+    )
+    request_header_timeout: float = Field(
+        10.0, gt=0, description="Seconds to receive a request's headers; slower gets 408."
+    )
+    idle_timeout: float = Field(
+        60.0, gt=0, description="Seconds a keep-alive client connection may sit idle."
+    )
+    drain_timeout: float = Field(
+        30.0, ge=0, description="On SIGTERM, seconds to let in-flight requests finish."
+    )
+
+
+class Server(Model):
+    listen: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1:8080"], min_length=1, description="host:port list."
+    )
+    workers: int | Literal["auto"] = Field(
+        1, description="Processes sharing the port (SO_REUSEPORT); 'auto' = CPU count."
+    )
+    trusted_hops: int = Field(
+        0,
+        ge=0,
+        description="Proxies in front of us whose X-Forwarded-* we trust; 0 = trust none.",
+    )
+    access_log: str = Field("stdout", description="'stdout', 'stderr', 'off' or a file path.")
+    access_log_format: Literal["json", "combined"] = Field("json", description="Log line format.")
+    limits: Limits = Field(default_factory=lambda: Limits(), description="Client-side limits.")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: list[str]) -> list[str]:
+        for item in value:
+            parse_address(item, allow_zero=True)
+        return value
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("workers must be >= 1 or 'auto'")
+        return value
+
+
+class Endpoint(Model):
+    address: str = Field(description="host:port of one upstream server.")
+    weight: int = Field(1, ge=1, le=1000, description="Relative share of traffic.")
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        parse_address(value)
+        return value
+
+
+class HashOn(Model):
+    header: str | None = Field(None, description="Hash on this request header's value.")
+    cookie: str | None = Field(None, description="Hash on this cookie's value.")
+
+    @model_validator(mode="after")
+    def _one(self) -> HashOn:
+        if (self.header is None) == (self.cookie is None):
+            raise ValueError("set exactly one of 'header' or 'cookie'")
+        return self
+
+
+class Health(Model):
+    max_failures: int = Field(
+        3, ge=1, description="Consecutive failures (connect error, 5xx from 502-504) that eject."
+    )
+    eject_seconds: float = Field(10.0, gt=0, description="How long an ejected endpoint rests.")
+
+
+class Upstream(Model):
+    name: str = Field(description="Name routes refer to.")
+    endpoints: list[Endpoint] = Field(min_length=1, description="Servers, 'host:port' or tables.")
+    balance: Literal["round_robin", "least_request", "random", "consistent_hash"] = Field(
+        "round_robin", description="Load-balancing policy."
+    )
+    hash_on: HashOn | None = Field(None, description="Key for consistent_hash.")
+    connect_timeout: float = Field(5.0, gt=0, description="Seconds to open a connection.")
+    read_timeout: float = Field(
+        60.0, gt=0, description="Seconds of upstream silence (waiting for or during the reply)."
+    )
+    retries: int = Field(1, ge=0, le=10, description="Extra tries where retrying is safe.")
+    per_try_timeout: float | None = Field(
+        None, gt=0, description="Bound on one try up to the response head; default read_timeout."
+    )
+    keepalive: int = Field(64, ge=0, description="Idle keep-alive connections kept per endpoint.")
+    preserve_host: bool = Field(True, description="Send the client's Host upstream.")
+    host_header: str | None = Field(None, description="Host to send when not preserving.")
+    health: Health = Field(default_factory=lambda: Health(), description="Passive health checking.")
+
+    @field_validator("endpoints", mode="before")
+    @classmethod
+    def _endpoints(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"address": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _hash(self) -> Upstream:
+        if self.balance == "consistent_hash" and self.hash_on is None:
+            raise ValueError("balance = 'consistent_hash' needs hash_on = {header = ...}")
+        return self
+
+
+class PathRule(Model):
+    path: str = Field(description="Path, prefix or regular expression.")
+    match: Literal["exact", "prefix", "regex"] = Field("prefix", description="How to compare.")
+
+    @model_validator(mode="after")
+    def _check(self) -> PathRule:
+        if self.match == "regex":
+            try:
+                re.compile(self.path)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {self.path!r}: {exc}") from None
+        elif not self.path.startswith("/"):
+            raise ValueError(f"path {self.path!r} must start with '/'")
+        return self
+
+
+class HeaderMatch(Model):
+    name: str = Field(min_length=1, description="Header name (case-insensitive).")
+    value: str = Field("", description="Value to compare with (not used by 'present').")
+    match: Literal["exact", "prefix", "regex", "present"] = Field(
+        "exact", description="How to compare."
+    )
+    invert: bool = Field(False, description="Match when the comparison fails.")
+
+    @model_validator(mode="after")
+    def _check(self) -> HeaderMatch:
+        if self.match == "regex":
+            try:
+                re.compile(self.value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {self.value!r}: {exc}") from None
+        return self
+
+
+class FilterRef(Model):
+    name: str = Field(description="Plugin name (kebab-case).")
+    config: dict[str, Any] = Field(default_factory=dict, description="The plugin's own config.")
+    fail: Literal["closed", "open"] = Field(
+        "closed", description="On a crash: 'closed' answers 500/503, 'open' skips the filter."
+    )
+
+
+def _filters_before(value: Any) -> Any:
+    if isinstance(value, list):
+        return [{"name": v} if isinstance(v, str) else v for v in value]
+    return value
+
+
+class Route(Model):
+    name: str = Field(description="Unique route name (logs, metrics).")
+    hosts: list[str] = Field(
+        default_factory=list, description="Exact or '*.example.com' hosts; empty = any host."
+    )
+    paths: list[PathRule] = Field(
+        default_factory=lambda: [PathRule(path="/", match="prefix")],
+        description="Path rules; '/x' = prefix.",
+    )
+    methods: list[str] = Field(default_factory=list, description="Allowed methods; empty = any.")
+    headers: list[HeaderMatch] = Field(default_factory=list, description="All must match.")
+    upstream: str = Field(description="Name of the upstream to proxy to.")
+    filters: list[FilterRef] = Field(default_factory=list, description="Filter chain, in order.")
+    timeout: float | None = Field(
+        None, gt=0, description="Bound on the whole exchange up to the response head."
+    )
+
+    @field_validator("paths", mode="before")
+    @classmethod
+    def _paths(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"path": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("filters", mode="before")
+    @classmethod
+    def _filters(cls, value: Any) -> Any:
+        return _filters_before(value)
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        out = []
+        for host in value:
+            low = host.lower().rstrip(".")
+            if not HOST_RE.match(low):
+                raise ValueError(
+                    f"invalid host {host!r}: use 'example.com' or '*.example.com' (no port)"
+                )
+            out.append(low)
+        return out
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, value: list[str]) -> list[str]:
+        return [m.upper() for m in value]
+
+
+class DefaultRoute(Model):
+    upstream: str = Field(description="Upstream for requests no route matches.")
+    filters: list[FilterRef] = Field(default_factory=list, description="Filter chain, in order.")
+    timeout: float | None = Field(None, gt=0, description="As for routes.")
+
+    @field_validator("filters", mode="before")
+    @classmethod
+    def _filters(cls, value: Any) -> Any:
+        return _filters_before(value)
+
+
+class GatewayConfig(Model):
+    server: Server = Field(default_factory=lambda: Server(), description="Listeners and limits.")
+    upstreams: list[Upstream] = Field(default_factory=list, description="Named upstream pools.")
+    routes: list[Route] = Field(default_factory=list, description="Routes.")
+    default: DefaultRoute | None = Field(
+        None, description="Where unmatched requests go (Ingress defaultBackend); else 404."
+    )
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def suggest(word: str, choices: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest choice, or an empty string."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def dotted(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _model_at(loc: Sequence[int | str]) -> type[BaseModel] | None:
+    """The model class that owns the field at ``loc`` (for suggesting field names)."""
+    model: Any = GatewayConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = getattr(model, "model_fields", None)
+        field = fields.get(part) if fields else None
+        if field is None:
+            return None
+        model = _inner_model(field.annotation)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _inner_model(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _pydantic_problems(exc: ValidationError) -> list[str]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = [p for p in err["loc"] if not (isinstance(p, str) and "[" in p)]
+        # pydantic adds the union member or validator name to loc; drop non-field parts.
+        loc = [p for p in loc if p not in ("function-after", "function-before")]
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            owner = _model_at(loc[:-1])
+            field = str(loc[-1])
+            hint = suggest(field, owner.model_fields) if owner else ""
+            msg = f"unknown field {field!r}{hint}"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        problems.append(f"{dotted(loc)}: {msg}")
+    return problems
+
+
+def _cross_problems(cfg: GatewayConfig) -> list[str]:
+    problems: list[str] = []
+    names: dict[str, int] = {}
+    for i, up in enumerate(cfg.upstreams):
+        if not NAME_RE.match(up.name):
+            problems.append(f"upstreams[{i}].name: {up.name!r} is not a valid name (a-z 0-9 . _ -)")
+        if up.name in names:
+            problems.append(
+                f"upstreams[{i}].name: duplicate upstream {up.name!r} "
+                f"(first at upstreams[{names[up.name]}])"
+            )
+        names.setdefault(up.name, i)
+    routes: dict[str, int] = {}
+    for i, route in enumerate(cfg.routes):
+        if route.name in routes:
+            problems.append(
+                f"routes[{i}].name: duplicate route {route.name!r} "
+                f"(first at routes[{routes[route.name]}])"
+            )
+        routes.setdefault(route.name, i)
+        if route.upstream not in names:
+            problems.append(
+                f"routes[{i}].upstream: unknown upstream {route.upstream!r}"
+                f"{suggest(route.upstream, names)}"
+            )
+    if cfg.default and cfg.default.upstream not in names:
+        problems.append(
+            f"default.upstream: unknown upstream {cfg.default.upstream!r}"
+            f"{suggest(cfg.default.upstream, names)}"
+        )
+    return problems
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>") -> GatewayConfig:
+    """Validate an already-parsed TOML document; raises :class:`ConfigError`."""
+    try:
+        cfg = GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, _pydantic_problems(exc)) from None
+    problems = _cross_problems(cfg)
+    if problems:
+        raise ConfigError(source, problems)
+    return cfg
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    """Read and validate ``path``; raises :class:`ConfigError` naming the file."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(source, [f"cannot read file: {exc.strerror or exc}"]) from None
+    return loads_config(text, source)
+
+
+def loads_config(text: str, source: str = "<string>") -> GatewayConfig:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, [f"TOML syntax error: {exc}"]) from None
+    return parse_config(data, source)

@@ -1,0 +1,69 @@
+"""The gateway's error tree.
+
+Every error the gateway raises on purpose derives from :class:`GatewayError`::
+
+    GatewayError
+    ├── ConfigError          a configuration file or value is invalid (load time)
+    ├── PluginError          a plugin cannot be loaded or does not fit the contract
+    └── UpstreamError        talking to an upstream failed (request time)
+        ├── NoHealthyUpstream   every endpoint is ejected or the pool is empty  → 503
+        ├── UpstreamConnectError  refused, unreachable, reset before a reply  → 502
+        ├── UpstreamProtocolError the upstream sent something that is not HTTP → 502
+        └── UpstreamTimeout      connect, read or per-try timeout              → 504
+
+Request-time errors are turned into local replies by the proxy; they never escape
+to the event loop. Load-time errors carry the file and the dotted field path so the
+message can be shown to a user as it is.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Root of every error the gateway raises on purpose."""
+
+
+class ConfigError(GatewayError):
+    """A configuration is invalid.
+
+    ``problems`` holds one line per problem, each starting with the dotted path of
+    the field (``routes[2].paths[0].match: ...``); ``source`` names the file.
+    """
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  {p}" for p in problems)
+        noun = "problem" if len(problems) == 1 else "problems"
+        super().__init__(f"{source}: {len(problems)} {noun}:\n{lines}")
+
+
+class PluginError(GatewayError):
+    """A plugin cannot be loaded, or it does not satisfy the filter contract."""
+
+
+class UpstreamError(GatewayError):
+    """Talking to an upstream failed; ``status`` is the status the client sees."""
+
+    status = 502
+    reason = "upstream error"
+
+
+class NoHealthyUpstream(UpstreamError):
+    status = 503
+    reason = "no healthy upstream"
+
+
+class UpstreamConnectError(UpstreamError):
+    status = 502
+    reason = "upstream connect error"
+
+
+class UpstreamProtocolError(UpstreamError):
+    status = 502
+    reason = "invalid upstream response"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    reason = "upstream timeout"

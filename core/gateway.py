@@ -1,0 +1,198 @@
+"""The running gateway: a configuration snapshot, its listeners, and draining.
+
+A :class:`Snapshot` is everything compiled from one configuration (route table,
+upstream pools, forwarding rules); it is immutable once built, and an exchange keeps
+the snapshot it started with. :class:`Gateway` owns the listening sockets, the set of
+open client connections and the current snapshot reference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import time
+from collections.abc import Coroutine
+from email.utils import formatdate
+from typing import TYPE_CHECKING, Any
+
+from core.accesslog import AccessLog
+from core.config import GatewayConfig, parse_address
+from core.errors import UpstreamError
+from core.http1 import ClientConnection
+from core.router import Router
+from core.upstream import UpstreamPool
+
+if TYPE_CHECKING:
+    from core.http1 import Request
+    from core.proxy import Exchange
+
+log = logging.getLogger("wasmgate")
+
+
+class Snapshot:
+    """Everything compiled from one configuration; read-only once built."""
+
+    def __init__(self, config: GatewayConfig, source: str = "<config>") -> None:
+        self.config = config
+        self.source = source
+        self.router = Router(config)
+        self.pools = {u.name: UpstreamPool(u) for u in config.upstreams}
+        self.trusted_hops = config.server.trusted_hops
+
+    def forwarded(self, req: Request) -> tuple[bytes, bytes, bytes, bytes]:
+        """(client address, X-Forwarded-For, -Proto, -Host) to send upstream.
+
+        With ``trusted_hops = 0`` nothing the client says about itself is believed:
+        X-Forwarded-For becomes the peer address alone. With N trusted hops the
+        incoming chain is kept, the peer is appended, and the client is the address
+        N places from the right (the last one our trusted proxies vouch for).
+        """
+        peer = req.client_ip.encode("latin-1")
+        scheme = req.scheme.encode("ascii")
+        host = req.host.encode("latin-1")
+        if not self.trusted_hops:
+            return peer, peer, scheme, host
+        chain = [p.strip() for v in req.xff for p in v.split(b",") if p.strip()]
+        chain.append(peer)
+        client = chain[-(self.trusted_hops + 1)] if len(chain) > self.trusted_hops else chain[0]
+        return client, b", ".join(chain), req.xfp or scheme, req.xfh or host
+
+    def close(self) -> None:
+        for pool in self.pools.values():
+            pool.close()
+
+
+class Gateway:
+    """Listeners, connections and the current snapshot of one process."""
+
+    def __init__(self, snapshot: Snapshot, loop: asyncio.AbstractEventLoop) -> None:
+        self.snapshot = snapshot
+        self.loop = loop
+        self.connections: set[ClientConnection] = set()
+        self.draining = False
+        self.servers: list[asyncio.base_events.Server] = []
+        self.sockets: list[tuple[str, int]] = []
+        server = snapshot.config.server
+        self.access_log = AccessLog(server.access_log, server.access_log_format)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._date = b""
+        self._date_at = 0
+        self._flusher: asyncio.TimerHandle | None = None
+
+    # -- lifecycle
+
+    async def start(self, *, reuse_port: bool = False) -> None:
+        for item in self.snapshot.config.server.listen:
+            host, port = parse_address(item, allow_zero=True)
+            server = await self.loop.create_server(
+                lambda: ClientConnection(self),
+                host,
+                port,
+                reuse_address=True,
+                reuse_port=reuse_port or None,
+                backlog=2048,
+            )
+            self.servers.append(server)
+            for sock in server.sockets:
+                if sock.family in (socket.AF_INET, socket.AF_INET6):
+                    addr = sock.getsockname()
+                    self.sockets.append((str(addr[0]), int(addr[1])))
+        self._schedule_flush()
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Stop accepting, let in-flight requests finish (up to ``timeout``), close."""
+        if timeout is None:
+            timeout = self.snapshot.config.server.limits.drain_timeout
+        self.draining = True
+        for server in self.servers:
+            server.close()
+        for conn in list(self.connections):
+            conn.close_if_idle()
+        deadline = self.loop.time() + timeout
+        while self.connections and self.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn.abort()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=1.0)
+        self.snapshot.close()
+        if self._flusher is not None:
+            self._flusher.cancel()
+        self.access_log.close()
+
+    def install_signal_handlers(self, stop: asyncio.Event) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, stop.set)
+
+    # -- services for connections and exchanges
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def http_date(self) -> bytes:
+        now = int(time.time())
+        if now != self._date_at:
+            self._date_at = now
+            self._date = formatdate(now, usegmt=True).encode("ascii")
+        return self._date
+
+    def _schedule_flush(self) -> None:
+        self.access_log.flush()
+        self._flusher = self.loop.call_later(0.2, self._schedule_flush)
+
+    # -- logging
+
+    def log_access(self, ex: Exchange) -> None:
+        if not self.access_log.enabled:
+            return
+        route = ex.route
+        self.access_log.write(
+            ex.req,
+            client_ip=ex.req.client_ip,
+            status=ex.status,
+            bytes_in=ex.bytes_in,
+            bytes_out=ex.bytes_out,
+            duration=ex.duration,
+            route=route.name if route else None,
+            upstream=route.upstream if route else None,
+            endpoint=ex.endpoint.address if ex.endpoint else None,
+            reason=ex.reason,
+        )
+
+    def log_rejected(
+        self, conn: ClientConnection, status: int, reason: str, req: Request | None
+    ) -> None:
+        log.info("rejected %s:%d with %d: %s", conn.peer[0], conn.peer[1], status, reason)
+        if self.access_log.enabled:
+            self.access_log.write(
+                req if req is not None and req.method else None,
+                client_ip=conn.peer[0],
+                status=status,
+                bytes_in=0,
+                bytes_out=0,
+                duration=0.0,
+                route=None,
+                upstream=None,
+                endpoint=None,
+                reason=reason,
+            )
+
+    def log_upstream_error(self, ex: Exchange, exc: UpstreamError) -> None:
+        route = ex.route.name if ex.route else "-"
+        endpoint = ex.endpoint.address if ex.endpoint else "-"
+        log.warning(
+            "%s %s: route %s, endpoint %s: %s (%d)",
+            ex.req.method,
+            ex.req.path,
+            route,
+            endpoint,
+            exc,
+            exc.status,
+        )
+
+    def log_error(self, message: str, exc: BaseException) -> None:
+        log.error("%s: %s", message, exc, exc_info=exc)

@@ -1,0 +1,470 @@
+"""The client side of the gateway: an HTTP/1.1 server protocol on llhttp (httptools).
+
+One :class:`ClientConnection` per accepted connection. It parses requests, enforces
+the ``[server.limits]`` (431 headers, 414 URL, 413 body, 408 slow headers, idle
+timeout), strips hop-by-hop and spoofable forwarding headers while parsing, and hands
+each request to a :class:`core.proxy.Exchange`. Exchanges run one at a time per
+connection, in order; a pipelined request waits (and reading pauses) until the one
+before it has been answered.
+
+Reading is paused for three independent reasons, tracked as bits so that resuming
+one does not undo another: the exchange's upstream cannot take the body as fast as it
+comes (``PAUSE_UPSTREAM``), body arrives before the exchange has an upstream
+(``PAUSE_BUFFER``), or a pipelined request is queued (``PAUSE_PIPELINE``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from http import HTTPStatus
+from typing import TYPE_CHECKING, cast
+
+import httptools
+
+from core.headers import connection_tokens
+
+if TYPE_CHECKING:
+    from core.gateway import Gateway
+    from core.proxy import Exchange
+
+PAUSE_UPSTREAM = 1
+PAUSE_BUFFER = 2
+PAUSE_PIPELINE = 4
+
+STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
+
+
+def status_line(status: int) -> bytes:
+    line = STATUS_LINES.get(status)
+    return line if line is not None else b"HTTP/1.1 %d Unknown\r\n" % status
+
+
+class Reject(Exception):
+    """Raised inside parser callbacks to stop parsing with a status."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class Request:
+    """A parsed request head (what the proxy forwards and what filters will see)."""
+
+    __slots__ = (
+        "chunked",
+        "client_ip",
+        "client_port",
+        "conn_values",
+        "content_length",
+        "expect_continue",
+        "headers",
+        "host",
+        "keep_alive",
+        "method",
+        "path",
+        "query",
+        "scheme",
+        "start",
+        "target",
+        "upgrade",
+        "version",
+        "xff",
+        "xfh",
+        "xfp",
+    )
+
+    def __init__(self) -> None:
+        self.method = "GET"
+        self.target = b"/"
+        self.path = "/"
+        self.query = ""
+        self.version = "1.1"
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.host = ""
+        self.keep_alive = True
+        self.upgrade: bytes | None = None
+        self.content_length: int | None = None
+        self.chunked = False
+        self.expect_continue = False
+        self.conn_values: list[bytes] = []
+        self.xff: list[bytes] = []
+        self.xfp: bytes | None = None
+        self.xfh: bytes | None = None
+        self.client_ip = ""
+        self.client_port = 0
+        self.scheme = "http"
+        self.start = 0.0
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+    def header(self, name: str) -> str | None:
+        """First value of a forwarded header (name lower-case), or None."""
+        if name == "host":
+            return self.host
+        key = name.encode("latin-1")
+        for n, v in self.headers:
+            if n.lower() == key:
+                return v.decode("latin-1")
+        return None
+
+
+# What each special request header does while parsing; anything else is forwarded.
+_SPECIAL = {
+    b"host": 1,
+    b"content-length": 2,
+    b"transfer-encoding": 3,
+    b"connection": 4,
+    b"upgrade": 5,
+    b"expect": 6,
+    b"x-forwarded-for": 7,
+    b"x-forwarded-proto": 8,
+    b"x-forwarded-host": 9,
+    b"x-real-ip": 10,
+}
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client connection: parse, limit, and run exchanges in order."""
+
+    def __init__(self, gateway: Gateway, scheme: str = "http") -> None:
+        self.gateway = gateway
+        self.loop = gateway.loop
+        self.scheme = scheme
+        self.limits = gateway.snapshot.config.server.limits
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.peer = ("", 0)
+        self.closing = False
+        self.tunnel: Exchange | None = None
+        self._upgrade_buffer: bytes | None = None
+        self._req: Request | None = None
+        self._url = b""
+        self._head_bytes = 0
+        self._in_head = False
+        self._receiving: Exchange | None = None
+        self.active: Exchange | None = None
+        self._queue: collections.deque[Exchange] = collections.deque()
+        self._paused = 0
+        self.write_paused = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._pending_reject: tuple[int, str] | None = None
+
+    # -- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.peer = (str(peer[0]), int(peer[1]))
+        self.gateway.connections.add(self)
+        self._arm(self.limits.idle_timeout, self._on_idle_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.on_client_tunnel_data(data)
+            return
+        if self._upgrade_buffer is not None:
+            self._upgrade_buffer += data
+            return
+        if self._in_head or self.active is None:
+            self._head_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._upgrade_buffer = data[exc.args[0] :]
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, Reject):
+                self._reject(cause.status, cause.reason)
+            else:
+                self._reject(400, "bad request")
+        except httptools.HttpParserError as exc:
+            self._reject(400, f"bad request: {exc}")
+        else:
+            if self._in_head and self._head_bytes > self.limits.max_header_bytes:
+                self._reject(431, "request header fields too large")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self._disarm()
+        self.gateway.connections.discard(self)
+        if self.active is not None:
+            self.active.on_client_lost()
+        for queued in self._queue:
+            queued.on_client_lost()
+        self._queue.clear()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.active is not None:
+            self.active.on_client_pause()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.active is not None:
+            self.active.on_client_resume()
+
+    # -- httptools callbacks
+
+    def on_message_begin(self) -> None:
+        req = Request()
+        req.client_ip, req.client_port = self.peer
+        req.scheme = self.scheme
+        req.start = time.monotonic()
+        self._req = req
+        self._url = b""
+        self._in_head = True
+        self._arm(self.limits.request_header_timeout, self._on_header_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self.limits.max_url_bytes:
+            raise Reject(414, "request URI too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        req = self._req
+        assert req is not None
+        lname = name.lower()
+        kind = _SPECIAL.get(lname)
+        if kind is None:
+            if lname.startswith(b"proxy-") or lname in (b"keep-alive", b"te", b"trailer"):
+                return
+            req.headers.append((name, value))
+        elif kind == 1:
+            if req.host:
+                raise Reject(400, "duplicate Host header")
+            req.host = value.decode("latin-1")
+        elif kind == 2:
+            req.content_length = int(value)  # llhttp has already validated it
+            req.headers.append((name, value))
+        elif kind == 3:
+            req.chunked = True
+        elif kind == 4:
+            req.conn_values.append(value)
+        elif kind == 5:
+            req.upgrade = value
+        elif kind == 6:
+            if value.lower() == b"100-continue":
+                req.expect_continue = True
+            else:
+                raise Reject(417, "unsupported Expect")
+        elif kind == 7:
+            req.xff.append(value)
+        elif kind == 8:
+            req.xfp = value
+        elif kind == 9:
+            req.xfh = value
+        # kind 10 (X-Real-IP) is dropped: the gateway sets it itself.
+
+    def on_headers_complete(self) -> None:
+        from core.proxy import Exchange  # the proxy module imports this one
+
+        req = self._req
+        assert req is not None
+        self._in_head = False
+        self._disarm()
+        parser = self.parser
+        req.method = parser.get_method().decode("ascii")
+        req.version = parser.get_http_version()
+        req.keep_alive = parser.should_keep_alive() and not self.gateway.draining
+        if req.method == "CONNECT":
+            raise Reject(405, "CONNECT is not supported")
+        target = self._url
+        req.target = target
+        if target[:1] != b"/":
+            if not self._absolute_form(req, target):
+                raise Reject(400, "invalid request target")
+        else:
+            path, _, query = target.decode("latin-1").partition("?")
+            req.path, req.query = path, query
+        if "/." in req.path or "%" in req.path:
+            self._check_path(req.path)
+        if not req.host and req.version == "1.1":
+            raise Reject(400, "missing Host header")
+        if req.conn_values:
+            drop = connection_tokens(req.conn_values)
+            if drop:
+                req.headers = [(n, v) for n, v in req.headers if n.lower() not in drop]
+        if not parser.should_upgrade():
+            req.upgrade = None
+        limit = self.limits.max_body_bytes
+        if limit and req.content_length is not None and req.content_length > limit:
+            raise Reject(413, "request body too large")
+        exchange = Exchange(self, req)
+        self._receiving = exchange
+        if self.active is None:
+            self.active = exchange
+            exchange.start()
+        else:
+            self._queue.append(exchange)
+            self.pause(PAUSE_PIPELINE)
+
+    def on_body(self, body: bytes) -> None:
+        if self._receiving is not None:
+            self._receiving.on_request_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._receiving is not None:
+            self._receiving.on_request_end()
+            self._receiving = None
+        self._head_bytes = 0
+
+    # -- helpers for parsing
+
+    @staticmethod
+    def _absolute_form(req: Request, target: bytes) -> bool:
+        try:
+            url = httptools.parse_url(target)
+        except httptools.HttpParserInvalidURLError:
+            return False
+        if not url.host or url.schema not in (b"http", b"https"):
+            return False
+        host = url.host.decode("latin-1")
+        req.host = f"{host}:{url.port}" if url.port else host
+        req.path = (url.path or b"/").decode("latin-1")
+        req.query = (url.query or b"").decode("latin-1")
+        req.target = (url.path or b"/") + (b"?" + url.query if url.query else b"")
+        return True
+
+    @staticmethod
+    def _check_path(path: str) -> None:
+        low = path.lower()
+        if "%2f" in low or "%5c" in low:
+            raise Reject(400, "encoded slash in path")
+        low = low.replace("%2e", ".")
+        for segment in low.split("/"):
+            if segment in (".", ".."):
+                raise Reject(400, "dot segment in path")
+
+    # -- used by exchanges
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closing:
+            self.transport.write(data)
+
+    def writelines(self, parts: list[bytes]) -> None:
+        if self.transport is not None and not self.closing:
+            self.transport.writelines(parts)
+
+    def pause(self, reason: int) -> None:
+        if not self._paused and self.transport is not None:
+            self.transport.pause_reading()
+        self._paused |= reason
+
+    def resume(self, reason: int) -> None:
+        if self._paused & reason:
+            self._paused &= ~reason
+            if not self._paused and self.transport is not None and not self.closing:
+                self.transport.resume_reading()
+
+    def start_tunnel(self, exchange: Exchange) -> None:
+        self.tunnel = exchange
+        rest, self._upgrade_buffer = self._upgrade_buffer, None
+        if rest:
+            exchange.on_client_tunnel_data(rest)
+
+    def exchange_done(self, exchange: Exchange, keep_alive: bool) -> None:
+        """The response to ``exchange`` is fully written; run the next or go idle."""
+        if exchange is not self.active:
+            return
+        self.active = None
+        if not keep_alive or self.closing or self._upgrade_buffer is not None:
+            self.close()
+            return
+        if self._queue:
+            self.active = self._queue.popleft()
+            if not self._queue:
+                self.resume(PAUSE_PIPELINE)
+            self.active.start()
+        elif self._pending_reject is not None:
+            self._reject(*self._pending_reject)
+        elif self.gateway.draining:
+            self.close()
+        elif not self._in_head:
+            self._arm(self.limits.idle_timeout, self._on_idle_timeout)
+
+    def close(self) -> None:
+        if not self.closing:
+            self.closing = True
+            self._disarm()
+            if self.transport is not None:
+                self.transport.close()
+
+    def abort(self) -> None:
+        self.closing = True
+        self._disarm()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def close_if_idle(self) -> None:
+        if self.active is None and not self._in_head:
+            self.close()
+
+    def _reject(self, status: int, reason: str) -> None:
+        """Answer a request that cannot be parsed or is over a limit, then close."""
+        self._disarm()
+        if self.active is not None and self._receiving is self.active:
+            # The body of the request being proxied broke mid-way.
+            self.active.on_client_lost()
+            self.abort()
+            return
+        if self.active is not None:
+            # A pipelined request is bad: answer it after the response in progress.
+            self._pending_reject = (status, reason)
+            self.pause(PAUSE_PIPELINE)
+            return
+        self.gateway.log_rejected(self, status, reason, self._req)
+        self.local_reply(status, reason, keep_alive=False)
+        self.close()
+
+    def local_reply(
+        self,
+        status: int,
+        reason: str,
+        *,
+        keep_alive: bool,
+        extra: list[tuple[bytes, bytes]] | None = None,
+        head_only: bool = False,
+    ) -> int:
+        """Write a short ``text/plain`` reply; returns the body size."""
+        body = (reason + "\n").encode("utf-8", "replace")
+        lines = [
+            status_line(status),
+            b"Content-Type: text/plain; charset=utf-8\r\n",
+            b"Content-Length: %d\r\n" % len(body),
+            b"Date: " + self.gateway.http_date() + b"\r\n",
+        ]
+        if extra:
+            lines.extend(n + b": " + v + b"\r\n" for n, v in extra)
+        lines.append(b"\r\n" if keep_alive else b"Connection: close\r\n\r\n")
+        if not head_only:
+            lines.append(body)
+        self.write(b"".join(lines))
+        return 0 if head_only else len(body)
+
+    # -- timers
+
+    def _arm(self, delay: float, callback: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_later(delay, callback)  # type: ignore[arg-type]
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_idle_timeout(self) -> None:
+        self._timer = None
+        if self.active is None:
+            self.close()
+
+    def _on_header_timeout(self) -> None:
+        self._timer = None
+        if self._in_head:
+            self._reject(408, "request header timeout")

@@ -1,0 +1,578 @@
+"""One request's trip through the gateway: route, pick an upstream, stream both ways.
+
+An :class:`Exchange` is created by :class:`core.http1.ClientConnection` when a
+request's headers are complete and runs as one task. Bodies never pass through the
+task: request body chunks are written to the upstream connection from the client's
+``data_received``, and response body chunks to the client from the upstream's, with
+reading paused on whichever side is ahead (so a 200 MB upload or download holds at
+most a few socket buffers). The task only waits for the response head and the end.
+
+Retries (``upstreams.retries``) happen only where safe: after a connect failure for
+any method; after a reset, timeout, 502 or 503 before the response head for
+idempotent methods (or on a reused keep-alive connection the upstream had closed);
+and never once a part of a request body that cannot be replayed has been sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from core.errors import (
+    NoHealthyUpstream,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from core.http1 import PAUSE_BUFFER, PAUSE_UPSTREAM, status_line
+from core.upstream import ResponseHead, UpstreamConnection, UpstreamPool
+
+if TYPE_CHECKING:
+    from core.gateway import Snapshot
+    from core.http1 import ClientConnection, Request
+    from core.router import RouteTarget
+    from core.upstream import EndpointState
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+BUFFER_LIMIT = 256 * 1024  # body bytes held before an upstream is attached / head written
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class ClientGone(Exception):
+    """The client went away; stop and log 499."""
+
+
+class Abandon(Exception):
+    """A local reply was already given mid-exchange (e.g. 413); stop quietly."""
+
+
+class Exchange:
+    """Proxies one request; see the module docstring."""
+
+    __slots__ = (
+        "_abandoned",
+        "_body_buffer",
+        "_body_buffered",
+        "_body_done",
+        "_body_sent",
+        "_client_gone",
+        "_head",
+        "_last_read",
+        "_rechunk",
+        "_resp_buffer",
+        "_resp_buffered",
+        "_resp_done",
+        "_resp_paused",
+        "_streaming",
+        "_timer",
+        "_try_reused",
+        "_try_sent",
+        "_upstream_error",
+        "_waiter",
+        "bytes_in",
+        "bytes_out",
+        "client",
+        "conn",
+        "endpoint",
+        "keep_alive",
+        "pool",
+        "reason",
+        "req",
+        "route",
+        "snapshot",
+        "status",
+    )
+
+    def __init__(self, client: ClientConnection, req: Request) -> None:
+        self.client = client
+        self.req = req
+        self.snapshot: Snapshot = client.gateway.snapshot
+        self.route: RouteTarget | None = None
+        self.pool: UpstreamPool | None = None
+        self.endpoint: EndpointState | None = None
+        self.conn: UpstreamConnection | None = None
+        self.status = 0
+        self.reason = ""
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.keep_alive = req.keep_alive
+        self._body_buffer: list[bytes] = []
+        self._body_buffered = 0
+        self._body_done = not req.has_body
+        self._body_sent = False
+        self._client_gone = False
+        self._abandoned = False
+        self._try_sent = False
+        self._try_reused = False
+        self._head: ResponseHead | None = None
+        self._upstream_error: UpstreamError | None = None
+        self._resp_buffer: list[bytes] = []
+        self._resp_buffered = 0
+        self._resp_done = False
+        self._resp_paused = False
+        self._streaming = False
+        self._rechunk = False
+        self._last_read = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def start(self) -> None:
+        self.client.gateway.spawn(self.run())
+
+    # ------------------------------------------------------------------ the task
+
+    async def run(self) -> None:
+        try:
+            await self._proxy()
+        except ClientGone:
+            self.status = self.status or 499
+            self.keep_alive = False
+        except Abandon:
+            self.keep_alive = False
+        except Exception as exc:  # a bug of ours: answer 500, keep serving
+            self.client.gateway.log_error("proxy error", exc)
+            self.keep_alive = False
+            if self._head is None and not self._client_gone:
+                self._local(500, "internal gateway error")
+            else:
+                self.client.abort()
+        finally:
+            self._cancel_timer()
+            self._finish_upstream()
+            if not self._body_done:
+                self.keep_alive = False  # unread body would be taken for the next request
+            self.client.gateway.log_access(self)
+            self.client.exchange_done(self, self.keep_alive)
+
+    async def _proxy(self) -> None:
+        req = self.req
+        snap = self.snapshot
+        route = snap.router.match(req.host, req.path, req.method, req.header)
+        if route is None:
+            self._local(404, "no route")
+            return
+        self.route = route
+        pool = snap.pools[route.upstream]
+        self.pool = pool
+        if req.expect_continue and not self._body_done:
+            self.client.write(_CONTINUE)
+        tries = 1 + pool.cfg.retries
+        deadline = self.client.loop.time() + route.timeout if route.timeout else None
+        hash_key = self._hash_key(pool)
+        last: EndpointState | None = None
+        for attempt in range(tries):
+            last_try = attempt == tries - 1
+            try:
+                ep = pool.pick(hash_key, exclude=last)
+            except NoHealthyUpstream as exc:
+                self._local(exc.status, exc.reason)
+                return
+            last = ep
+            self.endpoint = ep
+            try:
+                head = await self._try(pool, ep, deadline)
+            except UpstreamError as exc:
+                pool.report(ep, False)
+                self._drop_upstream()
+                if last_try or not self._may_retry(exc):
+                    self._fail(exc)
+                    return
+                continue
+            if head.status in (502, 503, 504):
+                pool.report(ep, False)
+                if head.status != 504 and not last_try and self._replayable_idempotent():
+                    self._drop_upstream()
+                    continue
+            else:
+                pool.report(ep, True)
+            break
+        await self._respond()
+
+    async def _try(
+        self, pool: UpstreamPool, ep: EndpointState, deadline: float | None
+    ) -> ResponseHead:
+        """Send the request to ``ep`` and wait for the response head."""
+        loop = self.client.loop
+        self._try_sent = False
+        conn = pool.take_idle(ep)
+        if conn is None:
+            conn = await pool.connect(ep)
+        if self._client_gone or self._abandoned:
+            pool.release(conn)
+            raise ClientGone if self._client_gone else Abandon
+        self.conn = conn
+        self._try_reused = conn.reused
+        self._head = None
+        self._upstream_error = None
+        ep.active += 1
+        conn.begin(self, head_request=self.req.method == "HEAD")
+        self._send_request_head(pool, conn)
+        self._try_sent = True
+        timeout = pool.per_try_timeout
+        if deadline is not None:
+            timeout = min(timeout, deadline - loop.time())
+        self._arm(timeout, self._on_try_timeout)
+        while self._head is None and self._upstream_error is None:
+            await self._wait()
+        self._cancel_timer()
+        if self._upstream_error is not None:
+            raise self._upstream_error
+        assert self._head is not None
+        return self._head
+
+    def _may_retry(self, exc: UpstreamError) -> bool:
+        if self._client_gone or self._abandoned:
+            return False
+        if not self._try_sent:
+            return True  # the connect itself failed: nothing reached the upstream
+        if not self._replayable():
+            return False
+        if self.req.method in IDEMPOTENT:
+            return True
+        # A pooled connection the upstream closed just as we reused it: the request
+        # cannot have been processed.
+        return self._try_reused and isinstance(exc, UpstreamConnectError)
+
+    def _replayable(self) -> bool:
+        return not self.req.has_body or not self._body_sent
+
+    def _replayable_idempotent(self) -> bool:
+        return self._replayable() and self.req.method in IDEMPOTENT
+
+    def _hash_key(self, pool: UpstreamPool) -> str | None:
+        if pool.hash_header is not None:
+            return self.req.header(pool.hash_header)
+        if pool.hash_cookie is not None:
+            cookies = self.req.header("cookie")
+            if cookies:
+                for part in cookies.split(";"):
+                    name, _, value = part.strip().partition("=")
+                    if name == pool.hash_cookie:
+                        return value
+        return None
+
+    # ------------------------------------------------------------------ request out
+
+    def _send_request_head(self, pool: UpstreamPool, conn: UpstreamConnection) -> None:
+        req = self.req
+        cfg = pool.cfg
+        snap = self.snapshot
+        if cfg.preserve_host and req.host:
+            host = req.host.encode("latin-1")
+        else:
+            host = (cfg.host_header or conn.endpoint.address).encode("latin-1")
+        parts = [
+            req.method.encode("ascii"),
+            b" ",
+            req.target,
+            b" HTTP/1.1\r\nHost: ",
+            host,
+            b"\r\n",
+        ]
+        for name, value in req.headers:
+            parts += (name, b": ", value, b"\r\n")
+        client_ip, xff, xfp, xfh = snap.forwarded(req)
+        parts += (
+            b"X-Forwarded-For: ", xff, b"\r\nX-Forwarded-Proto: ", xfp,
+            b"\r\nX-Forwarded-Host: ", xfh, b"\r\nX-Real-IP: ", client_ip, b"\r\n",
+        )  # fmt: skip
+        if req.upgrade is not None:
+            parts += (b"Connection: upgrade\r\nUpgrade: ", req.upgrade, b"\r\n\r\n")
+        elif req.chunked:
+            parts.append(b"Transfer-Encoding: chunked\r\n\r\n")
+        else:
+            parts.append(b"\r\n")
+        if self._body_buffer:
+            for chunk in self._body_buffer:
+                parts.extend(self._frame(chunk))
+            self._body_buffer = []
+            self._body_buffered = 0
+            self._body_sent = True
+            self.client.resume(PAUSE_BUFFER)
+        if self._body_done and req.chunked:
+            parts.append(b"0\r\n\r\n")
+        conn.write(b"".join(parts))
+
+    def _frame(self, chunk: bytes) -> tuple[bytes, ...]:
+        if self.req.chunked:
+            return (b"%x\r\n" % len(chunk), chunk, b"\r\n")
+        return (chunk,)
+
+    def on_request_body(self, data: bytes) -> None:
+        if self._abandoned or self._client_gone:
+            return
+        self.bytes_in += len(data)
+        limit = self.client.limits.max_body_bytes
+        if limit and self.bytes_in > limit:
+            self._request_too_large()
+            return
+        conn = self.conn
+        if conn is not None and not conn.closed:
+            assert conn.transport is not None
+            self._body_sent = True
+            if self.req.chunked:
+                conn.transport.writelines([b"%x\r\n" % len(data), data, b"\r\n"])
+            else:
+                conn.transport.write(data)
+            return
+        if self.status:  # a reply was already given (e.g. 404): discard the body
+            return
+        self._body_buffer.append(data)
+        self._body_buffered += len(data)
+        if self._body_buffered > BUFFER_LIMIT:
+            self.client.pause(PAUSE_BUFFER)
+
+    def on_request_end(self) -> None:
+        self._body_done = True
+        conn = self.conn
+        if self.req.chunked and conn is not None and not conn.closed and not self._abandoned:
+            conn.write(b"0\r\n\r\n")
+
+    def _request_too_large(self) -> None:
+        self._abandoned = True
+        self._drop_upstream()
+        if self._head is None and not self.status:
+            self.keep_alive = False
+            self._local(413, "request body too large")
+            self.client.pause(PAUSE_BUFFER)  # read no more; the connection closes after
+        else:
+            self.status = self.status or 413
+            self.client.abort()
+        self._wake()
+
+    # ------------------------------------------------------------------ response back
+
+    async def _respond(self) -> None:
+        head = self._head
+        assert head is not None and self.conn is not None
+        req = self.req
+        self.status = head.status
+        if head.status == 101:
+            await self._tunnel(head)
+            return
+        no_body = req.method == "HEAD" or head.status in (204, 304)
+        parts = [status_line(head.status)]
+        for name, value in head.headers:
+            parts += (name, b": ", value, b"\r\n")
+        if not no_body and head.content_length is None:
+            if req.version == "1.1" and self.keep_alive:
+                self._rechunk = True
+                parts.append(b"Transfer-Encoding: chunked\r\n")
+            else:
+                self.keep_alive = False
+        if self.client.gateway.draining:
+            self.keep_alive = False
+        if not self.keep_alive:
+            parts.append(b"Connection: close\r\n\r\n")
+        elif req.version == "1.0":
+            parts.append(b"Connection: keep-alive\r\n\r\n")
+        else:
+            parts.append(b"\r\n")
+        for chunk in self._resp_buffer:
+            self.bytes_out += len(chunk)
+            parts.extend(self._resp_frame(chunk))
+        self._resp_buffer = []
+        self._resp_buffered = 0
+        if self._resp_done and self._rechunk:
+            parts.append(b"0\r\n\r\n")
+        self.client.write(b"".join(parts))
+        self._streaming = True
+        if self._resp_paused and not self.client.write_paused:
+            self._resume_upstream()
+        if not self._resp_done:
+            self._last_read = self.client.loop.time()
+            self._arm(self.pool.cfg.read_timeout if self.pool else 60.0, self._on_read_timeout)
+            while not self._resp_done and self._upstream_error is None:
+                await self._wait()
+            self._cancel_timer()
+            if self._upstream_error is not None:
+                self.reason = str(self._upstream_error)
+                self.client.gateway.log_upstream_error(self, self._upstream_error)
+                self.client.abort()  # the head is out; only a broken connection says so
+                raise ClientGone
+
+    def _resp_frame(self, chunk: bytes) -> tuple[bytes, ...]:
+        if self._rechunk:
+            return (b"%x\r\n" % len(chunk), chunk, b"\r\n")
+        return (chunk,)
+
+    def on_response_head(self, head: ResponseHead) -> None:
+        self._head = head
+        self._wake()
+
+    def on_response_body(self, data: bytes) -> None:
+        if self._streaming:
+            self.bytes_out += len(data)
+            self._last_read = self.client.loop.time()
+            if self._rechunk:
+                self.client.writelines([b"%x\r\n" % len(data), data, b"\r\n"])
+            else:
+                self.client.write(data)
+            return
+        self._resp_buffer.append(data)
+        self._resp_buffered += len(data)
+        if self._resp_buffered > BUFFER_LIMIT:
+            self._pause_upstream()
+
+    def on_response_end(self) -> None:
+        self._resp_done = True
+        if self._streaming and self._rechunk:
+            self.client.write(b"0\r\n\r\n")
+        self._wake()
+
+    def on_upstream_error(self, exc: UpstreamError) -> None:
+        if self._upstream_error is None:
+            self._upstream_error = exc
+        self._wake()
+
+    # ------------------------------------------------------------------ flow control
+
+    def on_upstream_pause(self) -> None:  # upstream cannot take more request body
+        self.client.pause(PAUSE_UPSTREAM)
+
+    def on_upstream_resume(self) -> None:
+        self.client.resume(PAUSE_UPSTREAM)
+
+    def on_client_pause(self) -> None:  # client cannot take more response body
+        self._pause_upstream()
+
+    def on_client_resume(self) -> None:
+        if self._streaming or self._head is None:
+            self._resume_upstream()
+
+    def _pause_upstream(self) -> None:
+        conn = self.conn
+        if not self._resp_paused and conn is not None and conn.transport is not None:
+            self._resp_paused = True
+            conn.transport.pause_reading()
+
+    def _resume_upstream(self) -> None:
+        conn = self.conn
+        if self._resp_paused and conn is not None and conn.transport is not None:
+            self._resp_paused = False
+            if not conn.closed:
+                conn.transport.resume_reading()
+                self._last_read = self.client.loop.time()
+
+    def on_client_lost(self) -> None:
+        self._client_gone = True
+        self._drop_upstream()
+        self._wake()
+
+    # ------------------------------------------------------------------ WebSocket
+
+    async def _tunnel(self, head: ResponseHead) -> None:
+        assert self.conn is not None and self.req.upgrade is not None
+        parts = [status_line(101)]
+        for name, value in head.headers:
+            parts += (name, b": ", value, b"\r\n")
+        parts += (b"Connection: upgrade\r\nUpgrade: ", self.req.upgrade, b"\r\n\r\n")
+        self.client.write(b"".join(parts))
+        self._streaming = True
+        self.keep_alive = False
+        self.client.start_tunnel(self)
+        while not self._resp_done and not self._client_gone:
+            await self._wait()
+
+    def on_tunnel_data(self, data: bytes) -> None:
+        self.bytes_out += len(data)
+        self.client.write(data)
+
+    def on_client_tunnel_data(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        if self.conn is not None and not self.conn.closed:
+            self.conn.write(data)
+
+    # ------------------------------------------------------------------ endings
+
+    def _local(self, status: int, reason: str) -> None:
+        self.status = status
+        self.reason = reason
+        if self._client_gone:
+            return
+        if self.req.upgrade is not None or not self._body_done:
+            self.keep_alive = False
+        self.bytes_out += self.client.local_reply(
+            status, reason, keep_alive=self.keep_alive, head_only=self.req.method == "HEAD"
+        )
+
+    def _fail(self, exc: UpstreamError) -> None:
+        if self._client_gone:
+            raise ClientGone
+        self.client.gateway.log_upstream_error(self, exc)
+        self._local(exc.status, f"{exc.reason}: {exc}")
+
+    def _drop_upstream(self) -> None:
+        conn = self.conn
+        if conn is not None:
+            self.conn = None
+            conn.endpoint.active -= 1
+            conn.close()
+        self._resp_buffer = []
+        self._resp_buffered = 0
+        self._resp_paused = False
+
+    def _finish_upstream(self) -> None:
+        conn = self.conn
+        if conn is None:
+            return
+        self.conn = None
+        conn.endpoint.active -= 1
+        if self._resp_done and self._body_done and not self._client_gone:
+            UpstreamPool.release(conn)
+        else:
+            conn.close()
+
+    # ------------------------------------------------------------------ waiting
+
+    async def _wait(self) -> None:
+        if self._client_gone:
+            raise ClientGone
+        if self._abandoned:
+            raise Abandon
+        waiter = self.client.loop.create_future()
+        self._waiter = waiter
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+        if self._client_gone:
+            raise ClientGone
+        if self._abandoned:
+            raise Abandon
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _arm(self, delay: float, callback: object) -> None:
+        self._cancel_timer()
+        self._timer = self.client.loop.call_later(max(delay, 0.0), callback)  # type: ignore[arg-type]
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_try_timeout(self) -> None:
+        self._timer = None
+        self.on_upstream_error(UpstreamTimeout("no response from upstream in time"))
+
+    def _on_read_timeout(self) -> None:
+        self._timer = None
+        loop = self.client.loop
+        assert self.pool is not None
+        limit = self.pool.cfg.read_timeout
+        idle = loop.time() - self._last_read
+        if self._resp_paused or idle < limit:  # the client is slow, or data came lately
+            self._arm(limit - idle if not self._resp_paused else limit, self._on_read_timeout)
+            return
+        self.on_upstream_error(UpstreamTimeout("upstream stopped sending the response"))
+
+    # ------------------------------------------------------------------ logging view
+
+    @property
+    def duration(self) -> float:
+        return time.monotonic() - self.req.start

@@ -1,0 +1,423 @@
+"""Upstream pools: endpoints, load balancing, passive health and keep-alive connections.
+
+An :class:`UpstreamPool` is built once per configuration snapshot from an
+``[[upstreams]]`` table. Per request the proxy asks it to :meth:`~UpstreamPool.pick`
+an endpoint and for a connection to it: an idle pooled one when there is one (no
+await), else a new one. Each :class:`UpstreamConnection` is an asyncio protocol that
+parses the upstream's responses with llhttp (httptools) and hands the pieces to
+whichever exchange is using it (:class:`ResponseListener`).
+
+Library errors (``OSError``, ``TimeoutError``, httptools' parser errors) are turned
+into the :mod:`core.errors` tree here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import hashlib
+import random
+import time
+from typing import Protocol, cast
+
+import httptools
+
+from core.config import Upstream, parse_address
+from core.errors import (
+    NoHealthyUpstream,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+)
+from core.headers import connection_tokens, is_hop_by_hop
+
+
+class ResponseListener(Protocol):
+    """What an :class:`UpstreamConnection` reports to the exchange using it."""
+
+    def on_response_head(self, head: ResponseHead) -> None: ...
+    def on_response_body(self, data: bytes) -> None: ...
+    def on_response_end(self) -> None: ...
+    def on_upstream_error(self, exc: UpstreamError) -> None: ...
+    def on_upstream_pause(self) -> None: ...
+    def on_upstream_resume(self) -> None: ...
+    def on_tunnel_data(self, data: bytes) -> None: ...
+
+
+class ResponseHead:
+    """Status and end-to-end headers of an upstream response."""
+
+    __slots__ = ("chunked", "content_length", "headers", "keep_alive", "status", "until_close")
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.content_length: int | None = None
+        self.chunked = False
+        self.keep_alive = True
+        self.until_close = False
+
+
+_NO_BODY_STATUS = frozenset({204, 304})
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One keep-alive connection to an endpoint."""
+
+    def __init__(self, endpoint: EndpointState) -> None:
+        self.endpoint = endpoint
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.listener: ResponseListener | None = None
+        self.closed = False
+        self.reused = False
+        self.head_request = False
+        self.tunnel = False
+        self._head = ResponseHead()
+        self._conn_values: list[bytes] = []
+        self._skip_interim = False
+        self._in_body = False
+        self._done = True
+
+    # -- driven by the exchange
+
+    def begin(self, listener: ResponseListener, *, head_request: bool) -> None:
+        self.listener = listener
+        self.head_request = head_request
+        self._done = False
+        self._in_body = False
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def detach(self) -> None:
+        self.listener = None
+
+    def close(self) -> None:
+        self.listener = None
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.abort()
+
+    @property
+    def reusable(self) -> bool:
+        return self._done and not self.closed and not self.tunnel and self._head.keep_alive
+
+    # -- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        listener = self.listener
+        if self.tunnel:
+            if listener is not None:
+                listener.on_tunnel_data(data)
+            return
+        if listener is None:  # bytes on an idle connection: it cannot be trusted any more
+            self.close()
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.tunnel = True
+            rest = data[exc.args[0] :]
+            if rest and self.listener is not None:
+                self.listener.on_tunnel_data(rest)
+        except httptools.HttpParserError as exc:
+            self.close()
+            listener.on_upstream_error(UpstreamProtocolError(f"invalid response: {exc}"))
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.endpoint.forget(self)
+        listener = self.listener
+        self.listener = None
+        if listener is None:
+            return
+        if self.tunnel:
+            listener.on_response_end()
+        elif self._in_body and self._head.until_close:
+            self._done = True
+            listener.on_response_end()
+        elif not self._done:
+            what = "reset" if exc else "closed"
+            where = "in the response body" if self._in_body else "before a response"
+            listener.on_upstream_error(
+                UpstreamConnectError(f"upstream {what} the connection {where}")
+            )
+
+    def pause_writing(self) -> None:
+        if self.listener is not None:
+            self.listener.on_upstream_pause()
+
+    def resume_writing(self) -> None:
+        if self.listener is not None:
+            self.listener.on_upstream_resume()
+
+    # -- httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self._head = ResponseHead()
+        self._conn_values = []
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lname = name.lower()
+        head = self._head
+        if lname == b"content-length":
+            head.content_length = int(value)
+        elif lname == b"transfer-encoding":
+            head.chunked = head.chunked or value.lower().rstrip().endswith(b"chunked")
+            return
+        elif lname == b"connection":
+            self._conn_values.append(value)
+            return
+        if is_hop_by_hop(lname):
+            return
+        head.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        head = self._head
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            self._skip_interim = True  # 100 Continue, 103 Early Hints: not forwarded
+            return
+        head.status = status
+        head.keep_alive = self.parser.should_keep_alive()
+        if self._conn_values:
+            drop = connection_tokens(self._conn_values)
+            if drop:
+                head.headers = [(n, v) for n, v in head.headers if n.lower() not in drop]
+        no_body = self.head_request or status in _NO_BODY_STATUS or status == 101
+        if not no_body and head.content_length is None and not head.chunked:
+            head.until_close = True
+            head.keep_alive = False
+        listener = self.listener
+        if listener is None:
+            return
+        listener.on_response_head(head)
+        if status == 101:
+            return
+        if no_body:
+            # llhttp cannot be told that a HEAD response has no body; start afresh.
+            self.parser = httptools.HttpResponseParser(self)
+            self._done = True
+            if self.listener is not None:
+                self.listener.on_response_end()
+            return
+        self._in_body = True
+
+    def on_body(self, body: bytes) -> None:
+        if self.listener is not None and self._in_body:
+            self.listener.on_response_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._skip_interim:
+            self._skip_interim = False
+            return
+        if not self._in_body:
+            return
+        self._in_body = False
+        self._done = True
+        if self.listener is not None:
+            self.listener.on_response_end()
+
+
+class EndpointState:
+    """One endpoint of a pool: address, weight, idle connections, health."""
+
+    __slots__ = (
+        "active",
+        "address",
+        "ejected_until",
+        "failures",
+        "host",
+        "idle",
+        "max_idle",
+        "port",
+        "weight",
+    )
+
+    def __init__(self, address: str, weight: int, max_idle: int) -> None:
+        self.address = address
+        self.host, self.port = parse_address(address)
+        self.weight = weight
+        self.idle: list[UpstreamConnection] = []
+        self.max_idle = max_idle
+        self.active = 0
+        self.failures = 0
+        self.ejected_until = 0.0
+
+    def healthy(self, now: float) -> bool:
+        return self.ejected_until <= now
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        with contextlib.suppress(ValueError):
+            self.idle.remove(conn)
+
+    def __repr__(self) -> str:
+        return f"<endpoint {self.address}>"
+
+
+def _smooth_weighted_order(weights: list[int]) -> list[int]:
+    """Index sequence of one smooth weighted round-robin cycle (as nginx spreads it)."""
+    current = [0] * len(weights)
+    total = sum(weights)
+    order = []
+    for _ in range(total):
+        for i, w in enumerate(weights):
+            current[i] += w
+        best = max(range(len(weights)), key=current.__getitem__)
+        current[best] -= total
+        order.append(best)
+    return order
+
+
+def _hash64(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+class UpstreamPool:
+    """The compiled form of one ``[[upstreams]]`` table."""
+
+    RING_POINTS = 160  # virtual nodes per unit of weight for consistent hashing
+
+    def __init__(self, cfg: Upstream) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self.endpoints = [EndpointState(e.address, e.weight, cfg.keepalive) for e in cfg.endpoints]
+        self.per_try_timeout = cfg.per_try_timeout or cfg.read_timeout
+        self._rr_order = _smooth_weighted_order([e.weight for e in self.endpoints])
+        self._rr_next = 0
+        cum = 0
+        self._cum_weights = []
+        for e in self.endpoints:
+            cum += e.weight
+            self._cum_weights.append(cum)
+        self._ring: list[int] = []
+        self._ring_owner: list[int] = []
+        if cfg.balance == "consistent_hash":
+            points = sorted(
+                (_hash64(f"{e.address}#{i}"), idx)
+                for idx, e in enumerate(self.endpoints)
+                for i in range(self.RING_POINTS * e.weight)
+            )
+            self._ring = [p for p, _ in points]
+            self._ring_owner = [o for _, o in points]
+        self.hash_header = (
+            cfg.hash_on.header.lower() if cfg.hash_on and cfg.hash_on.header else None
+        )
+        self.hash_cookie = cfg.hash_on.cookie if cfg.hash_on else None
+
+    # -- choosing
+
+    def pick(
+        self, hash_key: str | None = None, exclude: EndpointState | None = None
+    ) -> EndpointState:
+        """An endpoint for the next try; raises NoHealthyUpstream."""
+        now = time.monotonic()
+        eps = self.endpoints
+        if len(eps) == 1:
+            ep = eps[0]
+            if ep.healthy(now):
+                return ep
+            raise NoHealthyUpstream(f"no healthy endpoint in upstream '{self.name}'")
+        balance = self.cfg.balance
+        if balance == "round_robin":
+            order = self._rr_order
+            n = len(order)
+            for _ in range(n):
+                ep = eps[order[self._rr_next % n]]
+                self._rr_next += 1
+                if ep.healthy(now) and ep is not exclude:
+                    return ep
+        elif balance == "consistent_hash" and hash_key is not None:
+            start = bisect.bisect(self._ring, _hash64(hash_key))
+            ring_len = len(self._ring)
+            for step in range(ring_len):
+                ep = eps[self._ring_owner[(start + step) % ring_len]]
+                if ep.healthy(now) and ep is not exclude:
+                    return ep
+        elif balance == "least_request":
+            a, b = self._weighted_random(now, exclude), self._weighted_random(now, exclude)
+            if a is not None and b is not None:
+                return a if a.active / a.weight <= b.active / b.weight else b
+        else:  # random, or consistent_hash without a key
+            ep_or_none = self._weighted_random(now, exclude)
+            if ep_or_none is not None:
+                return ep_or_none
+        healthy = [e for e in eps if e.healthy(now)]
+        if healthy:
+            return healthy[0]
+        raise NoHealthyUpstream(f"no healthy endpoint in upstream '{self.name}'")
+
+    def _weighted_random(self, now: float, exclude: EndpointState | None) -> EndpointState | None:
+        eps = self.endpoints
+        for _ in range(4):
+            x = random.random() * self._cum_weights[-1]
+            ep = eps[bisect.bisect(self._cum_weights, x)]
+            if ep.healthy(now) and ep is not exclude:
+                return ep
+        candidates = [e for e in eps if e.healthy(now) and e is not exclude]
+        if not candidates:
+            return None
+        return random.choices(candidates, weights=[e.weight for e in candidates])[0]
+
+    # -- health
+
+    def report(self, ep: EndpointState, ok: bool) -> None:
+        if ok:
+            ep.failures = 0
+            return
+        ep.failures += 1
+        if ep.failures >= self.cfg.health.max_failures:
+            ep.ejected_until = time.monotonic() + self.cfg.health.eject_seconds
+            ep.failures = 0
+
+    # -- connections
+
+    @staticmethod
+    def take_idle(ep: EndpointState) -> UpstreamConnection | None:
+        idle = ep.idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                conn.reused = True
+                return conn
+        return None
+
+    async def connect(self, ep: EndpointState) -> UpstreamConnection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.cfg.connect_timeout):
+                _, proto = await loop.create_connection(
+                    lambda: UpstreamConnection(ep), ep.host, ep.port
+                )
+        except TimeoutError:
+            raise UpstreamTimeout(f"connect to {ep.address} timed out") from None
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise UpstreamConnectError(f"connect to {ep.address} failed: {reason}") from None
+        return proto
+
+    @staticmethod
+    def release(conn: UpstreamConnection) -> None:
+        """Return a connection after its exchange; pooled if it can be reused."""
+        conn.detach()
+        ep = conn.endpoint
+        if conn.reusable and len(ep.idle) < ep.max_idle:
+            ep.idle.append(conn)
+        else:
+            conn.close()
+
+    def close(self) -> None:
+        for ep in self.endpoints:
+            while ep.idle:
+                ep.idle.pop().close()

@@ -1,0 +1,47 @@
+"""Shared fixtures: real upstreams and a real gateway on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+import pytest
+
+from tests.harness import InProcessGateway, RecordingUpstream
+
+StartGateway = Callable[[str], Awaitable[InProcessGateway]]
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[RecordingUpstream]:
+    up = await RecordingUpstream("v1").start()
+    yield up
+    await up.stop()
+
+
+@pytest.fixture
+async def upstream2() -> AsyncIterator[RecordingUpstream]:
+    up = await RecordingUpstream("v2").start()
+    yield up
+    await up.stop()
+
+
+@pytest.fixture
+async def start_gateway() -> AsyncIterator[StartGateway]:
+    """Call with a TOML string; the gateway is stopped after the test."""
+    started: list[InProcessGateway] = []
+
+    async def start(toml: str) -> InProcessGateway:
+        gw = await InProcessGateway(toml).start()
+        started.append(gw)
+        return gw
+
+    yield start
+    for gw in started:
+        await gw.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        yield session
