@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -68,6 +69,9 @@ def _load(path: str) -> GatewayConfig:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    if args.schema:
+        print(json.dumps(GatewayConfig.model_json_schema(), indent=2))
+        return 0
     cfg = _load(args.config)
     snap = Snapshot(cfg, args.config)
     rows = snap.router.table()
@@ -267,6 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "-c", "--config", default="gateway.toml", help="config file (default: %(default)s)"
     )
+    check.add_argument(
+        "--schema", action="store_true",
+        help="print the JSON Schema of gateway.toml (for editors and CI) and exit",
+    )  # fmt: skip
     check.set_defaults(func=cmd_check)
 
     for ep in entry_points(group="wasmgate.commands"):
@@ -282,7 +290,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except BrokenPipeError:  # `wasmgate check | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return result
 
 

@@ -214,18 +214,31 @@ class HeaderMatch(Model):
         return self
 
 
-class FilterRef(Model):
-    name: str = Field(description="Plugin name (kebab-case).")
+FailMode = Literal["closed", "open"]
+
+
+class FilterDef(Model):
+    """A named filter instance: ``[filters.NAME]``."""
+
+    plugin: str | None = Field(None, description="Plugin name; defaults to the table's NAME.")
     config: dict[str, Any] = Field(default_factory=dict, description="The plugin's own config.")
-    fail: Literal["closed", "open"] = Field(
-        "closed", description="On a crash: 'closed' answers 500/503, 'open' skips the filter."
+    fail: FailMode = Field(
+        "closed", description="If it raises: 'closed' answers 500, 'open' skips the filter."
     )
 
 
-def _filters_before(value: Any) -> Any:
-    if isinstance(value, list):
-        return [{"name": v} if isinstance(v, str) else v for v in value]
-    return value
+class InlineFilter(Model):
+    """A filter defined inside a route's list: ``{ plugin = "...", config = {...} }``."""
+
+    plugin: str = Field(description="Plugin name.")
+    name: str | None = Field(None, description="Instance name (logs); default ROUTE.PLUGIN.")
+    config: dict[str, Any] = Field(default_factory=dict, description="The plugin's own config.")
+    fail: FailMode = Field("closed", description="As for [filters.NAME].")
+
+
+# A route's filter: the name of a [filters.NAME] instance (or of a plugin, used with
+# its default config), or an inline table.
+FilterRef = str | InlineFilter
 
 
 class Route(Model):
@@ -240,7 +253,12 @@ class Route(Model):
     methods: list[str] = Field(default_factory=list, description="Allowed methods; empty = any.")
     headers: list[HeaderMatch] = Field(default_factory=list, description="All must match.")
     upstream: str = Field(description="Name of the upstream to proxy to.")
-    filters: list[FilterRef] = Field(default_factory=list, description="Filter chain, in order.")
+    filters: list[FilterRef] = Field(
+        default_factory=list, description="Filters after the global ones, in order."
+    )
+    disable_filters: list[str] = Field(
+        default_factory=list, description="Global filters this route turns off."
+    )
     timeout: float | None = Field(
         None, gt=0, description="Bound on the whole exchange up to the response head."
     )
@@ -251,11 +269,6 @@ class Route(Model):
         if isinstance(value, list):
             return [{"path": v} if isinstance(v, str) else v for v in value]
         return value
-
-    @field_validator("filters", mode="before")
-    @classmethod
-    def _filters(cls, value: Any) -> Any:
-        return _filters_before(value)
 
     @field_validator("hosts")
     @classmethod
@@ -278,13 +291,9 @@ class Route(Model):
 
 class DefaultRoute(Model):
     upstream: str = Field(description="Upstream for requests no route matches.")
-    filters: list[FilterRef] = Field(default_factory=list, description="Filter chain, in order.")
+    filters: list[FilterRef] = Field(default_factory=list, description="As for routes.")
+    disable_filters: list[str] = Field(default_factory=list, description="As for routes.")
     timeout: float | None = Field(None, gt=0, description="As for routes.")
-
-    @field_validator("filters", mode="before")
-    @classmethod
-    def _filters(cls, value: Any) -> Any:
-        return _filters_before(value)
 
 
 class GatewayConfig(Model):
@@ -293,6 +302,12 @@ class GatewayConfig(Model):
     routes: list[Route] = Field(default_factory=list, description="Routes.")
     default: DefaultRoute | None = Field(
         None, description="Where unmatched requests go (Ingress defaultBackend); else 404."
+    )
+    filters: dict[str, FilterDef] = Field(
+        default_factory=dict, description="Named filter instances, [filters.NAME]."
+    )
+    global_filters: list[str] = Field(
+        default_factory=list, description="Filters every route runs first, in order."
     )
 
 
@@ -339,21 +354,54 @@ def _inner_model(annotation: Any) -> Any:
     return None
 
 
+# Names pydantic puts into an error's location for the branch of a union it tried.
+_UNION_TAGS = frozenset({"str", "int", "float", "bool", "InlineFilter"})
+
+
+def _is_tag(part: int | str) -> bool:
+    return isinstance(part, str) and (part in _UNION_TAGS or "[" in part or "-" in part)
+
+
 def _pydantic_problems(exc: ValidationError) -> list[str]:
-    problems = []
+    # For a union (``"name" | { plugin = ... }``) pydantic reports every branch it
+    # tried. Report the branch the user meant: the one that got past the type check.
+    # If none did, one line says which types would do.
+    groups: dict[tuple[int | str, ...], dict[str, list[Any]]] = {}
     for err in exc.errors(include_url=False):
-        loc = [p for p in err["loc"] if not (isinstance(p, str) and "[" in p)]
-        # pydantic adds the union member or validator name to loc; drop non-field parts.
-        loc = [p for p in loc if p not in ("function-after", "function-before")]
+        loc = err["loc"]
+        cut = next((i for i, p in enumerate(loc) if _is_tag(p)), len(loc))
+        branch = str(loc[cut]) if cut < len(loc) else ""
+        groups.setdefault(tuple(loc[:cut]), {}).setdefault(branch, []).append(err)
+    kept: list[Any] = []
+    for base, branches in groups.items():
+        if len(branches) == 1:
+            kept.extend(next(iter(branches.values())))
+            continue
+        deep = [
+            errs
+            for errs in branches.values()
+            if not all(e["type"].endswith(("_type", "_parsing", "literal_error")) for e in errs)
+        ]
+        if deep:
+            kept.extend(deep[0])
+        else:
+            names = {"InlineFilter": "a table", "str": "a string", "int": "a whole number"}
+            wanted = " or ".join(
+                names.get(b, b.removeprefix("literal[").removesuffix("]")) for b in branches
+            )
+            kept.append({"loc": base, "type": "union", "msg": f"expected {wanted}"})
+    problems = []
+    for err in kept:
+        where: list[int | str] = [p for p in err["loc"] if not _is_tag(p)]
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            owner = _model_at(loc[:-1])
-            field = str(loc[-1])
+            owner = _model_at(where[:-1])
+            field = str(where[-1])
             hint = suggest(field, owner.model_fields) if owner else ""
             msg = f"unknown field {field!r}{hint}"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
-        problems.append(f"{dotted(loc)}: {msg}")
+        problems.append(f"{dotted(where)}: {msg}")
     return problems
 
 

@@ -18,6 +18,7 @@ from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
 from core.accesslog import AccessLog
+from core.chain import PluginRegistry, compile_chains
 from core.config import GatewayConfig, parse_address
 from core.errors import UpstreamError
 from core.http1 import ClientConnection
@@ -34,10 +35,16 @@ log = logging.getLogger("wasmgate")
 class Snapshot:
     """Everything compiled from one configuration; read-only once built."""
 
-    def __init__(self, config: GatewayConfig, source: str = "<config>") -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        source: str = "<config>",
+        registry: PluginRegistry | None = None,
+    ) -> None:
         self.config = config
         self.source = source
-        self.router = Router(config)
+        self.chains = compile_chains(config, registry or PluginRegistry(), source)
+        self.router = Router(config, self.chains)
         self.pools = {u.name: UpstreamPool(u) for u in config.upstreams}
         self.trusted_hops = config.server.trusted_hops
 
@@ -164,7 +171,12 @@ class Gateway:
         )
 
     def log_rejected(
-        self, conn: ClientConnection, status: int, reason: str, req: Request | None
+        self,
+        conn: ClientConnection,
+        status: int,
+        reason: str,
+        req: Request | None,
+        bytes_out: int,
     ) -> None:
         log.info("rejected %s:%d with %d: %s", conn.peer[0], conn.peer[1], status, reason)
         if self.access_log.enabled:
@@ -173,8 +185,8 @@ class Gateway:
                 client_ip=conn.peer[0],
                 status=status,
                 bytes_in=0,
-                bytes_out=0,
-                duration=0.0,
+                bytes_out=bytes_out,
+                duration=time.monotonic() - req.start if req is not None else 0.0,
                 route=None,
                 upstream=None,
                 endpoint=None,

@@ -145,6 +145,7 @@ class ClientConnection(asyncio.Protocol):
         self._req: Request | None = None
         self._url = b""
         self._head_bytes = 0
+        self._head_seen = 0
         self._in_head = False
         self._receiving: Exchange | None = None
         self.active: Exchange | None = None
@@ -171,8 +172,6 @@ class ClientConnection(asyncio.Protocol):
         if self._upgrade_buffer is not None:
             self._upgrade_buffer += data
             return
-        if self._in_head or self.active is None:
-            self._head_bytes += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -186,8 +185,12 @@ class ClientConnection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._reject(400, f"bad request: {exc}")
         else:
-            if self._in_head and self._head_bytes > self.limits.max_header_bytes:
-                self._reject(431, "request header fields too large")
+            if self._in_head:
+                # httptools holds a partial header line in memory; bound what a head
+                # that never ends can cost (the exact check is in on_header).
+                self._head_seen += len(data)
+                if self._head_seen > self.limits.max_header_bytes + 65536:
+                    self._reject(431, "request header fields too large")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -219,6 +222,8 @@ class ClientConnection(asyncio.Protocol):
         self._req = req
         self._url = b""
         self._in_head = True
+        self._head_bytes = 0
+        self._head_seen = 0
         self._arm(self.limits.request_header_timeout, self._on_header_timeout)
 
     def on_url(self, url: bytes) -> None:
@@ -229,6 +234,9 @@ class ClientConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         req = self._req
         assert req is not None
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > self.limits.max_header_bytes:
+            raise Reject(431, "request header fields too large")
         lname = name.lower()
         kind = _SPECIAL.get(lname)
         if kind is None:
@@ -243,6 +251,9 @@ class ClientConnection(asyncio.Protocol):
             req.content_length = int(value)  # llhttp has already validated it
             req.headers.append((name, value))
         elif kind == 3:
+            # Only chunked is decoded; other codings would reach the upstream unlabelled.
+            if value.strip().lower() != b"chunked":
+                raise Reject(501, "unsupported Transfer-Encoding")
             req.chunked = True
         elif kind == 4:
             req.conn_values.append(value)
@@ -312,7 +323,6 @@ class ClientConnection(asyncio.Protocol):
         if self._receiving is not None:
             self._receiving.on_request_end()
             self._receiving = None
-        self._head_bytes = 0
 
     # -- helpers for parsing
 
@@ -418,8 +428,11 @@ class ClientConnection(asyncio.Protocol):
             self._pending_reject = (status, reason)
             self.pause(PAUSE_PIPELINE)
             return
-        self.gateway.log_rejected(self, status, reason, self._req)
-        self.local_reply(status, reason, keep_alive=False)
+        req = self._req
+        if req is not None and self._in_head and self._url:
+            req.target = self._url[:2048]  # what we have of it, for the log
+        sent = self.local_reply(status, reason, keep_alive=False)
+        self.gateway.log_rejected(self, status, reason, req, sent)
         self.close()
 
     def local_reply(

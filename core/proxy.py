@@ -275,8 +275,10 @@ class Exchange:
         client_ip, xff, xfp, xfh = snap.forwarded(req)
         parts += (
             b"X-Forwarded-For: ", xff, b"\r\nX-Forwarded-Proto: ", xfp,
-            b"\r\nX-Forwarded-Host: ", xfh, b"\r\nX-Real-IP: ", client_ip, b"\r\n",
+            b"\r\nX-Real-IP: ", client_ip, b"\r\n",
         )  # fmt: skip
+        if xfh:
+            parts += (b"X-Forwarded-Host: ", xfh, b"\r\n")
         if req.upgrade is not None:
             parts += (b"Connection: upgrade\r\nUpgrade: ", req.upgrade, b"\r\n\r\n")
         elif req.chunked:
@@ -355,7 +357,16 @@ class Exchange:
         parts = [status_line(head.status)]
         for name, value in head.headers:
             parts += (name, b": ", value, b"\r\n")
-        if not no_body and head.content_length is None:
+        if head.codings and not no_body:
+            # A coding such as gzip applied by the transfer layer stays with the body;
+            # an HTTP/1.0 client cannot be sent one.
+            if req.version != "1.1":
+                self._drop_upstream()
+                self._local(502, "upstream used a transfer coding HTTP/1.0 cannot carry")
+                return
+            self._rechunk = True
+            parts += (b"Transfer-Encoding: ", head.codings, b", chunked\r\n")
+        elif not no_body and head.content_length is None:
             if req.version == "1.1" and self.keep_alive:
                 self._rechunk = True
                 parts.append(b"Transfer-Encoding: chunked\r\n")
@@ -468,6 +479,8 @@ class Exchange:
         for name, value in head.headers:
             parts += (name, b": ", value, b"\r\n")
         parts += (b"Connection: upgrade\r\nUpgrade: ", self.req.upgrade, b"\r\n\r\n")
+        parts += self._resp_buffer
+        self._resp_buffer = []
         self.client.write(b"".join(parts))
         self._streaming = True
         self.keep_alive = False
@@ -477,7 +490,10 @@ class Exchange:
 
     def on_tunnel_data(self, data: bytes) -> None:
         self.bytes_out += len(data)
-        self.client.write(data)
+        if self._streaming:
+            self.client.write(data)
+        else:  # arrived with the 101, before the task wrote the 101 to the client
+            self._resp_buffer.append(data)
 
     def on_client_tunnel_data(self, data: bytes) -> None:
         self.bytes_in += len(data)

@@ -25,11 +25,14 @@ the regex rules of the chosen host group, already in precedence order.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from core.config import DefaultRoute, FilterRef, GatewayConfig, HeaderMatch, Route
+from core.config import DefaultRoute, GatewayConfig, HeaderMatch, Route
+
+if TYPE_CHECKING:
+    from plugin_sdk.chain import Chain
 
 HeaderGetter = Callable[[str], "str | None"]
 
@@ -42,7 +45,7 @@ class RouteTarget:
 
     name: str
     upstream: str
-    filters: tuple[FilterRef, ...]
+    chain: Chain | None
     timeout: float | None
     config: Route | DefaultRoute | None = None
 
@@ -157,7 +160,8 @@ def _header_cond(h: HeaderMatch) -> _HeaderCond:
 class Router:
     """Maps (host, path, method, headers) to a :class:`RouteTarget`."""
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, chains: Mapping[str, Chain] | None = None) -> None:
+        chains = chains or {}
         self._exact_hosts: dict[str, _Group] = {}
         self._wild_hosts: dict[str, _Group] = {}
         self._any_host: _Group | None = None
@@ -165,7 +169,7 @@ class Router:
         self.routes: list[RouteTarget] = []
         for order, route in enumerate(config.routes):
             target = RouteTarget(
-                route.name, route.upstream, tuple(route.filters), route.timeout, route
+                route.name, route.upstream, chains.get(route.name), route.timeout, route
             )
             self.routes.append(target)
             entry = _Entry(
@@ -182,7 +186,8 @@ class Router:
             group.freeze()
         if config.default is not None:
             d = config.default
-            self.default = RouteTarget("default", d.upstream, tuple(d.filters), d.timeout, d)
+            chain = chains.get("default")
+            self.default = RouteTarget("default", d.upstream, chain, d.timeout, d)
 
     def _any_group(self) -> _Group:
         if self._any_host is None:
@@ -257,7 +262,7 @@ class Router:
                     "methods": route.methods or ["*"],
                     "headers": [f"{h.name} {h.match} {h.value}".strip() for h in route.headers],
                     "upstream": route.upstream,
-                    "filters": [f.name for f in route.filters],
+                    "filters": target.chain.names() if target.chain else [],
                 }
             )
         if self.default is not None:
@@ -269,7 +274,7 @@ class Router:
                     "methods": ["*"],
                     "headers": [],
                     "upstream": self.default.upstream,
-                    "filters": [f.name for f in self.default.filters],
+                    "filters": self.default.chain.names() if self.default.chain else [],
                 }
             )
         return rows

@@ -49,13 +49,22 @@ class ResponseListener(Protocol):
 class ResponseHead:
     """Status and end-to-end headers of an upstream response."""
 
-    __slots__ = ("chunked", "content_length", "headers", "keep_alive", "status", "until_close")
+    __slots__ = (
+        "chunked",
+        "codings",
+        "content_length",
+        "headers",
+        "keep_alive",
+        "status",
+        "until_close",
+    )
 
     def __init__(self) -> None:
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.content_length: int | None = None
         self.chunked = False
+        self.codings = b""  # transfer codings other than the final chunked (e.g. gzip)
         self.keep_alive = True
         self.until_close = False
 
@@ -174,7 +183,12 @@ class UpstreamConnection(asyncio.Protocol):
         if lname == b"content-length":
             head.content_length = int(value)
         elif lname == b"transfer-encoding":
-            head.chunked = head.chunked or value.lower().rstrip().endswith(b"chunked")
+            codings = [c.strip() for c in value.split(b",") if c.strip()]
+            if codings and codings[-1].lower() == b"chunked":
+                head.chunked = True
+                codings.pop()
+            if codings:
+                head.codings = b", ".join([head.codings, *codings] if head.codings else codings)
             return
         elif lname == b"connection":
             self._conn_values.append(value)
@@ -191,6 +205,10 @@ class UpstreamConnection(asyncio.Protocol):
             return
         head.status = status
         head.keep_alive = self.parser.should_keep_alive()
+        if head.chunked and head.content_length is not None:
+            # Transfer-Encoding wins (RFC 9112 §6.3); the length is not forwarded.
+            head.content_length = None
+            head.headers = [(n, v) for n, v in head.headers if n.lower() != b"content-length"]
         if self._conn_values:
             drop = connection_tokens(self._conn_values)
             if drop:

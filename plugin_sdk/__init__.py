@@ -1,0 +1,42 @@
+"""wasmgate's plugin SDK: the stable API that Python filters are written against.
+
+Write a filter::
+
+    from plugin_sdk import Context, Filter, LocalReply, PluginConfig
+    from pydantic import Field
+
+    class Config(PluginConfig):
+        token: str = Field(description="The one token we accept.")
+
+    class StaticToken(Filter[Config]):
+        Config = Config
+
+        def on_request(self, ctx: Context) -> LocalReply | None:
+            if ctx.request.headers.get("x-token") != self.config.token:
+                return LocalReply(401, {"content-type": "text/plain"}, "no\\n")
+            return None
+
+register it in your ``pyproject.toml`` under ``[project.entry-points."wasmgate.plugins"]``,
+and test it with :mod:`plugin_sdk.testing`. This package imports nothing from the
+gateway's engine; the engine imports it.
+"""
+
+from plugin_sdk.config import PluginConfig
+from plugin_sdk.context import Context, filter_logger
+from plugin_sdk.filter import CONTINUE, Filter, overrides
+from plugin_sdk.headers import Headers
+from plugin_sdk.http import LocalReply, Request, Response, TLSInfo
+
+__all__ = [
+    "CONTINUE",
+    "Context",
+    "Filter",
+    "Headers",
+    "LocalReply",
+    "PluginConfig",
+    "Request",
+    "Response",
+    "TLSInfo",
+    "filter_logger",
+    "overrides",
+]

@@ -1,0 +1,710 @@
+"""Benchmark wasmgate against nginx as a reverse proxy, with wrk.
+
+Starts, on 127.0.0.1 and free ephemeral ports:
+
+* a fast upstream: nginx, 1 worker, ``return 200 "hello\\n"``;
+* nginx as a reverse proxy to it (1 worker, ``keepalive 64`` upstream pool);
+* wasmgate, 1 worker, default event loop (uvloop);
+* wasmgate, 1 worker, ``--loop asyncio``.
+
+The proxies under test are pinned to one CPU and wrk plus the upstream to another, and
+wrk runs against each proxy in turn (interleaved rounds, each run preceded by a short
+warm-up). It prints a table of medians and writes every figure to
+``bench/results/<UTC timestamp>.json`` and ``bench/results/latest.json``.
+
+Run with ``make bench`` or ``.venv/bin/python bench/run.py --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+WASMGATE = ROOT / ".venv" / "bin" / "wasmgate"
+SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+TARGET_RATIO = 0.25  # wasmgate must reach this share of nginx's req/s
+BASELINE = "nginx"
+TARGETS = ("nginx", "wasmgate", "wasmgate-asyncio")
+EXIT_RUN_ERRORS = 3
+NOISY_SPREAD = 0.25  # (max - min) / median of req/s over rounds
+BUSY_LOAD = 0.5  # 1-minute load average above which the machine is not idle
+
+
+class BenchError(Exception):
+    """A failure that ends the benchmark with a one-line message."""
+
+
+class Interrupted(Exception):
+    """SIGTERM / SIGHUP received; unwinds so every process gets cleaned up."""
+
+
+# ---------------------------------------------------------------------------- tools
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def find_tool(name: str) -> str | None:
+    return shutil.which(name, path=SBIN_PATH)
+
+
+def nginx_package() -> str:
+    """``nginx-light`` where the distribution still has it (Debian <= 12), else ``nginx``."""
+    probe = subprocess.run(
+        ["apt-cache", "show", "nginx-light"], capture_output=True, text=True, check=False
+    )
+    return "nginx-light" if probe.returncode == 0 and probe.stdout.strip() else "nginx"
+
+
+def apt_install(packages: Sequence[str]) -> None:
+    if os.geteuid() != 0:
+        raise BenchError(f"need root to install {' '.join(packages)}; install them and rerun")
+    if shutil.which("apt-get") is None:
+        raise BenchError(f"no apt-get here; install {' '.join(packages)} by hand and rerun")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    steps = [["apt-get", "update"], ["apt-get", "install", "-y", *packages]]
+    for cmd in steps:
+        log(f"+ {' '.join(cmd)}")
+        if subprocess.run(cmd, env=env, check=False).returncode != 0:
+            raise BenchError(f"`{' '.join(cmd)}` failed; install {' '.join(packages)} by hand")
+
+
+def ensure_tools() -> tuple[str, str]:
+    """Paths of nginx and wrk, installing whichever is missing from Debian's packages."""
+    missing = [name for name in ("nginx", "wrk") if find_tool(name) is None]
+    if missing:
+        packages = [nginx_package() if name == "nginx" else name for name in missing]
+        log(f"{' and '.join(missing)} not found: installing {' '.join(packages)} with apt-get")
+        apt_install(packages)
+    if find_tool("taskset") is None:
+        raise BenchError("taskset not found (package util-linux); it pins processes to CPUs")
+    if not WASMGATE.exists():
+        raise BenchError(f"{WASMGATE} not found; run `make install` first")
+    nginx, wrk = find_tool("nginx"), find_tool("wrk")
+    if nginx is None or wrk is None:
+        raise BenchError("nginx or wrk still not on PATH after installing them")
+    return nginx, wrk
+
+
+def tool_output(cmd: Sequence[str]) -> str:
+    """First line a ``--version``-like command prints (on stdout or stderr)."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    return lines[0].strip() if lines else ""
+
+
+def tool_output_all(cmd: Sequence[str]) -> str:
+    """Everything a command prints, stdout then stderr."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    return proc.stdout + proc.stderr
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# ---------------------------------------------------------------------------- configs
+
+
+def nginx_common(tmp: Path, name: str, nginx_v: str) -> tuple[str, str]:
+    """The main-context head and the http-context temp paths, all inside ``tmp``."""
+    head = (
+        "worker_processes 1;\n"
+        "daemon off;\n"
+        f"pid {tmp / (name + '.pid')};\n"
+        f"error_log {tmp / (name + '.error.log')} warn;\n"
+        "events { worker_connections 4096; }\n"
+    )
+    temp_paths = [f"client_body_temp_path {tmp / (name + '-body')};"]
+    for module in ("proxy", "fastcgi", "uwsgi", "scgi"):
+        if f"--without-http_{module}_module" not in nginx_v:
+            temp_paths.append(f"{module}_temp_path {tmp / (name + '-' + module)};")
+    return head, "\n    ".join(temp_paths)
+
+
+def upstream_conf(tmp: Path, port: int, nginx_v: str) -> str:
+    head, temp_paths = nginx_common(tmp, "upstream", nginx_v)
+    return f"""{head}
+http {{
+    {temp_paths}
+    access_log off;
+    default_type text/plain;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{ return 200 "hello\\n"; }}
+    }}
+}}
+"""
+
+
+def proxy_conf(tmp: Path, port: int, upstream_port: int, nginx_v: str) -> str:
+    head, temp_paths = nginx_common(tmp, "proxy", nginx_v)
+    return f"""{head}
+http {{
+    {temp_paths}
+    access_log off;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    upstream backend {{
+        server 127.0.0.1:{upstream_port};
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+
+def gateway_toml(port: int, upstream_port: int) -> str:
+    return f"""[server]
+listen = ["127.0.0.1:{port}"]
+access_log = "off"
+
+[server.limits]
+drain_timeout = 1
+
+[[upstreams]]
+name = "up"
+endpoints = ["127.0.0.1:{upstream_port}"]
+keepalive = 64
+
+[default]
+upstream = "up"
+"""
+
+
+# ---------------------------------------------------------------------------- processes
+
+
+@dataclass
+class Service:
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+
+class Services:
+    """Every process the benchmark starts; :meth:`stop_all` ends them, newest first."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.started: list[Service] = []
+
+    def start(self, name: str, port: int, cpu: int, cmd: Sequence[str]) -> Service:
+        log_path = self.tmp / f"{name}.out"
+        with log_path.open("wb") as out:
+            # A session of its own: Ctrl-C in the terminal reaches only us, and we stop
+            # the whole group (nginx master and worker) by its id.
+            proc = subprocess.Popen(
+                ["taskset", "-c", str(cpu), *cmd],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        service = Service(name, port, proc, log_path)
+        self.started.append(service)
+        return service
+
+    def stop_all(self) -> None:
+        # A second Ctrl-C must not cut the clean-up short.
+        held = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for service in reversed(self.started):
+                stop_group(service.proc)
+            self.started.clear()
+        finally:
+            for signum, handler in held.items():
+                signal.signal(signum, handler)
+
+
+def stop_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace)
+    # Also reap any worker left in the group after its master went away.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace)
+
+
+def http_get(port: int, timeout: float = 1.0) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", "/")
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def wait_ready(service: Service, timeout: float = 20.0) -> None:
+    """Wait until ``GET /`` through ``service`` answers 200 "hello"."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if service.proc.poll() is not None:
+            break
+        try:
+            status, body = http_get(service.port)
+        except OSError as exc:
+            last = str(exc)
+        else:
+            if status == 200 and body == b"hello\n":
+                return
+            last = f"HTTP {status} {body[:60]!r}"
+        time.sleep(0.1)
+    tail = service.log_path.read_text(errors="replace")[-2000:]
+    raise BenchError(f"{service.name} on port {service.port} not ready ({last}); log:\n{tail}")
+
+
+def start_nginx(
+    services: Services, nginx: str, name: str, conf_text: str, port: int, cpu: int
+) -> Service:
+    conf = services.tmp / f"{name}.conf"
+    conf.write_text(conf_text)
+    cmd = [nginx, "-p", str(services.tmp), "-c", str(conf)]
+    if "-e filename" in tool_output_all([nginx, "-h"]):
+        cmd[1:1] = ["-e", str(services.tmp / f"{name}.startup.log")]
+    check = subprocess.run([*cmd, "-t", "-q"], capture_output=True, text=True, check=False)
+    if check.returncode != 0:
+        raise BenchError(f"nginx rejects {conf}:\n{check.stderr.strip()}")
+    return services.start(name, port, cpu, cmd)
+
+
+def start_wasmgate(
+    services: Services, name: str, loop: str, upstream_port: int, cpu: int
+) -> Service:
+    port = free_port()
+    conf = services.tmp / f"{name}.toml"
+    conf.write_text(gateway_toml(port, upstream_port))
+    cmd = [str(WASMGATE), "--log-level", "warning", "run", "-c", str(conf), "--loop", loop]
+    return services.start(name, port, cpu, cmd)
+
+
+@dataclass(frozen=True)
+class Pinning:
+    proxy_cpu: int
+    load_cpu: int
+
+
+def start_all(services: Services, nginx: str, pin: Pinning) -> dict[str, Service]:
+    """The upstream, then the three proxies under test; returns the proxies by name."""
+    nginx_v = tool_output_all([nginx, "-V"])
+    tmp = services.tmp
+    up_port, px_port = free_port(), free_port()
+    up_conf = upstream_conf(tmp, up_port, nginx_v)
+    upstream = start_nginx(services, nginx, "upstream", up_conf, up_port, pin.load_cpu)
+    wait_ready(upstream)
+    px_conf = proxy_conf(tmp, px_port, up_port, nginx_v)
+    proxies = {
+        "nginx": start_nginx(services, nginx, "proxy", px_conf, px_port, pin.proxy_cpu),
+        "wasmgate": start_wasmgate(services, "wasmgate", "uvloop", up_port, pin.proxy_cpu),
+        "wasmgate-asyncio": start_wasmgate(
+            services, "wasmgate-asyncio", "asyncio", up_port, pin.proxy_cpu
+        ),
+    }
+    for service in proxies.values():
+        wait_ready(service)
+    log(f"upstream  {'nginx':<18}{upstream.url}  (cpu {pin.load_cpu})")
+    for name, service in proxies.items():
+        log(f"proxy     {name:<18}{service.url}  (cpu {pin.proxy_cpu})")
+    return proxies
+
+
+# ---------------------------------------------------------------------------- wrk
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    non_2xx_3xx: int = 0
+    socket_errors: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> int:
+        return self.non_2xx_3xx + sum(self.socket_errors.values())
+
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+_LATENCY = re.compile(r"^\s*(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s|m|h)\s*$", re.MULTILINE)
+_RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.MULTILINE)
+_REQUESTS = re.compile(r"^\s*(\d+) requests in ", re.MULTILINE)
+_NON_2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
+_SOCKET = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+
+
+def to_ms(value: str, unit: str) -> float:
+    return float(value) * _UNITS_MS[unit]
+
+
+def parse_wrk(text: str) -> WrkResult:
+    """Figures from ``wrk --latency`` output; raises BenchError when they are missing."""
+    latency = {pct: to_ms(value, unit) for pct, value, unit in _LATENCY.findall(text)}
+    rps, requests = _RPS.search(text), _REQUESTS.search(text)
+    if rps is None or requests is None or set(latency) != {"50", "99"}:
+        raise BenchError(f"cannot parse wrk output:\n{text}")
+    result = WrkResult(float(rps[1]), latency["50"], latency["99"], int(requests[1]))
+    if non_2xx := _NON_2XX.search(text):
+        result.non_2xx_3xx = int(non_2xx[1])
+    if sock := _SOCKET.search(text):
+        names = ("connect", "read", "write", "timeout")
+        result.socket_errors = {n: int(v) for n, v in zip(names, sock.groups(), strict=True)}
+    return result
+
+
+@dataclass(frozen=True)
+class Load:
+    wrk: str
+    cpu: int
+    threads: int
+    connections: int
+
+
+def run_wrk(load: Load, url: str, seconds: float) -> WrkResult:
+    cmd = [
+        "taskset", "-c", str(load.cpu), load.wrk, "--latency",
+        "-t", str(load.threads), "-c", str(load.connections), "-d", f"{seconds:g}s", url,
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise BenchError(f"wrk failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout}")
+    return parse_wrk(proc.stdout)
+
+
+# ---------------------------------------------------------------------------- rounds
+
+
+@dataclass
+class Plan:
+    rounds: int
+    duration: float
+    warmup: float
+
+
+def check_alive(name: str, service: Service) -> None:
+    if service.proc.poll() is not None:
+        tail = service.log_path.read_text(errors="replace")[-2000:]
+        raise BenchError(f"{name} exited ({service.proc.returncode}); log:\n{tail}")
+
+
+def measure(name: str, service: Service, load: Load, plan: Plan) -> WrkResult:
+    if plan.warmup > 0:
+        run_wrk(load, service.url, plan.warmup)
+    result = run_wrk(load, service.url, plan.duration)
+    check_alive(name, service)
+    return result
+
+
+def describe(result: WrkResult) -> str:
+    text = f"{result.rps:>10,.0f} req/s  p50 {result.p50_ms:.3f} ms  p99 {result.p99_ms:.3f} ms"
+    if result.errors:
+        text += f"  !!! ERRORS: non-2xx/3xx {result.non_2xx_3xx}, socket {result.socket_errors}"
+    return text
+
+
+def run_rounds(proxies: dict[str, Service], load: Load, plan: Plan) -> dict[str, list[WrkResult]]:
+    runs: dict[str, list[WrkResult]] = {name: [] for name in proxies}
+    for rnd in range(1, plan.rounds + 1):
+        for name, service in proxies.items():
+            result = measure(name, service, load, plan)
+            runs[name].append(result)
+            log(f"round {rnd}/{plan.rounds}: {name:<16} {describe(result)}")
+    return runs
+
+
+# ---------------------------------------------------------------------------- report
+
+
+Summary = dict[str, dict[str, Any]]
+
+
+def summarize(runs: dict[str, list[WrkResult]]) -> Summary:
+    """Medians per target, the spread of req/s, and the ratio to nginx's median req/s."""
+    summary: Summary = {}
+    base = statistics.median(r.rps for r in runs[BASELINE])
+    for name, results in runs.items():
+        rps = [r.rps for r in results]
+        median = statistics.median(rps)
+        summary[name] = {
+            "rps_median": round(median, 1),
+            "rps_min": round(min(rps), 1),
+            "rps_max": round(max(rps), 1),
+            "rps_spread": round((max(rps) - min(rps)) / median, 4) if median else 0.0,
+            "p50_ms_median": round(statistics.median(r.p50_ms for r in results), 4),
+            "p99_ms_median": round(statistics.median(r.p99_ms for r in results), 4),
+            "ratio_vs_nginx": round(median / base, 4) if base else 0.0,
+            "ratio_vs_nginx_per_round": [
+                round(r.rps / b.rps, 4) if b.rps else 0.0
+                for r, b in zip(results, runs[BASELINE], strict=True)
+            ],
+            "errors": sum(r.errors for r in results),
+        }
+    return summary
+
+
+def print_table(summary: Summary, plan: Plan) -> None:
+    log("")
+    log(f"medians over {plan.rounds} rounds of {plan.duration:g} s (spread = (max-min)/median):")
+    log(
+        f"{'target':<18}{'req/s':>10}{'spread':>8}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'x nginx':>9}{'errors':>8}"
+    )
+    for name, row in summary.items():
+        log(
+            f"{name:<18}{row['rps_median']:>10,.0f}{row['rps_spread']:>8.0%}"
+            f"{row['p50_ms_median']:>9.3f}{row['p99_ms_median']:>9.3f}"
+            f"{row['ratio_vs_nginx']:>9.3f}{row['errors']:>8}"
+        )
+
+
+def verdicts(summary: Summary) -> dict[str, Any]:
+    ratio = float(summary["wasmgate"]["ratio_vs_nginx"])
+    uv = float(summary["wasmgate"]["rps_median"])
+    aio = float(summary["wasmgate-asyncio"]["rps_median"])
+    return {
+        "target_ratio": TARGET_RATIO,
+        "wasmgate_ratio": ratio,
+        "target_met": ratio >= TARGET_RATIO,
+        "uvloop_speedup_vs_asyncio": round(uv / aio, 4) if aio else 0.0,
+    }
+
+
+def print_verdicts(
+    verdict: dict[str, Any], summary: Summary, runs: dict[str, list[WrkResult]]
+) -> None:
+    met = "MET" if verdict["target_met"] else "NOT MET"
+    log(f"target wasmgate >= {TARGET_RATIO}x nginx req/s: {met} ({verdict['wasmgate_ratio']:.3f}x)")
+    log(f"uvloop vs asyncio (wasmgate req/s): {verdict['uvloop_speedup_vs_asyncio']:.3f}x")
+    noisy = [name for name, row in summary.items() if row["rps_spread"] > NOISY_SPREAD]
+    if noisy:
+        log(
+            f"warning: req/s varied by more than {NOISY_SPREAD:.0%} between rounds for "
+            f"{', '.join(noisy)}; something else is using these CPUs? Rerun with more --rounds."
+        )
+    print_errors(runs)
+
+
+def print_errors(runs: dict[str, list[WrkResult]]) -> None:
+    bad = [(n, i + 1, r) for n, rs in runs.items() for i, r in enumerate(rs) if r.errors]
+    if not bad:
+        return
+    log("")
+    log("!" * 72)
+    log("!!! SOME RUNS HAD ERRORS: their figures are not comparable")
+    for name, rnd, r in bad:
+        log(f"!!!   round {rnd} {name}: non-2xx/3xx {r.non_2xx_3xx}, socket {r.socket_errors}")
+    log("!" * 72)
+
+
+def machine_info(nginx: str, wrk: str) -> dict[str, Any]:
+    git = subprocess.run(
+        ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    cpu_model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "date_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "nproc": tool_output(["nproc"]),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "kernel": platform.release(),
+        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+        "python": sys.version.split()[0],
+        "nginx": tool_output([nginx, "-v"]),
+        "wrk": tool_output([wrk, "-v"]),
+        "wasmgate_git": git.stdout.strip(),
+    }
+
+
+def write_results(report: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    text = json.dumps(report, indent=2) + "\n"
+    path = RESULTS / f"{stamp}.json"
+    path.write_text(text)
+    (RESULTS / "latest.json").write_text(text)
+    return path
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bench/run.py",
+        description="wasmgate vs nginx as a reverse proxy in front of a fast nginx upstream, "
+        "measured with wrk. Targets: nginx, wasmgate (uvloop), wasmgate-asyncio "
+        "(--loop asyncio), one worker each, run in turn in interleaved rounds. "
+        "Installs nginx and wrk with apt-get if missing.",
+        epilog="Pinning: proxies on --proxy-cpu, wrk and the upstream on --load-cpu. "
+        f"Results go to {RESULTS.relative_to(ROOT)}/<UTC timestamp>.json and latest.json. "
+        f"Exit status: 0 ok, 1 failure, {EXIT_RUN_ERRORS} when some run had HTTP or socket "
+        "errors.",
+    )
+    parser.add_argument(
+        "--rounds", type=positive_int, default=3, help="interleaved rounds (default: 3)"
+    )
+    parser.add_argument(
+        "--duration", type=positive_float, default=10.0,
+        help="seconds per measured wrk run (default: 10)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--warmup", type=float, default=2.0,
+        help="seconds of unmeasured wrk load before each run; 0 = none (default: 2)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--connections", type=positive_int, default=50, help="wrk connections (default: 50)"
+    )
+    parser.add_argument("--threads", type=positive_int, default=1, help="wrk threads (default: 1)")
+    parser.add_argument(
+        "--proxy-cpu", type=int, default=0, help="CPU for the proxies under test (default: 0)"
+    )
+    parser.add_argument(
+        "--load-cpu", type=int, default=1, help="CPU for wrk and the upstream (default: 1)"
+    )
+    return parser
+
+
+def check_cpus(pin: Pinning) -> None:
+    usable = os.sched_getaffinity(0)
+    for cpu in (pin.proxy_cpu, pin.load_cpu):
+        if cpu not in usable:
+            raise BenchError(f"CPU {cpu} is not usable here (usable: {sorted(usable)})")
+    if pin.proxy_cpu == pin.load_cpu:
+        log("warning: proxies and load share one CPU; figures will be low and noisy")
+    load1 = os.getloadavg()[0]
+    if load1 > BUSY_LOAD:
+        log(f"warning: load average is {load1:.2f}; other work on this machine skews the figures")
+
+
+def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into an exception, as SIGINT already is."""
+    previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def bench(args: argparse.Namespace) -> int:
+    pin = Pinning(args.proxy_cpu, args.load_cpu)
+    check_cpus(pin)
+    nginx, wrk = ensure_tools()
+    plan = Plan(args.rounds, args.duration, max(args.warmup, 0.0))
+    load = Load(wrk, pin.load_cpu, args.threads, args.connections)
+    log(
+        f"{plan.rounds} rounds x {len(TARGETS)} targets x {plan.duration:g} s "
+        f"(+{plan.warmup:g} s warm-up each), wrk -t{load.threads} -c{load.connections}"
+    )
+    with tempfile.TemporaryDirectory(prefix="wasmgate-bench-") as tmp:
+        services = Services(Path(tmp))
+        try:
+            proxies = start_all(services, nginx, pin)
+            runs = run_rounds(proxies, load, plan)
+        finally:
+            services.stop_all()
+    summary = summarize(runs)
+    verdict = verdicts(summary)
+    print_table(summary, plan)
+    print_verdicts(verdict, summary, runs)
+    report = {
+        "machine": machine_info(nginx, wrk),
+        "settings": {
+            **asdict(plan),
+            **asdict(pin),
+            "wrk_threads": load.threads,
+            "wrk_connections": load.connections,
+        },
+        "summary": summary,
+        "verdict": verdict,
+        "runs": {name: [asdict(r) for r in results] for name, results in runs.items()},
+    }
+    log(f"\nwrote {write_results(report).relative_to(ROOT)} and latest.json")
+    return EXIT_RUN_ERRORS if any(r.errors for rs in runs.values() for r in rs) else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        with interruptible():
+            return bench(args)
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, Interrupted):
+        print("\nbench: interrupted; every process it started has been stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""Filter chains: finding plugins, building instances, running the phases.
+
+Plugins are found through the ``wasmgate.plugins`` entry-point group — the built-in
+ones too, through the project's own ``pyproject.toml`` — so this module never imports
+``plugins/``. A plugin that does not fit the contract of :mod:`plugin_sdk.filter`, or
+a config its model refuses, is rejected when the configuration loads, with the
+filter's name, the plugin's name and the field.
+
+Ordering (Envoy's rule): the request phase runs in chain order; the response phase
+runs in reverse, and only for the filters whose request phase ran — also when a
+later filter answered locally or the upstream failed, so that (for example) CORS
+headers decorate an auth 401. ``on_log`` runs for every filter after the reply.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Iterable
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+from pydantic import ValidationError
+
+from core.config import DefaultRoute, FilterRef, GatewayConfig, InlineFilter, Route
+from core.errors import ConfigError, PluginError
+from plugin_sdk import Filter, PluginConfig
+from plugin_sdk.chain import Chain, FilterInstance
+
+ENTRY_POINT_GROUP = "wasmgate.plugins"
+log = logging.getLogger("wasmgate.chain")
+
+
+class PluginRegistry:
+    """The plugins installed in this Python environment, by name."""
+
+    def __init__(self, extra: dict[str, type[Filter[Any]]] | None = None) -> None:
+        self._eps: dict[str, EntryPoint] = {
+            ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)
+        }
+        self._loaded: dict[str, type[Filter[Any]]] = dict(extra or {})
+
+    def names(self) -> list[str]:
+        return sorted(set(self._eps) | set(self._loaded))
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._eps or name in self._loaded
+
+    def load(self, name: str) -> type[Filter[Any]]:
+        """The filter class of plugin ``name``; raises PluginError."""
+        cls = self._loaded.get(name)
+        if cls is not None:
+            return cls
+        ep = self._eps.get(name)
+        if ep is None:
+            raise PluginError(f"unknown plugin {name!r}")
+        try:
+            obj = ep.load()
+        except Exception as exc:
+            raise PluginError(f"plugin {name!r} ({ep.value}) failed to import: {exc}") from exc
+        cls = check_contract(name, obj)
+        self._loaded[name] = cls
+        return cls
+
+
+def check_contract(name: str, obj: object) -> type[Filter[Any]]:
+    """Refuse a plugin object that does not satisfy the filter contract."""
+    where = f"plugin {name!r}"
+    if not (isinstance(obj, type) and issubclass(obj, Filter)):
+        raise PluginError(f"{where}: {obj!r} is not a subclass of plugin_sdk.Filter")
+    cfg = getattr(obj, "Config", None)
+    if not (isinstance(cfg, type) and issubclass(cfg, PluginConfig)):
+        raise PluginError(f"{where}: Config must be a subclass of plugin_sdk.PluginConfig")
+    for phase in ("on_request", "on_response", "on_log"):
+        method = getattr(obj, phase)
+        try:
+            params = list(inspect.signature(method).parameters)
+        except (TypeError, ValueError):
+            raise PluginError(f"{where}: {phase} is not a method") from None
+        if len(params) != 2:
+            raise PluginError(f"{where}: {phase} must take (self, ctx), not ({', '.join(params)})")
+    return obj
+
+
+def build_filter(
+    registry: PluginRegistry,
+    name: str,
+    plugin: str,
+    config: dict[str, Any],
+    fail: str,
+    where: str,
+) -> FilterInstance:
+    """Instantiate one filter with a validated config; raises PluginError."""
+    try:
+        cls = registry.load(plugin)
+    except PluginError as exc:
+        hint = _suggest(plugin, registry.names())
+        raise PluginError(f"{where}: filter {name!r}: {exc}{hint}") from None
+    try:
+        cfg = cls.Config.model_validate(config)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"config.{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        )
+        raise PluginError(f"{where}: filter {name!r} (plugin {plugin!r}): {problems}") from None
+    try:
+        flt = cls(cfg)
+    except Exception as exc:
+        raise PluginError(
+            f"{where}: filter {name!r} (plugin {plugin!r}) failed to start: {exc}"
+        ) from exc
+    flt.name = name
+    flt.plugin = plugin
+    return FilterInstance(name, plugin, flt, fail == "open")
+
+
+def _suggest(word: str, choices: Iterable[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def compile_chains(cfg: GatewayConfig, registry: PluginRegistry, source: str) -> dict[str, Chain]:
+    """One :class:`Chain` per route name (and ``"default"``); raises ConfigError.
+
+    A route's chain is the global filters it does not disable, then its own, in
+    declared order. Named instances (``[filters.NAME]``) are shared by every route
+    that uses them; a bare plugin name means that plugin with its default config.
+    """
+    problems: list[str] = []
+    named: dict[str, FilterInstance] = {}
+    for name, d in cfg.filters.items():
+        try:
+            named[name] = build_filter(
+                registry, name, d.plugin or name, d.config, d.fail, f"filters.{name}"
+            )
+        except PluginError as exc:
+            problems.append(str(exc))
+    bare: dict[str, FilterInstance] = {}
+
+    def resolve(ref: FilterRef, where: str, route: str) -> FilterInstance | None:
+        if isinstance(ref, InlineFilter):
+            name = ref.name or f"{route}.{ref.plugin}"
+            try:
+                return build_filter(registry, name, ref.plugin, ref.config, ref.fail, where)
+            except PluginError as exc:
+                problems.append(str(exc))
+                return None
+        if ref in named:
+            return named[ref]
+        if ref in cfg.filters:
+            return None  # its own problem is already reported
+        if ref in registry:
+            if ref not in bare:
+                try:
+                    bare[ref] = build_filter(registry, ref, ref, {}, "closed", where)
+                except PluginError as exc:
+                    problems.append(str(exc))
+                    return None
+            return bare[ref]
+        hint = _suggest(ref, [*cfg.filters, *registry.names()])
+        problems.append(f"{where}: unknown filter {ref!r}{hint}")
+        return None
+
+    global_chain: list[FilterInstance] = []
+    for i, ref in enumerate(cfg.global_filters):
+        inst = resolve(ref, f"global_filters[{i}]", "global")
+        if inst is not None:
+            global_chain.append(inst)
+
+    chains: dict[str, Chain] = {}
+    targets: list[tuple[str, str, Route | DefaultRoute]] = [
+        (f"routes[{i}]", r.name, r) for i, r in enumerate(cfg.routes)
+    ]
+    if cfg.default is not None:
+        targets.append(("default", "default", cfg.default))
+    for where, route_name, route in targets:
+        for j, off in enumerate(route.disable_filters):
+            if off not in cfg.global_filters:
+                problems.append(
+                    f"{where}.disable_filters[{j}]: {off!r} is not in global_filters"
+                    f"{_suggest(off, cfg.global_filters)}"
+                )
+        chain = [g for g in global_chain if g.name not in route.disable_filters]
+        for j, item in enumerate(route.filters):
+            inst = resolve(item, f"{where}.filters[{j}]", route_name)
+            if inst is None:
+                continue
+            if any(existing is inst for existing in chain):
+                problems.append(
+                    f"{where}.filters[{j}]: filter {inst.name!r} is already in the chain"
+                )
+                continue
+            chain.append(inst)
+        chains[route_name] = Chain(chain)
+    if problems:
+        raise ConfigError(source, problems)
+    return chains

@@ -1,0 +1,179 @@
+"""Running a chain's phases: the ordering and fail-strategy rules, in one place.
+
+The gateway and :mod:`plugin_sdk.testing` both run filters through :class:`Chain`, so
+a filter behaves the same in a unit test as in production:
+
+* the request phase runs in chain order and stops at the first local reply;
+* the response phase runs in reverse, for the filters whose request phase ran
+  (also when a later filter answered locally, or the upstream failed);
+* ``on_log`` runs for every filter after the reply;
+* a filter that raises (or returns something other than None or a LocalReply) is
+  logged with its name and counted; with ``fail_open`` it is skipped, otherwise
+  (``fail_closed``, the default) the client gets a 500 local reply.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from plugin_sdk.context import Context, filter_logger
+from plugin_sdk.filter import Filter, overrides
+from plugin_sdk.headers import Headers
+from plugin_sdk.http import LocalReply, Response
+
+log = logging.getLogger("wasmgate.chain")
+
+
+class FilterInstance:
+    """One configured filter: the plugin's instance, its fail strategy, its phases."""
+
+    __slots__ = (
+        "calls",
+        "errors",
+        "fail_open",
+        "filter",
+        "logger",
+        "name",
+        "on_log",
+        "on_request",
+        "on_response",
+        "plugin",
+    )
+
+    def __init__(self, name: str, plugin: str, flt: Filter[Any], fail_open: bool) -> None:
+        self.name = name
+        self.plugin = plugin
+        self.filter = flt
+        self.fail_open = fail_open
+        self.logger = filter_logger(name)
+        self.errors = 0
+        self.calls = 0
+        cls = type(flt)
+        self.on_request = _phase(flt, "on_request") if overrides(cls, "on_request") else None
+        self.on_response = _phase(flt, "on_response") if overrides(cls, "on_response") else None
+        self.on_log = _phase(flt, "on_log") if overrides(cls, "on_log") else None
+
+    def __repr__(self) -> str:
+        return f"<filter {self.name} ({self.plugin})>"
+
+
+@dataclass(frozen=True, slots=True)
+class _Phase:
+    call: Callable[[Context], Any]
+    is_async: bool
+
+
+def _phase(flt: Filter[Any], name: str) -> _Phase:
+    method = getattr(flt, name)
+    return _Phase(method, inspect.iscoroutinefunction(method))
+
+
+class Chain:
+    """The filters of one route, in execution order."""
+
+    __slots__ = ("filters", "logs", "request_body", "requests", "response_body", "responses")
+
+    def __init__(self, filters: Iterable[FilterInstance]) -> None:
+        self.filters = tuple(filters)
+        self.requests = any(f.on_request for f in self.filters)
+        self.responses = any(f.on_response for f in self.filters)
+        self.logs = any(f.on_log for f in self.filters)
+        self.request_body = any(f.filter.request_body for f in self.filters)
+        self.response_body = any(f.filter.response_body for f in self.filters)
+
+    def __bool__(self) -> bool:
+        return bool(self.filters)
+
+    def names(self) -> list[str]:
+        return [f.name for f in self.filters]
+
+    async def run_request(self, ctx: Context) -> tuple[LocalReply | None, int]:
+        """Run request phases in order; (local reply or None, how many ran)."""
+        ran = 0
+        for inst in self.filters:
+            ran += 1
+            phase = inst.on_request
+            if phase is None:
+                continue
+            inst.calls += 1
+            ctx.log = inst.logger
+            try:
+                result = await phase.call(ctx) if phase.is_async else phase.call(ctx)
+            except Exception as exc:
+                reply = self._failed(inst, "request", exc)
+                if reply is not None:
+                    return reply, ran
+                continue
+            if result is not None:
+                if not isinstance(result, LocalReply):
+                    reply = self._failed(
+                        inst, "request", TypeError(f"on_request returned {result!r}")
+                    )
+                    if reply is not None:
+                        return reply, ran
+                    continue
+                return result, ran
+        return None, ran
+
+    async def run_response(self, ctx: Context, ran: int) -> None:
+        """Run response phases in reverse over the first ``ran`` filters."""
+        for inst in reversed(self.filters[:ran]):
+            phase = inst.on_response
+            if phase is None:
+                continue
+            ctx.log = inst.logger
+            try:
+                if phase.is_async:
+                    await phase.call(ctx)
+                else:
+                    phase.call(ctx)
+            except Exception as exc:
+                reply = self._failed(inst, "response", exc)
+                if reply is not None:
+                    ctx.response = reply_response(reply)
+
+    async def run_log(self, ctx: Context) -> None:
+        for inst in self.filters:
+            phase = inst.on_log
+            if phase is None:
+                continue
+            ctx.log = inst.logger
+            try:
+                if phase.is_async:
+                    await phase.call(ctx)
+                else:
+                    phase.call(ctx)
+            except Exception as exc:
+                inst.errors += 1
+                log.error("filter %s (%s) failed in on_log: %r", inst.name, inst.plugin, exc)
+
+    @staticmethod
+    def _failed(inst: FilterInstance, phase: str, exc: Exception) -> LocalReply | None:
+        inst.errors += 1
+        strategy = "fail_open: skipped" if inst.fail_open else "fail_closed: 500"
+        log.error(
+            "filter %s (%s) raised in %s phase (%s): %r",
+            inst.name,
+            inst.plugin,
+            phase,
+            strategy,
+            exc,
+            exc_info=exc,
+        )
+        if inst.fail_open:
+            return None
+        return LocalReply(
+            500, {"content-type": "text/plain; charset=utf-8"}, f"filter {inst.name} failed\n"
+        )
+
+
+EMPTY_CHAIN = Chain(())
+
+
+def reply_response(reply: LocalReply) -> Response:
+    """A :class:`Response` carrying a local reply (for the response phase)."""
+    return Response(reply.status, Headers.of(reply.header_pairs()), reply.body_bytes())

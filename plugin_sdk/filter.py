@@ -1,0 +1,102 @@
+"""The filter contract: what a plugin implements.
+
+A plugin is a :class:`Filter` subclass plus a :class:`PluginConfig` model, registered
+under the ``wasmgate.plugins`` entry-point group with its kebab-case name::
+
+    [project.entry-points."wasmgate.plugins"]
+    add-header = "my_pkg.filter:AddHeader"
+
+The gateway makes one instance per configured filter (per configuration snapshot),
+with the validated config, at load time. Per request it calls, for the filters of
+the route's chain:
+
+1. ``on_request(ctx)`` in chain order. Return ``None`` (or :data:`CONTINUE`) to go on,
+   or a :class:`~plugin_sdk.http.LocalReply` to answer from the gateway and stop.
+2. ``on_response(ctx)`` in reverse order, for every filter whose ``on_request`` ran
+   (also when a later filter answered locally, or the upstream failed).
+3. ``on_log(ctx)`` after the reply was sent, for every filter of the chain.
+
+Each phase method may be ``async def`` or a plain ``def``: the gateway awaits the
+first and calls the second directly (cheaper, for filters that never wait). A phase
+a filter does not override costs nothing. An exception in a phase is handled by the
+filter's fail strategy (``fail = "closed"`` answers 500; ``"open"`` skips it); it
+never takes the gateway down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+from plugin_sdk.config import PluginConfig
+from plugin_sdk.http import LocalReply
+
+if TYPE_CHECKING:
+    from plugin_sdk.context import Context
+
+ConfigT = TypeVar("ConfigT", bound=PluginConfig)
+
+#: Returned by ``on_request`` to let the request go on (same as returning None).
+CONTINUE = None
+
+RequestResult = LocalReply | None | Awaitable[LocalReply | None]
+PhaseResult = None | Awaitable[None]
+
+
+class Filter(Generic[ConfigT]):
+    """Base class of Python filters.
+
+    Class attributes a plugin sets:
+
+    * ``Config`` — its :class:`PluginConfig` subclass (the default takes no fields).
+    * ``request_body`` — ``True`` to have the whole request body buffered (up to
+      the server's ``max_body_bytes``) and available as ``ctx.request.body`` in
+      ``on_request``. Default ``False``: bodies stream past the filter.
+    * ``response_body`` — the same for ``ctx.response.body`` in ``on_response``.
+
+    Instance attributes set by the gateway before the first request:
+    ``config`` (the validated config), ``name`` (the filter's name in
+    gateway.toml) and ``plugin`` (the plugin's registered name).
+    """
+
+    Config: ClassVar[type[PluginConfig]] = PluginConfig
+    request_body: ClassVar[bool] = False
+    response_body: ClassVar[bool] = False
+
+    def __init__(self, config: ConfigT) -> None:
+        """Called once per configuration snapshot with the validated config.
+
+        Do all expensive preparation here (compile patterns, load keys): the
+        per-request methods should only do per-request work.
+        """
+        self.config: ConfigT = config
+        self.name: str = ""
+        self.plugin: str = ""
+
+    def on_request(self, ctx: Context) -> RequestResult:
+        """Request phase: inspect or change ``ctx.request``, choose ``ctx.upstream``.
+
+        Return None to continue or a LocalReply to answer now. ``ctx.response``
+        is None here.
+        """
+        return None
+
+    def on_response(self, ctx: Context) -> PhaseResult:
+        """Response phase: inspect or change ``ctx.response`` (status, headers, body).
+
+        Runs in reverse chain order, before anything is sent to the client.
+        ``ctx.response`` may be a local reply (from a later filter or the gateway).
+        """
+        return None
+
+    def on_log(self, ctx: Context) -> PhaseResult:
+        """After the response was sent: record what happened. Changes nothing."""
+        return None
+
+    def close(self) -> None:
+        """Called when the configuration snapshot this instance belongs to retires."""
+
+
+def overrides(filter_cls: type[Filter[Any]], method: str) -> bool:
+    """Whether ``filter_cls`` implements phase ``method`` itself."""
+    return getattr(filter_cls, method) is not getattr(Filter, method)

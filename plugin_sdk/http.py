@@ -1,0 +1,157 @@
+"""The HTTP messages a filter sees: :class:`Request`, :class:`Response`, :class:`LocalReply`.
+
+The gateway parses straight into these classes (its own request type subclasses
+:class:`Request`), so what a filter reads and writes is what the gateway forwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from plugin_sdk.headers import Headers
+
+
+@dataclass(frozen=True, slots=True)
+class TLSInfo:
+    """What the client's TLS connection established (None on plain HTTP)."""
+
+    version: str = ""
+    cipher: str = ""
+    server_name: str = ""  #: the SNI the client asked for
+    peer_subject: str = ""  #: verified client certificate subject, if any
+    peer_sans: tuple[str, ...] = ()  #: its subject alternative names
+
+
+class Request:
+    """The client's request.
+
+    Readable in every phase; writable in the request phase only (later changes
+    do not reach the upstream). Setting ``path`` or ``query`` changes the request
+    target the upstream sees; the rest of the target is forwarded byte for byte.
+
+    Attributes:
+        method: ``"GET"``, ``"POST"``, ...
+        path: the path as sent (percent-encoding kept), e.g. ``"/api/v1/users"``.
+        query: the query string without ``?`` (``""`` if none).
+        host: the Host the client asked for, port included if it sent one.
+        scheme: ``"http"`` or ``"https"`` (of the client's connection).
+        version: ``"1.1"`` or ``"1.0"``.
+        headers: end-to-end request headers (see :class:`Headers`).
+        client_ip / client_port: the TCP peer.
+        body: the whole body, only when a filter of the chain set
+            ``request_body = True``; otherwise ``None`` (the body streams).
+    """
+
+    __slots__ = (
+        "_orig_path",
+        "_orig_query",
+        "body",
+        "client_ip",
+        "client_port",
+        "headers",
+        "host",
+        "method",
+        "path",
+        "query",
+        "scheme",
+        "target",
+        "version",
+    )
+
+    def __init__(
+        self,
+        method: str = "GET",
+        target: str | bytes = "/",
+        *,
+        host: str = "",
+        headers: Headers | None = None,
+        scheme: str = "http",
+        version: str = "1.1",
+        client_ip: str = "127.0.0.1",
+        client_port: int = 0,
+        body: bytes | None = None,
+    ) -> None:
+        raw = target.encode("latin-1") if isinstance(target, str) else target
+        self.method = method
+        self.target = raw
+        path, _, query = raw.decode("latin-1").partition("?")
+        self.path = self._orig_path = path
+        self.query = self._orig_query = query
+        self.host = host
+        self.headers = headers if headers is not None else Headers()
+        self.scheme = scheme
+        self.version = version
+        self.client_ip = client_ip
+        self.client_port = client_port
+        self.body = body
+
+    def set_target(self, path: str, query: str) -> None:
+        """Set path and query at once (the query without ``?``)."""
+        self.path = path
+        self.query = query
+
+    def wire_target(self) -> bytes:
+        """The request target to send upstream (original bytes unless changed)."""
+        if self.path is self._orig_path and self.query is self._orig_query:
+            return self.target
+        target = self.path + ("?" + self.query if self.query else "")
+        return target.encode("latin-1")
+
+    @property
+    def url(self) -> str:
+        """``scheme://host/path?query`` as the client asked for it."""
+        return f"{self.scheme}://{self.host}{self.path}" + (f"?{self.query}" if self.query else "")
+
+    def cookie(self, name: str) -> str | None:
+        """The value of cookie ``name`` from the Cookie header(s), or None."""
+        for header in self.headers.get_all("cookie"):
+            for part in header.split(";"):
+                key, sep, value = part.strip().partition("=")
+                if sep and key == name:
+                    return value
+        return None
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.host}{self.path}>"
+
+
+class Response:
+    """The upstream's response (or a local reply) on its way to the client.
+
+    Readable and writable in the response phase. ``body`` is the whole body only
+    when a filter of the chain set ``response_body = True``; otherwise ``None``.
+    Setting ``body`` to new bytes replaces it (Content-Length is fixed up).
+    """
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(
+        self, status: int = 200, headers: Headers | None = None, body: bytes | None = None
+    ) -> None:
+        self.status = status
+        self.headers = headers if headers is not None else Headers()
+        self.body = body
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status}>"
+
+
+@dataclass(slots=True)
+class LocalReply:
+    """Answer the client from the gateway instead of the upstream.
+
+    Return one from ``on_request`` to stop the chain: the upstream is not called,
+    filters that already ran still get their response phase (so, for example, CORS
+    headers decorate a 401), and the client gets this reply.
+    """
+
+    status: int
+    headers: dict[str, str] | list[tuple[str, str]] = field(default_factory=dict)
+    body: bytes | str = b""
+
+    def header_pairs(self) -> list[tuple[str, str]]:
+        h = self.headers
+        return list(h.items()) if isinstance(h, dict) else list(h)
+
+    def body_bytes(self) -> bytes:
+        return self.body.encode("utf-8") if isinstance(self.body, str) else self.body
