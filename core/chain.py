@@ -130,6 +130,16 @@ def compile_chains(cfg: GatewayConfig, registry: PluginRegistry, source: str) ->
     that uses them; a bare plugin name means that plugin with its default config.
     """
     problems: list[str] = []
+    upstream_names = {u.name for u in cfg.upstreams}
+
+    def check_upstreams(inst: FilterInstance, where: str) -> None:
+        for name in inst.filter.upstreams():
+            if name not in upstream_names:
+                problems.append(
+                    f"{where}: filter {inst.name!r} routes to unknown upstream {name!r}"
+                    f"{_suggest(name, upstream_names)}"
+                )
+
     named: dict[str, FilterInstance] = {}
     for name, d in cfg.filters.items():
         try:
@@ -138,16 +148,20 @@ def compile_chains(cfg: GatewayConfig, registry: PluginRegistry, source: str) ->
             )
         except PluginError as exc:
             problems.append(str(exc))
+        else:
+            check_upstreams(named[name], f"filters.{name}")
     bare: dict[str, FilterInstance] = {}
 
     def resolve(ref: FilterRef, where: str, route: str) -> FilterInstance | None:
         if isinstance(ref, InlineFilter):
             name = ref.name or f"{route}.{ref.plugin}"
             try:
-                return build_filter(registry, name, ref.plugin, ref.config, ref.fail, where)
+                inst = build_filter(registry, name, ref.plugin, ref.config, ref.fail, where)
             except PluginError as exc:
                 problems.append(str(exc))
                 return None
+            check_upstreams(inst, where)
+            return inst
         if ref in named:
             return named[ref]
         if ref in cfg.filters:

@@ -75,6 +75,11 @@ class Limits(Model):
     max_body_bytes: int = Field(
         1 << 30, ge=0, description="Request body bound (streamed, never buffered); 0 = no bound."
     )
+    max_buffer_bytes: int = Field(
+        8 << 20,
+        gt=0,
+        description="Bound on a body buffered for a filter that asked to see it whole.",
+    )
     request_header_timeout: float = Field(
         10.0, gt=0, description="Seconds to receive a request's headers; slower gets 408."
     )

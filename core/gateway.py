@@ -61,10 +61,23 @@ class Snapshot:
         host = req.host.encode("latin-1")
         if not self.trusted_hops:
             return peer, peer, scheme, host
-        chain = [p.strip() for v in req.xff for p in v.split(b",") if p.strip()]
-        chain.append(peer)
+        chain = self._chain(req, peer)
         client = chain[-(self.trusted_hops + 1)] if len(chain) > self.trusted_hops else chain[0]
         return client, b", ".join(chain), req.xfp or scheme, req.xfh or host
+
+    def client_ip(self, req: Request) -> str:
+        """The client address as we trust it (see :meth:`forwarded`)."""
+        if not self.trusted_hops:
+            return req.client_ip
+        chain = self._chain(req, req.client_ip.encode("latin-1"))
+        client = chain[-(self.trusted_hops + 1)] if len(chain) > self.trusted_hops else chain[0]
+        return client.decode("latin-1")
+
+    @staticmethod
+    def _chain(req: Request, peer: bytes) -> list[bytes]:
+        chain = [p.strip() for v in req.xff for p in v.split(b",") if p.strip()]
+        chain.append(peer)
+        return chain
 
     def close(self) -> None:
         for pool in self.pools.values():

@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
+import plugin_sdk as sdk
 from core.headers import connection_tokens
+from plugin_sdk.headers import Headers
 
 if TYPE_CHECKING:
     from core.gateway import Gateway
@@ -34,6 +36,13 @@ PAUSE_BUFFER = 2
 PAUSE_PIPELINE = 4
 
 STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
+
+
+TEXT_PLAIN = b"text/plain; charset=utf-8"
+# Headers the gateway sets itself on the replies it writes.
+_FRAMING = frozenset(
+    {b"content-length", b"transfer-encoding", b"connection", b"date", b"keep-alive"}
+)
 
 
 def status_line(status: int) -> bytes:
@@ -50,40 +59,34 @@ class Reject(Exception):
         self.reason = reason
 
 
-class Request:
-    """A parsed request head (what the proxy forwards and what filters will see)."""
+class Request(sdk.Request):
+    """A parsed request: the SDK's view that filters see, plus what the proxy tracks."""
 
     __slots__ = (
         "chunked",
-        "client_ip",
-        "client_port",
         "conn_values",
         "content_length",
         "expect_continue",
-        "headers",
-        "host",
         "keep_alive",
-        "method",
-        "path",
-        "query",
-        "scheme",
         "start",
-        "target",
         "upgrade",
-        "version",
         "xff",
         "xfh",
         "xfp",
     )
 
-    def __init__(self) -> None:
+    def __init__(self) -> None:  # fields are filled in by the parser callbacks
         self.method = "GET"
         self.target = b"/"
-        self.path = "/"
-        self.query = ""
+        self.path = self._orig_path = "/"
+        self.query = self._orig_query = ""
         self.version = "1.1"
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.headers = Headers([])
         self.host = ""
+        self.scheme = "http"
+        self.client_ip = ""
+        self.client_port = 0
+        self.body = None
         self.keep_alive = True
         self.upgrade: bytes | None = None
         self.content_length: int | None = None
@@ -93,9 +96,6 @@ class Request:
         self.xff: list[bytes] = []
         self.xfp: bytes | None = None
         self.xfh: bytes | None = None
-        self.client_ip = ""
-        self.client_port = 0
-        self.scheme = "http"
         self.start = 0.0
 
     @property
@@ -103,11 +103,11 @@ class Request:
         return self.chunked or bool(self.content_length)
 
     def header(self, name: str) -> str | None:
-        """First value of a forwarded header (name lower-case), or None."""
+        """First value of a header (name lower-case; "host" included), or None."""
         if name == "host":
             return self.host
         key = name.encode("latin-1")
-        for n, v in self.headers:
+        for n, v in self.headers.raw:
             if n.lower() == key:
                 return v.decode("latin-1")
         return None
@@ -242,14 +242,14 @@ class ClientConnection(asyncio.Protocol):
         if kind is None:
             if lname.startswith(b"proxy-") or lname in (b"keep-alive", b"te", b"trailer"):
                 return
-            req.headers.append((name, value))
+            req.headers.raw.append((name, value))
         elif kind == 1:
             if req.host:
                 raise Reject(400, "duplicate Host header")
             req.host = value.decode("latin-1")
         elif kind == 2:
             req.content_length = int(value)  # llhttp has already validated it
-            req.headers.append((name, value))
+            req.headers.raw.append((name, value))
         elif kind == 3:
             # Only chunked is decoded; other codings would reach the upstream unlabelled.
             if value.strip().lower() != b"chunked":
@@ -292,7 +292,8 @@ class ClientConnection(asyncio.Protocol):
                 raise Reject(400, "invalid request target")
         else:
             path, _, query = target.decode("latin-1").partition("?")
-            req.path, req.query = path, query
+            req.path = req._orig_path = path
+            req.query = req._orig_query = query
         if "/." in req.path or "%" in req.path:
             self._check_path(req.path)
         if not req.host and req.version == "1.1":
@@ -300,7 +301,8 @@ class ClientConnection(asyncio.Protocol):
         if req.conn_values:
             drop = connection_tokens(req.conn_values)
             if drop:
-                req.headers = [(n, v) for n, v in req.headers if n.lower() not in drop]
+                raw = req.headers.raw
+                raw[:] = [(n, v) for n, v in raw if n.lower() not in drop]
         if not parser.should_upgrade():
             req.upgrade = None
         limit = self.limits.max_body_bytes
@@ -336,8 +338,8 @@ class ClientConnection(asyncio.Protocol):
             return False
         host = url.host.decode("latin-1")
         req.host = f"{host}:{url.port}" if url.port else host
-        req.path = (url.path or b"/").decode("latin-1")
-        req.query = (url.query or b"").decode("latin-1")
+        req.path = req._orig_path = (url.path or b"/").decode("latin-1")
+        req.query = req._orig_query = (url.query or b"").decode("latin-1")
         req.target = (url.path or b"/") + (b"?" + url.query if url.query else b"")
         return True
 
@@ -435,27 +437,42 @@ class ClientConnection(asyncio.Protocol):
         self.gateway.log_rejected(self, status, reason, req, sent)
         self.close()
 
-    def local_reply(
-        self,
-        status: int,
-        reason: str,
-        *,
-        keep_alive: bool,
-        extra: list[tuple[bytes, bytes]] | None = None,
-        head_only: bool = False,
-    ) -> int:
+    def local_reply(self, status: int, reason: str, *, keep_alive: bool) -> int:
         """Write a short ``text/plain`` reply; returns the body size."""
         body = (reason + "\n").encode("utf-8", "replace")
-        lines = [
-            status_line(status),
-            b"Content-Type: text/plain; charset=utf-8\r\n",
-            b"Content-Length: %d\r\n" % len(body),
-            b"Date: " + self.gateway.http_date() + b"\r\n",
-        ]
-        if extra:
-            lines.extend(n + b": " + v + b"\r\n" for n, v in extra)
-        lines.append(b"\r\n" if keep_alive else b"Connection: close\r\n\r\n")
-        if not head_only:
+        return self.write_reply(
+            status, [(b"Content-Type", TEXT_PLAIN)], body, keep_alive=keep_alive
+        )
+
+    def write_reply(
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        *,
+        keep_alive: bool,
+        head_only: bool = False,
+        version: str = "1.1",
+    ) -> int:
+        """Write a whole response from the gateway itself; returns the body size sent.
+
+        Content-Length, Date and Connection are set here; framing headers in
+        ``headers`` are dropped.
+        """
+        lines = [status_line(status)]
+        for name, value in headers:
+            if name.lower() not in _FRAMING:
+                lines += (name, b": ", value, b"\r\n")
+        lines += (
+            b"Content-Length: %d\r\nDate: " % len(body), self.gateway.http_date(), b"\r\n"
+        )  # fmt: skip
+        if not keep_alive:
+            lines.append(b"Connection: close\r\n\r\n")
+        elif version == "1.0":
+            lines.append(b"Connection: keep-alive\r\n\r\n")
+        else:
+            lines.append(b"\r\n")
+        if not head_only and status not in (204, 304):
             lines.append(body)
         self.write(b"".join(lines))
         return 0 if head_only else len(body)

@@ -25,8 +25,10 @@ from core.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from core.http1 import PAUSE_BUFFER, PAUSE_UPSTREAM, status_line
+from core.http1 import PAUSE_BUFFER, PAUSE_UPSTREAM, TEXT_PLAIN, status_line
 from core.upstream import ResponseHead, UpstreamConnection, UpstreamPool
+from plugin_sdk import Context, Headers, LocalReply, Response
+from plugin_sdk.chain import Chain, reply_response
 
 if TYPE_CHECKING:
     from core.gateway import Snapshot
@@ -56,10 +58,14 @@ class Exchange:
         "_body_buffered",
         "_body_done",
         "_body_sent",
+        "_buffer_limit",
         "_client_gone",
+        "_collect",
         "_head",
         "_last_read",
+        "_ran",
         "_rechunk",
+        "_replied",
         "_resp_buffer",
         "_resp_buffered",
         "_resp_done",
@@ -74,6 +80,7 @@ class Exchange:
         "bytes_out",
         "client",
         "conn",
+        "ctx",
         "endpoint",
         "keep_alive",
         "pool",
@@ -92,6 +99,11 @@ class Exchange:
         self.pool: UpstreamPool | None = None
         self.endpoint: EndpointState | None = None
         self.conn: UpstreamConnection | None = None
+        self.ctx: Context | None = None
+        self._ran = 0  # filters whose request phase ran (they get the response phase)
+        self._replied = False  # a response head went to the client
+        self._collect = False  # a filter wants the whole body: buffer, do not stream
+        self._buffer_limit = BUFFER_LIMIT
         self.status = 0
         self.reason = ""
         self.bytes_in = 0
@@ -133,8 +145,8 @@ class Exchange:
         except Exception as exc:  # a bug of ours: answer 500, keep serving
             self.client.gateway.log_error("proxy error", exc)
             self.keep_alive = False
-            if self._head is None and not self._client_gone:
-                self._local(500, "internal gateway error")
+            if not self._replied and not self._client_gone:
+                self._local_now(500, "internal gateway error")
             else:
                 self.client.abort()
         finally:
@@ -144,19 +156,44 @@ class Exchange:
                 self.keep_alive = False  # unread body would be taken for the next request
             self.client.gateway.log_access(self)
             self.client.exchange_done(self, self.keep_alive)
+        chain = self.route.chain if self.route is not None else None
+        if self.ctx is not None and chain is not None and chain.logs:
+            await chain.run_log(self.ctx)
 
     async def _proxy(self) -> None:
         req = self.req
         snap = self.snapshot
         route = snap.router.match(req.host, req.path, req.method, req.header)
         if route is None:
-            self._local(404, "no route")
+            await self._local(404, "no route")
             return
         self.route = route
-        pool = snap.pools[route.upstream]
-        self.pool = pool
         if req.expect_continue and not self._body_done:
             self.client.write(_CONTINUE)
+        upstream = route.upstream
+        chain = route.chain
+        if chain:
+            ctx = self.ctx = Context(
+                req, route=route.name, upstream=upstream, client_ip=snap.client_ip(req)
+            )
+            if chain.request_body:
+                await self._collect_request_body()
+            if chain.requests:
+                reply, self._ran = await chain.run_request(ctx)
+                if reply is not None:
+                    self.reason = "local reply"
+                    await self._send_reply(reply)
+                    return
+            else:
+                self._ran = len(chain.filters)
+            if req.body is not None:
+                self._reframe_request_body(req.body)
+            upstream = ctx.upstream
+        pool = snap.pools.get(upstream)
+        if pool is None:
+            await self._local(500, f"a filter chose upstream {upstream!r}, which does not exist")
+            return
+        self.pool = pool
         tries = 1 + pool.cfg.retries
         deadline = self.client.loop.time() + route.timeout if route.timeout else None
         hash_key = self._hash_key(pool)
@@ -166,7 +203,7 @@ class Exchange:
             try:
                 ep = pool.pick(hash_key, exclude=last)
             except NoHealthyUpstream as exc:
-                self._local(exc.status, exc.reason)
+                await self._local(exc.status, exc.reason)
                 return
             last = ep
             self.endpoint = ep
@@ -176,7 +213,7 @@ class Exchange:
                 pool.report(ep, False)
                 self._drop_upstream()
                 if last_try or not self._may_retry(exc):
-                    self._fail(exc)
+                    await self._fail(exc)
                     return
                 continue
             if head.status in (502, 503, 504):
@@ -265,12 +302,12 @@ class Exchange:
         parts = [
             req.method.encode("ascii"),
             b" ",
-            req.target,
+            req.wire_target(),
             b" HTTP/1.1\r\nHost: ",
             host,
             b"\r\n",
         ]
-        for name, value in req.headers:
+        for name, value in req.headers.raw:
             parts += (name, b": ", value, b"\r\n")
         client_ip, xff, xfp, xfh = snap.forwarded(req)
         parts += (
@@ -322,21 +359,47 @@ class Exchange:
             return
         self._body_buffer.append(data)
         self._body_buffered += len(data)
-        if self._body_buffered > BUFFER_LIMIT:
-            self.client.pause(PAUSE_BUFFER)
+        if self._body_buffered > self._buffer_limit:
+            if self._collect:  # a filter wants it whole, and it is larger than we keep
+                self._request_too_large("request body too large for the filters to inspect")
+            else:
+                self.client.pause(PAUSE_BUFFER)
 
     def on_request_end(self) -> None:
         self._body_done = True
         conn = self.conn
         if self.req.chunked and conn is not None and not conn.closed and not self._abandoned:
             conn.write(b"0\r\n\r\n")
+        self._wake()
 
-    def _request_too_large(self) -> None:
+    async def _collect_request_body(self) -> None:
+        """Buffer the whole request body for filters that declared they need it."""
+        self._collect = True
+        self._buffer_limit = self.client.limits.max_buffer_bytes
+        if self._body_buffered > self._buffer_limit:
+            self._request_too_large("request body too large for the filters to inspect")
+        self.client.resume(PAUSE_BUFFER)
+        while not self._body_done:
+            await self._wait()
+        self.req.body = b"".join(self._body_buffer)
+        self._collect = False
+
+    def _reframe_request_body(self, body: bytes) -> None:
+        """Forward the (possibly rewritten) buffered body with a Content-Length."""
+        req = self.req
+        self._body_buffer = [body] if body else []
+        self._body_buffered = len(body)
+        req.chunked = False
+        req.content_length = len(body)
+        req.headers.remove("content-length")
+        req.headers.raw.append((b"Content-Length", b"%d" % len(body)))
+
+    def _request_too_large(self, reason: str = "request body too large") -> None:
         self._abandoned = True
         self._drop_upstream()
-        if self._head is None and not self.status:
+        if not self._replied and not self.status:
             self.keep_alive = False
-            self._local(413, "request body too large")
+            self._local_now(413, reason)
             self.client.pause(PAUSE_BUFFER)  # read no more; the connection closes after
         else:
             self.status = self.status or 413
@@ -349,10 +412,19 @@ class Exchange:
         head = self._head
         assert head is not None and self.conn is not None
         req = self.req
-        self.status = head.status
         if head.status == 101:
+            self.status = 101
             await self._tunnel(head)
             return
+        chain = self.route.chain if self.route is not None else None
+        if self.ctx is not None and chain is not None and chain.responses:
+            if chain.response_body and await self._filter_whole_response(chain, head):
+                return
+            self.ctx.response = resp = Response(head.status, Headers(head.headers))
+            await chain.run_response(self.ctx, self._ran)
+            head.status = resp.status
+            head.headers = resp.headers.raw
+        self.status = head.status
         no_body = req.method == "HEAD" or head.status in (204, 304)
         parts = [status_line(head.status)]
         for name, value in head.headers:
@@ -362,7 +434,7 @@ class Exchange:
             # an HTTP/1.0 client cannot be sent one.
             if req.version != "1.1":
                 self._drop_upstream()
-                self._local(502, "upstream used a transfer coding HTTP/1.0 cannot carry")
+                self._local_now(502, "upstream used a transfer coding HTTP/1.0 cannot carry")
                 return
             self._rechunk = True
             parts += (b"Transfer-Encoding: ", head.codings, b", chunked\r\n")
@@ -388,6 +460,7 @@ class Exchange:
         if self._resp_done and self._rechunk:
             parts.append(b"0\r\n\r\n")
         self.client.write(b"".join(parts))
+        self._replied = True
         self._streaming = True
         if self._resp_paused and not self.client.write_paused:
             self._resume_upstream()
@@ -402,6 +475,49 @@ class Exchange:
                 self.client.gateway.log_upstream_error(self, self._upstream_error)
                 self.client.abort()  # the head is out; only a broken connection says so
                 raise ClientGone
+
+    async def _filter_whole_response(self, chain: Chain, head: ResponseHead) -> bool:
+        """Buffer the body for filters that asked for it, run them, write it all.
+
+        Returns False (stream as usual) for bodies that cannot be buffered: HEAD,
+        204/304, or ones larger than ``max_buffer_bytes`` (those are passed on
+        unchanged, with the response phase run on the head only).
+        """
+        assert self.ctx is not None and self.pool is not None
+        if self.req.method == "HEAD" or head.status in (204, 304):
+            return False
+        limit = self.client.limits.max_buffer_bytes
+        if head.content_length is not None and head.content_length > limit:
+            return False
+        self._collect = True
+        self._buffer_limit = limit
+        self._last_read = self.client.loop.time()
+        self._arm(self.pool.cfg.read_timeout, self._on_read_timeout)
+        while not self._resp_done and self._upstream_error is None and self._collect:
+            await self._wait()
+        self._cancel_timer()
+        if self._upstream_error is not None:
+            await self._fail(self._upstream_error)
+            return True
+        if not self._collect:  # over the bound while reading: stream the rest
+            return False
+        self._collect = False
+        body = b"".join(self._resp_buffer)
+        self._resp_buffer = []
+        self._resp_buffered = 0
+        self.ctx.response = resp = Response(head.status, Headers(head.headers), body)
+        await chain.run_response(self.ctx, self._ran)
+        self.status = resp.status
+        sent = self.client.write_reply(
+            resp.status,
+            resp.headers.raw,
+            resp.body or b"",
+            keep_alive=self.keep_alive and not self.client.gateway.draining,
+            version=self.req.version,
+        )
+        self.bytes_out += sent
+        self._replied = True
+        return True
 
     def _resp_frame(self, chunk: bytes) -> tuple[bytes, ...]:
         if self._rechunk:
@@ -423,7 +539,11 @@ class Exchange:
             return
         self._resp_buffer.append(data)
         self._resp_buffered += len(data)
-        if self._resp_buffered > BUFFER_LIMIT:
+        if self._resp_buffered > self._buffer_limit:
+            if self._collect:  # too large to hand to the filters: stream it instead
+                self._collect = False
+                self._buffer_limit = BUFFER_LIMIT
+                self._wake()
             self._pause_upstream()
 
     def on_response_end(self) -> None:
@@ -502,22 +622,54 @@ class Exchange:
 
     # ------------------------------------------------------------------ endings
 
-    def _local(self, status: int, reason: str) -> None:
-        self.status = status
+    async def _local(self, status: int, reason: str) -> None:
+        """Answer from the gateway with a short text reply (through the response phase)."""
         self.reason = reason
-        if self._client_gone:
+        body = (reason + "\n").encode("utf-8", "replace")
+        await self._send_reply(
+            LocalReply(status, [("Content-Type", "text/plain; charset=utf-8")], body)
+        )
+
+    async def _send_reply(self, reply: LocalReply) -> None:
+        """Write a local reply; filters whose request phase ran see it first."""
+        chain = self.route.chain if self.route is not None else None
+        if self.ctx is not None and chain is not None and chain.responses and self._ran:
+            self.ctx.response = resp = reply_response(reply)
+            await chain.run_response(self.ctx, self._ran)
+            status, headers, body = resp.status, resp.headers.raw, resp.body or b""
+        else:
+            status = reply.status
+            headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in reply.header_pairs()]
+            body = reply.body_bytes()
+        self._write_reply(status, headers, body)
+
+    def _local_now(self, status: int, reason: str) -> None:
+        """A text reply written at once, without the response phase (from callbacks)."""
+        self.reason = reason
+        body = (reason + "\n").encode("utf-8", "replace")
+        self._write_reply(status, [(b"Content-Type", TEXT_PLAIN)], body)
+
+    def _write_reply(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.status = status
+        if self._client_gone or self._replied:
             return
         if self.req.upgrade is not None or not self._body_done:
             self.keep_alive = False
-        self.bytes_out += self.client.local_reply(
-            status, reason, keep_alive=self.keep_alive, head_only=self.req.method == "HEAD"
+        self._replied = True
+        self.bytes_out += self.client.write_reply(
+            status,
+            headers,
+            body,
+            keep_alive=self.keep_alive,
+            head_only=self.req.method == "HEAD",
+            version=self.req.version,
         )
 
-    def _fail(self, exc: UpstreamError) -> None:
+    async def _fail(self, exc: UpstreamError) -> None:
         if self._client_gone:
             raise ClientGone
         self.client.gateway.log_upstream_error(self, exc)
-        self._local(exc.status, f"{exc.reason}: {exc}")
+        await self._local(exc.status, f"{exc.reason}: {exc}")
 
     def _drop_upstream(self) -> None:
         conn = self.conn

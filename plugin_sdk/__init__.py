@@ -5,11 +5,11 @@ Write a filter::
     from plugin_sdk import Context, Filter, LocalReply, PluginConfig
     from pydantic import Field
 
-    class Config(PluginConfig):
+    class StaticTokenConfig(PluginConfig):
         token: str = Field(description="The one token we accept.")
 
-    class StaticToken(Filter[Config]):
-        Config = Config
+    class StaticToken(Filter[StaticTokenConfig]):
+        Config = StaticTokenConfig
 
         def on_request(self, ctx: Context) -> LocalReply | None:
             if ctx.request.headers.get("x-token") != self.config.token:

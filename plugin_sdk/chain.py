@@ -52,10 +52,9 @@ class FilterInstance:
         self.logger = filter_logger(name)
         self.errors = 0
         self.calls = 0
-        cls = type(flt)
-        self.on_request = _phase(flt, "on_request") if overrides(cls, "on_request") else None
-        self.on_response = _phase(flt, "on_response") if overrides(cls, "on_response") else None
-        self.on_log = _phase(flt, "on_log") if overrides(cls, "on_log") else None
+        self.on_request = _phase(flt, "on_request")
+        self.on_response = _phase(flt, "on_response")
+        self.on_log = _phase(flt, "on_log")
 
     def __repr__(self) -> str:
         return f"<filter {self.name} ({self.plugin})>"
@@ -67,7 +66,10 @@ class _Phase:
     is_async: bool
 
 
-def _phase(flt: Filter[Any], name: str) -> _Phase:
+def _phase(flt: Filter[Any], name: str) -> _Phase | None:
+    """How to call phase ``name``; None when the filter does not need it."""
+    if not overrides(type(flt), name) or name in getattr(flt, "skip_phases", ()):
+        return None
     method = getattr(flt, name)
     return _Phase(method, inspect.iscoroutinefunction(method))
 

@@ -25,7 +25,7 @@ never takes the gateway down.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from plugin_sdk.config import PluginConfig
@@ -57,6 +57,10 @@ class Filter(Generic[ConfigT]):
     Instance attributes set by the gateway before the first request:
     ``config`` (the validated config), ``name`` (the filter's name in
     gateway.toml) and ``plugin`` (the plugin's registered name).
+
+    An instance may set ``skip_phases`` in ``__init__`` to phases its config makes
+    no-ops (``{"on_response"}`` for a filter configured to touch requests only):
+    the gateway then does not call them at all.
     """
 
     Config: ClassVar[type[PluginConfig]] = PluginConfig
@@ -72,6 +76,7 @@ class Filter(Generic[ConfigT]):
         self.config: ConfigT = config
         self.name: str = ""
         self.plugin: str = ""
+        self.skip_phases: set[str] = set()
 
     def on_request(self, ctx: Context) -> RequestResult:
         """Request phase: inspect or change ``ctx.request``, choose ``ctx.upstream``.
@@ -92,6 +97,15 @@ class Filter(Generic[ConfigT]):
     def on_log(self, ctx: Context) -> PhaseResult:
         """After the response was sent: record what happened. Changes nothing."""
         return None
+
+    def upstreams(self) -> Iterable[str]:
+        """Names of upstreams this filter may set ``ctx.upstream`` to.
+
+        Called once at load time; the gateway refuses a configuration in which one
+        of them is not an ``[[upstreams]]`` name, so a typo fails ``wasmgate check``
+        instead of the first request.
+        """
+        return ()
 
     def close(self) -> None:
         """Called when the configuration snapshot this instance belongs to retires."""
