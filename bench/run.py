@@ -5,7 +5,9 @@ Starts, on 127.0.0.1 and free ephemeral ports:
 * a fast upstream: nginx, 1 worker, ``return 200 "hello\\n"``;
 * nginx as a reverse proxy to it (1 worker, ``keepalive 64`` upstream pool);
 * wasmgate, 1 worker, default event loop (uvloop);
-* wasmgate, 1 worker, ``--loop asyncio``.
+* wasmgate, 1 worker, ``--loop asyncio``;
+* wasmgate, 1 worker, with the filter chain canary + cors + rewrite + headers (the
+  chain must keep 85 % of the no-filter req/s).
 
 The proxies under test are pinned to one CPU and wrk plus the upstream to another, and
 wrk runs against each proxy in turn (interleaved rounds, each run preceded by a short
@@ -45,7 +47,10 @@ WASMGATE = ROOT / ".venv" / "bin" / "wasmgate"
 SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 TARGET_RATIO = 0.25  # wasmgate must reach this share of nginx's req/s
 BASELINE = "nginx"
-TARGETS = ("nginx", "wasmgate", "wasmgate-asyncio")
+TARGETS = ("nginx", "wasmgate", "wasmgate-asyncio", "wasmgate-chain")
+CHAIN_RATIO = 0.85  # the chain canary+cors+rewrite+headers must keep this share of no-filter req/s
+# Every target is asked for this path: the chain's rewrite strips /api from it.
+BENCH_PATH = "/api/hello"
 EXIT_RUN_ERRORS = 3
 NOISY_SPREAD = 0.25  # (max - min) / median of req/s over rounds
 BUSY_LOAD = 0.5  # 1-minute load average above which the machine is not idle
@@ -188,8 +193,8 @@ http {{
 """
 
 
-def gateway_toml(port: int, upstream_port: int) -> str:
-    return f"""[server]
+def gateway_toml(port: int, upstream_port: int, *, chain: bool = False) -> str:
+    base = f"""[server]
 listen = ["127.0.0.1:{port}"]
 access_log = "off"
 
@@ -203,6 +208,31 @@ keepalive = 64
 
 [default]
 upstream = "up"
+"""
+    return base + CHAIN_TOML.format(upstream_port=upstream_port) if chain else base
+
+
+# The chain the issue names: canary + cors + rewrite + headers, configured as a real
+# deployment would (a 10 % canary, an allowed origin, a prefix strip, a header each way).
+CHAIN_TOML = """filters = ["canary", "cors", "rewrite", "headers"]
+
+[[upstreams]]
+name = "up-canary"
+endpoints = ["127.0.0.1:{upstream_port}"]
+keepalive = 64
+
+[filters.canary]
+config = {{ upstream = "up-canary", header = "x-canary", weight = 10 }}
+
+[filters.cors]
+config = {{ allow_origins = ["https://app.example.com"] }}
+
+[filters.rewrite]
+config = {{ strip_prefix = "/api" }}
+
+[filters.headers]
+config.request.set = {{ "X-Gateway" = "wasmgate" }}
+config.response.set = {{ "X-Frame-Options" = "DENY" }}
 """
 
 
@@ -218,7 +248,7 @@ class Service:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
+        return f"http://127.0.0.1:{self.port}{BENCH_PATH}"
 
 
 class Services:
@@ -314,11 +344,11 @@ def start_nginx(
 
 
 def start_wasmgate(
-    services: Services, name: str, loop: str, upstream_port: int, cpu: int
+    services: Services, name: str, loop: str, upstream_port: int, cpu: int, *, chain: bool = False
 ) -> Service:
     port = free_port()
     conf = services.tmp / f"{name}.toml"
-    conf.write_text(gateway_toml(port, upstream_port))
+    conf.write_text(gateway_toml(port, upstream_port, chain=chain))
     cmd = [str(WASMGATE), "--log-level", "warning", "run", "-c", str(conf), "--loop", loop]
     return services.start(name, port, cpu, cmd)
 
@@ -343,6 +373,9 @@ def start_all(services: Services, nginx: str, pin: Pinning) -> dict[str, Service
         "wasmgate": start_wasmgate(services, "wasmgate", "uvloop", up_port, pin.proxy_cpu),
         "wasmgate-asyncio": start_wasmgate(
             services, "wasmgate-asyncio", "asyncio", up_port, pin.proxy_cpu
+        ),
+        "wasmgate-chain": start_wasmgate(
+            services, "wasmgate-chain", "uvloop", up_port, pin.proxy_cpu, chain=True
         ),
     }
     for service in proxies.values():
@@ -506,11 +539,16 @@ def verdicts(summary: Summary) -> dict[str, Any]:
     ratio = float(summary["wasmgate"]["ratio_vs_nginx"])
     uv = float(summary["wasmgate"]["rps_median"])
     aio = float(summary["wasmgate-asyncio"]["rps_median"])
+    chained = float(summary["wasmgate-chain"]["rps_median"])
+    kept = round(chained / uv, 4) if uv else 0.0
     return {
         "target_ratio": TARGET_RATIO,
         "wasmgate_ratio": ratio,
         "target_met": ratio >= TARGET_RATIO,
         "uvloop_speedup_vs_asyncio": round(uv / aio, 4) if aio else 0.0,
+        "chain_target_ratio": CHAIN_RATIO,
+        "chain_kept_ratio": kept,
+        "chain_target_met": kept >= CHAIN_RATIO,
     }
 
 
@@ -520,6 +558,11 @@ def print_verdicts(
     met = "MET" if verdict["target_met"] else "NOT MET"
     log(f"target wasmgate >= {TARGET_RATIO}x nginx req/s: {met} ({verdict['wasmgate_ratio']:.3f}x)")
     log(f"uvloop vs asyncio (wasmgate req/s): {verdict['uvloop_speedup_vs_asyncio']:.3f}x")
+    chain_met = "MET" if verdict["chain_target_met"] else "NOT MET"
+    log(
+        f"target chain canary+cors+rewrite+headers keeps >= {CHAIN_RATIO:.0%} of no-filter "
+        f"req/s: {chain_met} ({verdict['chain_kept_ratio']:.1%})"
+    )
     noisy = [name for name, row in summary.items() if row["rps_spread"] > NOISY_SPREAD]
     if noisy:
         log(
@@ -598,7 +641,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bench/run.py",
         description="wasmgate vs nginx as a reverse proxy in front of a fast nginx upstream, "
         "measured with wrk. Targets: nginx, wasmgate (uvloop), wasmgate-asyncio "
-        "(--loop asyncio), one worker each, run in turn in interleaved rounds. "
+        "(--loop asyncio), wasmgate-chain (canary+cors+rewrite+headers), one worker each, "
+        "run in turn in interleaved rounds. "
         "Installs nginx and wrk with apt-get if missing.",
         epilog="Pinning: proxies on --proxy-cpu, wrk and the upstream on --load-cpu. "
         f"Results go to {RESULTS.relative_to(ROOT)}/<UTC timestamp>.json and latest.json. "

@@ -20,9 +20,10 @@ import time
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 
-from core.config import GatewayConfig, load_config
+from core.config import GatewayConfig, load_config, parse_config
 from core.errors import ConfigError
 from core.gateway import Gateway, Snapshot
+from core.plugin_cli import add_plugin_commands
 
 log = logging.getLogger("wasmgate")
 
@@ -57,9 +58,14 @@ def _new_loop(kind: str) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-def _load(path: str) -> GatewayConfig:
+def _load(path: str, *, listen: list[str] | None = None) -> Snapshot:
+    """Load, validate and compile a configuration (chains included), or exit 1."""
     try:
-        return load_config(path)
+        cfg = load_config(path)
+        if listen:
+            cfg = parse_config({**cfg.model_dump(), "server": {
+                **cfg.server.model_dump(), "listen": listen}}, path)  # fmt: skip
+        return Snapshot(cfg, path)
     except ConfigError as exc:
         print(f"wasmgate: invalid configuration\n{exc}", file=sys.stderr)
         raise SystemExit(1) from None
@@ -72,8 +78,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.schema:
         print(json.dumps(GatewayConfig.model_json_schema(), indent=2))
         return 0
-    cfg = _load(args.config)
-    snap = Snapshot(cfg, args.config)
+    snap = _load(args.config)
+    cfg = snap.config
+    if args.explain:
+        explain(snap)
+        return 0
     rows = snap.router.table()
     print(f"{args.config}: OK — {len(cfg.routes)} routes, {len(cfg.upstreams)} upstreams")
     print(f"listen: {', '.join(cfg.server.listen)}   workers: {cfg.server.workers}")
@@ -103,9 +112,35 @@ def cmd_check(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- run
 
 
-async def _serve(cfg: GatewayConfig, source: str, *, reuse_port: bool, banner: bool) -> None:
+def explain(snap: Snapshot) -> None:
+    """Per route, the resolved chain in execution order (``check --explain``)."""
+    targets = list(snap.router.routes)
+    if snap.router.default is not None:
+        targets.append(snap.router.default)
+    for target in targets:
+        print(f"route {target.name} -> upstream {target.upstream}")
+        chain = target.chain
+        if not chain:
+            print("  (no filters)")
+            continue
+        for i, inst in enumerate(chain.filters, 1):
+            phases = [
+                p.removeprefix("on_")
+                for p in ("on_request", "on_response", "on_log")
+                if getattr(inst, p) is not None
+            ]
+            fail = "fail_open" if inst.fail_open else "fail_closed"
+            print(f"  {i}. {inst.name} (plugin {inst.plugin}; {fail}; {', '.join(phases) or '-'})")
+        requests = [f.name for f in chain.filters if f.on_request is not None]
+        responses = [f.name for f in reversed(chain.filters) if f.on_response is not None]
+        print(f"  request phase:  {' -> '.join(requests) or '-'}")
+        print(f"  response phase: {' -> '.join(responses) or '-'}")
+
+
+async def _serve(snap: Snapshot, *, reuse_port: bool, banner: bool) -> None:
     loop = asyncio.get_running_loop()
-    gateway = Gateway(Snapshot(cfg, source), loop)
+    cfg = snap.config
+    gateway = Gateway(snap, loop)
     try:
         await gateway.start(reuse_port=reuse_port)
     except OSError as exc:
@@ -127,16 +162,16 @@ async def _serve(cfg: GatewayConfig, source: str, *, reuse_port: bool, banner: b
     log.info("stopped")
 
 
-def _run_worker(cfg: GatewayConfig, source: str, loop_kind: str, *, reuse_port: bool) -> None:
+def _run_worker(snap: Snapshot, loop_kind: str, *, reuse_port: bool) -> None:
     loop = _new_loop(loop_kind)
     asyncio.set_event_loop(loop)
     try:
-        loop.run_until_complete(_serve(cfg, source, reuse_port=reuse_port, banner=True))
+        loop.run_until_complete(_serve(snap, reuse_port=reuse_port, banner=True))
     finally:
         loop.close()
 
 
-def _supervise(cfg: GatewayConfig, source: str, loop_kind: str, workers: int) -> int:
+def _supervise(snap: Snapshot, loop_kind: str, workers: int) -> int:
     """Fork ``workers`` processes on one port (SO_REUSEPORT); restart any that dies."""
     children: dict[int, int] = {}
     stopping = False
@@ -148,7 +183,7 @@ def _supervise(cfg: GatewayConfig, source: str, loop_kind: str, workers: int) ->
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             code = 0
             try:
-                _run_worker(cfg, source, loop_kind, reuse_port=True)
+                _run_worker(snap, loop_kind, reuse_port=True)
             except SystemExit as exc:
                 print(exc, file=sys.stderr)
                 code = 1
@@ -196,21 +231,17 @@ def _supervise(cfg: GatewayConfig, source: str, loop_kind: str, workers: int) ->
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
-    if args.listen:
-        server = cfg.server.model_copy(update={"listen": args.listen})
-        cfg = cfg.model_copy(update={"server": server})
-        cfg = GatewayConfig.model_validate(cfg.model_dump())  # re-check the new listen list
-    workers = args.workers if args.workers is not None else cfg.server.workers
+    snap = _load(args.config, listen=args.listen)
+    workers = args.workers if args.workers is not None else snap.config.server.workers
     if workers == "auto":
         workers = os.cpu_count() or 1
     assert isinstance(workers, int)
     if workers < 1:
         raise SystemExit("wasmgate: --workers must be >= 1")
     if workers == 1:
-        _run_worker(cfg, args.config, args.loop, reuse_port=False)
+        _run_worker(snap, args.loop, reuse_port=False)
         return 0
-    return _supervise(cfg, args.config, args.loop, workers)
+    return _supervise(snap, args.loop, workers)
 
 
 # ---------------------------------------------------------------------- main
@@ -275,8 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--schema", action="store_true",
         help="print the JSON Schema of gateway.toml (for editors and CI) and exit",
     )  # fmt: skip
+    check.add_argument(
+        "--explain", action="store_true",
+        help="print, per route, the resolved filter chain in execution order",
+    )  # fmt: skip
     check.set_defaults(func=cmd_check)
 
+    add_plugin_commands(sub)
     for ep in entry_points(group="wasmgate.commands"):
         register: Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None] = ep.load()
         register(sub)

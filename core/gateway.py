@@ -58,12 +58,21 @@ class Snapshot:
         """
         peer = req.client_ip.encode("latin-1")
         scheme = req.scheme.encode("ascii")
-        host = req.host.encode("latin-1")
+        host = req.orig_host.encode("latin-1")
         if not self.trusted_hops:
             return peer, peer, scheme, host
         chain = self._chain(req, peer)
         client = chain[-(self.trusted_hops + 1)] if len(chain) > self.trusted_hops else chain[0]
         return client, b", ".join(chain), req.xfp or scheme, req.xfh or host
+
+    def client_scheme(self, req: Request) -> str:
+        """The scheme the client used, as we trust it: a trusted proxy's
+        X-Forwarded-Proto (with ``trusted_hops`` > 0), else our listener's."""
+        if self.trusted_hops and req.xfp:
+            proto = req.xfp.split(b",")[0].strip().lower()
+            if proto in (b"http", b"https"):
+                return proto.decode("ascii")
+        return req.scheme
 
     def client_ip(self, req: Request) -> str:
         """The client address as we trust it (see :meth:`forwarded`)."""
@@ -80,8 +89,19 @@ class Snapshot:
         return chain
 
     def close(self) -> None:
+        """Retire the snapshot: idle upstream connections, then each filter's close()."""
         for pool in self.pools.values():
             pool.close()
+        seen: set[int] = set()
+        for chain in self.chains.values():
+            for inst in chain.filters:
+                if id(inst) in seen:
+                    continue
+                seen.add(id(inst))
+                try:
+                    inst.filter.close()
+                except Exception as exc:
+                    log.error("filter %s (%s) failed in close(): %r", inst.name, inst.plugin, exc)
 
 
 class Gateway:

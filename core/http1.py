@@ -68,6 +68,7 @@ class Request(sdk.Request):
         "content_length",
         "expect_continue",
         "keep_alive",
+        "orig_host",
         "start",
         "upgrade",
         "xff",
@@ -88,6 +89,7 @@ class Request(sdk.Request):
         self.client_port = 0
         self.body = None
         self.keep_alive = True
+        self.orig_host = ""  # the Host the client sent, whatever filters do to .host
         self.upgrade: bytes | None = None
         self.content_length: int | None = None
         self.chunked = False
@@ -303,6 +305,7 @@ class ClientConnection(asyncio.Protocol):
             if drop:
                 raw = req.headers.raw
                 raw[:] = [(n, v) for n, v in raw if n.lower() not in drop]
+        req.orig_host = req.host
         if not parser.should_upgrade():
             req.upgrade = None
         limit = self.limits.max_body_bytes

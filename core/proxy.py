@@ -172,14 +172,21 @@ class Exchange:
             self.client.write(_CONTINUE)
         upstream = route.upstream
         chain = route.chain
-        if chain:
-            ctx = self.ctx = Context(
-                req, route=route.name, upstream=upstream, client_ip=snap.client_ip(req)
-            )
+        if chain is not None:
+            if snap.trusted_hops:
+                ctx = Context(
+                    req, route.name, upstream, snap.client_ip(req), snap.client_scheme(req)
+                )
+            else:
+                ctx = Context(req, route.name, upstream, req.client_ip, req.scheme)
+            self.ctx = ctx
             if chain.request_body:
                 await self._collect_request_body()
             if chain.requests:
-                reply, self._ran = await chain.run_request(ctx)
+                if chain.sync_requests:
+                    reply, self._ran = chain.run_request_sync(ctx)
+                else:
+                    reply, self._ran = await chain.run_request(ctx)
                 if reply is not None:
                     self.reason = "local reply"
                     await self._send_reply(reply)
@@ -421,7 +428,17 @@ class Exchange:
             if chain.response_body and await self._filter_whole_response(chain, head):
                 return
             self.ctx.response = resp = Response(head.status, Headers(head.headers))
-            await chain.run_response(self.ctx, self._ran)
+            if chain.sync_responses:
+                chain.run_response_sync(self.ctx, self._ran)
+            else:
+                await chain.run_response(self.ctx, self._ran)
+            final = self.ctx.response
+            if final is not resp and final is not None:  # a filter failed closed: 500
+                self._drop_upstream()
+                self._resp_done = True
+                self.keep_alive = False
+                self._write_reply(final.status, final.headers.raw, final.body or b"")
+                return
             head.status = resp.status
             head.headers = resp.headers.raw
         self.status = head.status
@@ -505,8 +522,9 @@ class Exchange:
         body = b"".join(self._resp_buffer)
         self._resp_buffer = []
         self._resp_buffered = 0
-        self.ctx.response = resp = Response(head.status, Headers(head.headers), body)
+        self.ctx.response = Response(head.status, Headers(head.headers), body)
         await chain.run_response(self.ctx, self._ran)
+        resp = self.ctx.response
         self.status = resp.status
         sent = self.client.write_reply(
             resp.status,
@@ -634,8 +652,9 @@ class Exchange:
         """Write a local reply; filters whose request phase ran see it first."""
         chain = self.route.chain if self.route is not None else None
         if self.ctx is not None and chain is not None and chain.responses and self._ran:
-            self.ctx.response = resp = reply_response(reply)
+            self.ctx.response = reply_response(reply)
             await chain.run_response(self.ctx, self._ran)
+            resp = self.ctx.response
             status, headers, body = resp.status, resp.headers.raw, resp.body or b""
         else:
             status = reply.status

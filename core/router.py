@@ -161,7 +161,8 @@ class Router:
     """Maps (host, path, method, headers) to a :class:`RouteTarget`."""
 
     def __init__(self, config: GatewayConfig, chains: Mapping[str, Chain] | None = None) -> None:
-        chains = chains or {}
+        # An empty chain is stored as None: the proxy tests it without a method call.
+        chains = {name: chain for name, chain in (chains or {}).items() if chain}
         self._exact_hosts: dict[str, _Group] = {}
         self._wild_hosts: dict[str, _Group] = {}
         self._any_host: _Group | None = None

@@ -75,17 +75,49 @@ def _phase(flt: Filter[Any], name: str) -> _Phase | None:
 
 
 class Chain:
-    """The filters of one route, in execution order."""
+    """The filters of one route, in execution order.
 
-    __slots__ = ("filters", "logs", "request_body", "requests", "response_body", "responses")
+    Each phase's callers are listed once, when the chain is built, so a request
+    pays only for the phases its filters implement.
+    """
+
+    __slots__ = (
+        "_logs",
+        "_requests",
+        "_responses",
+        "filters",
+        "logs",
+        "request_body",
+        "requests",
+        "response_body",
+        "responses",
+        "sync_requests",
+        "sync_responses",
+    )
 
     def __init__(self, filters: Iterable[FilterInstance]) -> None:
         self.filters = tuple(filters)
-        self.requests = any(f.on_request for f in self.filters)
-        self.responses = any(f.on_response for f in self.filters)
-        self.logs = any(f.on_log for f in self.filters)
+        # (position in the chain, instance, callable, awaits?) for the filters that have
+        # the phase, in the order the phase runs.
+        self._requests = tuple(
+            (i + 1, f, f.on_request.call, f.on_request.is_async)
+            for i, f in enumerate(self.filters)
+            if f.on_request
+        )
+        self._responses = tuple(
+            (i + 1, f, f.on_response.call, f.on_response.is_async)
+            for i, f in reversed(list(enumerate(self.filters)))
+            if f.on_response
+        )
+        self._logs = tuple((f, f.on_log) for f in self.filters if f.on_log)
+        self.requests = bool(self._requests)
+        self.responses = bool(self._responses)
+        self.logs = bool(self._logs)
         self.request_body = any(f.filter.request_body for f in self.filters)
         self.response_body = any(f.filter.response_body for f in self.filters)
+        # When no phase awaits, the gateway calls the *_sync runners: no coroutine.
+        self.sync_requests = not any(awaits for *_, awaits in self._requests)
+        self.sync_responses = not any(awaits for *_, awaits in self._responses)
 
     def __bool__(self) -> bool:
         return bool(self.filters)
@@ -93,56 +125,81 @@ class Chain:
     def names(self) -> list[str]:
         return [f.name for f in self.filters]
 
-    async def run_request(self, ctx: Context) -> tuple[LocalReply | None, int]:
-        """Run request phases in order; (local reply or None, how many ran)."""
-        ran = 0
-        for inst in self.filters:
-            ran += 1
-            phase = inst.on_request
-            if phase is None:
-                continue
+    # The request and response runners come in two forms with the same rules: the
+    # plain ones for chains whose phases are all ``def`` (no coroutine per request,
+    # which the gateway's hot path notices), the async ones otherwise.
+
+    def run_request_sync(self, ctx: Context) -> tuple[LocalReply | None, int]:
+        """Run request phases in order; (local reply or None, how many filters ran)."""
+        for position, inst, call, _ in self._requests:
             inst.calls += 1
             ctx.log = inst.logger
             try:
-                result = await phase.call(ctx) if phase.is_async else phase.call(ctx)
+                reply = call(ctx)
+                if reply is not None:
+                    reply = self._verdict(inst, reply)
             except Exception as exc:
                 reply = self._failed(inst, "request", exc)
-                if reply is not None:
-                    return reply, ran
-                continue
-            if result is not None:
-                if not isinstance(result, LocalReply):
-                    reply = self._failed(
-                        inst, "request", TypeError(f"on_request returned {result!r}")
-                    )
-                    if reply is not None:
-                        return reply, ran
-                    continue
-                return result, ran
-        return None, ran
+            if reply is not None:
+                return reply, position
+        return None, len(self.filters)
 
-    async def run_response(self, ctx: Context, ran: int) -> None:
-        """Run response phases in reverse over the first ``ran`` filters."""
-        for inst in reversed(self.filters[:ran]):
-            phase = inst.on_response
-            if phase is None:
-                continue
+    async def run_request(self, ctx: Context) -> tuple[LocalReply | None, int]:
+        """:meth:`run_request_sync` that awaits ``async def`` phases."""
+        if self.sync_requests:
+            return self.run_request_sync(ctx)
+        for position, inst, call, awaits in self._requests:
+            inst.calls += 1
             ctx.log = inst.logger
             try:
-                if phase.is_async:
-                    await phase.call(ctx)
-                else:
-                    phase.call(ctx)
+                result = call(ctx)
+                reply = self._verdict(inst, await result if awaits else result)
             except Exception as exc:
-                reply = self._failed(inst, "response", exc)
-                if reply is not None:
-                    ctx.response = reply_response(reply)
+                reply = self._failed(inst, "request", exc)
+            if reply is not None:
+                return reply, position
+        return None, len(self.filters)
+
+    def run_response_sync(self, ctx: Context, ran: int) -> None:
+        """Run response phases in reverse over the first ``ran`` filters."""
+        for position, inst, call, _ in self._responses:
+            if position <= ran:
+                ctx.log = inst.logger
+                try:
+                    call(ctx)
+                except Exception as exc:
+                    self._response_failed(ctx, inst, exc)
+
+    async def run_response(self, ctx: Context, ran: int) -> None:
+        """:meth:`run_response_sync` that awaits ``async def`` phases."""
+        if self.sync_responses:
+            self.run_response_sync(ctx, ran)
+            return
+        for position, inst, call, awaits in self._responses:
+            if position <= ran:
+                ctx.log = inst.logger
+                try:
+                    result = call(ctx)
+                    if awaits:
+                        await result
+                except Exception as exc:
+                    self._response_failed(ctx, inst, exc)
+
+    def _verdict(self, inst: FilterInstance, result: object) -> LocalReply | None:
+        """A request phase's return value: None goes on, a LocalReply stops."""
+        if result is None or isinstance(result, LocalReply):
+            return result
+        bad = TypeError(f"on_request returned {result!r}, not None or a LocalReply")
+        return self._failed(inst, "request", bad)
+
+    def _response_failed(self, ctx: Context, inst: FilterInstance, exc: Exception) -> None:
+        reply = self._failed(inst, "response", exc)
+        if reply is not None:
+            ctx.response = reply_response(reply)
 
     async def run_log(self, ctx: Context) -> None:
-        for inst in self.filters:
-            phase = inst.on_log
-            if phase is None:
-                continue
+        """Run every filter's ``on_log``; errors are logged and counted, nothing more."""
+        for inst, phase in self._logs:
             ctx.log = inst.logger
             try:
                 if phase.is_async:

@@ -23,6 +23,9 @@ class Context:
             logged.
         client_ip: the client's address as the gateway trusts it: the TCP peer, or
             with ``server.trusted_hops`` the address our trusted proxies vouch for.
+        scheme: the scheme the client used, as the gateway trusts it: our listener's,
+            or with ``server.trusted_hops`` a trusted proxy's X-Forwarded-Proto (so an
+            HTTPS redirect behind a TLS-terminating balancer does not loop).
         tls: TLS details of the client connection, or None on plain HTTP.
         state: a dict shared by the filters of this request (per-request state).
         log: a logger whose records are tagged with the current filter's name.
@@ -34,6 +37,7 @@ class Context:
         "request",
         "response",
         "route",
+        "scheme",
         "state",
         "tls",
         "upstream",
@@ -42,10 +46,10 @@ class Context:
     def __init__(
         self,
         request: Request,
-        *,
         route: str = "",
         upstream: str = "",
         client_ip: str | None = None,
+        scheme: str | None = None,
         tls: TLSInfo | None = None,
     ) -> None:
         self.request = request
@@ -53,9 +57,18 @@ class Context:
         self.route = route
         self.upstream = upstream
         self.client_ip = client_ip if client_ip is not None else request.client_ip
+        self.scheme = scheme if scheme is not None else request.scheme
         self.tls = tls
-        self.state: dict[str, Any] = {}
         self.log: logging.Logger | logging.LoggerAdapter[logging.Logger] = _root
+
+    # ``state`` is made on first use: most requests never touch it.
+    state: dict[str, Any]
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "state":
+            self.state = {}
+            return self.state
+        raise AttributeError(name)
 
 
 def filter_logger(name: str) -> logging.LoggerAdapter[logging.Logger]:

@@ -8,15 +8,33 @@ case-insensitively; values are ``str`` (decoded as Latin-1, as HTTP/1.1 defines 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
+
+_BAD_NAME = re.compile(r"[\s:]")
+_BAD_VALUE = re.compile(r"[\r\n\0]")
 
 
 def _b(text: str) -> bytes:
     return text.encode("latin-1")
 
 
+_KEYS: dict[str, bytes] = {}
+
+
+def _key(name: str) -> bytes:
+    """The lower-cased, encoded form of a header name (memoised: names come from code
+    and configs, not from requests, so the table stays small)."""
+    key = _KEYS.get(name)
+    if key is None:
+        key = name.lower().encode("latin-1")
+        if len(_KEYS) < 4096:
+            _KEYS[name] = key
+    return key
+
+
 def _check(name: str, value: str) -> None:
-    if not name or any(c in name for c in " \t\r\n:") or any(c in value for c in "\r\n\0"):
+    if not name or _BAD_NAME.search(name) or _BAD_VALUE.search(value):
         raise ValueError(f"invalid header {name!r}: {value!r}")
 
 
@@ -47,39 +65,51 @@ class Headers:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name``, or ``default``."""
-        key = _b(name.lower())
+        key = _key(name)
+        size = len(key)
         for n, v in self.raw:
-            if n.lower() == key:
+            if len(n) == size and n.lower() == key:
                 return v.decode("latin-1")
         return default
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name``, in order."""
-        key = _b(name.lower())
+        key = _key(name)
         return [v.decode("latin-1") for n, v in self.raw if n.lower() == key]
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        key = _b(name.lower())
+        key = _key(name)
         return any(n.lower() == key for n, _ in self.raw)
 
     def set(self, name: str, value: str) -> None:
         """Replace every value of ``name`` with one ``value`` (added if absent)."""
         _check(name, value)
-        key = _b(name.lower())
-        raw = self.raw
-        for i, (n, _) in enumerate(raw):
-            if n.lower() == key:
-                raw[i] = (_b(name), _b(value))
-                raw[i + 1 :] = [p for p in raw[i + 1 :] if p[0].lower() != key]
-                return
-        raw.append((_b(name), _b(value)))
+        self.set_bytes(_b(name), _b(value))
 
     def add(self, name: str, value: str) -> None:
         """Append one more ``name: value`` field."""
         _check(name, value)
         self.raw.append((_b(name), _b(value)))
+
+    def set_bytes(self, name: bytes, value: bytes) -> None:
+        """:meth:`set` for a name and value already encoded and checked (no CR, LF,
+        NUL; a token name) — for filters that validate their config at load time."""
+        key = name.lower()
+        size = len(key)
+        raw = self.raw
+        for i, (n, _) in enumerate(raw):
+            if len(n) == size and n.lower() == key:
+                raw[i] = (name, value)
+                if i + 1 < len(raw):
+                    raw[i + 1 :] = [p for p in raw[i + 1 :] if p[0].lower() != key]
+                return
+        raw.append((name, value))
+
+    def add_bytes(self, name: bytes, value: bytes) -> None:
+        """:meth:`add` for a name and value already encoded and checked."""
+        self.raw.append((name, value))
 
     def setdefault(self, name: str, value: str) -> str:
         """Set ``name`` only if absent; return its (first) value."""
@@ -91,10 +121,17 @@ class Headers:
 
     def remove(self, name: str) -> int:
         """Remove every field called ``name``; return how many were removed."""
-        key = _b(name.lower())
-        before = len(self.raw)
-        self.raw[:] = [p for p in self.raw if p[0].lower() != key]
-        return before - len(self.raw)
+        key = _key(name)
+        size = len(key)
+        raw = self.raw
+        for n, _ in raw:
+            if len(n) == size and n.lower() == key:
+                break
+        else:
+            return 0
+        before = len(raw)
+        raw[:] = [p for p in raw if p[0].lower() != key]
+        return before - len(raw)
 
     def items(self) -> Iterator[tuple[str, str]]:
         """``(name, value)`` pairs as ``str``, in wire order, names as sent."""

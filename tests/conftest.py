@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -10,6 +12,11 @@ import pytest
 from tests.harness import InProcessGateway, RecordingUpstream
 
 StartGateway = Callable[[str], Awaitable[InProcessGateway]]
+
+# A third-party plugin distribution (tests/fixtures/site/*.dist-info) registered
+# through entry points, as an installed one would be.
+THIRD_PARTY_SITE = Path(__file__).parent / "fixtures" / "site"
+sys.path.insert(0, str(THIRD_PARTY_SITE))
 
 
 @pytest.fixture

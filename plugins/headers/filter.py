@@ -65,13 +65,23 @@ class HeadersConfig(PluginConfig):
     )
 
 
-def _apply(ops: HeaderOps, headers: Headers) -> None:
-    for name in ops.remove:
-        headers.remove(name)
-    for name, value in ops.set.items():
-        headers.set(name, value)
-    for name, value in ops.add.items():
-        headers.add(name, value)
+class _Compiled:
+    """One direction's operations, encoded once at load time (validated by the model)."""
+
+    __slots__ = ("add", "remove", "set")
+
+    def __init__(self, ops: HeaderOps) -> None:
+        self.remove = tuple(ops.remove)
+        self.set = tuple((n.encode("latin-1"), v.encode("latin-1")) for n, v in ops.set.items())
+        self.add = tuple((n.encode("latin-1"), v.encode("latin-1")) for n, v in ops.add.items())
+
+    def apply(self, headers: Headers) -> None:
+        for dropped in self.remove:
+            headers.remove(dropped)
+        for name, value in self.set:
+            headers.set_bytes(name, value)
+        for name, value in self.add:
+            headers.add_bytes(name, value)
 
 
 class HeadersFilter(Filter[HeadersConfig]):
@@ -81,14 +91,16 @@ class HeadersFilter(Filter[HeadersConfig]):
 
     def __init__(self, config: HeadersConfig) -> None:
         super().__init__(config)
+        self._request = _Compiled(config.request)
+        self._response = _Compiled(config.response)
         if config.request.empty:
             self.skip_phases.add("on_request")
         if config.response.empty:
             self.skip_phases.add("on_response")
 
     def on_request(self, ctx: Context) -> None:
-        _apply(self.config.request, ctx.request.headers)
+        self._request.apply(ctx.request.headers)
 
     def on_response(self, ctx: Context) -> None:
         assert ctx.response is not None
-        _apply(self.config.response, ctx.response.headers)
+        self._response.apply(ctx.response.headers)

@@ -1,0 +1,83 @@
+"""Helpers shared by the auth plugins (``jwt-auth``, ``key-auth``, ``basic-auth``).
+
+The convention they share: on success ``ctx.state["consumer"]`` holds the consumer's
+name and the request carries it upstream in ``consumer_header``; that header is
+removed from every incoming request first, so a client can never choose it.
+"""
+
+from __future__ import annotations
+
+import string
+from urllib.parse import unquote_plus
+
+from plugin_sdk import Headers, LocalReply
+
+_TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~")
+# Headers the gateway manages or that carry the credentials themselves.
+_MANAGED = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te"}
+)
+
+
+def check_header_name(name: str, *, allow_empty: bool = False) -> str:
+    """A config validator: ``name`` must be an HTTP field name the gateway lets us edit."""
+    if not name and allow_empty:
+        return name
+    if not name or not set(name) <= _TOKEN_CHARS:
+        raise ValueError(f"invalid header name {name!r}")
+    if name.lower() in _MANAGED:
+        raise ValueError(f"{name!r} is managed by the gateway and cannot be used here")
+    return name
+
+
+def check_realm(realm: str) -> str:
+    """A config validator: the realm goes in a quoted-string, so no quotes or controls."""
+    if any(c in realm for c in '"\\') or any(ord(c) < 0x20 or ord(c) == 0x7F for c in realm):
+        raise ValueError("realm must not contain quotes, backslashes or control characters")
+    return realm
+
+
+def wire_value(text: str) -> str | None:
+    """``text`` as a header value (UTF-8 octets on the wire), or None if it cannot be one.
+
+    :class:`~plugin_sdk.Headers` encodes values as Latin-1; passing the UTF-8 bytes
+    through Latin-1 puts exactly the UTF-8 octets on the wire, which is what upstreams
+    decode. Control characters (CR, LF, NUL, ...) make a value unusable.
+    """
+    if any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in text):
+        return None
+    return text.encode("utf-8").decode("latin-1")
+
+
+def unauthorized(challenge: str, message: str) -> LocalReply:
+    """The 401 every auth plugin answers with: a challenge and a short plain-text body."""
+    return LocalReply(
+        401,
+        [
+            ("www-authenticate", challenge),
+            ("content-type", "text/plain; charset=utf-8"),
+            ("cache-control", "no-store"),
+        ],
+        f"401 Unauthorized: {message}\n",
+    )
+
+
+def remove_headers(headers: Headers, names: list[str]) -> None:
+    for name in names:
+        headers.remove(name)
+
+
+def query_get(query: str, name: str) -> str | None:
+    """The first value of parameter ``name`` in a raw query string (decoded), or None."""
+    if not query:
+        return None
+    for part in query.split("&"):
+        key, _, value = part.partition("=")
+        if unquote_plus(key) == name:
+            return unquote_plus(value)
+    return None
+
+
+def query_without(query: str, name: str) -> str:
+    """The raw query string without any ``name`` parameter (the rest byte for byte)."""
+    return "&".join(p for p in query.split("&") if unquote_plus(p.partition("=")[0]) != name)

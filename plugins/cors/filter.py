@@ -1,0 +1,279 @@
+"""The ``cors`` plugin: answer CORS preflights and decorate responses for allowed origins.
+
+::
+
+    [filters.cors]
+    plugin = "cors"
+    config.allow_origins = ["https://app.example.com", "https://*.example.com"]
+    config.allow_headers = ["Authorization", "X-Request-Id"]
+    config.expose_headers = ["X-Request-Id"]
+    config.allow_credentials = true
+    config.max_age = 3600
+
+    [[routes]]
+    name = "api"
+    upstream = "api"
+    filters = ["cors", "key-auth"]   # cors first, so its headers also decorate auth's 401
+
+Behaviour, and the choices made where the Fetch standard leaves room:
+
+* **Origins.** An entry is an exact origin (``https://app.example.com``, port included
+  when not the default), a one-label wildcard (``https://*.example.com`` matches
+  ``https://a.example.com``, not ``https://a.b.example.com`` nor the apex: the same
+  rule as route ``hosts``), or ``"*"`` alone. Compared case-insensitively. ``"null"``
+  is refused at load time (any sandboxed iframe or file:// page sends it).
+* **Credentials never meet "*".** ``allow_credentials = true`` with ``"*"`` in
+  ``allow_origins`` (or in ``expose_headers``) is refused at load time: list the origins.
+* **Preflight** (OPTIONS with Origin and Access-Control-Request-Method): answered by
+  the gateway, never forwarded. Allowed → **204** with Access-Control-Allow-Origin,
+  -Allow-Methods, -Allow-Headers (the requested headers, reflected, once all of them
+  are allowed), -Max-Age, -Allow-Credentials. Refused (origin, method or any requested
+  header not allowed) → **403** with a one-line text reason and no CORS headers; the
+  browser then blocks the real request. The CORS-safelisted headers (Accept,
+  Accept-Language, Content-Language, Content-Type) are always allowed.
+* **Other requests with an Origin** (a non-preflight OPTIONS included) go on to the
+  upstream. If the origin is allowed, the response phase sets
+  Access-Control-Allow-Origin (``*`` when ``allow_origins = ["*"]``, else the request's
+  origin), -Allow-Credentials and -Expose-Headers, replacing any the upstream sent. It
+  does so on local replies too (a 401 or 403 from a later filter). A refused origin gets
+  no CORS headers and the upstream's answer is left as it is.
+* **Vary: Origin** is added to every response to a request that carried an Origin,
+  unless the policy is ``"*"`` (then the answer does not depend on the origin).
+  Requests without Origin are not touched at all, to keep them cheap; a shared cache
+  in front of the gateway should therefore key on Origin itself.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Self
+
+from pydantic import Field, field_validator, model_validator
+
+from plugin_sdk import Context, Filter, Headers, LocalReply, PluginConfig
+
+SAFELISTED_HEADERS = frozenset({"accept", "accept-language", "content-language", "content-type"})
+DEFAULT_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_ORIGIN = re.compile(
+    r"^(?P<scheme>[a-z][a-z0-9+.-]*)://"
+    r"(?P<wild>\*\.)?"
+    r"(?P<host>[a-z0-9_-]+(?:\.[a-z0-9_-]+)*|\[[0-9a-f:.]+\])"
+    r"(?P<port>:[0-9]{1,5})?$"
+)
+_TEXT = ("Content-Type", "text/plain; charset=utf-8")
+
+
+def _origin_entry(value: str) -> str:
+    if value == "*":
+        return value
+    text = value.strip().lower()
+    if text == "null":
+        raise ValueError("'null' cannot be allowed: sandboxed iframes and file:// pages send it")
+    m = _ORIGIN.match(text)
+    if m is None:
+        raise ValueError(
+            f"invalid origin {value!r}: expected scheme://host[:port] with no path or "
+            "trailing slash, e.g. 'https://app.example.com' or 'https://*.example.com'"
+        )
+    if m["wild"] and m["host"].startswith("["):
+        raise ValueError(f"invalid origin {value!r}: a wildcard cannot precede an IP literal")
+    return text
+
+
+def _tokens(values: list[str], what: str, *, upper: bool = False) -> list[str]:
+    out: list[str] = []
+    for value in values:
+        text = value.strip()
+        if text != "*" and not _TOKEN.match(text):
+            raise ValueError(f"invalid {what} {value!r}")
+        text = text.upper() if upper else text
+        if text not in out:
+            out.append(text)
+    if "*" in out and len(out) > 1:
+        raise ValueError(f'"*" must be the only {what} when it is used')
+    return out
+
+
+class CorsConfig(PluginConfig):
+    allow_origins: list[str] = Field(
+        default_factory=lambda: ["*"],
+        description='Allowed origins: exact ("https://app.example.com"), one-label wildcard '
+        '("https://*.example.com"), or "*" alone for any origin.',
+    )
+    allow_methods: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_METHODS),
+        description='Methods a preflight may ask for; "*" alone allows any method.',
+    )
+    allow_headers: list[str] = Field(
+        default_factory=list,
+        description="Request headers a preflight may ask for, besides the CORS-safelisted "
+        'ones (always allowed); "*" alone allows any header.',
+    )
+    expose_headers: list[str] = Field(
+        default_factory=list,
+        description="Response headers the browser lets scripts read "
+        "(Access-Control-Expose-Headers).",
+    )
+    allow_credentials: bool = Field(
+        False,
+        description="Send Access-Control-Allow-Credentials: true (cookies, HTTP auth). "
+        'Cannot be combined with "*" origins.',
+    )
+    max_age: int = Field(
+        600, ge=0, description="Seconds a browser may cache a preflight (Access-Control-Max-Age)."
+    )
+
+    @field_validator("allow_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        out: list[str] = []
+        for item in value:
+            origin = _origin_entry(item)
+            if origin not in out:
+                out.append(origin)
+        if "*" in out and len(out) > 1:
+            raise ValueError('"*" must be the only origin when it is used')
+        return out
+
+    @field_validator("allow_methods")
+    @classmethod
+    def _methods(cls, value: list[str]) -> list[str]:
+        return _tokens(value, "method", upper=True)
+
+    @field_validator("allow_headers", "expose_headers")
+    @classmethod
+    def _headers(cls, value: list[str]) -> list[str]:
+        return _tokens(value, "header name")
+
+    @model_validator(mode="after")
+    def _no_credentials_with_star(self) -> Self:
+        if self.allow_credentials and "*" in self.allow_origins:
+            raise ValueError(
+                'allow_credentials = true cannot be combined with allow_origins = ["*"]: '
+                "list the origins that may send credentials"
+            )
+        if self.allow_credentials and "*" in self.expose_headers:
+            raise ValueError(
+                'expose_headers = ["*"] is not a wildcard when credentials are allowed: '
+                "list the headers"
+            )
+        return self
+
+
+class Cors(Filter[CorsConfig]):
+    """Preflights answered locally; responses to allowed origins decorated."""
+
+    Config = CorsConfig
+
+    def __init__(self, config: CorsConfig) -> None:
+        super().__init__(config)
+        origins = config.allow_origins
+        self._any_origin = origins == ["*"]
+        self._vary = not self._any_origin
+        self._exact = frozenset(o for o in origins if "://*." not in o)
+        # https://*.example.com:8443 -> ("https://", ".example.com:8443")
+        self._wild = tuple(
+            (o.split("*", 1)[0], o.split("*", 1)[1]) for o in origins if "://*." in o
+        )
+        self._any_method = config.allow_methods == ["*"]
+        self._methods = frozenset(config.allow_methods)
+        self._any_header = config.allow_headers == ["*"]
+        self._headers = SAFELISTED_HEADERS | {h.lower() for h in config.allow_headers}
+        # Per-instance key: two cors filters in one chain keep their own decision.
+        self._key = f"cors:{id(self)}"
+
+        common: list[tuple[str, str]] = []
+        if config.allow_credentials:
+            common.append(("Access-Control-Allow-Credentials", "true"))
+        self._actual = tuple(common)
+        if config.expose_headers:
+            self._actual += (("Access-Control-Expose-Headers", ", ".join(config.expose_headers)),)
+        preflight = list(common)
+        if not self._any_method:
+            preflight.append(("Access-Control-Allow-Methods", ", ".join(config.allow_methods)))
+        preflight.append(("Access-Control-Max-Age", str(config.max_age)))
+        if self._vary:
+            preflight.append(("Vary", "Origin"))
+        self._preflight_static = tuple(preflight)
+
+    def _allowed(self, origin: str) -> str | None:
+        """The Access-Control-Allow-Origin value for ``origin``, or None if refused."""
+        if self._any_origin:
+            return "*"
+        lower = origin.lower()
+        if lower in self._exact:
+            return origin
+        for prefix, suffix in self._wild:
+            if lower.startswith(prefix) and lower.endswith(suffix):
+                label = lower[len(prefix) : len(lower) - len(suffix)]
+                if label and not any(c in label for c in "./:@[]"):
+                    return origin
+        return None
+
+    def on_request(self, ctx: Context) -> LocalReply | None:
+        origin = None
+        for name, value in ctx.request.headers.raw:
+            if len(name) == 6 and name.lower() == b"origin":
+                origin = value.decode("latin-1")
+                break
+        if origin is None:
+            return None  # not a CORS request: the common, cheap path
+        allowed = self._allowed(origin)
+        if ctx.request.method == "OPTIONS":
+            method = ctx.request.headers.get("access-control-request-method")
+            if method is not None:
+                return self._preflight(ctx, allowed, method)
+        if allowed is not None or self._vary:
+            ctx.state[self._key] = allowed or ""
+        return None
+
+    def _preflight(self, ctx: Context, allowed: str | None, method: str) -> LocalReply:
+        if allowed is None:
+            return _refuse("origin not allowed")
+        method = method.strip()
+        if not self._any_method and method not in self._methods:
+            return _refuse(f"method {method!r} not allowed")
+        requested = [
+            h.strip().lower()
+            for v in ctx.request.headers.get_all("access-control-request-headers")
+            for h in v.split(",")
+            if h.strip()
+        ]
+        if not self._any_header:
+            for header in requested:
+                if header not in self._headers:
+                    return _refuse(f"header {header!r} not allowed")
+        headers = [("Access-Control-Allow-Origin", allowed), *self._preflight_static]
+        if self._any_method:
+            headers.append(("Access-Control-Allow-Methods", method))
+        if requested:
+            headers.append(("Access-Control-Allow-Headers", ", ".join(dict.fromkeys(requested))))
+        return LocalReply(204, headers)
+
+    def on_response(self, ctx: Context) -> None:
+        allowed = ctx.state.get(self._key)
+        if allowed is None:
+            return  # no Origin, or a preflight this filter answered itself
+        assert ctx.response is not None
+        headers = ctx.response.headers
+        if allowed:
+            headers.set("Access-Control-Allow-Origin", allowed)
+            for name, value in self._actual:
+                headers.set(name, value)
+        if self._vary:
+            _add_vary_origin(headers)
+
+
+def _refuse(reason: str) -> LocalReply:
+    return LocalReply(403, [_TEXT], f"CORS preflight refused: {reason}\n")
+
+
+def _add_vary_origin(headers: Headers) -> None:
+    for value in headers.get_all("vary"):
+        for token in value.split(","):
+            token = token.strip().lower()
+            if token in ("origin", "*"):
+                return
+    headers.add("Vary", "Origin")
