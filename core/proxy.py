@@ -27,7 +27,7 @@ from core.errors import (
 )
 from core.http1 import PAUSE_BUFFER, PAUSE_UPSTREAM, TEXT_PLAIN, status_line
 from core.upstream import ResponseHead, UpstreamConnection, UpstreamPool
-from plugin_sdk import Context, Headers, LocalReply, Response
+from plugin_sdk import Context, LocalReply
 from plugin_sdk.chain import Chain, reply_response
 
 if TYPE_CHECKING:
@@ -427,24 +427,22 @@ class Exchange:
         if self.ctx is not None and chain is not None and chain.responses:
             if chain.response_body and await self._filter_whole_response(chain, head):
                 return
-            self.ctx.response = resp = Response(head.status, Headers(head.headers))
+            self.ctx.response = head  # the filters edit the very head we forward
             if chain.sync_responses:
                 chain.run_response_sync(self.ctx, self._ran)
             else:
                 await chain.run_response(self.ctx, self._ran)
             final = self.ctx.response
-            if final is not resp and final is not None:  # a filter failed closed: 500
+            if final is not head and final is not None:  # a filter failed closed: 500
                 self._drop_upstream()
                 self._resp_done = True
                 self.keep_alive = False
                 self._write_reply(final.status, final.headers.raw, final.body or b"")
                 return
-            head.status = resp.status
-            head.headers = resp.headers.raw
         self.status = head.status
         no_body = req.method == "HEAD" or head.status in (204, 304)
         parts = [status_line(head.status)]
-        for name, value in head.headers:
+        for name, value in head.headers.raw:
             parts += (name, b": ", value, b"\r\n")
         if head.codings and not no_body:
             # A coding such as gzip applied by the transfer layer stays with the body;
@@ -522,7 +520,8 @@ class Exchange:
         body = b"".join(self._resp_buffer)
         self._resp_buffer = []
         self._resp_buffered = 0
-        self.ctx.response = Response(head.status, Headers(head.headers), body)
+        head.body = body
+        self.ctx.response = head
         await chain.run_response(self.ctx, self._ran)
         resp = self.ctx.response
         self.status = resp.status
@@ -614,7 +613,7 @@ class Exchange:
     async def _tunnel(self, head: ResponseHead) -> None:
         assert self.conn is not None and self.req.upgrade is not None
         parts = [status_line(101)]
-        for name, value in head.headers:
+        for name, value in head.headers.raw:
             parts += (name, b": ", value, b"\r\n")
         parts += (b"Connection: upgrade\r\nUpgrade: ", self.req.upgrade, b"\r\n\r\n")
         parts += self._resp_buffer

@@ -32,6 +32,7 @@ from core.errors import (
     UpstreamTimeout,
 )
 from core.headers import connection_tokens, is_hop_by_hop
+from plugin_sdk import Headers, Response
 
 
 class ResponseListener(Protocol):
@@ -46,22 +47,15 @@ class ResponseListener(Protocol):
     def on_tunnel_data(self, data: bytes) -> None: ...
 
 
-class ResponseHead:
-    """Status and end-to-end headers of an upstream response."""
+class ResponseHead(Response):
+    """An upstream response: the SDK's Response that filters see, plus its framing."""
 
-    __slots__ = (
-        "chunked",
-        "codings",
-        "content_length",
-        "headers",
-        "keep_alive",
-        "status",
-        "until_close",
-    )
+    __slots__ = ("chunked", "codings", "content_length", "keep_alive", "until_close")
 
     def __init__(self) -> None:
         self.status = 0
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.headers = Headers([])
+        self.body = None
         self.content_length: int | None = None
         self.chunked = False
         self.codings = b""  # transfer codings other than the final chunked (e.g. gzip)
@@ -195,7 +189,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if is_hop_by_hop(lname):
             return
-        head.headers.append((name, value))
+        head.headers.raw.append((name, value))
 
     def on_headers_complete(self) -> None:
         head = self._head
@@ -208,11 +202,12 @@ class UpstreamConnection(asyncio.Protocol):
         if head.chunked and head.content_length is not None:
             # Transfer-Encoding wins (RFC 9112 §6.3); the length is not forwarded.
             head.content_length = None
-            head.headers = [(n, v) for n, v in head.headers if n.lower() != b"content-length"]
+            head.headers.remove("content-length")
         if self._conn_values:
             drop = connection_tokens(self._conn_values)
             if drop:
-                head.headers = [(n, v) for n, v in head.headers if n.lower() not in drop]
+                raw = head.headers.raw
+                raw[:] = [(n, v) for n, v in raw if n.lower() not in drop]
         no_body = self.head_request or status in _NO_BODY_STATUS or status == 101
         if not no_body and head.content_length is None and not head.chunked:
             head.until_close = True

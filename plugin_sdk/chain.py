@@ -14,6 +14,7 @@ a filter behaves the same in a unit test as in production:
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 from collections.abc import Callable, Iterable
@@ -32,7 +33,6 @@ class FilterInstance:
     """One configured filter: the plugin's instance, its fail strategy, its phases."""
 
     __slots__ = (
-        "calls",
         "errors",
         "fail_open",
         "filter",
@@ -51,7 +51,6 @@ class FilterInstance:
         self.fail_open = fail_open
         self.logger = filter_logger(name)
         self.errors = 0
-        self.calls = 0
         self.on_request = _phase(flt, "on_request")
         self.on_response = _phase(flt, "on_response")
         self.on_log = _phase(flt, "on_log")
@@ -91,6 +90,8 @@ class Chain:
         "requests",
         "response_body",
         "responses",
+        "run_request_sync",
+        "run_response_sync",
         "sync_requests",
         "sync_responses",
     )
@@ -118,6 +119,10 @@ class Chain:
         # When no phase awaits, the gateway calls the *_sync runners: no coroutine.
         self.sync_requests = not any(awaits for *_, awaits in self._requests)
         self.sync_responses = not any(awaits for *_, awaits in self._responses)
+        #: Request phases, when :attr:`sync_requests`: (local reply or None, how many ran).
+        self.run_request_sync = self._compile_request()
+        #: Response phases in reverse over the first ``ran`` filters, when sync.
+        self.run_response_sync = self._compile_response()
 
     def __bool__(self) -> bool:
         return bool(self.filters)
@@ -125,31 +130,16 @@ class Chain:
     def names(self) -> list[str]:
         return [f.name for f in self.filters]
 
-    # The request and response runners come in two forms with the same rules: the
-    # plain ones for chains whose phases are all ``def`` (no coroutine per request,
-    # which the gateway's hot path notices), the async ones otherwise.
-
-    def run_request_sync(self, ctx: Context) -> tuple[LocalReply | None, int]:
-        """Run request phases in order; (local reply or None, how many filters ran)."""
-        for position, inst, call, _ in self._requests:
-            inst.calls += 1
-            ctx.log = inst.logger
-            try:
-                reply = call(ctx)
-                if reply is not None:
-                    reply = self._verdict(inst, reply)
-            except Exception as exc:
-                reply = self._failed(inst, "request", exc)
-            if reply is not None:
-                return reply, position
-        return None, len(self.filters)
+    # The request and response runners come in two forms with the same rules. For
+    # chains whose phases are all plain ``def`` (the usual case), the chain is compiled
+    # once into straight-line functions (see _compile_*): no loop, no coroutine per
+    # request — the hot path notices both. Otherwise the async loops below run.
 
     async def run_request(self, ctx: Context) -> tuple[LocalReply | None, int]:
-        """:meth:`run_request_sync` that awaits ``async def`` phases."""
+        """Run request phases in order; (local reply or None, how many filters ran)."""
         if self.sync_requests:
             return self.run_request_sync(ctx)
         for position, inst, call, awaits in self._requests:
-            inst.calls += 1
             ctx.log = inst.logger
             try:
                 result = call(ctx)
@@ -160,18 +150,8 @@ class Chain:
                 return reply, position
         return None, len(self.filters)
 
-    def run_response_sync(self, ctx: Context, ran: int) -> None:
-        """Run response phases in reverse over the first ``ran`` filters."""
-        for position, inst, call, _ in self._responses:
-            if position <= ran:
-                ctx.log = inst.logger
-                try:
-                    call(ctx)
-                except Exception as exc:
-                    self._response_failed(ctx, inst, exc)
-
     async def run_response(self, ctx: Context, ran: int) -> None:
-        """:meth:`run_response_sync` that awaits ``async def`` phases."""
+        """Run response phases in reverse over the first ``ran`` filters."""
         if self.sync_responses:
             self.run_response_sync(ctx, ran)
             return
@@ -185,6 +165,46 @@ class Chain:
                 except Exception as exc:
                     self._response_failed(ctx, inst, exc)
 
+    def _compile_request(self) -> Callable[[Context], tuple[LocalReply | None, int]]:
+        """``run_request`` as one straight-line function (all phases plain ``def``)."""
+        names: dict[str, Any] = {}
+        lines = ["def run_request_sync(ctx):"]
+        for k, (position, inst, call, _) in enumerate(self._requests):
+            names[f"L{k}"], names[f"C{k}"] = inst.logger, call
+            names[f"F{k}"] = functools.partial(self._failed, inst, "request")
+            names[f"V{k}"] = functools.partial(self._verdict, inst)
+            lines += [
+                f"    ctx.log = L{k}",
+                "    try:",
+                f"        r = C{k}(ctx)",
+                "    except Exception as exc:",
+                f"        r = F{k}(exc)",
+                "    if r is not None:",
+                f"        r = V{k}(r)",
+                "        if r is not None:",
+                f"            return r, {position}",
+            ]
+        lines.append(f"    return None, {len(self.filters)}")
+        return _build(lines, names)
+
+    def _compile_response(self) -> Callable[[Context, int], None]:
+        """``run_response`` as one straight-line function (all phases plain ``def``)."""
+        names: dict[str, Any] = {}
+        lines = ["def run_response_sync(ctx, ran):"]
+        for k, (position, inst, call, _) in enumerate(self._responses):
+            names[f"L{k}"], names[f"C{k}"] = inst.logger, call
+            names[f"F{k}"] = functools.partial(self._response_failed, inst=inst)
+            lines += [
+                f"    if ran >= {position}:",
+                f"        ctx.log = L{k}",
+                "        try:",
+                f"            C{k}(ctx)",
+                "        except Exception as exc:",
+                f"            F{k}(ctx, exc=exc)",
+            ]
+        lines.append("    return None")
+        return _build(lines, names)
+
     def _verdict(self, inst: FilterInstance, result: object) -> LocalReply | None:
         """A request phase's return value: None goes on, a LocalReply stops."""
         if result is None or isinstance(result, LocalReply):
@@ -193,6 +213,7 @@ class Chain:
         return self._failed(inst, "request", bad)
 
     def _response_failed(self, ctx: Context, inst: FilterInstance, exc: Exception) -> None:
+        """A response phase raised: fail_closed replaces the response with a 500."""
         reply = self._failed(inst, "response", exc)
         if reply is not None:
             ctx.response = reply_response(reply)
@@ -230,9 +251,15 @@ class Chain:
         )
 
 
-EMPTY_CHAIN = Chain(())
-
 
 def reply_response(reply: LocalReply) -> Response:
     """A :class:`Response` carrying a local reply (for the response phase)."""
     return Response(reply.status, Headers.of(reply.header_pairs()), reply.body_bytes())
+
+
+def _build(lines: list[str], names: dict[str, Any]) -> Callable[..., Any]:
+    """Compile generated source whose free names are all in ``names``."""
+    code = "\n".join(lines)
+    namespace = dict(names)
+    exec(compile(code, "<wasmgate chain>", "exec"), namespace)  # only our own source
+    return namespace[lines[0][4 : lines[0].index("(")]]  # type: ignore[no-any-return]
