@@ -251,7 +251,6 @@ class Chain:
         )
 
 
-
 def reply_response(reply: LocalReply) -> Response:
     """A :class:`Response` carrying a local reply (for the response phase)."""
     return Response(reply.status, Headers.of(reply.header_pairs()), reply.body_bytes())
