@@ -81,6 +81,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     snap = _load(args.config)
     cfg = snap.config
     if args.explain:
+        print(f"{args.config}: OK — {len(cfg.routes)} routes, {len(cfg.upstreams)} upstreams")
         explain(snap)
         return 0
     rows = snap.router.table()

@@ -43,6 +43,7 @@ CONFIG = Path("examples") / "gateway.toml"  # relative to ROOT, as shown to the 
 HOST = "127.0.0.1"
 # The upstream ports written in examples/gateway.toml.
 CONFIG_PORTS = {"v1": 9001, "v2": 9002, "down": 9003}
+DEMO_KEY = "demo-key-0123456789abcdef"  # the key of consumer "alice" in gateway.toml
 READY_TIMEOUT = 15.0  # seconds for the gateway to start accepting connections
 STOP_TIMEOUT = 40.0  # seconds for it to exit after SIGTERM (drain_timeout is 30)
 
@@ -257,6 +258,111 @@ def banner(port: int, down_port: int) -> str:
         (
             "A dot segment in the path is refused with 400",
             [(f"curl -s --path-as-is {g}/a/../etc/passwd", "dot segment in path")],
+        ),
+        (
+            'Filters. The global filter "served-by" (plugin headers) adds a response header'
+            " to every route",
+            [
+                (
+                    f"curl -s -o /dev/null -D - {g}/ | grep -i '^x-served-by'",
+                    "X-Served-By: wasmgate-demo",
+                )
+            ],
+        ),
+        (
+            'Canary by filter (route "checkout", plugin canary): header x-canary beats cookie'
+            " canary, which beats the 20% weight",
+            [
+                (f"curl -s -H 'x-canary: always' {g}/checkout", "version: v2"),
+                (
+                    f"curl -s -H 'x-canary: never' --cookie 'canary=always' {g}/checkout",
+                    "version: v1",
+                ),
+                (f"curl -s --cookie 'canary=always' {g}/checkout", "version: v2"),
+            ],
+        ),
+        (
+            "A weighted decision is remembered in the cookie checkout-side; sending it back"
+            " keeps a client on its side",
+            [
+                (
+                    f"curl -s -o /dev/null -D - {g}/checkout | grep -i '^set-cookie'",
+                    "Set-Cookie: checkout-side=mainline (or canary); Path=/; HttpOnly; ...",
+                ),
+                (f"curl -s --cookie 'checkout-side=canary' {g}/checkout", "version: v2"),
+                (
+                    f"for i in $(seq 100); do curl -s {g}/checkout; done | sort | uniq -c",
+                    "about 80 version: v1, 20 version: v2 (random)",
+                ),
+            ],
+        ),
+        (
+            "CORS (global filter cors): a preflight from https://app.example.com is answered by"
+            " the gateway; any other origin is refused",
+            [
+                (
+                    f"curl -s -o /dev/null -w '%{{http_code}}\\n' -X OPTIONS"
+                    f" -H 'Origin: https://app.example.com' -H 'Access-Control-Request-Method: PUT'"
+                    f" {g}/",
+                    "204",
+                ),
+                (
+                    f"curl -s -X OPTIONS -H 'Origin: https://evil.example'"
+                    f" -H 'Access-Control-Request-Method: PUT' {g}/",
+                    "CORS preflight refused: origin not allowed",
+                ),
+            ],
+        ),
+        (
+            "... and adds Access-Control-Allow-Origin (and Vary: Origin) to responses to it",
+            [
+                (
+                    f"curl -s -o /dev/null -D - -H 'Origin: https://app.example.com' {g}/"
+                    " | grep -i '^access-control'",
+                    "Access-Control-Allow-Origin: https://app.example.com",
+                ),
+            ],
+        ),
+        (
+            'API keys (route "private": key-auth, then rewrite strips /private). Without a'
+            " key: 401",
+            [(f"curl -s {g}/private/headers", "401 Unauthorized: an API key is required")],
+        ),
+        (
+            "With the demo key, v1 sees /headers, X-Consumer: alice (a client's own X-Consumer"
+            " is removed) and no X-Api-Key",
+            [
+                (
+                    f"curl -s -H 'X-Api-Key: {DEMO_KEY}' -H 'X-Consumer: mallory'"
+                    f" {g}/private/headers",
+                    '"path": "/headers", ... "X-Consumer": "alice"',
+                ),
+            ],
+        ),
+        (
+            "The response phase runs for local replies too: cors decorates key-auth's 401",
+            [
+                (
+                    f"curl -s -o /dev/null -D - -H 'Origin: https://app.example.com'"
+                    f" {g}/private/ | grep -i '^HTTP\\|^access-control'",
+                    "HTTP/1.1 401 Unauthorized, Access-Control-Allow-Origin: https://app.example.com",
+                ),
+            ],
+        ),
+        (
+            'Rate limit (route "limited": 3 at once per client IP, then 1 every 10 s;'
+            " run it again after 30 s)",
+            [
+                (
+                    f"for i in 1 2 3 4 5; do curl -s -o /dev/null -w '%{{http_code}} ' {g}/limited;"
+                    " done; echo",
+                    "200 200 200 429 429",
+                ),
+                (
+                    f"curl -s -o /dev/null -D - {g}/limited | grep -i '^retry-after\\|^ratelimit'",
+                    "Retry-After: 10 (or less), RateLimit-Limit: 3, RateLimit-Remaining: 0, ...",
+                ),
+            ],
         ),
     ]
     lines = [

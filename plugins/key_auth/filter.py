@@ -141,7 +141,7 @@ class KeyAuth(Filter[KeyAuthConfig]):
         request = ctx.request
         request.headers.remove(cfg.consumer_header)
         presented = request.headers.get(cfg.header) if cfg.header else None
-        if presented is None and cfg.query_param:
+        if not presented and cfg.query_param:  # an empty header does not hide the query
             presented = query_get(request.query, cfg.query_param)
         if cfg.hide_credentials:
             if cfg.header:

@@ -46,6 +46,13 @@ async def run(
         pytest.param(
             {"header": "", "query_param": "k"}, {}, f"/api?x=1&k={BOB}", "bob", id="query-only"
         ),
+        pytest.param(
+            {"query_param": "apikey"},
+            {"X-Api-Key": ""},
+            f"/api?apikey={ALICE}",
+            "alice",
+            id="empty-header-falls-back-to-query",
+        ),
     ],
 )
 async def test_valid_key(
