@@ -18,6 +18,7 @@ import inspect
 import logging
 from collections.abc import Iterable
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -141,8 +142,14 @@ def compile_chains(cfg: GatewayConfig, registry: PluginRegistry, source: str) ->
                 )
 
     named: dict[str, FilterInstance] = {}
+    base_dir = Path(source).parent if source and not source.startswith("<") else Path()
     for name, d in cfg.filters.items():
         try:
+            if d.wasm is not None:
+                from core.wasm import build_wasm_filter  # imports wasmtime: only when used
+
+                named[name] = build_wasm_filter(name, d, base_dir, f"filters.{name}")
+                continue
             named[name] = build_filter(
                 registry, name, d.plugin or name, d.config, d.fail, f"filters.{name}"
             )

@@ -222,14 +222,44 @@ class HeaderMatch(Model):
 FailMode = Literal["closed", "open"]
 
 
+class WasmLimits(Model):
+    memory_mb: int = Field(64, ge=1, le=4096, description="Linear-memory cap of the instance.")
+    deadline_ms: int = Field(
+        50, ge=1, le=10_000, description="CPU deadline per callback; past it the instance traps."
+    )
+    pause_timeout: float = Field(
+        30.0, gt=0, description="Longest a filter may keep a request paused (Pause)."
+    )
+
+
 class FilterDef(Model):
     """A named filter instance: ``[filters.NAME]``."""
 
     plugin: str | None = Field(None, description="Plugin name; defaults to the table's NAME.")
+    wasm: str | None = Field(
+        None,
+        description="Path of a Proxy-Wasm module (relative to this file) instead of a plugin.",
+    )
     config: dict[str, Any] = Field(default_factory=dict, description="The plugin's own config.")
     fail: FailMode = Field(
         "closed", description="If it raises: 'closed' answers 500, 'open' skips the filter."
     )
+    root_id: str = Field("", description="Wasm: the root context id the module registers.")
+    vm_config: str = Field("", description="Wasm: the VM configuration (proxy_on_vm_start).")
+    manifest: str | None = Field(
+        None,
+        description="Wasm: manifest with the config's JSON Schema; default manifest.json "
+        "beside the module or one folder up.",
+    )
+    limits: WasmLimits = Field(
+        default_factory=lambda: WasmLimits(), description="Wasm: sandbox limits."
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> FilterDef:
+        if self.wasm is not None and self.plugin is not None:
+            raise ValueError("set either 'plugin' or 'wasm', not both")
+        return self
 
 
 class InlineFilter(Model):

@@ -24,6 +24,7 @@ from core.errors import UpstreamError
 from core.http1 import ClientConnection
 from core.router import Router
 from core.upstream import UpstreamPool
+from plugin_sdk.chain import FilterInstance
 
 if TYPE_CHECKING:
     from core.http1 import Request
@@ -47,6 +48,22 @@ class Snapshot:
         self.router = Router(config, self.chains)
         self.pools = {u.name: UpstreamPool(u) for u in config.upstreams}
         self.trusted_hops = config.server.trusted_hops
+
+    def filters(self) -> list[FilterInstance]:
+        """Every filter instance of the snapshot, once each."""
+        seen: dict[int, FilterInstance] = {}
+        for chain in self.chains.values():
+            for inst in chain.filters:
+                seen.setdefault(id(inst), inst)
+        return list(seen.values())
+
+    def bind(self, listen_address: str) -> None:
+        """Called once the event loop runs: filters that call upstreams or keep timers
+        (Proxy-Wasm ones) get the pools and start their timers."""
+        for inst in self.filters():
+            bind = getattr(inst.filter, "bind_gateway", None)
+            if bind is not None:
+                bind(self.pools, listen_address)
 
     def forwarded(self, req: Request) -> tuple[bytes, bytes, bytes, bytes]:
         """(client address, X-Forwarded-For, -Proto, -Host) to send upstream.
@@ -92,16 +109,11 @@ class Snapshot:
         """Retire the snapshot: idle upstream connections, then each filter's close()."""
         for pool in self.pools.values():
             pool.close()
-        seen: set[int] = set()
-        for chain in self.chains.values():
-            for inst in chain.filters:
-                if id(inst) in seen:
-                    continue
-                seen.add(id(inst))
-                try:
-                    inst.filter.close()
-                except Exception as exc:
-                    log.error("filter %s (%s) failed in close(): %r", inst.name, inst.plugin, exc)
+        for inst in self.filters():
+            try:
+                inst.filter.close()
+            except Exception as exc:
+                log.error("filter %s (%s) failed in close(): %r", inst.name, inst.plugin, exc)
 
 
 class Gateway:
@@ -139,6 +151,8 @@ class Gateway:
                 if sock.family in (socket.AF_INET, socket.AF_INET6):
                     addr = sock.getsockname()
                     self.sockets.append((str(addr[0]), int(addr[1])))
+        first = f"{self.sockets[0][0]}:{self.sockets[0][1]}" if self.sockets else ""
+        self.snapshot.bind(first)
         self._schedule_flush()
 
     async def drain(self, timeout: float | None = None) -> None:

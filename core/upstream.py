@@ -434,3 +434,86 @@ class UpstreamPool:
         for ep in self.endpoints:
             while ep.idle:
                 ep.idle.pop().close()
+
+
+# ----------------------------------------------------------------------- calls out
+
+
+class _Collector:
+    """A ResponseListener that keeps a whole (small) response, for :func:`fetch`."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.head: ResponseHead | None = None
+        self.body: list[bytes] = []
+        self.done: asyncio.Future[None] = loop.create_future()
+
+    def on_response_head(self, head: ResponseHead) -> None:
+        self.head = head
+
+    def on_response_body(self, data: bytes) -> None:
+        self.body.append(data)
+
+    def on_response_end(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def on_upstream_error(self, exc: UpstreamError) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc)
+
+    def on_upstream_pause(self) -> None:
+        pass
+
+    def on_upstream_resume(self) -> None:
+        pass
+
+    def on_tunnel_data(self, data: bytes) -> None:
+        pass
+
+
+_CALL_DROPPED = frozenset({b"host", b"content-length", b"transfer-encoding", b"connection"})
+
+
+async def fetch(
+    pool: UpstreamPool,
+    method: str,
+    target: bytes,
+    authority: bytes,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    timeout: float,
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """One request through ``pool`` (its endpoints, keep-alive connections and health):
+    (status, headers, body). Used for calls a filter makes (Proxy-Wasm's
+    ``proxy_http_call``); raises :class:`UpstreamError`."""
+    loop = asyncio.get_running_loop()
+    ep = pool.pick()
+    try:
+        async with asyncio.timeout(timeout):
+            conn = pool.take_idle(ep) or await pool.connect(ep)
+            listener = _Collector(loop)
+            conn.begin(listener, head_request=method == "HEAD")
+            parts = [method.encode("latin-1"), b" ", target, b" HTTP/1.1\r\nHost: "]
+            parts.append(authority or ep.address.encode("latin-1"))
+            parts.append(b"\r\n")
+            for name, value in headers:
+                if name.lower() not in _CALL_DROPPED and not is_hop_by_hop(name.lower()):
+                    parts += (name, b": ", value, b"\r\n")
+            parts += (b"Content-Length: %d\r\n\r\n" % len(body), body)
+            conn.write(b"".join(parts))
+            try:
+                await listener.done
+            except BaseException:
+                conn.close()
+                raise
+    except TimeoutError:
+        pool.report(ep, False)
+        raise UpstreamTimeout(f"call to upstream '{pool.name}' timed out") from None
+    except UpstreamError:
+        pool.report(ep, False)
+        raise
+    pool.report(ep, True)
+    UpstreamPool.release(conn)
+    head = listener.head
+    assert head is not None
+    return head.status, head.headers.raw, b"".join(listener.body)

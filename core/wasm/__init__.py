@@ -1,0 +1,97 @@
+"""Proxy-Wasm filters: the host (on wasmtime) that runs filters built with the public
+Proxy-Wasm SDKs unchanged.
+
+Layout: :mod:`core.wasm.vm` compiles, caches and runs modules (the only module that
+imports wasmtime), :mod:`core.wasm.host` implements the ABI's host functions and WASI,
+:mod:`core.wasm.plugin` runs the plugin lifecycle and adapts it to the filter contract.
+This package is imported only when a configuration names a ``.wasm`` filter.
+
+In gateway.toml::
+
+    [filters.deny-bots]
+    wasm = "filters/deny.wasm"          # relative to the gateway.toml
+    config = { deny_header = "x-bot" }  # JSON given to proxy_on_configure
+    root_id = ""                        # the root context id the module registers
+    limits = { memory_mb = 64, deadline_ms = 50 }
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from core.config import FilterDef
+from core.errors import PluginError
+from core.wasm.plugin import PluginVm, WasmFilter
+from core.wasm.vm import WasmLoadError, WasmTrap, compile_module
+from plugin_sdk.chain import FilterInstance
+
+__all__ = ["PluginVm", "WasmFilter", "WasmTrap", "build_wasm_filter", "load_manifest"]
+
+
+def load_manifest(wasm_path: Path, explicit: Path | None) -> dict[str, Any] | None:
+    """The filter's manifest: ``explicit``, else manifest.json beside it or one up."""
+    candidates = (
+        [explicit]
+        if explicit
+        else [wasm_path.parent / "manifest.json", wasm_path.parent.parent / "manifest.json"]
+    )
+    for path in candidates:
+        if path.is_file():
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                raise PluginError(f"manifest {path}: {exc}") from None
+            if not isinstance(data, dict):
+                raise PluginError(f"manifest {path}: not a JSON object")
+            return data
+        if explicit:
+            raise PluginError(f"manifest {path} not found")
+    return None
+
+
+def _check_schema(schema: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema)
+    problems = []
+    for error in sorted(validator.iter_errors(config), key=lambda e: list(e.path)):
+        where = ".".join(str(p) for p in error.path) or "(top)"
+        problems.append(f"config.{where}: {error.message}")
+    return problems
+
+
+def build_wasm_filter(name: str, d: FilterDef, base_dir: Path, where: str) -> FilterInstance:
+    """Compile (or load from cache) and start a Proxy-Wasm filter; raises PluginError."""
+    assert d.wasm is not None
+    path = (base_dir / d.wasm).resolve()
+    label = f"{where}: wasm filter {name!r} ({d.wasm})"
+    try:
+        wasm = path.read_bytes()
+    except OSError as exc:
+        raise PluginError(f"{label}: cannot read: {exc.strerror or exc}") from None
+    manifest = load_manifest(path, (base_dir / d.manifest) if d.manifest else None)
+    if manifest is not None and isinstance(manifest.get("config_schema"), dict):
+        problems = _check_schema(manifest["config_schema"], d.config)
+        if problems:
+            raise PluginError(f"{label}: " + "; ".join(problems))
+    root_id = d.root_id or str((manifest or {}).get("root_id", ""))
+    try:
+        module, _digest = compile_module(wasm, source=str(path))
+        vm = PluginVm(
+            name,
+            module,
+            config=json.dumps(d.config).encode(),
+            vm_config=d.vm_config.encode(),
+            root_id=root_id,
+            memory_limit=d.limits.memory_mb << 20,
+            deadline_ms=d.limits.deadline_ms,
+            pause_timeout=d.limits.pause_timeout,
+        )
+    except (WasmLoadError, WasmTrap, PluginError) as exc:
+        raise PluginError(f"{label}: {exc}") from None
+    flt = WasmFilter(vm)
+    flt.name = name
+    flt.plugin = f"wasm:{path.name}"
+    return FilterInstance(name, flt.plugin, flt, d.fail == "open")

@@ -1,0 +1,764 @@
+"""The Proxy-Wasm host functions (import module ``env``) and WASI preview 1.
+
+:class:`Host` implements each function the spec lists, as a method named like the
+import. Arguments arrive as plain ints; guest memory is read and written through the
+:class:`~core.wasm.vm.Instance`, and every pointer is bounds-checked (a bad one gives
+``INVALID_MEMORY_ACCESS``, never a host crash). What a call reads or changes depends on
+the *effective context*: the plugin's root context, or one HTTP stream
+(:class:`Stream`), switched before every callback and by ``proxy_set_effective_context``.
+
+HTTP fields are presented as Envoy does: request headers start with the pseudo-headers
+``:method``, ``:path``, ``:authority`` and ``:scheme``, response headers with ``:status``;
+names are lower-case and lookups case-insensitive. Integer properties (``source.port``,
+``response.code``) are 8-byte little-endian, as SDKs expect.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from core.wasm.abi import BufferType, LogLevel, MapType, MetricType, Status, WasiErrno
+from core.wasm.vm import _GuestExit
+from plugin_sdk import Headers, LocalReply, Response
+
+if TYPE_CHECKING:
+    from core.wasm.plugin import PluginVm
+    from core.wasm.vm import Instance
+    from plugin_sdk import Context
+
+OK, NOT_FOUND, BAD_ARGUMENT = Status.OK, Status.NOT_FOUND, Status.BAD_ARGUMENT
+BAD_MEMORY = Status.INVALID_MEMORY_ACCESS
+
+_LEVELS = {
+    LogLevel.TRACE: logging.DEBUG,
+    LogLevel.DEBUG: logging.DEBUG,
+    LogLevel.INFO: logging.INFO,
+    LogLevel.WARN: logging.WARNING,
+    LogLevel.ERROR: logging.ERROR,
+    LogLevel.CRITICAL: logging.CRITICAL,
+}
+
+
+# ---------------------------------------------------------------------- serialisation
+
+
+def serialize_map(pairs: list[tuple[bytes, bytes]]) -> bytes:
+    """The spec's map encoding: count, sizes, then NUL-terminated keys and values."""
+    if not pairs:
+        return b""
+    sizes = b"".join(struct.pack("<II", len(k), len(v)) for k, v in pairs)
+    data = b"".join(k + b"\0" + v + b"\0" for k, v in pairs)
+    return struct.pack("<I", len(pairs)) + sizes + data
+
+
+def deserialize_map(data: bytes) -> list[tuple[bytes, bytes]] | None:
+    """Inverse of :func:`serialize_map`; None if malformed."""
+    if len(data) < 4:
+        return []
+    (count,) = struct.unpack_from("<I", data, 0)
+    if count == 0:
+        return []
+    pos = 4 + 8 * count
+    if pos > len(data):
+        return None
+    pairs = []
+    for i in range(count):
+        klen, vlen = struct.unpack_from("<II", data, 4 + 8 * i)
+        if pos + klen + vlen + 2 > len(data):
+            return None
+        key = data[pos : pos + klen]
+        pos += klen + 1
+        value = data[pos : pos + vlen]
+        pos += vlen + 1
+        pairs.append((key, value))
+    return pairs
+
+
+# ---------------------------------------------------------------------- shared state
+
+_shared_data: dict[bytes, tuple[bytes, int]] = {}
+_queues: dict[int, tuple[bytes, bytes, list[bytes]]] = {}  # id -> (vm_id, name, items)
+_queue_ids: dict[tuple[bytes, bytes], int] = {}
+_queue_owners: dict[int, PluginVm] = {}
+
+
+@dataclass
+class Metric:
+    kind: MetricType
+    name: str
+    value: int = 0
+
+
+METRICS: dict[int, Metric] = {}
+_metric_ids: dict[tuple[int, str], int] = {}
+
+
+# ---------------------------------------------------------------------- streams
+
+
+@dataclass
+class HttpCallResult:
+    status: int = 0
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    body: bytes = b""
+    message: str = ""
+
+
+class Stream:
+    """One HTTP request/response pair: a Proxy-Wasm stream context."""
+
+    __slots__ = ("ctx", "done_pending", "id", "local_reply", "paused", "properties", "resume")
+
+    def __init__(self, context_id: int, ctx: Context) -> None:
+        self.id = context_id
+        self.ctx = ctx
+        self.local_reply: LocalReply | None = None
+        self.properties: dict[bytes, bytes] = {}
+        self.resume: Callable[[], None] | None = None  # set while paused
+        self.paused = False
+        self.done_pending = False
+
+
+# ---------------------------------------------------------------------- the host
+
+
+class Host:
+    """Host functions for one plugin VM; see the module docstring."""
+
+    def __init__(self, plugin: PluginVm) -> None:
+        self.plugin = plugin
+        self.instance: Instance | None = None
+        self.stream: Stream | None = None  # the effective stream; None = root context
+        self.call_result: HttpCallResult | None = None  # during proxy_on_http_call_response
+        self.log = logging.getLogger(f"wasmgate.wasm.{plugin.name}")
+
+    # -- helpers
+
+    @property
+    def mem(self) -> Instance:
+        assert self.instance is not None
+        return self.instance
+
+    def _read(self, ptr: int, size: int) -> bytes | None:
+        return self.mem.read(ptr, size)
+
+    def _return_bytes(self, data: bytes, ptr_ptr: int, size_ptr: int) -> int:
+        """Copy ``data`` into guest memory and write its pointer and size back."""
+        if not data:
+            if not (self.mem.write_u32(ptr_ptr, 0) and self.mem.write_u32(size_ptr, 0)):
+                return BAD_MEMORY
+            return OK
+        ptr = self.mem.allocate(data)
+        if ptr is None:
+            return Status.INTERNAL_FAILURE
+        if not (self.mem.write_u32(ptr_ptr, ptr) and self.mem.write_u32(size_ptr, len(data))):
+            return BAD_MEMORY
+        return OK
+
+    def _ctx(self) -> Context | None:
+        return self.stream.ctx if self.stream is not None else None
+
+    # -- logging, time, log level
+
+    def proxy_log(self, level: int, ptr: int, size: int) -> int:
+        if level not in _LEVELS:
+            return BAD_ARGUMENT
+        message = self._read(ptr, size)
+        if message is None:
+            return BAD_MEMORY
+        self.log.log(_LEVELS[LogLevel(level)], "%s", message.decode("utf-8", "replace"))
+        return OK
+
+    def proxy_get_log_level(self, ptr: int) -> int:
+        level = self.log.getEffectiveLevel()
+        wasm = (
+            LogLevel.DEBUG
+            if level <= logging.DEBUG
+            else LogLevel.INFO
+            if level <= logging.INFO
+            else LogLevel.WARN
+            if level <= logging.WARNING
+            else LogLevel.ERROR
+        )
+        return OK if self.mem.write_u32(ptr, wasm) else BAD_MEMORY
+
+    def proxy_get_current_time_nanoseconds(self, ptr: int) -> int:
+        return OK if self.mem.write_u64(ptr, time.time_ns()) else BAD_MEMORY
+
+    def proxy_set_tick_period_milliseconds(self, period: int) -> int:
+        self.plugin.set_tick(period)
+        return OK
+
+    # -- contexts
+
+    def proxy_set_effective_context(self, context_id: int) -> int:
+        if context_id == self.plugin.root_id:
+            self.stream = None
+            return OK
+        stream = self.plugin.streams.get(context_id)
+        if stream is None:
+            return BAD_ARGUMENT
+        self.stream = stream
+        return OK
+
+    def proxy_done(self) -> int:
+        stream = self.stream
+        if stream is None or not stream.done_pending:
+            return NOT_FOUND
+        stream.done_pending = False
+        self.plugin.finish_stream(stream)
+        return OK
+
+    # -- configuration and buffers
+
+    def proxy_get_configuration(self, ptr_ptr: int, size_ptr: int) -> int:  # ABI 0.1.0
+        return self._return_bytes(self.plugin.config_bytes, ptr_ptr, size_ptr)
+
+    def _buffer(self, kind: int) -> bytes | None:
+        ctx = self._ctx()
+        if kind == BufferType.PLUGIN_CONFIGURATION:
+            return self.plugin.config_bytes
+        if kind == BufferType.VM_CONFIGURATION:
+            return self.plugin.vm_config
+        if kind == BufferType.HTTP_REQUEST_BODY and ctx is not None:
+            return ctx.request.body
+        if kind == BufferType.HTTP_RESPONSE_BODY and ctx is not None and ctx.response:
+            return ctx.response.body
+        if kind == BufferType.HTTP_CALL_RESPONSE_BODY and self.call_result is not None:
+            return self.call_result.body
+        return None
+
+    def proxy_get_buffer_bytes(
+        self, kind: int, start: int, max_size: int, ptr_ptr: int, size_ptr: int
+    ) -> int:
+        if kind not in BufferType._value2member_map_:
+            return BAD_ARGUMENT
+        data = self._buffer(kind)
+        if data is None:
+            return NOT_FOUND
+        if start > len(data):
+            return BAD_ARGUMENT
+        return self._return_bytes(data[start : start + max_size], ptr_ptr, size_ptr)
+
+    def proxy_get_buffer_status(self, kind: int, size_ptr: int, flags_ptr: int) -> int:
+        if kind not in BufferType._value2member_map_:
+            return BAD_ARGUMENT
+        data = self._buffer(kind)
+        if data is None:
+            return NOT_FOUND
+        ok = self.mem.write_u32(size_ptr, len(data)) and self.mem.write_u32(flags_ptr, 0)
+        return OK if ok else BAD_MEMORY
+
+    def proxy_set_buffer_bytes(
+        self, kind: int, start: int, size: int, data_ptr: int, data_size: int
+    ) -> int:
+        value = self._read(data_ptr, data_size)
+        if value is None:
+            return BAD_MEMORY
+        ctx = self._ctx()
+        if kind == BufferType.HTTP_REQUEST_BODY and ctx is not None:
+            current = ctx.request.body
+            if current is None:
+                return NOT_FOUND
+            ctx.request.body = current[:start] + value + current[start + size :]
+            return OK
+        if kind == BufferType.HTTP_RESPONSE_BODY and ctx is not None and ctx.response:
+            current = ctx.response.body
+            if current is None:
+                return NOT_FOUND
+            ctx.response.body = current[:start] + value + current[start + size :]
+            return OK
+        if kind in BufferType._value2member_map_:
+            return NOT_FOUND
+        return BAD_ARGUMENT
+
+    # -- header maps
+
+    def _pairs(self, kind: int) -> list[tuple[bytes, bytes]] | None:
+        ctx = self._ctx()
+        if kind == MapType.HTTP_REQUEST_HEADERS and ctx is not None:
+            req = ctx.request
+            pseudo = [
+                (b":method", req.method.encode()),
+                (b":path", req.wire_target()),
+                (b":authority", req.host.encode("latin-1")),
+                (b":scheme", ctx.scheme.encode()),
+            ]
+            return pseudo + [(n.lower(), v) for n, v in req.headers.raw]
+        if kind == MapType.HTTP_RESPONSE_HEADERS and ctx is not None and ctx.response:
+            resp = ctx.response
+            return [(b":status", str(resp.status).encode())] + [
+                (n.lower(), v) for n, v in resp.headers.raw
+            ]
+        if kind == MapType.HTTP_CALL_RESPONSE_HEADERS and self.call_result is not None:
+            return [(b":status", str(self.call_result.status).encode()), *self.call_result.headers]
+        if kind in (MapType.HTTP_REQUEST_TRAILERS, MapType.HTTP_RESPONSE_TRAILERS):
+            return [] if ctx is not None else None
+        if kind == MapType.HTTP_CALL_RESPONSE_TRAILERS and self.call_result is not None:
+            return []
+        return None
+
+    def proxy_get_header_map_pairs(self, kind: int, ptr_ptr: int, size_ptr: int) -> int:
+        pairs = self._pairs(kind)
+        if pairs is None:
+            return BAD_ARGUMENT if kind not in MapType._value2member_map_ else NOT_FOUND
+        return self._return_bytes(serialize_map(pairs), ptr_ptr, size_ptr)
+
+    def proxy_get_header_map_size(self, kind: int, size_ptr: int) -> int:
+        pairs = self._pairs(kind)
+        if pairs is None:
+            return NOT_FOUND
+        return OK if self.mem.write_u32(size_ptr, len(serialize_map(pairs))) else BAD_MEMORY
+
+    def proxy_get_header_map_value(
+        self, kind: int, key_ptr: int, key_size: int, ptr_ptr: int, size_ptr: int
+    ) -> int:
+        key = self._read(key_ptr, key_size)
+        if key is None:
+            return BAD_MEMORY
+        pairs = self._pairs(kind)
+        if pairs is None:
+            return NOT_FOUND
+        key = key.lower()
+        for name, value in pairs:
+            if name == key:
+                return self._return_bytes(value, ptr_ptr, size_ptr)
+        return NOT_FOUND
+
+    def _edit(self, kind: int, key: bytes, value: bytes | None, mode: str) -> int:
+        """Change one field; ``mode`` is 'add', 'replace' or 'remove'."""
+        ctx = self._ctx()
+        key = key.lower()
+        if kind == MapType.HTTP_REQUEST_HEADERS and ctx is not None:
+            req = ctx.request
+            if key.startswith(b":"):
+                return self._edit_request_pseudo(key, value)
+            headers = req.headers
+        elif kind == MapType.HTTP_RESPONSE_HEADERS and ctx is not None and ctx.response:
+            if key == b":status":
+                if value is None or not value.isdigit():
+                    return BAD_ARGUMENT
+                ctx.response.status = int(value)
+                return OK
+            headers = ctx.response.headers
+        elif kind in MapType._value2member_map_:
+            return NOT_FOUND
+        else:
+            return BAD_ARGUMENT
+        if (
+            b"\r" in key
+            or b"\n" in key
+            or (value is not None and (b"\r" in value or b"\n" in value))
+        ):
+            return BAD_ARGUMENT
+        if mode != "add":
+            headers.remove(key.decode("latin-1"))
+        if value is not None:
+            headers.add_bytes(key, value)
+        return OK
+
+    def _edit_request_pseudo(self, key: bytes, value: bytes | None) -> int:
+        ctx = self._ctx()
+        assert ctx is not None
+        if value is None:
+            return BAD_ARGUMENT
+        text = value.decode("latin-1")
+        if key == b":path":
+            path, _, query = text.partition("?")
+            ctx.request.set_target(path or "/", query)
+        elif key == b":method":
+            ctx.request.method = text
+        elif key == b":authority":
+            ctx.request.host = text
+        else:
+            return BAD_ARGUMENT
+        return OK
+
+    def proxy_add_header_map_value(self, kind: int, kp: int, ks: int, vp: int, vs: int) -> int:
+        key, value = self._read(kp, ks), self._read(vp, vs)
+        if key is None or value is None:
+            return BAD_MEMORY
+        return self._edit(kind, key, value, "add")
+
+    def proxy_replace_header_map_value(self, kind: int, kp: int, ks: int, vp: int, vs: int) -> int:
+        key, value = self._read(kp, ks), self._read(vp, vs)
+        if key is None or value is None:
+            return BAD_MEMORY
+        return self._edit(kind, key, value, "replace")
+
+    def proxy_remove_header_map_value(self, kind: int, kp: int, ks: int) -> int:
+        key = self._read(kp, ks)
+        if key is None:
+            return BAD_MEMORY
+        return self._edit(kind, key, None, "remove")
+
+    def proxy_set_header_map_pairs(self, kind: int, ptr: int, size: int) -> int:
+        data = self._read(ptr, size)
+        if data is None:
+            return BAD_MEMORY
+        pairs = deserialize_map(data)
+        if pairs is None:
+            return Status.PARSE_FAILURE
+        ctx = self._ctx()
+        if kind == MapType.HTTP_REQUEST_HEADERS and ctx is not None:
+            ctx.request.headers.raw[:] = []
+        elif kind == MapType.HTTP_RESPONSE_HEADERS and ctx is not None and ctx.response:
+            ctx.response.headers.raw[:] = []
+        else:
+            return NOT_FOUND
+        for key, value in pairs:
+            status = self._edit(kind, key, value, "add")
+            if status != OK:
+                return status
+        return OK
+
+    # -- local replies and stream control
+
+    def proxy_send_local_response(
+        self,
+        status: int,
+        _details_ptr: int,
+        _details_size: int,
+        body_ptr: int,
+        body_size: int,
+        headers_ptr: int,
+        headers_size: int,
+        _grpc_status: int,
+    ) -> int:
+        body = self._read(body_ptr, body_size)
+        raw = self._read(headers_ptr, headers_size)
+        if body is None or raw is None:
+            return BAD_MEMORY
+        pairs = deserialize_map(raw)
+        if pairs is None:
+            return Status.PARSE_FAILURE
+        stream = self.stream
+        if stream is None:
+            return NOT_FOUND
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in pairs]
+        stream.local_reply = LocalReply(status, headers, body)
+        if stream.paused and stream.resume is not None:
+            stream.resume()
+        return OK
+
+    def proxy_continue_stream(self, stream_type: int) -> int:
+        stream = self.stream
+        if stream is None or stream_type not in (0, 1):
+            return NOT_FOUND if stream_type in (0, 1) else BAD_ARGUMENT
+        if stream.paused and stream.resume is not None:
+            stream.resume()
+        return OK
+
+    def proxy_continue_request(self) -> int:  # ABI 0.1.0
+        return self.proxy_continue_stream(0)
+
+    def proxy_continue_response(self) -> int:  # ABI 0.1.0
+        return self.proxy_continue_stream(1)
+
+    def proxy_close_stream(self, stream_type: int) -> int:
+        stream = self.stream
+        if stream is None:
+            return NOT_FOUND
+        stream.local_reply = LocalReply(502, [("content-type", "text/plain")], b"stream closed\n")
+        if stream.paused and stream.resume is not None:
+            stream.resume()
+        return OK
+
+    def proxy_clear_route_cache(self) -> int:
+        return OK
+
+    # -- properties
+
+    def _property(self, path: bytes) -> bytes | None:
+        plugin = self.plugin
+        stream = self.stream
+        if stream is not None and path in stream.properties:
+            return stream.properties[path]
+        fixed = {
+            b"plugin_name": plugin.name.encode(),
+            b"plugin_root_id": plugin.root_id_name.encode(),
+            b"plugin_vm_id": plugin.vm_id.encode(),
+        }
+        if path in fixed:
+            return fixed[path]
+        ctx = self._ctx()
+        if ctx is None:
+            return None
+        req = ctx.request
+        props: dict[bytes, Callable[[], bytes | None]] = {
+            b"request\0path": req.wire_target,
+            b"request\0url_path": lambda: req.path.encode("latin-1"),
+            b"request\0host": lambda: req.host.encode("latin-1"),
+            b"request\0method": lambda: req.method.encode(),
+            b"request\0scheme": lambda: ctx.scheme.encode(),
+            b"request\0protocol": lambda: f"HTTP/{req.version}".encode(),
+            b"request\0id": lambda: (req.headers.get("x-request-id") or "").encode() or None,
+            b"request\0headers": lambda: serialize_map(self._pairs(0) or []),
+            b"source\0address": lambda: f"{req.client_ip}:{req.client_port}".encode(),
+            b"source\0port": lambda: struct.pack("<q", req.client_port),
+            b"destination\0address": lambda: plugin.listen_address.encode(),
+            b"response\0code": lambda: (
+                struct.pack("<q", ctx.response.status) if ctx.response else None
+            ),
+            b"route_name": lambda: ctx.route.encode(),
+            b"cluster_name": lambda: ctx.upstream.encode(),
+            b"upstream\0name": lambda: ctx.upstream.encode(),
+        }
+        getter = props.get(path)
+        return getter() if getter is not None else None
+
+    def proxy_get_property(self, path_ptr: int, path_size: int, ptr_ptr: int, size_ptr: int) -> int:
+        path = self._read(path_ptr, path_size)
+        if path is None:
+            return BAD_MEMORY
+        value = self._property(path.rstrip(b"\0"))
+        if value is None:
+            return NOT_FOUND
+        return self._return_bytes(value, ptr_ptr, size_ptr)
+
+    def proxy_set_property(self, path_ptr: int, path_size: int, val_ptr: int, val_size: int) -> int:
+        path, value = self._read(path_ptr, path_size), self._read(val_ptr, val_size)
+        if path is None or value is None:
+            return BAD_MEMORY
+        if self.stream is None:
+            return NOT_FOUND
+        self.stream.properties[path.rstrip(b"\0")] = value
+        return OK
+
+    # -- HTTP calls
+
+    def proxy_http_call(
+        self,
+        up_ptr: int,
+        up_size: int,
+        h_ptr: int,
+        h_size: int,
+        b_ptr: int,
+        b_size: int,
+        t_ptr: int,
+        t_size: int,
+        timeout_ms: int,
+        token_ptr: int,
+    ) -> int:
+        upstream, raw = self._read(up_ptr, up_size), self._read(h_ptr, h_size)
+        body = self._read(b_ptr, b_size)
+        if upstream is None or raw is None or body is None or self._read(t_ptr, t_size) is None:
+            return BAD_MEMORY
+        pairs = deserialize_map(raw)
+        if pairs is None:
+            return Status.PARSE_FAILURE
+        token = self.plugin.http_call(upstream.decode("latin-1"), pairs, body, timeout_ms)
+        if token is None:
+            return BAD_ARGUMENT
+        return OK if self.mem.write_u32(token_ptr, token) else BAD_MEMORY
+
+    def proxy_get_status(self, code_ptr: int, msg_ptr_ptr: int, msg_size_ptr: int) -> int:
+        result = self.call_result
+        if result is None:
+            return NOT_FOUND
+        if not self.mem.write_u32(code_ptr, result.status):
+            return BAD_MEMORY
+        return self._return_bytes(result.message.encode(), msg_ptr_ptr, msg_size_ptr)
+
+    # -- shared data and queues
+
+    def proxy_get_shared_data(
+        self, key_ptr: int, key_size: int, ptr_ptr: int, size_ptr: int, cas_ptr: int
+    ) -> int:
+        key = self._read(key_ptr, key_size)
+        if key is None:
+            return BAD_MEMORY
+        entry = _shared_data.get(self.plugin.vm_id.encode() + b"\0" + key)
+        if entry is None:
+            return NOT_FOUND
+        value, cas = entry
+        if not self.mem.write_u32(cas_ptr, cas):
+            return BAD_MEMORY
+        return self._return_bytes(value, ptr_ptr, size_ptr)
+
+    def proxy_set_shared_data(
+        self, key_ptr: int, key_size: int, val_ptr: int, val_size: int, cas: int
+    ) -> int:
+        key, value = self._read(key_ptr, key_size), self._read(val_ptr, val_size)
+        if key is None or value is None:
+            return BAD_MEMORY
+        full = self.plugin.vm_id.encode() + b"\0" + key
+        current = _shared_data.get(full)
+        if cas and current is not None and current[1] != cas:
+            return Status.CAS_MISMATCH
+        next_cas = (current[1] + 1 if current else 1) & 0xFFFFFFFF or 1
+        _shared_data[full] = (value, next_cas)
+        return OK
+
+    def proxy_register_shared_queue(self, name_ptr: int, name_size: int, id_ptr: int) -> int:
+        name = self._read(name_ptr, name_size)
+        if name is None:
+            return BAD_MEMORY
+        key = (self.plugin.vm_id.encode(), name)
+        qid = _queue_ids.get(key)
+        if qid is None:
+            qid = len(_queue_ids) + 1
+            _queue_ids[key] = qid
+            _queues[qid] = (key[0], name, [])
+        _queue_owners[qid] = self.plugin
+        return OK if self.mem.write_u32(id_ptr, qid) else BAD_MEMORY
+
+    def proxy_resolve_shared_queue(
+        self, vm_ptr: int, vm_size: int, name_ptr: int, name_size: int, id_ptr: int
+    ) -> int:
+        vm_id, name = self._read(vm_ptr, vm_size), self._read(name_ptr, name_size)
+        if vm_id is None or name is None:
+            return BAD_MEMORY
+        qid = _queue_ids.get((vm_id or self.plugin.vm_id.encode(), name))
+        if qid is None:
+            return NOT_FOUND
+        return OK if self.mem.write_u32(id_ptr, qid) else BAD_MEMORY
+
+    def proxy_enqueue_shared_queue(self, qid: int, ptr: int, size: int) -> int:
+        data = self._read(ptr, size)
+        if data is None:
+            return BAD_MEMORY
+        queue = _queues.get(qid)
+        if queue is None:
+            return NOT_FOUND
+        queue[2].append(data)
+        owner = _queue_owners.get(qid)
+        if owner is not None:
+            owner.queue_ready(qid)
+        return OK
+
+    def proxy_dequeue_shared_queue(self, qid: int, ptr_ptr: int, size_ptr: int) -> int:
+        queue = _queues.get(qid)
+        if queue is None:
+            return NOT_FOUND
+        if not queue[2]:
+            return Status.EMPTY
+        return self._return_bytes(queue[2].pop(0), ptr_ptr, size_ptr)
+
+    # -- metrics
+
+    def proxy_define_metric(self, kind: int, name_ptr: int, name_size: int, id_ptr: int) -> int:
+        name = self._read(name_ptr, name_size)
+        if name is None:
+            return BAD_MEMORY
+        if kind not in MetricType._value2member_map_:
+            return BAD_ARGUMENT
+        key = (kind, name.decode("utf-8", "replace"))
+        mid = _metric_ids.get(key)
+        if mid is None:
+            mid = len(_metric_ids) + 1
+            _metric_ids[key] = mid
+            METRICS[mid] = Metric(MetricType(kind), key[1])
+        return OK if self.mem.write_u32(id_ptr, mid) else BAD_MEMORY
+
+    def proxy_increment_metric(self, mid: int, delta: int) -> int:
+        metric = METRICS.get(mid)
+        if metric is None:
+            return NOT_FOUND
+        delta = delta - (1 << 64) if delta >= 1 << 63 else delta
+        if metric.kind == MetricType.COUNTER and delta < 0:
+            return BAD_ARGUMENT
+        metric.value += delta
+        return OK
+
+    def proxy_record_metric(self, mid: int, value: int) -> int:
+        metric = METRICS.get(mid)
+        if metric is None:
+            return NOT_FOUND
+        metric.value = value
+        return OK
+
+    def proxy_get_metric(self, mid: int, ptr: int) -> int:
+        metric = METRICS.get(mid)
+        if metric is None:
+            return NOT_FOUND
+        return OK if self.mem.write_u64(ptr, metric.value) else BAD_MEMORY
+
+    def proxy_call_foreign_function(self, *_args: int) -> int:
+        return NOT_FOUND
+
+    # -- WASI preview 1 (both wasi_snapshot_preview1 and wasi_unstable)
+
+    def wasi_fd_write(self, fd: int, iovs: int, count: int, written_ptr: int) -> int:
+        if fd not in (1, 2):
+            return WasiErrno.BADF
+        chunks = []
+        for i in range(count):
+            entry = self._read(iovs + 8 * i, 8)
+            if entry is None:
+                return WasiErrno.FAULT
+            ptr, size = struct.unpack("<II", entry)
+            data = self._read(ptr, size)
+            if data is None:
+                return WasiErrno.FAULT
+            chunks.append(data)
+        text = b"".join(chunks)
+        if text.strip():
+            level = logging.INFO if fd == 1 else logging.ERROR
+            self.log.log(level, "%s", text.decode("utf-8", "replace").rstrip("\n"))
+        if not self.mem.write_u32(written_ptr, len(text)):
+            return WasiErrno.FAULT
+        return WasiErrno.SUCCESS
+
+    def wasi_clock_time_get(self, clock: int, _precision: int, ptr: int) -> int:
+        if clock == 0:
+            now = time.time_ns()
+        elif clock == 1:
+            now = time.monotonic_ns()
+        else:
+            return WasiErrno.NOTSUP
+        return WasiErrno.SUCCESS if self.mem.write_u64(ptr, now) else WasiErrno.FAULT
+
+    def wasi_random_get(self, ptr: int, size: int) -> int:
+        if size > 1 << 20:
+            return WasiErrno.INVAL
+        return WasiErrno.SUCCESS if self.mem.write(ptr, os.urandom(size)) else WasiErrno.FAULT
+
+    def wasi_environ_sizes_get(self, count_ptr: int, size_ptr: int) -> int:
+        ok = self.mem.write_u32(count_ptr, 0) and self.mem.write_u32(size_ptr, 0)
+        return WasiErrno.SUCCESS if ok else WasiErrno.FAULT
+
+    wasi_args_sizes_get = wasi_environ_sizes_get
+
+    def wasi_environ_get(self, _array: int, _buffer: int) -> int:
+        return WasiErrno.SUCCESS
+
+    wasi_args_get = wasi_environ_get
+
+    def wasi_proc_exit(self, code: int) -> None:
+        raise _GuestExit(f"proc_exit({code})")
+
+    def wasi_sched_yield(self) -> int:
+        return WasiErrno.SUCCESS
+
+    def wasi_fd_prestat_get(self, _fd: int, _ptr: int) -> int:
+        return WasiErrno.BADF  # no preopened directories: no filesystem
+
+    def wasi_fd_close(self, _fd: int) -> int:
+        return WasiErrno.BADF
+
+    def wasi_fd_fdstat_get(self, fd: int, _ptr: int) -> int:
+        return WasiErrno.SUCCESS if fd in (1, 2) else WasiErrno.BADF
+
+
+def resolver(host: Host) -> Callable[[str, str, Any], Callable[..., int | None] | None]:
+    """Map an import (module, name) to the host method that implements it."""
+
+    def resolve(module: str, name: str, _ty: Any) -> Callable[..., int | None] | None:
+        if module == "env" and name.startswith("proxy_"):
+            return getattr(host, name, None)
+        if module in ("wasi_snapshot_preview1", "wasi_unstable"):
+            return getattr(host, f"wasi_{name}", None)
+        return None
+
+    return resolve
+
+
+def reply_as_response(reply: LocalReply) -> Response:
+    return Response(reply.status, Headers.of(reply.header_pairs()), reply.body_bytes())

@@ -1,0 +1,342 @@
+"""The one module that imports wasmtime: compiling, caching and running Wasm modules.
+
+Speed matters here (a Proxy-Wasm request makes about ten calls across the boundary),
+so calls in both directions go through wasmtime's *unchecked* C API, which wasmtime-py
+exposes through ctypes: a call into the guest costs about 1.3 µs instead of about
+19 µs through ``Func.__call__``, and a host function about 0.5 µs instead of 9 to 20 µs.
+Values cross as raw 16-byte slots; a host function reads its arguments with one slice.
+
+Sandbox: every module gets its own Store with a linear-memory cap, and every call from
+the host runs under an epoch deadline (a daemon thread advances the engine's epoch every
+``EPOCH_MS``), so an infinite loop traps within the deadline. Any trap — deadline,
+memory, ``unreachable`` — is raised as :class:`WasmTrap`; the caller throws the
+instance away and builds a new one.
+
+Compiled modules are cached on disk (wasmtime's serialize/deserialize), keyed by the
+module's sha256 and the wasmtime version, so a restart or a reload is fast.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import wasmtime
+from wasmtime import _ffi as ffi
+
+from core.errors import PluginError
+
+log = logging.getLogger("wasmgate.wasm")
+
+EPOCH_MS = 5  # how often the engine's epoch advances (deadline granularity)
+try:
+    WASMTIME_VERSION = metadata.version("wasmtime")
+except metadata.PackageNotFoundError:  # pragma: no cover - wasmtime imported, so present
+    WASMTIME_VERSION = "unknown"
+
+_VAL = ffi.wasmtime_val_raw_t
+_SLOT_WORDS = ctypes.sizeof(_VAL) // 8  # a raw value is 16 bytes: two u64 words
+
+
+class WasmTrap(PluginError):
+    """A Wasm instance trapped (deadline, memory cap, unreachable, ...)."""
+
+
+class WasmLoadError(PluginError):
+    """A module cannot be compiled or instantiated."""
+
+
+# ----------------------------------------------------------------------- the engine
+
+_engine: wasmtime.Engine | None = None
+_engine_pid = 0
+_engine_lock = threading.Lock()
+
+
+def engine() -> wasmtime.Engine:
+    """The process-wide engine (epoch interruption on), started on first use.
+
+    A forked worker makes its own: the parent's epoch thread does not survive fork.
+    """
+    global _engine, _engine_pid
+    with _engine_lock:
+        if _engine is None or _engine_pid != os.getpid():
+            _engine_pid = os.getpid()
+            config = wasmtime.Config()
+            config.epoch_interruption = True
+            _engine = wasmtime.Engine(config)
+            ticker = threading.Thread(
+                target=_tick_epochs, args=(_engine,), name="wasm-epoch", daemon=True
+            )
+            ticker.start()
+        return _engine
+
+
+def _tick_epochs(eng: wasmtime.Engine) -> None:
+    # ctypes releases the GIL while Wasm runs, so this thread keeps ticking even when a
+    # guest is stuck in a loop.
+    event = threading.Event()
+    while True:
+        event.wait(EPOCH_MS / 1000)
+        eng.increment_epoch()
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("WASMGATE_CACHE_DIR")
+    if base:
+        return Path(base)
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "wasmgate" / "modules"
+
+
+def compile_module(wasm: bytes, *, source: str = "<module>") -> tuple[wasmtime.Module, str]:
+    """Compile ``wasm`` (or load it from the disk cache); (module, sha256 hex)."""
+    digest = hashlib.sha256(wasm).hexdigest()
+    eng = engine()
+    cached = cache_dir() / f"{digest}-wasmtime{WASMTIME_VERSION}.cwasm"
+    if cached.exists():
+        try:
+            return wasmtime.Module.deserialize_file(eng, str(cached)), digest
+        except Exception as exc:  # stale or foreign cache entry: compile again
+            log.warning("ignoring unusable cached module %s: %s", cached, exc)
+    try:
+        module = wasmtime.Module(eng, wasm)
+    except Exception as exc:
+        raise WasmLoadError(f"{source}: not a valid Wasm module: {exc}") from None
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=cached.parent, delete=False) as tmp:
+            tmp.write(module.serialize())
+        os.replace(tmp.name, cached)
+    except OSError as exc:
+        log.warning("cannot cache the compiled module in %s: %s", cached.parent, exc)
+    return module, digest
+
+
+# ----------------------------------------------------------------------- host functions
+
+# One C callback serves every host function; ``env`` is an index into _HOST_FUNCS.
+HostFunc = Callable[..., int | None]
+_HOST_FUNCS: dict[int, tuple[HostFunc, tuple[bool, ...], bool]] = {}
+_next_id = 0
+
+
+@ffi.wasmtime_func_unchecked_callback_t  # type: ignore[untyped-decorator]
+def _dispatch(env: int, caller: Any, slots: Any, count: int) -> int:
+    func, wide, has_result = _HOST_FUNCS[env or 0]
+    words = ctypes.cast(slots, ctypes.POINTER(ctypes.c_uint64 * (count * _SLOT_WORDS))).contents
+    raw = words[0 : len(wide) * _SLOT_WORDS : _SLOT_WORDS]
+    args = [v if w else v & 0xFFFFFFFF for v, w in zip(raw, wide, strict=True)]
+    try:
+        result = func(*args)
+    except _GuestExit as exc:
+        return _trap(str(exc))
+    except Exception as exc:  # a bug of ours must not crash the process
+        log.error("host function %s failed: %r", getattr(func, "__name__", func), exc)
+        result = 10  # INTERNAL_FAILURE
+    if has_result:
+        words[0] = (result or 0) & 0xFFFFFFFFFFFFFFFF
+    return 0
+
+
+@ctypes.CFUNCTYPE(None, ctypes.c_void_p)  # type: ignore[untyped-decorator]
+def _forget(env: int | None) -> None:
+    _HOST_FUNCS.pop(env or 0, None)
+
+
+class _GuestExit(Exception):
+    """Raised by a host function to trap the guest (proc_exit)."""
+
+
+def _trap(message: str) -> int:
+    data = message.encode()
+    trap = ffi.wasmtime_trap_new(data, len(data))
+    return ctypes.cast(trap, ctypes.c_void_p).value or 0
+
+
+def _register(func: HostFunc, wide: tuple[bool, ...], has_result: bool) -> int:
+    global _next_id
+    _next_id += 1
+    _HOST_FUNCS[_next_id] = (func, wide, has_result)
+    return _next_id
+
+
+# ----------------------------------------------------------------------- instances
+
+
+class _Export:
+    __slots__ = ("func", "nparams", "nresults", "slots", "wide")
+
+    def __init__(self, func: wasmtime.Func, ty: wasmtime.FuncType) -> None:
+        self.func = func._func
+        self.nparams = len(ty.params)
+        self.nresults = len(ty.results)
+        self.wide = tuple(str(p) == "i64" for p in ty.params)
+        self.slots = (_VAL * max(self.nparams, self.nresults, 1))()
+
+
+Resolver = Callable[[str, str, wasmtime.FuncType], HostFunc | None]
+
+
+class Instance:
+    """One instantiated module in its own Store, with fast calls both ways."""
+
+    def __init__(
+        self,
+        module: wasmtime.Module,
+        resolve: Resolver,
+        *,
+        memory_limit: int,
+        deadline_ms: int,
+        name: str = "wasm",
+    ) -> None:
+        self.name = name
+        eng = engine()
+        self.store = wasmtime.Store(eng)
+        self.store.set_limits(memory_size=memory_limit)
+        self._ticks = max(1, -(-deadline_ms // EPOCH_MS))
+        self._ctx = self.store._context()
+        self._trap = ctypes.POINTER(ffi.wasm_trap_t)()
+        self._depth = 0
+        linker = wasmtime.Linker(eng)
+        for imp in module.imports:
+            ty = imp.type
+            if not isinstance(ty, wasmtime.FuncType):
+                continue
+            func = resolve(imp.module, imp.name or "", ty) or _unimplemented(imp.name or "")
+            env = _register(func, tuple(str(p) == "i64" for p in ty.params), bool(ty.results))
+            mod, nm = imp.module.encode(), (imp.name or "").encode()
+            error = ffi.wasmtime_linker_define_func_unchecked(
+                linker.ptr(), mod, len(mod), nm, len(nm), ty.ptr(), _dispatch, env, _forget
+            )
+            if error:
+                raise WasmLoadError(f"{name}: cannot define {imp.module}.{imp.name}")
+        self.store.set_epoch_deadline(self._ticks * 40)  # start functions get more time
+        try:
+            self._instance = linker.instantiate(self.store, module)
+        except wasmtime.Trap as exc:
+            raise WasmTrap(f"{name}: trapped while starting: {_trap_text(exc)}") from None
+        except Exception as exc:
+            raise WasmLoadError(f"{name}: cannot instantiate: {exc}") from None
+        self.exports: dict[str, _Export] = {}
+        self.memory: wasmtime.Memory | None = None
+        for export_name, item in self._instance.exports(self.store).items():
+            if isinstance(item, wasmtime.Func):
+                self.exports[export_name] = _Export(item, item.type(self.store))
+            elif isinstance(item, wasmtime.Memory) and export_name == "memory":
+                self.memory = item
+        self._alloc = self.exports.get("proxy_on_memory_allocate") or self.exports.get("malloc")
+
+    def has(self, name: str) -> bool:
+        return name in self.exports
+
+    def arity(self, name: str) -> int:
+        return self.exports[name].nparams
+
+    def call(self, name: str, *args: int) -> int | None:
+        """Call export ``name`` with integer arguments; raises WasmTrap."""
+        export = self.exports.get(name)
+        if export is None:
+            return None
+        slots = export.slots
+        for i, (value, wide) in enumerate(zip(args, export.wide, strict=False)):
+            if wide:
+                slots[i].i64 = value
+            else:
+                slots[i].i32 = value
+        if self._depth == 0:
+            ffi.wasmtime_context_set_epoch_deadline(self._ctx, self._ticks)
+        self._depth += 1
+        try:
+            error = ffi.wasmtime_func_call_unchecked(
+                self._ctx, ctypes.byref(export.func), slots, len(slots), ctypes.byref(self._trap)
+            )
+        finally:
+            self._depth -= 1
+        if error or self._trap:
+            raise WasmTrap(f"{self.name}: {name} trapped: {self._failure(error)}")
+        if not export.nresults:
+            return None
+        return int(slots[0].i32)
+
+    def _failure(self, error: Any) -> str:
+        if self._trap:
+            trap = wasmtime.Trap._from_ptr(self._trap)
+            self._trap = ctypes.POINTER(ffi.wasm_trap_t)()
+            return _trap_text(trap)
+        return str(wasmtime.WasmtimeError._from_ptr(error))
+
+    # -- linear memory
+
+    def _view(self) -> tuple[int, int]:
+        if self.memory is None:
+            return 0, 0
+        mem = ctypes.byref(self.memory._memory)
+        base = ffi.wasmtime_memory_data(self._ctx, mem)
+        size = ffi.wasmtime_memory_data_size(self._ctx, mem)
+        return ctypes.cast(base, ctypes.c_void_p).value or 0, int(size)
+
+    def read(self, ptr: int, size: int) -> bytes | None:
+        """``size`` bytes at ``ptr``, or None when out of bounds."""
+        base, limit = self._view()
+        if ptr < 0 or size < 0 or ptr + size > limit:
+            return None
+        return ctypes.string_at(base + ptr, size) if size else b""
+
+    def write(self, ptr: int, data: bytes) -> bool:
+        base, limit = self._view()
+        if ptr < 0 or ptr + len(data) > limit:
+            return False
+        ctypes.memmove(base + ptr, data, len(data))
+        return True
+
+    def write_u32(self, ptr: int, value: int) -> bool:
+        return self.write(ptr, (value & 0xFFFFFFFF).to_bytes(4, "little"))
+
+    def write_u64(self, ptr: int, value: int) -> bool:
+        return self.write(ptr, (value & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little"))
+
+    def allocate(self, data: bytes) -> int | None:
+        """Copy ``data`` into guest memory it allocated; the pointer, or None."""
+        if self._alloc is None:
+            return None
+        name = "proxy_on_memory_allocate" if self.has("proxy_on_memory_allocate") else "malloc"
+        ptr = self.call(name, max(len(data), 1))
+        if not ptr or not self.write(ptr, data):
+            return None
+        return ptr & 0xFFFFFFFF
+
+
+def _trap_text(trap: Any) -> str:
+    """A one-line reason: the trap code (interrupt = deadline, unreachable, ...) and the
+    last line of wasmtime's message, which names the cause."""
+    code = getattr(trap, "trap_code", None)
+    message = (getattr(trap, "message", None) or str(trap)).strip().splitlines()
+    reason = message[-1].strip() if message else "trap"
+    if code is not None:
+        name = getattr(code, "name", str(code)).lower()
+        if name == "interrupt":
+            return "CPU deadline exceeded (epoch interrupt)"
+        return f"{name}: {reason}" if name not in reason.lower() else reason
+    return reason
+
+
+def _unimplemented(name: str) -> HostFunc:
+    def stub(*_args: int) -> int:
+        return 12  # UNIMPLEMENTED (also a non-zero WASI errno)
+
+    stub.__name__ = f"unimplemented:{name}"
+    return stub
+
+
+def exported_markers(module: wasmtime.Module, markers: Sequence[str]) -> list[str]:
+    names = {e.name for e in module.exports}
+    return [m for m in markers if m in names]
