@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help install run test lint format typecheck check bench clean
+.PHONY: help install run test lint format typecheck check bench clean wasm
 
 help:
 	@echo "make run        set up, start the demo upstreams and serve examples/gateway.toml"
@@ -13,6 +13,7 @@ help:
 	@echo "make check      lint + types + tests (run before committing)"
 	@echo "make bench      wasmgate vs nginx with wrk (installs nginx and wrk if missing)"
 	@echo "make install    create $(VENV) and install wasmgate editable with dev extras"
+	@echo "make wasm       build the example WASM filters in plugins/wasm (needs npm; installs ziglang)"
 
 install: $(STAMP)
 
@@ -45,6 +46,11 @@ check: lint typecheck test
 
 bench: install
 	$(PY) bench/run.py
+
+# Skips filters whose build output is newer than their sources (see plugins/wasm/build.py).
+wasm: install
+	@$(PY) -c 'import ziglang' 2>/dev/null || $(PY) -m pip install --quiet --disable-pip-version-check ziglang
+	$(PY) plugins/wasm/build.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

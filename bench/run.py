@@ -47,7 +47,9 @@ WASMGATE = ROOT / ".venv" / "bin" / "wasmgate"
 SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 TARGET_RATIO = 0.25  # wasmgate must reach this share of nginx's req/s
 BASELINE = "nginx"
-TARGETS = ("nginx", "wasmgate", "wasmgate-asyncio", "wasmgate-chain")
+TARGETS = ("nginx", "wasmgate", "wasmgate-asyncio", "wasmgate-chain", "wasmgate-wasm")
+WASM_BUDGET_US = 60.0  # added CPU per request allowed for one Proxy-Wasm header filter
+WASM_FILTER = ROOT / "plugins" / "wasm" / "as-headers" / "build" / "filter.wasm"
 CHAIN_RATIO = 0.85  # the chain canary+cors+rewrite+headers must keep this share of no-filter req/s
 # Every target is asked for this path: the chain's rewrite strips /api from it.
 BENCH_PATH = "/api/hello"
@@ -193,7 +195,14 @@ http {{
 """
 
 
-def gateway_toml(port: int, upstream_port: int, *, chain: bool = False) -> str:
+WASM_TOML = """filters = ["as-headers"]
+
+[filters.as-headers]
+wasm = "{path}"
+"""
+
+
+def gateway_toml(port: int, upstream_port: int, *, chain: bool = False, wasm: bool = False) -> str:
     base = f"""[server]
 listen = ["127.0.0.1:{port}"]
 access_log = "off"
@@ -209,6 +218,8 @@ keepalive = 64
 [default]
 upstream = "up"
 """
+    if wasm:
+        return base + WASM_TOML.format(path=WASM_FILTER)
     return base + CHAIN_TOML.format(upstream_port=upstream_port) if chain else base
 
 
@@ -344,11 +355,18 @@ def start_nginx(
 
 
 def start_wasmgate(
-    services: Services, name: str, loop: str, upstream_port: int, cpu: int, *, chain: bool = False
+    services: Services,
+    name: str,
+    loop: str,
+    upstream_port: int,
+    cpu: int,
+    *,
+    chain: bool = False,
+    wasm: bool = False,
 ) -> Service:
     port = free_port()
     conf = services.tmp / f"{name}.toml"
-    conf.write_text(gateway_toml(port, upstream_port, chain=chain))
+    conf.write_text(gateway_toml(port, upstream_port, chain=chain, wasm=wasm))
     cmd = [str(WASMGATE), "--log-level", "warning", "run", "-c", str(conf), "--loop", loop]
     return services.start(name, port, cpu, cmd)
 
@@ -377,6 +395,9 @@ def start_all(services: Services, nginx: str, pin: Pinning) -> dict[str, Service
         "wasmgate-chain": start_wasmgate(
             services, "wasmgate-chain", "uvloop", up_port, pin.proxy_cpu, chain=True
         ),
+        "wasmgate-wasm": start_wasmgate(
+            services, "wasmgate-wasm", "uvloop", up_port, pin.proxy_cpu, wasm=True
+        ),
     }
     for service in proxies.values():
         wait_ready(service)
@@ -397,6 +418,7 @@ class WrkResult:
     requests: int
     non_2xx_3xx: int = 0
     socket_errors: dict[str, int] = field(default_factory=dict)
+    cpu_us_per_request: float = 0.0  # the proxy process's own CPU (user+system) per request
 
     @property
     def errors(self) -> int:
@@ -465,10 +487,23 @@ def check_alive(name: str, service: Service) -> None:
         raise BenchError(f"{name} exited ({service.proc.returncode}); log:\n{tail}")
 
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` and its children so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(v) for v in fields[11:15]) / _CLOCK_TICKS
+
+
 def measure(name: str, service: Service, load: Load, plan: Plan) -> WrkResult:
     if plan.warmup > 0:
         run_wrk(load, service.url, plan.warmup)
+    before = process_cpu_seconds(service.proc.pid)
     result = run_wrk(load, service.url, plan.duration)
+    used = process_cpu_seconds(service.proc.pid) - before
+    if result.requests:
+        result.cpu_us_per_request = used / result.requests * 1e6
     check_alive(name, service)
     return result
 
@@ -516,6 +551,9 @@ def summarize(runs: dict[str, list[WrkResult]]) -> Summary:
                 for r, b in zip(results, runs[BASELINE], strict=True)
             ],
             "errors": sum(r.errors for r in results),
+            "cpu_us_per_request_median": round(
+                statistics.median(r.cpu_us_per_request for r in results), 2
+            ),
         }
     return summary
 
@@ -525,13 +563,15 @@ def print_table(summary: Summary, plan: Plan) -> None:
     log(f"medians over {plan.rounds} rounds of {plan.duration:g} s (spread = (max-min)/median):")
     log(
         f"{'target':<18}{'req/s':>10}{'spread':>8}{'p50 ms':>9}{'p99 ms':>9}"
-        f"{'x nginx':>9}{'errors':>8}"
+        f"{'x nginx':>9}{'CPU us/req':>12}{'errors':>8}"
     )
     for name, row in summary.items():
+        # nginx's CPU is in its worker, which /proc does not count for the master
+        cpu = "-" if name == BASELINE else f"{row['cpu_us_per_request_median']:.1f}"
         log(
             f"{name:<18}{row['rps_median']:>10,.0f}{row['rps_spread']:>8.0%}"
             f"{row['p50_ms_median']:>9.3f}{row['p99_ms_median']:>9.3f}"
-            f"{row['ratio_vs_nginx']:>9.3f}{row['errors']:>8}"
+            f"{row['ratio_vs_nginx']:>9.3f}{cpu:>12}{row['errors']:>8}"
         )
 
 
@@ -549,6 +589,20 @@ def verdicts(summary: Summary) -> dict[str, Any]:
         "chain_target_ratio": CHAIN_RATIO,
         "chain_kept_ratio": kept,
         "chain_target_met": kept >= CHAIN_RATIO,
+        **wasm_verdict(summary),
+    }
+
+
+def wasm_verdict(summary: Summary) -> dict[str, Any]:
+    base = summary["wasmgate"]
+    wasm = summary["wasmgate-wasm"]
+    added = float(wasm["cpu_us_per_request_median"]) - float(base["cpu_us_per_request_median"])
+    kept = float(wasm["rps_median"]) / float(base["rps_median"]) if base["rps_median"] else 0.0
+    return {
+        "wasm_added_cpu_us_per_request": round(added, 2),
+        "wasm_budget_us": WASM_BUDGET_US,
+        "wasm_target_met": added <= WASM_BUDGET_US,
+        "wasm_kept_ratio": round(kept, 4),
     }
 
 
@@ -558,6 +612,12 @@ def print_verdicts(
     met = "MET" if verdict["target_met"] else "NOT MET"
     log(f"target wasmgate >= {TARGET_RATIO}x nginx req/s: {met} ({verdict['wasmgate_ratio']:.3f}x)")
     log(f"uvloop vs asyncio (wasmgate req/s): {verdict['uvloop_speedup_vs_asyncio']:.3f}x")
+    wasm_met = "MET" if verdict["wasm_target_met"] else "NOT MET"
+    log(
+        f"target one Proxy-Wasm header filter (as-headers) adds <= {WASM_BUDGET_US:g} us CPU "
+        f"per request: {wasm_met} (+{verdict['wasm_added_cpu_us_per_request']:.1f} us; "
+        f"{verdict['wasm_kept_ratio']:.1%} of the no-filter req/s)"
+    )
     chain_met = "MET" if verdict["chain_target_met"] else "NOT MET"
     log(
         f"target chain canary+cors+rewrite+headers keeps >= {CHAIN_RATIO:.0%} of no-filter "
@@ -641,7 +701,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bench/run.py",
         description="wasmgate vs nginx as a reverse proxy in front of a fast nginx upstream, "
         "measured with wrk. Targets: nginx, wasmgate (uvloop), wasmgate-asyncio "
-        "(--loop asyncio), wasmgate-chain (canary+cors+rewrite+headers), one worker each, "
+        "(--loop asyncio), wasmgate-chain (canary+cors+rewrite+headers), wasmgate-wasm "
+        "(the as-headers Proxy-Wasm filter), one worker each, "
         "run in turn in interleaved rounds. "
         "Installs nginx and wrk with apt-get if missing.",
         epilog="Pinning: proxies on --proxy-cpu, wrk and the upstream on --load-cpu. "
@@ -700,10 +761,23 @@ def interruptible() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
+def ensure_wasm_filter() -> None:
+    """Build the example Proxy-Wasm filter the wasm target runs, if it is not built."""
+    if WASM_FILTER.exists():
+        return
+    log(f"building the example WASM filter ({WASM_FILTER.relative_to(ROOT)}) ...")
+    build = subprocess.run(
+        [sys.executable, str(ROOT / "plugins" / "wasm" / "build.py")], check=False
+    )
+    if build.returncode != 0 or not WASM_FILTER.exists():
+        raise BenchError("building the example WASM filter failed (see above; `make wasm`)")
+
+
 def bench(args: argparse.Namespace) -> int:
     pin = Pinning(args.proxy_cpu, args.load_cpu)
     check_cpus(pin)
     nginx, wrk = ensure_tools()
+    ensure_wasm_filter()
     plan = Plan(args.rounds, args.duration, max(args.warmup, 0.0))
     load = Load(wrk, pin.load_cpu, args.threads, args.connections)
     log(

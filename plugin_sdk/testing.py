@@ -32,6 +32,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ __all__ = [
     "free_port",
     "make_filter",
     "make_request",
+    "make_wasm_filter",
     "run_chain",
     "run_filter",
     "start_gateway",
@@ -84,13 +86,15 @@ def make_request(
 
 
 def make_filter(
-    plugin: type[Filter[Any]] | Filter[Any],
+    plugin: type[Filter[Any]] | Filter[Any] | FilterInstance,
     config: dict[str, Any] | None = None,
     *,
     name: str | None = None,
     fail_open: bool = False,
 ) -> FilterInstance:
     """A configured filter instance (config validated by the plugin's model)."""
+    if isinstance(plugin, FilterInstance):
+        return plugin
     if isinstance(plugin, Filter):
         flt = plugin
     else:
@@ -98,6 +102,32 @@ def make_filter(
     flt.name = name or flt.name or type(flt).__name__
     flt.plugin = flt.plugin or flt.name
     return FilterInstance(flt.name, flt.plugin, flt, fail_open)
+
+
+def make_wasm_filter(
+    path: str | Path,
+    config: dict[str, Any] | None = None,
+    *,
+    name: str | None = None,
+    root_id: str = "",
+    fail_open: bool = False,
+    limits: dict[str, Any] | None = None,
+) -> FilterInstance:
+    """A Proxy-Wasm filter (a ``.wasm`` file built with any Proxy-Wasm SDK), loaded by
+    the installed gateway's runtime exactly as ``[filters.NAME] wasm = ...`` loads it;
+    use it with :func:`run_filter` / :func:`run_chain` like a Python filter::
+
+        flt = make_wasm_filter("build/filter.wasm", {"header": "x-a"})
+        result = run_filter(flt, make_request("GET", "/"), response=Response(200))
+    """
+    eps = entry_points(group="wasmgate.runtimes", name="wasm")
+    if not eps:
+        raise RuntimeError("no Proxy-Wasm runtime is installed (install wasmgate)")
+    load = next(iter(eps)).load()
+    inst: FilterInstance = load(
+        path, config, name=name, root_id=root_id, fail_open=fail_open, limits=limits
+    )
+    return inst
 
 
 @dataclass
@@ -156,7 +186,7 @@ async def arun_chain(
 
 
 async def arun_filter(
-    plugin: type[Filter[Any]] | Filter[Any],
+    plugin: type[Filter[Any]] | Filter[Any] | FilterInstance,
     request: Request | None = None,
     *,
     config: dict[str, Any] | None = None,
@@ -179,7 +209,9 @@ def run_chain(
 
 
 def run_filter(
-    plugin: type[Filter[Any]] | Filter[Any], request: Request | None = None, **kwargs: Any
+    plugin: type[Filter[Any]] | Filter[Any] | FilterInstance,
+    request: Request | None = None,
+    **kwargs: Any,
 ) -> Result:
     """Synchronous :func:`arun_filter` (not for use inside a running event loop)."""
     return asyncio.run(arun_filter(plugin, request, **kwargs))

@@ -27,7 +27,14 @@ from core.wasm.plugin import PluginVm, WasmFilter
 from core.wasm.vm import WasmLoadError, WasmTrap, compile_module
 from plugin_sdk.chain import FilterInstance
 
-__all__ = ["PluginVm", "WasmFilter", "WasmTrap", "build_wasm_filter", "load_manifest"]
+__all__ = [
+    "PluginVm",
+    "WasmFilter",
+    "WasmTrap",
+    "build_wasm_filter",
+    "filter_for_testing",
+    "load_manifest",
+]
 
 
 def load_manifest(wasm_path: Path, explicit: Path | None) -> dict[str, Any] | None:
@@ -82,7 +89,7 @@ def build_wasm_filter(name: str, d: FilterDef, base_dir: Path, where: str) -> Fi
         vm = PluginVm(
             name,
             module,
-            config=json.dumps(d.config).encode(),
+            config=json.dumps(d.config).encode() if d.config else b"",  # none: size 0
             vm_config=d.vm_config.encode(),
             root_id=root_id,
             memory_limit=d.limits.memory_mb << 20,
@@ -91,7 +98,35 @@ def build_wasm_filter(name: str, d: FilterDef, base_dir: Path, where: str) -> Fi
         )
     except (WasmLoadError, WasmTrap, PluginError) as exc:
         raise PluginError(f"{label}: {exc}") from None
-    flt = WasmFilter(vm)
+    flt = WasmFilter(vm, tuple(d.bodies))
     flt.name = name
     flt.plugin = f"wasm:{path.name}"
     return FilterInstance(name, flt.plugin, flt, d.fail == "open")
+
+
+def filter_for_testing(
+    path: str | Path,
+    config: dict[str, Any] | None = None,
+    *,
+    name: str | None = None,
+    root_id: str = "",
+    vm_config: str = "",
+    fail_open: bool = False,
+    limits: dict[str, Any] | None = None,
+    bodies: tuple[str, ...] = (),
+) -> FilterInstance:
+    """A Proxy-Wasm filter for :mod:`plugin_sdk.testing` (the ``wasmgate.runtimes``
+    entry point): the same loading, schema check and lifecycle as in the gateway."""
+    path = Path(path).resolve()
+    d = FilterDef.model_validate(
+        {
+            "wasm": str(path),
+            "config": config or {},
+            "root_id": root_id,
+            "vm_config": vm_config,
+            "fail": "open" if fail_open else "closed",
+            "limits": limits or {},
+            "bodies": list(bodies),
+        }
+    )
+    return build_wasm_filter(name or path.stem, d, path.parent, "test")

@@ -44,6 +44,8 @@ _LEVELS = {
     LogLevel.CRITICAL: logging.CRITICAL,
 }
 
+_BY_NUMBER = {int(k): v for k, v in _LEVELS.items()}
+
 
 # ---------------------------------------------------------------------- serialisation
 
@@ -167,12 +169,16 @@ class Host:
     # -- logging, time, log level
 
     def proxy_log(self, level: int, ptr: int, size: int) -> int:
-        if level not in _LEVELS:
+        py_level = _BY_NUMBER.get(level)
+        if py_level is None:
             return BAD_ARGUMENT
+        if not self.log.isEnabledFor(py_level):
+            # SDKs log every callback at debug: check the pointer, copy nothing.
+            return OK if self.mem.in_bounds(ptr, size) else BAD_MEMORY
         message = self._read(ptr, size)
         if message is None:
             return BAD_MEMORY
-        self.log.log(_LEVELS[LogLevel(level)], "%s", message.decode("utf-8", "replace"))
+        self.log.log(py_level, "%s", message.decode("utf-8", "replace"))
         return OK
 
     def proxy_get_log_level(self, ptr: int) -> int:

@@ -82,6 +82,7 @@ class PluginVm:
         self._tick: asyncio.TimerHandle | None = None
         self.pools: dict[str, UpstreamPool] = {}
         self._calls: set[asyncio.Task[None]] = set()
+        self._arity: dict[str, int] = {}  # per export name; -1: not exported
         self._start()
 
     # -- lifecycle
@@ -138,12 +139,15 @@ class PluginVm:
 
     def call(self, stream: Stream | None, name: str, *args: int) -> int | None:
         """Call a callback with ``stream`` as the effective context; args cut to its arity."""
-        inst = self.ensure()
-        if not inst.has(name):
+        inst = self.instance or self.ensure()
+        arity = self._arity.get(name)
+        if arity is None:
+            arity = self._arity[name] = inst.arity(name) if inst.has(name) else -1
+        if arity < 0:
             return None
         self.host.stream = stream
         try:
-            return inst.call(name, *args[: inst.arity(name)])
+            return inst.call(name, *args[:arity])
         except WasmTrap as exc:
             self._trapped(exc)
             raise
@@ -284,14 +288,17 @@ class PluginVm:
 class WasmFilter(Filter[PluginConfig]):
     """A :class:`PluginVm` behind the filter contract (see the module docstring)."""
 
-    def __init__(self, vm: PluginVm) -> None:
+    def __init__(self, vm: PluginVm, bodies: tuple[str, ...] = ()) -> None:
         super().__init__(PluginConfig())
         self.vm = vm
         self._key = f"wasm.{id(self)}"
         exports = {e.name for e in vm.module.exports}
+        # SDKs export every callback whether the filter uses it or not, so bodies are
+        # delivered only when the configuration asks (`bodies`): buffering them costs.
         # Instance attributes: the chain reads them per filter instance.
-        self.request_body = "proxy_on_request_body" in exports  # type: ignore[misc]
-        self.response_body = "proxy_on_response_body" in exports  # type: ignore[misc]
+        wants = {b for b in bodies if f"proxy_on_{b}_body" in exports}
+        self.request_body = "request" in wants  # type: ignore[misc]
+        self.response_body = "response" in wants  # type: ignore[misc]
         if vm.root_only:
             self.skip_phases |= {"on_request", "on_response", "on_log"}
 
@@ -333,7 +340,9 @@ class WasmFilter(Filter[PluginConfig]):
         has_body = bool(getattr(req, "has_body", False) or req.body)
         n = len(req.headers) + 4
         action = self.vm.call(stream, "proxy_on_request_headers", stream.id, n, int(not has_body))
-        reply = await self._outcome(stream, action)
+        reply = stream.local_reply
+        if action == Action.PAUSE and reply is None:
+            reply = await self._outcome(stream, action)
         if reply is None and self.request_body and req.body is not None:
             action = self.vm.call(stream, "proxy_on_request_body", stream.id, len(req.body), 1)
             reply = await self._outcome(stream, action)
@@ -349,7 +358,9 @@ class WasmFilter(Filter[PluginConfig]):
         action = self.vm.call(
             stream, "proxy_on_response_headers", stream.id, len(resp.headers) + 1, eos
         )
-        reply = await self._outcome(stream, action)
+        reply = stream.local_reply
+        if action == Action.PAUSE and reply is None:
+            reply = await self._outcome(stream, action)
         if reply is None and self.response_body and resp.body is not None:
             action = self.vm.call(stream, "proxy_on_response_body", stream.id, len(resp.body), 1)
             reply = await self._outcome(stream, action)
@@ -357,7 +368,7 @@ class WasmFilter(Filter[PluginConfig]):
             ctx.response = reply_as_response(reply)
 
     def on_log(self, ctx: Context) -> None:
-        stream = ctx.state.pop(self._key, None) if "state" in dir(ctx) else None
+        stream = ctx.state.pop(self._key, None)
         if isinstance(stream, Stream):
             self.vm.done(stream)
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import wasmtime
+from wasmtime import _bindings
 from wasmtime import _ffi as ffi
 
 from core.errors import PluginError
@@ -44,6 +45,32 @@ except metadata.PackageNotFoundError:  # pragma: no cover - wasmtime imported, s
 
 _VAL = ffi.wasmtime_val_raw_t
 _SLOT_WORDS = ctypes.sizeof(_VAL) // 8  # a raw value is 16 bytes: two u64 words
+
+# Our own prototypes of the hot C functions (indexing the DLL gives fresh function
+# objects, so wasmtime-py's own are untouched): integer results, no wrapper layer.
+_dll: ctypes.CDLL = getattr(_bindings, "dll")  # noqa: B009 (not re-exported)
+_call_unchecked = _dll["wasmtime_func_call_unchecked"]
+_call_unchecked.restype = ctypes.c_void_p
+_call_unchecked.argtypes = [
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_void_p,
+]
+_set_deadline = _dll["wasmtime_context_set_epoch_deadline"]
+_set_deadline.restype = None
+_set_deadline.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
+_memory_data = _dll["wasmtime_memory_data"]
+_memory_data.restype = ctypes.c_void_p
+_memory_data.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+_memory_size = _dll["wasmtime_memory_data_size"]
+_memory_size.restype = ctypes.c_size_t
+_memory_size.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+# u64 and u32 views over n raw slots, by n (an i32 lives in the low half of a slot)
+_WORDS = [ctypes.c_uint64 * (n * _SLOT_WORDS) for n in range(32)]
+_HALVES = [ctypes.c_uint32 * (n * _SLOT_WORDS * 2) for n in range(32)]
+_STEP32 = _SLOT_WORDS * 2
 
 
 class WasmTrap(PluginError):
@@ -129,12 +156,13 @@ _HOST_FUNCS: dict[int, tuple[HostFunc, tuple[bool, ...], bool]] = {}
 _next_id = 0
 
 
-@ffi.wasmtime_func_unchecked_callback_t  # type: ignore[untyped-decorator]
-def _dispatch(env: int, caller: Any, slots: Any, count: int) -> int:
+def _dispatch_impl(env: int | None, _caller: int | None, slots: int | None, count: int) -> int:
     func, wide, has_result = _HOST_FUNCS[env or 0]
-    words = ctypes.cast(slots, ctypes.POINTER(ctypes.c_uint64 * (count * _SLOT_WORDS))).contents
-    raw = words[0 : len(wide) * _SLOT_WORDS : _SLOT_WORDS]
-    args = [v if w else v & 0xFFFFFFFF for v, w in zip(raw, wide, strict=True)]
+    if True in wide:
+        raw = _WORDS[count].from_address(slots or 0)[0 : len(wide) * _SLOT_WORDS : _SLOT_WORDS]
+        args = [v if w else v & 0xFFFFFFFF for v, w in zip(raw, wide, strict=True)]
+    else:
+        args = _HALVES[count].from_address(slots or 0)[0 : len(wide) * _STEP32 : _STEP32]
     try:
         result = func(*args)
     except _GuestExit as exc:
@@ -143,8 +171,16 @@ def _dispatch(env: int, caller: Any, slots: Any, count: int) -> int:
         log.error("host function %s failed: %r", getattr(func, "__name__", func), exc)
         result = 10  # INTERNAL_FAILURE
     if has_result:
-        words[0] = (result or 0) & 0xFFFFFFFFFFFFFFFF
+        _WORDS[count].from_address(slots or 0)[0] = (result or 0) & 0xFFFFFFFFFFFFFFFF
     return 0
+
+
+# The callback takes plain addresses (cheaper than ctypes pointer objects) and is
+# cast once to the prototype the linker expects.
+_dispatch_c = ctypes.CFUNCTYPE(
+    ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t
+)(_dispatch_impl)
+_dispatch = ctypes.cast(_dispatch_c, ffi.wasmtime_func_unchecked_callback_t)
 
 
 @ctypes.CFUNCTYPE(None, ctypes.c_void_p)  # type: ignore[untyped-decorator]
@@ -173,14 +209,17 @@ def _register(func: HostFunc, wide: tuple[bool, ...], has_result: bool) -> int:
 
 
 class _Export:
-    __slots__ = ("func", "nparams", "nresults", "slots", "wide")
+    __slots__ = ("func", "func_addr", "n", "nparams", "nresults", "slots", "slots_addr", "words")
 
     def __init__(self, func: wasmtime.Func, ty: wasmtime.FuncType) -> None:
         self.func = func._func
+        self.func_addr = ctypes.addressof(self.func)
         self.nparams = len(ty.params)
         self.nresults = len(ty.results)
-        self.wide = tuple(str(p) == "i64" for p in ty.params)
-        self.slots = (_VAL * max(self.nparams, self.nresults, 1))()
+        self.n = max(self.nparams, self.nresults, 1)
+        self.slots = (_VAL * self.n)()
+        self.slots_addr = ctypes.addressof(self.slots)
+        self.words = _WORDS[self.n].from_buffer(self.slots)  # i32 and i64 args alike
 
 
 Resolver = Callable[[str, str, wasmtime.FuncType], HostFunc | None]
@@ -204,8 +243,12 @@ class Instance:
         self.store.set_limits(memory_size=memory_limit)
         self._ticks = max(1, -(-deadline_ms // EPOCH_MS))
         self._ctx = self.store._context()
+        self._ctx_addr = ctypes.cast(self._ctx, ctypes.c_void_p).value
         self._trap = ctypes.POINTER(ffi.wasm_trap_t)()
+        self._trap_addr = ctypes.addressof(self._trap)
         self._depth = 0
+        self._mem_addr = 0
+        self._known_size = 0  # a lower bound of the memory's size (memories only grow)
         linker = wasmtime.Linker(eng)
         for imp in module.imports:
             ty = imp.type
@@ -233,6 +276,7 @@ class Instance:
                 self.exports[export_name] = _Export(item, item.type(self.store))
             elif isinstance(item, wasmtime.Memory) and export_name == "memory":
                 self.memory = item
+                self._mem_addr = ctypes.addressof(item._memory)
         self._alloc = self.exports.get("proxy_on_memory_allocate") or self.exports.get("malloc")
 
     def has(self, name: str) -> bool:
@@ -246,18 +290,16 @@ class Instance:
         export = self.exports.get(name)
         if export is None:
             return None
-        slots = export.slots
-        for i, (value, wide) in enumerate(zip(args, export.wide, strict=False)):
-            if wide:
-                slots[i].i64 = value
-            else:
-                slots[i].i32 = value
+        if args:
+            # Arguments are non-negative (ids, sizes, flags): one u64 per slot fits both
+            # i32 and i64 parameters.
+            export.words[0 : len(args) * _SLOT_WORDS : _SLOT_WORDS] = list(args)
         if self._depth == 0:
-            ffi.wasmtime_context_set_epoch_deadline(self._ctx, self._ticks)
+            _set_deadline(self._ctx_addr, self._ticks)
         self._depth += 1
         try:
-            error = ffi.wasmtime_func_call_unchecked(
-                self._ctx, ctypes.byref(export.func), slots, len(slots), ctypes.byref(self._trap)
+            error = _call_unchecked(
+                self._ctx_addr, export.func_addr, export.slots_addr, export.n, self._trap_addr
             )
         finally:
             self._depth -= 1
@@ -265,24 +307,34 @@ class Instance:
             raise WasmTrap(f"{self.name}: {name} trapped: {self._failure(error)}")
         if not export.nresults:
             return None
-        return int(slots[0].i32)
+        value = export.words[0] & 0xFFFFFFFF
+        return value - (1 << 32) if value >= 1 << 31 else value
 
     def _failure(self, error: Any) -> str:
         if self._trap:
             trap = wasmtime.Trap._from_ptr(self._trap)
             self._trap = ctypes.POINTER(ffi.wasm_trap_t)()
+            self._trap_addr = ctypes.addressof(self._trap)
             return _trap_text(trap)
-        return str(wasmtime.WasmtimeError._from_ptr(error))
+        pointer = ctypes.cast(error, ctypes.POINTER(ffi.wasmtime_error_t))
+        return str(wasmtime.WasmtimeError._from_ptr(pointer))
 
     # -- linear memory
 
     def _view(self) -> tuple[int, int]:
-        if self.memory is None:
+        if not self._mem_addr:
             return 0, 0
-        mem = ctypes.byref(self.memory._memory)
-        base = ffi.wasmtime_memory_data(self._ctx, mem)
-        size = ffi.wasmtime_memory_data_size(self._ctx, mem)
-        return ctypes.cast(base, ctypes.c_void_p).value or 0, int(size)
+        # Looked up every time: the guest may have grown (moved) its memory meanwhile.
+        base = _memory_data(self._ctx_addr, self._mem_addr) or 0
+        return base, _memory_size(self._ctx_addr, self._mem_addr)
+
+    def in_bounds(self, ptr: int, size: int) -> bool:
+        if ptr < 0 or size < 0:
+            return False
+        if ptr + size <= self._known_size:
+            return True
+        self._known_size = self._view()[1]
+        return ptr + size <= self._known_size
 
     def read(self, ptr: int, size: int) -> bytes | None:
         """``size`` bytes at ``ptr``, or None when out of bounds."""
