@@ -70,7 +70,8 @@ def _phase(flt: Filter[Any], name: str) -> _Phase | None:
     if not overrides(type(flt), name) or name in getattr(flt, "skip_phases", ()):
         return None
     method = getattr(flt, name)
-    return _Phase(method, inspect.iscoroutinefunction(method))
+    awaits = inspect.iscoroutinefunction(method) or getattr(method, "maybe_async", False)
+    return _Phase(method, awaits)
 
 
 class Chain:
@@ -143,7 +144,9 @@ class Chain:
             ctx.log = inst.logger
             try:
                 result = call(ctx)
-                reply = self._verdict(inst, await result if awaits else result)
+                if awaits and hasattr(result, "__await__"):
+                    result = await result
+                reply = self._verdict(inst, result)
             except Exception as exc:
                 reply = self._failed(inst, "request", exc)
             if reply is not None:
@@ -160,7 +163,7 @@ class Chain:
                 ctx.log = inst.logger
                 try:
                     result = call(ctx)
-                    if awaits:
+                    if awaits and hasattr(result, "__await__"):
                         await result
                 except Exception as exc:
                     self._response_failed(ctx, inst, exc)

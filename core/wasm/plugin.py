@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 import wasmtime
@@ -36,6 +37,7 @@ from core.wasm.abi import ABI_MARKERS, HTTP_CALLBACKS, Action
 from core.wasm.host import Host, HttpCallResult, Stream, reply_as_response, resolver
 from core.wasm.vm import Instance, WasmTrap, exported_markers
 from plugin_sdk import Context, Filter, LocalReply, PluginConfig
+from plugin_sdk.filter import maybe_async
 
 log = logging.getLogger("wasmgate.wasm")
 
@@ -82,7 +84,6 @@ class PluginVm:
         self._tick: asyncio.TimerHandle | None = None
         self.pools: dict[str, UpstreamPool] = {}
         self._calls: set[asyncio.Task[None]] = set()
-        self._arity: dict[str, int] = {}  # per export name; -1: not exported
         self._start()
 
     # -- lifecycle
@@ -140,14 +141,12 @@ class PluginVm:
     def call(self, stream: Stream | None, name: str, *args: int) -> int | None:
         """Call a callback with ``stream`` as the effective context; args cut to its arity."""
         inst = self.instance or self.ensure()
-        arity = self._arity.get(name)
-        if arity is None:
-            arity = self._arity[name] = inst.arity(name) if inst.has(name) else -1
-        if arity < 0:
+        export = inst.exports.get(name)
+        if export is None:
             return None
         self.host.stream = stream
         try:
-            return inst.call(name, *args[:arity])
+            return inst.call_export(export, name, args[: export.nparams])
         except WasmTrap as exc:
             self._trapped(exc)
             raise
@@ -331,7 +330,8 @@ class WasmFilter(Filter[PluginConfig]):
                 raise WasmTrap(f"wasm filter {self.name!r} trapped while the stream was paused")
         return stream.local_reply
 
-    async def on_request(self, ctx: Context) -> LocalReply | None:
+    @maybe_async
+    def on_request(self, ctx: Context) -> LocalReply | Awaitable[LocalReply | None] | None:
         stream = self.vm.open_stream(ctx)
         if stream is None:
             return None
@@ -340,28 +340,49 @@ class WasmFilter(Filter[PluginConfig]):
         has_body = bool(getattr(req, "has_body", False) or req.body)
         n = len(req.headers) + 4
         action = self.vm.call(stream, "proxy_on_request_headers", stream.id, n, int(not has_body))
-        reply = stream.local_reply
-        if action == Action.PAUSE and reply is None:
-            reply = await self._outcome(stream, action)
-        if reply is None and self.request_body and req.body is not None:
-            action = self.vm.call(stream, "proxy_on_request_body", stream.id, len(req.body), 1)
-            reply = await self._outcome(stream, action)
+        if action == Action.PAUSE and stream.local_reply is None:
+            return self._request_paused(stream)  # the rare case: a coroutine to await
+        if stream.local_reply is None and self.request_body and req.body is not None:
+            return self._request_body(stream)
+        return stream.local_reply
+
+    async def _request_paused(self, stream: Stream) -> LocalReply | None:
+        reply = await self._outcome(stream, Action.PAUSE)
+        if reply is None and self.request_body and stream.ctx.request.body is not None:
+            return await self._request_body(stream)
         return reply
 
-    async def on_response(self, ctx: Context) -> None:
+    async def _request_body(self, stream: Stream) -> LocalReply | None:
+        body = stream.ctx.request.body or b""
+        action = self.vm.call(stream, "proxy_on_request_body", stream.id, len(body), 1)
+        return await self._outcome(stream, action)
+
+    @maybe_async
+    def on_response(self, ctx: Context) -> Awaitable[None] | None:
         stream = ctx.state.get(self._key)
         resp = ctx.response
         if not isinstance(stream, Stream) or resp is None or stream.id not in self.vm.streams:
-            return
+            return None
         stream.local_reply = None
         eos = int(not self.response_body or resp.body is None)
         action = self.vm.call(
             stream, "proxy_on_response_headers", stream.id, len(resp.headers) + 1, eos
         )
+        if (action == Action.PAUSE and stream.local_reply is None) or (
+            self.response_body and resp.body is not None
+        ):
+            return self._response_rest(stream, action)  # waits, or the body callback
+        if stream.local_reply is not None:
+            ctx.response = reply_as_response(stream.local_reply)
+        return None
+
+    async def _response_rest(self, stream: Stream, action: int | None) -> None:
+        ctx = stream.ctx
         reply = stream.local_reply
         if action == Action.PAUSE and reply is None:
             reply = await self._outcome(stream, action)
-        if reply is None and self.response_body and resp.body is not None:
+        resp = ctx.response
+        if reply is None and self.response_body and resp is not None and resp.body is not None:
             action = self.vm.call(stream, "proxy_on_response_body", stream.id, len(resp.body), 1)
             reply = await self._outcome(stream, action)
         if reply is not None:

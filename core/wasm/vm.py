@@ -290,6 +290,10 @@ class Instance:
         export = self.exports.get(name)
         if export is None:
             return None
+        return self.call_export(export, name, args)
+
+    def call_export(self, export: _Export, name: str, args: Sequence[int]) -> int | None:
+        """:meth:`call` for an export already looked up (the hot path)."""
         if args:
             # Arguments are non-negative (ids, sizes, flags): one u64 per slot fits both
             # i32 and i64 parameters.
