@@ -59,16 +59,8 @@ class Context:
         self.client_ip = client_ip if client_ip is not None else request.client_ip
         self.scheme = scheme if scheme is not None else request.scheme
         self.tls = tls
+        self.state: dict[str, Any] = {}
         self.log: logging.Logger | logging.LoggerAdapter[logging.Logger] = _root
-
-    # ``state`` is made on first use: most requests never touch it.
-    state: dict[str, Any]
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "state":
-            self.state = {}
-            return self.state
-        raise AttributeError(name)
 
 
 def filter_logger(name: str) -> logging.LoggerAdapter[logging.Logger]:
