@@ -5,6 +5,10 @@ Every error the gateway raises on purpose derives from :class:`GatewayError`::
     GatewayError
     ├── ConfigError          a configuration file or value is invalid (load time)
     ├── PluginError          a plugin cannot be loaded or does not fit the contract
+    │   ├── WasmLoadError       a Wasm module cannot be compiled or instantiated
+    │   └── WasmTrap            a Wasm instance trapped (deadline, memory cap, ...)
+    │                           (both in core.wasm.vm, the only wasmtime importer)
+    ├── ScaffoldError        `wasmgate plugin new` refuses its arguments (name, directory)
     └── UpstreamError        talking to an upstream failed (request time)
         ├── NoHealthyUpstream   every endpoint is ejected or the pool is empty  → 503
         ├── UpstreamConnectError  refused, unreachable, reset before a reply  → 502
@@ -40,6 +44,10 @@ class ConfigError(GatewayError):
 
 class PluginError(GatewayError):
     """A plugin cannot be loaded, or it does not satisfy the filter contract."""
+
+
+class ScaffoldError(GatewayError):
+    """``wasmgate plugin new`` cannot create the project (bad name, occupied directory)."""
 
 
 class UpstreamError(GatewayError):

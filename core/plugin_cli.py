@@ -1,4 +1,5 @@
-"""``wasmgate plugin ...``: the plugins this installation has, and their config schemas.
+"""``wasmgate plugin ...``: the plugins this installation has, their config schemas, and
+``new``, which scaffolds a Proxy-Wasm filter project (:mod:`core.scaffold`).
 
 The market (registry search, install, publish) adds its own subcommands to this group
 through the ``wasmgate.plugin_commands`` entry-point group, so this module does not
@@ -11,9 +12,23 @@ import argparse
 import json
 import sys
 from importlib.metadata import entry_points
+from pathlib import Path
 
+from core import scaffold
 from core.chain import PluginRegistry
-from core.errors import PluginError
+from core.errors import PluginError, ScaffoldError
+
+NEW_EXAMPLES = """\
+examples:
+  wasmgate plugin new add-header --lang assemblyscript
+  wasmgate plugin new add-header --lang c --dir filters/add-header
+
+The project holds README.md, a Makefile (`make build` writes build/filter.wasm,
+`make test` builds and runs test_filter.py with pytest), manifest.json (root_id and
+the config's JSON Schema), the filter's source and test_filter.py. The filter adds a
+request header from its JSON config and `x-NAME: hello` to responses; use it with
+`[filters.NAME] wasm = "NAME/build/filter.wasm"` in gateway.toml.
+"""
 
 
 def add_plugin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,6 +52,35 @@ def add_plugin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     schema.add_argument("name", help="plugin name, e.g. cors")
     schema.set_defaults(func=cmd_schema)
+
+    new = psub.add_parser(
+        "new",
+        help="scaffold a Proxy-Wasm filter project (AssemblyScript or C) with its tests",
+        description="Create a buildable Proxy-Wasm filter project, with a Makefile, a "
+        "manifest, a minimal filter and its pytest tests.",
+        epilog=NEW_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    new.add_argument("name", metavar="NAME", help="plugin name, kebab-case (e.g. add-header)")
+    new.add_argument(
+        "--lang",
+        required=True,
+        choices=sorted(scaffold.LANGUAGES),
+        help="assemblyscript: AssemblyScript 0.14 + @solo-io/proxy-runtime 0.1.8 (needs "
+        "npm); c: C with zig's clang from the ziglang package",
+    )
+    new.add_argument(
+        "--dir",
+        metavar="PATH",
+        type=Path,
+        help="project directory (default: ./NAME); must be missing or empty",
+    )
+    new.add_argument(
+        "--force",
+        action="store_true",
+        help="write into a non-empty directory, overwriting the scaffold's files",
+    )
+    new.set_defaults(func=cmd_new)
 
     for ep in entry_points(group="wasmgate.plugin_commands"):
         ep.load()(psub)
@@ -77,4 +121,22 @@ def cmd_schema(args: argparse.Namespace) -> int:
         print(f"wasmgate: {exc}; installed: {', '.join(registry.names())}", file=sys.stderr)
         return 1
     print(json.dumps(cls.Config.model_json_schema(), indent=2))
+    return 0
+
+
+def cmd_new(args: argparse.Namespace) -> int:
+    dest: Path = args.dir if args.dir is not None else Path(args.name)
+    try:
+        scaffold.write_project(
+            args.name,
+            args.lang,
+            dest,
+            force=args.force,
+            progress=lambda what, path: print(f"{what} {path}", flush=True),
+        )
+    except ScaffoldError as exc:
+        print(f"wasmgate: {exc}", file=sys.stderr)
+        return 1
+    print(f"\n{args.lang} Proxy-Wasm filter {args.name!r} scaffolded in {dest}\n")
+    print(scaffold.next_steps(args.name, args.lang, dest))
     return 0
