@@ -439,6 +439,7 @@ class Exchange:
                 self.keep_alive = False
                 self._write_reply(final.status, final.headers.raw, final.body or b"")
                 return
+            self._restore_framing(head)
         self.status = head.status
         no_body = req.method == "HEAD" or head.status in (204, 304)
         parts = [status_line(head.status)]
@@ -535,6 +536,18 @@ class Exchange:
         self.bytes_out += sent
         self._replied = True
         return True
+
+    @staticmethod
+    def _restore_framing(head: ResponseHead) -> None:
+        """The body streams unchanged past response filters, so its framing is the
+        gateway's business: whatever a filter did to Content-Length (or added as
+        Transfer-Encoding), the upstream's length goes out again."""
+        headers = head.headers
+        headers.remove("transfer-encoding")
+        if head.content_length is None:
+            headers.remove("content-length")
+        elif headers.get("content-length") != str(head.content_length):
+            headers.set_bytes(b"Content-Length", b"%d" % head.content_length)
 
     def _resp_frame(self, chunk: bytes) -> tuple[bytes, ...]:
         if self._rechunk:

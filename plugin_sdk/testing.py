@@ -112,6 +112,8 @@ def make_wasm_filter(
     root_id: str = "",
     fail_open: bool = False,
     limits: dict[str, Any] | None = None,
+    bodies: Sequence[str] = (),
+    vm_config: str = "",
 ) -> FilterInstance:
     """A Proxy-Wasm filter (a ``.wasm`` file built with any Proxy-Wasm SDK), loaded by
     the installed gateway's runtime exactly as ``[filters.NAME] wasm = ...`` loads it;
@@ -125,7 +127,14 @@ def make_wasm_filter(
         raise RuntimeError("no Proxy-Wasm runtime is installed (install wasmgate)")
     load = next(iter(eps)).load()
     inst: FilterInstance = load(
-        path, config, name=name, root_id=root_id, fail_open=fail_open, limits=limits
+        path,
+        config,
+        name=name,
+        root_id=root_id,
+        fail_open=fail_open,
+        limits=limits,
+        bodies=tuple(bodies),
+        vm_config=vm_config,
     )
     return inst
 

@@ -337,7 +337,9 @@ class WasmFilter(Filter[PluginConfig]):
             return None
         ctx.state[self._key] = stream
         req = ctx.request
-        has_body = bool(getattr(req, "has_body", False) or req.body)
+        # end_of_stream says whether body callbacks follow: when the filter does not get
+        # the body (`bodies`), it must not wait for one.
+        has_body = self.request_body and bool(getattr(req, "has_body", False) or req.body)
         n = len(req.headers) + 4
         action = self.vm.call(stream, "proxy_on_request_headers", stream.id, n, int(not has_body))
         if action == Action.PAUSE and stream.local_reply is None:
