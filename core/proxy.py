@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 BUFFER_LIMIT = 256 * 1024  # body bytes held before an upstream is attached / head written
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 
 
 class ClientGone(Exception):
@@ -439,12 +440,25 @@ class Exchange:
                 self.keep_alive = False
                 self._write_reply(final.status, final.headers.raw, final.body or b"")
                 return
-            self._restore_framing(head)
+            filtered = True
+        else:
+            filtered = False
         self.status = head.status
         no_body = req.method == "HEAD" or head.status in (204, 304)
         parts = [status_line(head.status)]
-        for name, value in head.headers.raw:
-            parts += (name, b": ", value, b"\r\n")
+        if filtered:
+            # The body streams unchanged past response filters, so its framing is the
+            # gateway's: whatever a filter did to Content-Length (or added as
+            # Transfer-Encoding), the upstream's length goes out again.
+            for name, value in head.headers.raw:
+                if len(name) in (14, 17) and name.lower() in _FRAMING:
+                    continue
+                parts += (name, b": ", value, b"\r\n")
+            if head.content_length is not None:
+                parts.append(b"Content-Length: %d\r\n" % head.content_length)
+        else:
+            for name, value in head.headers.raw:
+                parts += (name, b": ", value, b"\r\n")
         if head.codings and not no_body:
             # A coding such as gzip applied by the transfer layer stays with the body;
             # an HTTP/1.0 client cannot be sent one.
@@ -536,18 +550,6 @@ class Exchange:
         self.bytes_out += sent
         self._replied = True
         return True
-
-    @staticmethod
-    def _restore_framing(head: ResponseHead) -> None:
-        """The body streams unchanged past response filters, so its framing is the
-        gateway's business: whatever a filter did to Content-Length (or added as
-        Transfer-Encoding), the upstream's length goes out again."""
-        headers = head.headers
-        headers.remove("transfer-encoding")
-        if head.content_length is None:
-            headers.remove("content-length")
-        elif headers.get("content-length") != str(head.content_length):
-            headers.set_bytes(b"Content-Length", b"%d" % head.content_length)
 
     def _resp_frame(self, chunk: bytes) -> tuple[bytes, ...]:
         if self._rechunk:

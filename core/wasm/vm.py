@@ -152,17 +152,20 @@ def compile_module(wasm: bytes, *, source: str = "<module>") -> tuple[wasmtime.M
 
 # One C callback serves every host function; ``env`` is an index into _HOST_FUNCS.
 HostFunc = Callable[..., int | None]
-_HOST_FUNCS: dict[int, tuple[HostFunc, tuple[bool, ...], bool]] = {}
+# env -> (function, argument view type or None if an i64 is among them, slice stop,
+#         wide flags, result view type or None)
+_HOST_FUNCS: dict[int, tuple[HostFunc, Any, int, tuple[bool, ...], Any]] = {}
 _next_id = 0
 
 
 def _dispatch_impl(env: int | None, _caller: int | None, slots: int | None, count: int) -> int:
-    func, wide, has_result = _HOST_FUNCS[env or 0]
-    if True in wide:
-        raw = _WORDS[count].from_address(slots or 0)[0 : len(wide) * _SLOT_WORDS : _SLOT_WORDS]
-        args = [v if w else v & 0xFFFFFFFF for v, w in zip(raw, wide, strict=True)]
+    func, halves, stop, wide, result_view = _HOST_FUNCS[env or 0]
+    addr = slots or 0
+    if halves is not None:  # all i32: the low halves of the slots, in one slice
+        args = halves.from_address(addr)[0:stop:_STEP32]
     else:
-        args = _HALVES[count].from_address(slots or 0)[0 : len(wide) * _STEP32 : _STEP32]
+        raw = _WORDS[count].from_address(addr)[0 : len(wide) * _SLOT_WORDS : _SLOT_WORDS]
+        args = [v if w else v & 0xFFFFFFFF for v, w in zip(raw, wide, strict=True)]
     try:
         result = func(*args)
     except _GuestExit as exc:
@@ -170,8 +173,8 @@ def _dispatch_impl(env: int | None, _caller: int | None, slots: int | None, coun
     except Exception as exc:  # a bug of ours must not crash the process
         log.error("host function %s failed: %r", getattr(func, "__name__", func), exc)
         result = 10  # INTERNAL_FAILURE
-    if has_result:
-        _WORDS[count].from_address(slots or 0)[0] = (result or 0) & 0xFFFFFFFFFFFFFFFF
+    if result_view is not None:
+        result_view.from_address(addr)[0] = (result or 0) & 0xFFFFFFFFFFFFFFFF
     return 0
 
 
@@ -201,7 +204,10 @@ def _trap(message: str) -> int:
 def _register(func: HostFunc, wide: tuple[bool, ...], has_result: bool) -> int:
     global _next_id
     _next_id += 1
-    _HOST_FUNCS[_next_id] = (func, wide, has_result)
+    n = max(len(wide), int(has_result), 1)  # slots the C side passes
+    halves = None if True in wide else _HALVES[n]
+    result_view = _WORDS[n] if has_result else None
+    _HOST_FUNCS[_next_id] = (func, halves, len(wide) * _STEP32, wide, result_view)
     return _next_id
 
 
