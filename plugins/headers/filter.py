@@ -11,6 +11,8 @@ value), then ``add`` (append one more value)::
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field, field_validator
 
 from plugin_sdk import Context, Filter, Headers, PluginConfig
@@ -65,23 +67,25 @@ class HeadersConfig(PluginConfig):
     )
 
 
-class _Compiled:
-    """One direction's operations, encoded once at load time (validated by the model)."""
+_REMOVE, _SET, _ADD = 0, 1, 2
 
-    __slots__ = ("add", "remove", "set")
 
-    def __init__(self, ops: HeaderOps) -> None:
-        self.remove = tuple(ops.remove)
-        self.set = tuple((n.encode("latin-1"), v.encode("latin-1")) for n, v in ops.set.items())
-        self.add = tuple((n.encode("latin-1"), v.encode("latin-1")) for n, v in ops.add.items())
+def _compile(ops: HeaderOps) -> tuple[tuple[int, Any, bytes], ...]:
+    """One direction's operations, in order, encoded once at load time."""
+    steps: list[tuple[int, Any, bytes]] = [(_REMOVE, name, b"") for name in ops.remove]
+    steps += [(_SET, n.encode("latin-1"), v.encode("latin-1")) for n, v in ops.set.items()]
+    steps += [(_ADD, n.encode("latin-1"), v.encode("latin-1")) for n, v in ops.add.items()]
+    return tuple(steps)
 
-    def apply(self, headers: Headers) -> None:
-        for dropped in self.remove:
-            headers.remove(dropped)
-        for name, value in self.set:
+
+def _apply(steps: tuple[tuple[int, Any, bytes], ...], headers: Headers) -> None:
+    for op, name, value in steps:
+        if op == _SET:
             headers.set_bytes(name, value)
-        for name, value in self.add:
+        elif op == _ADD:
             headers.add_bytes(name, value)
+        else:
+            headers.remove(name)
 
 
 class HeadersFilter(Filter[HeadersConfig]):
@@ -91,16 +95,16 @@ class HeadersFilter(Filter[HeadersConfig]):
 
     def __init__(self, config: HeadersConfig) -> None:
         super().__init__(config)
-        self._request = _Compiled(config.request)
-        self._response = _Compiled(config.response)
+        self._request = _compile(config.request)
+        self._response = _compile(config.response)
         if config.request.empty:
             self.skip_phases.add("on_request")
         if config.response.empty:
             self.skip_phases.add("on_response")
 
     def on_request(self, ctx: Context) -> None:
-        self._request.apply(ctx.request.headers)
+        _apply(self._request, ctx.request.headers)
 
     def on_response(self, ctx: Context) -> None:
         assert ctx.response is not None
-        self._response.apply(ctx.response.headers)
+        _apply(self._response, ctx.response.headers)
