@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from core.errors import ConfigError
+from plugin_sdk.config import check_regex
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")
 _HOST_LABEL = r"[a-z0-9]([a-z0-9-]*[a-z0-9])?"
@@ -192,10 +193,7 @@ class PathRule(Model):
     @model_validator(mode="after")
     def _check(self) -> PathRule:
         if self.match == "regex":
-            try:
-                re.compile(self.path)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression {self.path!r}: {exc}") from None
+            check_regex(self.path)
         elif not self.path.startswith("/"):
             raise ValueError(f"path {self.path!r} must start with '/'")
         return self
@@ -212,10 +210,7 @@ class HeaderMatch(Model):
     @model_validator(mode="after")
     def _check(self) -> HeaderMatch:
         if self.match == "regex":
-            try:
-                re.compile(self.value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression {self.value!r}: {exc}") from None
+            check_regex(self.value)
         return self
 
 

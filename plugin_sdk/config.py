@@ -12,6 +12,8 @@ configuration loads, never at the first request::
 
 from __future__ import annotations
 
+import re
+
 from pydantic import BaseModel, ConfigDict
 
 
@@ -19,3 +21,13 @@ class PluginConfig(BaseModel):
     """Base class for plugin configuration models (frozen, ``extra="forbid"``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def check_regex(value: str | None) -> str | None:
+    """For a ``field_validator``: refuse a pattern ``re`` cannot compile (at load time)."""
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
+    return value

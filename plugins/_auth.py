@@ -10,7 +10,9 @@ from __future__ import annotations
 import string
 from urllib.parse import unquote_plus
 
-from plugin_sdk import Headers, LocalReply
+from pydantic import Field, field_validator
+
+from plugin_sdk import Headers, LocalReply, PluginConfig
 
 _TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~")
 # Headers the gateway manages or that carry the credentials themselves.
@@ -81,3 +83,22 @@ def query_get(query: str, name: str) -> str | None:
 def query_without(query: str, name: str) -> str:
     """The raw query string without any ``name`` parameter (the rest byte for byte)."""
     return "&".join(p for p in query.split("&") if unquote_plus(p.partition("=")[0]) != name)
+
+
+class AuthConfig(PluginConfig):
+    """Fields every authentication plugin has: where the consumer goes, the realm."""
+
+    consumer_header: str = Field(
+        "X-Consumer", description="Request header carrying the consumer name upstream."
+    )
+    realm: str = Field("wasmgate", description="Realm of the WWW-Authenticate challenge.")
+
+    @field_validator("consumer_header")
+    @classmethod
+    def _consumer_header(cls, value: str) -> str:
+        return check_header_name(value)
+
+    @field_validator("realm")
+    @classmethod
+    def _realm(cls, value: str) -> str:
+        return check_realm(value)

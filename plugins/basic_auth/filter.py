@@ -44,8 +44,8 @@ from pathlib import Path
 import bcrypt
 from pydantic import Field, field_validator, model_validator
 
-from plugin_sdk import Context, Filter, LocalReply, PluginConfig
-from plugins._auth import check_header_name, check_realm, unauthorized, wire_value
+from plugin_sdk import Context, Filter, LocalReply
+from plugins._auth import AuthConfig, unauthorized, wire_value
 
 _BCRYPT = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
 _OTHER_FORMATS = [
@@ -73,7 +73,7 @@ def check_hash(user: str, hashed: str) -> str:
     )
 
 
-class BasicAuthConfig(PluginConfig):
+class BasicAuthConfig(AuthConfig):
     htpasswd_file: str = Field("", description="htpasswd file of 'user:bcrypt-hash' lines.")
     users: dict[str, str] = Field(
         default_factory=dict, description="Inline users: name -> bcrypt hash."
@@ -81,23 +81,9 @@ class BasicAuthConfig(PluginConfig):
     hide_credentials: bool = Field(
         True, description="Remove the Authorization header before forwarding."
     )
-    consumer_header: str = Field(
-        "X-Consumer", description="Request header carrying the consumer (user) name upstream."
-    )
-    realm: str = Field("wasmgate", description="Realm of the WWW-Authenticate challenge.")
     cache_size: int = Field(
         1024, ge=0, description="Successful checks remembered (LRU) to skip bcrypt; 0: off."
     )
-
-    @field_validator("consumer_header")
-    @classmethod
-    def _consumer_header(cls, value: str) -> str:
-        return check_header_name(value)
-
-    @field_validator("realm")
-    @classmethod
-    def _realm(cls, value: str) -> str:
-        return check_realm(value)
 
     @field_validator("users")
     @classmethod

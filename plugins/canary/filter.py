@@ -50,6 +50,7 @@ import re
 from pydantic import Field, field_validator, model_validator
 
 from plugin_sdk import Context, Filter, PluginConfig
+from plugin_sdk.config import check_regex
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 CANARY = "canary"
@@ -108,12 +109,7 @@ class CanaryConfig(PluginConfig):
     @field_validator("header_pattern")
     @classmethod
     def _pattern(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
-        return value
+        return check_regex(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> CanaryConfig:

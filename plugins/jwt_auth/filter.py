@@ -46,8 +46,8 @@ from pydantic import Field, field_validator, model_validator
 
 from plugin_sdk import Context, Filter, LocalReply, PluginConfig
 from plugins._auth import (
+    AuthConfig,
     check_header_name,
-    check_realm,
     query_get,
     query_without,
     remove_headers,
@@ -79,7 +79,7 @@ class JwtKeyConfig(PluginConfig):
         return self
 
 
-class JwtAuthConfig(PluginConfig):
+class JwtAuthConfig(AuthConfig):
     jwks_file: str = Field("", description="Path of a JWKS (JSON) file with the keys.")
     jwks_url: str = Field(
         "", description="URL of a JWKS; https, or http to a loopback address only."
@@ -119,15 +119,6 @@ class JwtAuthConfig(PluginConfig):
         description="Claim name -> request header to set from it (client values removed).",
     )
     consumer_claim: str = Field("sub", min_length=1, description="Claim naming the consumer.")
-    consumer_header: str = Field(
-        "X-Consumer", description="Request header carrying the consumer name upstream."
-    )
-    realm: str = Field("wasmgate", description="Realm of the WWW-Authenticate challenge.")
-
-    @field_validator("consumer_header")
-    @classmethod
-    def _consumer_header(cls, value: str) -> str:
-        return check_header_name(value)
 
     @field_validator("header")
     @classmethod
@@ -140,11 +131,6 @@ class JwtAuthConfig(PluginConfig):
         for name in value.values():
             check_header_name(name)
         return value
-
-    @field_validator("realm")
-    @classmethod
-    def _realm(cls, value: str) -> str:
-        return check_realm(value)
 
     @field_validator("jwks_url")
     @classmethod

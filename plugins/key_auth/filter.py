@@ -30,8 +30,8 @@ from pydantic import Field, field_validator, model_validator
 
 from plugin_sdk import Context, Filter, LocalReply, PluginConfig
 from plugins._auth import (
+    AuthConfig,
     check_header_name,
-    check_realm,
     query_get,
     query_without,
     unauthorized,
@@ -46,7 +46,7 @@ class KeyConsumer(PluginConfig):
     key: str = Field(min_length=MIN_KEY_LENGTH, description="The consumer's API key.")
 
 
-class KeyAuthConfig(PluginConfig):
+class KeyAuthConfig(AuthConfig):
     header: str = Field("X-Api-Key", description="Header carrying the key ('' to not read one).")
     query_param: str = Field("", description="Query parameter carrying the key ('': none).")
     consumers: list[KeyConsumer] = Field(
@@ -56,25 +56,11 @@ class KeyAuthConfig(PluginConfig):
         "", description="File of 'name:key' lines (blank lines and '#' comments ignored)."
     )
     hide_credentials: bool = Field(True, description="Remove the key before forwarding.")
-    consumer_header: str = Field(
-        "X-Consumer", description="Request header carrying the consumer name upstream."
-    )
-    realm: str = Field("wasmgate", description="Realm of the WWW-Authenticate challenge.")
-
-    @field_validator("consumer_header")
-    @classmethod
-    def _consumer_header(cls, value: str) -> str:
-        return check_header_name(value)
 
     @field_validator("header")
     @classmethod
     def _header(cls, value: str) -> str:
         return check_header_name(value, allow_empty=True)
-
-    @field_validator("realm")
-    @classmethod
-    def _realm(cls, value: str) -> str:
-        return check_realm(value)
 
     @model_validator(mode="after")
     def _sources(self) -> KeyAuthConfig:

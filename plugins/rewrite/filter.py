@@ -39,6 +39,7 @@ from collections.abc import Callable
 from pydantic import Field, field_validator, model_validator
 
 from plugin_sdk import Context, Filter, PluginConfig
+from plugin_sdk.config import check_regex
 
 _GROUP = re.compile(r"\$(\d?)")
 _HOST = re.compile(r"[A-Za-z0-9._~\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
@@ -98,12 +99,7 @@ class RewriteConfig(PluginConfig):
     @field_validator("regex")
     @classmethod
     def _regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
-        return value
+        return check_regex(value)
 
     @field_validator("replacement")
     @classmethod
