@@ -337,3 +337,22 @@ async def test_tick_runs_while_the_gateway_serves(
     assert counts[0] >= 2
     assert counts[1] >= counts[0] + 2
     assert upstream.requests[-1].headers["x-stale-cas"] == "8"
+
+
+async def test_plugin_that_traps_creating_an_http_context_runs_root_only(
+    tmp_path: Path,
+    upstream: RecordingUpstream,
+    start_gateway: StartGateway,
+    http: aiohttp.ClientSession,
+) -> None:
+    # A Rust SDK plugin with only a root context exports the HTTP callbacks but panics
+    # when the host creates an HTTP context; the host learns that once, then stops.
+    gw = await start_wasm(start_gateway, tmp_path, "rust_root_only.wat", {"v1": [upstream.address]})
+    vm = wasm_vm(gw)
+    assert describe(vm)["root_only"] is False  # nothing in its exports says otherwise
+    for _ in range(3):
+        async with http.get(gw.url + "/x") as resp:
+            assert resp.status == 200
+    assert len(upstream.requests) == 3
+    assert all("x-should-not-run" not in seen.headers for seen in upstream.requests)
+    assert describe(vm) == {"abi": "0.2.1", "root_only": True, "traps": 1, "rebuilds": 1}

@@ -173,6 +173,7 @@ class PluginVm:
                 "wasm filter %r cannot create an HTTP context; running it root-only", self.name
             )
             self.root_only = True
+            self.ensure()  # its root context (config, timers) is all it has: restore it now
             return None
         return stream
 
