@@ -1,0 +1,83 @@
+"""The market's error tree.
+
+Every error the package layer raises on purpose derives from :class:`MarketError`::
+
+    MarketError
+    ├── ManifestError        a package manifest is invalid (``problems``: one line per field)
+    ├── KeyFileError         a key file cannot be written or read (exists, bad PEM, wrong type)
+    ├── TrustStoreError      a trust store directory or one of its ``*.pub`` files is unusable
+    ├── SignatureError       the manifest's signature is not acceptable
+    │   ├── UnsignedPackage     the archive has no ``manifest.sig``
+    │   ├── UnknownSigner       signed by a key the trust store does not hold
+    │   └── BadSignature        the signature does not match the manifest (tampering)
+    ├── PackageError         an archive is not a well-formed package
+    │   ├── UnsafeArchive       a member is a link, a device, an absolute or ``..`` path,
+    │   │                       a duplicate, unexpected, or over a size bound
+    │   └── DigestMismatch      the payload's sha256 differs from the manifest's
+    └── UnpackError          a verified package cannot be written to its destination
+
+``market/`` must not import ``core/`` (DESIGN.md, "Layout"), so this tree does not
+derive from ``core.errors.GatewayError``; the CLI prints ``str(exc)`` of any
+``MarketError`` as it is, so every message names the file and the problem.
+"""
+
+from __future__ import annotations
+
+
+class MarketError(Exception):
+    """Root of every error the market raises on purpose."""
+
+
+class ManifestError(MarketError):
+    """A manifest is invalid; ``problems`` holds one ``field: reason`` line each."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  {p}" for p in problems)
+        noun = "problem" if len(problems) == 1 else "problems"
+        super().__init__(f"{source}: {len(problems)} {noun}:\n{lines}")
+
+
+class KeyFileError(MarketError):
+    """A key file cannot be created (it exists) or read (missing, not an Ed25519 PEM key)."""
+
+
+class TrustStoreError(MarketError):
+    """A trust store directory, or one of its ``*.pub`` files, cannot be used."""
+
+
+class SignatureError(MarketError):
+    """The manifest's signature is missing, malformed, untrusted or wrong."""
+
+
+class UnsignedPackage(SignatureError):
+    """The package carries no ``manifest.sig``."""
+
+
+class UnknownSigner(SignatureError):
+    """The signature names a key id the trust store does not hold."""
+
+    def __init__(self, message: str, key_id: str) -> None:
+        self.key_id = key_id
+        super().__init__(message)
+
+
+class BadSignature(SignatureError):
+    """The signature does not verify against the manifest bytes with the named key."""
+
+
+class PackageError(MarketError):
+    """An archive is not a well-formed wasmgate package."""
+
+
+class UnsafeArchive(PackageError):
+    """A member could escape the destination, is not a plain file, or is too large."""
+
+
+class DigestMismatch(PackageError):
+    """The payload's sha256 differs from the one the signed manifest records."""
+
+
+class UnpackError(MarketError):
+    """A verified package cannot be unpacked (destination exists, I/O error)."""
