@@ -16,14 +16,20 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Iterable
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from core.config import DefaultRoute, FilterRef, GatewayConfig, InlineFilter, Route
+from core.config import (
+    DefaultRoute,
+    FilterRef,
+    GatewayConfig,
+    InlineFilter,
+    Route,
+    suggest,
+)
 from core.errors import ConfigError, PluginError
 from plugin_sdk import Filter, PluginConfig
 from plugin_sdk.chain import Chain, FilterInstance
@@ -95,7 +101,7 @@ def build_filter(
     try:
         cls = registry.load(plugin)
     except PluginError as exc:
-        hint = _suggest(plugin, registry.names())
+        hint = suggest(plugin, registry.names())
         raise PluginError(f"{where}: filter {name!r}: {exc}{hint}") from None
     try:
         cfg = cls.Config.model_validate(config)
@@ -116,13 +122,6 @@ def build_filter(
     return FilterInstance(name, plugin, flt, fail == "open")
 
 
-def _suggest(word: str, choices: Iterable[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
 def compile_chains(cfg: GatewayConfig, registry: PluginRegistry, source: str) -> dict[str, Chain]:
     """One :class:`Chain` per route name (and ``"default"``); raises ConfigError.
 
@@ -138,7 +137,7 @@ def compile_chains(cfg: GatewayConfig, registry: PluginRegistry, source: str) ->
             if name not in upstream_names:
                 problems.append(
                     f"{where}: filter {inst.name!r} routes to unknown upstream {name!r}"
-                    f"{_suggest(name, upstream_names)}"
+                    f"{suggest(name, upstream_names)}"
                 )
 
     named: dict[str, FilterInstance] = {}
@@ -181,7 +180,7 @@ def compile_chains(cfg: GatewayConfig, registry: PluginRegistry, source: str) ->
                     problems.append(str(exc))
                     return None
             return bare[ref]
-        hint = _suggest(ref, [*cfg.filters, *registry.names()])
+        hint = suggest(ref, [*cfg.filters, *registry.names()])
         problems.append(f"{where}: unknown filter {ref!r}{hint}")
         return None
 
@@ -202,7 +201,7 @@ def compile_chains(cfg: GatewayConfig, registry: PluginRegistry, source: str) ->
             if off not in cfg.global_filters:
                 problems.append(
                     f"{where}.disable_filters[{j}]: {off!r} is not in global_filters"
-                    f"{_suggest(off, cfg.global_filters)}"
+                    f"{suggest(off, cfg.global_filters)}"
                 )
         chain = [g for g in global_chain if g.name not in route.disable_filters]
         for j, item in enumerate(route.filters):

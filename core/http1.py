@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 import plugin_sdk as sdk
-from core.headers import connection_tokens
+from core.headers import HOP_BY_HOP, connection_tokens
 from plugin_sdk.headers import Headers
 
 if TYPE_CHECKING:
@@ -242,7 +242,7 @@ class ClientConnection(asyncio.Protocol):
         lname = name.lower()
         kind = _SPECIAL.get(lname)
         if kind is None:
-            if lname.startswith(b"proxy-") or lname in (b"keep-alive", b"te", b"trailer"):
+            if lname in HOP_BY_HOP or lname.startswith(b"proxy-"):
                 return
             req.headers.raw.append((name, value))
         elif kind == 1:

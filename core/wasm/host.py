@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.wasm.abi import BufferType, LogLevel, MapType, MetricType, Status, WasiErrno
 from core.wasm.vm import _GuestExit
-from plugin_sdk import Headers, LocalReply, Response
+from plugin_sdk import LocalReply
 
 if TYPE_CHECKING:
     from core.wasm.plugin import PluginVm
@@ -764,7 +764,3 @@ def resolver(host: Host) -> Callable[[str, str, Any], Callable[..., int | None] 
         return None
 
     return resolve
-
-
-def reply_as_response(reply: LocalReply) -> Response:
-    return Response(reply.status, Headers.of(reply.header_pairs()), reply.body_bytes())

@@ -34,9 +34,10 @@ import wasmtime
 from core.errors import PluginError
 from core.upstream import UpstreamPool, fetch
 from core.wasm.abi import ABI_MARKERS, HTTP_CALLBACKS, Action
-from core.wasm.host import Host, HttpCallResult, Stream, reply_as_response, resolver
+from core.wasm.host import Host, HttpCallResult, Stream, resolver
 from core.wasm.vm import Instance, WasmTrap, exported_markers
 from plugin_sdk import Context, Filter, LocalReply, PluginConfig
+from plugin_sdk.chain import reply_response
 from plugin_sdk.filter import maybe_async
 
 log = logging.getLogger("wasmgate.wasm")
@@ -376,7 +377,7 @@ class WasmFilter(Filter[PluginConfig]):
         ):
             return self._response_rest(stream, action)  # waits, or the body callback
         if stream.local_reply is not None:
-            ctx.response = reply_as_response(stream.local_reply)
+            ctx.response = reply_response(stream.local_reply)
         return None
 
     async def _response_rest(self, stream: Stream, action: int | None) -> None:
@@ -389,7 +390,7 @@ class WasmFilter(Filter[PluginConfig]):
             action = self.vm.call(stream, "proxy_on_response_body", stream.id, len(resp.body), 1)
             reply = await self._outcome(stream, action)
         if reply is not None:
-            ctx.response = reply_as_response(reply)
+            ctx.response = reply_response(reply)
 
     def on_log(self, ctx: Context) -> None:
         stream = ctx.state.pop(self._key, None)
