@@ -79,8 +79,7 @@ class Snapshot:
         if not self.trusted_hops:
             return peer, peer, scheme, host
         chain = self._chain(req, peer)
-        client = chain[-(self.trusted_hops + 1)] if len(chain) > self.trusted_hops else chain[0]
-        return client, b", ".join(chain), req.xfp or scheme, req.xfh or host
+        return self._trusted(chain), b", ".join(chain), req.xfp or scheme, req.xfh or host
 
     def client_scheme(self, req: Request) -> str:
         """The scheme the client used, as we trust it: a trusted proxy's
@@ -95,9 +94,12 @@ class Snapshot:
         """The client address as we trust it (see :meth:`forwarded`)."""
         if not self.trusted_hops:
             return req.client_ip
-        chain = self._chain(req, req.client_ip.encode("latin-1"))
-        client = chain[-(self.trusted_hops + 1)] if len(chain) > self.trusted_hops else chain[0]
-        return client.decode("latin-1")
+        return self._trusted(self._chain(req, req.client_ip.encode("latin-1"))).decode("latin-1")
+
+    def _trusted(self, chain: list[bytes]) -> bytes:
+        """The address ``trusted_hops`` places from the right of the chain (peer last)."""
+        hops = self.trusted_hops
+        return chain[-(hops + 1)] if len(chain) > hops else chain[0]
 
     @staticmethod
     def _chain(req: Request, peer: bytes) -> list[bytes]:
