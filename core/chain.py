@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from core.config import (
     DefaultRoute,
+    FilterDef,
     FilterRef,
     GatewayConfig,
     InlineFilter,
@@ -33,6 +34,7 @@ from core.config import (
 from core.errors import ConfigError, PluginError
 from plugin_sdk import Filter, PluginConfig
 from plugin_sdk.chain import Chain, FilterInstance
+from plugin_sdk.installed import SOURCE_GROUP, InstalledPlugin, PluginSource
 
 ENTRY_POINT_GROUP = "wasmgate.plugins"
 log = logging.getLogger("wasmgate.chain")
@@ -122,6 +124,52 @@ def build_filter(
     return FilterInstance(name, plugin, flt, fail == "open")
 
 
+def open_installed(cfg: GatewayConfig, base_dir: Path) -> PluginSource | None:
+    """The plugins ``gateway.lock`` pins, or None when there is no lockfile.
+
+    Found through the ``wasmgate.plugin_sources`` entry points (the market registers
+    one), so the engine does not import the market. Reads local files only.
+    """
+    lockfile = base_dir / cfg.market.lockfile
+    if not lockfile.is_file():
+        return None
+    for ep in entry_points(group=SOURCE_GROUP):
+        try:
+            opener = ep.load()
+            result: PluginSource = opener(lockfile, base_dir / cfg.market.plugin_dir)
+        except Exception as exc:
+            raise PluginError(f"market: {exc}") from None
+        return result
+    raise PluginError(f"{lockfile}: no installed-plugin source is available to read it")
+
+
+def build_installed(
+    plugin: InstalledPlugin,
+    name: str,
+    d: FilterDef | None,
+    config: dict[str, Any],
+    fail: str,
+    where: str,
+) -> FilterInstance:
+    """A filter from a plugin the lockfile pins (either kind); raises PluginError."""
+    label = f"{plugin.name}@{plugin.version}"
+    if plugin.kind == "wasm":
+        from core.wasm import build_wasm_filter  # imports wasmtime: only when used
+
+        assert plugin.module is not None
+        base = d.model_dump(exclude={"plugin", "wasm", "config", "fail"}) if d else {}
+        spec = FilterDef(wasm=str(plugin.module.resolve()), config=config, fail=fail, **base)
+        inst = build_wasm_filter(name, spec, plugin.folder, where)
+    else:
+        assert plugin.filter_class is not None
+        cls = check_contract(plugin.name, plugin.filter_class)
+        inst = build_filter(
+            PluginRegistry({plugin.name: cls}), name, plugin.name, config, fail, where
+        )
+    inst.plugin = inst.filter.plugin = label
+    return inst
+
+
 def compile_chains(cfg: GatewayConfig, registry: PluginRegistry, source: str) -> dict[str, Chain]:
     """One :class:`Chain` per route name (and ``"default"``); raises ConfigError.
 
@@ -142,6 +190,30 @@ def compile_chains(cfg: GatewayConfig, registry: PluginRegistry, source: str) ->
 
     named: dict[str, FilterInstance] = {}
     base_dir = Path(source).parent if source and not source.startswith("<") else Path()
+    try:
+        installed = open_installed(cfg, base_dir)
+    except PluginError as exc:
+        raise ConfigError(source, [str(exc)]) from None
+    locked = set(installed.names()) if installed is not None else set()
+
+    def build(
+        name: str, plugin: str, d: FilterDef | None, config: dict[str, Any], fail: str, where: str
+    ) -> FilterInstance:
+        # A plugin the lockfile pins wins over one of the same name in the environment:
+        # installing it is how a user picks that version.
+        if installed is not None and plugin in locked:
+            try:
+                found = installed.load(plugin)
+            except Exception as exc:
+                raise PluginError(f"{where}: filter {name!r}: {exc}") from None
+            return build_installed(found, name, d, config, fail, where)
+        if plugin not in registry:
+            hint = suggest(plugin, [*registry.names(), *locked]) or (
+                f" (a registry plugin? `wasmgate plugin install {plugin}` pins it in gateway.lock)"
+            )
+            raise PluginError(f"{where}: filter {name!r}: unknown plugin {plugin!r}{hint}")
+        return build_filter(registry, name, plugin, config, fail, where)
+
     for name, d in cfg.filters.items():
         try:
             if d.wasm is not None:
@@ -149,9 +221,7 @@ def compile_chains(cfg: GatewayConfig, registry: PluginRegistry, source: str) ->
 
                 named[name] = build_wasm_filter(name, d, base_dir, f"filters.{name}")
                 continue
-            named[name] = build_filter(
-                registry, name, d.plugin or name, d.config, d.fail, f"filters.{name}"
-            )
+            named[name] = build(name, d.plugin or name, d, d.config, d.fail, f"filters.{name}")
         except PluginError as exc:
             problems.append(str(exc))
         else:
@@ -162,7 +232,7 @@ def compile_chains(cfg: GatewayConfig, registry: PluginRegistry, source: str) ->
         if isinstance(ref, InlineFilter):
             name = ref.name or f"{route}.{ref.plugin}"
             try:
-                inst = build_filter(registry, name, ref.plugin, ref.config, ref.fail, where)
+                inst = build(name, ref.plugin, None, ref.config, ref.fail, where)
             except PluginError as exc:
                 problems.append(str(exc))
                 return None
@@ -172,15 +242,17 @@ def compile_chains(cfg: GatewayConfig, registry: PluginRegistry, source: str) ->
             return named[ref]
         if ref in cfg.filters:
             return None  # its own problem is already reported
-        if ref in registry:
+        if ref in registry or ref in locked:
             if ref not in bare:
                 try:
-                    bare[ref] = build_filter(registry, ref, ref, {}, "closed", where)
+                    bare[ref] = build(ref, ref, None, {}, "closed", where)
                 except PluginError as exc:
                     problems.append(str(exc))
                     return None
             return bare[ref]
-        hint = suggest(ref, [*cfg.filters, *registry.names()])
+        hint = suggest(ref, [*cfg.filters, *registry.names(), *locked])
+        if not hint:
+            hint = f" (a registry plugin? `wasmgate plugin install {ref}` pins it in gateway.lock)"
         problems.append(f"{where}: unknown filter {ref!r}{hint}")
         return None
 

@@ -331,6 +331,27 @@ class DefaultRoute(Model):
     timeout: float | None = Field(None, gt=0, description="As for routes.")
 
 
+class MarketSettings(Model):
+    """``[market]``: where installed plugins come from (``wasmgate plugin install``).
+
+    Paths are relative to this file. The gateway itself reads only ``lockfile`` and
+    ``plugin_dir``, and never the network; ``registry`` and ``trust`` are for the
+    ``wasmgate plugin`` commands.
+    """
+
+    registry: str | None = Field(
+        None, description="Registry to install from: an http(s) URL or a folder."
+    )
+    trust: str | None = Field(
+        None,
+        description="Trust store: a folder of publisher *.pub keys (default ~/.wasmgate/trust).",
+    )
+    plugin_dir: str = Field(
+        "wasmgate_plugins", description="Where installed packages are unpacked."
+    )
+    lockfile: str = Field("gateway.lock", description="Pins name, version, digest and signer.")
+
+
 class GatewayConfig(Model):
     server: Server = Field(default_factory=lambda: Server(), description="Listeners and limits.")
     upstreams: list[Upstream] = Field(default_factory=list, description="Named upstream pools.")
@@ -343,6 +364,10 @@ class GatewayConfig(Model):
     )
     global_filters: list[str] = Field(
         default_factory=list, description="Filters every route runs first, in order."
+    )
+    market: MarketSettings = Field(
+        default_factory=lambda: MarketSettings(),
+        description="Installed plugins: lockfile, plugin folder, registry, trust store.",
     )
 
 

@@ -15,8 +15,9 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from core import scaffold
-from core.chain import PluginRegistry
-from core.errors import PluginError, ScaffoldError
+from core.chain import PluginRegistry, open_installed
+from core.config import load_config
+from core.errors import ConfigError, PluginError, ScaffoldError
 
 NEW_EXAMPLES = """\
 examples:
@@ -40,8 +41,22 @@ def add_plugin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     psub = plugin.add_subparsers(dest="plugin_command", metavar="SUBCOMMAND", required=True)
 
-    lst = psub.add_parser("list", help="plugins installed in this environment")
+    lst = psub.add_parser(
+        "list",
+        help="plugins of this environment and those gateway.lock pins",
+        description="List the plugins a gateway.toml can use: those of the Python "
+        "environment (entry points; the built-in ones too) and those installed from a "
+        "registry and pinned in gateway.lock (verified on disk; a package that fails its "
+        "digest check is shown as refused).",
+    )
     lst.add_argument("--json", action="store_true", help="machine-readable output")
+    lst.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="gateway.toml whose lockfile to read (default: ./gateway.toml if present)",
+    )
     lst.set_defaults(func=cmd_list)
 
     schema = psub.add_parser(
@@ -86,20 +101,68 @@ def add_plugin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         ep.load()(psub)
 
 
+def _installed_rows(config: Path | None) -> list[dict[str, str]]:
+    if config is None:
+        if not Path("gateway.toml").is_file():
+            return []
+        config = Path("gateway.toml")
+    cfg = load_config(config)
+    source = open_installed(cfg, config.parent)
+    rows: list[dict[str, str]] = []
+    for name in source.names() if source is not None else []:
+        try:
+            p = source.load(name)  # type: ignore[union-attr]
+        except Exception as exc:
+            rows.append(
+                {
+                    "name": name,
+                    "kind": "-",
+                    "source": "gateway.lock",
+                    "summary": f"(refused: {exc})",
+                }
+            )
+            continue
+        rows.append(
+            {
+                "name": name,
+                "kind": p.kind,
+                "source": "gateway.lock",
+                "version": p.version,
+                "signer": p.signer,
+                "digest": p.digest,
+                "summary": f"{p.version}, signer {p.signer}, sha256 {p.digest[:12]}…",
+            }
+        )
+    return rows
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     registry = PluginRegistry()
-    rows = []
+    try:
+        installed = _installed_rows(args.config)
+    except (ConfigError, PluginError) as exc:
+        print(f"wasmgate: {exc}", file=sys.stderr)
+        return 1
+    rows = installed[:]
     for name in registry.names():
         try:
             cls = registry.load(name)
         except PluginError as exc:
-            rows.append({"name": name, "kind": "python", "summary": f"(broken: {exc})"})
+            rows.append(
+                {
+                    "name": name,
+                    "kind": "python",
+                    "source": "environment",
+                    "summary": f"(broken: {exc})",
+                }
+            )
             continue
         doc = (cls.__doc__ or "").strip().splitlines()
         rows.append(
             {
                 "name": name,
                 "kind": "python",
+                "source": "environment",
                 "class": f"{cls.__module__}.{cls.__qualname__}",
                 "summary": doc[0] if doc else "",
             }
@@ -109,7 +172,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     width = max((len(r["name"]) for r in rows), default=4)
     for row in rows:
-        print(f"{row['name'].ljust(width)}  {row['kind']:6}  {row['summary']}")
+        where = "locked" if row["source"] == "gateway.lock" else "env"
+        print(f"{row['name'].ljust(width)}  {row['kind']:6}  {where:6}  {row['summary']}")
     return 0
 
 

@@ -66,7 +66,17 @@ def register(psub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Copy a PEM Ed25519 public key into the trust store as KEYID.pub; "
         "packages signed by it then verify. Prints the key id.",
     )
-    tr.add_argument("public_key", type=Path, metavar="PUBFILE", help="the publisher's .pub file")
+    tr.add_argument(
+        "public_key", nargs="?", type=Path, metavar="PUBFILE", help="the publisher's .pub file"
+    )
+    tr.add_argument(
+        "--from-registry",
+        metavar="KEYID",
+        help="fetch key KEYID from the registry's keys/ instead of a file (trust on first "
+        "use: compare the key id with what the publisher tells you)",
+    )
+    tr.add_argument("--registry", metavar="URL|DIR", help="registry for --from-registry")
+    tr.add_argument("-c", "--config", type=Path, metavar="FILE", help="gateway.toml ([market])")
     _trust_option(tr)
     tr.set_defaults(func=cmd_trust)
 
@@ -105,6 +115,10 @@ def register(psub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     vf.add_argument("--json", action="store_true", help="machine-readable output")
     vf.set_defaults(func=cmd_verify)
 
+    from market import client_cli
+
+    client_cli.register(psub)
+
 
 def _trust_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -134,12 +148,41 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_trust(args: argparse.Namespace) -> int:
-    directory: Path = args.trust if args.trust is not None else home() / "trust"
+    if (args.public_key is None) == (args.from_registry is None):
+        print("wasmgate: give PUBFILE or --from-registry KEYID (one of them)", file=sys.stderr)
+        return 2
     try:
+        if args.from_registry is not None:
+            return _trust_from_registry(args)
+        directory: Path = args.trust if args.trust is not None else home() / "trust"
         kid = add_trusted_key(directory, args.public_key)
     except MarketError as exc:
         return _fail(exc)
     print(f"trusted key {kid} in {directory}")
+    return 0
+
+
+def _trust_from_registry(args: argparse.Namespace) -> int:
+    import re
+    import tempfile
+
+    from market.installer import Workspace
+
+    kid: str = args.from_registry
+    if not re.fullmatch(r"[0-9a-f]{16}", kid):
+        print(f"wasmgate: {kid!r} is not a key id (16 hex digits)", file=sys.stderr)
+        return 2
+    registry_flag = args.registry or os.environ.get("WASMGATE_REGISTRY") or None
+    ws = Workspace.load(args.config, home(), registry=registry_flag, trust=args.trust)
+    pem = ws.open_registry().fetch_file(f"keys/{kid}.pub", limit=16 * 1024)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "key.pub"
+        path.write_bytes(pem)
+        got = key_id(load_public_key(path))
+        if got != kid:
+            raise MarketError(f"the registry's keys/{kid}.pub is key {got}, not {kid}; refused")
+        add_trusted_key(ws.trust_dir, path)
+    print(f"trusted key {kid} (from {ws.registry}) in {ws.trust_dir}")
     return 0
 
 

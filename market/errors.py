@@ -13,8 +13,15 @@ Every error the package layer raises on purpose derives from :class:`MarketError
     ├── PackageError         an archive is not a well-formed package
     │   ├── UnsafeArchive       a member is a link, a device, an absolute or ``..`` path,
     │   │                       a duplicate, unexpected, or over a size bound
-    │   └── DigestMismatch      the payload's sha256 differs from the manifest's
-    └── UnpackError          a verified package cannot be written to its destination
+    │   ├── DigestMismatch      the payload's sha256 differs from the manifest's
+    │   └── WheelError          a python package's wheel is unsafe, not pure-Python, differs
+    │                           from its RECORD, or cannot be installed or loaded
+    ├── UnpackError          a verified package cannot be written to its destination
+    ├── ResolveError         a requirement is malformed or no published version fits it
+    ├── RegistryError        a registry is unreachable or serves something inconsistent
+    │   └── PublishError        a registry refuses a package
+    ├── LockfileError        gateway.lock is malformed, or what it pins is missing/altered
+    └── InstallError         an install, update or removal cannot be done
 
 ``market/`` must not import ``core/`` (DESIGN.md, "Layout"), so this tree does not
 derive from ``core.errors.GatewayError``; the CLI prints ``str(exc)`` of any
@@ -79,5 +86,38 @@ class DigestMismatch(PackageError):
     """The payload's sha256 differs from the one the signed manifest records."""
 
 
+class WheelError(PackageError):
+    """A python plugin's wheel is unsafe, not pure-Python or altered, or cannot be installed."""
+
+
 class UnpackError(MarketError):
     """A verified package cannot be unpacked (destination exists, I/O error)."""
+
+
+class ResolveError(MarketError):
+    """A requirement is malformed, or no published version satisfies it."""
+
+
+class RegistryError(MarketError):
+    """A registry cannot be reached, or what it serves is malformed or inconsistent."""
+
+
+class PublishError(RegistryError):
+    """A registry refuses a package.
+
+    ``reason`` is ``"conflict"`` (the version exists with other content),
+    ``"untrusted"`` (not signed by a publisher the registry accepts), ``"invalid"``
+    (not a valid package) or ``"unavailable"`` (the registry cannot take it).
+    """
+
+    def __init__(self, message: str, reason: str = "invalid") -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+class LockfileError(MarketError):
+    """``gateway.lock`` is malformed, or what it pins is missing or altered on disk."""
+
+
+class InstallError(MarketError):
+    """An install, update or removal cannot be done; the previous state is untouched."""

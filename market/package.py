@@ -12,8 +12,10 @@ is read too) holding exactly, at its top level:
 
 Reading checks, in this order: the archive is safe (:mod:`market.archive`), it is
 signed by a key of the trust store and the signature matches, the manifest is
-canonical and valid, there is nothing but the expected members, and the payload's
-digest matches. Only then is a :class:`Package` returned; :func:`unpack` writes one.
+canonical and valid, there is nothing but the expected members, the payload's
+digest matches and, for a ``python`` package, the payload is a safe pure-Python wheel
+declaring the ``wasmgate.plugins`` entry point named like the package
+(:mod:`market.wheel`). Only then is a :class:`Package` returned; :func:`unpack` writes one.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -36,9 +39,11 @@ from market.errors import (
     UnsafeArchive,
     UnsignedPackage,
 )
+from market.files import write_atomically
 from market.manifest import PackageManifest as PackageManifest
 from market.manifest import load_json_object, parse_manifest, validate_manifest
 from market.signing import Signature, TrustStore, sign, verify
+from market.wheel import check_plugin_wheel
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
@@ -131,6 +136,8 @@ def pack(
     obj["payload"] = payload_path.name
     obj["payload_sha256"] = digest
     manifest = validate_manifest(obj, str(manifest_path))
+    if manifest.kind == "python":
+        check_plugin_wheel(payload, manifest.name, str(payload_path))
     manifest_bytes = manifest.canonical_bytes()
     members = [
         (MANIFEST, manifest_bytes),
@@ -140,20 +147,8 @@ def pack(
     if (src / README).is_file():
         members.append((README, (src / README).read_bytes()))
     out = Path(out) if out is not None else Path(default_name(manifest))
-    _write_atomically(out, write_archive(members))
+    write_atomically(out, write_archive(members))
     return out
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_package(path: Path, trust_store: TrustStore, limits: Limits = DEFAULT_LIMITS) -> Package:
@@ -184,6 +179,8 @@ def read_package(path: Path, trust_store: TrustStore, limits: Limits = DEFAULT_L
             f"{path}: payload {manifest.payload!r} has sha256 {digest}, but the signed "
             f"manifest says {manifest.payload_sha256}: the payload was altered"
         )
+    if manifest.kind == "python":
+        check_plugin_wheel(payload, manifest.name, f"{path}: {manifest.payload}")
     return Package(
         source=path,
         manifest=manifest,
@@ -196,8 +193,12 @@ def read_package(path: Path, trust_store: TrustStore, limits: Limits = DEFAULT_L
     )
 
 
-def unpack(package: Package, dest: Path) -> Path:
+def unpack(package: Package, dest: Path, extra: Callable[[Path], None] | None = None) -> Path:
     """Write ``package``'s files into the new directory ``dest``, all or nothing.
+
+    ``extra``, when given, is called with the temporary directory after the files
+    are written (to unpack a wheel beside them); what it writes is part of the same
+    all-or-nothing step.
 
     The files go to a temporary directory beside ``dest`` which is then renamed to
     ``dest`` (one atomic step on one file system); on any failure the temporary
@@ -219,6 +220,8 @@ def unpack(package: Package, dest: Path) -> Path:
                 f.write(content)
                 f.flush()
                 os.fsync(f.fileno())
+        if extra is not None:
+            extra(tmp)
         os.chmod(tmp, 0o755)
         os.replace(tmp, dest)
     except BaseException as exc:

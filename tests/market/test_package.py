@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 import os
 import stat
 import subprocess
 import sys
 import tarfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +53,7 @@ from market.signing import (
 )
 from plugin_sdk import Response
 from plugin_sdk.testing import make_request, make_wasm_filter, run_filter
+from tests.market.kit import members_of, tar_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "plugins" / "wasm"
@@ -107,27 +107,6 @@ def publisher(tmp_path: Path) -> Publisher:
 @pytest.fixture
 def package_file(tmp_path: Path, as_headers: Path, publisher: Publisher) -> Path:
     return pack(as_headers, publisher.key, tmp_path / "as-headers.wgpkg")
-
-
-def tar_bytes(entries: Sequence[tarfile.TarInfo | tuple[str, bytes]], *, gz: bool = True) -> bytes:
-    """A tar (gzip'd by default) of regular files ``(name, data)`` and raw headers."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        for entry in entries:
-            if isinstance(entry, tarfile.TarInfo):
-                tar.addfile(entry)
-            else:
-                name, data = entry
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-    return gzip.compress(buf.getvalue()) if gz else buf.getvalue()
-
-
-def members_of(path: Path) -> Members:
-    with tarfile.open(path) as tar:
-        files = [(m, tar.extractfile(m)) for m in tar.getmembers()]
-        return [(m.name, f.read()) for m, f in files if f is not None]
 
 
 def special(name: str, kind: bytes, linkname: str = "") -> tarfile.TarInfo:

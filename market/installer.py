@@ -1,0 +1,454 @@
+"""Installing, updating and removing plugins: all or nothing, one at a time.
+
+Every operation runs under an exclusive lock on ``PLUGIN_DIR/.lock`` (a second
+``wasmgate plugin install`` waits for the first) and in three steps:
+
+1. *Prepare*: resolve each requirement against the index (or take what the lockfile
+   pins), download the archive into the cache checking the index's size and sha256,
+   verify the package's signature against the trust store and its payload digest,
+   check a Python package's wheel, and unpack it into ``PLUGIN_DIR/NAME-VERSION``
+   through a temporary folder renamed into place (:func:`market.package.unpack`).
+   Folders that already hold the same verified package are reused.
+2. *Commit*: write the new ``gateway.lock`` by renaming a temporary file over it.
+   This one rename is the moment the change happens.
+3. *Clean up*: remove folders that no lock entry points at any more, and leftovers
+   of interrupted runs (``.*.partial``).
+
+An error or an interruption before step 2 leaves the lockfile as it was, and the
+gateway reads only what the lockfile pins, so the previous state is untouched; at
+worst a complete but unreferenced folder stays behind until the next run cleans it.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+import tomllib
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from market.client import Progress, Registry, open_registry
+from market.errors import InstallError, LockfileError, MarketError, RegistryError, UnknownSigner
+from market.files import exclusive
+from market.index import Index, IndexEntry
+from market.lockfile import (
+    DEFAULT_LOCKFILE,
+    DEFAULT_PLUGIN_DIR,
+    SITE,
+    LockedPlugin,
+    Lockfile,
+    folder_name,
+    read_lock,
+    verify_installed,
+    write_lock,
+)
+from market.package import Package, read_package, unpack
+from market.signing import TrustStore
+from market.version import Requirement, parse_requirement, pick
+
+MARKET_KEYS = ("registry", "trust", "plugin_dir", "lockfile")
+# What clean-up may remove from the plugin folder: installed packages no lock entry
+# points at, and the temporary folders of interrupted runs. Nothing else.
+_INSTALLED = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*-\d+\.\d+\.\d+[a-z0-9.]*$")
+_PARTIAL = re.compile(r"^\..+\.partial$")
+
+
+def wasmgate_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("wasmgate")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where a gateway's plugins, lockfile, trust store and registry are."""
+
+    lockfile: Path
+    plugin_dir: Path
+    trust_dir: Path
+    registry: str | None
+    home: Path
+    config: Path | None = None
+
+    @classmethod
+    def load(
+        cls,
+        config: Path | None,
+        home: Path,
+        registry: str | None = None,
+        trust: Path | None = None,
+    ) -> Workspace:
+        """Settings from ``[market]`` of ``config`` (when given or ./gateway.toml exists),
+        overridden by the flags; relative paths are relative to the config's folder."""
+        if config is None and Path("gateway.toml").is_file():
+            config = Path("gateway.toml")
+        table: dict[str, object] = {}
+        base = Path()
+        if config is not None:
+            base = config.parent
+            table = _market_table(config)
+        reg = registry if registry is not None else table.get("registry")
+        if isinstance(reg, str) and "://" not in reg:
+            reg = str(base / reg) if registry is None else reg
+        trust_dir = trust
+        if trust_dir is None:
+            trust_dir = base / str(table["trust"]) if "trust" in table else home / "trust"
+        return cls(
+            lockfile=base / str(table.get("lockfile", DEFAULT_LOCKFILE)),
+            plugin_dir=base / str(table.get("plugin_dir", DEFAULT_PLUGIN_DIR)),
+            trust_dir=trust_dir,
+            registry=reg if isinstance(reg, str) else None,
+            home=home,
+            config=config,
+        )
+
+    def open_registry(self, flag: str = "--registry") -> Registry:
+        if not self.registry:
+            where = f"[market] registry in {self.config}" if self.config else "[market] registry"
+            raise RegistryError(
+                f"no registry configured: set {where} or pass {flag} URL|DIR "
+                "(or the WASMGATE_REGISTRY environment variable)"
+            )
+        return open_registry(self.registry, self.home)
+
+    def trust_store(self) -> TrustStore:
+        return TrustStore.from_dir(self.trust_dir)
+
+
+def _market_table(config: Path) -> dict[str, object]:
+    try:
+        with open(config, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise InstallError(f"{config}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InstallError(f"{config}: not valid TOML: {exc}") from None
+    table = data.get("market", {})
+    if not isinstance(table, dict):
+        raise InstallError(f"{config}: market: expected a table")
+    for key, value in table.items():
+        if key not in MARKET_KEYS:
+            raise InstallError(
+                f"{config}: market.{key}: unknown field (fields: {', '.join(MARKET_KEYS)})"
+            )
+        if not isinstance(value, str) or not value:
+            raise InstallError(f"{config}: market.{key}: expected a non-empty string")
+    return table
+
+
+@dataclass(frozen=True)
+class Change:
+    """One line of an install's outcome."""
+
+    name: str
+    old: str | None
+    new: str | None
+    note: str = ""
+
+    def __str__(self) -> str:
+        if self.old is None and self.new is not None:
+            text = f"+ {self.name} {self.new}"
+        elif self.new is None and self.old is not None:
+            text = f"- {self.name} {self.old}"
+        elif self.old == self.new:
+            text = f"= {self.name} {self.new}"
+        else:
+            text = f"~ {self.name} {self.old} -> {self.new}"
+        return f"{text}  ({self.note})" if self.note else text
+
+
+@dataclass
+class Installer:
+    """Install, update and remove the plugins of one :class:`Workspace`."""
+
+    ws: Workspace
+    registry: Registry | None = None
+    progress: Callable[[str], Progress | None] = lambda label: None
+    say: Callable[[str], None] = lambda line: print(line, file=sys.stderr)
+    _index: Index | None = field(default=None, repr=False)
+
+    # ---------------------------------------------------------------- operations
+
+    def install(self, texts: Sequence[str], pre: bool = False) -> list[Change]:
+        """Install ``NAME[@CONSTRAINT]`` each; with none, what the lockfile pins."""
+        reqs = [parse_requirement(t) for t in texts]
+        with self._locked():
+            lock = read_lock(self.ws.lockfile)
+            if not reqs:
+                return self._sync(lock)
+            plugins = dict(lock.plugins)
+            changes = []
+            for req in reqs:
+                old = plugins.get(req.name)
+                if old is not None and req.allows(old.version, pre=True):
+                    pinned = self._ensure(req.name, old, old.constraint or req.constraint)
+                    if req.constraint and req.constraint != old.constraint:
+                        pinned = pinned.model_copy(update={"constraint": req.constraint})
+                    plugins[req.name] = pinned
+                    changes.append(Change(req.name, old.version, old.version, "already locked"))
+                    continue
+                entry = self._resolve(req, pre)
+                plugins[req.name] = self._fetch(entry, req.constraint, old)
+                changes.append(
+                    Change(req.name, old.version if old else None, entry.manifest.version)
+                )
+            self._commit(Lockfile(plugins=plugins))
+            return changes
+
+    def update(self, names: Sequence[str], pre: bool = False) -> list[Change]:
+        """Move each locked plugin (all with no names) to the highest version its
+        recorded constraint allows."""
+        with self._locked():
+            lock = read_lock(self.ws.lockfile)
+            unknown = [n for n in names if n not in lock.plugins]
+            if unknown:
+                raise InstallError(
+                    f"not installed: {', '.join(unknown)} (see `wasmgate plugin list`)"
+                )
+            plugins = dict(lock.plugins)
+            changes = []
+            for name in names or sorted(lock.plugins):
+                old = plugins[name]
+                req = parse_requirement(f"{name}@{old.constraint}" if old.constraint else name)
+                entry = self._resolve(req, pre)
+                if entry.manifest.version == old.version:
+                    plugins[name] = self._ensure(name, old, old.constraint)
+                    changes.append(Change(name, old.version, old.version, "up to date"))
+                    continue
+                plugins[name] = self._fetch(entry, old.constraint, old)
+                changes.append(Change(name, old.version, entry.manifest.version))
+            self._commit(Lockfile(plugins=plugins))
+            return changes
+
+    def remove(self, names: Sequence[str]) -> list[Change]:
+        with self._locked():
+            lock = read_lock(self.ws.lockfile)
+            missing = [n for n in names if n not in lock.plugins]
+            if missing:
+                raise InstallError(f"not installed: {', '.join(missing)}")
+            plugins = {k: v for k, v in lock.plugins.items() if k not in names}
+            self._commit(Lockfile(plugins=plugins))
+            return [Change(n, lock.plugins[n].version, None) for n in names]
+
+    # ---------------------------------------------------------------- steps
+
+    def _locked(self) -> AbstractContextManager[None]:
+        return exclusive(self.ws.plugin_dir / ".lock", "plugin install")
+
+    def _sync(self, lock: Lockfile) -> list[Change]:
+        if not lock.plugins:
+            self.say(f"nothing to install: {self.ws.lockfile} pins no plugins")
+            return []
+        changes = []
+        plugins = {}
+        for name, locked in sorted(lock.plugins.items()):
+            plugins[name] = self._ensure(name, locked, locked.constraint)
+            changes.append(Change(name, locked.version, locked.version, "as locked"))
+        self._commit(Lockfile(plugins=plugins))
+        return changes
+
+    def _index_now(self) -> Index:
+        if self._index is None:
+            if self.registry is None:
+                self.registry = self.ws.open_registry()
+            self._index = self.registry.fetch_index().index
+        return self._index
+
+    def _resolve(self, req: Requirement, pre: bool) -> IndexEntry:
+        index = self._index_now()
+        versions = index.packages.get(req.name)
+        if not versions:
+            from market.search import suggest_names
+
+            raise InstallError(
+                f"{req.name}: no such plugin in registry {self.registry_location()}"
+                f"{suggest_names(req.name, index)}"
+            )
+        chosen = pick(
+            req,
+            [(v, e.manifest.min_wasmgate) for v, e in versions.items()],
+            wasmgate_version(),
+            pre,
+        )
+        return versions[chosen]
+
+    def registry_location(self) -> str:
+        return self.registry.location if self.registry else str(self.ws.registry)
+
+    def _ensure(self, name: str, locked: LockedPlugin, constraint: str) -> LockedPlugin:
+        """``locked`` on disk: verified as it is, or fetched exactly as pinned."""
+        try:
+            verify_installed(self.ws.plugin_dir, name, locked, self.ws.lockfile)
+            return locked
+        except MarketError as exc:
+            if (self.ws.plugin_dir / folder_name(name, locked.version)).exists():
+                self.say(f"reinstalling {name} {locked.version}: {exc}")
+        index = self._index_now()
+        entry = index.entry(name, locked.version)
+        if entry is None:
+            raise InstallError(
+                f"{name} {locked.version} is pinned in {self.ws.lockfile} but registry "
+                f"{self.registry_location()} no longer lists it"
+            )
+        if entry.sha256 != locked.archive_sha256:
+            raise InstallError(
+                f"{name} {locked.version}: registry {self.registry_location()} lists an archive "
+                f"with sha256 {entry.sha256}, but {self.ws.lockfile} pins "
+                f"{locked.archive_sha256}; refusing a package that changed after it was locked"
+            )
+        return self._fetch(entry, constraint, locked)
+
+    def _fetch(self, entry: IndexEntry, constraint: str, old: LockedPlugin | None) -> LockedPlugin:
+        m = entry.manifest
+        label = f"{m.name} {m.version}"
+        assert self.registry is not None
+        archive = self.registry.fetch_archive(entry, self.progress(label))
+        try:
+            package = read_package(archive, self.ws.trust_store())
+        except UnknownSigner as exc:
+            raise InstallError(
+                f"{label} is signed by key {exc.key_id}, which your trust store "
+                f"({self.ws.trust_dir}) does not hold; refused. If you trust this publisher, "
+                f"add their key: `wasmgate plugin trust PUBFILE` with the file they give "
+                f"you, or `wasmgate plugin trust --from-registry {exc.key_id}`"
+            ) from None
+        except MarketError as exc:
+            reason = str(exc).replace(f"{archive}: ", "")
+            raise InstallError(
+                f"{label} from {self.registry_location()}: refused: {reason}"
+            ) from None
+        got = package.manifest
+        if (got.name, got.version) != (m.name, m.version) or package.archive_sha256 != entry.sha256:
+            raise InstallError(
+                f"{label}: the downloaded package is {got.name} {got.version}; "
+                "the registry's index and archive disagree; refused"
+            )
+        if old is not None and old.version == m.version and old.signer != package.signer:
+            raise InstallError(
+                f"{label}: signed by {package.signer}, but the lockfile pins signer {old.signer}"
+            )
+        if got.kind == "python":
+            self._check_python(package)
+        self._shadow_note(m.name)
+        self._place(package)
+        return LockedPlugin(
+            version=m.version,
+            kind=m.kind,
+            constraint=constraint,
+            signer=package.signer,
+            archive_sha256=package.archive_sha256,
+            payload_sha256=package.payload_sha256,
+            manifest_sha256=_sha(package.manifest_bytes),
+            registry=self.registry_location(),
+        )
+
+    def _check_python(self, package: Package) -> None:
+        from market.wheel import conflicting_modules, inspect_wheel, unmet_requirements
+
+        label = f"{package.manifest.name} {package.manifest.version}"
+        info = inspect_wheel(package.payload, f"{label}: {package.manifest.payload}")
+        unmet = unmet_requirements(info)
+        if unmet:
+            raise InstallError(
+                f"{label} needs what the gateway's Python environment lacks: "
+                + "; ".join(unmet)
+                + " (plugins get no dependency installs; add them to the environment first)"
+            )
+        site = (
+            self.ws.plugin_dir / folder_name(package.manifest.name, package.manifest.version) / SITE
+        )
+        clash = conflicting_modules(info, site)
+        if clash:
+            raise InstallError(
+                f"{label}: its module(s) {', '.join(clash)} are already importable in the "
+                "gateway's environment; one would shadow the other, so it is refused"
+            )
+
+    def _shadow_note(self, name: str) -> None:
+        if any(ep.name == name for ep in entry_points(group="wasmgate.plugins")):
+            self.say(
+                f"note: {name!r} is also a plugin of the gateway's environment; "
+                f"configs next to {self.ws.lockfile} now use the installed package"
+            )
+
+    def _place(self, package: Package) -> Path:
+        m = package.manifest
+        dest = self.ws.plugin_dir / folder_name(m.name, m.version)
+        if dest.exists():
+            try:
+                same = (dest / "manifest.json").read_bytes() == package.manifest_bytes
+                verify_installed(
+                    self.ws.plugin_dir,
+                    m.name,
+                    LockedPlugin(
+                        version=m.version,
+                        kind=m.kind,
+                        signer=package.signer,
+                        archive_sha256=package.archive_sha256,
+                        payload_sha256=package.payload_sha256,
+                        manifest_sha256=_sha(package.manifest_bytes),
+                    ),
+                    self.ws.lockfile,
+                )
+                if same:
+                    return dest
+            except (OSError, MarketError):
+                pass
+            self._discard(dest)
+        extra = None
+        if m.kind == "python":
+            from market.wheel import install_wheel
+
+            def extra(folder: Path) -> None:
+                install_wheel(package.payload, folder / SITE, f"{m.name} {m.version}")
+
+        return unpack(package, dest, extra)
+
+    def _discard(self, folder: Path) -> None:
+        trash = folder.with_name(f".{folder.name}.old.partial")
+        shutil.rmtree(trash, ignore_errors=True)
+        folder.rename(trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def _commit(self, lock: Lockfile) -> None:
+        self.ws.lockfile.parent.mkdir(parents=True, exist_ok=True)
+        write_lock(self.ws.lockfile, lock)
+        keep = {folder_name(n, p.version) for n, p in lock.plugins.items()}
+        try:
+            entries = list(self.ws.plugin_dir.iterdir())
+        except OSError:
+            return
+        for path in entries:
+            if path.name in keep or path.is_symlink() or not path.is_dir():
+                continue
+            ours = _INSTALLED.match(path.name) and (path / "manifest.json").is_file()
+            if ours or _PARTIAL.match(path.name):
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _sha(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def check_lock(ws: Workspace) -> list[str]:
+    """Problems with what the lockfile pins, as lines (empty when all verify)."""
+    try:
+        lock = read_lock(ws.lockfile)
+    except LockfileError as exc:
+        return [str(exc)]
+    problems = []
+    for name, locked in sorted(lock.plugins.items()):
+        try:
+            verify_installed(ws.plugin_dir, name, locked, ws.lockfile)
+        except MarketError as exc:
+            problems.append(str(exc))
+    return problems
