@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help install run test lint format typecheck check bench clean wasm
+.PHONY: help install run test lint format typecheck check bench clean wasm registry
 
 help:
 	@echo "make run        set up, start the demo upstreams and serve examples/gateway.toml"
@@ -14,6 +14,7 @@ help:
 	@echo "make bench      wasmgate vs nginx with wrk (installs nginx and wrk if missing)"
 	@echo "make install    create $(VENV) and install wasmgate editable with dev extras"
 	@echo "make wasm       build the example WASM filters in plugins/wasm (needs npm; installs ziglang)"
+	@echo "make registry   build the example plugin registry in examples/registry (what make run serves)"
 
 install: $(STAMP)
 
@@ -25,7 +26,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
-run: install
+run: install registry
 	$(PY) examples/demo.py
 
 test: install
@@ -48,9 +49,19 @@ bench: install
 	$(PY) bench/run.py
 
 # Skips filters whose build output is newer than their sources (see plugins/wasm/build.py).
+ZIGLANG := $(PY) -c 'import ziglang' 2>/dev/null || $(PY) -m pip install --quiet --disable-pip-version-check ziglang
+
 wasm: install
-	@$(PY) -c 'import ziglang' 2>/dev/null || $(PY) -m pip install --quiet --disable-pip-version-check ziglang
+	@$(ZIGLANG)
 	$(PY) plugins/wasm/build.py
+
+# The example plugin registry (examples/registry/build.py): the example WASM filters
+# and two built-in plugins, packed and signed; what `make run` serves on :8700.
+# A filter whose toolchain is missing (npm, zig) is left out with a warning, so that
+# `make run` works without them.
+registry: install
+	@$(ZIGLANG) || echo "warning: could not install ziglang; c-filter is left out"
+	$(PY) examples/registry/build.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from core import scaffold
 from core.chain import PluginRegistry, open_installed
-from core.config import load_config
+from core.config import GatewayConfig, load_config
 from core.errors import ConfigError, PluginError, ScaffoldError
 
 NEW_EXAMPLES = """\
@@ -102,12 +102,10 @@ def add_plugin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def _installed_rows(config: Path | None) -> list[dict[str, str]]:
-    if config is None:
-        if not Path("gateway.toml").is_file():
-            return []
+    if config is None and Path("gateway.toml").is_file():
         config = Path("gateway.toml")
-    cfg = load_config(config)
-    source = open_installed(cfg, config.parent)
+    cfg = load_config(config) if config is not None else GatewayConfig()
+    source = open_installed(cfg, config.parent if config is not None else Path())
     rows: list[dict[str, str]] = []
     for name in source.names() if source is not None else []:
         try:
@@ -144,6 +142,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"wasmgate: {exc}", file=sys.stderr)
         return 1
     rows = installed[:]
+    locked = {r["name"] for r in installed}
     for name in registry.names():
         try:
             cls = registry.load(name)
@@ -164,7 +163,8 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "kind": "python",
                 "source": "environment",
                 "class": f"{cls.__module__}.{cls.__qualname__}",
-                "summary": doc[0] if doc else "",
+                "summary": ("(shadowed by gateway.lock) " if name in locked else "")
+                + (doc[0] if doc else ""),
             }
         )
     if args.json:

@@ -14,10 +14,15 @@ Ports (flag, environment variable, default):
     --v1-port    WASMGATE_DEMO_V1_PORT     9001  demo service v1
     --v2-port    WASMGATE_DEMO_V2_PORT     9002  demo service v2
     --down-port  WASMGATE_DEMO_DOWN_PORT   9003  where nothing listens (502/503 demo)
+    --registry-port WASMGATE_DEMO_REGISTRY_PORT 8700  the example plugin registry
 
-When an upstream port differs from its default, the demo serves a copy of
-``examples/gateway.toml`` with the addresses replaced; the gateway port is passed
-with ``wasmgate run --listen``.
+It also serves the example plugin registry (``examples/registry/``, built by ``make
+registry``) over HTTP, as ``wasmgate market serve`` does, so that the ``wasmgate plugin
+search|info|install`` commands it prints work right away.
+
+When an upstream or registry port differs from its default, the demo serves a copy
+of ``examples/gateway.toml`` with the addresses replaced (and its market paths made
+absolute); the gateway port is passed with ``wasmgate run --listen``.
 """
 
 from __future__ import annotations
@@ -42,7 +47,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = Path("examples") / "gateway.toml"  # relative to ROOT, as shown to the user
 HOST = "127.0.0.1"
 # The upstream ports written in examples/gateway.toml.
-CONFIG_PORTS = {"v1": 9001, "v2": 9002, "down": 9003}
+CONFIG_PORTS = {"v1": 9001, "v2": 9002, "down": 9003, "registry": 8700}
+REGISTRY = ROOT / "examples" / "registry"
 DEMO_KEY = "demo-key-0123456789abcdef"  # the key of consumer "alice" in gateway.toml
 READY_TIMEOUT = 15.0  # seconds for the gateway to start accepting connections
 STOP_TIMEOUT = 40.0  # seconds for it to exit after SIGTERM (drain_timeout is 30)
@@ -122,9 +128,36 @@ def demo_config(ports: dict[str, int], workdir: Path) -> Path:
         lambda m: f"{HOST}:{by_port.get(m.group(1), m.group(1))}",
         text,
     )
+    examples = ROOT / "examples"
+    text = text.replace(
+        'trust = "registry/keys"',
+        f'trust = "{REGISTRY / "keys"}"\n'
+        f'lockfile = "{examples / "gateway.lock"}"\n'
+        f'plugin_dir = "{examples / "wasmgate_plugins"}"',
+    )
     path = workdir / "gateway.toml"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+async def start_registry(port: int) -> web.AppRunner | None:
+    """Serve examples/registry/ over HTTP, or say how to build it."""
+    if not (REGISTRY / "index.json").is_file():
+        print("note: no example registry; `make registry` builds it", flush=True)
+        return None
+    from market.server import make_app
+
+    print(f"serving the example plugin registry on {HOST}:{port} ...", flush=True)
+    runner = web.AppRunner(make_app(REGISTRY), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, HOST, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise PortError(
+            f"cannot listen on {HOST}:{port} for the registry: {exc.strerror}"
+        ) from None
+    return runner
 
 
 def wasmgate_command() -> list[str]:
@@ -175,7 +208,30 @@ async def stop_gateway(proc: asyncio.subprocess.Process) -> None:
 # ------------------------------------------------------------------ what to try
 
 
-def banner(port: int, down_port: int) -> str:
+def market_banner(registry_port: int) -> list[str]:
+    reg = f"http://{HOST}:{registry_port}"
+    wg = "../.venv/bin/wasmgate"
+    # gateway.toml names the default port; another one is passed on the command line.
+    flag = "" if registry_port == CONFIG_PORTS["registry"] else f" --registry {reg}"
+    cmds = [
+        (f"{wg} plugin search{flag}", "as-headers, c-filter, headers, ip-restriction"),
+        (f"{wg} plugin info as-headers{flag}", "versions, signer, digests, config schema, README"),
+        (f"{wg} plugin install as-headers{flag}", "+ as-headers 0.1.0, pinned in gateway.lock"),
+        (f"{wg} plugin list | grep locked", "as-headers  wasm  locked  0.1.0, signer ..."),
+        (f"{wg} plugin remove as-headers", "- as-headers 0.1.0"),
+    ]
+    width = max(len(c) for c, _ in cmds)
+    return [
+        f"  # The plugin market: the example registry is served on {reg}; from examples/",
+        "  # (cd examples), where gateway.toml's [market] names it and trusts its key:",
+        *(f"  {c.ljust(width)}  # {a}" for c, a in cmds),
+        '  # Then use it in examples/gateway.toml ([filters.x] plugin = "as-headers") and',
+        "  # restart `make run`: the gateway loads it from gateway.lock, offline.",
+        "",
+    ]
+
+
+def banner(port: int, down_port: int, registry_port: int | None = None) -> str:
     g = f"http://{HOST}:{port}"
     sections: list[tuple[str, list[tuple[str, str]]]] = [
         (
@@ -379,6 +435,8 @@ def banner(port: int, down_port: int) -> str:
         width = max(len(cmd) for cmd, _ in cmds)
         lines += [f"  {cmd.ljust(width)}  # {answer}" for cmd, answer in cmds]
         lines.append("")
+    if registry_port is not None:
+        lines += market_banner(registry_port)
     lines += [
         "The gateway's access log (one JSON line per request) follows below.",
         "Ctrl-C (or SIGTERM) stops the gateway, then the demo upstreams.",
@@ -401,6 +459,7 @@ async def run_demo(ports: dict[str, int]) -> int:
         "gateway": "--port N or WASMGATE_DEMO_PORT=N",
         "v1": "--v1-port N or WASMGATE_DEMO_V1_PORT=N",
         "v2": "--v2-port N or WASMGATE_DEMO_V2_PORT=N",
+        "registry": "--registry-port N or WASMGATE_DEMO_REGISTRY_PORT=N",
     }
     try:
         for name, hint in hints.items():
@@ -422,6 +481,9 @@ async def run_demo(ports: dict[str, int]) -> int:
         try:
             for version in ("v1", "v2"):
                 runners.append(await start_upstream(version, ports[version]))
+            registry = await start_registry(ports["registry"])
+            if registry is not None:
+                runners.append(registry)
             config = demo_config(ports, Path(tmp))
             args = ["run", "-c", str(config)]
             if ports["gateway"] != 8080:
@@ -435,7 +497,8 @@ async def run_demo(ports: dict[str, int]) -> int:
                     print(f"demo: the gateway exited with status {proc.returncode}", flush=True)
                 status = 1
             else:
-                print(banner(ports["gateway"], ports["down"]), flush=True)
+                registry_port = ports["registry"] if registry is not None else None
+                print(banner(ports["gateway"], ports["down"], registry_port), flush=True)
                 stopping = asyncio.ensure_future(stop.wait())
                 exited = asyncio.ensure_future(proc.wait())
                 await asyncio.wait({stopping, exited}, return_when=asyncio.FIRST_COMPLETED)
@@ -450,7 +513,7 @@ async def run_demo(ports: dict[str, int]) -> int:
             if proc is not None:
                 await stop_gateway(proc)
             if runners:
-                print("stopping the demo upstreams ...", flush=True)
+                print("stopping the demo upstreams and the registry ...", flush=True)
             for runner in runners:
                 await runner.cleanup()
     print("demo stopped", flush=True)
@@ -479,8 +542,20 @@ def parse_args(argv: Sequence[str] | None) -> dict[str, int]:
     port_option(
         "--down-port", "WASMGATE_DEMO_DOWN_PORT", CONFIG_PORTS["down"], "a port nothing listens on"
     )
+    port_option(
+        "--registry-port",
+        "WASMGATE_DEMO_REGISTRY_PORT",
+        CONFIG_PORTS["registry"],
+        "example plugin registry port",
+    )
     args = parser.parse_args(argv)
-    ports = {"gateway": args.port, "v1": args.v1_port, "v2": args.v2_port, "down": args.down_port}
+    ports = {
+        "gateway": args.port,
+        "v1": args.v1_port,
+        "v2": args.v2_port,
+        "down": args.down_port,
+        "registry": args.registry_port,
+    }
     for name, port in ports.items():
         if not 1 <= port <= 65535:
             parser.error(f"{name} port {port} is not in 1-65535")
