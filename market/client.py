@@ -22,6 +22,7 @@ synchronous); its errors become :class:`~market.errors.RegistryError`.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import tempfile
@@ -227,7 +228,10 @@ class HttpRegistry:
             with self._open(request) as response:
                 data = response.read(MAX_INDEX + 1)
                 etag = response.headers.get("ETag")
-        except urllib.error.HTTPError as exc:
+        except (OSError, http.client.HTTPException) as exc:
+            if not isinstance(exc, urllib.error.HTTPError):
+                failed = RegistryError(f"{self.location}/{INDEX}: download failed: {exc!r}")
+                return self._stale(cached, failed, allow_stale)
             if exc.code == 304 and cached is not None:
                 return Fetched(parse_index(cached, f"{self.location}/{INDEX} (cached)"))
             error = RegistryError(f"{self.location}/{INDEX}: HTTP {exc.code} {exc.reason}")
@@ -269,6 +273,8 @@ class HttpRegistry:
                 data: bytes = response.read(limit + 1)
         except urllib.error.HTTPError as exc:
             raise RegistryError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise RegistryError(f"{url}: download failed: {exc!r}") from None
         if len(data) > limit:
             raise RegistryError(f"{url}: larger than {limit} bytes")
         return data
@@ -283,8 +289,8 @@ class HttpRegistry:
                 return self._cache.put_stream(entry, response.read, url, progress)
         except urllib.error.HTTPError as exc:
             raise RegistryError(f"{url}: HTTP {exc.code} {exc.reason}") from None
-        except (TimeoutError, ConnectionError) as exc:
-            raise RegistryError(f"{url}: download failed: {exc}") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise RegistryError(f"{url}: download failed: {exc!r}") from None
 
     def publish(self, archive: Path, token: str | None = None) -> tuple[IndexEntry, bool]:
         try:

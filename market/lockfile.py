@@ -31,6 +31,7 @@ import csv
 import hashlib
 import io
 import json
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Literal
@@ -172,12 +173,21 @@ def verify_site(site: Path, wheel: Path, where: str) -> None:
                     expected[_site_path(row[0])] = row[1].removeprefix("sha256=")
     if not site.is_dir():
         raise LockfileError(f"{where}: {site} is missing; reinstall the plugin")
+    # Compiled caches are not in RECORD and Python would prefer a crafted one to the
+    # verified source, so they are removed: only the checked .py files run.
+    for cache in sorted(site.rglob("__pycache__")):
+        if cache.is_dir() and not cache.is_symlink():
+            try:
+                shutil.rmtree(cache)
+            except OSError as exc:
+                raise LockfileError(
+                    f"{where}: cannot remove {cache} ({exc.strerror}); compiled files "
+                    "are not verified, so the plugin is refused while they are there"
+                ) from None
     for path in sorted(site.rglob("*")):
         if path.is_dir() and not path.is_symlink():
             continue
         rel = path.relative_to(site).as_posix()
-        if "__pycache__/" in f"/{rel}" and rel.endswith(".pyc"):
-            continue  # written by the interpreter itself
         if path.is_symlink() or not path.is_file():
             raise LockfileError(f"{where}: {path} is not a plain file; reinstall the plugin")
         want = expected.get(rel)

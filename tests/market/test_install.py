@@ -571,3 +571,22 @@ def test_remove_unpins_and_deletes(
     assert state(site_dir) == (b'{\n "lock_version": 1,\n "plugins": {}\n}\n', [])
     with pytest.raises(InstallError, match="not installed: tagger"):
         inst.remove(["tagger"])
+
+
+def test_compiled_caches_in_a_python_plugin_are_removed_before_it_loads(
+    tmp_path: Path, registry: RegistryDir, publisher: Publisher, home: Path, site_dir: Path
+) -> None:
+    # A .pyc is not in the wheel's RECORD, and Python would run a crafted one instead
+    # of the verified source; the gateway deletes them so only checked code runs.
+    registry.publish(make_python_package(tmp_path, publisher, "py-tag", "2.0.0"))
+    installer(site_dir, home, registry.root).install(["py-tag"])
+    package = site_dir / "wasmgate_plugins" / "py-tag-2.0.0" / "site" / "wgtest_py_tag"
+    cache = package / "__pycache__"
+    cache.mkdir(exist_ok=True)
+    (cache / "__init__.cpython-311.pyc").write_bytes(b"crafted")
+    config = site_dir / "gateway.toml"
+    config.write_text(
+        GATEWAY.format(up=1, port=free_port()).replace('plugin = "tagger"', 'plugin = "py-tag"')
+    )
+    Snapshot(load_config(config), str(config)).close()
+    assert not (cache / "__init__.cpython-311.pyc").exists()
