@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help install run test lint format typecheck check bench clean wasm registry
+.PHONY: help install run test lint format typecheck check bench clean wasm registry demo-canary
 
 help:
 	@echo "make run        set up, start the demo upstreams and serve examples/gateway.toml"
@@ -14,6 +14,7 @@ help:
 	@echo "make bench      wasmgate vs nginx with wrk (installs nginx and wrk if missing)"
 	@echo "make install    create $(VENV) and install wasmgate editable with dev extras"
 	@echo "make wasm       build the example WASM filters in plugins/wasm (needs npm; installs ziglang)"
+	@echo "make demo-canary  the NGINX Ingress canary walkthrough from manifests (VARIANT=weight)"
 	@echo "make registry   build the example plugin registry in examples/registry (what make run serves)"
 
 install: $(STAMP)
@@ -54,6 +55,11 @@ ZIGLANG := $(PY) -c 'import ziglang' 2>/dev/null || $(PY) -m pip install --quiet
 wasm: install
 	@$(ZIGLANG)
 	$(PY) plugins/wasm/build.py
+
+# The canary walkthrough served from unchanged NGINX Ingress manifests
+# (examples/ingress-canary/); VARIANT=weight for the weight-based canary.
+demo-canary: install
+	$(PY) examples/ingress-canary/demo.py --variant $(or $(VARIANT),header)
 
 # The example plugin registry (examples/registry/build.py): the example WASM filters
 # and two built-in plugins, packed and signed; what `make run` serves on :8700.

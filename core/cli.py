@@ -19,11 +19,16 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
+from pathlib import Path
 
-from core.config import GatewayConfig, load_config, parse_config
+from pydantic import ValidationError
+
+from core.config import GatewayConfig, Server, load_config
 from core.errors import ConfigError
 from core.gateway import Gateway, Snapshot
+from core.ingress import cli as ingress_cli
 from core.plugin_cli import add_plugin_commands
+from core.reload import Reloader
 
 log = logging.getLogger("wasmgate")
 
@@ -61,14 +66,25 @@ def _new_loop(kind: str) -> asyncio.AbstractEventLoop:
 def _load(path: str, *, listen: list[str] | None = None) -> Snapshot:
     """Load, validate and compile a configuration (chains included), or exit 1."""
     try:
-        cfg = load_config(path)
-        if listen:
-            cfg = parse_config({**cfg.model_dump(), "server": {
-                **cfg.server.model_dump(), "listen": listen}}, path)  # fmt: skip
-        return Snapshot(cfg, path)
+        return build_snapshot(path, listen=listen)
     except ConfigError as exc:
         print(f"wasmgate: invalid configuration\n{exc}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def build_snapshot(path: str, *, listen: list[str] | None = None) -> Snapshot:
+    """Load, validate and compile a configuration; raises ConfigError."""
+    cfg = load_config(path)
+    if listen:
+        try:
+            server = Server.model_validate({**cfg.server.model_dump(), "listen": listen})
+        except ValidationError as exc:
+            problems = [f"--listen: {e['msg']}" for e in exc.errors(include_url=False)]
+            raise ConfigError(path, problems) from None
+        cfg = cfg.model_copy(update={"server": server})
+    for warning in cfg.warnings:
+        log.warning("%s", warning)
+    return Snapshot(cfg, path)
 
 
 # ---------------------------------------------------------------------- check
@@ -138,7 +154,13 @@ def explain(snap: Snapshot) -> None:
         print(f"  response phase: {' -> '.join(responses) or '-'}")
 
 
-async def _serve(snap: Snapshot, *, reuse_port: bool, banner: bool) -> None:
+async def _serve(
+    snap: Snapshot,
+    *,
+    reuse_port: bool,
+    banner: bool,
+    rebuild: Callable[[], Snapshot] | None = None,
+) -> None:
     loop = asyncio.get_running_loop()
     cfg = snap.config
     gateway = Gateway(snap, loop)
@@ -157,22 +179,39 @@ async def _serve(snap: Snapshot, *, reuse_port: bool, banner: bool) -> None:
             len(cfg.routes),
             len(cfg.upstreams),
         )
+    watcher = None
+    if rebuild is not None:
+        reloader = Reloader(gateway, Path(snap.source), rebuild)
+        watcher = loop.create_task(reloader.watch(stop))
     await stop.wait()
+    if watcher is not None:
+        watcher.cancel()
     log.info("draining (up to %.0fs)", cfg.server.limits.drain_timeout)
     await gateway.drain()
     log.info("stopped")
 
 
-def _run_worker(snap: Snapshot, loop_kind: str, *, reuse_port: bool) -> None:
+def _run_worker(
+    snap: Snapshot,
+    loop_kind: str,
+    *,
+    reuse_port: bool,
+    rebuild: Callable[[], Snapshot] | None = None,
+) -> None:
     loop = _new_loop(loop_kind)
     asyncio.set_event_loop(loop)
     try:
-        loop.run_until_complete(_serve(snap, reuse_port=reuse_port, banner=True))
+        loop.run_until_complete(_serve(snap, reuse_port=reuse_port, banner=True, rebuild=rebuild))
     finally:
         loop.close()
 
 
-def _supervise(snap: Snapshot, loop_kind: str, workers: int) -> int:
+def _supervise(
+    snap: Snapshot,
+    loop_kind: str,
+    workers: int,
+    rebuild: Callable[[], Snapshot] | None = None,
+) -> int:
     """Fork ``workers`` processes on one port (SO_REUSEPORT); restart any that dies."""
     children: dict[int, int] = {}
     stopping = False
@@ -182,9 +221,10 @@ def _supervise(snap: Snapshot, loop_kind: str, workers: int) -> int:
         if pid == 0:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGHUP, signal.SIG_DFL)
             code = 0
             try:
-                _run_worker(snap, loop_kind, reuse_port=True)
+                _run_worker(snap, loop_kind, reuse_port=True, rebuild=rebuild)
             except SystemExit as exc:
                 print(exc, file=sys.stderr)
                 code = 1
@@ -199,8 +239,14 @@ def _supervise(snap: Snapshot, loop_kind: str, workers: int) -> int:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
+    def reload_all(signum: int, _frame: object) -> None:
+        for pid in children:  # each worker reloads itself
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, reload_all)
     for slot in range(workers):
         spawn(slot)
     log.info("supervisor %d started %d workers", os.getpid(), workers)
@@ -239,10 +285,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     assert isinstance(workers, int)
     if workers < 1:
         raise SystemExit("wasmgate: --workers must be >= 1")
+
+    def rebuild() -> Snapshot:
+        return build_snapshot(args.config, listen=args.listen)
+
     if workers == 1:
-        _run_worker(snap, args.loop, reuse_port=False)
+        _run_worker(snap, args.loop, reuse_port=False, rebuild=rebuild)
         return 0
-    return _supervise(snap, args.loop, workers)
+    return _supervise(snap, args.loop, workers, rebuild)
 
 
 # ---------------------------------------------------------------------- main
@@ -314,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check)
 
     add_plugin_commands(sub)
+    ingress_cli.register(sub)
     for ep in entry_points(group="wasmgate.commands"):
         register: Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None] = ep.load()
         register(sub)

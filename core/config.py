@@ -22,7 +22,9 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -154,7 +156,10 @@ class Health(Model):
 
 class Upstream(Model):
     name: str = Field(description="Name routes refer to.")
-    endpoints: list[Endpoint] = Field(min_length=1, description="Servers, 'host:port' or tables.")
+    endpoints: list[Endpoint] = Field(
+        description="Servers, 'host:port' or tables; none: requests get 503 (as for a "
+        "Kubernetes Service without ready endpoints)."
+    )
     balance: Literal["round_robin", "least_request", "random", "consistent_hash"] = Field(
         "round_robin", description="Load-balancing policy."
     )
@@ -171,6 +176,30 @@ class Upstream(Model):
     preserve_host: bool = Field(True, description="Send the client's Host upstream.")
     host_header: str | None = Field(None, description="Host to send when not preserving.")
     health: Health = Field(default_factory=lambda: Health(), description="Passive health checking.")
+    tls: bool = Field(False, description="Connect to the endpoints over TLS.")
+    tls_verify: bool = Field(
+        True, description="Verify the upstream's certificate chain and name; off only for testing."
+    )
+    tls_ca: str | None = Field(
+        None,
+        description="PEM CA bundle to verify with (relative to this file); "
+        "default: the system's trust store.",
+    )
+    tls_sni: str | None = Field(
+        None,
+        description="Server name to send and to verify; default: the endpoint's host, "
+        "or host_header's when set.",
+    )
+
+    @field_validator("tls_verify", "tls_ca", "tls_sni")
+    @classmethod
+    def _needs_tls(cls, value: Any, info: ValidationInfo) -> Any:
+        # A TLS setting on a plain-text pool is a forgotten `tls = true`, not something
+        # to ignore. The default itself is let through (a dumped config is reloaded).
+        default = cls.model_fields[str(info.field_name)].default
+        if value != default and not info.data.get("tls", True):
+            raise ValueError("needs tls = true")
+        return value
 
     @field_validator("endpoints", mode="before")
     @classmethod
@@ -297,6 +326,12 @@ class Route(Model):
     timeout: float | None = Field(
         None, gt=0, description="Bound on the whole exchange up to the response head."
     )
+    max_body_bytes: int | None = Field(
+        None,
+        ge=0,
+        description="Request body bound for this route; default: server.limits.max_body_bytes; "
+        "0 = no bound.",
+    )
 
     @field_validator("paths", mode="before")
     @classmethod
@@ -329,6 +364,76 @@ class DefaultRoute(Model):
     filters: list[FilterRef] = Field(default_factory=list, description="As for routes.")
     disable_filters: list[str] = Field(default_factory=list, description="As for routes.")
     timeout: float | None = Field(None, gt=0, description="As for routes.")
+    max_body_bytes: int | None = Field(None, ge=0, description="As for routes.")
+
+
+class Certificate(Model):
+    """``[[certificates]]``: a certificate and key for HTTPS, chosen by SNI host name."""
+
+    hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names it serves, exact or '*.example.com'; empty: the default one.",
+    )
+    cert: str | None = Field(
+        None, description="PEM certificate chain file (relative to this file)."
+    )
+    key: str | None = Field(None, description="PEM private key file (relative to this file).")
+    cert_pem: str | None = Field(
+        None, description="The chain itself, inline (what an Ingress's TLS Secret gives)."
+    )
+    key_pem: str | None = Field(None, description="The key itself, inline.")
+    secret: str | None = Field(None, description="Kubernetes Secret it came from (namespace/name).")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Certificate:
+        files = self.cert is not None or self.key is not None
+        inline = self.cert_pem is not None or self.key_pem is not None
+        if files == inline:
+            raise ValueError("give cert and key (files) or cert_pem and key_pem (inline)")
+        if files and (self.cert is None or self.key is None):
+            raise ValueError("give both cert and key")
+        if inline and (self.cert_pem is None or self.key_pem is None):
+            raise ValueError("give both cert_pem and key_pem")
+        return self
+
+
+class TlsFiles(Model):
+    cert: str = Field(description="PEM certificate chain file (relative to gateway.toml).")
+    key: str = Field(description="PEM private key file (relative to gateway.toml).")
+
+
+class Kubernetes(Model):
+    """``[kubernetes]``: Ingress manifests read as part of this configuration."""
+
+    manifests: list[str] = Field(
+        min_length=1,
+        description="YAML/JSON manifest files or folders (relative to this file) with "
+        "Ingress, IngressClass, Service, Endpoints, EndpointSlice and TLS Secret objects.",
+    )
+    ingress_class: str = Field(
+        "wasmgate",
+        min_length=1,
+        description="The IngressClass this gateway serves; other Ingresses are ignored.",
+    )
+    services: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Endpoints per service, overriding Endpoints objects: "
+        '"namespace/name" or "namespace/name:port" = ["host:port", ...].',
+    )
+    tls_secrets: dict[str, TlsFiles] = Field(
+        default_factory=dict,
+        description='Certificate files per TLS secret: "namespace/name" = { cert, key }.',
+    )
+
+    @field_validator("services")
+    @classmethod
+    def _services(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for key, addresses in value.items():
+            if "/" not in key:
+                raise ValueError(f"{key!r}: write the service as 'namespace/name'")
+            for address in addresses:
+                parse_address(address)
+        return value
 
 
 class MarketSettings(Model):
@@ -353,6 +458,21 @@ class MarketSettings(Model):
 
 
 class GatewayConfig(Model):
+    # Set by parse_config: load-time warnings (e.g. unsupported Ingress annotations)
+    # and the files read besides the config itself (manifests).
+    _warnings: list[str] = PrivateAttr(default_factory=list)
+    _sources: list[Path] = PrivateAttr(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        """What loading noticed but did not refuse, one line each."""
+        return self._warnings
+
+    @property
+    def sources(self) -> list[Path]:
+        """Files besides the config file that this configuration was read from."""
+        return self._sources
+
     server: Server = Field(default_factory=lambda: Server(), description="Listeners and limits.")
     upstreams: list[Upstream] = Field(default_factory=list, description="Named upstream pools.")
     routes: list[Route] = Field(default_factory=list, description="Routes.")
@@ -364,6 +484,12 @@ class GatewayConfig(Model):
     )
     global_filters: list[str] = Field(
         default_factory=list, description="Filters every route runs first, in order."
+    )
+    certificates: list[Certificate] = Field(
+        default_factory=list, description="Certificates for HTTPS listeners, by SNI host."
+    )
+    kubernetes: Kubernetes | None = Field(
+        None, description="Ingress manifests translated into routes at every load."
     )
     market: MarketSettings = Field(
         default_factory=lambda: MarketSettings(),
@@ -499,15 +625,43 @@ def _cross_problems(cfg: GatewayConfig) -> list[str]:
 
 
 def parse_config(data: dict[str, Any], source: str = "<config>") -> GatewayConfig:
-    """Validate an already-parsed TOML document; raises :class:`ConfigError`."""
+    """Validate an already-parsed TOML document; raises :class:`ConfigError`.
+
+    With a ``[kubernetes]`` table, the Ingresses of its manifests are translated and
+    added first (:mod:`core.ingress.source`), then everything is validated together.
+    """
+    warnings: list[str] = []
+    files: list[Path] = []
+    origins: dict[str, str] = {}
+    if isinstance(data.get("kubernetes"), dict):
+        try:
+            table = Kubernetes.model_validate(data["kubernetes"])
+        except ValidationError as exc:
+            problems = _pydantic_problems(exc)
+            raise ConfigError(source, [f"kubernetes.{p}" for p in problems]) from None
+        from core.ingress.source import expand  # reads YAML: only when used
+
+        expanded = expand(data, table.model_dump(), source)
+        data, warnings, files = expanded.data, expanded.warnings, expanded.files
+        origins = expanded.origins
     try:
         cfg = GatewayConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, _pydantic_problems(exc)) from None
+        raise ConfigError(source, _with_origins(_pydantic_problems(exc), origins)) from None
     problems = _cross_problems(cfg)
     if problems:
-        raise ConfigError(source, problems)
+        raise ConfigError(source, _with_origins(problems, origins))
+    cfg._warnings.extend(warnings)
+    cfg._sources.extend(files)
     return cfg
+
+
+def _with_origins(problems: list[str], origins: dict[str, str]) -> list[str]:
+    if not origins:
+        return problems
+    from core.ingress.source import annotate
+
+    return annotate(problems, origins)
 
 
 def load_config(path: str | Path) -> GatewayConfig:

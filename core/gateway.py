@@ -23,7 +23,7 @@ from core.config import GatewayConfig, parse_address
 from core.errors import UpstreamError
 from core.http1 import ClientConnection
 from core.router import Router
-from core.upstream import UpstreamPool
+from core.upstream import build_pools
 from plugin_sdk.chain import FilterInstance
 
 if TYPE_CHECKING:
@@ -44,10 +44,27 @@ class Snapshot:
     ) -> None:
         self.config = config
         self.source = source
+        # Pools first: they open nothing until used, so a refusal leaves nothing to close.
+        self.pools = build_pools(config.upstreams, source)
         self.chains = compile_chains(config, registry or PluginRegistry(), source)
         self.router = Router(config, self.chains)
-        self.pools = {u.name: UpstreamPool(u) for u in config.upstreams}
         self.trusted_hops = config.server.trusted_hops
+        # Exchanges running on this snapshot; a retired one closes when the last ends.
+        self.active = 0
+        self.retired = False
+        self._closed = False
+
+    def release(self) -> None:
+        """An exchange that ran on this snapshot has ended."""
+        self.active -= 1
+        if self.retired and self.active == 0:
+            self.close()
+
+    def retire(self) -> None:
+        """A newer snapshot serves new requests; close once in-flight ones are done."""
+        self.retired = True
+        if self.active == 0:
+            self.close()
 
     def filters(self) -> list[FilterInstance]:
         """Every filter instance of the snapshot, once each."""
@@ -109,6 +126,9 @@ class Snapshot:
 
     def close(self) -> None:
         """Retire the snapshot: idle upstream connections, then each filter's close()."""
+        if self._closed:
+            return
+        self._closed = True
         for pool in self.pools.values():
             pool.close()
         for inst in self.filters():
@@ -134,6 +154,7 @@ class Gateway:
         self._date = b""
         self._date_at = 0
         self._flusher: asyncio.TimerHandle | None = None
+        self.address = ""
 
     # -- lifecycle
 
@@ -153,9 +174,17 @@ class Gateway:
                 if sock.family in (socket.AF_INET, socket.AF_INET6):
                     addr = sock.getsockname()
                     self.sockets.append((str(addr[0]), int(addr[1])))
-        first = f"{self.sockets[0][0]}:{self.sockets[0][1]}" if self.sockets else ""
-        self.snapshot.bind(first)
+        self.address = f"{self.sockets[0][0]}:{self.sockets[0][1]}" if self.sockets else ""
+        self.snapshot.bind(self.address)
         self._schedule_flush()
+
+    def swap(self, snapshot: Snapshot) -> None:
+        """Serve new requests from ``snapshot``; requests in flight finish on the old
+        one, which closes when the last of them ends. Listeners and connections stay."""
+        old = self.snapshot
+        snapshot.bind(self.address)
+        self.snapshot = snapshot
+        old.retire()
 
     async def drain(self, timeout: float | None = None) -> None:
         """Stop accepting, let in-flight requests finish (up to ``timeout``), close."""
@@ -214,7 +243,8 @@ class Gateway:
             bytes_out=ex.bytes_out,
             duration=ex.duration,
             route=route.name if route else None,
-            upstream=route.upstream if route else None,
+            # The pool the request went to: a filter (canary) may have picked another.
+            upstream=ex.pool.name if ex.pool else (route.upstream if route else None),
             endpoint=ex.endpoint.address if ex.endpoint else None,
             reason=ex.reason,
         )

@@ -138,6 +138,7 @@ class ClientConnection(asyncio.Protocol):
         self.loop = gateway.loop
         self.scheme = scheme
         self.limits = gateway.snapshot.config.server.limits
+        self.max_body_bytes = gateway.snapshot.router.max_body_bytes  # before routing
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.peer = ("", 0)
@@ -308,7 +309,8 @@ class ClientConnection(asyncio.Protocol):
         req.orig_host = req.host
         if not parser.should_upgrade():
             req.upgrade = None
-        limit = self.limits.max_body_bytes
+        # The largest bound of any route; the exchange applies its route's own.
+        limit = self.max_body_bytes
         if limit and req.content_length is not None and req.content_length > limit:
             raise Reject(413, "request body too large")
         exchange = Exchange(self, req)

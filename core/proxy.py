@@ -58,6 +58,7 @@ class Exchange:
         "_body_buffer",
         "_body_buffered",
         "_body_done",
+        "_body_limit",
         "_body_sent",
         "_buffer_limit",
         "_client_gone",
@@ -113,6 +114,7 @@ class Exchange:
         self._body_buffer: list[bytes] = []
         self._body_buffered = 0
         self._body_done = not req.has_body
+        self._body_limit = client.max_body_bytes  # the route's own once it is known
         self._body_sent = False
         self._client_gone = False
         self._abandoned = False
@@ -136,6 +138,16 @@ class Exchange:
     # ------------------------------------------------------------------ the task
 
     async def run(self) -> None:
+        # The snapshot current when the request starts serves it to the end, even if a
+        # reload swaps in a newer one meanwhile.
+        snap = self.snapshot = self.client.gateway.snapshot
+        snap.active += 1
+        try:
+            await self._run()
+        finally:
+            snap.release()
+
+    async def _run(self) -> None:
         try:
             await self._proxy()
         except ClientGone:
@@ -169,6 +181,11 @@ class Exchange:
             await self._local(404, "no route")
             return
         self.route = route
+        limit = self._body_limit = route.max_body_bytes
+        if limit and (self.bytes_in > limit or (req.content_length or 0) > limit):
+            if not self._abandoned:  # else the 413 is out already
+                self._request_too_large()
+            return
         if req.expect_continue and not self._body_done:
             self.client.write(_CONTINUE)
         upstream = route.upstream
@@ -350,7 +367,7 @@ class Exchange:
         if self._abandoned or self._client_gone:
             return
         self.bytes_in += len(data)
-        limit = self.client.limits.max_body_bytes
+        limit = self._body_limit
         if limit and self.bytes_in > limit:
             self._request_too_large()
             return

@@ -48,6 +48,7 @@ class RouteTarget:
     chain: Chain | None
     timeout: float | None
     config: Route | DefaultRoute | None = None
+    max_body_bytes: int = 0  # the route's own bound, else the server's; 0 = none
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,9 +169,15 @@ class Router:
         self._any_host: _Group | None = None
         self.default: RouteTarget | None = None
         self.routes: list[RouteTarget] = []
+        server_body = config.server.limits.max_body_bytes
         for order, route in enumerate(config.routes):
             target = RouteTarget(
-                route.name, route.upstream, chains.get(route.name), route.timeout, route
+                route.name,
+                route.upstream,
+                chains.get(route.name),
+                route.timeout,
+                route,
+                server_body if route.max_body_bytes is None else route.max_body_bytes,
             )
             self.routes.append(target)
             entry = _Entry(
@@ -188,7 +195,15 @@ class Router:
         if config.default is not None:
             d = config.default
             chain = chains.get("default")
-            self.default = RouteTarget("default", d.upstream, chain, d.timeout, d)
+            body = server_body if d.max_body_bytes is None else d.max_body_bytes
+            self.default = RouteTarget("default", d.upstream, chain, d.timeout, d, body)
+        # The bound a body is held to before its route is known: the largest any route
+        # (or the server) allows, 0 when one has none. Without per-route bounds it is
+        # the server's.
+        bounds = [server_body, *(t.max_body_bytes for t in self.routes)]
+        if self.default is not None:
+            bounds.append(self.default.max_body_bytes)
+        self.max_body_bytes = 0 if 0 in bounds else max(bounds)
 
     def _any_group(self) -> _Group:
         if self._any_host is None:

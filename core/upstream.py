@@ -7,8 +7,12 @@ await), else a new one. Each :class:`UpstreamConnection` is an asyncio protocol 
 parses the upstream's responses with llhttp (httptools) and hands the pieces to
 whichever exchange is using it (:class:`ResponseListener`).
 
-Library errors (``OSError``, ``TimeoutError``, httptools' parser errors) are turned
-into the :mod:`core.errors` tree here and nowhere else.
+A pool with ``tls = true`` holds one client :class:`ssl.SSLContext`, built with the
+pool (a CA bundle that cannot be loaded is a :class:`ConfigError`); every connection
+it opens is TLS, and a failed handshake is a connect error, never a plain-text retry.
+
+Library errors (``OSError``, ``ssl.SSLError``, ``TimeoutError``, httptools' parser
+errors) are turned into the :mod:`core.errors` tree here and nowhere else.
 """
 
 from __future__ import annotations
@@ -18,13 +22,18 @@ import bisect
 import contextlib
 import hashlib
 import random
+import re
+import ssl
 import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol, cast
 
 import httptools
 
 from core.config import Upstream, parse_address
 from core.errors import (
+    ConfigError,
     NoHealthyUpstream,
     UpstreamConnectError,
     UpstreamError,
@@ -302,9 +311,12 @@ class UpstreamPool:
 
     RING_POINTS = 160  # virtual nodes per unit of weight for consistent hashing
 
-    def __init__(self, cfg: Upstream) -> None:
+    def __init__(self, cfg: Upstream, base_dir: Path = Path()) -> None:
+        """Raises OSError (``ssl.SSLError`` included) for a ``tls_ca`` it cannot load."""
         self.cfg = cfg
         self.name = cfg.name
+        self.tls = tls_context(cfg, base_dir)
+        self.sni = tls_server_name(cfg)  # None: each endpoint's host
         self.endpoints = [EndpointState(e.address, e.weight, cfg.keepalive) for e in cfg.endpoints]
         self.per_try_timeout = cfg.per_try_timeout or cfg.read_timeout
         self._rr_order = _smooth_weighted_order([e.weight for e in self.endpoints])
@@ -337,11 +349,11 @@ class UpstreamPool:
         """An endpoint for the next try; raises NoHealthyUpstream."""
         now = time.monotonic()
         eps = self.endpoints
-        if len(eps) == 1:
-            ep = eps[0]
-            if ep.healthy(now):
-                return ep
-            raise NoHealthyUpstream(f"no healthy endpoint in upstream '{self.name}'")
+        if len(eps) <= 1:
+            if eps and eps[0].healthy(now):
+                return eps[0]
+            what = "healthy endpoint" if eps else "endpoint"
+            raise NoHealthyUpstream(f"no {what} in upstream '{self.name}'")
         balance = self.cfg.balance
         if balance == "round_robin":
             order = self._rr_order
@@ -408,13 +420,22 @@ class UpstreamPool:
 
     async def connect(self, ep: EndpointState) -> UpstreamConnection:
         loop = asyncio.get_running_loop()
+        tls = self.tls
         try:
-            async with asyncio.timeout(self.cfg.connect_timeout):
+            async with asyncio.timeout(self.cfg.connect_timeout):  # the handshake included
                 _, proto = await loop.create_connection(
-                    lambda: UpstreamConnection(ep), ep.host, ep.port
+                    lambda: UpstreamConnection(ep),
+                    ep.host,
+                    ep.port,
+                    ssl=tls,
+                    server_hostname=(self.sni or ep.host) if tls is not None else None,
                 )
         except TimeoutError:
             raise UpstreamTimeout(f"connect to {ep.address} timed out") from None
+        except ssl.SSLError as exc:
+            raise UpstreamConnectError(
+                f"TLS handshake with {ep.address} failed: {_ssl_reason(exc)}"
+            ) from None
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
             raise UpstreamConnectError(f"connect to {ep.address} failed: {reason}") from None
@@ -434,6 +455,64 @@ class UpstreamPool:
         for ep in self.endpoints:
             while ep.idle:
                 ep.idle.pop().close()
+
+
+def build_pools(upstreams: Sequence[Upstream], source: str) -> dict[str, UpstreamPool]:
+    """One pool per ``[[upstreams]]`` table; raises ConfigError naming ``tls_ca``."""
+    base_dir = Path(source).parent if source and not source.startswith("<") else Path()
+    pools: dict[str, UpstreamPool] = {}
+    problems: list[str] = []
+    for i, cfg in enumerate(upstreams):
+        try:
+            pools[cfg.name] = UpstreamPool(cfg, base_dir)
+        except OSError as exc:
+            if isinstance(exc, ssl.SSLError):
+                reason = f"not a PEM CA bundle ({_ssl_reason(exc)})"
+            else:
+                reason = exc.strerror or type(exc).__name__
+            path = base_dir / (cfg.tls_ca or "")
+            problems.append(f"upstreams[{i}].tls_ca: cannot load {str(path)!r}: {reason}")
+    if problems:
+        raise ConfigError(source, problems)
+    return pools
+
+
+def tls_context(cfg: Upstream, base_dir: Path) -> ssl.SSLContext | None:
+    """The client context of a ``tls = true`` pool (None for plain text)."""
+    if not cfg.tls:
+        return None
+    cafile = base_dir / cfg.tls_ca if cfg.tls_ca is not None else None
+    ctx = ssl.create_default_context(cafile=cafile)  # no cafile: the system's store
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_alpn_protocols(["http/1.1"])
+    if not cfg.tls_verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def tls_server_name(cfg: Upstream) -> str | None:
+    """The SNI name (and the name verified): ``tls_sni``, else host_header's host."""
+    if cfg.tls_sni is not None:
+        return cfg.tls_sni
+    if cfg.host_header:
+        try:
+            return parse_address(cfg.host_header, default_port=0)[0]
+        except ValueError:
+            return cfg.host_header
+    return None
+
+
+_SSL_NOISE = re.compile(r"^\[[^\]]*\]\s*|\s*\(_ssl\.c:\d+\)$")
+
+
+def _ssl_reason(exc: ssl.SSLError) -> str:
+    """``certificate verify failed: Hostname mismatch, ...`` rather than OpenSSL's
+    ``[SSL: CERTIFICATE_VERIFY_FAILED] ... (_ssl.c:1006)``."""
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+        return f"certificate verify failed: {exc.verify_message}"
+    text = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
+    return _SSL_NOISE.sub("", text) or str(exc.reason or type(exc).__name__)
 
 
 # ----------------------------------------------------------------------- calls out
