@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help install run test lint format typecheck check bench clean wasm registry demo-canary
+.PHONY: help install run test lint format typecheck check bench clean wasm registry demo-canary demo-zero-trust
 
 help:
 	@echo "make run        set up, start the demo upstreams and serve examples/gateway.toml"
@@ -15,6 +15,7 @@ help:
 	@echo "make install    create $(VENV) and install wasmgate editable with dev extras"
 	@echo "make wasm       build the example WASM filters in plugins/wasm (needs npm; installs ziglang)"
 	@echo "make demo-canary  the NGINX Ingress canary walkthrough from manifests (VARIANT=weight)"
+	@echo "make demo-zero-trust  JWT at the edge, mTLS to the upstream, with a dev CA (wasmgate cert)"
 	@echo "make registry   build the example plugin registry in examples/registry (what make run serves)"
 
 install: $(STAMP)
@@ -60,6 +61,11 @@ wasm: install
 # (examples/ingress-canary/); VARIANT=weight for the weight-based canary.
 demo-canary: install
 	$(PY) examples/ingress-canary/demo.py --variant $(or $(VARIANT),header)
+
+# Client --HTTPS + JWT--> gateway --mTLS--> upstream (examples/zero-trust/); makes a dev
+# CA and certificates in examples/zero-trust/.certs/ the first time.
+demo-zero-trust: install
+	$(PY) examples/zero-trust/demo.py
 
 # The example plugin registry (examples/registry/build.py): the example WASM filters
 # and two built-in plugins, packed and signed; what `make run` serves on :8700.

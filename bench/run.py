@@ -7,7 +7,12 @@ Starts, on 127.0.0.1 and free ephemeral ports:
 * wasmgate, 1 worker, default event loop (uvloop);
 * wasmgate, 1 worker, ``--loop asyncio``;
 * wasmgate, 1 worker, with the filter chain canary + cors + rewrite + headers (the
-  chain must keep 85 % of the no-filter req/s).
+  chain must keep 85 % of the no-filter req/s);
+* wasmgate, 1 worker, with the as-headers Proxy-Wasm filter;
+* nginx-https and wasmgate-https: the nginx proxy and wasmgate (uvloop) again, each
+  serving HTTPS (a throwaway EC P-256 self-signed certificate, TLS 1.2+ defaults) to the
+  same plain upstream. Their req/s divided by their plain twin's is the share of
+  throughput each keeps when it terminates TLS on keep-alive connections.
 
 The proxies under test are pinned to one CPU and wrk plus the upstream to another, and
 wrk runs against each proxy in turn (interleaved rounds, each run preceded by a short
@@ -30,6 +35,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -41,13 +47,25 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from testcert import write_self_signed
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 WASMGATE = ROOT / ".venv" / "bin" / "wasmgate"
 SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 TARGET_RATIO = 0.25  # wasmgate must reach this share of nginx's req/s
 BASELINE = "nginx"
-TARGETS = ("nginx", "wasmgate", "wasmgate-asyncio", "wasmgate-chain", "wasmgate-wasm")
+TARGETS = (
+    "nginx",
+    "wasmgate",
+    "wasmgate-asyncio",
+    "wasmgate-chain",
+    "wasmgate-wasm",
+    "nginx-https",
+    "wasmgate-https",
+)
+# Each HTTPS target is the plain target it is divided by, plus a TLS listener.
+HTTPS_TWINS = {"nginx": "nginx-https", "wasmgate": "wasmgate-https"}
 WASM_BUDGET_US = 60.0  # added CPU per request allowed for one Proxy-Wasm header filter
 WASM_FILTER = ROOT / "plugins" / "wasm" / "as-headers" / "build" / "filter.wasm"
 CHAIN_RATIO = 0.85  # the chain canary+cors+rewrite+headers must keep this share of no-filter req/s
@@ -171,8 +189,25 @@ http {{
 """
 
 
-def proxy_conf(tmp: Path, port: int, upstream_port: int, nginx_v: str) -> str:
-    head, temp_paths = nginx_common(tmp, "proxy", nginx_v)
+@dataclass(frozen=True)
+class CertFiles:
+    cert: Path
+    key: Path
+
+
+def proxy_conf(
+    tmp: Path, port: int, upstream_port: int, nginx_v: str, tls: CertFiles | None = None
+) -> str:
+    """nginx as the reverse proxy; with ``tls``, its listener speaks HTTPS (TLS 1.2/1.3)."""
+    head, temp_paths = nginx_common(tmp, "proxy-https" if tls else "proxy", nginx_v)
+    listen = f"listen 127.0.0.1:{port} backlog=4096;"
+    if tls:
+        listen = (
+            f"listen 127.0.0.1:{port} ssl backlog=4096;\n"
+            f"        ssl_certificate {tls.cert};\n"
+            f"        ssl_certificate_key {tls.key};\n"
+            "        ssl_protocols TLSv1.2 TLSv1.3;"
+        )
     return f"""{head}
 http {{
     {temp_paths}
@@ -184,7 +219,7 @@ http {{
         keepalive 64;
     }}
     server {{
-        listen 127.0.0.1:{port} backlog=4096;
+        {listen}
         location / {{
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -202,10 +237,19 @@ wasm = "{path}"
 """
 
 
-def gateway_toml(port: int, upstream_port: int, *, chain: bool = False, wasm: bool = False) -> str:
+def gateway_toml(
+    port: int,
+    upstream_port: int,
+    *,
+    chain: bool = False,
+    wasm: bool = False,
+    tls_port: int | None = None,
+    tls: CertFiles | None = None,
+) -> str:
+    tls_listen = f'tls_listen = ["127.0.0.1:{tls_port}"]\n' if tls_port else ""
     base = f"""[server]
 listen = ["127.0.0.1:{port}"]
-access_log = "off"
+{tls_listen}access_log = "off"
 
 [server.limits]
 drain_timeout = 1
@@ -219,8 +263,20 @@ keepalive = 64
 upstream = "up"
 """
     if wasm:
-        return base + WASM_TOML.format(path=WASM_FILTER)
-    return base + CHAIN_TOML.format(upstream_port=upstream_port) if chain else base
+        base += WASM_TOML.format(path=WASM_FILTER)
+    elif chain:
+        base += CHAIN_TOML.format(upstream_port=upstream_port)
+    # Last: the keys above belong to [default], which a [[certificates]] header would end.
+    return base + TLS_TOML.format(cert=tls.cert, key=tls.key) if tls else base
+
+
+# The default certificate (no hosts) for every TLS listener.
+TLS_TOML = """
+[[certificates]]
+hosts = []
+cert = "{cert}"
+key = "{key}"
+"""
 
 
 # The chain the issue names: canary + cors + rewrite + headers, configured as a real
@@ -256,10 +312,13 @@ class Service:
     port: int
     proc: subprocess.Popen[bytes]
     log_path: Path
+    tls: CertFiles | None = None  # serves HTTPS with this certificate
+    tls_session: str = ""  # what a default client negotiated with it, e.g. "TLSv1.3 TLS_AES_..."
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}{BENCH_PATH}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}{BENCH_PATH}"
 
 
 class Services:
@@ -269,7 +328,9 @@ class Services:
         self.tmp = tmp
         self.started: list[Service] = []
 
-    def start(self, name: str, port: int, cpu: int, cmd: Sequence[str]) -> Service:
+    def start(
+        self, name: str, port: int, cpu: int, cmd: Sequence[str], tls: CertFiles | None = None
+    ) -> Service:
         log_path = self.tmp / f"{name}.out"
         with log_path.open("wb") as out:
             # A session of its own: Ctrl-C in the terminal reaches only us, and we stop
@@ -281,7 +342,7 @@ class Services:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        service = Service(name, port, proc, log_path)
+        service = Service(name, port, proc, log_path, tls)
         self.started.append(service)
         return service
 
@@ -310,8 +371,17 @@ def stop_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
         proc.wait(timeout=grace)
 
 
-def http_get(port: int, timeout: float = 1.0) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def client_context(tls: CertFiles) -> ssl.SSLContext:
+    """A client context that trusts only the test certificate (and checks 127.0.0.1)."""
+    return ssl.create_default_context(cafile=str(tls.cert))
+
+
+def http_get(port: int, tls: CertFiles | None = None, timeout: float = 1.0) -> tuple[int, bytes]:
+    conn = (
+        http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=client_context(tls))
+        if tls
+        else http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    )
     try:
         conn.request("GET", "/")
         resp = conn.getresponse()
@@ -328,7 +398,7 @@ def wait_ready(service: Service, timeout: float = 20.0) -> None:
         if service.proc.poll() is not None:
             break
         try:
-            status, body = http_get(service.port)
+            status, body = http_get(service.port, service.tls)
         except OSError as exc:
             last = str(exc)
         else:
@@ -340,8 +410,27 @@ def wait_ready(service: Service, timeout: float = 20.0) -> None:
     raise BenchError(f"{service.name} on port {service.port} not ready ({last}); log:\n{tail}")
 
 
+def tls_session(service: Service) -> str:
+    """The protocol and cipher a default client negotiates with ``service``, for the record."""
+    if service.tls is None:
+        return ""
+    ctx = client_context(service.tls)
+    with (
+        socket.create_connection(("127.0.0.1", service.port), timeout=2.0) as raw,
+        ctx.wrap_socket(raw, server_hostname="127.0.0.1") as conn,
+    ):
+        cipher = conn.cipher()
+        return f"{conn.version()} {cipher[0] if cipher else '?'}"
+
+
 def start_nginx(
-    services: Services, nginx: str, name: str, conf_text: str, port: int, cpu: int
+    services: Services,
+    nginx: str,
+    name: str,
+    conf_text: str,
+    port: int,
+    cpu: int,
+    tls: CertFiles | None = None,
 ) -> Service:
     conf = services.tmp / f"{name}.conf"
     conf.write_text(conf_text)
@@ -351,7 +440,7 @@ def start_nginx(
     check = subprocess.run([*cmd, "-t", "-q"], capture_output=True, text=True, check=False)
     if check.returncode != 0:
         raise BenchError(f"nginx rejects {conf}:\n{check.stderr.strip()}")
-    return services.start(name, port, cpu, cmd)
+    return services.start(name, port, cpu, cmd, tls)
 
 
 def start_wasmgate(
@@ -363,12 +452,16 @@ def start_wasmgate(
     *,
     chain: bool = False,
     wasm: bool = False,
+    tls: CertFiles | None = None,
 ) -> Service:
+    """wasmgate on a plain listener; with ``tls``, also on a TLS one, which is then measured."""
     port = free_port()
+    tls_port = free_port() if tls else None
     conf = services.tmp / f"{name}.toml"
-    conf.write_text(gateway_toml(port, upstream_port, chain=chain, wasm=wasm))
+    text = gateway_toml(port, upstream_port, chain=chain, wasm=wasm, tls_port=tls_port, tls=tls)
+    conf.write_text(text)
     cmd = [str(WASMGATE), "--log-level", "warning", "run", "-c", str(conf), "--loop", loop]
-    return services.start(name, port, cpu, cmd)
+    return services.start(name, tls_port or port, cpu, cmd, tls)
 
 
 @dataclass(frozen=True)
@@ -377,33 +470,46 @@ class Pinning:
     load_cpu: int
 
 
-def start_all(services: Services, nginx: str, pin: Pinning) -> dict[str, Service]:
-    """The upstream, then the three proxies under test; returns the proxies by name."""
+def start_target(
+    services: Services,
+    nginx: str,
+    nginx_v: str,
+    name: str,
+    up_port: int,
+    cpu: int,
+    cert: CertFiles,
+) -> Service:
+    tls = cert if name.endswith("-https") else None
+    if name.startswith("nginx"):
+        port = free_port()
+        conf = proxy_conf(services.tmp, port, up_port, nginx_v, tls)
+        return start_nginx(services, nginx, "proxy-https" if tls else "proxy", conf, port, cpu, tls)
+    loop = "asyncio" if name == "wasmgate-asyncio" else "uvloop"
+    chain, wasm = name == "wasmgate-chain", name == "wasmgate-wasm"
+    return start_wasmgate(services, name, loop, up_port, cpu, chain=chain, wasm=wasm, tls=tls)
+
+
+def start_all(
+    services: Services, nginx: str, pin: Pinning, targets: Sequence[str]
+) -> dict[str, Service]:
+    """The upstream, then the proxies under test; returns the proxies by name."""
     nginx_v = tool_output_all([nginx, "-V"])
-    tmp = services.tmp
-    up_port, px_port = free_port(), free_port()
-    up_conf = upstream_conf(tmp, up_port, nginx_v)
+    up_port = free_port()
+    up_conf = upstream_conf(services.tmp, up_port, nginx_v)
     upstream = start_nginx(services, nginx, "upstream", up_conf, up_port, pin.load_cpu)
     wait_ready(upstream)
-    px_conf = proxy_conf(tmp, px_port, up_port, nginx_v)
+    cert = CertFiles(*write_self_signed(services.tmp))
     proxies = {
-        "nginx": start_nginx(services, nginx, "proxy", px_conf, px_port, pin.proxy_cpu),
-        "wasmgate": start_wasmgate(services, "wasmgate", "uvloop", up_port, pin.proxy_cpu),
-        "wasmgate-asyncio": start_wasmgate(
-            services, "wasmgate-asyncio", "asyncio", up_port, pin.proxy_cpu
-        ),
-        "wasmgate-chain": start_wasmgate(
-            services, "wasmgate-chain", "uvloop", up_port, pin.proxy_cpu, chain=True
-        ),
-        "wasmgate-wasm": start_wasmgate(
-            services, "wasmgate-wasm", "uvloop", up_port, pin.proxy_cpu, wasm=True
-        ),
+        name: start_target(services, nginx, nginx_v, name, up_port, pin.proxy_cpu, cert)
+        for name in targets
     }
     for service in proxies.values():
         wait_ready(service)
+        service.tls_session = tls_session(service)
     log(f"upstream  {'nginx':<18}{upstream.url}  (cpu {pin.load_cpu})")
     for name, service in proxies.items():
-        log(f"proxy     {name:<18}{service.url}  (cpu {pin.proxy_cpu})")
+        line = f"proxy     {name:<18}{service.url}  (cpu {pin.proxy_cpu})  {service.tls_session}"
+        log(line.rstrip())
     return proxies
 
 
@@ -534,7 +640,8 @@ Summary = dict[str, dict[str, Any]]
 def summarize(runs: dict[str, list[WrkResult]]) -> Summary:
     """Medians per target, the spread of req/s, and the ratio to nginx's median req/s."""
     summary: Summary = {}
-    base = statistics.median(r.rps for r in runs[BASELINE])
+    base_runs = runs.get(BASELINE)
+    base = statistics.median(r.rps for r in base_runs) if base_runs else 0.0
     for name, results in runs.items():
         rps = [r.rps for r in results]
         median = statistics.median(rps)
@@ -545,11 +652,13 @@ def summarize(runs: dict[str, list[WrkResult]]) -> Summary:
             "rps_spread": round((max(rps) - min(rps)) / median, 4) if median else 0.0,
             "p50_ms_median": round(statistics.median(r.p50_ms for r in results), 4),
             "p99_ms_median": round(statistics.median(r.p99_ms for r in results), 4),
-            "ratio_vs_nginx": round(median / base, 4) if base else 0.0,
-            "ratio_vs_nginx_per_round": [
-                round(r.rps / b.rps, 4) if b.rps else 0.0
-                for r, b in zip(results, runs[BASELINE], strict=True)
-            ],
+            # None when nginx was not among the --targets
+            "ratio_vs_nginx": round(median / base, 4) if base else None,
+            "ratio_vs_nginx_per_round": (
+                [round(r.rps / b.rps, 4) for r, b in zip(results, base_runs, strict=True)]
+                if base_runs
+                else None
+            ),
             "errors": sum(r.errors for r in results),
             "cpu_us_per_request_median": round(
                 statistics.median(r.cpu_us_per_request for r in results), 2
@@ -567,30 +676,48 @@ def print_table(summary: Summary, plan: Plan) -> None:
     )
     for name, row in summary.items():
         # nginx's CPU is in its worker, which /proc does not count for the master
-        cpu = "-" if name == BASELINE else f"{row['cpu_us_per_request_median']:.1f}"
+        cpu = "-" if name.startswith("nginx") else f"{row['cpu_us_per_request_median']:.1f}"
+        ratio = "-" if row["ratio_vs_nginx"] is None else f"{row['ratio_vs_nginx']:.3f}"
         log(
             f"{name:<18}{row['rps_median']:>10,.0f}{row['rps_spread']:>8.0%}"
             f"{row['p50_ms_median']:>9.3f}{row['p99_ms_median']:>9.3f}"
-            f"{row['ratio_vs_nginx']:>9.3f}{cpu:>12}{row['errors']:>8}"
+            f"{ratio:>9}{cpu:>12}{row['errors']:>8}"
         )
 
 
-def verdicts(summary: Summary) -> dict[str, Any]:
-    ratio = float(summary["wasmgate"]["ratio_vs_nginx"])
+def verdicts(summary: Summary, runs: dict[str, list[WrkResult]]) -> dict[str, Any]:
+    """Each goal and comparison whose targets were all measured (see --targets)."""
+    verdict: dict[str, Any] = {}
+    if {"nginx", "wasmgate"} <= summary.keys():
+        ratio = float(summary["wasmgate"]["ratio_vs_nginx"])
+        verdict |= {
+            "target_ratio": TARGET_RATIO,
+            "wasmgate_ratio": ratio,
+            "target_met": ratio >= TARGET_RATIO,
+        }
+    if "wasmgate" in summary:
+        verdict |= variant_verdicts(summary)
+    return verdict | https_verdict(runs)
+
+
+def variant_verdicts(summary: Summary) -> dict[str, Any]:
+    """The asyncio loop, the filter chain and the wasm filter, each against plain wasmgate."""
+    verdict: dict[str, Any] = {}
     uv = float(summary["wasmgate"]["rps_median"])
-    aio = float(summary["wasmgate-asyncio"]["rps_median"])
-    chained = float(summary["wasmgate-chain"]["rps_median"])
-    kept = round(chained / uv, 4) if uv else 0.0
-    return {
-        "target_ratio": TARGET_RATIO,
-        "wasmgate_ratio": ratio,
-        "target_met": ratio >= TARGET_RATIO,
-        "uvloop_speedup_vs_asyncio": round(uv / aio, 4) if aio else 0.0,
-        "chain_target_ratio": CHAIN_RATIO,
-        "chain_kept_ratio": kept,
-        "chain_target_met": kept >= CHAIN_RATIO,
-        **wasm_verdict(summary),
-    }
+    if "wasmgate-asyncio" in summary:
+        aio = float(summary["wasmgate-asyncio"]["rps_median"])
+        verdict["uvloop_speedup_vs_asyncio"] = round(uv / aio, 4) if aio else 0.0
+    if "wasmgate-chain" in summary:
+        chained = float(summary["wasmgate-chain"]["rps_median"])
+        kept = round(chained / uv, 4) if uv else 0.0
+        verdict |= {
+            "chain_target_ratio": CHAIN_RATIO,
+            "chain_kept_ratio": kept,
+            "chain_target_met": kept >= CHAIN_RATIO,
+        }
+    if "wasmgate-wasm" in summary:
+        verdict |= wasm_verdict(summary)
+    return verdict
 
 
 def wasm_verdict(summary: Summary) -> dict[str, Any]:
@@ -606,23 +733,80 @@ def wasm_verdict(summary: Summary) -> dict[str, Any]:
     }
 
 
+def https_verdict(runs: dict[str, list[WrkResult]]) -> dict[str, Any]:
+    """HTTPS req/s / HTTP req/s per proxy, and wasmgate's share next to nginx's.
+
+    The fraction is taken per round (the two runs are minutes apart at most, so drift of
+    the machine cancels out) and its median over the rounds is the figure.
+    """
+    fractions: dict[str, Any] = {}
+    for plain, https in HTTPS_TWINS.items():
+        if plain not in runs or https not in runs:
+            continue
+        per_round = [
+            round(h.rps / p.rps, 4) if p.rps else 0.0
+            for p, h in zip(runs[plain], runs[https], strict=True)
+        ]
+        fractions[plain] = {
+            "https_target": https,
+            "https_over_http": round(statistics.median(per_round), 4),
+            "https_over_http_per_round": per_round,
+            "http_rps_median": round(statistics.median(r.rps for r in runs[plain]), 1),
+            "https_rps_median": round(statistics.median(r.rps for r in runs[https]), 1),
+        }
+    if not fractions:
+        return {}
+    verdict: dict[str, Any] = {"https_fraction": fractions}
+    if {"nginx", "wasmgate"} <= fractions.keys():
+        ours = fractions["wasmgate"]["https_over_http"]
+        theirs = fractions["nginx"]["https_over_http"]
+        verdict["https_fraction_wasmgate_vs_nginx"] = round(ours / theirs, 4) if theirs else 0.0
+    return verdict
+
+
+def print_https(verdict: dict[str, Any]) -> None:
+    fractions = verdict.get("https_fraction")
+    if not fractions:
+        return
+    log("")
+    log("HTTPS req/s / HTTP req/s, keep-alive (median of the per-round fractions):")
+    log(f"{'proxy':<18}{'HTTPS/HTTP':>11}{'HTTPS req/s':>13}{'HTTP req/s':>12}  per round")
+    for plain, row in fractions.items():
+        rounds = " ".join(f"{f:.3f}" for f in row["https_over_http_per_round"])
+        log(
+            f"{plain:<18}{row['https_over_http']:>11.3f}{row['https_rps_median']:>13,.0f}"
+            f"{row['http_rps_median']:>12,.0f}  {rounds}"
+        )
+    if "https_fraction_wasmgate_vs_nginx" in verdict:
+        log(
+            "wasmgate's HTTPS/HTTP fraction / nginx's: "
+            f"{verdict['https_fraction_wasmgate_vs_nginx']:.3f}"
+        )
+
+
 def print_verdicts(
     verdict: dict[str, Any], summary: Summary, runs: dict[str, list[WrkResult]]
 ) -> None:
-    met = "MET" if verdict["target_met"] else "NOT MET"
-    log(f"target wasmgate >= {TARGET_RATIO}x nginx req/s: {met} ({verdict['wasmgate_ratio']:.3f}x)")
-    log(f"uvloop vs asyncio (wasmgate req/s): {verdict['uvloop_speedup_vs_asyncio']:.3f}x")
-    wasm_met = "MET" if verdict["wasm_target_met"] else "NOT MET"
-    log(
-        f"target one Proxy-Wasm header filter (as-headers) adds <= {WASM_BUDGET_US:g} us CPU "
-        f"per request: {wasm_met} (+{verdict['wasm_added_cpu_us_per_request']:.1f} us; "
-        f"{verdict['wasm_kept_ratio']:.1%} of the no-filter req/s)"
-    )
-    chain_met = "MET" if verdict["chain_target_met"] else "NOT MET"
-    log(
-        f"target chain canary+cors+rewrite+headers keeps >= {CHAIN_RATIO:.0%} of no-filter "
-        f"req/s: {chain_met} ({verdict['chain_kept_ratio']:.1%})"
-    )
+    print_https(verdict)
+    if "target_met" in verdict:
+        met = "MET" if verdict["target_met"] else "NOT MET"
+        ratio = verdict["wasmgate_ratio"]
+        log(f"target wasmgate >= {TARGET_RATIO}x nginx req/s: {met} ({ratio:.3f}x)")
+    if "uvloop_speedup_vs_asyncio" in verdict:
+        log(f"uvloop vs asyncio (wasmgate req/s): {verdict['uvloop_speedup_vs_asyncio']:.3f}x")
+    if "wasm_target_met" in verdict:
+        wasm_met = "MET" if verdict["wasm_target_met"] else "NOT MET"
+        log(
+            f"target one Proxy-Wasm header filter (as-headers) adds <= {WASM_BUDGET_US:g} us CPU "
+            f"per request: {wasm_met} (+{verdict['wasm_added_cpu_us_per_request']:.1f} us; "
+            f"{verdict['wasm_kept_ratio']:.1%} of the no-filter req/s)"
+        )
+    if "chain_target_met" in verdict:
+        chain_met = "MET" if verdict["chain_target_met"] else "NOT MET"
+        log(
+            f"target chain canary+cors+rewrite+headers keeps >= {CHAIN_RATIO:.0%} of no-filter "
+            f"req/s: {chain_met} ({verdict['chain_kept_ratio']:.1%})"
+        )
     noisy = [name for name, row in summary.items() if row["rps_spread"] > NOISY_SPREAD]
     if noisy:
         log(
@@ -664,6 +848,10 @@ def machine_info(nginx: str, wrk: str) -> dict[str, Any]:
         "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
         "python": sys.version.split()[0],
         "nginx": tool_output([nginx, "-v"]),
+        "nginx_openssl": next(
+            (line for line in tool_output_all([nginx, "-V"]).splitlines() if "SSL" in line), ""
+        ),
+        "python_openssl": ssl.OPENSSL_VERSION,
         "wrk": tool_output([wrk, "-v"]),
         "wasmgate_git": git.stdout.strip(),
     }
@@ -696,14 +884,27 @@ def positive_int(text: str) -> int:
     return value
 
 
+def target_list(text: str) -> list[str]:
+    """``nginx,wasmgate-https`` -> those targets, in the order of TARGETS (run order)."""
+    names = {name.strip() for name in text.split(",") if name.strip()}
+    if unknown := sorted(names - set(TARGETS)):
+        raise argparse.ArgumentTypeError(
+            f"unknown target(s) {', '.join(unknown)}; choose from {', '.join(TARGETS)}"
+        )
+    if not names:
+        raise argparse.ArgumentTypeError("no target given")
+    return [name for name in TARGETS if name in names]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bench/run.py",
         description="wasmgate vs nginx as a reverse proxy in front of a fast nginx upstream, "
         "measured with wrk. Targets: nginx, wasmgate (uvloop), wasmgate-asyncio "
         "(--loop asyncio), wasmgate-chain (canary+cors+rewrite+headers), wasmgate-wasm "
-        "(the as-headers Proxy-Wasm filter), one worker each, "
-        "run in turn in interleaved rounds. "
+        "(the as-headers Proxy-Wasm filter), nginx-https and wasmgate-https (the nginx "
+        "proxy and wasmgate serving HTTPS with a throwaway self-signed certificate), one "
+        "worker each, run in turn in interleaved rounds. "
         "Installs nginx and wrk with apt-get if missing.",
         epilog="Pinning: proxies on --proxy-cpu, wrk and the upstream on --load-cpu. "
         f"Results go to {RESULTS.relative_to(ROOT)}/<UTC timestamp>.json and latest.json. "
@@ -713,6 +914,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--rounds", type=positive_int, default=3, help="interleaved rounds (default: 3)"
     )
+    parser.add_argument(
+        "--targets", type=target_list, default=list(TARGETS), metavar="A,B,...",
+        help="comma-separated subset of the targets to run; a goal or ratio is reported "
+        "only when all its targets ran (default: all)",
+    )  # fmt: skip
     parser.add_argument(
         "--duration", type=positive_float, default=10.0,
         help="seconds per measured wrk run (default: 10)",
@@ -777,22 +983,24 @@ def bench(args: argparse.Namespace) -> int:
     pin = Pinning(args.proxy_cpu, args.load_cpu)
     check_cpus(pin)
     nginx, wrk = ensure_tools()
-    ensure_wasm_filter()
+    targets: list[str] = args.targets
+    if "wasmgate-wasm" in targets:
+        ensure_wasm_filter()
     plan = Plan(args.rounds, args.duration, max(args.warmup, 0.0))
     load = Load(wrk, pin.load_cpu, args.threads, args.connections)
     log(
-        f"{plan.rounds} rounds x {len(TARGETS)} targets x {plan.duration:g} s "
+        f"{plan.rounds} rounds x {len(targets)} targets x {plan.duration:g} s "
         f"(+{plan.warmup:g} s warm-up each), wrk -t{load.threads} -c{load.connections}"
     )
     with tempfile.TemporaryDirectory(prefix="wasmgate-bench-") as tmp:
         services = Services(Path(tmp))
         try:
-            proxies = start_all(services, nginx, pin)
+            proxies = start_all(services, nginx, pin, targets)
             runs = run_rounds(proxies, load, plan)
         finally:
             services.stop_all()
     summary = summarize(runs)
-    verdict = verdicts(summary)
+    verdict = verdicts(summary, runs)
     print_table(summary, plan)
     print_verdicts(verdict, summary, runs)
     report = {
@@ -802,6 +1010,8 @@ def bench(args: argparse.Namespace) -> int:
             **asdict(pin),
             "wrk_threads": load.threads,
             "wrk_connections": load.connections,
+            "targets": targets,
+            "tls_sessions": {n: s.tls_session for n, s in proxies.items() if s.tls},
         },
         "summary": summary,
         "verdict": verdict,

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from core import cert_cli
 from core.config import GatewayConfig, Server, load_config
 from core.errors import ConfigError
 from core.gateway import Gateway, Snapshot
@@ -171,7 +172,10 @@ async def _serve(
     stop = asyncio.Event()
     gateway.install_signal_handlers(stop)
     if banner:
-        urls = ", ".join(f"http://{h}:{p}" for h, p in gateway.sockets)
+        urls = ", ".join(
+            f"{scheme}://{h}:{p}"
+            for (h, p), scheme in zip(gateway.sockets, gateway.schemes, strict=True)
+        )
         log.info(
             "wasmgate %d listening on %s (%d routes, %d upstreams)",
             os.getpid(),
@@ -365,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_plugin_commands(sub)
     ingress_cli.register(sub)
+    cert_cli.register(sub)
     for ep in entry_points(group="wasmgate.commands"):
         register: Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None] = ep.load()
         register(sub)

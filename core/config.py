@@ -94,9 +94,51 @@ class Limits(Model):
     )
 
 
+# Mozilla's "intermediate" TLS 1.2 suites (forward secrecy, AEAD only); TLS 1.3 has its own.
+DEFAULT_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+)
+ClientAuth = Literal["none", "optional", "required"]
+
+
+class ServerTLS(Model):
+    """``[server.tls]``: how the HTTPS listeners speak TLS."""
+
+    min_version: Literal["1.0", "1.1", "1.2", "1.3"] = Field(
+        "1.2", description="Oldest TLS version accepted."
+    )
+    ciphers: str = Field(
+        DEFAULT_CIPHERS, min_length=1, description="TLS 1.2 cipher suites (OpenSSL syntax)."
+    )
+    client_auth: ClientAuth = Field(
+        "none",
+        description="Client certificates for every host: 'none', 'optional' (verified when "
+        "sent) or 'required'; [[certificates]] may override it per host.",
+    )
+    client_ca: str | None = Field(
+        None, description="PEM CA bundle client certificates must chain to (relative to this file)."
+    )
+    forward_client_cert: bool = Field(
+        True,
+        description="Send the verified client certificate's subject and SANs upstream as "
+        "X-Client-Cert-Subject / X-Client-Cert-SAN (clients' own are always removed).",
+    )
+    expiry_warning_days: int = Field(
+        30, ge=0, description="Warn at load about certificates expiring within this many days."
+    )
+
+
 class Server(Model):
     listen: list[str] = Field(
-        default_factory=lambda: ["127.0.0.1:8080"], min_length=1, description="host:port list."
+        default_factory=lambda: ["127.0.0.1:8080"],
+        description="host:port list for plain HTTP (may be empty with tls_listen).",
+    )
+    tls_listen: list[str] = Field(
+        default_factory=list, description="host:port list for HTTPS; needs [[certificates]]."
+    )
+    tls: ServerTLS = Field(
+        default_factory=lambda: ServerTLS(), description="TLS settings of the HTTPS listeners."
     )
     workers: int | Literal["auto"] = Field(
         1, description="Processes sharing the port (SO_REUSEPORT); 'auto' = CPU count."
@@ -110,7 +152,7 @@ class Server(Model):
     access_log_format: Literal["json", "combined"] = Field("json", description="Log line format.")
     limits: Limits = Field(default_factory=lambda: Limits(), description="Client-side limits.")
 
-    @field_validator("listen")
+    @field_validator("listen", "tls_listen")
     @classmethod
     def _listen(cls, value: list[str]) -> list[str]:
         for item in value:
@@ -190,8 +232,12 @@ class Upstream(Model):
         description="Server name to send and to verify; default: the endpoint's host, "
         "or host_header's when set.",
     )
+    tls_cert: str | None = Field(
+        None, description="Client certificate (PEM chain) for mutual TLS, relative to this file."
+    )
+    tls_key: str | None = Field(None, description="Its private key (PEM).")
 
-    @field_validator("tls_verify", "tls_ca", "tls_sni")
+    @field_validator("tls_verify", "tls_ca", "tls_sni", "tls_cert", "tls_key")
     @classmethod
     def _needs_tls(cls, value: Any, info: ValidationInfo) -> Any:
         # A TLS setting on a plain-text pool is a forgotten `tls = true`, not something
@@ -212,6 +258,8 @@ class Upstream(Model):
     def _hash(self) -> Upstream:
         if self.balance == "consistent_hash" and self.hash_on is None:
             raise ValueError("balance = 'consistent_hash' needs hash_on = {header = ...}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("give both tls_cert and tls_key (a client certificate and its key)")
         return self
 
 
@@ -383,6 +431,23 @@ class Certificate(Model):
     )
     key_pem: str | None = Field(None, description="The key itself, inline.")
     secret: str | None = Field(None, description="Kubernetes Secret it came from (namespace/name).")
+    client_auth: ClientAuth | None = Field(
+        None, description="Client certificates for these hosts; default server.tls.client_auth."
+    )
+    client_ca: str | None = Field(
+        None, description="CA bundle for these hosts' client certificates; default server.tls's."
+    )
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        out = []
+        for host in value:
+            low = host.lower().rstrip(".")
+            if not HOST_RE.match(low):
+                raise ValueError(f"invalid host {host!r}: use 'example.com' or '*.example.com'")
+            out.append(low)
+        return out
 
     @model_validator(mode="after")
     def _one_source(self) -> Certificate:
@@ -593,6 +658,10 @@ def _pydantic_problems(exc: ValidationError) -> list[str]:
 
 def _cross_problems(cfg: GatewayConfig) -> list[str]:
     problems: list[str] = []
+    if not cfg.server.listen and not cfg.server.tls_listen:
+        problems.append("server.listen: empty, and no tls_listen either: nothing to serve")
+    if cfg.server.tls_listen and not cfg.certificates:
+        problems.append("server.tls_listen: HTTPS listeners need at least one [[certificates]]")
     names: dict[str, int] = {}
     for i, up in enumerate(cfg.upstreams):
         if not NAME_RE.match(up.name):

@@ -8,6 +8,7 @@ Every error the gateway raises on purpose derives from :class:`GatewayError`::
     │   ├── WasmLoadError       a Wasm module cannot be compiled or instantiated
     │   └── WasmTrap            a Wasm instance trapped (deadline, memory cap, ...)
     │                           (both in core.wasm.vm, the only wasmtime importer)
+    ├── CertError            `wasmgate cert` cannot write or read a certificate or key
     ├── ScaffoldError        `wasmgate plugin new` refuses its arguments (name, directory)
     └── UpstreamError        talking to an upstream failed (request time)
         ├── NoHealthyUpstream   every endpoint is ejected or the pool is empty  → 503
@@ -44,6 +45,12 @@ class ConfigError(GatewayError):
 
 class PluginError(GatewayError):
     """A plugin cannot be loaded, or it does not satisfy the filter contract."""
+
+
+class CertError(GatewayError):
+    """``wasmgate cert`` (:mod:`core.certs`) refuses: a file exists, is unreadable or is
+    not what it should be (a CA that is not one, a key that does not match). The
+    message names the file."""
 
 
 class ScaffoldError(GatewayError):

@@ -12,17 +12,20 @@ import asyncio
 import logging
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Coroutine
 from email.utils import formatdate
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.accesslog import AccessLog
 from core.chain import PluginRegistry, compile_chains
 from core.config import GatewayConfig, parse_address
-from core.errors import UpstreamError
+from core.errors import ConfigError, UpstreamError
 from core.http1 import ClientConnection
 from core.router import Router
+from core.tls import build_server_tls, listener_context
 from core.upstream import build_pools
 from plugin_sdk.chain import FilterInstance
 
@@ -31,6 +34,10 @@ if TYPE_CHECKING:
     from core.proxy import Exchange
 
 log = logging.getLogger("wasmgate")
+
+
+def _base_dir(source: str) -> Path:
+    return Path(source).parent if source and not source.startswith("<") else Path()
 
 
 class Snapshot:
@@ -53,6 +60,13 @@ class Snapshot:
         self.active = 0
         self.retired = False
         self._closed = False
+        try:
+            self.tls = build_server_tls(config, _base_dir(source))
+        except ConfigError as exc:
+            self.close()
+            raise ConfigError(source, exc.problems) from None
+        for warning in self.tls.warnings if self.tls else ():
+            log.warning("%s", warning)
 
     def release(self) -> None:
         """An exchange that ran on this snapshot has ended."""
@@ -155,25 +169,40 @@ class Gateway:
         self._date_at = 0
         self._flusher: asyncio.TimerHandle | None = None
         self.address = ""
+        self.schemes: list[str] = []  # per entry of self.sockets
+        self._tls_ctx: ssl.SSLContext | None = None
 
     # -- lifecycle
 
     async def start(self, *, reuse_port: bool = False) -> None:
-        for item in self.snapshot.config.server.listen:
+        server_cfg = self.snapshot.config.server
+        listeners: list[tuple[str, ssl.SSLContext | None]] = [
+            (item, None) for item in server_cfg.listen
+        ]
+        if server_cfg.tls_listen:
+            # One context for every HTTPS listener, across reloads: its SNI callback
+            # asks the current snapshot for the certificate (core/tls.py).
+            tls_ctx = self._tls_ctx = listener_context(lambda: self.snapshot.tls)
+            listeners += [(item, tls_ctx) for item in server_cfg.tls_listen]
+        for item, ssl_ctx in listeners:
             host, port = parse_address(item, allow_zero=True)
+            scheme = "https" if ssl_ctx is not None else "http"
             server = await self.loop.create_server(
-                lambda: ClientConnection(self),
+                lambda scheme=scheme: ClientConnection(self, scheme),
                 host,
                 port,
                 reuse_address=True,
                 reuse_port=reuse_port or None,
                 backlog=2048,
+                ssl=ssl_ctx,
+                ssl_handshake_timeout=server_cfg.limits.request_header_timeout if ssl_ctx else None,
             )
             self.servers.append(server)
             for sock in server.sockets:
                 if sock.family in (socket.AF_INET, socket.AF_INET6):
                     addr = sock.getsockname()
                     self.sockets.append((str(addr[0]), int(addr[1])))
+                    self.schemes.append(scheme)
         self.address = f"{self.sockets[0][0]}:{self.sockets[0][1]}" if self.sockets else ""
         self.snapshot.bind(self.address)
         self._schedule_flush()
@@ -183,6 +212,8 @@ class Gateway:
         one, which closes when the last of them ends. Listeners and connections stay."""
         old = self.snapshot
         snapshot.bind(self.address)
+        if self._tls_ctx is not None and snapshot.tls is not None:
+            snapshot.tls.configure(self._tls_ctx)
         self.snapshot = snapshot
         old.retire()
 
@@ -248,6 +279,9 @@ class Gateway:
             endpoint=ex.endpoint.address if ex.endpoint else None,
             reason=ex.reason,
         )
+
+    def log_refused_tls(self, peer: tuple[str, int], reason: str) -> None:
+        log.info("refused TLS connection from %s:%d: %s", peer[0], peer[1], reason)
 
     def log_rejected(
         self,

@@ -25,6 +25,7 @@ import httptools
 
 import plugin_sdk as sdk
 from core.headers import HOP_BY_HOP, connection_tokens
+from plugin_sdk import TLSInfo
 from plugin_sdk.headers import Headers
 
 if TYPE_CHECKING:
@@ -127,6 +128,9 @@ _SPECIAL = {
     b"x-forwarded-proto": 8,
     b"x-forwarded-host": 9,
     b"x-real-ip": 10,
+    # Identity the gateway vouches for (core/tls.py): never taken from a client.
+    b"x-client-cert-subject": 10,
+    b"x-client-cert-san": 10,
 }
 
 
@@ -142,6 +146,8 @@ class ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.peer = ("", 0)
+        self.tls: TLSInfo | None = None  # set for HTTPS connections once the handshake is done
+        self.cert_headers = b""  # X-Client-Cert-* lines for the upstream, when forwarded
         self.closing = False
         self.tunnel: Exchange | None = None
         self._upgrade_buffer: bytes | None = None
@@ -165,6 +171,26 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.peer = (str(peer[0]), int(peer[1]))
+        sslobj = transport.get_extra_info("ssl_object")
+        if sslobj is not None:
+            from core.tls import connection_info, header_value
+
+            server_tls = self.gateway.snapshot.tls
+            tls = connection_info(sslobj)
+            refusal = None
+            if server_tls is not None:
+                tls, refusal = server_tls.admit(sslobj, tls)
+            if refusal is not None:
+                self.gateway.log_refused_tls(self.peer, refusal)
+                self.gateway.connections.add(self)  # connection_lost discards it
+                self.transport.abort()
+                return
+            self.tls = tls
+            if tls.peer_subject and server_tls is not None and server_tls.forward_client_cert:
+                self.cert_headers = (
+                    b"X-Client-Cert-Subject: " + header_value(tls.peer_subject) + b"\r\n"
+                    b"X-Client-Cert-SAN: " + header_value(", ".join(tls.peer_sans)) + b"\r\n"
+                )
         self.gateway.connections.add(self)
         self._arm(self.limits.idle_timeout, self._on_idle_timeout)
 
@@ -273,7 +299,7 @@ class ClientConnection(asyncio.Protocol):
             req.xfp = value
         elif kind == 9:
             req.xfh = value
-        # kind 10 (X-Real-IP) is dropped: the gateway sets it itself.
+        # kind 10 (X-Real-IP, X-Client-Cert-*) is dropped: the gateway sets them itself.
 
     def on_headers_complete(self) -> None:
         from core.proxy import Exchange  # the proxy module imports this one

@@ -191,12 +191,13 @@ class Exchange:
         upstream = route.upstream
         chain = route.chain
         if chain is not None:
+            tls = self.client.tls
             if snap.trusted_hops:
                 ctx = Context(
-                    req, route.name, upstream, snap.client_ip(req), snap.client_scheme(req)
+                    req, route.name, upstream, snap.client_ip(req), snap.client_scheme(req), tls
                 )
             else:
-                ctx = Context(req, route.name, upstream, req.client_ip, req.scheme)
+                ctx = Context(req, route.name, upstream, req.client_ip, req.scheme, tls)
             self.ctx = ctx
             if chain.request_body:
                 await self._collect_request_body()
@@ -341,6 +342,8 @@ class Exchange:
         )  # fmt: skip
         if xfh:
             parts += (b"X-Forwarded-Host: ", xfh, b"\r\n")
+        if self.client.cert_headers:
+            parts.append(self.client.cert_headers)
         if req.upgrade is not None:
             parts += (b"Connection: upgrade\r\nUpgrade: ", req.upgrade, b"\r\n\r\n")
         elif req.chunked:

@@ -466,15 +466,29 @@ def build_pools(upstreams: Sequence[Upstream], source: str) -> dict[str, Upstrea
         try:
             pools[cfg.name] = UpstreamPool(cfg, base_dir)
         except OSError as exc:
+            field, path, what = _failed_file(cfg, base_dir)
             if isinstance(exc, ssl.SSLError):
-                reason = f"not a PEM CA bundle ({_ssl_reason(exc)})"
+                reason = f"not a {what} ({_ssl_reason(exc)})"
             else:
                 reason = exc.strerror or type(exc).__name__
-            path = base_dir / (cfg.tls_ca or "")
-            problems.append(f"upstreams[{i}].tls_ca: cannot load {str(path)!r}: {reason}")
+            problems.append(f"upstreams[{i}].{field}: cannot load {str(path)!r}: {reason}")
     if problems:
         raise ConfigError(source, problems)
     return pools
+
+
+def _failed_file(cfg: Upstream, base_dir: Path) -> tuple[str, Path, str]:
+    """Which TLS file of ``cfg`` could not be loaded: the CA bundle unless it loads."""
+    if cfg.tls_ca is not None:
+        try:
+            ssl.create_default_context(cafile=base_dir / cfg.tls_ca)
+        except (OSError, ssl.SSLError):
+            return "tls_ca", base_dir / cfg.tls_ca, "PEM CA bundle"
+    if cfg.tls_cert is not None and not (base_dir / cfg.tls_cert).is_file():
+        return "tls_cert", base_dir / cfg.tls_cert, "PEM certificate"
+    if cfg.tls_key is not None and not (base_dir / (cfg.tls_key)).is_file():
+        return "tls_key", base_dir / cfg.tls_key, "PEM key"
+    return "tls_cert", base_dir / (cfg.tls_cert or ""), "certificate and key pair"
 
 
 def tls_context(cfg: Upstream, base_dir: Path) -> ssl.SSLContext | None:
@@ -488,6 +502,8 @@ def tls_context(cfg: Upstream, base_dir: Path) -> ssl.SSLContext | None:
     if not cfg.tls_verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
+    if cfg.tls_cert is not None and cfg.tls_key is not None:
+        ctx.load_cert_chain(base_dir / cfg.tls_cert, base_dir / cfg.tls_key)
     return ctx
 
 

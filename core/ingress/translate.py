@@ -30,8 +30,9 @@ The rules, as NGINX Ingress applies them:
   canary without a mainline serves nothing (warned).
 - **TLS.** Each ``tls`` entry becomes a certificate for its hosts, from
   ``[kubernetes.tls_secrets]`` or a ``kubernetes.io/tls`` Secret in the input. Hosts
-  with TLS redirect plain HTTP to HTTPS (308) unless ``ssl-redirect: "false"``;
-  ``force-ssl-redirect`` redirects without a ``tls`` entry too.
+  with TLS (in any Ingress) redirect plain HTTP to HTTPS (308) on every path, unless
+  the path's Ingress says ``ssl-redirect: "false"``; ``force-ssl-redirect`` redirects
+  without a ``tls`` entry too.
 
 A route's filters run in NGINX's phase order: the HTTPS redirect, ``app-root``, the
 ``permanent``/``temporal`` redirect, CORS, the source-range checks, the canary, and
@@ -135,6 +136,8 @@ class _Translator:
         self._upstreams: dict[str, dict[str, Any]] = {}
         self._paths: dict[tuple[str, str, str], tuple[dict[str, Any], Located]] = {}
         self._canaried: dict[int, Located] = {}
+        # Hosts any served (mainline) Ingress lists under tls: set before the first is added.
+        self.tls_hosts: set[str] = set()
 
     # ------------------------------------------------------------ backends
 
@@ -263,7 +266,7 @@ class _Translator:
         ann = read_annotations(obj.metadata.annotations, f"Ingress {ing.key} ({ing.where})")
         self.out.warnings += ann.warnings
         self.out.problems += ann.problems
-        tls_hosts = self.add_tls(ing)
+        self.add_tls(ing)
         regex = ann.use_regex or ann.rewrite_target is not None
         for i, rule in enumerate(obj.spec.rules):
             host = (rule.host or "").lower()
@@ -290,7 +293,7 @@ class _Translator:
                         "host, path and path type"
                     )
                     continue
-                chain = self.filters_for(ing, ann, host, tls_hosts)
+                chain = self.filters_for(ing, ann, host, self.tls_hosts)
                 route: dict[str, Any] = {
                     "name": f"{ns}.{obj.metadata.name}.{i}.{j}",
                     "hosts": [host] if host else [],
@@ -444,14 +447,19 @@ def translate(found: Manifests, settings: Settings) -> Translation:
         ),
         key=_order,
     )
-    canaries = []
+    canaries, mainlines = [], []
     for ing in mine:
         tr.out.ingresses.append(ing.key)
         raw = ing.obj.metadata.annotations
         if raw.get("nginx.ingress.kubernetes.io/canary", "").strip().lower() == "true":
             canaries.append(ing)
         else:
-            tr.add_ingress(ing)
+            mainlines.append(ing)
+    # NGINX Ingress redirects to HTTPS per host (its server block), not per Ingress: a
+    # path that one Ingress adds to a host another one lists under tls redirects too.
+    tr.tls_hosts = {h.lower() for i in mainlines for t in i.obj.spec.tls for h in t.hosts}
+    for ing in mainlines:
+        tr.add_ingress(ing)
     for ing in canaries:
         tr.add_canary(ing)
     tr.finish()
