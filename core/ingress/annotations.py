@@ -66,6 +66,15 @@ SUPPORTED = CANARY_KEYS | {
     "backend-protocol",
     "proxy-ssl-verify",
 }
+_TRUE = frozenset({"1", "t", "T", "true", "TRUE", "True"})
+_FALSE = frozenset({"0", "f", "F", "false", "FALSE", "False"})
+
+
+def is_canary(raw: dict[str, str]) -> bool:
+    """Whether the annotations mark a canary Ingress (an unreadable value is not)."""
+    return raw.get(PREFIX + "canary", "").strip() in _TRUE
+
+
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 _SIZE = re.compile(r"^(\d+)([kKmMgG]?)$")
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
@@ -156,8 +165,9 @@ class _Reader:
         value = self.get(key)
         if value is None:
             return default
-        if value.lower() in ("true", "false"):
-            return value.lower() == "true"
+        # As NGINX Ingress reads booleans (Go's strconv.ParseBool).
+        if value in _TRUE or value in _FALSE:
+            return value in _TRUE
         self.bad(key, f"{value!r} is not true or false")
         return default
 

@@ -42,12 +42,13 @@ the ``rewrite-target`` rewrite.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import ConfigError
-from core.ingress.annotations import Annotations, read_annotations
+from core.ingress.annotations import Annotations, is_canary, read_annotations
 from core.ingress.objects import (
     Backend,
     Endpoints,
@@ -61,8 +62,10 @@ from core.ingress.objects import (
 )
 
 LEGACY_CLASS = "kubernetes.io/ingress.class"
+NGINX_BODY_SIZE = 1 << 20  # proxy-body-size's default, 1m
 DEFAULT_CLASS = "ingressclass.kubernetes.io/is-default-class"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+_REGEXY = re.compile(r"[()\[\]|*+?$^\\]")
 
 
 @dataclass(frozen=True)
@@ -275,6 +278,12 @@ class _Translator:
             for j, p in enumerate(rule.http.paths):
                 where = f"Ingress {ing.key} ({ing.where}) rules[{i}].http.paths[{j}]"
                 path = p.path or "/"
+                if regex and p.path_type != "ImplementationSpecific" and _REGEXY.search(path):
+                    self.out.warnings.append(
+                        f"{where}: path {path!r} looks like a regular expression, but "
+                        f"pathType {p.path_type} compares it literally; NGINX Ingress reads it "
+                        "as a regex here: use pathType ImplementationSpecific"
+                    )
                 if not path.startswith("/") and p.path_type != "ImplementationSpecific":
                     self.out.problems.append(f"{where}: path {path!r} must start with '/'")
                     continue
@@ -303,8 +312,10 @@ class _Translator:
                     "upstream": upstream,
                     "filters": chain,
                 }
-                if ann.body_size is not None:
-                    route["max_body_bytes"] = ann.body_size
+                # NGINX Ingress bounds request bodies at 1m unless proxy-body-size says.
+                route["max_body_bytes"] = (
+                    ann.body_size if ann.body_size is not None else NGINX_BODY_SIZE
+                )
                 if ann.rewrite_target is not None:
                     # NGINX: rewrite "(?i)PATH" TARGET, the path read as a regex whose
                     # groups the target refers to ($1, $2, ...).
@@ -451,7 +462,7 @@ def translate(found: Manifests, settings: Settings) -> Translation:
     for ing in mine:
         tr.out.ingresses.append(ing.key)
         raw = ing.obj.metadata.annotations
-        if raw.get("nginx.ingress.kubernetes.io/canary", "").strip().lower() == "true":
+        if is_canary(raw):
             canaries.append(ing)
         else:
             mainlines.append(ing)

@@ -898,8 +898,8 @@ async def test_upstream_vhost(cluster: Cluster, http: aiohttp.ClientSession) -> 
         pytest.param("small.test", 1024, 200, id="1k-at-limit"),
         pytest.param("small.test", 1025, 413, id="1k-over"),
         pytest.param("unbounded.test", 20_000, 200, id="0-unbounded-over-server-limit"),
-        pytest.param("plain.test", 4096, 200, id="none-server-limit-at"),
-        pytest.param("plain.test", 20_000, 413, id="none-server-limit-over"),
+        pytest.param("plain.test", 1 << 20, 200, id="none-nginx-default-1m-at"),
+        pytest.param("plain.test", (1 << 20) + 1, 413, id="none-nginx-default-1m-over"),
     ],
 )
 async def test_proxy_body_size(
