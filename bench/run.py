@@ -55,14 +55,16 @@ WASMGATE = ROOT / ".venv" / "bin" / "wasmgate"
 SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 TARGET_RATIO = 0.25  # wasmgate must reach this share of nginx's req/s
 BASELINE = "nginx"
+# Also the order of the runs in a round: each HTTPS target right after its plain twin, so
+# that the two runs whose req/s are divided are seconds apart.
 TARGETS = (
     "nginx",
+    "nginx-https",
     "wasmgate",
+    "wasmgate-https",
     "wasmgate-asyncio",
     "wasmgate-chain",
     "wasmgate-wasm",
-    "nginx-https",
-    "wasmgate-https",
 )
 # Each HTTPS target is the plain target it is divided by, plus a TLS listener.
 HTTPS_TWINS = {"nginx": "nginx-https", "wasmgate": "wasmgate-https"}
@@ -736,8 +738,8 @@ def wasm_verdict(summary: Summary) -> dict[str, Any]:
 def https_verdict(runs: dict[str, list[WrkResult]]) -> dict[str, Any]:
     """HTTPS req/s / HTTP req/s per proxy, and wasmgate's share next to nginx's.
 
-    The fraction is taken per round (the two runs are minutes apart at most, so drift of
-    the machine cancels out) and its median over the rounds is the figure.
+    The fraction is taken per round, from two back-to-back runs (see TARGETS), so slow
+    drift of the machine cancels out; its median over the rounds is the figure.
     """
     fractions: dict[str, Any] = {}
     for plain, https in HTTPS_TWINS.items():
