@@ -49,6 +49,7 @@ check: lint typecheck test
 
 bench: install
 	$(PY) bench/run.py
+	$(PY) bench/reload.py
 
 # Skips filters whose build output is newer than their sources (see plugins/wasm/build.py).
 ZIGLANG := $(PY) -c 'import ziglang' 2>/dev/null || $(PY) -m pip install --quiet --disable-pip-version-check ziglang

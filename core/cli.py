@@ -24,6 +24,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from core import cert_cli
+from core.admin import Admin, read_token
+from core.config import Admin as AdminSettings
 from core.config import GatewayConfig, Server, load_config
 from core.errors import ConfigError
 from core.gateway import Gateway, Snapshot
@@ -73,8 +75,11 @@ def _load(path: str, *, listen: list[str] | None = None) -> Snapshot:
         raise SystemExit(1) from None
 
 
-def build_snapshot(path: str, *, listen: list[str] | None = None) -> Snapshot:
-    """Load, validate and compile a configuration; raises ConfigError."""
+def build_snapshot(
+    path: str, *, listen: list[str] | None = None, previous: Snapshot | None = None
+) -> Snapshot:
+    """Load, validate and compile a configuration; raises ConfigError. With
+    ``previous`` (a reload), its unchanged upstream pools are carried over."""
     cfg = load_config(path)
     if listen:
         try:
@@ -85,7 +90,7 @@ def build_snapshot(path: str, *, listen: list[str] | None = None) -> Snapshot:
         cfg = cfg.model_copy(update={"server": server})
     for warning in cfg.warnings:
         log.warning("%s", warning)
-    return Snapshot(cfg, path)
+    return Snapshot(cfg, path, previous=previous)
 
 
 # ---------------------------------------------------------------------- check
@@ -160,7 +165,9 @@ async def _serve(
     *,
     reuse_port: bool,
     banner: bool,
-    rebuild: Callable[[], Snapshot] | None = None,
+    rebuild: Callable[[Snapshot], Snapshot] | None = None,
+    admin: bool = True,
+    supervised: bool = False,
 ) -> None:
     loop = asyncio.get_running_loop()
     cfg = snap.config
@@ -184,15 +191,51 @@ async def _serve(
             len(cfg.upstreams),
         )
     watcher = None
+    reloader = None
     if rebuild is not None:
         reloader = Reloader(gateway, Path(snap.source), rebuild)
         watcher = loop.create_task(reloader.watch(stop))
+    admin_api = None
+    if admin and cfg.admin is not None:
+        admin_api = await _start_admin(gateway, reloader, cfg.admin, Path(snap.source), supervised)
     await stop.wait()
     if watcher is not None:
         watcher.cancel()
+    if admin_api is not None:
+        await admin_api.stop()
     log.info("draining (up to %.0fs)", cfg.server.limits.drain_timeout)
     await gateway.drain()
     log.info("stopped")
+
+
+async def _start_admin(
+    gateway: Gateway,
+    reloader: Reloader | None,
+    settings: AdminSettings,
+    config_path: Path,
+    supervised: bool,
+) -> Admin:
+    render = None
+    try:
+        from core import metrics
+
+        def render() -> tuple[bytes, str]:
+            return metrics.render(), metrics.CONTENT_TYPE
+    except ImportError:
+        pass
+    try:
+        token = read_token(settings.token, settings.token_file, config_path.parent)
+    except OSError as exc:
+        raise SystemExit(f"wasmgate: admin.token_file: {exc.strerror or exc}") from None
+    api = Admin(gateway, reloader, token=token, supervised=supervised, render_metrics=render)
+    try:
+        await api.start(settings.listen)
+    except OSError as exc:
+        raise SystemExit(
+            f"wasmgate: cannot listen on admin.listen: {exc.strerror or exc}"
+        ) from None
+    log.info("admin API on http://%s", settings.listen)
+    return api
 
 
 def _run_worker(
@@ -200,12 +243,23 @@ def _run_worker(
     loop_kind: str,
     *,
     reuse_port: bool,
-    rebuild: Callable[[], Snapshot] | None = None,
+    rebuild: Callable[[Snapshot], Snapshot] | None = None,
+    admin: bool = True,
+    supervised: bool = False,
 ) -> None:
     loop = _new_loop(loop_kind)
     asyncio.set_event_loop(loop)
     try:
-        loop.run_until_complete(_serve(snap, reuse_port=reuse_port, banner=True, rebuild=rebuild))
+        loop.run_until_complete(
+            _serve(
+                snap,
+                reuse_port=reuse_port,
+                banner=True,
+                rebuild=rebuild,
+                admin=admin,
+                supervised=supervised,
+            )
+        )
     finally:
         loop.close()
 
@@ -214,7 +268,7 @@ def _supervise(
     snap: Snapshot,
     loop_kind: str,
     workers: int,
-    rebuild: Callable[[], Snapshot] | None = None,
+    rebuild: Callable[[Snapshot], Snapshot] | None = None,
 ) -> int:
     """Fork ``workers`` processes on one port (SO_REUSEPORT); restart any that dies."""
     children: dict[int, int] = {}
@@ -228,7 +282,14 @@ def _supervise(
             signal.signal(signal.SIGHUP, signal.SIG_DFL)
             code = 0
             try:
-                _run_worker(snap, loop_kind, reuse_port=True, rebuild=rebuild)
+                _run_worker(
+                    snap,
+                    loop_kind,
+                    reuse_port=True,
+                    rebuild=rebuild,
+                    admin=slot == 0,  # one process owns the admin port
+                    supervised=True,
+                )
             except SystemExit as exc:
                 print(exc, file=sys.stderr)
                 code = 1
@@ -290,8 +351,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if workers < 1:
         raise SystemExit("wasmgate: --workers must be >= 1")
 
-    def rebuild() -> Snapshot:
-        return build_snapshot(args.config, listen=args.listen)
+    def rebuild(previous: Snapshot) -> Snapshot:
+        return build_snapshot(args.config, listen=args.listen, previous=previous)
 
     if workers == 1:
         _run_worker(snap, args.loop, reuse_port=False, rebuild=rebuild)

@@ -501,6 +501,27 @@ class Kubernetes(Model):
         return value
 
 
+class Admin(Model):
+    """``[admin]``: the admin API's own listener (see docs/admin.md)."""
+
+    listen: str = Field("127.0.0.1:9901", description="host:port; keep it off public networks.")
+    token: str | None = Field(
+        None,
+        min_length=16,
+        description="Bearer token for state-changing calls (POST /reload); without one "
+        "they are refused. Prefer token_file.",
+    )
+    token_file: str | None = Field(
+        None, description="File holding the token (relative to this file)."
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        parse_address(value, allow_zero=True)
+        return value
+
+
 class MarketSettings(Model):
     """``[market]``: where installed plugins come from (``wasmgate plugin install``).
 
@@ -555,6 +576,9 @@ class GatewayConfig(Model):
     )
     kubernetes: Kubernetes | None = Field(
         None, description="Ingress manifests translated into routes at every load."
+    )
+    admin: Admin | None = Field(
+        None, description="The admin API (health, config, routes, metrics, reload); off without it."
     )
     market: MarketSettings = Field(
         default_factory=lambda: MarketSettings(),

@@ -26,7 +26,7 @@ from core.errors import ConfigError, UpstreamError
 from core.http1 import ClientConnection
 from core.router import Router
 from core.tls import build_server_tls, listener_context
-from core.upstream import build_pools
+from core.upstream import UpstreamPool, build_pools
 from plugin_sdk.chain import FilterInstance
 
 if TYPE_CHECKING:
@@ -48,11 +48,21 @@ class Snapshot:
         config: GatewayConfig,
         source: str = "<config>",
         registry: PluginRegistry | None = None,
+        previous: Snapshot | None = None,
     ) -> None:
         self.config = config
         self.source = source
         # Pools first: they open nothing until used, so a refusal leaves nothing to close.
-        self.pools = build_pools(config.upstreams, source)
+        # Unchanged ones are the previous snapshot's (borrowed until swap() hands them over).
+        self.pools: dict[str, UpstreamPool] = build_pools(
+            config.upstreams, source, previous.pools if previous else None
+        )
+        self._borrowed = {
+            name
+            for name, pool in self.pools.items()
+            if previous and previous.pools.get(name) is pool
+        }
+        self._given: set[str] = set()  # pools a newer snapshot took over
         self.chains = compile_chains(config, registry or PluginRegistry(), source)
         self.router = Router(config, self.chains)
         self.trusted_hops = config.server.trusted_hops
@@ -143,8 +153,9 @@ class Snapshot:
         if self._closed:
             return
         self._closed = True
-        for pool in self.pools.values():
-            pool.close()
+        for name, pool in self.pools.items():
+            if name not in self._borrowed and name not in self._given:
+                pool.close()
         for inst in self.filters():
             try:
                 inst.filter.close()
@@ -211,6 +222,8 @@ class Gateway:
         """Serve new requests from ``snapshot``; requests in flight finish on the old
         one, which closes when the last of them ends. Listeners and connections stay."""
         old = self.snapshot
+        old._given |= snapshot._borrowed
+        snapshot._borrowed = set()
         snapshot.bind(self.address)
         if self._tls_ctx is not None and snapshot.tls is not None:
             snapshot.tls.configure(self._tls_ctx)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -59,7 +60,7 @@ class Reloader:
         self,
         gateway: Gateway,
         path: Path,
-        build: Callable[[], Snapshot],
+        build: Callable[[Snapshot], Snapshot],
         interval: float = 1.0,
     ) -> None:
         self.gateway = gateway
@@ -67,27 +68,51 @@ class Reloader:
         self.build = build
         self.interval = interval
         self.version = 1
+        self.attempts = 0
+        self.loaded_at = time.time()
+        self.last_result: dict[str, object] | None = None  # the last reload's outcome
         self._files = watched_files(path, gateway.snapshot.config)
         self._seen = fingerprint(self._files)
+
+    def _record(self, why: str, error: str | None) -> None:
+        self.attempts += 1
+        self.last_result = {
+            "ok": error is None,
+            "trigger": why,
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "error": error,
+            "version": self.version,
+        }
+        try:
+            from core.metrics import record_reload
+        except ImportError:  # metrics not built in
+            return
+        from core.admin import config_hash
+
+        record_reload(error is None, self.version, config_hash(self.gateway.snapshot))
 
     def reload(self, why: str) -> bool:
         """Build and swap in a new snapshot; False (old one kept) if it fails."""
         old = self.gateway.snapshot.config
         try:
-            snap = self.build()
+            snap = self.build(self.gateway.snapshot)
         except (ConfigError, GatewayError) as exc:
             log.error("reload (%s) failed; still serving the previous configuration:\n%s", why, exc)
+            self._record(why, str(exc))
             return False
         except Exception as exc:  # a bug of ours must not stop the gateway
             log.exception(
                 "reload (%s) failed; still serving the previous configuration: %r", why, exc
             )
+            self._record(why, f"internal error: {exc!r}")
             return False
         cfg = snap.config
         if cfg.server.listen != old.server.listen or cfg.server.workers != old.server.workers:
             log.warning("reload: server.listen and server.workers take effect at the next restart")
         self.gateway.swap(snap)
         self.version += 1
+        self.loaded_at = time.time()
+        self._record(why, None)
         self._files = watched_files(self.path, cfg)
         self._seen = fingerprint(self._files)
         log.info(

@@ -314,6 +314,7 @@ class UpstreamPool:
     def __init__(self, cfg: Upstream, base_dir: Path = Path()) -> None:
         """Raises OSError (``ssl.SSLError`` included) for a ``tls_ca`` it cannot load."""
         self.cfg = cfg
+        self.base_dir = base_dir
         self.name = cfg.name
         self.tls = tls_context(cfg, base_dir)
         self.sni = tls_server_name(cfg)  # None: each endpoint's host
@@ -457,12 +458,25 @@ class UpstreamPool:
                 ep.idle.pop().close()
 
 
-def build_pools(upstreams: Sequence[Upstream], source: str) -> dict[str, UpstreamPool]:
-    """One pool per ``[[upstreams]]`` table; raises ConfigError naming ``tls_ca``."""
+def build_pools(
+    upstreams: Sequence[Upstream],
+    source: str,
+    reuse: dict[str, UpstreamPool] | None = None,
+) -> dict[str, UpstreamPool]:
+    """One pool per ``[[upstreams]]`` table; raises ConfigError naming ``tls_ca``.
+
+    A pool of ``reuse`` (the previous snapshot's) whose table is unchanged is taken
+    as it is, with its keep-alive connections and endpoint health: a reload does not
+    make upstreams reconnect or forget an ejected endpoint.
+    """
     base_dir = Path(source).parent if source and not source.startswith("<") else Path()
     pools: dict[str, UpstreamPool] = {}
     problems: list[str] = []
     for i, cfg in enumerate(upstreams):
+        old = reuse.get(cfg.name) if reuse else None
+        if old is not None and old.cfg == cfg and old.base_dir == base_dir:
+            pools[cfg.name] = old
+            continue
         try:
             pools[cfg.name] = UpstreamPool(cfg, base_dir)
         except OSError as exc:

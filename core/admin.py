@@ -1,0 +1,266 @@
+"""The admin API: a separate listener (``[admin]``, 127.0.0.1 by default) served by aiohttp.
+
+=================  =========================================================================
+``GET /live``      200 while the process runs
+``GET /ready``     200 once listeners are up and a configuration serves; 503 while draining
+``GET /config``    the active configuration (secrets redacted), its version and hash, when
+                   it was loaded, and the last reload's result (with its error)
+``GET /routes``    every route with its resolved filter chain, in execution order
+``GET /plugins``   loaded filter instances: plugin, kind, version, fail strategy, errors
+``GET /metrics``   Prometheus text format, aggregated across workers (:mod:`core.metrics`)
+``POST /reload``   reload now; needs ``Authorization: Bearer TOKEN`` (``[admin] token``):
+                   401 with a wrong or missing token, 403 when no token is configured
+=================  =========================================================================
+
+With several workers, the first one serves the admin listener; ``POST /reload`` then
+signals the supervisor, which has every worker reload, and answers with this worker's
+result. Responses are JSON (``/metrics`` excepted). Nothing here is on the request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+import re
+import signal
+import time
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from core.config import parse_address
+
+if TYPE_CHECKING:
+    from core.gateway import Gateway, Snapshot
+    from core.reload import Reloader
+
+# Field names whose values are secrets wherever they appear in the configuration.
+SECRET = re.compile(r"(secret|password|passwd|token|credential|private|_pem$|^key$|api_?key)", re.I)
+REDACTED = "<redacted>"
+
+
+def redact(value: Any, key: str = "") -> Any:
+    if key and SECRET.search(key) and value not in (None, "", [], {}):
+        return REDACTED
+    if isinstance(value, dict):
+        return {k: redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        if key in ("consumers", "credentials", "users"):
+            return [redact(v, "secret") if not isinstance(v, dict) else _consumer(v) for v in value]
+        return [redact(v, key if not isinstance(v, dict | list) else "") for v in value]
+    return value
+
+
+def _consumer(entry: dict[str, Any]) -> dict[str, Any]:
+    """A consumer table: its name stays, every other value is a credential."""
+    return {k: (v if k in ("name", "id", "username") else REDACTED) for k, v in entry.items()}
+
+
+def wasmgate_version() -> str:
+    try:
+        return version("wasmgate")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+class Admin:
+    """The admin listener of one process."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        reloader: Reloader | None,
+        *,
+        token: str | None,
+        supervised: bool = False,
+        render_metrics: Callable[[], tuple[bytes, str]] | None = None,
+    ) -> None:
+        self.gateway = gateway
+        self.reloader = reloader
+        self.token = token
+        self.supervised = supervised
+        self.render_metrics = render_metrics
+        self.started = time.time()
+        self.runner: web.AppRunner | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self, listen: str) -> None:
+        host, port = parse_address(listen, allow_zero=True)
+        app = web.Application()
+        app.router.add_get("/live", self.live)
+        app.router.add_get("/ready", self.ready)
+        app.router.add_get("/config", self.config)
+        app.router.add_get("/routes", self.routes)
+        app.router.add_get("/plugins", self.plugins)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_post("/reload", self.reload)
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, host, port, reuse_address=True)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = int(sockets[0].getsockname()[1]) if sockets else port
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    # ------------------------------------------------------------ read-only
+
+    @property
+    def snap(self) -> Snapshot:
+        return self.gateway.snapshot
+
+    async def live(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({"status": "live", "pid": os.getpid()})
+
+    async def ready(self, request: web.Request) -> web.StreamResponse:
+        if self.gateway.draining or not self.gateway.sockets:
+            return web.json_response({"status": "not ready"}, status=503)
+        return web.json_response({"status": "ready"})
+
+    async def config(self, request: web.Request) -> web.StreamResponse:
+        reloader = self.reloader
+        body: dict[str, Any] = {
+            "version": reloader.version if reloader else 1,
+            "hash": config_hash(self.snap),
+            "source": self.snap.source,
+            "loaded_at": _iso(reloader.loaded_at if reloader else self.started),
+            "last_reload": reloader.last_result if reloader else None,
+            "wasmgate": wasmgate_version(),
+            "uptime_seconds": round(time.time() - self.started, 1),
+            "listeners": [
+                f"{scheme}://{h}:{p}"
+                for (h, p), scheme in zip(self.gateway.sockets, self.gateway.schemes, strict=True)
+            ],
+            "config": redact(self.snap.config.model_dump(mode="json", exclude_none=True)),
+        }
+        return web.json_response(body)
+
+    async def routes(self, request: web.Request) -> web.StreamResponse:
+        router = self.snap.router
+        targets = list(router.routes)
+        if router.default is not None:
+            targets.append(router.default)
+        by_name = {r.name: r for r in self.snap.config.routes}
+        out = []
+        for target in targets:
+            route = by_name.get(target.name)
+            chain = target.chain.filters if target.chain else []
+            out.append(
+                {
+                    "name": target.name,
+                    "hosts": route.hosts if route else [],
+                    "paths": [p.model_dump() for p in route.paths] if route else [],
+                    "methods": route.methods if route else [],
+                    "upstream": target.upstream,
+                    "chain": [_filter_info(inst) for inst in chain],
+                }
+            )
+        return web.json_response({"routes": out})
+
+    async def plugins(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({"filters": [_filter_info(f) for f in self.snap.filters()]})
+
+    async def metrics(self, request: web.Request) -> web.StreamResponse:
+        if self.render_metrics is None:
+            raise web.HTTPNotFound(text="metrics are not available\n")
+        body, content_type = self.render_metrics()
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    # ------------------------------------------------------------ state-changing
+
+    def _authorized(self, request: web.Request) -> web.StreamResponse | None:
+        if self.token is None:
+            return web.json_response(
+                {"error": "state-changing admin calls are disabled: set [admin] token"},
+                status=403,
+            )
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+            return web.json_response(
+                {"error": "this call needs Authorization: Bearer <[admin] token>"},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="wasmgate-admin"'},
+            )
+        return None
+
+    async def reload(self, request: web.Request) -> web.StreamResponse:
+        refused = self._authorized(request)
+        if refused is not None:
+            return refused
+        if self.reloader is None:
+            return web.json_response({"error": "this process cannot reload"}, status=409)
+        if self.supervised:
+            # Every worker reloads on the supervisor's SIGHUP; answer with ours.
+            before = self.reloader.attempts
+            os.kill(os.getppid(), signal.SIGHUP)
+            deadline = time.monotonic() + 10
+            while self.reloader.attempts == before and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+        else:
+            self.reloader.reload("admin API")
+        result = self.reloader.last_result
+        status = 200 if result and result.get("ok") else 500
+        return web.json_response(
+            {"version": self.reloader.version, "result": result}, status=status
+        )
+
+
+def _filter_info(inst: Any) -> dict[str, Any]:
+    plugin = str(inst.plugin)
+    kind = "wasm" if type(inst.filter).__name__ == "WasmFilter" else "python"
+    name, _, ver = plugin.partition("@")
+    if not ver:
+        ver = _dist_version(inst.filter)
+    return {
+        "name": inst.name,
+        "plugin": name,
+        "kind": kind,
+        "version": ver,
+        "fail": "open" if inst.fail_open else "closed",
+        "errors": inst.errors,
+        "phases": [
+            p.removeprefix("on_")
+            for p in ("on_request", "on_response", "on_log")
+            if getattr(inst, p) is not None
+        ],
+    }
+
+
+def _dist_version(flt: Any) -> str:
+    """The version of the distribution a Python filter's class comes from."""
+    from importlib.metadata import packages_distributions
+
+    top = type(flt).__module__.split(".")[0]
+    dists = packages_distributions().get(top, [])
+    for dist in dists:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            continue
+    return ""
+
+
+def config_hash(snap: Snapshot) -> str:
+    import hashlib
+    import json
+
+    data = json.dumps(snap.config.model_dump(mode="json"), sort_keys=True).encode()
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def read_token(token: str | None, token_file: str | None, base: Path) -> str | None:
+    if token_file is not None:
+        return (base / token_file).read_text().strip() or None
+    return token
