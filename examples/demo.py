@@ -435,6 +435,12 @@ def banner(port: int, down_port: int, registry_port: int | None = None) -> str:
         width = max(len(cmd) for cmd, _ in cmds)
         lines += [f"  {cmd.ljust(width)}  # {answer}" for cmd, answer in cmds]
         lines.append("")
+    lines += [
+        "  # The admin API (read-only here): routes with their chains, metrics",
+        "  curl -s http://127.0.0.1:9901/routes    # JSON: each route's filter chain",
+        "  curl -s http://127.0.0.1:9901/metrics   # wasmgate_requests_total{...} ...",
+        "",
+    ]
     if registry_port is not None:
         lines += market_banner(registry_port)
     lines += [
