@@ -5,13 +5,14 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help install run test lint format typecheck check bench clean wasm registry demo-canary demo-zero-trust
+.PHONY: help install run test lint format typecheck check bench soak clean wasm registry demo-canary demo-zero-trust
 
 help:
 	@echo "make run        set up, start the demo upstreams and serve examples/gateway.toml"
 	@echo "make test       set up and run the test suite"
 	@echo "make check      lint + types + tests (run before committing)"
 	@echo "make bench      wasmgate vs nginx with wrk (installs nginx and wrk if missing)"
+	@echo "make soak       10 minutes of mixed traffic and reloads; checks errors, RSS and fds"
 	@echo "make install    create $(VENV) and install wasmgate editable with dev extras"
 	@echo "make wasm       build the example WASM filters in plugins/wasm (needs npm; installs ziglang)"
 	@echo "make demo-canary  the NGINX Ingress canary walkthrough from manifests (VARIANT=weight)"
@@ -50,6 +51,10 @@ check: lint typecheck test
 bench: install
 	$(PY) bench/run.py
 	$(PY) bench/reload.py
+
+# Not part of test or check: about 11 minutes (bench/soak.py --help; SOAK_ARGS="--minutes 2").
+soak: install
+	$(PY) bench/soak.py $(SOAK_ARGS)
 
 # Skips filters whose build output is newer than their sources (see plugins/wasm/build.py).
 ZIGLANG := $(PY) -c 'import ziglang' 2>/dev/null || $(PY) -m pip install --quiet --disable-pip-version-check ziglang

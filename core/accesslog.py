@@ -1,7 +1,8 @@
 """One access-log line per request, as JSON lines or in the combined format.
 
 Lines are written to a buffered stream and flushed at most every 200 ms (at once when
-the stream is a terminal), so logging costs no system call per request.
+the stream is a terminal), so logging costs no system call per request; the time stamp
+is formatted once a second. The fields are described in docs/configuration.md.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class AccessLog:
             self._own = True
         self._tty = bool(self.stream is not None and self.stream.isatty())
         self._dirty = False
+        self._second = -1
+        self._stamp = ""  # the time stamp of self._second, without the milliseconds
 
     def write(
         self,
@@ -49,14 +52,24 @@ class AccessLog:
         upstream: str | None,
         endpoint: str | None,
         reason: str,
+        upstream_duration: float | None = None,
+        trace_id: str | None = None,
+        stopped_by: str | None = None,
     ) -> None:
         if self.stream is None:
             return
         now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            if self.fmt == "json":
+                self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            else:
+                t = time.localtime(second)
+                self._stamp = time.strftime(f"%d/{_MONTHS[t.tm_mon - 1]}/%Y:%H:%M:%S %z", t)
         if self.fmt == "json":
             entry: dict[str, Any] = {
-                "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
-                + f".{int(now * 1000) % 1000:03d}Z",
+                "time": f"{self._stamp}.{int(now * 1000) % 1000:03d}Z",
                 "client": client_ip,
                 "method": req.method if req else None,
                 "host": req.host if req else None,
@@ -66,16 +79,19 @@ class AccessLog:
                 "bytes_in": bytes_in,
                 "bytes_out": bytes_out,
                 "duration_ms": round(duration * 1000, 3),
+                "upstream_duration_ms": (
+                    round(upstream_duration * 1000, 3) if upstream_duration is not None else None
+                ),
                 "route": route,
                 "upstream": upstream,
                 "endpoint": endpoint,
+                "trace_id": trace_id,
+                "stopped_by": stopped_by,
             }
             if reason:
                 entry["reason"] = reason
             line = json.dumps(entry, separators=(",", ":"))
         else:
-            t = time.localtime(now)
-            stamp = time.strftime(f"%d/{_MONTHS[t.tm_mon - 1]}/%Y:%H:%M:%S %z", t)
             if req is not None:
                 request = f"{req.method} {req.target.decode('latin-1')} HTTP/{req.version}"
                 referer = req.header("referer") or "-"
@@ -83,7 +99,8 @@ class AccessLog:
             else:
                 request, referer, agent = "-", "-", "-"
             line = (
-                f'{client_ip} - - [{stamp}] "{request}" {status} {bytes_out} "{referer}" "{agent}"'
+                f'{client_ip} - - [{self._stamp}] "{request}" {status} {bytes_out} '
+                f'"{referer}" "{agent}" {trace_id or "-"}'
             )
         self.stream.write(line + "\n")
         if self._tty:

@@ -32,6 +32,7 @@ from core.config import (
     suggest,
 )
 from core.errors import ConfigError, PluginError
+from core.metrics import adopt
 from plugin_sdk import Filter, PluginConfig
 from plugin_sdk.chain import Chain, FilterInstance
 from plugin_sdk.installed import SOURCE_GROUP, InstalledPlugin, PluginSource
@@ -286,7 +287,7 @@ def compile_chains(cfg: GatewayConfig, registry: PluginRegistry, source: str) ->
                 )
                 continue
             chain.append(inst)
-        chains[route_name] = Chain(chain)
+        chains[route_name] = Chain(adopt(chain))  # shared stats: counts survive reloads
     if problems:
         raise ConfigError(source, problems)
     return chains

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from core import cert_cli
+from core import cert_cli, metrics
 from core.admin import Admin, read_token
 from core.config import Admin as AdminSettings
 from core.config import GatewayConfig, Server, load_config
@@ -178,6 +178,7 @@ async def _serve(
         raise SystemExit(f"wasmgate: cannot listen: {exc.strerror or exc}") from None
     stop = asyncio.Event()
     gateway.install_signal_handlers(stop)
+    metrics.start(loop)  # this process's metrics file, every second
     if banner:
         urls = ", ".join(
             f"{scheme}://{h}:{p}"
@@ -205,6 +206,7 @@ async def _serve(
         await admin_api.stop()
     log.info("draining (up to %.0fs)", cfg.server.limits.drain_timeout)
     await gateway.drain()
+    metrics.stop()
     log.info("stopped")
 
 
@@ -344,6 +346,7 @@ def _supervise(
 
 def cmd_run(args: argparse.Namespace) -> int:
     snap = _load(args.config, listen=args.listen)
+    metrics.init_runtime(None)  # before forking: every worker writes its file there
     workers = args.workers if args.workers is not None else snap.config.server.workers
     if workers == "auto":
         workers = os.cpu_count() or 1

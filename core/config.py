@@ -522,6 +522,37 @@ class Admin(Model):
         return value
 
 
+class Tracing(Model):
+    """``[tracing]``: W3C trace sampling and, optionally, OpenTelemetry export."""
+
+    otlp_endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP JSON traces URL of a collector, e.g. "
+        "'http://127.0.0.1:4318/v1/traces'; unset: no spans are exported.",
+    )
+    service_name: str = Field(
+        "wasmgate", min_length=1, description="service.name of the exported spans."
+    )
+    sample_ratio: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of new traces marked sampled (and exported); a client's "
+        "traceparent keeps its own sampled flag.",
+    )
+    batch_seconds: float = Field(1.0, gt=0, description="Seconds between exports.")
+    max_queue: int = Field(
+        10000, ge=1, description="Spans held awaiting export; more are dropped and counted."
+    )
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value
+
+
 class MarketSettings(Model):
     """``[market]``: where installed plugins come from (``wasmgate plugin install``).
 
@@ -584,6 +615,10 @@ class GatewayConfig(Model):
         default_factory=lambda: MarketSettings(),
         description="Installed plugins: lockfile, plugin folder, registry, trust store.",
     )
+    tracing: Tracing = Field(
+        default_factory=lambda: Tracing(),
+        description="Trace sampling and OpenTelemetry (OTLP) span export; off by default.",
+    )
 
 
 # --------------------------------------------------------------------------- loading
@@ -637,14 +672,33 @@ def _is_tag(part: int | str) -> bool:
     return isinstance(part, str) and (part in _UNION_TAGS or "[" in part or "-" in part)
 
 
-def _pydantic_problems(exc: ValidationError) -> list[str]:
+def _tags(loc: Sequence[int | str], data: Any) -> list[bool]:
+    """Which parts of an error's location are union tags rather than the document's own
+    keys and indexes: a key may look like a tag (``[filters.my-cors]``, ``"str" = 1``),
+    so a part is a tag only where the document has no such key."""
+    flags = []
+    for part in loc:
+        if isinstance(data, list) and isinstance(part, int):
+            found = 0 <= part < len(data)
+        else:
+            found = isinstance(data, dict) and part in data
+        tag = not found and _is_tag(part)
+        if found:
+            data = data[part]
+        elif not tag:
+            data = None
+        flags.append(tag)
+    return flags
+
+
+def _pydantic_problems(exc: ValidationError, data: Any) -> list[str]:
     # For a union (``"name" | { plugin = ... }``) pydantic reports every branch it
     # tried. Report the branch the user meant: the one that got past the type check.
     # If none did, one line says which types would do.
     groups: dict[tuple[int | str, ...], dict[str, list[Any]]] = {}
     for err in exc.errors(include_url=False):
         loc = err["loc"]
-        cut = next((i for i, p in enumerate(loc) if _is_tag(p)), len(loc))
+        cut = next((i for i, tag in enumerate(_tags(loc, data)) if tag), len(loc))
         branch = str(loc[cut]) if cut < len(loc) else ""
         groups.setdefault(tuple(loc[:cut]), {}).setdefault(branch, []).append(err)
     kept: list[Any] = []
@@ -667,7 +721,10 @@ def _pydantic_problems(exc: ValidationError) -> list[str]:
             kept.append({"loc": base, "type": "union", "msg": f"expected {wanted}"})
     problems = []
     for err in kept:
-        where: list[int | str] = [p for p in err["loc"] if not _is_tag(p)]
+        loc = err["loc"]
+        where: list[int | str] = [
+            p for p, tag in zip(loc, _tags(loc, data), strict=True) if not tag
+        ]
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             owner = _model_at(where[:-1])
@@ -730,7 +787,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> GatewayConfi
         try:
             table = Kubernetes.model_validate(data["kubernetes"])
         except ValidationError as exc:
-            problems = _pydantic_problems(exc)
+            problems = _pydantic_problems(exc, data["kubernetes"])
             raise ConfigError(source, [f"kubernetes.{p}" for p in problems]) from None
         from core.ingress.source import expand  # reads YAML: only when used
 
@@ -740,7 +797,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> GatewayConfi
     try:
         cfg = GatewayConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, _with_origins(_pydantic_problems(exc), origins)) from None
+        raise ConfigError(source, _with_origins(_pydantic_problems(exc, data), origins)) from None
     problems = _cross_problems(cfg)
     if problems:
         raise ConfigError(source, _with_origins(problems, origins))
@@ -764,6 +821,8 @@ def load_config(path: str | Path) -> GatewayConfig:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(source, [f"cannot read file: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(source, [f"not UTF-8 text: {exc}"]) from None
     return loads_config(text, source)
 
 
@@ -772,4 +831,6 @@ def loads_config(text: str, source: str = "<string>") -> GatewayConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, [f"TOML syntax error: {exc}"]) from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise ConfigError(source, ["TOML syntax error: arrays or tables nested too deep"]) from None
     return parse_config(data, source)

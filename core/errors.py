@@ -15,6 +15,7 @@ Every error the gateway raises on purpose derives from :class:`GatewayError`::
         ├── UpstreamConnectError  refused, unreachable, reset before a reply  → 502
         ├── UpstreamProtocolError the upstream sent something that is not HTTP → 502
         └── UpstreamTimeout      connect, read or per-try timeout              → 504
+            └── RequestBodyTimeout  the client stalled mid-body meanwhile     → 408
 
 Request-time errors are turned into local replies by the proxy; they never escape
 to the event loop. Load-time errors carry the file and the dotted field path so the
@@ -82,3 +83,11 @@ class UpstreamProtocolError(UpstreamError):
 class UpstreamTimeout(UpstreamError):
     status = 504
     reason = "upstream timeout"
+
+
+class RequestBodyTimeout(UpstreamTimeout):
+    """A try timed out while the client had not finished sending the request body: the
+    wait was the client's doing, so it is not held against the endpoint's health."""
+
+    status = 408
+    reason = "request body timeout"

@@ -19,6 +19,7 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core import metrics
 from core.accesslog import AccessLog
 from core.chain import PluginRegistry, compile_chains
 from core.config import GatewayConfig, parse_address
@@ -32,8 +33,11 @@ from plugin_sdk.chain import FilterInstance
 if TYPE_CHECKING:
     from core.http1 import Request
     from core.proxy import Exchange
+    from core.tracing import Exporter
 
 log = logging.getLogger("wasmgate")
+FLUSH_INTERVAL = 0.2  # seconds between access-log flushes (also the stall watchdog's tick)
+STALL_WARNING = 0.1  # a flush this late means the event loop was blocked: log it
 
 
 def _base_dir(source: str) -> Path:
@@ -175,10 +179,20 @@ class Gateway:
         self.sockets: list[tuple[str, int]] = []
         server = snapshot.config.server
         self.access_log = AccessLog(server.access_log, server.access_log_format)
+        # [tracing] is read at start, like the access log. Without an OTLP endpoint no
+        # exporter exists and core.tracing (aiohttp's client) is not even imported.
+        tracing = snapshot.config.tracing
+        self.sample_ratio = tracing.sample_ratio
+        self.tracer: Exporter | None = None
+        if tracing.otlp_endpoint is not None:
+            from core.tracing import Exporter
+
+            self.tracer = Exporter(tracing)
         self._tasks: set[asyncio.Task[None]] = set()
         self._date = b""
         self._date_at = 0
         self._flusher: asyncio.TimerHandle | None = None
+        self._flush_due = 0.0
         self.address = ""
         self.schemes: list[str] = []  # per entry of self.sockets
         self._tls_ctx: ssl.SSLContext | None = None
@@ -217,6 +231,9 @@ class Gateway:
         self.address = f"{self.sockets[0][0]}:{self.sockets[0][1]}" if self.sockets else ""
         self.snapshot.bind(self.address)
         self._schedule_flush()
+        metrics.attach(self)
+        if self.tracer is not None:
+            self.tracer.start(self.loop)
 
     def swap(self, snapshot: Snapshot) -> None:
         """Serve new requests from ``snapshot``; requests in flight finish on the old
@@ -247,9 +264,12 @@ class Gateway:
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=1.0)
         self.snapshot.close()
+        metrics.detach(self)
         if self._flusher is not None:
             self._flusher.cancel()
         self.access_log.close()
+        if self.tracer is not None:
+            await self.tracer.close()
 
     def install_signal_handlers(self, stop: asyncio.Event) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -270,12 +290,26 @@ class Gateway:
         return self._date
 
     def _schedule_flush(self) -> None:
+        # The flush timer doubles as a watchdog, at no cost per request: running late
+        # means something held the event loop (a filter that sleeps or does blocking
+        # I/O, a reload compiling modules), and no request was served meanwhile.
+        now = self.loop.time()
+        late = now - self._flush_due
+        if self._flush_due and late > STALL_WARNING:
+            log.warning(
+                "the event loop was blocked for at least %.0f ms; requests waited (filters "
+                "must not block: see docs/writing-plugins.md)",
+                late * 1000,
+            )
         self.access_log.flush()
-        self._flusher = self.loop.call_later(0.2, self._schedule_flush)
+        self._flush_due = now + FLUSH_INTERVAL
+        self._flusher = self.loop.call_later(FLUSH_INTERVAL, self._schedule_flush)
 
     # -- logging
 
     def log_access(self, ex: Exchange) -> None:
+        if self.tracer is not None and ex.req.sampled:
+            self.tracer.record(ex)
         if not self.access_log.enabled:
             return
         route = ex.route
@@ -291,6 +325,9 @@ class Gateway:
             upstream=ex.pool.name if ex.pool else (route.upstream if route else None),
             endpoint=ex.endpoint.address if ex.endpoint else None,
             reason=ex.reason,
+            upstream_duration=ex.upstream_duration,
+            trace_id=ex.req.trace_id,
+            stopped_by=ex.stopped_by,
         )
 
     def log_refused_tls(self, peer: tuple[str, int], reason: str) -> None:
@@ -305,6 +342,7 @@ class Gateway:
         bytes_out: int,
     ) -> None:
         log.info("rejected %s:%d with %d: %s", conn.peer[0], conn.peer[1], status, reason)
+        metrics.record_rejected(status, bytes_out, time.monotonic() - req.start if req else None)
         if self.access_log.enabled:
             self.access_log.write(
                 req if req is not None and req.method else None,
@@ -317,6 +355,7 @@ class Gateway:
                 upstream=None,
                 endpoint=None,
                 reason=reason,
+                trace_id=(req.trace_id or None) if req is not None else None,
             )
 
     def log_upstream_error(self, ex: Exchange, exc: UpstreamError) -> None:

@@ -2,8 +2,10 @@
 
 One :class:`ClientConnection` per accepted connection. It parses requests, enforces
 the ``[server.limits]`` (431 headers, 414 URL, 413 body, 408 slow headers, idle
-timeout), strips hop-by-hop and spoofable forwarding headers while parsing, and hands
-each request to a :class:`core.proxy.Exchange`. Exchanges run one at a time per
+timeout), strips hop-by-hop and spoofable forwarding headers while parsing, refuses
+ambiguous framing, hosts and paths and normalises the path (docs/configuration.md,
+"Hostile input"), and hands each request to a :class:`core.proxy.Exchange`.
+Exchanges run one at a time per
 connection, in order; a pipelined request waits (and reading pauses) until the one
 before it has been answered.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 import time
 from http import HTTPStatus
 from typing import TYPE_CHECKING, cast
@@ -25,6 +28,7 @@ import httptools
 
 import plugin_sdk as sdk
 from core.headers import HOP_BY_HOP, connection_tokens
+from core.tracecontext import start_trace
 from plugin_sdk import TLSInfo
 from plugin_sdk.headers import Headers
 
@@ -44,6 +48,17 @@ TEXT_PLAIN = b"text/plain; charset=utf-8"
 _FRAMING = frozenset(
     {b"content-length", b"transfer-encoding", b"connection", b"date", b"keep-alive"}
 )
+
+
+# Host = uri-host [":" port] (RFC 9110 §7.2): an IP literal or a reg-name, here without
+# percent-encoding (no DNS name has one, and the router compares names as sent).
+_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=]+)(?::([0-9]{0,5}))?")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_HEXDIGITS = frozenset("0123456789abcdefABCDEF")
+_SLASHES = re.compile("/{2,}")
+# Chunk-size lines and the CRLF after a chunk's data: what a chunk may add beyond its
+# data before its extensions count against the bound (see ``data_received``).
+_CHUNK_FRAMING = 24
 
 
 def status_line(status: int) -> bytes:
@@ -68,9 +83,15 @@ class Request(sdk.Request):
         "conn_values",
         "content_length",
         "expect_continue",
+        "has_tracestate",
         "keep_alive",
         "orig_host",
+        "parent_id",
+        "sampled",
+        "span_id",
         "start",
+        "tp_in",
+        "traceparent",
         "upgrade",
         "xff",
         "xfh",
@@ -100,6 +121,14 @@ class Request(sdk.Request):
         self.xfp: bytes | None = None
         self.xfh: bytes | None = None
         self.start = 0.0
+        # Trace context (core/tracecontext.py): what the client sent, what we send on.
+        self.tp_in: bytes | None = None
+        self.has_tracestate = False
+        self.trace_id = ""
+        self.span_id = ""
+        self.parent_id = ""
+        self.sampled = False
+        self.traceparent = b""
 
     @property
     def has_body(self) -> bool:
@@ -131,6 +160,10 @@ _SPECIAL = {
     # Identity the gateway vouches for (core/tls.py): never taken from a client.
     b"x-client-cert-subject": 10,
     b"x-client-cert-san": 10,
+    # CGI turns it into HTTP_PROXY, which many HTTP clients take as their proxy (httpoxy).
+    b"proxy": 10,
+    b"traceparent": 11,
+    b"tracestate": 12,
 }
 
 
@@ -156,6 +189,7 @@ class ClientConnection(asyncio.Protocol):
         self._head_bytes = 0
         self._head_seen = 0
         self._in_head = False
+        self._framing = 0  # chunked-body bytes received beyond data and plain framing
         self._receiving: Exchange | None = None
         self.active: Exchange | None = None
         self._queue: collections.deque[Exchange] = collections.deque()
@@ -201,6 +235,9 @@ class ClientConnection(asyncio.Protocol):
         if self._upgrade_buffer is not None:
             self._upgrade_buffer += data
             return
+        receiving = self._receiving
+        if receiving is not None and receiving.req.chunked:
+            self._framing += len(data)  # on_body and on_chunk_header take back their share
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -220,6 +257,10 @@ class ClientConnection(asyncio.Protocol):
                 self._head_seen += len(data)
                 if self._head_seen > self.limits.max_header_bytes + 65536:
                     self._reject(431, "request header fields too large")
+            elif self._framing > self.limits.max_header_bytes and self._receiving is not None:
+                # llhttp skips chunk extensions and httptools buffers trailers without
+                # bound; neither is forwarded, so together they get the head's budget.
+                self._reject(400, "chunk extensions or trailers too large")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -261,6 +302,10 @@ class ClientConnection(asyncio.Protocol):
             raise Reject(414, "request URI too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            # A trailer field of a chunked body: discarded (RFC 9110 §6.5.1 allows it),
+            # so it can neither change the head that was checked nor reach the upstream.
+            return
         req = self._req
         assert req is not None
         self._head_bytes += len(name) + len(value) + 4
@@ -271,17 +316,29 @@ class ClientConnection(asyncio.Protocol):
         if kind is None:
             if lname in HOP_BY_HOP or lname.startswith(b"proxy-"):
                 return
+            if b"_" in lname and lname.replace(b"_", b"-") in _SPECIAL:
+                return  # X_Real_IP: CGI and WSGI servers read it as X-Real-IP
             req.headers.raw.append((name, value))
         elif kind == 1:
             if req.host:
                 raise Reject(400, "duplicate Host header")
+            host = _HOST.fullmatch(value)
+            if host is None or int(host[1] or 0) > 65535:
+                raise Reject(400, "invalid Host header")
             req.host = value.decode("latin-1")
         elif kind == 2:
-            req.content_length = int(value)  # llhttp has already validated it
-            req.headers.raw.append((name, value))
+            # llhttp has validated it (digits only, one value); the upstream gets the
+            # number we parsed, not the client's spelling of it.
+            req.content_length = int(value)
+            req.headers.raw.append((name, b"%d" % req.content_length))
         elif kind == 3:
             # Only chunked is decoded; other codings would reach the upstream unlabelled.
-            if value.strip().lower() != b"chunked":
+            # Without chunked as the final coding the body's length is unknown: 400
+            # (RFC 9112 §6.3); with another coding before it: 501 (§6.1).
+            codings = value.lower().split(b",")
+            if codings[-1].strip() != b"chunked":
+                raise Reject(400, "Transfer-Encoding without a final chunked")
+            if len(codings) > 1:
                 raise Reject(501, "unsupported Transfer-Encoding")
             req.chunked = True
         elif kind == 4:
@@ -299,6 +356,12 @@ class ClientConnection(asyncio.Protocol):
             req.xfp = value
         elif kind == 9:
             req.xfh = value
+        elif kind == 11:
+            # Replaced by ours when the head goes upstream; a second one is invalid.
+            req.tp_in = value if req.tp_in is None else b""
+        elif kind == 12:
+            req.has_tracestate = True
+            req.headers.raw.append((name, value))
         # kind 10 (X-Real-IP, X-Client-Cert-*) is dropped: the gateway sets them itself.
 
     def on_headers_complete(self) -> None:
@@ -307,15 +370,22 @@ class ClientConnection(asyncio.Protocol):
         req = self._req
         assert req is not None
         self._in_head = False
+        self._framing = 0
         self._disarm()
         parser = self.parser
         req.method = parser.get_method().decode("ascii")
         req.version = parser.get_http_version()
         req.keep_alive = parser.should_keep_alive() and not self.gateway.draining
+        if req.version != "1.1" and req.version != "1.0":  # llhttp also takes 0.9 and 2.0
+            raise Reject(505, "HTTP version not supported")
         if req.method == "CONNECT":
             raise Reject(405, "CONNECT is not supported")
+        if not req.host and req.version == "1.1":  # with an absolute-form target too
+            raise Reject(400, "missing Host header")
         target = self._url
         req.target = target
+        if b"#" in target:  # upstreams would cut it off after we routed with it
+            raise Reject(400, "fragment in request target")
         if target[:1] != b"/":
             if not self._absolute_form(req, target):
                 raise Reject(400, "invalid request target")
@@ -323,17 +393,34 @@ class ClientConnection(asyncio.Protocol):
             path, _, query = target.decode("latin-1").partition("?")
             req.path = req._orig_path = path
             req.query = req._orig_query = query
-        if "/." in req.path or "%" in req.path:
-            self._check_path(req.path)
-        if not req.host and req.version == "1.1":
-            raise Reject(400, "missing Host header")
+        path = req.path
+        if "%" in path or "/." in path or "//" in path or "\\" in path:
+            # Route on the path the upstream will see, and send it that very path.
+            normal = self._normalise_path(path)
+            if normal != path:
+                req.target = normal.encode("latin-1") + req.target[len(path) :]
+                req.path = req._orig_path = normal
+        if req.chunked and req.version != "1.1":
+            # RFC 9112 §6.1: faulty framing; a proxy before us may have read it otherwise.
+            raise Reject(400, "Transfer-Encoding in an HTTP/1.0 request")
         if req.conn_values:
             drop = connection_tokens(req.conn_values)
             if drop:
                 raw = req.headers.raw
                 raw[:] = [(n, v) for n, v in raw if n.lower() not in drop]
         req.orig_host = req.host
+        start_trace(req, self.gateway.sample_ratio)
+        if req.has_body and parser.should_upgrade():
+            # llhttp hands all that follows an upgrade request's head to the upgrade, so
+            # the body would never reach the upstream, which would wait for it (and time
+            # out, held against a healthy endpoint).
+            raise Reject(400, "request body with Upgrade is not supported")
         if not parser.should_upgrade():
+            req.upgrade = None
+        elif req.upgrade is None or req.upgrade.strip().lower() != b"websocket":
+            # Only WebSocket is tunnelled. Another protocol (h2c above all) would turn
+            # the connection into a tunnel to the upstream that no route or filter sees:
+            # the request goes on as a plain one, and the connection closes after it.
             req.upgrade = None
         # The largest bound of any route; the exchange applies its route's own.
         limit = self.max_body_bytes
@@ -349,8 +436,12 @@ class ClientConnection(asyncio.Protocol):
             self.pause(PAUSE_PIPELINE)
 
     def on_body(self, body: bytes) -> None:
+        self._framing -= len(body)
         if self._receiving is not None:
             self._receiving.on_request_body(body)
+
+    def on_chunk_header(self) -> None:
+        self._framing -= _CHUNK_FRAMING
 
     def on_message_complete(self) -> None:
         if self._receiving is not None:
@@ -367,22 +458,53 @@ class ClientConnection(asyncio.Protocol):
             return False
         if not url.host or url.schema not in (b"http", b"https"):
             return False
+        if url.userinfo:  # RFC 9110 §4.2.4: a sign of an authority made to mislead
+            raise Reject(400, "userinfo in request target")
         host = url.host.decode("latin-1")
+        if ":" in host:
+            host = f"[{host}]"
         req.host = f"{host}:{url.port}" if url.port else host
+        if _HOST.fullmatch(req.host.encode("latin-1")) is None:
+            return False
         req.path = req._orig_path = (url.path or b"/").decode("latin-1")
         req.query = req._orig_query = (url.query or b"").decode("latin-1")
         req.target = (url.path or b"/") + (b"?" + url.query if url.query else b"")
         return True
 
     @staticmethod
-    def _check_path(path: str) -> None:
-        low = path.lower()
-        if "%2f" in low or "%5c" in low:
-            raise Reject(400, "encoded slash in path")
-        low = low.replace("%2e", ".")
-        for segment in low.split("/"):
-            if segment in (".", ".."):
+    def _normalise_path(path: str) -> str:
+        """The path to route on and to forward: percent-encoded unreserved characters
+        decoded (``/%61dmin`` is ``/admin``, RFC 3986 §6.2.2.2) and runs of ``/``
+        merged. What upstreams read in different ways is refused (400): a ``\\``, an
+        encoded ``/`` or ``\\``, an encoded control character (``%00``), a broken
+        ``%`` escape, and a ``.`` or ``..`` segment, also as ``%2e`` or ``..;x``.
+        """
+        if "\\" in path:
+            raise Reject(400, "backslash in path")
+        if "%" in path:
+            first, *rest = path.split("%")
+            out = [first]
+            for piece in rest:
+                code = piece[:2]
+                if len(code) != 2 or not _HEXDIGITS.issuperset(code):
+                    raise Reject(400, "invalid percent-encoding in path")
+                char = chr(int(code, 16))
+                if char in _UNRESERVED:
+                    out.append(char + piece[2:])
+                elif char == "/" or char == "\\":
+                    raise Reject(400, "encoded slash in path")
+                elif char < " " or char == "\x7f":
+                    raise Reject(400, "encoded control character in path")
+                else:
+                    out.append("%" + piece)
+            path = "".join(out)
+        if "//" in path:
+            path = _SLASHES.sub("/", path)
+        for segment in path.split("/"):
+            # "..;x" is ".." to servlet containers, which drop ";" parameters.
+            if segment.partition(";")[0] in (".", ".."):
                 raise Reject(400, "dot segment in path")
+        return path
 
     # -- used by exchanges
 
@@ -452,12 +574,17 @@ class ClientConnection(asyncio.Protocol):
         """Answer a request that cannot be parsed or is over a limit, then close."""
         self._disarm()
         if self.active is not None and self._receiving is self.active:
-            # The body of the request being proxied broke mid-way.
-            self.active.on_client_lost()
-            self.abort()
+            # The body of the request being proxied broke mid-way (a bad chunk): the
+            # upstream connection is dropped, and the client gets the status if no
+            # response has started (else the connection is cut).
+            self.active.refuse_body(status, reason)
             return
         if self.active is not None:
-            # A pipelined request is bad: answer it after the response in progress.
+            # A pipelined request is bad: answer it after the response in progress. If
+            # its head was fine and its body is not, it is dropped from the queue.
+            if self._receiving is not None and self._receiving in self._queue:
+                self._queue.remove(self._receiving)
+                self._receiving = None
             self._pending_reject = (status, reason)
             self.pause(PAUSE_PIPELINE)
             return

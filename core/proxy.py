@@ -9,8 +9,9 @@ most a few socket buffers). The task only waits for the response head and the en
 
 Retries (``upstreams.retries``) happen only where safe: after a connect failure for
 any method; after a reset, timeout, 502 or 503 before the response head for
-idempotent methods (or on a reused keep-alive connection the upstream had closed);
-and never once a part of a request body that cannot be replayed has been sent.
+idempotent methods only (also on a reused keep-alive connection the upstream closed:
+a POST that reached the upstream may have been acted on); and never once a part of
+a request body that cannot be replayed has been sent.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from typing import TYPE_CHECKING
 
 from core.errors import (
     NoHealthyUpstream,
-    UpstreamConnectError,
+    RequestBodyTimeout,
     UpstreamError,
     UpstreamTimeout,
 )
 from core.http1 import PAUSE_BUFFER, PAUSE_UPSTREAM, TEXT_PLAIN, status_line
+from core.metrics import record_exchange
 from core.upstream import ResponseHead, UpstreamConnection, UpstreamPool
 from plugin_sdk import Context, LocalReply
 from plugin_sdk.chain import Chain, reply_response
@@ -64,6 +66,7 @@ class Exchange:
         "_client_gone",
         "_collect",
         "_head",
+        "_head_at",
         "_last_read",
         "_ran",
         "_rechunk",
@@ -72,9 +75,9 @@ class Exchange:
         "_resp_buffered",
         "_resp_done",
         "_resp_paused",
+        "_sent_at",
         "_streaming",
         "_timer",
-        "_try_reused",
         "_try_sent",
         "_upstream_error",
         "_waiter",
@@ -119,9 +122,10 @@ class Exchange:
         self._client_gone = False
         self._abandoned = False
         self._try_sent = False
-        self._try_reused = False
         self._head: ResponseHead | None = None
         self._upstream_error: UpstreamError | None = None
+        self._sent_at = 0.0  # monotonic: this try's request head went upstream
+        self._head_at = 0.0  # ... and its response head (or error) came back
         self._resp_buffer: list[bytes] = []
         self._resp_buffered = 0
         self._resp_done = False
@@ -168,6 +172,7 @@ class Exchange:
             if not self._body_done:
                 self.keep_alive = False  # unread body would be taken for the next request
             self.client.gateway.log_access(self)
+            record_exchange(self)
             self.client.exchange_done(self, self.keep_alive)
         chain = self.route.chain if self.route is not None else None
         if self.ctx is not None and chain is not None and chain.logs:
@@ -186,6 +191,8 @@ class Exchange:
             if not self._abandoned:  # else the 413 is out already
                 self._request_too_large()
             return
+        if self._abandoned:  # the body was refused before this task ran
+            raise Abandon
         if req.expect_continue and not self._body_done:
             self.client.write(_CONTINUE)
         upstream = route.upstream
@@ -236,9 +243,10 @@ class Exchange:
             try:
                 head = await self._try(pool, ep, deadline)
             except UpstreamError as exc:
-                pool.report(ep, False)
+                if not isinstance(exc, RequestBodyTimeout):
+                    pool.report(ep, False)
                 self._drop_upstream()
-                if last_try or not self._may_retry(exc):
+                if last_try or not self._may_retry():
                     await self._fail(exc)
                     return
                 continue
@@ -265,11 +273,12 @@ class Exchange:
             pool.release(conn)
             raise ClientGone if self._client_gone else Abandon
         self.conn = conn
-        self._try_reused = conn.reused
         self._head = None
         self._upstream_error = None
         ep.active += 1
         conn.begin(self, head_request=self.req.method == "HEAD")
+        self._sent_at = time.monotonic()
+        self._head_at = 0.0
         self._send_request_head(pool, conn)
         self._try_sent = True
         timeout = pool.per_try_timeout
@@ -284,18 +293,18 @@ class Exchange:
         assert self._head is not None
         return self._head
 
-    def _may_retry(self, exc: UpstreamError) -> bool:
+    def _may_retry(self) -> bool:
         if self._client_gone or self._abandoned:
             return False
         if not self._try_sent:
             return True  # the connect itself failed: nothing reached the upstream
         if not self._replayable():
             return False
-        if self.req.method in IDEMPOTENT:
-            return True
-        # A pooled connection the upstream closed just as we reused it: the request
-        # cannot have been processed.
-        return self._try_reused and isinstance(exc, UpstreamConnectError)
+        # Idempotent methods only, also on a pooled connection the upstream closed as it
+        # was reused: that looks the same as an upstream that read the request, acted on
+        # it and closed without answering, so a replayed POST could run twice. As with
+        # nginx and Go's client, the client gets the 502 and decides.
+        return self.req.method in IDEMPOTENT
 
     def _replayable(self) -> bool:
         return not self.req.has_body or not self._body_sent
@@ -338,7 +347,7 @@ class Exchange:
         client_ip, xff, xfp, xfh = snap.forwarded(req)
         parts += (
             b"X-Forwarded-For: ", xff, b"\r\nX-Forwarded-Proto: ", xfp,
-            b"\r\nX-Real-IP: ", client_ip, b"\r\n",
+            b"\r\nX-Real-IP: ", client_ip, b"\r\ntraceparent: ", req.traceparent, b"\r\n",
         )  # fmt: skip
         if xfh:
             parts += (b"X-Forwarded-Host: ", xfh, b"\r\n")
@@ -423,14 +432,18 @@ class Exchange:
         req.headers.raw.append((b"Content-Length", b"%d" % len(body)))
 
     def _request_too_large(self, reason: str = "request body too large") -> None:
+        self.refuse_body(413, reason)
+
+    def refuse_body(self, status: int, reason: str) -> None:
+        """The request body cannot be taken (too large, or its framing broke)."""
         self._abandoned = True
         self._drop_upstream()
         if not self._replied and not self.status:
             self.keep_alive = False
-            self._local_now(413, reason)
+            self._local_now(status, reason)
             self.client.pause(PAUSE_BUFFER)  # read no more; the connection closes after
         else:
-            self.status = self.status or 413
+            self.status = self.status or status
             self.client.abort()
         self._wake()
 
@@ -578,6 +591,7 @@ class Exchange:
 
     def on_response_head(self, head: ResponseHead) -> None:
         self._head = head
+        self._head_at = time.monotonic()
         self._wake()
 
     def on_response_body(self, data: bytes) -> None:
@@ -607,6 +621,8 @@ class Exchange:
     def on_upstream_error(self, exc: UpstreamError) -> None:
         if self._upstream_error is None:
             self._upstream_error = exc
+        if not self._head_at:
+            self._head_at = time.monotonic()
         self._wake()
 
     # ------------------------------------------------------------------ flow control
@@ -779,6 +795,11 @@ class Exchange:
 
     def _on_try_timeout(self) -> None:
         self._timer = None
+        if not self._body_done:
+            # Still waiting on the client's body: a few stalled uploads must not eject a
+            # healthy upstream.
+            self.on_upstream_error(RequestBodyTimeout("the request body was not complete in time"))
+            return
         self.on_upstream_error(UpstreamTimeout("no response from upstream in time"))
 
     def _on_read_timeout(self) -> None:
@@ -797,3 +818,16 @@ class Exchange:
     @property
     def duration(self) -> float:
         return time.monotonic() - self.req.start
+
+    @property
+    def upstream_duration(self) -> float | None:
+        """Seconds from sending the (last try's) request head upstream to its response
+        head or error; None when no request reached an upstream."""
+        if not self._sent_at:
+            return None
+        return (self._head_at or time.monotonic()) - self._sent_at
+
+    @property
+    def stopped_by(self) -> str | None:
+        """The filter that answered the request itself (see Context.stopped_by)."""
+        return self.ctx.stopped_by if self.ctx is not None else None

@@ -9,8 +9,8 @@ once a second. On a change, or on SIGHUP, it builds a complete new
 started with, and no listener or connection is closed. A configuration that fails to
 load or build is logged, and the current one keeps serving.
 
-Listener addresses, worker counts and the access log are read only at start; a change
-to them is logged as needing a restart.
+Listener addresses, worker counts, the access log and ``[tracing]`` are read only at
+start; a change to them is logged as needing a restart.
 """
 
 from __future__ import annotations
@@ -51,6 +51,13 @@ def fingerprint(files: list[Path]) -> Fingerprint:
         except OSError:
             out.append((str(f), -1, -1))
     return tuple(out)
+
+
+def _empty(path: Path) -> bool:
+    try:
+        return not path.read_bytes().strip()
+    except OSError:
+        return False  # a file that cannot be read is reported by the build
 
 
 class Reloader:
@@ -95,6 +102,10 @@ class Reloader:
         """Build and swap in a new snapshot; False (old one kept) if it fails."""
         old = self.gateway.snapshot.config
         try:
+            if _empty(self.path):
+                # A file being rewritten is empty for a moment (truncated, then written);
+                # loaded, it would be a valid configuration that serves nothing.
+                raise ConfigError(str(self.path), ["the file is empty (still being written?)"])
             snap = self.build(self.gateway.snapshot)
         except (ConfigError, GatewayError) as exc:
             log.error("reload (%s) failed; still serving the previous configuration:\n%s", why, exc)
@@ -109,6 +120,8 @@ class Reloader:
         cfg = snap.config
         if cfg.server.listen != old.server.listen or cfg.server.workers != old.server.workers:
             log.warning("reload: server.listen and server.workers take effect at the next restart")
+        if cfg.tracing != old.tracing:
+            log.warning("reload: [tracing] takes effect at the next restart")
         self.gateway.swap(snap)
         self.version += 1
         self.loaded_at = time.time()

@@ -11,7 +11,8 @@ Matching follows the Kubernetes Ingress rules:
 * Path: case-sensitive. Prefix rules match whole path elements (``/foo`` matches
   ``/foo``, ``/foo/`` and ``/foo/bar``, not ``/foobar``), and a trailing slash in a
   prefix rule is ignored. Exact rules match the path exactly. Regex rules are
-  anchored at the start of the path.
+  anchored at the start of the path. ``;`` path parameters are left out of the
+  path matched (core/http1.py has already normalised the rest of it).
 * Precedence: the longest rule wins (a prefix or exact rule's length is its path's
   length, a regex rule's is the length of its pattern, as NGINX Ingress orders
   them); on equal length exact beats prefix beats regex; among rules with the same
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 HeaderGetter = Callable[[str], "str | None"]
 
 _EXACT, _PREFIX, _REGEX = 2, 1, 0
+_PARAMS = re.compile(";[^/]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,8 +247,10 @@ class Router:
             if group is not None:
                 return group
             if self._wild_hosts:
-                _, dot, rest = host.partition(".")
-                if dot:
+                # The wildcard stands for one label, and a label is not empty: ".foo.com"
+                # is not covered by "*.foo.com".
+                label, dot, rest = host.partition(".")
+                if dot and label:
                     group = self._wild_hosts.get(rest)
                     if group is not None:
                         return group
@@ -256,6 +260,10 @@ class Router:
         self, host: str, path: str, method: str, get_header: HeaderGetter
     ) -> RouteTarget | None:
         """The route for a request, the default route, or None (404)."""
+        if ";" in path:
+            # Path parameters are not matched (``/admin;x`` matches ``/admin``): servlet
+            # containers drop them, so a route guarding /admin must also take these.
+            path = _PARAMS.sub("", path)
         group = self.group(host)
         if group is not None:
             for entries in group.candidates(path):

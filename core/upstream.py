@@ -21,6 +21,8 @@ import asyncio
 import bisect
 import contextlib
 import hashlib
+import logging
+import os
 import random
 import re
 import ssl
@@ -41,7 +43,10 @@ from core.errors import (
     UpstreamTimeout,
 )
 from core.headers import connection_tokens, is_hop_by_hop
+from core.metrics import count_ejection
 from plugin_sdk import Headers, Response
+
+log = logging.getLogger("wasmgate.upstream")
 
 
 class ResponseListener(Protocol):
@@ -84,7 +89,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.listener: ResponseListener | None = None
         self.closed = False
-        self.reused = False
         self.head_request = False
         self.tunnel = False
         self._head = ResponseHead()
@@ -142,7 +146,10 @@ class UpstreamConnection(asyncio.Protocol):
                 self.listener.on_tunnel_data(rest)
         except httptools.HttpParserError as exc:
             self.close()
-            listener.on_upstream_error(UpstreamProtocolError(f"invalid response: {exc}"))
+            if self._done:  # the response is whole; only bytes after it were bad
+                log.warning("upstream %s sent bytes after a response", self.endpoint.address)
+            else:
+                listener.on_upstream_error(UpstreamProtocolError(f"invalid response: {exc}"))
 
     def eof_received(self) -> bool | None:
         return None
@@ -156,7 +163,8 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if self.tunnel:
             listener.on_response_end()
-        elif self._in_body and self._head.until_close:
+        elif self._in_body and self._head.until_close and exc is None:
+            # The close ends such a body; a reset cuts it (an error below, not an end).
             self._done = True
             listener.on_response_end()
         elif not self._done:
@@ -177,6 +185,11 @@ class UpstreamConnection(asyncio.Protocol):
     # -- httptools callbacks
 
     def on_message_begin(self) -> None:
+        if self._done:
+            # A response nobody asked for: bytes past the end of the last one (more body
+            # than its Content-Length, a body to HEAD). Never parse them as the next
+            # response: stop the parser; data_received closes the connection.
+            raise UpstreamProtocolError("bytes after the end of a response")
         self._head = ResponseHead()
         self._conn_values = []
 
@@ -406,6 +419,7 @@ class UpstreamPool:
         if ep.failures >= self.cfg.health.max_failures:
             ep.ejected_until = time.monotonic() + self.cfg.health.eject_seconds
             ep.failures = 0
+            count_ejection(self.name, ep.address)
 
     # -- connections
 
@@ -415,7 +429,6 @@ class UpstreamPool:
         while idle:
             conn = idle.pop()
             if not conn.closed:
-                conn.reused = True
                 return conn
         return None
 
@@ -438,7 +451,9 @@ class UpstreamPool:
                 f"TLS handshake with {ep.address} failed: {_ssl_reason(exc)}"
             ) from None
         except OSError as exc:
-            reason = exc.strerror or type(exc).__name__
+            # asyncio's loop words a refused connect "Connect call failed (addr)"; the
+            # errno's own text ("Connection refused") reads the same on every loop.
+            reason = (os.strerror(exc.errno) if exc.errno else exc.strerror) or type(exc).__name__
             raise UpstreamConnectError(f"connect to {ep.address} failed: {reason}") from None
         return proto
 

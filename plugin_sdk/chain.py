@@ -9,7 +9,13 @@ a filter behaves the same in a unit test as in production:
 * ``on_log`` runs for every filter after the reply;
 * a filter that raises (or returns something other than None or a LocalReply) is
   logged with its name and counted; with ``fail_open`` it is skipped, otherwise
-  (``fail_closed``, the default) the client gets a 500 local reply.
+  (``fail_closed``, the default) the client gets a 500 local reply;
+* the filter whose local reply (or fail-closed 500) the client gets is named in
+  ``ctx.stopped_by``.
+
+Every phase call is also counted in the filter's :class:`FilterStats` (calls per
+phase, errors, a histogram of how long each call took), which the gateway's metrics
+read; the counting costs a few list increments and one clock read per call.
 """
 
 from __future__ import annotations
@@ -17,9 +23,11 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from plugin_sdk.context import Context, filter_logger
 from plugin_sdk.filter import Filter, overrides
@@ -27,6 +35,43 @@ from plugin_sdk.headers import Headers
 from plugin_sdk.http import LocalReply, Response
 
 log = logging.getLogger("wasmgate.chain")
+
+REQUEST, RESPONSE, LOG = 0, 1, 2  # indexes of FilterStats.buckets
+
+
+class FilterStats:
+    """What the chain counts for one filter: calls per phase, errors, time per call.
+
+    Plain counters, written without locks on the request path and read by the
+    gateway's metrics. The gateway may give the instances one filter gets at each
+    reload the same object (it sets :attr:`FilterInstance.stats` before the
+    :class:`Chain` is built), so that the counts go on across reloads.
+    """
+
+    #: Upper bounds (seconds) of the duration histogram's buckets; a last one is +Inf.
+    BOUNDS: ClassVar[tuple[float, ...]] = (
+        5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 1e-2, 5e-2, 0.25, 1.0,
+    )  # fmt: skip
+
+    __slots__ = ("buckets", "errors", "seconds")
+
+    def __init__(self) -> None:
+        # Per phase (REQUEST, RESPONSE, LOG), calls per bucket, not cumulative:
+        # buckets[phase][i] counts durations <= BOUNDS[i] (and above the bound before);
+        # the last one, those above every bound. A phase's calls are its sum.
+        self.buckets = [[0] * (len(self.BOUNDS) + 1) for _ in range(3)]
+        self.errors = 0
+        self.seconds = 0.0  # the sum of every call's duration, all phases
+
+    @property
+    def calls(self) -> list[int]:
+        """Calls per phase: [request, response, log]."""
+        return [sum(b) for b in self.buckets]
+
+    def observe(self, phase: int, seconds: float) -> None:
+        """Count one call of ``phase`` (REQUEST, RESPONSE, LOG) that took ``seconds``."""
+        self.buckets[phase][bisect_left(self.BOUNDS, seconds)] += 1
+        self.seconds += seconds
 
 
 class FilterInstance:
@@ -42,6 +87,7 @@ class FilterInstance:
         "on_request",
         "on_response",
         "plugin",
+        "stats",
     )
 
     def __init__(self, name: str, plugin: str, flt: Filter[Any], fail_open: bool) -> None:
@@ -50,7 +96,8 @@ class FilterInstance:
         self.filter = flt
         self.fail_open = fail_open
         self.logger = filter_logger(name)
-        self.errors = 0
+        self.errors = 0  # this instance's; stats.errors goes on across reloads
+        self.stats = FilterStats()
         self.on_request = _phase(flt, "on_request")
         self.on_response = _phase(flt, "on_response")
         self.on_log = _phase(flt, "on_log")
@@ -142,6 +189,7 @@ class Chain:
             return self.run_request_sync(ctx)
         for position, inst, call, awaits in self._requests:
             ctx.log = inst.logger
+            started = time.perf_counter()
             try:
                 result = call(ctx)
                 if awaits and hasattr(result, "__await__"):
@@ -149,7 +197,9 @@ class Chain:
                 reply = self._verdict(inst, result)
             except Exception as exc:
                 reply = self._failed(inst, "request", exc)
+            inst.stats.observe(REQUEST, time.perf_counter() - started)
             if reply is not None:
+                ctx.stopped_by = inst.name
                 return reply, position
         return None, len(self.filters)
 
@@ -161,30 +211,45 @@ class Chain:
         for position, inst, call, awaits in self._responses:
             if position <= ran:
                 ctx.log = inst.logger
+                started = time.perf_counter()
                 try:
                     result = call(ctx)
                     if awaits and hasattr(result, "__await__"):
                         await result
                 except Exception as exc:
                     self._response_failed(ctx, inst, exc)
+                inst.stats.observe(RESPONSE, time.perf_counter() - started)
+
+    # The compiled runners time the filters with one clock read per call: a call's end
+    # is the next one's start (the few operations between two calls count with the
+    # later filter), and FilterStats.observe is written out inline.
 
     def _compile_request(self) -> Callable[[Context], tuple[LocalReply | None, int]]:
         """``run_request`` as one straight-line function (all phases plain ``def``)."""
-        names: dict[str, Any] = {}
-        lines = ["def run_request_sync(ctx):"]
+        names: dict[str, Any] = {"clock": time.perf_counter, "bucket": bisect_left}
+        names["B"] = FilterStats.BOUNDS
+        lines = ["def run_request_sync(ctx):", "    t = clock()"]
         for k, (position, inst, call, _) in enumerate(self._requests):
+            names[f"S{k}"], names[f"H{k}"] = inst.stats, inst.stats.buckets[REQUEST]
             names[f"L{k}"], names[f"C{k}"] = inst.logger, call
             names[f"F{k}"] = functools.partial(self._failed, inst, "request")
             names[f"V{k}"] = functools.partial(self._verdict, inst)
+            names[f"N{k}"] = inst.name
             lines += [
                 f"    ctx.log = L{k}",
                 "    try:",
                 f"        r = C{k}(ctx)",
                 "    except Exception as exc:",
                 f"        r = F{k}(exc)",
+                "    u = clock()",
+                "    d = u - t",
+                "    t = u",
+                f"    H{k}[bucket(B, d)] += 1",
+                f"    S{k}.seconds += d",
                 "    if r is not None:",
                 f"        r = V{k}(r)",
                 "        if r is not None:",
+                f"            ctx.stopped_by = N{k}",
                 f"            return r, {position}",
             ]
         lines.append(f"    return None, {len(self.filters)}")
@@ -192,9 +257,11 @@ class Chain:
 
     def _compile_response(self) -> Callable[[Context, int], None]:
         """``run_response`` as one straight-line function (all phases plain ``def``)."""
-        names: dict[str, Any] = {}
-        lines = ["def run_response_sync(ctx, ran):"]
+        names: dict[str, Any] = {"clock": time.perf_counter, "bucket": bisect_left}
+        names["B"] = FilterStats.BOUNDS
+        lines = ["def run_response_sync(ctx, ran):", "    t = clock()"]
         for k, (position, inst, call, _) in enumerate(self._responses):
+            names[f"S{k}"], names[f"H{k}"] = inst.stats, inst.stats.buckets[RESPONSE]
             names[f"L{k}"], names[f"C{k}"] = inst.logger, call
             names[f"F{k}"] = functools.partial(self._response_failed, inst=inst)
             lines += [
@@ -204,6 +271,11 @@ class Chain:
                 f"            C{k}(ctx)",
                 "        except Exception as exc:",
                 f"            F{k}(ctx, exc=exc)",
+                "        u = clock()",
+                "        d = u - t",
+                "        t = u",
+                f"        H{k}[bucket(B, d)] += 1",
+                f"        S{k}.seconds += d",
             ]
         lines.append("    return None")
         return _build(lines, names)
@@ -219,12 +291,14 @@ class Chain:
         """A response phase raised: fail_closed replaces the response with a 500."""
         reply = self._failed(inst, "response", exc)
         if reply is not None:
+            ctx.stopped_by = inst.name
             ctx.response = reply_response(reply)
 
     async def run_log(self, ctx: Context) -> None:
         """Run every filter's ``on_log``; errors are logged and counted, nothing more."""
         for inst, phase in self._logs:
             ctx.log = inst.logger
+            started = time.perf_counter()
             try:
                 if phase.is_async:
                     await phase.call(ctx)
@@ -232,11 +306,14 @@ class Chain:
                     phase.call(ctx)
             except Exception as exc:
                 inst.errors += 1
+                inst.stats.errors += 1
                 log.error("filter %s (%s) failed in on_log: %r", inst.name, inst.plugin, exc)
+            inst.stats.observe(LOG, time.perf_counter() - started)
 
     @staticmethod
     def _failed(inst: FilterInstance, phase: str, exc: Exception) -> LocalReply | None:
         inst.errors += 1
+        inst.stats.errors += 1
         strategy = "fail_open: skipped" if inst.fail_open else "fail_closed: 500"
         log.error(
             "filter %s (%s) raised in %s phase (%s): %r",

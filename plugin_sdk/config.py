@@ -28,6 +28,7 @@ def check_regex(value: str | None) -> str | None:
     if value is not None:
         try:
             re.compile(value)
-        except re.error as exc:
+        # Not only re.error: a huge repeat count overflows, deep nesting recurses.
+        except (re.error, OverflowError, RecursionError) as exc:
             raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
     return value

@@ -28,6 +28,11 @@ class Context:
             HTTPS redirect behind a TLS-terminating balancer does not loop).
         tls: TLS details of the client connection, or None on plain HTTP.
         state: a dict shared by the filters of this request (per-request state).
+        stopped_by: name of the filter that answered the request itself: with a
+            local reply from ``on_request``, or by failing closed (a 500) in any
+            phase; ``None`` while the request goes on to the upstream. Set by the
+            gateway (read it in ``on_response`` or ``on_log``); the access log
+            carries it too.
         log: a logger whose records are tagged with the current filter's name.
     """
 
@@ -39,6 +44,7 @@ class Context:
         "route",
         "scheme",
         "state",
+        "stopped_by",
         "tls",
         "upstream",
     )
@@ -60,6 +66,7 @@ class Context:
         self.scheme = scheme if scheme is not None else request.scheme
         self.tls = tls
         self.state: dict[str, Any] = {}
+        self.stopped_by: str | None = None
         self.log: logging.Logger | logging.LoggerAdapter[logging.Logger] = _root
 
 

@@ -31,7 +31,8 @@ class Request:
 
     Attributes:
         method: ``"GET"``, ``"POST"``, ...
-        path: the path as sent (percent-encoding kept), e.g. ``"/api/v1/users"``.
+        path: the path as routed, e.g. ``"/api/v1/users"``: the gateway has decoded
+            escaped unreserved characters and merged ``//``; other escapes are kept.
         query: the query string without ``?`` (``""`` if none).
         host: the Host the client asked for, port included if it sent one.
         scheme: ``"http"`` or ``"https"`` (of the client's connection).
@@ -40,6 +41,12 @@ class Request:
         client_ip / client_port: the TCP peer.
         body: the whole body, only when a filter of the chain set
             ``request_body = True``; otherwise ``None`` (the body streams).
+        trace_id: the W3C trace id of this request, 32 lower-case hex digits: the
+            client's when it sent a valid ``traceparent``, else a new one the gateway
+            made. Read-only. The upstream receives it in a ``traceparent`` the gateway
+            writes (with the gateway's span as parent), so ``traceparent`` itself is
+            not among ``headers``; ``tracestate`` is, when the client's
+            ``traceparent`` was valid. ``""`` in a request built by hand.
     """
 
     __slots__ = (
@@ -55,6 +62,7 @@ class Request:
         "query",
         "scheme",
         "target",
+        "trace_id",
         "version",
     )
 
@@ -70,6 +78,7 @@ class Request:
         client_ip: str = "127.0.0.1",
         client_port: int = 0,
         body: bytes | None = None,
+        trace_id: str = "",
     ) -> None:
         raw = target.encode("latin-1") if isinstance(target, str) else target
         self.method = method
@@ -84,6 +93,7 @@ class Request:
         self.client_ip = client_ip
         self.client_port = client_port
         self.body = body
+        self.trace_id = trace_id
 
     def set_target(self, path: str, query: str) -> None:
         """Set path and query at once (the query without ``?``)."""

@@ -306,7 +306,8 @@ class RecordingUpstream:
                 request.method,
                 request.path_qs,
                 {k.lower(): v for k, v in request.headers.items()},
-                [(k.decode(), v.decode()) for k, v in request.raw_headers],
+                # obs-text (bytes >= 0x80 that are not UTF-8) is legal in a value
+                [(k.decode(), v.decode(errors="surrogateescape")) for k, v in request.raw_headers],
                 body_len,
                 peer_t,
                 request.raw_path,

@@ -2,7 +2,8 @@
 
 The convention they share: on success ``ctx.state["consumer"]`` holds the consumer's
 name and the request carries it upstream in ``consumer_header``; that header is
-removed from every incoming request first, so a client can never choose it.
+removed from every incoming request first (with :func:`remove_headers`), so a client
+can never choose it.
 """
 
 from __future__ import annotations
@@ -65,8 +66,12 @@ def unauthorized(challenge: str, message: str) -> LocalReply:
 
 
 def remove_headers(headers: Headers, names: list[str]) -> None:
-    for name in names:
-        headers.remove(name)
+    """Remove every field called one of ``names``, also spelt with ``_`` for ``-``:
+    CGI and WSGI servers read ``X_Consumer`` as ``X-Consumer``."""
+    keys = {name.lower().replace("_", "-").encode("latin-1") for name in names}
+    raw = headers.raw
+    if any(n.lower().replace(b"_", b"-") in keys for n, _ in raw):
+        raw[:] = [p for p in raw if p[0].lower().replace(b"_", b"-") not in keys]
 
 
 def query_get(query: str, name: str) -> str | None:

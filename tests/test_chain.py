@@ -3,6 +3,7 @@ third-party plugins found through entry points (tests/fixtures/site)."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -368,6 +369,28 @@ def test_sdk_run_chain_uses_the_gateways_rules() -> None:
     assert passed.reply is None and passed.request.headers.get_all("x-order") == ["a", "b"]
     assert passed.headers.get_all("x-resp-order") == ["b", "a"]
     assert passed.ctx.state["logged"] == ["a", "b"]
+
+
+STOPPED_BY = [
+    pytest.param([("tag", {"name": "a"})], None, id="nobody"),
+    pytest.param([("tag", {"name": "a"}), ("deny", {})], "f1", id="local-reply"),
+    pytest.param([("async-tag", {"name": "a"}), ("deny", {})], "f1", id="local-reply-async"),
+    pytest.param([("boom", {"phase": "request"})], "f0", id="fails-closed-in-request"),
+    pytest.param([("boom", {"phase": "response"})], "f0", id="fails-closed-in-response"),
+    pytest.param([("boom", {"phase": "log"})], None, id="fails-in-log"),
+    pytest.param([("deny", {}), ("boom", {"phase": "request"})], "f0", id="first-reply-wins"),
+]
+
+
+@pytest.mark.parametrize(("filters", "stopper"), STOPPED_BY)
+def test_ctx_stopped_by_names_the_filter_that_answered(
+    filters: list[tuple[str, dict[str, object]]], stopper: str | None
+) -> None:
+    mod = importlib.import_module("wasmgate_testplugins")  # tests/fixtures/site
+    classes = {"tag": mod.Tag, "async-tag": mod.AsyncTag, "deny": mod.Deny, "boom": mod.Boom}
+    chain = [make_filter(classes[p], c, name=f"f{i}") for i, (p, c) in enumerate(filters)]
+    result = run_chain(chain, make_request("GET", "/"), response=Response(200))
+    assert result.ctx.stopped_by == stopper
 
 
 async def test_draining_the_gateway_closes_each_filter_once(

@@ -48,7 +48,12 @@ def expand(data: dict[str, Any], table: dict[str, Any], source: str) -> Expanded
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise ConfigError(source, [f"kubernetes.manifests: not found: {', '.join(missing)}"])
-    found = load_manifests(paths)
+    try:
+        found = load_manifests(paths)
+    except ConfigError as exc:
+        # Its source is a manifest, a folder or just "manifests"; the error is this
+        # file's (each problem names the manifest it is about).
+        raise ConfigError(source, [f"kubernetes.manifests: {p}" for p in exc.problems]) from None
     settings = settings_of(table)
     if settings.tls_secrets:
         settings = Settings(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import struct
 import time
 from collections.abc import Callable
@@ -45,6 +46,39 @@ _LEVELS = {
 }
 
 _BY_NUMBER = {int(k): v for k, v in _LEVELS.items()}
+
+# What a guest may put on the wire is what a Python filter may (plugin_sdk.headers):
+# a field name that is not empty and has no whitespace or ':', a value without CR, LF
+# or NUL; and a request line and status line that stay one line of the right shape.
+_BAD_NAME = re.compile(r"[\s:]")
+_BAD_VALUE = re.compile(rb"[\r\n\0]")
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")
+
+
+def _field_ok(name: bytes, value: bytes | None) -> bool:
+    text = name.decode("latin-1")
+    return bool(text) and not _BAD_NAME.search(text) and not _BAD_VALUE.search(value or b"")
+
+
+def _pseudo_ok(name: bytes, value: bytes) -> bool:
+    if name == b":method":
+        return _TOKEN.fullmatch(value) is not None
+    if name == b":path":
+        return value[:1] in (b"", b"/", b"?") and not _BAD_TARGET.search(value)
+    if name == b":authority":
+        return not _BAD_TARGET.search(value)
+    if name == b":status":
+        return value.isdigit() and _status_ok(int(value))
+    return False
+
+
+def _status_ok(status: int) -> bool:
+    return 200 <= status <= 599  # 1xx are not final responses
+
+
+def _pairs_ok(pairs: list[tuple[bytes, bytes]]) -> bool:
+    return all(_pseudo_ok(k, v) if k[:1] == b":" else _field_ok(k, v) for k, v in pairs)
 
 
 # ---------------------------------------------------------------------- serialisation
@@ -348,7 +382,7 @@ class Host:
             headers = req.headers
         elif kind == MapType.HTTP_RESPONSE_HEADERS and ctx is not None and ctx.response:
             if key == b":status":
-                if value is None or not value.isdigit():
+                if value is None or not _pseudo_ok(key, value):
                     return BAD_ARGUMENT
                 ctx.response.status = int(value)
                 return OK
@@ -357,11 +391,7 @@ class Host:
             return NOT_FOUND
         else:
             return BAD_ARGUMENT
-        if (
-            b"\r" in key
-            or b"\n" in key
-            or (value is not None and (b"\r" in value or b"\n" in value))
-        ):
+        if not _field_ok(key, value):
             return BAD_ARGUMENT
         if mode != "add":
             headers.remove(key.decode("latin-1"))
@@ -372,7 +402,7 @@ class Host:
     def _edit_request_pseudo(self, key: bytes, value: bytes | None) -> int:
         ctx = self._ctx()
         assert ctx is not None
-        if value is None:
+        if value is None or not _pseudo_ok(key, value):
             return BAD_ARGUMENT
         text = value.decode("latin-1")
         if key == b":path":
@@ -444,6 +474,8 @@ class Host:
         pairs = deserialize_map(raw)
         if pairs is None:
             return Status.PARSE_FAILURE
+        if not _status_ok(status) or not all(_field_ok(k, v) for k, v in pairs):
+            return BAD_ARGUMENT
         stream = self.stream
         if stream is None:
             return NOT_FOUND
@@ -559,6 +591,8 @@ class Host:
         pairs = deserialize_map(raw)
         if pairs is None:
             return Status.PARSE_FAILURE
+        if not _pairs_ok(pairs):  # they become the head of a request to an upstream
+            return BAD_ARGUMENT
         token = self.plugin.http_call(upstream.decode("latin-1"), pairs, body, timeout_ms)
         if token is None:
             return BAD_ARGUMENT

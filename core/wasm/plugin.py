@@ -32,6 +32,7 @@ from typing import Any
 import wasmtime
 
 from core.errors import PluginError
+from core.metrics import count_wasm
 from core.upstream import UpstreamPool, fetch
 from core.wasm.abi import ABI_MARKERS, HTTP_CALLBACKS, Action
 from core.wasm.host import Host, HttpCallResult, Stream, resolver
@@ -123,6 +124,7 @@ class PluginVm:
         """The live instance; a trapped one is rebuilt first."""
         if self.instance is None:
             self.rebuilds += 1
+            count_wasm(self.name, rebuild=True)
             log.warning("rebuilding wasm filter %r after a trap", self.name)
             self._start()
             if self.tick_ms:
@@ -132,7 +134,8 @@ class PluginVm:
 
     def _trapped(self, exc: WasmTrap) -> None:
         self.traps += 1
-        self.instance = None
+        count_wasm(self.name)
+        self._drop_instance()
         for stream in self.streams.values():
             if stream.resume is not None:
                 stream.resume()
@@ -157,7 +160,13 @@ class PluginVm:
             self._tick.cancel()
         for task in self._calls:
             task.cancel()
+        self._drop_instance()
+
+    def _drop_instance(self) -> None:
+        if self.instance is not None:
+            self.instance.close()
         self.instance = None
+        self.host.instance = None
 
     # -- streams
 

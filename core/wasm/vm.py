@@ -159,7 +159,10 @@ _next_id = 0
 
 
 def _dispatch_impl(env: int | None, _caller: int | None, slots: int | None, count: int) -> int:
-    func, halves, stop, wide, result_view = _HOST_FUNCS[env or 0]
+    entry = _HOST_FUNCS.get(env or 0)
+    if entry is None:  # an instance closed under a call (should not happen): trap it
+        return _trap("host function of a closed instance")
+    func, halves, stop, wide, result_view = entry
     addr = slots or 0
     if halves is not None:  # all i32: the low halves of the slots, in one slice
         args = halves.from_address(addr)[0:stop:_STEP32]
@@ -255,6 +258,10 @@ class Instance:
         self._depth = 0
         self._mem_addr = 0
         self._known_size = 0  # a lower bound of the memory's size (memories only grow)
+        # Host functions this instance registered. Their entries point back at the
+        # plugin (and so at this Store) from a module-level table, a cycle through C
+        # that Python's collector cannot see: close() breaks it.
+        self._envs: list[int] = []
         linker = wasmtime.Linker(eng)
         for imp in module.imports:
             ty = imp.type
@@ -262,6 +269,7 @@ class Instance:
                 continue
             func = resolve(imp.module, imp.name or "", ty) or _unimplemented(imp.name or "")
             env = _register(func, tuple(str(p) == "i64" for p in ty.params), bool(ty.results))
+            self._envs.append(env)
             mod, nm = imp.module.encode(), (imp.name or "").encode()
             error = ffi.wasmtime_linker_define_func_unchecked(
                 linker.ptr(), mod, len(mod), nm, len(nm), ty.ptr(), _dispatch, env, _forget
@@ -284,6 +292,16 @@ class Instance:
                 self.memory = item
                 self._mem_addr = ctypes.addressof(item._memory)
         self._alloc = self.exports.get("proxy_on_memory_allocate") or self.exports.get("malloc")
+
+    def close(self) -> None:
+        """Release the instance: its host-function entries, exports and memory, so
+        the Store (and the compiled module's mapping) are freed with this object."""
+        for env in self._envs:
+            _HOST_FUNCS.pop(env, None)
+        self._envs.clear()
+        self.exports.clear()
+        self.memory = None
+        self._alloc = None
 
     def has(self, name: str) -> bool:
         return name in self.exports

@@ -45,7 +45,7 @@ import bcrypt
 from pydantic import Field, field_validator, model_validator
 
 from plugin_sdk import Context, Filter, LocalReply
-from plugins._auth import AuthConfig, unauthorized, wire_value
+from plugins._auth import AuthConfig, remove_headers, unauthorized, wire_value
 
 _BCRYPT = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
 _OTHER_FORMATS = [
@@ -172,7 +172,7 @@ class BasicAuth(Filter[BasicAuthConfig]):
     async def on_request(self, ctx: Context) -> LocalReply | None:
         cfg = self.config
         headers = ctx.request.headers
-        headers.remove(cfg.consumer_header)
+        remove_headers(headers, [cfg.consumer_header])
         credentials = parse_basic(headers.get("authorization"))
         if cfg.hide_credentials:
             headers.remove("authorization")

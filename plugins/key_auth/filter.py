@@ -34,6 +34,7 @@ from plugins._auth import (
     check_header_name,
     query_get,
     query_without,
+    remove_headers,
     unauthorized,
     wire_value,
 )
@@ -125,7 +126,7 @@ class KeyAuth(Filter[KeyAuthConfig]):
     def on_request(self, ctx: Context) -> LocalReply | None:
         cfg = self.config
         request = ctx.request
-        request.headers.remove(cfg.consumer_header)
+        remove_headers(request.headers, [cfg.consumer_header])
         presented = request.headers.get(cfg.header) if cfg.header else None
         if not presented and cfg.query_param:  # an empty header does not hide the query
             presented = query_get(request.query, cfg.query_param)

@@ -1,0 +1,86 @@
+"""W3C Trace Context (https://www.w3.org/TR/trace-context/): the ``traceparent`` we send.
+
+Every request gets a trace: the client's when it sent a valid ``traceparent``, else a
+new random one. The gateway is one span of it, with its own span id, so the upstream
+receives the same trace id, our span id as its parent, and the flags the client sent
+(a new trace is sampled with ``[tracing] sample_ratio``). ``tracestate`` is forwarded
+as received with a valid ``traceparent`` and dropped otherwise: it belongs to the
+trace the client named, not to the new one.
+
+This runs for every request, so it is plain bytes work on the 55-byte value: no regex.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from core.http1 import Request
+
+_HEX = b"0123456789abcdef"  # lower case only, as the specification requires
+_ZERO_TRACE = b"0" * 32
+_ZERO_SPAN = b"0" * 16
+_TRACESTATE = b"tracestate"
+
+
+def parse_traceparent(value: bytes) -> tuple[bytes, bytes, bytes] | None:
+    """(trace-id, parent-id, flags) of a valid ``traceparent`` value, else None.
+
+    Version ``00`` must be exactly ``00-<32 hex>-<16 hex>-<2 hex>``; a later version
+    (not ``ff``) is read the same way and may carry more after a further ``-``.
+    """
+    if len(value) != 55:
+        value = value.strip(b" \t")
+        n = len(value)
+        if n < 55 or (n > 55 and (value[:2] == b"00" or value[55] != 45)):  # 45: "-"
+            return None
+    head = value[:55]
+    # Exactly the three separators, everything else lower-case hex.
+    if head[2] != 45 or head[35] != 45 or head[52] != 45 or head.translate(None, _HEX) != b"---":
+        return None
+    if head[:2] == b"ff":
+        return None
+    trace_id, parent_id = head[3:35], head[36:52]
+    if trace_id == _ZERO_TRACE or parent_id == _ZERO_SPAN:
+        return None
+    return trace_id, parent_id, head[53:55]
+
+
+def new_trace_id() -> str:
+    """16 random bytes, as 32 lower-case hex digits (never all zero)."""
+    return f"{random.getrandbits(128) or 1:032x}"
+
+
+def new_span_id() -> str:
+    """8 random bytes, as 16 lower-case hex digits (never all zero)."""
+    return f"{random.getrandbits(64) or 1:016x}"
+
+
+def start_trace(req: Request, sample_ratio: float) -> None:
+    """Give ``req`` its trace: the client's (``req.tp_in``, if valid) or a new one.
+
+    Sets ``trace_id``, ``span_id`` (the gateway's span), ``parent_id`` (the client's
+    span, ``""`` for a new trace), ``sampled`` and ``traceparent`` (the value to send
+    upstream); drops the client's ``tracestate`` when its ``traceparent`` is not used.
+    """
+    span_id = new_span_id()
+    parsed = parse_traceparent(req.tp_in) if req.tp_in else None
+    if parsed is not None:
+        trace, parent, flags = parsed
+        req.trace_id = trace.decode("ascii")
+        req.parent_id = parent.decode("ascii")
+        req.sampled = flags[1] in b"13579bdf"  # the low bit of the flags byte
+        req.traceparent = b"00-%s-%s-%s" % (trace, span_id.encode("ascii"), flags)
+    else:
+        req.trace_id = new_trace_id()
+        req.sampled = sample_ratio >= 1.0 or random.random() < sample_ratio
+        req.traceparent = b"00-%s-%s-%s" % (
+            req.trace_id.encode("ascii"),
+            span_id.encode("ascii"),
+            b"01" if req.sampled else b"00",
+        )
+        if req.has_tracestate:
+            raw = req.headers.raw
+            raw[:] = [(n, v) for n, v in raw if n.lower() != _TRACESTATE]
+    req.span_id = span_id
