@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from core.config import parse_address
+from core.metrics import config_hash
 
 if TYPE_CHECKING:
     from core.gateway import Gateway, Snapshot
@@ -246,14 +247,6 @@ def _dist_version(flt: Any) -> str:
         except PackageNotFoundError:
             continue
     return ""
-
-
-def config_hash(snap: Snapshot) -> str:
-    import hashlib
-    import json
-
-    data = json.dumps(snap.config.model_dump(mode="json"), sort_keys=True).encode()
-    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def _iso(ts: float) -> str:

@@ -178,7 +178,7 @@ def plugin_label(plugin: str) -> str:
 
 
 def config_hash(snapshot: Snapshot) -> str:
-    """The hash the admin API shows for a configuration (:func:`core.admin.config_hash`)."""
+    """A short hash of a configuration: the admin API's and ``config_info``'s."""
     data = json.dumps(snapshot.config.model_dump(mode="json"), sort_keys=True).encode()
     return hashlib.sha256(data).hexdigest()[:16]
 

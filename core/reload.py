@@ -90,11 +90,7 @@ class Reloader:
             "error": error,
             "version": self.version,
         }
-        try:
-            from core.metrics import record_reload
-        except ImportError:  # metrics not built in
-            return
-        from core.admin import config_hash
+        from core.metrics import config_hash, record_reload
 
         record_reload(error is None, self.version, config_hash(self.gateway.snapshot))
 
