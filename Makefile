@@ -32,7 +32,9 @@ $(STAMP): pyproject.toml
 run: install registry
 	$(PY) examples/demo.py
 
+# The dashboard's browser tests drive Debian's chromium; they skip when it cannot be installed.
 test: install
+	@test -x /usr/bin/chromium || ! command -v apt-get >/dev/null || apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium chromium-driver >/dev/null 2>&1) || echo "warning: could not install chromium; tests/test_dashboard_browser.py skips"
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install

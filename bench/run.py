@@ -17,7 +17,8 @@ Starts, on 127.0.0.1 and free ephemeral ports:
 The proxies under test are pinned to one CPU and wrk plus the upstream to another, and
 wrk runs against each proxy in turn (interleaved rounds, each run preceded by a short
 warm-up). It prints a table of medians and writes every figure to
-``bench/results/<UTC timestamp>.json`` and ``bench/results/latest.json``.
+``bench/results/<UTC timestamp>.json`` and ``bench/results/latest.json``, and a chart of
+req/s and p99 per target (bench/chart.py) to ``<UTC timestamp>.png`` and ``latest.png``.
 
 Run with ``make bench`` or ``.venv/bin/python bench/run.py --help``.
 """
@@ -869,6 +870,26 @@ def write_results(report: dict[str, Any]) -> Path:
     return path
 
 
+def write_chart(results_json: Path) -> Path | None:
+    """bench/chart.py: ``<timestamp>.png`` and ``latest.png`` next to the JSON.
+
+    A chart that cannot be drawn (matplotlib missing, say) is a warning, not a failure:
+    the figures are in the JSON already.
+    """
+    try:
+        from chart import chart  # bench/chart.py; imports matplotlib
+
+        png = chart(results_json, results_json.with_suffix(".png"))
+        shutil.copyfile(png, results_json.parent / "latest.png")
+    except ImportError as exc:
+        log(f"warning: no chart ({exc}); `.venv/bin/pip install matplotlib` or `make install`")
+        return None
+    except (OSError, ValueError) as exc:
+        log(f"warning: no chart: {exc}")
+        return None
+    return png
+
+
 # ---------------------------------------------------------------------------- main
 
 
@@ -909,7 +930,8 @@ def build_parser() -> argparse.ArgumentParser:
         "worker each, run in turn in interleaved rounds. "
         "Installs nginx and wrk with apt-get if missing.",
         epilog="Pinning: proxies on --proxy-cpu, wrk and the upstream on --load-cpu. "
-        f"Results go to {RESULTS.relative_to(ROOT)}/<UTC timestamp>.json and latest.json. "
+        f"Results go to {RESULTS.relative_to(ROOT)}/<UTC timestamp>.json and latest.json, "
+        "a chart of them (bench/chart.py) to <UTC timestamp>.png and latest.png. "
         f"Exit status: 0 ok, 1 failure, {EXIT_RUN_ERRORS} when some run had HTTP or socket "
         "errors.",
     )
@@ -1019,7 +1041,10 @@ def bench(args: argparse.Namespace) -> int:
         "verdict": verdict,
         "runs": {name: [asdict(r) for r in results] for name, results in runs.items()},
     }
-    log(f"\nwrote {write_results(report).relative_to(ROOT)} and latest.json")
+    results_json = write_results(report)
+    log(f"\nwrote {results_json.relative_to(ROOT)} and latest.json")
+    if png := write_chart(results_json):
+        log(f"wrote {png.relative_to(ROOT)} and latest.png")
     return EXIT_RUN_ERRORS if any(r.errors for rs in runs.values() for r in rs) else 0
 
 

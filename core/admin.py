@@ -10,6 +10,7 @@
 ``GET /metrics``   Prometheus text format, aggregated across workers (:mod:`core.metrics`)
 ``POST /reload``   reload now; needs ``Authorization: Bearer TOKEN`` (``[admin] token``):
                    401 with a wrong or missing token, 403 when no token is configured
+``GET /``          the dashboard and its ``/api/...`` calls (:mod:`core.dashboard.api`)
 =================  =========================================================================
 
 With several workers, the first one serves the admin listener; ``POST /reload`` then
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from core.config import parse_address
+from core.dashboard.api import Dashboard
 from core.metrics import config_hash
 
 if TYPE_CHECKING:
@@ -87,6 +89,7 @@ class Admin:
         self.render_metrics = render_metrics
         self.started = time.time()
         self.runner: web.AppRunner | None = None
+        self.dashboard = Dashboard(self)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -100,6 +103,7 @@ class Admin:
         app.router.add_get("/plugins", self.plugins)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_post("/reload", self.reload)
+        self.dashboard.mount(app)
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self.runner.setup()
         site = web.TCPSite(self.runner, host, port, reuse_address=True)
@@ -107,8 +111,10 @@ class Admin:
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         self.port = int(sockets[0].getsockname()[1]) if sockets else port
+        self.dashboard.traffic.start()
 
     async def stop(self) -> None:
+        await self.dashboard.traffic.stop()
         if self.runner is not None:
             await self.runner.cleanup()
 
@@ -196,8 +202,13 @@ class Admin:
         refused = self._authorized(request)
         if refused is not None:
             return refused
+        body, status = await self.reload_now()
+        return web.json_response(body, status=status)
+
+    async def reload_now(self) -> tuple[dict[str, Any], int]:
+        """Reload (every worker, when supervised); the answer and its HTTP status."""
         if self.reloader is None:
-            return web.json_response({"error": "this process cannot reload"}, status=409)
+            return {"error": "this process cannot reload"}, 409
         if self.supervised:
             # Every worker reloads on the supervisor's SIGHUP; answer with ours.
             before = self.reloader.attempts
@@ -209,9 +220,7 @@ class Admin:
             self.reloader.reload("admin API")
         result = self.reloader.last_result
         status = 200 if result and result.get("ok") else 500
-        return web.json_response(
-            {"version": self.reloader.version, "result": result}, status=status
-        )
+        return {"version": self.reloader.version, "result": result}, status
 
 
 def _filter_info(inst: Any) -> dict[str, Any]:

@@ -288,6 +288,23 @@ def compile_chains(cfg: GatewayConfig, registry: PluginRegistry, source: str) ->
                 continue
             chain.append(inst)
         chains[route_name] = Chain(adopt(chain))  # shared stats: counts survive reloads
+    used = {id(inst) for chain in chains.values() for inst in chain.filters}
+    built = [*named.values(), *bare.values()]
     if problems:
+        _close(built)  # a refused configuration leaves nothing running
         raise ConfigError(source, problems)
+    # A [filters.NAME] no route uses serves nothing; it is closed now, as the snapshot
+    # only closes the filters of its chains (a Proxy-Wasm one holds an instance).
+    unused = [inst for inst in named.values() if id(inst) not in used]
+    for inst in unused:
+        log.warning("%s: filters.%s is not used by any route", source, inst.name)
+    _close(unused)
     return chains
+
+
+def _close(instances: list[FilterInstance]) -> None:
+    for inst in instances:
+        try:
+            inst.filter.close()
+        except Exception as exc:
+            log.error("filter %s (%s) failed in close(): %r", inst.name, inst.plugin, exc)

@@ -378,10 +378,16 @@ def render(directory: Path | None = None, *, local: bool = True) -> bytes:
 
     from core.metrics_render import Collector
 
-    directory = directory if directory is not None else _state.runtime
-    states = [snapshot_state()] if local else []
-    if directory is not None:
-        states += read_files(directory, skip=own_file(directory) if local else None)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(Collector(states))
+    registry.register(Collector(states(directory, local=local)))
     return generate_latest(registry)
+
+
+def states(directory: Path | None = None, *, local: bool = True) -> list[dict[str, Any]]:
+    """What :func:`render` sums: the files in ``directory`` (default: the runtime dir)
+    and, with ``local``, this process's live state instead of its own file."""
+    directory = directory if directory is not None else _state.runtime
+    out = [snapshot_state()] if local else []
+    if directory is not None:
+        out += read_files(directory, skip=own_file(directory) if local else None)
+    return out

@@ -107,6 +107,17 @@ class _Totals:
         into[key] = (counts, seconds + float(total))
 
 
+def totals(states: Iterable[dict[str, Any]]) -> _Totals:
+    """The states summed (the admin dashboard reads these too)."""
+    t = _Totals()
+    for state in states:
+        try:
+            t.add(state)
+        except (KeyError, TypeError, ValueError):
+            continue  # a malformed file: the rest of it is left out
+    return t
+
+
 def _histogram(
     name: str, doc: str, label: str, rows: dict[str, Histogram], bounds: Sequence[float]
 ) -> HistogramMetricFamily:
@@ -140,12 +151,7 @@ class Collector:
         self.states = states
 
     def collect(self) -> Iterator[Metric]:
-        t = _Totals()
-        for state in self.states:
-            try:
-                t.add(state)
-            except (KeyError, TypeError, ValueError):
-                continue  # a malformed file: the rest of it is left out
+        t = totals(self.states)
         info = GaugeMetricFamily(P + "build_info", "The running wasmgate.", labels=["version"])
         info.add_metric([_build_version()], 1)
         yield info

@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 
 from core.admin import redact
+from core.dashboard.api import quantile
 from plugin_sdk.testing import GatewayProcess, free_port
 
 TOKEN = "0123456789abcdef-admin"
@@ -107,6 +108,27 @@ async def test_health_config_routes_and_plugins(
                 "main.headers": "closed",
             }
             assert all(f["version"] for f in filters)  # the wasmgate distribution's
+            async with http.get(f"{base}/") as resp:
+                assert resp.status == 200 and "/dashboard/app.js" in await resp.text()
+            async with http.get(f"{base}/api/upstreams") as resp:
+                (pool,) = (await resp.json())["upstreams"]
+            assert pool["name"] == "app"
+            assert [(e["address"], e["health"]) for e in pool["endpoints"]] == [
+                (f"127.0.0.1:{up}", "healthy")
+            ]
+            key = {"X-Api-Key": "secret-key-of-alice-0123"}
+            for _ in range(5):
+                async with http.get(f"http://127.0.0.1:{port}/x", headers=key) as resp:
+                    assert resp.status == 200
+            deadline = time.monotonic() + 10
+            while True:  # a sample every 2 s
+                async with http.get(f"{base}/api/traffic") as resp:
+                    points = (await resp.json())["points"]
+                if sum(p["requests"] for p in points) >= 5 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.2)
+            assert sum(p["codes"].get("2xx", 0) for p in points) == 5
+            assert any(p["routes"].get("main", {}).get("p99") for p in points)
     finally:
         assert gw.terminate() == 0
 
@@ -139,6 +161,9 @@ async def test_reload_through_the_api_needs_the_token_and_reports_failures(
                 assert resp.status == 401
             async with http.post(f"{base}/reload", headers={"Authorization": "Bearer nope"}) as r:
                 assert r.status == 401
+            install = {"name": "tagger", "constraint": ""}
+            async with http.post(f"{base}/api/market/install", json=install) as resp:
+                assert resp.status == 401
             # A new route name, written without waiting for the file watcher.
             gw.config_path.write_text(config(port, admin, up, route="renamed"))
             async with http.post(f"{base}/reload", headers=auth) as resp:
@@ -178,6 +203,9 @@ async def test_without_a_token_state_changing_calls_are_refused(
             async with http.post(f"http://127.0.0.1:{admin}/reload") as resp:
                 assert resp.status == 403
                 assert "set [admin] token" in (await resp.json())["error"]
+            install = {"name": "tagger", "constraint": ""}
+            async with http.post(f"http://127.0.0.1:{admin}/api/market/install", json=install) as r:
+                assert r.status == 403
     finally:
         assert gw.terminate() == 0
 
@@ -219,3 +247,20 @@ async def test_sigterm_lets_a_slow_request_finish_and_exits_0(
 )
 def test_secrets_are_redacted(value: dict, shown: dict) -> None:
     assert redact(value) == shown
+
+
+@pytest.mark.parametrize(
+    ("counts", "q", "seconds"),
+    [
+        ([0] * 16, 0.5, None),
+        ([0, 10] + [0] * 14, 0.5, 0.00075),  # halfway through (0.0005, 0.001]
+        ([10] + [0] * 15, 0.99, 0.000495),
+        ([0] * 15 + [4], 0.5, 30.0),  # +Inf: the last bound
+        ([90, 0, 0, 0, 0, 0, 0, 10] + [0] * 8, 0.95, 0.075),
+    ],
+    ids=["empty", "interpolated", "first-bucket", "overflow", "tail"],
+)
+def test_dashboard_quantiles_from_bucket_counts(
+    counts: list[int], q: float, seconds: float | None
+) -> None:
+    assert quantile(counts, q) == (None if seconds is None else pytest.approx(seconds))

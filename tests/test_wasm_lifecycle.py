@@ -400,3 +400,29 @@ def test_closed_and_trapped_instances_are_freed(tmp_path: Path) -> None:
     assert [r() for r in alive] == [None] * len(alive)
     assert len(vm._HOST_FUNCS) == base_funcs
     assert fds() <= base_fds
+
+
+def test_a_filter_no_route_uses_is_closed_and_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reload that drops the last route using a [filters.NAME] keeps the table: the
+    filter must still be released (the soak test found the instance leaking)."""
+    from core.wasm import vm
+
+    module = wasm_file(tmp_path, "trap.wat")
+    before = len(vm._HOST_FUNCS)
+    toml = f"""
+[[upstreams]]
+name = "u"
+endpoints = ["127.0.0.1:9"]
+[filters.idle]
+wasm = "{module}"
+[[routes]]
+name = "r"
+upstream = "u"
+"""
+    with caplog.at_level(logging.WARNING):
+        snap = Snapshot(loads_config(toml, str(tmp_path / "g.toml")), str(tmp_path / "g.toml"))
+    assert any("filters.idle is not used by any route" in r.getMessage() for r in caplog.records)
+    assert len(vm._HOST_FUNCS) == before  # its instance is released already
+    snap.close()

@@ -766,7 +766,9 @@ class HttpRig:
             "max_body_bytes = 4096\nrequest_header_timeout = 0.3\nidle_timeout = 0.05\n",
             # One failure ejects the endpoint, so a client's doing that the gateway held
             # against the upstream shows: the next good request would get 503.
-            upstream_extra="read_timeout = 0.3\nretries = 0\nhealth = { max_failures = 1 }",
+            # read_timeout bounds a stalled body (a 408): long enough that a slow machine
+            # does not turn an answer into a 504.
+            upstream_extra="read_timeout = 2.0\nretries = 0\nhealth = { max_failures = 1 }",
         )
         return await InProcessGateway(toml).start()
 
@@ -779,7 +781,7 @@ class HttpRig:
             chunks = []
             closed = True
             try:
-                async with asyncio.timeout(3):
+                async with asyncio.timeout(10):
                     while chunk := await reader.read(65536):
                         chunks.append(chunk)
             except TimeoutError:

@@ -1,0 +1,63 @@
+"""The market as the admin dashboard sees it (the ``wasmgate.admin_market`` entry point).
+
+:func:`open_market` takes the running gateway's configuration file and answers with
+the catalogue of the registry its ``[market]`` names, and installs with the same
+:class:`~market.installer.Installer` as ``wasmgate plugin install``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from market.client_cli import home
+from market.errors import MarketError
+from market.installer import Installer, Workspace
+from market.search import search
+
+READMES = 20  # the hits whose README is fetched along with the search
+
+
+@dataclass(frozen=True)
+class DashboardMarket:
+    ws: Workspace
+
+    def search(self, text: str) -> dict[str, Any]:
+        registry = self.ws.open_registry("[market] registry")
+        fetched = registry.fetch_index(allow_stale=True)
+        out = []
+        for i, hit in enumerate(search(fetched.index, text)):
+            entry = hit.latest
+            m = entry.manifest
+            readme = None
+            if entry.readme and not fetched.stale and i < READMES:
+                try:
+                    readme = registry.fetch_file(entry.readme).decode("utf-8", "replace")
+                except MarketError:
+                    readme = None
+            out.append(
+                {
+                    "name": hit.name,
+                    "version": m.version,
+                    "versions": list(hit.versions),
+                    "kind": m.kind,
+                    "description": m.description,
+                    "keywords": list(m.keywords),
+                    "signer": entry.signer,
+                    "published": entry.published,
+                    "config_schema": m.config_schema,
+                    "readme": readme,
+                }
+            )
+        return {"registry": self.ws.registry, "stale": fetched.stale or None, "plugins": out}
+
+    def install(self, name: str, constraint: str) -> dict[str, Any]:
+        text = f"{name}@{constraint}" if constraint else name
+        notes: list[str] = []
+        changes = Installer(self.ws, say=notes.append).install([text])
+        return {"changes": [str(c) for c in changes], "notes": notes}
+
+
+def open_market(config: Path) -> DashboardMarket:
+    return DashboardMarket(Workspace.load(config, home()))
