@@ -61,7 +61,8 @@ class PluginVm:
         pause_timeout: float = 30.0,
     ) -> None:
         self.name = name
-        self.module = module
+        self.module: wasmtime.Module | None = module
+        self.closed = False
         self.config_bytes = config
         self.vm_config = vm_config
         self.root_id_name = root_id
@@ -91,6 +92,7 @@ class PluginVm:
     # -- lifecycle
 
     def _start(self) -> None:
+        assert self.module is not None, "a closed PluginVm is never started again"
         inst = Instance(
             self.module,
             resolver(self.host),
@@ -123,6 +125,10 @@ class PluginVm:
     def ensure(self) -> Instance:
         """The live instance; a trapped one is rebuilt first."""
         if self.instance is None:
+            if self.closed:
+                raise WasmTrap(
+                    f"wasm filter {self.name!r} is closed (its configuration was replaced)"
+                )
             self.rebuilds += 1
             count_wasm(self.name, rebuild=True)
             log.warning("rebuilding wasm filter %r after a trap", self.name)
@@ -161,6 +167,11 @@ class PluginVm:
         for task in self._calls:
             task.cancel()
         self._drop_instance()
+        # The compiled module maps its code from the cache file (one fd each): let it go
+        # now, even if something still holds this closed VM (an idle connection's last
+        # request, say). A closed VM is never started again.
+        self.module = None
+        self.closed = True
 
     def _drop_instance(self) -> None:
         if self.instance is not None:
@@ -302,6 +313,7 @@ class WasmFilter(Filter[PluginConfig]):
         super().__init__(PluginConfig())
         self.vm = vm
         self._key = f"wasm.{id(self)}"
+        assert vm.module is not None
         exports = {e.name for e in vm.module.exports}
         # SDKs export every callback whether the filter uses it or not, so bodies are
         # delivered only when the configuration asks (`bodies`): buffering them costs.

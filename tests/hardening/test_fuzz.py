@@ -450,7 +450,9 @@ class _Failures(logging.Handler):
 @pytest.fixture(scope="module")
 def guest() -> Iterator[Guest]:
     module = wasmtime.Module(engine(), wasmtime.wat2wasm(FUZZ_WAT.read_text()))
-    vm = PluginVm(f"fuzz-{uuid.uuid4().hex[:8]}", module, config=b'{"k": "v"}', vm_config=b"v")
+    name = f"fuzz-{uuid.uuid4().hex[:8]}"
+    # A long CPU deadline: host calls count towards it, and a loaded machine is slow.
+    vm = PluginVm(name, module, config=b'{"k": "v"}', vm_config=b"v", deadline_ms=10_000)
     g = Guest(vm)
     handler = _Failures(g)
     logging.getLogger("wasmgate.wasm").addHandler(handler)
