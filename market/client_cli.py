@@ -268,9 +268,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _installer(args: argparse.Namespace, needs_registry: bool = True) -> Installer:
-    ws = _workspace(args)
-    return Installer(ws, progress=progress_bar)
+def _installer(args: argparse.Namespace) -> Installer:
+    return Installer(_workspace(args), progress=progress_bar)
 
 
 def _report(changes: list[Change], ws: Workspace) -> None:
@@ -305,7 +304,7 @@ def cmd_update(args: argparse.Namespace) -> int:
 
 def cmd_remove(args: argparse.Namespace) -> int:
     try:
-        inst = _installer(args, needs_registry=False)
+        inst = _installer(args)
         changes = inst.remove(args.names)
     except MarketError as exc:
         return _fail(exc)
