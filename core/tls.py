@@ -110,8 +110,8 @@ class ServerTLS:
             ctx = self.exact.get(name)
             if ctx is not None:
                 return ctx
-            _, dot, parent = name.partition(".")
-            if dot:
+            label, dot, parent = name.partition(".")
+            if dot and label:  # "*.a" covers "x.a", not ".a" (an empty label is none)
                 ctx = self.wildcard.get(parent)
                 if ctx is not None:
                     return ctx
