@@ -36,6 +36,7 @@ from aiohttp import web
 from core.config import parse_address
 from core.dashboard.api import Dashboard
 from core.metrics import config_hash
+from core.metrics_render import wasmgate_version
 
 if TYPE_CHECKING:
     from core.gateway import Gateway, Snapshot
@@ -61,13 +62,6 @@ def redact(value: Any, key: str = "") -> Any:
 def _consumer(entry: dict[str, Any]) -> dict[str, Any]:
     """A consumer table: its name stays, every other value is a credential."""
     return {k: (v if k in ("name", "id", "username") else REDACTED) for k, v in entry.items()}
-
-
-def wasmgate_version() -> str:
-    try:
-        return version("wasmgate")
-    except PackageNotFoundError:
-        return "0.0.0"
 
 
 class Admin:

@@ -137,7 +137,8 @@ def _le(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(bound)
 
 
-def _build_version() -> str:
+def wasmgate_version() -> str:
+    """The installed wasmgate's version ("0.0.0" when not installed)."""
     try:
         return version("wasmgate")
     except PackageNotFoundError:
@@ -153,7 +154,7 @@ class Collector:
     def collect(self) -> Iterator[Metric]:
         t = totals(self.states)
         info = GaugeMetricFamily(P + "build_info", "The running wasmgate.", labels=["version"])
-        info.add_metric([_build_version()], 1)
+        info.add_metric([wasmgate_version()], 1)
         yield info
 
         requests = CounterMetricFamily(

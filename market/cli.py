@@ -129,7 +129,8 @@ def _trust_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _fail(exc: MarketError) -> int:
+def fail(exc: MarketError) -> int:
+    """Print a market error as the CLI does and give the exit status (1)."""
     print(f"wasmgate: {exc}", file=sys.stderr)
     return 1
 
@@ -140,7 +141,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         private_path, public_path = keygen(directory)
         kid = key_id(load_public_key(public_path))
     except MarketError as exc:
-        return _fail(exc)
+        return fail(exc)
     print(f"private key  {private_path}  (keep it secret)")
     print(f"public key   {public_path}")
     print(f"key id       {kid}")
@@ -157,7 +158,7 @@ def cmd_trust(args: argparse.Namespace) -> int:
         directory: Path = args.trust if args.trust is not None else home() / "trust"
         kid = add_trusted_key(directory, args.public_key)
     except MarketError as exc:
-        return _fail(exc)
+        return fail(exc)
     print(f"trusted key {kid} in {directory}")
     return 0
 
@@ -190,7 +191,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
     try:
         out = pack(args.dir, load_private_key(args.key), args.out)
     except MarketError as exc:
-        return _fail(exc)
+        return fail(exc)
     print(out)
     return 0
 
@@ -200,7 +201,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     try:
         package = read_package(args.file, TrustStore.from_dir(directory))
     except MarketError as exc:
-        return _fail(exc)
+        return fail(exc)
     m = package.manifest
     info = {
         "name": m.name,

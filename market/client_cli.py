@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from market.cli import fail, home
 from market.client import Progress
 from market.errors import MarketError
 from market.installer import Change, Installer, Workspace, check_lock
@@ -31,10 +32,6 @@ examples:
   wasmgate plugin remove as-headers
 then reference it in gateway.toml:  [filters.hdr]  plugin = "as-headers"
 """
-
-
-def home() -> Path:
-    return Path(os.environ.get("WASMGATE_HOME") or Path.home() / ".wasmgate")
 
 
 def _workspace(args: argparse.Namespace) -> Workspace:
@@ -143,11 +140,6 @@ def register(psub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pub.set_defaults(func=cmd_publish)
 
 
-def _fail(exc: MarketError) -> int:
-    print(f"wasmgate: {exc}", file=sys.stderr)
-    return 1
-
-
 def progress_bar(label: str) -> Progress:
     """A download progress callback: a bar on a terminal, one line otherwise."""
     tty = sys.stderr.isatty()
@@ -178,7 +170,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     try:
         fetched = _workspace(args).open_registry().fetch_index(allow_stale=True)
     except MarketError as exc:
-        return _fail(exc)
+        return fail(exc)
     if fetched.stale:
         print(f"warning: {fetched.stale}", file=sys.stderr)
     hits = search(fetched.index, " ".join(args.text))
@@ -227,7 +219,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         if entry.readme and not fetched.stale:
             readme = registry.fetch_file(entry.readme).decode("utf-8", "replace")
     except MarketError as exc:
-        return _fail(exc)
+        return fail(exc)
     if fetched.stale:
         print(f"warning: {fetched.stale}", file=sys.stderr)
     m = entry.manifest
@@ -284,7 +276,7 @@ def cmd_install(args: argparse.Namespace) -> int:
         inst = _installer(args)
         changes = inst.install(args.names, pre=args.pre)
     except MarketError as exc:
-        return _fail(exc)
+        return fail(exc)
     _report(changes, inst.ws)
     if args.names and changes:
         first = changes[0].name
@@ -297,7 +289,7 @@ def cmd_update(args: argparse.Namespace) -> int:
         inst = _installer(args)
         changes = inst.update(args.names, pre=args.pre)
     except MarketError as exc:
-        return _fail(exc)
+        return fail(exc)
     _report(changes, inst.ws)
     return 0
 
@@ -307,7 +299,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
         inst = _installer(args)
         changes = inst.remove(args.names)
     except MarketError as exc:
-        return _fail(exc)
+        return fail(exc)
     _report(changes, inst.ws)
     problems = check_lock(inst.ws)
     for line in problems:
@@ -321,7 +313,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
         registry = _workspace(args).open_registry()
         entry, new = registry.publish(args.file, token)
     except MarketError as exc:
-        return _fail(exc)
+        return fail(exc)
     m = entry.manifest
     state = "published" if new else "already published (same content; nothing to do)"
     print(f"{m.name} {m.version} {state} in {registry.location}")

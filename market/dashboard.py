@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from market.client_cli import home
+from market.cli import home
 from market.errors import MarketError
 from market.installer import Installer, Workspace
 from market.search import search

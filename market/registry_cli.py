@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from market.cli import fail
 from market.errors import MarketError
 from market.index import RegistryDir
 
@@ -83,11 +84,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve.set_defaults(func=cmd_serve)
 
 
-def _fail(exc: MarketError) -> int:
-    print(f"wasmgate: {exc}", file=sys.stderr)
-    return 1
-
-
 def cmd_init(args: argparse.Namespace) -> int:
     registry = RegistryDir(args.root)
     try:
@@ -95,7 +91,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         for pub in args.publisher:
             print(f"accepting publisher key {registry.add_publisher(pub)}")
     except MarketError as exc:
-        return _fail(exc)
+        return fail(exc)
     print(f"registry ready in {args.root}")
     return 0
 
@@ -104,7 +100,7 @@ def cmd_add_publisher(args: argparse.Namespace) -> int:
     try:
         kid = RegistryDir(args.root).add_publisher(args.public_key)
     except MarketError as exc:
-        return _fail(exc)
+        return fail(exc)
     print(f"accepting publisher key {kid} in {args.root}")
     return 0
 
@@ -120,7 +116,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         serve(args.root, host.strip("[]") or "127.0.0.1", int(port_text), token)
     except MarketError as exc:
-        return _fail(exc)
+        return fail(exc)
     except OSError as exc:
         print(f"wasmgate: cannot listen on {args.listen}: {exc.strerror or exc}", file=sys.stderr)
         return 1
