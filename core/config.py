@@ -282,8 +282,11 @@ class HealthCheck(Model):
     @model_validator(mode="after")
     def _kind(self) -> HealthCheck:
         if self.type == "tcp":
+            # As for the tls_* fields: a default is let through (a dumped config reloads).
             for name in ("path", "host", "expected_statuses"):
-                if name in self.model_fields_set:
+                if getattr(self, name) != HealthCheck.model_fields[name].get_default(
+                    call_default_factory=True
+                ):
                     raise ValueError(f"'{name}' is for type = 'http' only")
         return self
 

@@ -483,3 +483,10 @@ def test_config_errors_name_file_and_field(check: str, problem: str) -> None:
     assert text.startswith("gw.toml:")
     assert "upstreams[0].health_check" in text
     assert problem in text, text
+
+
+def test_a_dumped_tcp_check_loads_again() -> None:
+    # What the admin API shows and workers are handed: defaults spelled out.
+    up = load('type = "tcp"\ninterval = "2s"')
+    again = Upstream.model_validate(up.model_dump(mode="json"))
+    assert again.health_check == up.health_check
