@@ -197,16 +197,16 @@ class Health(Model):
     eject_seconds: float = Field(10.0, gt=0, description="How long an ejected endpoint rests.")
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
 def seconds(value: Any) -> Any:
-    """A duration as seconds: a number, or a string such as ``"5s"``, ``"500ms"``, ``"1m"``."""
+    """A duration in seconds: a number, or a string: ``"500ms"``, ``"5s"``, ``"1m"``, ``"1h"``."""
     if isinstance(value, str):
         m = _DURATION.match(value)
         if m is None:
-            raise ValueError(f'{value!r} is not a duration (e.g. 5, "5s", "500ms", "1m")')
+            raise ValueError(f'{value!r} is not a duration (e.g. 5, "500ms", "5s", "1m", "1h")')
         return float(m.group(1)) * _UNITS[m.group(2)]
     return value
 

@@ -3,8 +3,9 @@
 Each such pool gets one :class:`HealthChecker` per process: one asyncio task that, every
 ``interval``, probes all the pool's endpoints at once, each on a short connection of its
 own (never one of the pool's keep-alive connections), bounded by ``timeout`` from the
-connect to the response head. The first round waits a random part of the interval, so
-that workers and pools started together do not probe in step.
+connect to the response head. The first round waits a random part of the interval (of
+``MAX_JITTER`` at most, so a long interval does not leave a dead endpoint unnoticed
+that long), so that workers and pools started together do not probe in step.
 
 An endpoint's active state (:class:`CheckState`) moves like Envoy's and Kong's::
 
@@ -43,6 +44,7 @@ from core.upstream import EndpointState, UpstreamPool, ssl_reason
 log = logging.getLogger("wasmgate.health")
 
 MAX_HEAD = 16384  # bytes of a response head a probe reads at most
+MAX_JITTER = 1.0  # seconds: the first round's delay is at most this
 PASSED = "success"
 # Results of a failed check (the `result` label of wasmgate_health_checks_total).
 TIMEOUT, CONNECT_ERROR, BAD_STATUS, PROTOCOL_ERROR = (
@@ -92,7 +94,7 @@ class HealthChecker:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        await asyncio.sleep(random.uniform(0, self.cfg.interval))
+        await asyncio.sleep(random.uniform(0, min(self.cfg.interval, MAX_JITTER)))
         while True:
             began = loop.time()
             await asyncio.gather(*(self.check(ep) for ep in self.pool.endpoints))

@@ -215,6 +215,16 @@ async def test_tcp_check_of_a_closed_port(
     assert {r.path_qs for r in upstream.requests} == {"/work"}
 
 
+async def test_first_check_comes_soon_even_with_a_long_interval(
+    start_gateway: StartGateway,
+) -> None:
+    # The first round is jittered, but not by up to an hour: a dead endpoint at start is
+    # found within seconds.
+    closed = f"127.0.0.1:{free_port()}"
+    gw = await start_gateway(config([closed], 'type = "tcp", interval = "1h", timeout = 0.5'))
+    await until("the closed port unhealthy", lambda: state(gw, closed) == "unhealthy")
+
+
 async def test_host_header_of_the_check(
     upstream: RecordingUpstream, start_gateway: StartGateway
 ) -> None:
@@ -430,6 +440,8 @@ def test_defaults_and_durations() -> None:
     assert hc is not None and (hc.interval, hc.timeout) == (60.0, 0.25)
     hc = load('interval = "2s"\ntimeout = 0.5').health_check
     assert hc is not None and (hc.interval, hc.timeout) == (2.0, 0.5)
+    hc = load('interval = "1h"\ntimeout = "1.5s"').health_check
+    assert hc is not None and (hc.interval, hc.timeout) == (3600.0, 1.5)
 
 
 @pytest.mark.parametrize(
