@@ -7,9 +7,11 @@ assumes how many of them have run by a given moment.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -25,7 +27,7 @@ from core.upstream import EndpointState, UpstreamPool
 if TYPE_CHECKING:
     from core.health import HealthChecker
 from tests.conftest import StartGateway
-from tests.harness import InProcessGateway, RecordingUpstream, free_port
+from tests.harness import GatewayProcess, InProcessGateway, RecordingUpstream, free_port
 
 DEADLINE = 10.0  # seconds; a check every 0.1 s needs a fraction of it
 
@@ -332,6 +334,56 @@ async def test_without_health_check_nothing_is_probed(
     assert pool["health_check"] is None and pool["endpoints"][0]["check"] is None
     await asyncio.sleep(0.3)  # three intervals of the checks' config, had they run
     assert upstream.requests == []
+
+
+async def test_wasmgate_run_with_two_workers(
+    upstream: RecordingUpstream, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    port, admin, closed = free_port(), free_port(), f"127.0.0.1:{free_port()}"
+    text = config([upstream.address, closed], f'path = "/ping", {FAST}').replace(
+        "127.0.0.1:0", f"127.0.0.1:{port}"
+    )
+    text += f'\n[admin]\nlisten = "127.0.0.1:{admin}"\n'
+    runtime = tmp_path / "runtime"
+    gw = GatewayProcess(text, workdir=str(tmp_path)).start(
+        port, "--workers", "2", env={metrics.ENV: str(runtime)}
+    )
+
+    def workers_holding_it_out() -> int:
+        return sum(
+            1
+            for st in metrics.read_files(runtime)
+            if st["live"] and ["app", closed, 0] in st["gauges"].get("checked", [])
+        )
+
+    try:
+        # Each worker checks on its own, and each has found the dead endpoint.
+        await until("both workers find it unhealthy", lambda: workers_holding_it_out() == 2)
+        deadline = time.monotonic() + DEADLINE
+        text = ""
+        while 'result="connect_error",upstream="app"} ' not in text or (
+            f'wasmgate_upstream_endpoint_healthy{{endpoint="{closed}",upstream="app"}} 0.0'
+            not in text
+        ):
+            assert time.monotonic() < deadline, f"the metrics never showed it:\n{text}"
+            await asyncio.sleep(0.1)
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.get(f"http://127.0.0.1:{admin}/metrics") as resp:
+                    text = await resp.text()
+        live = f'{{endpoint="{upstream.address}",upstream="app"}} 1.0'
+        assert f"wasmgate_upstream_endpoint_check_healthy{live}" in text
+        async with http.get(f"http://127.0.0.1:{admin}/api/upstreams") as resp:
+            (pool,) = (await resp.json())["upstreams"]
+        assert {e["address"]: e["health"] for e in pool["endpoints"]} == {
+            upstream.address: "healthy",
+            closed: "unhealthy",
+        }
+        # Neither worker sends it traffic (retries = 0: else a 502).
+        for _ in range(8):
+            async with http.get(f"http://127.0.0.1:{port}/work") as resp:
+                assert resp.status == 200
+    finally:
+        gw.terminate()
 
 
 # ------------------------------------------------------------------ reload
