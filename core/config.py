@@ -26,6 +26,7 @@ from pydantic import (
     PrivateAttr,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -211,7 +212,19 @@ def seconds(value: Any) -> Any:
     return value
 
 
-Seconds = Annotated[float, BeforeValidator(seconds)]
+# A duration of at most an hour; its JSON Schema admits the strings too.
+Seconds = Annotated[
+    float,
+    BeforeValidator(seconds),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0, "maximum": 3600},
+                {"type": "string", "pattern": _DURATION.pattern},
+            ]
+        }
+    ),
+]
 _STATUS_RANGE = re.compile(r"^\s*(\d{3})\s*-\s*(\d{3})\s*$")
 _TOKEN_CHARS = re.compile(r"^[\x21-\x7e]+$")  # visible ASCII: no space, CR, LF or control
 

@@ -19,7 +19,7 @@ import pytest
 
 from core import metrics
 from core.admin import Admin
-from core.config import Upstream, loads_config
+from core.config import GatewayConfig, Upstream, loads_config
 from core.errors import ConfigError
 from core.gateway import Snapshot
 from core.upstream import EndpointState, UpstreamPool
@@ -554,3 +554,15 @@ def test_a_dumped_tcp_check_loads_again() -> None:
     up = load('type = "tcp"\ninterval = "2s"')
     again = Upstream.model_validate(up.model_dump(mode="json"))
     assert again.health_check == up.health_check
+
+
+def test_the_json_schema_admits_durations_as_strings() -> None:
+    # What `wasmgate check --schema` prints, as an editor would use it.
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = GatewayConfig.model_json_schema()
+    check: dict[str, Any] = {"interval": "500ms", "timeout": 0.2}
+    doc = {"upstreams": [{"name": "a", "endpoints": ["127.0.0.1:1"], "health_check": check}]}
+    jsonschema.validate(doc, schema)
+    check["interval"] = "soon"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, schema)
