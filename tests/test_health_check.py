@@ -561,7 +561,8 @@ def test_the_json_schema_admits_durations_as_strings() -> None:
     jsonschema = pytest.importorskip("jsonschema")
     schema = GatewayConfig.model_json_schema()
     check: dict[str, Any] = {"interval": "500ms", "timeout": 0.2}
-    doc = {"upstreams": [{"name": "a", "endpoints": ["127.0.0.1:1"], "health_check": check}]}
+    endpoints = [{"address": "127.0.0.1:1"}]
+    doc = {"upstreams": [{"name": "a", "endpoints": endpoints, "health_check": check}]}
     jsonschema.validate(doc, schema)
     check["interval"] = "soon"
     with pytest.raises(jsonschema.ValidationError):
