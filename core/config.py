@@ -16,15 +16,17 @@ import re
 import tomllib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -196,6 +198,129 @@ class Health(Model):
     eject_seconds: float = Field(10.0, gt=0, description="How long an ejected endpoint rests.")
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def seconds(value: Any) -> Any:
+    """A duration in seconds: a number, or a string: ``"500ms"``, ``"5s"``, ``"1m"``, ``"1h"``."""
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m is None:
+            raise ValueError(f'{value!r} is not a duration (e.g. 5, "500ms", "5s", "1m", "1h")')
+        return float(m.group(1)) * _UNITS[m.group(2)]
+    return value
+
+
+# A duration of at most an hour; its JSON Schema admits the strings too.
+Seconds = Annotated[
+    float,
+    BeforeValidator(seconds),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0, "maximum": 3600},
+                {"type": "string", "pattern": _DURATION.pattern},
+            ]
+        }
+    ),
+]
+_STATUS_RANGE = re.compile(r"^\s*(\d{3})\s*-\s*(\d{3})\s*$")
+_TOKEN_CHARS = re.compile(r"^[\x21-\x7e]+$")  # visible ASCII: no space, CR, LF or control
+
+
+class HealthCheck(Model):
+    """``[upstreams.health_check]``: active checks, probing each endpoint on a timer."""
+
+    type: Literal["http", "tcp"] = Field(
+        "http",
+        description="'http': a GET of `path` must answer with an expected status; "
+        "'tcp': a TCP connection must open.",
+    )
+    path: str = Field("/", description="HTTP: the path (and query) to GET.")
+    host: str | None = Field(
+        None,
+        description="HTTP: the Host header; default the upstream's host_header, "
+        "else the endpoint's address.",
+    )
+    expected_statuses: list[int | str] = Field(
+        default_factory=lambda: list[int | str](["200-399"]),
+        min_length=1,
+        description="HTTP: statuses that pass, as numbers or ranges ('200-299').",
+    )
+    interval: Seconds = Field(
+        5.0, gt=0, le=3600, description="Time between two checks of an endpoint (5, '5s', '500ms')."
+    )
+    timeout: Seconds = Field(
+        1.0,
+        gt=0,
+        le=3600,
+        description="Bound on one check: connect, TLS handshake and (HTTP) the response head.",
+    )
+    healthy_threshold: int = Field(
+        2,
+        ge=1,
+        le=1000,
+        description="Passed checks in a row that make an unhealthy endpoint healthy.",
+    )
+    unhealthy_threshold: int = Field(
+        3,
+        ge=1,
+        le=1000,
+        description="Failed checks in a row that make a healthy endpoint unhealthy.",
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/") or not _TOKEN_CHARS.match(value):
+            raise ValueError(
+                f"{value!r}: write a path starting with '/', without spaces or controls"
+            )
+        return value
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str | None) -> str | None:
+        if value is not None and not _TOKEN_CHARS.match(value):
+            raise ValueError(f"{value!r}: a host without spaces or controls")
+        return value
+
+    @field_validator("expected_statuses")
+    @classmethod
+    def _statuses(cls, value: list[int | str]) -> list[int | str]:
+        status_ranges(value)
+        return value
+
+    @model_validator(mode="after")
+    def _kind(self) -> HealthCheck:
+        if self.type == "tcp":
+            # As for the tls_* fields: a default is let through (a dumped config reloads).
+            for name in ("path", "host", "expected_statuses"):
+                if getattr(self, name) != HealthCheck.model_fields[name].get_default(
+                    call_default_factory=True
+                ):
+                    raise ValueError(f"'{name}' is for type = 'http' only")
+        return self
+
+
+def status_ranges(items: Sequence[int | str]) -> list[tuple[int, int]]:
+    """``[200, "300-399"]`` as inclusive ranges; raises ValueError naming a bad item."""
+    out = []
+    for item in items:
+        if isinstance(item, int):
+            low = high = item
+        else:
+            m = _STATUS_RANGE.match(item)
+            if m is None:
+                raise ValueError(f"{item!r}: write a status (200) or a range ('200-299')")
+            low, high = int(m.group(1)), int(m.group(2))
+        if not 100 <= low <= high <= 599:
+            raise ValueError(f"{item!r}: statuses are 100-599, the lower bound first")
+        out.append((low, high))
+    return out
+
+
 class Upstream(Model):
     name: str = Field(description="Name routes refer to.")
     endpoints: list[Endpoint] = Field(
@@ -218,6 +343,9 @@ class Upstream(Model):
     preserve_host: bool = Field(True, description="Send the client's Host upstream.")
     host_header: str | None = Field(None, description="Host to send when not preserving.")
     health: Health = Field(default_factory=lambda: Health(), description="Passive health checking.")
+    health_check: HealthCheck | None = Field(
+        None, description="Active health checks (HTTP or TCP probes); off without the table."
+    )
     tls: bool = Field(False, description="Connect to the endpoints over TLS.")
     tls_verify: bool = Field(
         True, description="Verify the upstream's certificate chain and name; off only for testing."

@@ -24,6 +24,7 @@ from core.accesslog import AccessLog
 from core.chain import PluginRegistry, compile_chains
 from core.config import GatewayConfig, parse_address
 from core.errors import ConfigError, UpstreamError
+from core.health import start_checks
 from core.http1 import ClientConnection
 from core.router import Router
 from core.tls import build_server_tls, listener_context
@@ -103,8 +104,10 @@ class Snapshot:
         return list(seen.values())
 
     def bind(self, listen_address: str) -> None:
-        """Called once the event loop runs: filters that call upstreams or keep timers
-        (Proxy-Wasm ones) get the pools and start their timers."""
+        """Called once the event loop runs: pools with active health checks start them
+        (a carried-over pool keeps its running checker); filters that call upstreams or
+        keep timers (Proxy-Wasm ones) get the pools and start their timers."""
+        start_checks(self.pools.values())
         for inst in self.filters():
             bind = getattr(inst.filter, "bind_gateway", None)
             if bind is not None:

@@ -2,8 +2,8 @@
 
 The request path only increments plain Python counters of this process (no lock, no
 prometheus-client call): :func:`record_exchange` once per request, the filter chain
-its :class:`~plugin_sdk.chain.FilterStats`, and the rare events (an ejection, a
-WASM trap, a reload) a dict entry each.
+its :class:`~plugin_sdk.chain.FilterStats`, and the rare events (an ejection, an
+active health check, a WASM trap, a reload) a dict entry each.
 
 Across workers: every worker writes its counters and gauges as JSON to
 ``<runtime dir>/metrics-<pid>.json`` once a second, from a timer on its loop, and
@@ -90,6 +90,7 @@ class _State:
         self.filters: dict[tuple[str, str], FilterStats] = {}
         self.wasm: dict[str, list[int]] = {}  # filter -> [traps, rebuilds]
         self.ejections: dict[tuple[str, str], int] = {}
+        self.checks: dict[tuple[str, str, str], int] = {}  # (upstream, endpoint, result)
         self.reloads = {"success": 0, "failure": 0}
         self.config_version = 1
         self.config_hash = ""  # "": hash the served snapshot's configuration
@@ -142,6 +143,12 @@ def record_rejected(status: int, bytes_out: int, seconds: float | None) -> None:
 def count_ejection(upstream: str, endpoint: str) -> None:
     key = (upstream, endpoint)
     _state.ejections[key] = _state.ejections.get(key, 0) + 1
+
+
+def count_check(upstream: str, endpoint: str, result: str) -> None:
+    """An active health check of ``endpoint`` ended with ``result``."""
+    key = (upstream, endpoint, result)
+    _state.checks[key] = _state.checks.get(key, 0) + 1
 
 
 def count_wasm(filter_name: str, *, rebuild: bool = False) -> None:
@@ -269,6 +276,7 @@ def snapshot_state() -> dict[str, Any]:
     s = _state
     now = time.monotonic()
     endpoints: dict[tuple[str, str], int] = {}
+    checked: dict[tuple[str, str], int] = {}  # active checks' own verdict
     certificates: dict[str, float] = {}
     active = 0
     config = ""
@@ -280,6 +288,8 @@ def snapshot_state() -> dict[str, Any]:
             for ep in pool.endpoints:
                 key = (pool.name, ep.address)
                 endpoints[key] = min(endpoints.get(key, 1), int(ep.healthy(now)))
+                if ep.check is not None:
+                    checked[key] = min(checked.get(key, 1), int(ep.check.state != "unhealthy"))
         for label, not_after in (snap.tls.expiries if snap.tls else {}).items():
             certificates[label] = min(certificates.get(label, 1e18), not_after.timestamp())
     return {
@@ -312,12 +322,14 @@ def snapshot_state() -> dict[str, Any]:
         ],
         "wasm": {name: {"traps": t, "rebuilds": r} for name, (t, r) in s.wasm.items()},
         "ejections": [[u, e, n] for (u, e), n in s.ejections.items()],
+        "checks": [[u, e, r, n] for (u, e, r), n in list(s.checks.items())],
         "reloads": dict(s.reloads),
         "gauges": {
             "active_connections": active,
             "config_version": s.config_version,
             "config_hash": config,
             "endpoints": [[u, e, h] for (u, e), h in endpoints.items()],
+            "checked": [[u, e, h] for (u, e), h in checked.items()],
             "certificates": certificates,
         },
         "live": bool(s.gateways),

@@ -9,7 +9,8 @@ docs/metrics.md.
 gauge                              from the live processes
 =================================  ===================================================
 active_connections                 the sum
-upstream_endpoint_healthy          the minimum: 0 once any process has ejected it
+upstream_endpoint_healthy          the minimum: 0 once any process holds it out
+upstream_endpoint_check_healthy    the minimum: 0 once any process's checks fail it
 config_version                     the highest
 config_info                        one series per configuration hash served
 certificate_expiry_timestamp_...   the earliest (the certificate served longest)
@@ -53,9 +54,11 @@ class _Totals:
         self.durations: dict[str, Histogram] = {}
         self.wasm: dict[str, list[int]] = {}
         self.ejections: dict[tuple[str, str], int] = {}
+        self.checks: dict[tuple[str, str, str], int] = {}
         self.reloads = {"success": 0, "failure": 0}
         self.active = 0
         self.healthy: dict[tuple[str, str], int] = {}
+        self.checked: dict[tuple[str, str], int] = {}
         self.version = 0
         self.hashes: set[str] = set()
         self.certificates: dict[str, float] = {}
@@ -83,6 +86,9 @@ class _Totals:
         for upstream, endpoint, count in state.get("ejections", ()):
             key = (upstream, endpoint)
             self.ejections[key] = self.ejections.get(key, 0) + int(count)
+        for upstream, endpoint, result, count in state.get("checks", ()):
+            ckey = (str(upstream), str(endpoint), str(result))
+            self.checks[ckey] = self.checks.get(ckey, 0) + int(count)
         for result in self.reloads:
             self.reloads[result] += int(state.get("reloads", {}).get(result, 0))
         if not state.get("live"):
@@ -92,6 +98,9 @@ class _Totals:
         for upstream, endpoint, healthy in gauges.get("endpoints", ()):
             key = (upstream, endpoint)
             self.healthy[key] = min(self.healthy.get(key, 1), int(healthy))
+        for upstream, endpoint, healthy in gauges.get("checked", ()):
+            key = (upstream, endpoint)
+            self.checked[key] = min(self.checked.get(key, 1), int(healthy))
         self.version = max(self.version, int(gauges.get("config_version", 0)))
         if gauges.get("config_hash"):
             self.hashes.add(str(gauges["config_hash"]))
@@ -195,12 +204,29 @@ class Collector:
 
         healthy = GaugeMetricFamily(
             P + "upstream_endpoint_healthy",
-            "1 when the endpoint takes requests, 0 while passive health has it ejected.",
+            "1 when the endpoint takes requests, 0 while passive health has it ejected "
+            "or active health checks find it unhealthy.",
             labels=["upstream", "endpoint"],
         )
         for key, value in sorted(t.healthy.items()):
             healthy.add_metric(list(key), value)
         yield healthy
+        checked = GaugeMetricFamily(
+            P + "upstream_endpoint_check_healthy",
+            "Active health checks' verdict: 0 while they find the endpoint unhealthy, else 1 "
+            "(only endpoints of upstreams with health_check).",
+            labels=["upstream", "endpoint"],
+        )
+        for key, value in sorted(t.checked.items()):
+            checked.add_metric(list(key), value)
+        yield checked
+        yield _counter(
+            "health_checks",
+            "Active health checks, by result: success, timeout, connect_error, bad_status, "
+            "protocol_error.",
+            ["upstream", "endpoint", "result"],
+            ((list(k), n) for k, n in sorted(t.checks.items())),
+        )
         yield _counter(
             "upstream_endpoint_ejections",
             "Times passive health ejected the endpoint.",

@@ -1,5 +1,7 @@
 """Upstream pools: endpoints, load balancing, passive health and keep-alive connections.
 
+(Active health checks, which a pool may have besides, live in :mod:`core.health`.)
+
 An :class:`UpstreamPool` is built once per configuration snapshot from an
 ``[[upstreams]]`` table. Per request the proxy asks it to :meth:`~UpstreamPool.pick`
 an endpoint and for a connection to it: an idle pooled one when there is one (no
@@ -29,7 +31,7 @@ import ssl
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 import httptools
 
@@ -45,6 +47,9 @@ from core.errors import (
 from core.headers import connection_tokens, is_hop_by_hop
 from core.metrics import count_ejection
 from plugin_sdk import Headers, Response
+
+if TYPE_CHECKING:
+    from core.health import CheckState, HealthChecker
 
 log = logging.getLogger("wasmgate.upstream")
 
@@ -266,11 +271,17 @@ class UpstreamConnection(asyncio.Protocol):
 
 
 class EndpointState:
-    """One endpoint of a pool: address, weight, idle connections, health."""
+    """One endpoint of a pool: address, weight, idle connections, health.
+
+    It takes traffic while passive health has not ejected it (``ejected_until``) and
+    active checks have not found it unhealthy (``down``, kept by :mod:`core.health`).
+    """
 
     __slots__ = (
         "active",
         "address",
+        "check",
+        "down",
         "ejected_until",
         "failures",
         "host",
@@ -289,9 +300,11 @@ class EndpointState:
         self.active = 0
         self.failures = 0
         self.ejected_until = 0.0
+        self.down = False
+        self.check: CheckState | None = None  # with active checks
 
     def healthy(self, now: float) -> bool:
-        return self.ejected_until <= now
+        return self.ejected_until <= now and not self.down
 
     def forget(self, conn: UpstreamConnection) -> None:
         with contextlib.suppress(ValueError):
@@ -354,6 +367,8 @@ class UpstreamPool:
             cfg.hash_on.header.lower() if cfg.hash_on and cfg.hash_on.header else None
         )
         self.hash_cookie = cfg.hash_on.cookie if cfg.hash_on else None
+        self.checker: HealthChecker | None = None  # set by core.health.start_checks
+        self.closed = False
 
     # -- choosing
 
@@ -448,7 +463,7 @@ class UpstreamPool:
             raise UpstreamTimeout(f"connect to {ep.address} timed out") from None
         except ssl.SSLError as exc:
             raise UpstreamConnectError(
-                f"TLS handshake with {ep.address} failed: {_ssl_reason(exc)}"
+                f"TLS handshake with {ep.address} failed: {ssl_reason(exc)}"
             ) from None
         except OSError as exc:
             # asyncio's loop words a refused connect "Connect call failed (addr)"; the
@@ -468,6 +483,9 @@ class UpstreamPool:
             conn.close()
 
     def close(self) -> None:
+        self.closed = True
+        if self.checker is not None:
+            self.checker.stop()
         for ep in self.endpoints:
             while ep.idle:
                 ep.idle.pop().close()
@@ -481,8 +499,8 @@ def build_pools(
     """One pool per ``[[upstreams]]`` table; raises ConfigError naming ``tls_ca``.
 
     A pool of ``reuse`` (the previous snapshot's) whose table is unchanged is taken
-    as it is, with its keep-alive connections and endpoint health: a reload does not
-    make upstreams reconnect or forget an ejected endpoint.
+    as it is, with its keep-alive connections, endpoint health and health checker: a
+    reload does not make upstreams reconnect or forget an ejected or unhealthy endpoint.
     """
     base_dir = Path(source).parent if source and not source.startswith("<") else Path()
     pools: dict[str, UpstreamPool] = {}
@@ -497,7 +515,7 @@ def build_pools(
         except OSError as exc:
             field, path, what = _failed_file(cfg, base_dir)
             if isinstance(exc, ssl.SSLError):
-                reason = f"not a {what} ({_ssl_reason(exc)})"
+                reason = f"not a {what} ({ssl_reason(exc)})"
             else:
                 reason = exc.strerror or type(exc).__name__
             problems.append(f"upstreams[{i}].{field}: cannot load {str(path)!r}: {reason}")
@@ -551,7 +569,7 @@ def tls_server_name(cfg: Upstream) -> str | None:
 _SSL_NOISE = re.compile(r"^\[[^\]]*\]\s*|\s*\(_ssl\.c:\d+\)$")
 
 
-def _ssl_reason(exc: ssl.SSLError) -> str:
+def ssl_reason(exc: ssl.SSLError) -> str:
     """``certificate verify failed: Hostname mismatch, ...`` rather than OpenSSL's
     ``[SSL: CERTIFICATE_VERIFY_FAILED] ... (_ssl.c:1006)``."""
     if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:

@@ -27,8 +27,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from core.config import load_config
 from core.errors import ConfigError
 from core.gateway import Snapshot
+from core.health import CheckState
 from tests.conftest import StartGateway
-from tests.harness import GatewayProcess, free_port, gateway_toml
+from tests.harness import GatewayProcess, InProcessGateway, free_port, gateway_toml
 
 # ---------------------------------------------------------------------- a private CA
 
@@ -484,3 +485,52 @@ async def test_wasmgate_run_on_uvloop_with_a_relative_tls_ca(
         code = await asyncio.to_thread(gw.terminate)
     assert code == 0, gw.log()
     assert len(set(tls_upstream.peers)) == 1, gw.log()
+
+
+# ---------------------------------------------------------------------- active health checks
+
+
+async def _checked(gw: InProcessGateway, address: str) -> CheckState:
+    """The active-check state of ``address`` once a check has decided it."""
+    assert gw.gateway is not None
+    (ep,) = [e for e in gw.gateway.snapshot.pools["secure"].endpoints if e.address == address]
+    assert ep.check is not None
+    deadline = asyncio.get_running_loop().time() + 10
+    while ep.check.state == "unknown":
+        assert asyncio.get_running_loop().time() < deadline, "no check decided in 10 s"
+        await asyncio.sleep(0.02)
+    return ep.check
+
+
+CHECK = 'health_check = { path = "/healthz", interval = 0.1, timeout = 1.0 }'
+
+
+async def test_health_check_speaks_the_upstreams_tls(
+    tls_upstream: TlsUpstream, pki: Pki, start_gateway: StartGateway
+) -> None:
+    extra = f'tls = true\ntls_ca = "{pki.ca}"\ntls_sni = "localhost"\n{CHECK}'
+    gw = await start_gateway(tls_toml(tls_upstream, extra))
+    check = await _checked(gw, tls_upstream.address)
+    assert (check.state, check.result, check.error) == ("healthy", "success", "")
+    assert tls_upstream.peers and tls_upstream.sni[0] == "localhost"
+
+
+@pytest.mark.parametrize(
+    ("extra", "error"),
+    [
+        pytest.param(
+            "tls = true",
+            "TLS handshake failed: certificate verify failed: unable to get local issuer "
+            "certificate",
+            id="unverified-certificate",
+        ),
+        pytest.param("", "invalid response: closed before a response", id="plain-text-to-tls"),
+    ],
+)
+async def test_health_check_fails_where_requests_would(
+    extra: str, error: str, tls_upstream: TlsUpstream, start_gateway: StartGateway
+) -> None:
+    gw = await start_gateway(tls_toml(tls_upstream, f"{extra}\n{CHECK}"))
+    check = await _checked(gw, tls_upstream.address)
+    assert (check.state, check.error) == ("unhealthy", error)
+    assert tls_upstream.peers == []

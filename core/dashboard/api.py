@@ -2,8 +2,10 @@
 
 =================================  ===================================================
 ``GET /``                          the dashboard (``index.html``, ``app.js``, ``style.css``)
-``GET /api/upstreams``             every pool's endpoints: health, active connections,
-                                   failures in a row, ejections
+``GET /api/upstreams``             every pool's endpoints: health (``healthy``,
+                                   ``ejected`` by passive health, ``unhealthy`` by active
+                                   checks), active connections, failures in a row,
+                                   ejections, the active checks' state and last result
 ``GET /api/traffic``               a time series (``WINDOW`` samples, ``STEP`` s apart)
                                    of deltas of the in-process metrics (:class:`Traffic`)
 ``GET /api/installed``             the plugins ``gateway.lock`` pins, verified on disk
@@ -35,6 +37,7 @@ from core.metrics_render import totals
 
 if TYPE_CHECKING:
     from core.admin import Admin
+    from core.health import CheckState
 
 STATIC = Path(__file__).parent
 FILES = {
@@ -186,32 +189,40 @@ class Dashboard:
         return _file(name)
 
     async def upstreams(self, request: web.Request) -> web.StreamResponse:
-        now = time.monotonic()
+        now, wall = time.monotonic(), time.time()
         t = totals(metrics.states())
         out = []
         for pool in self.admin.snap.pools.values():
             endpoints = []
             for ep in pool.endpoints:
-                healthy = ep.healthy(now)
+                ejected = ep.ejected_until > now
                 endpoints.append(
                     {
                         "address": ep.address,
                         "weight": ep.weight,
-                        "health": "healthy" if healthy else "ejected",
-                        "ejected_for_seconds": 0 if healthy else round(ep.ejected_until - now, 1),
+                        "health": "unhealthy" if ep.down else "ejected" if ejected else "healthy",
+                        "ejected_for_seconds": round(ep.ejected_until - now, 1) if ejected else 0,
                         "active": ep.active,
                         "idle": len(ep.idle),
                         "failures": ep.failures,
                         "ejections": t.ejections.get((pool.name, ep.address), 0),
+                        "check": _check(ep.check, wall),
                     }
                 )
             codes = [0] * len(CODE_CLASSES)
             for (_, upstream), counts in t.codes.items():
                 if upstream == pool.name:
                     codes = [x + y for x, y in zip(codes, counts, strict=True)]
+            hc = pool.cfg.health_check
             out.append(
                 {
                     "name": pool.name,
+                    "health_check": None
+                    if hc is None
+                    else {"type": hc.type, "path": hc.path if hc.type == "http" else None}
+                    | hc.model_dump(
+                        include={"interval", "timeout", "healthy_threshold", "unhealthy_threshold"}
+                    ),
                     "endpoints": endpoints,
                     "responses": {c: n for c, n in zip(CODE_CLASSES, codes, strict=True) if c},
                 }
@@ -289,6 +300,20 @@ class Dashboard:
             return web.json_response({"error": str(exc)}, status=409)
         reload, status = await self.admin.reload_now()
         return web.json_response({**body, "reload": reload}, status=status)
+
+
+def _check(st: CheckState | None, wall: float) -> dict[str, Any] | None:
+    """An endpoint's active-check state for /api/upstreams (None: no active checks)."""
+    if st is None:
+        return None
+    return {
+        "state": st.state,
+        "last_result": st.result or None,
+        "last_error": st.error or None,
+        "last_check_seconds_ago": round(wall - st.last_at, 1) if st.last_at else None,
+        "passes_in_a_row": st.successes,
+        "failures_in_a_row": st.failures,
+    }
 
 
 def _file(name: str) -> web.StreamResponse:

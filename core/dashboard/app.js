@@ -94,6 +94,16 @@ pages.routes = {
   },
 };
 
+// An endpoint's active health check: its verdict, when it last ran and, failing, why.
+function checkCell(hc, c) {
+  if (!hc || !c) return `<span class="muted">off</span>`;
+  const what = hc.type === "http" ? `HTTP ${esc(hc.path)}` : "TCP";
+  const when = c.last_check_seconds_ago == null ? "not yet run" : `${c.last_check_seconds_ago}s ago`;
+  const streak = c.failures_in_a_row ? `, ${c.failures_in_a_row} failed in a row` : "";
+  const why = c.last_error ? `<br><small class="error">${esc(c.last_error)}</small>` : "";
+  return `<span class="${esc(c.state)}">${esc(c.state)}</span> <small>${what}, ${when}${streak}</small>${why}`;
+}
+
 pages.upstreams = {
   init(el) { el.innerHTML = `<section><h2>Upstreams</h2><div id="upstreams"></div></section>`; },
   async update() {
@@ -103,12 +113,13 @@ pages.upstreams = {
       const errors = (u.responses["5xx"] || 0);
       for (const e of u.endpoints) {
         rows.push(`<tr><td>${esc(u.name)}</td><td>${esc(e.address)}</td>`
-          + `<td class="${e.health}">${e.health}${e.health === "ejected" ? ` (${e.ejected_for_seconds}s)` : ""}</td>`
+          + `<td class="${esc(e.health)}">${esc(e.health)}${e.ejected_for_seconds ? ` (ejected ${e.ejected_for_seconds}s)` : ""}</td>`
+          + `<td class="check">${checkCell(u.health_check, e.check)}</td>`
           + `<td>${e.active}</td><td>${e.idle}</td><td>${e.failures}</td><td>${e.ejections}</td><td>${errors}</td></tr>`);
       }
     }
     $("#upstreams").innerHTML = table("upstreams-table",
-      ["upstream", "endpoint", "health", "active", "idle", "failures in a row", "ejections", "5xx (pool)"], rows);
+      ["upstream", "endpoint", "health", "active check", "active", "idle", "failures in a row", "ejections", "5xx (pool)"], rows);
   },
 };
 
