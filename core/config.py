@@ -553,6 +553,21 @@ class Tracing(Model):
         return value
 
 
+class Executor(Model):
+    """``[executors.NAME]``: the bounds of one purpose's worker-thread pool.
+
+    Unset fields keep the purpose's built-in default (see docs/configuration.md).
+    """
+
+    workers: int | None = Field(None, ge=1, le=256, description="Threads running calls at once.")
+    queue: int | None = Field(
+        None, ge=0, le=100_000, description="Calls waiting for a thread; more are refused."
+    )
+    timeout: float | None = Field(
+        None, gt=0, le=3600, description="Seconds a caller waits for its call, queueing included."
+    )
+
+
 class MarketSettings(Model):
     """``[market]``: where installed plugins come from (``wasmgate plugin install``).
 
@@ -619,6 +634,19 @@ class GatewayConfig(Model):
         default_factory=lambda: Tracing(),
         description="Trace sampling and OpenTelemetry (OTLP) span export; off by default.",
     )
+    executors: dict[str, Executor] = Field(
+        default_factory=dict,
+        description="Worker-thread pools for blocking work, by purpose ('crypto', "
+        "'registry', 'files', or a plugin's own).",
+    )
+
+    @field_validator("executors")
+    @classmethod
+    def _executor_names(cls, value: dict[str, Executor]) -> dict[str, Executor]:
+        for name in value:
+            if not NAME_RE.match(name):
+                raise ValueError(f"invalid executor name {name!r}: use lowercase a-z, 0-9, . _ -")
+        return value
 
 
 # --------------------------------------------------------------------------- loading

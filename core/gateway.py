@@ -19,7 +19,7 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core import metrics
+from core import executors, metrics
 from core.accesslog import AccessLog
 from core.chain import PluginRegistry, compile_chains
 from core.config import GatewayConfig, parse_address
@@ -178,6 +178,7 @@ class Gateway:
         self.servers: list[asyncio.base_events.Server] = []
         self.sockets: list[tuple[str, int]] = []
         server = snapshot.config.server
+        executors.configure(snapshot.config)  # per process, read at start like the log
         self.access_log = AccessLog(server.access_log, server.access_log_format)
         # [tracing] is read at start, like the access log. Without an OTLP endpoint no
         # exporter exists and core.tracing (aiohttp's client) is not even imported.
