@@ -553,6 +553,29 @@ class Tracing(Model):
         return value
 
 
+class Redact(Model):
+    """``[redact]``: more names whose values the access log and the spans never show.
+
+    They add to the built-in names (``core.redact.QUERY`` / ``HEADERS``) and to those
+    the configured auth filters read credentials from; matched case-insensitively.
+    """
+
+    query: list[str] = Field(
+        default_factory=list, description="Query parameters whose values are replaced."
+    )
+    headers: list[str] = Field(
+        default_factory=list, description="Logged request headers whose values are replaced."
+    )
+
+    @field_validator("query", "headers")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not name or name != name.strip() or any(c in name for c in "&;=?#"):
+                raise ValueError(f"invalid name {name!r}")
+        return value
+
+
 class Executor(Model):
     """``[executors.NAME]``: the bounds of one purpose's worker-thread pool.
 
@@ -633,6 +656,10 @@ class GatewayConfig(Model):
     tracing: Tracing = Field(
         default_factory=lambda: Tracing(),
         description="Trace sampling and OpenTelemetry (OTLP) span export; off by default.",
+    )
+    redact: Redact = Field(
+        default_factory=lambda: Redact(),
+        description="Extra query parameters and headers hidden in the access log and spans.",
     )
     executors: dict[str, Executor] = Field(
         default_factory=dict,

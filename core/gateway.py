@@ -25,6 +25,7 @@ from core.chain import PluginRegistry, compile_chains
 from core.config import GatewayConfig, parse_address
 from core.errors import ConfigError, UpstreamError
 from core.http1 import ClientConnection
+from core.redact import Redactor, declared
 from core.router import Router
 from core.tls import build_server_tls, listener_context
 from core.upstream import UpstreamPool, build_pools
@@ -74,6 +75,12 @@ class Snapshot:
         self.active = 0
         self.retired = False
         self._closed = False
+        try:
+            query, headers = declared((i.name, i.filter) for i in self.filters())
+        except ValueError as exc:
+            self.close()
+            raise ConfigError(source, [str(exc)]) from None
+        self.redactor = Redactor([*config.redact.query, *query], [*config.redact.headers, *headers])
         try:
             self.tls = build_server_tls(config, _base_dir(source))
         except ConfigError as exc:
@@ -316,6 +323,7 @@ class Gateway:
         route = ex.route
         self.access_log.write(
             ex.req,
+            ex.snapshot.redactor,
             client_ip=ex.req.client_ip,
             status=ex.status,
             bytes_in=ex.bytes_in,
@@ -347,6 +355,7 @@ class Gateway:
         if self.access_log.enabled:
             self.access_log.write(
                 req if req is not None and req.method else None,
+                self.snapshot.redactor,
                 client_ip=conn.peer[0],
                 status=status,
                 bytes_in=0,

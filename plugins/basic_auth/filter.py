@@ -172,6 +172,9 @@ class BasicAuth(Filter[BasicAuthConfig]):
         self.bcrypt_checks = 0  # how many bcrypt checks ran (for metrics and tests)
         self.challenge = f'Basic realm="{config.realm}", charset="UTF-8"'
 
+    def sensitive_headers(self) -> list[str]:
+        return ["Authorization"]
+
     async def on_request(self, ctx: Context) -> LocalReply | None:
         cfg = self.config
         headers = ctx.request.headers
