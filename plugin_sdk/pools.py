@@ -123,7 +123,7 @@ class Pool:
             self.pending -= 1
 
     def shutdown(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor.shutdown(wait=False)  # what it holds still runs
 
 
 _settings: dict[str, PoolSettings] = dict(BUILTIN)
