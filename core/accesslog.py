@@ -3,6 +3,8 @@
 Lines are written to a buffered stream and flushed at most every 200 ms (at once when
 the stream is a terminal), so logging costs no system call per request; the time stamp
 is formatted once a second. The fields are described in docs/configuration.md.
+Credentials in the request target and logged headers are replaced by the snapshot's
+:class:`~core.redact.Redactor`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from core.http1 import Request
+    from core.redact import Redactor
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -42,6 +45,7 @@ class AccessLog:
     def write(
         self,
         req: Request | None,
+        redactor: Redactor,
         *,
         client_ip: str,
         status: int,
@@ -73,7 +77,7 @@ class AccessLog:
                 "client": client_ip,
                 "method": req.method if req else None,
                 "host": req.host if req else None,
-                "path": req.target.decode("latin-1") if req else None,
+                "path": redactor.target(req.target) if req else None,
                 "protocol": f"HTTP/{req.version}" if req else None,
                 "status": status,
                 "bytes_in": bytes_in,
@@ -93,9 +97,9 @@ class AccessLog:
             line = json.dumps(entry, separators=(",", ":"))
         else:
             if req is not None:
-                request = f"{req.method} {req.target.decode('latin-1')} HTTP/{req.version}"
-                referer = req.header("referer") or "-"
-                agent = req.header("user-agent") or "-"
+                request = f"{req.method} {redactor.target(req.target)} HTTP/{req.version}"
+                referer = redactor.header("referer", req.header("referer") or "-")
+                agent = redactor.header("user-agent", req.header("user-agent") or "-")
             else:
                 request, referer, agent = "-", "-", "-"
             line = (

@@ -681,6 +681,44 @@ class Tracing(Model):
         return value
 
 
+class Redact(Model):
+    """``[redact]``: more names whose values the access log and the spans never show.
+
+    They add to the built-in names (``core.redact.QUERY`` / ``HEADERS``) and to those
+    the configured auth filters read credentials from; matched case-insensitively.
+    """
+
+    query: list[str] = Field(
+        default_factory=list, description="Query parameters whose values are replaced."
+    )
+    headers: list[str] = Field(
+        default_factory=list, description="Logged request headers whose values are replaced."
+    )
+
+    @field_validator("query", "headers")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not name or name != name.strip() or any(c in name for c in "&;=?#"):
+                raise ValueError(f"invalid name {name!r}")
+        return value
+
+
+class Executor(Model):
+    """``[executors.NAME]``: the bounds of one purpose's worker-thread pool.
+
+    Unset fields keep the purpose's built-in default (see docs/configuration.md).
+    """
+
+    workers: int | None = Field(None, ge=1, le=256, description="Threads running calls at once.")
+    queue: int | None = Field(
+        None, ge=0, le=100_000, description="Calls waiting for a thread; more are refused."
+    )
+    timeout: float | None = Field(
+        None, gt=0, le=3600, description="Seconds a caller waits for its call, queueing included."
+    )
+
+
 class MarketSettings(Model):
     """``[market]``: where installed plugins come from (``wasmgate plugin install``).
 
@@ -747,6 +785,23 @@ class GatewayConfig(Model):
         default_factory=lambda: Tracing(),
         description="Trace sampling and OpenTelemetry (OTLP) span export; off by default.",
     )
+    redact: Redact = Field(
+        default_factory=lambda: Redact(),
+        description="Extra query parameters and headers hidden in the access log and spans.",
+    )
+    executors: dict[str, Executor] = Field(
+        default_factory=dict,
+        description="Worker-thread pools for blocking work, by purpose ('crypto', "
+        "'registry', 'files', or a plugin's own).",
+    )
+
+    @field_validator("executors")
+    @classmethod
+    def _executor_names(cls, value: dict[str, Executor]) -> dict[str, Executor]:
+        for name in value:
+            if not NAME_RE.match(name):
+                raise ValueError(f"invalid executor name {name!r}: use lowercase a-z, 0-9, . _ -")
+        return value
 
 
 # --------------------------------------------------------------------------- loading

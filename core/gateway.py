@@ -19,13 +19,14 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core import metrics
+from core import executors, metrics
 from core.accesslog import AccessLog
 from core.chain import PluginRegistry, compile_chains
 from core.config import GatewayConfig, parse_address
 from core.errors import ConfigError, UpstreamError
 from core.health import start_checks
 from core.http1 import ClientConnection
+from core.redact import Redactor, declared
 from core.router import Router
 from core.tls import build_server_tls, listener_context
 from core.upstream import UpstreamPool, build_pools
@@ -75,6 +76,12 @@ class Snapshot:
         self.active = 0
         self.retired = False
         self._closed = False
+        try:
+            query, headers = declared((i.name, i.filter) for i in self.filters())
+        except ValueError as exc:
+            self.close()
+            raise ConfigError(source, [str(exc)]) from None
+        self.redactor = Redactor([*config.redact.query, *query], [*config.redact.headers, *headers])
         try:
             self.tls = build_server_tls(config, _base_dir(source))
         except ConfigError as exc:
@@ -181,6 +188,7 @@ class Gateway:
         self.servers: list[asyncio.base_events.Server] = []
         self.sockets: list[tuple[str, int]] = []
         server = snapshot.config.server
+        executors.configure(snapshot.config)  # per process, read at start like the log
         self.access_log = AccessLog(server.access_log, server.access_log_format)
         # [tracing] is read at start, like the access log. Without an OTLP endpoint no
         # exporter exists and core.tracing (aiohttp's client) is not even imported.
@@ -318,6 +326,7 @@ class Gateway:
         route = ex.route
         self.access_log.write(
             ex.req,
+            ex.snapshot.redactor,
             client_ip=ex.req.client_ip,
             status=ex.status,
             bytes_in=ex.bytes_in,
@@ -349,6 +358,7 @@ class Gateway:
         if self.access_log.enabled:
             self.access_log.write(
                 req if req is not None and req.method else None,
+                self.snapshot.redactor,
                 client_ip=conn.peer[0],
                 status=status,
                 bytes_in=0,

@@ -9,8 +9,8 @@ once a second. On a change, or on SIGHUP, it builds a complete new
 started with, and no listener or connection is closed. A configuration that fails to
 load or build is logged, and the current one keeps serving.
 
-Listener addresses, worker counts, the access log and ``[tracing]`` are read only at
-start; a change to them is logged as needing a restart.
+Listener addresses, worker counts, the access log, ``[tracing]`` and ``[executors]`` are
+read only at start; a change to them is logged as needing a restart.
 """
 
 from __future__ import annotations
@@ -118,6 +118,8 @@ class Reloader:
             log.warning("reload: server.listen and server.workers take effect at the next restart")
         if cfg.tracing != old.tracing:
             log.warning("reload: [tracing] takes effect at the next restart")
+        if cfg.executors != old.executors:
+            log.warning("reload: [executors] takes effect at the next restart")
         self.gateway.swap(snap)
         self.version += 1
         self.loaded_at = time.time()

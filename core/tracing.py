@@ -28,6 +28,7 @@ import aiohttp
 if TYPE_CHECKING:
     from core.config import Tracing
     from core.proxy import Exchange
+    from core.redact import Redactor
 
 log = logging.getLogger("wasmgate.tracing")
 
@@ -54,6 +55,7 @@ class SpanRecord(NamedTuple):
     host: str
     upstream: str | None
     peer: str
+    redactor: Redactor  # the exchange's snapshot's: hides credentials in url.query
 
 
 class Exporter:
@@ -99,6 +101,7 @@ class Exporter:
                 req.orig_host,
                 ex.pool.name if ex.pool else (route.upstream if route else None),
                 req.client_ip,
+                ex.snapshot.redactor,
             )
         )
 
@@ -211,13 +214,15 @@ def _split_host(host: str) -> tuple[str, int | None]:
 
 
 def _span(s: SpanRecord, offset: int) -> dict[str, Any]:
-    path = s.target.partition(b"?")[0].decode("latin-1")
+    path, sep, query = s.target.decode("latin-1").partition("?")
     attributes = [
         _attr("http.request.method", s.method),
         _attr("url.path", path),
         _attr("http.response.status_code", s.status),
         _attr("network.peer.address", s.peer),
     ]
+    if sep:
+        attributes.append(_attr("url.query", s.redactor.query_string(query)))
     if s.route is not None:
         attributes.append(_attr("http.route", s.route))
     if s.upstream is not None:

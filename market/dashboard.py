@@ -7,7 +7,8 @@ the catalogue of the registry its ``[market]`` names, and installs with the same
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,14 @@ class DashboardMarket:
     def search(self, text: str) -> dict[str, Any]:
         registry = self.ws.open_registry("[market] registry")
         fetched = registry.fetch_index(allow_stale=True)
+        # READMEs only while the caller still waits: past the timeout it has gone.
+        deadline = time.monotonic() + self.ws.timeout
         out = []
         for i, hit in enumerate(search(fetched.index, text)):
             entry = hit.latest
             m = entry.manifest
             readme = None
-            if entry.readme and not fetched.stale and i < READMES:
+            if entry.readme and not fetched.stale and i < READMES and time.monotonic() < deadline:
                 try:
                     readme = registry.fetch_file(entry.readme).decode("utf-8", "replace")
                 except MarketError:
@@ -59,5 +62,7 @@ class DashboardMarket:
         return {"changes": [str(c) for c in changes], "notes": notes}
 
 
-def open_market(config: Path) -> DashboardMarket:
-    return DashboardMarket(Workspace.load(config, home()))
+def open_market(config: Path, timeout: float = 15.0) -> DashboardMarket:
+    """The market of ``config``; ``timeout``: seconds for each network operation (the
+    dashboard passes its ``"registry"`` pool's timeout, so no thread outlives it long)."""
+    return DashboardMarket(replace(Workspace.load(config, home()), timeout=timeout))

@@ -76,6 +76,7 @@ class Workspace:
     registry: str | None
     home: Path
     config: Path | None = None
+    timeout: float = 15.0  # seconds for each network operation with the registry
 
     @classmethod
     def load(
@@ -116,7 +117,7 @@ class Workspace:
                 f"no registry configured: set {where} or pass {flag} URL|DIR "
                 "(or the WASMGATE_REGISTRY environment variable)"
             )
-        return open_registry(self.registry, self.home)
+        return open_registry(self.registry, self.home, self.timeout)
 
     def trust_store(self) -> TrustStore:
         return TrustStore.from_dir(self.trust_dir)

@@ -30,6 +30,7 @@ from aiohttp import web
 
 from market.errors import PublishError, RegistryError
 from market.index import INDEX, SAFE_PATH, RegistryDir
+from plugin_sdk import pools
 
 MAX_UPLOAD = 64 * 1024 * 1024
 
@@ -39,7 +40,7 @@ def make_app(root: Path, publish_token: str | None = None) -> web.Application:
     registry.init()
 
     async def index(request: web.Request) -> web.StreamResponse:
-        data = registry.index_path.read_bytes()
+        data = await pools.offload("files", registry.index_path.read_bytes)
         etag = '"' + hashlib.sha256(data).hexdigest() + '"'
         headers = {"ETag": etag, "Cache-Control": "no-cache"}
         if etag in request.headers.get("If-None-Match", ""):
@@ -80,9 +81,13 @@ def make_app(root: Path, publish_token: str | None = None) -> web.Application:
                     if size > MAX_UPLOAD:
                         return _error(413, f"a package may be at most {MAX_UPLOAD} bytes")
                     f.write(chunk)
-            loop = asyncio.get_running_loop()
             try:
-                entry, new = await loop.run_in_executor(None, registry.publish, Path(tmp))
+                # Not bounded by a timeout: the upload is removed when publish returns.
+                entry, new = await asyncio.wrap_future(
+                    pools.pool("files").submit(lambda: registry.publish(Path(tmp)))
+                )
+            except pools.OffloadBusy as exc:
+                return _error(503, str(exc))
             except PublishError as exc:
                 status = _STATUS.get(exc.reason, 400)
                 return _error(status, str(exc).replace(tmp, "the upload"))

@@ -18,7 +18,9 @@ Write a filter::
 
 register it in your ``pyproject.toml`` under ``[project.entry-points."wasmgate.plugins"]``,
 and test it with :mod:`plugin_sdk.testing`. This package imports nothing from the
-gateway's engine; the engine imports it.
+gateway's engine; the engine imports it. Blocking work (hashing, file reads, synchronous
+clients) goes to a worker pool with ``await offload("crypto", fn, *args)``
+(:mod:`plugin_sdk.pools`).
 """
 
 from plugin_sdk.config import PluginConfig
@@ -26,6 +28,7 @@ from plugin_sdk.context import Context, filter_logger
 from plugin_sdk.filter import CONTINUE, Filter, overrides
 from plugin_sdk.headers import Headers
 from plugin_sdk.http import LocalReply, Request, Response, TLSInfo
+from plugin_sdk.pools import OffloadBusy, OffloadError, OffloadTimeout, offload
 
 __all__ = [
     "CONTINUE",
@@ -33,10 +36,14 @@ __all__ = [
     "Filter",
     "Headers",
     "LocalReply",
+    "OffloadBusy",
+    "OffloadError",
+    "OffloadTimeout",
     "PluginConfig",
     "Request",
     "Response",
     "TLSInfo",
     "filter_logger",
+    "offload",
     "overrides",
 ]

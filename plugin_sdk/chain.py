@@ -9,7 +9,8 @@ a filter behaves the same in a unit test as in production:
 * ``on_log`` runs for every filter after the reply;
 * a filter that raises (or returns something other than None or a LocalReply) is
   logged with its name and counted; with ``fail_open`` it is skipped, otherwise
-  (``fail_closed``, the default) the client gets a 500 local reply;
+  (``fail_closed``, the default) the client gets a 500 local reply (503 when the
+  error is a :class:`~plugin_sdk.pools.OffloadError`: a worker pool full or too slow);
 * the filter whose local reply (or fail-closed 500) the client gets is named in
   ``ctx.stopped_by``.
 
@@ -33,6 +34,7 @@ from plugin_sdk.context import Context, filter_logger
 from plugin_sdk.filter import Filter, overrides
 from plugin_sdk.headers import Headers
 from plugin_sdk.http import LocalReply, Response
+from plugin_sdk.pools import OffloadError
 
 log = logging.getLogger("wasmgate.chain")
 
@@ -314,7 +316,10 @@ class Chain:
     def _failed(inst: FilterInstance, phase: str, exc: Exception) -> LocalReply | None:
         inst.errors += 1
         inst.stats.errors += 1
-        strategy = "fail_open: skipped" if inst.fail_open else "fail_closed: 500"
+        # A worker pool that is full or too slow is overload, not a bug: 503, no traceback.
+        overloaded = isinstance(exc, OffloadError)
+        status = 503 if overloaded else 500
+        strategy = "fail_open: skipped" if inst.fail_open else f"fail_closed: {status}"
         log.error(
             "filter %s (%s) raised in %s phase (%s): %r",
             inst.name,
@@ -322,12 +327,12 @@ class Chain:
             phase,
             strategy,
             exc,
-            exc_info=exc,
+            exc_info=None if overloaded else exc,
         )
         if inst.fail_open:
             return None
         return LocalReply(
-            500, {"content-type": "text/plain; charset=utf-8"}, f"filter {inst.name} failed\n"
+            status, {"content-type": "text/plain; charset=utf-8"}, f"filter {inst.name} failed\n"
         )
 
 

@@ -107,6 +107,22 @@ class Filter(Generic[ConfigT]):
         """
         return ()
 
+    def sensitive_params(self) -> Iterable[str]:
+        """Names of query parameters this filter reads credentials from.
+
+        Called once at load time. The gateway never shows their values in the access
+        log or the exported spans (they read ``[REDACTED]``), on every route. An auth
+        plugin returns the parameter its config names (key-auth's ``query_param``).
+        """
+        return ()
+
+    def sensitive_headers(self) -> Iterable[str]:
+        """Names of request headers this filter reads credentials from (load time).
+
+        The same as :meth:`sensitive_params` for headers the access log may show.
+        """
+        return ()
+
     def close(self) -> None:
         """Called when the configuration snapshot this instance belongs to retires."""
 

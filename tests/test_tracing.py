@@ -310,6 +310,7 @@ batch_seconds = 0.05
     assert attributes(ok) == {
         "http.request.method": "GET",
         "url.path": "/api/items",
+        "url.query": "page=2",  # credentials would read [REDACTED] (tests/test_redact.py)
         "http.route": "api",
         "http.response.status_code": 200,
         "server.address": "shop.test",

@@ -34,9 +34,11 @@ from core import metrics
 from core.chain import open_installed
 from core.metrics import CODE_CLASSES, LATENCY_BOUNDS
 from core.metrics_render import totals
+from plugin_sdk import pools
 
 if TYPE_CHECKING:
     from core.admin import Admin
+    from core.config import GatewayConfig
     from core.health import CheckState
 
 STATIC = Path(__file__).parent
@@ -49,10 +51,12 @@ STEP = 2.0  # seconds between samples
 WINDOW = 300  # samples kept: ten minutes
 MARKET_GROUP = "wasmgate.admin_market"
 QUANTILES = (0.5, 0.95, 0.99)
+REGISTRY = "registry"  # the offload pool of the market calls
 
 
 class Market(Protocol):
-    """What a ``wasmgate.admin_market`` entry returns for a configuration file."""
+    """What a ``wasmgate.admin_market`` entry returns for a configuration file (called
+    as ``opener(config_path, timeout=seconds)``, the timeout of each registry I/O)."""
 
     def search(self, text: str) -> dict[str, Any]: ...
 
@@ -180,13 +184,13 @@ class Dashboard:
         app.router.add_post("/api/market/install", self.install)
 
     async def page(self, request: web.Request) -> web.StreamResponse:
-        return _file("index.html")
+        return await _file("index.html")
 
     async def static(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["file"]
         if name not in FILES:
             raise web.HTTPNotFound()
-        return _file(name)
+        return await _file(name)
 
     async def upstreams(self, request: web.Request) -> web.StreamResponse:
         now, wall = time.monotonic(), time.time()
@@ -234,49 +238,49 @@ class Dashboard:
 
     async def installed(self, request: web.Request) -> web.StreamResponse:
         snap = self.admin.snap
-        out: list[dict[str, Any]] = []
         try:
-            source = open_installed(snap.config, Path(snap.source).parent)
-        except Exception as exc:
-            return web.json_response({"plugins": out, "error": str(exc)})
-        for name in source.names() if source else []:
-            try:
-                p = source.load(name) if source else None
-            except Exception as exc:
-                out.append({"name": name, "error": str(exc)})
-                continue
-            if p is not None:
-                out.append(
-                    {
-                        "name": p.name,
-                        "version": p.version,
-                        "kind": p.kind,
-                        "signer": p.signer,
-                        "digest": p.digest,
-                    }
-                )
-        return web.json_response({"plugins": out})
+            body = await pools.offload("files", _installed, snap.config, Path(snap.source))
+        except pools.OffloadError as exc:
+            return web.json_response({"plugins": [], "error": str(exc)}, status=503)
+        return web.json_response(body)
 
-    def _market(self) -> Market | None:
+    def _market(self, timeout: float) -> Market | None:
+        # In a worker thread: reading entry points and the configuration is file I/O.
         for ep in entry_points(group=MARKET_GROUP):
             opener = ep.load()
-            market: Market = opener(Path(self.admin.snap.source))
+            market: Market = opener(Path(self.admin.snap.source), timeout=timeout)
             return market
         return None
 
+    async def _on_market(
+        self, call: Callable[[Market], dict[str, Any]], failed: int
+    ) -> dict[str, Any] | web.Response:
+        """``call`` on the market in the ``"registry"`` pool: its result, or the error
+        response (503 pool full, 504 no answer in time, ``failed`` for the market's own)."""
+        timeout = pools.settings(REGISTRY).timeout
+
+        def run() -> dict[str, Any] | None:
+            market = self._market(timeout)
+            return None if market is None else call(market)
+
+        try:
+            body = await pools.offload(REGISTRY, run)
+        except pools.OffloadBusy as exc:
+            return web.json_response({"error": f"registry: {exc}"}, status=503)
+        except pools.OffloadTimeout:
+            return web.json_response(
+                {"error": f"the registry did not answer within {timeout:g} s"}, status=504
+            )
+        except Exception as exc:
+            return web.json_response({"error": str(exc)}, status=failed)
+        if body is None:
+            raise web.HTTPNotFound(text="the market is not installed\n")
+        return body
+
     async def market(self, request: web.Request) -> web.StreamResponse:
         text = request.query.get("q", "")
-        try:
-            market = self._market()
-            if market is None:
-                raise web.HTTPNotFound(text="the market is not installed\n")
-            loop = asyncio.get_running_loop()
-            body = await loop.run_in_executor(None, market.search, text)
-        except web.HTTPException:
-            raise
-        except Exception as exc:
-            return web.json_response({"error": str(exc)}, status=502)
-        return web.json_response(body)
+        body = await self._on_market(lambda m: m.search(text), 502)
+        return body if isinstance(body, web.Response) else web.json_response(body)
 
     async def install(self, request: web.Request) -> web.StreamResponse:
         refused = self.admin._authorized(request)
@@ -288,16 +292,10 @@ class Dashboard:
             constraint = str(data.get("constraint") or "")
         except (ValueError, KeyError, TypeError):
             return web.json_response({"error": "expected JSON {name, constraint}"}, status=400)
-        try:
-            market = self._market()
-            if market is None:
-                raise web.HTTPNotFound(text="the market is not installed\n")
-            loop = asyncio.get_running_loop()
-            body = await loop.run_in_executor(None, market.install, name, constraint)
-        except web.HTTPException:
-            raise
-        except Exception as exc:
-            return web.json_response({"error": str(exc)}, status=409)
+        # A timed-out install goes on in its thread; the reloader sees the lockfile change.
+        body = await self._on_market(lambda m: m.install(name, constraint), 409)
+        if isinstance(body, web.Response):
+            return body
         reload, status = await self.admin.reload_now()
         return web.json_response({**body, "reload": reload}, status=status)
 
@@ -316,8 +314,35 @@ def _check(st: CheckState | None, wall: float) -> dict[str, Any] | None:
     }
 
 
-def _file(name: str) -> web.StreamResponse:
+async def _file(name: str) -> web.StreamResponse:
+    body = await pools.offload("files", (STATIC / name).read_bytes)
     return web.Response(
-        body=(STATIC / name).read_bytes(),
+        body=body,
         headers={"Content-Type": f"{FILES[name]}; charset=utf-8", "Cache-Control": "no-cache"},
     )
+
+
+def _installed(config: GatewayConfig, source: Path) -> dict[str, Any]:
+    """What ``gateway.lock`` pins, each package verified on disk (file reads, digests)."""
+    out: list[dict[str, Any]] = []
+    try:
+        installed = open_installed(config, source.parent)
+    except Exception as exc:
+        return {"plugins": out, "error": str(exc)}
+    for name in installed.names() if installed else []:
+        try:
+            p = installed.load(name) if installed else None
+        except Exception as exc:
+            out.append({"name": name, "error": str(exc)})
+            continue
+        if p is not None:
+            out.append(
+                {
+                    "name": p.name,
+                    "version": p.version,
+                    "kind": p.kind,
+                    "signer": p.signer,
+                    "digest": p.digest,
+                }
+            )
+    return {"plugins": out}

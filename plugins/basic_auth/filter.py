@@ -15,7 +15,10 @@ password count.
 
 bcrypt is slow on purpose (tens of milliseconds per check), so:
 
-* each check runs in a worker thread (``asyncio.to_thread``), never on the event loop;
+* each check runs in the ``"crypto"`` worker pool (:func:`plugin_sdk.offload`),
+  never on the event loop, and apart from other blocking work (a hung registry cannot
+  delay it). A pool that is full or a check past the pool's timeout raises, and the
+  filter's fail strategy decides (``closed``, the default: the request is refused);
 * successful checks are remembered in a bounded LRU (``cache_size`` entries, 0 turns it
   off) keyed by a salted SHA-256 of user and password, so a client that sends the same
   credentials on every request pays bcrypt once. Failures are never cached. The cache
@@ -32,7 +35,6 @@ Failures answer 401 with ``WWW-Authenticate: Basic realm="...", charset="UTF-8"`
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
@@ -45,6 +47,7 @@ import bcrypt
 from pydantic import Field, field_validator, model_validator
 
 from plugin_sdk import Context, Filter, LocalReply
+from plugin_sdk.pools import offload
 from plugins._auth import AuthConfig, remove_headers, unauthorized, wire_value
 
 _BCRYPT = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
@@ -169,6 +172,9 @@ class BasicAuth(Filter[BasicAuthConfig]):
         self.bcrypt_checks = 0  # how many bcrypt checks ran (for metrics and tests)
         self.challenge = f'Basic realm="{config.realm}", charset="UTF-8"'
 
+    def sensitive_headers(self) -> list[str]:
+        return ["Authorization"]
+
     async def on_request(self, ctx: Context) -> LocalReply | None:
         cfg = self.config
         headers = ctx.request.headers
@@ -194,8 +200,8 @@ class BasicAuth(Filter[BasicAuthConfig]):
             self._cache.move_to_end(key)
             return True
         self.bcrypt_checks += 1
-        ok = await asyncio.to_thread(
-            bcrypt.checkpw, password[:BCRYPT_MAX_PASSWORD], stored or self._dummy
+        ok = await offload(
+            "crypto", bcrypt.checkpw, password[:BCRYPT_MAX_PASSWORD], stored or self._dummy
         )
         if not (ok and stored is not None):
             return False

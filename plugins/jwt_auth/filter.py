@@ -232,6 +232,13 @@ class JwtAuth(Filter[JwtAuthConfig]):
         self.managed_headers = [config.consumer_header, *config.claims_to_headers.values()]
         self.challenge = f'Bearer realm="{config.realm}"'
 
+    def sensitive_params(self) -> list[str]:
+        return [self.config.query_param] if self.config.query_param else []
+
+    def sensitive_headers(self) -> list[str]:
+        cfg = self.config
+        return [n for n, used in ((cfg.header, cfg.header), ("Cookie", cfg.cookie)) if used]
+
     async def on_request(self, ctx: Context) -> LocalReply | None:
         request = ctx.request
         remove_headers(request.headers, self.managed_headers)

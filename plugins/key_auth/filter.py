@@ -123,6 +123,12 @@ class KeyAuth(Filter[KeyAuthConfig]):
             self.keys.append((digest, name, on_wire))
         self.challenge = f'Key realm="{config.realm}"'
 
+    def sensitive_params(self) -> list[str]:
+        return [self.config.query_param] if self.config.query_param else []
+
+    def sensitive_headers(self) -> list[str]:
+        return [self.config.header] if self.config.header else []
+
     def on_request(self, ctx: Context) -> LocalReply | None:
         cfg = self.config
         request = ctx.request
