@@ -151,6 +151,12 @@ class Server(Model):
     access_log: str = Field("stdout", description="'stdout', 'stderr', 'off' or a file path.")
     access_log_format: Literal["json", "combined"] = Field("json", description="Log line format.")
     limits: Limits = Field(default_factory=lambda: Limits(), description="Client-side limits.")
+    watch_files: Literal["auto", "poll", "off"] = Field(
+        "auto",
+        description="How `wasmgate run` follows the files its configuration was built from: "
+        "'auto' (inotify; polling once a second where inotify cannot be used), 'poll' (once "
+        "a second: network filesystems), 'off' (reload on SIGHUP or POST /reload only).",
+    )
 
     @field_validator("listen", "tls_listen")
     @classmethod

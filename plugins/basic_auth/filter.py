@@ -169,6 +169,9 @@ class BasicAuth(Filter[BasicAuthConfig]):
         self.bcrypt_checks = 0  # how many bcrypt checks ran (for metrics and tests)
         self.challenge = f'Basic realm="{config.realm}", charset="UTF-8"'
 
+    def watched_files(self) -> list[str]:
+        return [self.config.htpasswd_file] if self.config.htpasswd_file else []
+
     async def on_request(self, ctx: Context) -> LocalReply | None:
         cfg = self.config
         headers = ctx.request.headers

@@ -123,6 +123,9 @@ class KeyAuth(Filter[KeyAuthConfig]):
             self.keys.append((digest, name, on_wire))
         self.challenge = f'Key realm="{config.realm}"'
 
+    def watched_files(self) -> list[str]:
+        return [self.config.key_file] if self.config.key_file else []
+
     def on_request(self, ctx: Context) -> LocalReply | None:
         cfg = self.config
         request = ctx.request
