@@ -292,3 +292,54 @@ async def test_a_renewed_certificate_is_served_to_new_connections(
         await eventually(renewed)
     finally:
         assert gw.terminate() == 0
+
+
+async def test_a_configmap_style_link_swap_is_served(
+    tmp_path: Path, upstream: RecordingUpstream
+) -> None:
+    # A Kubernetes ConfigMap volume: keys -> ..data/keys, ..data -> ..<timestamp>;
+    # an update writes a new folder and renames a new ..data link over the old one.
+    volume = tmp_path / "volume"
+    (volume / "..v1").mkdir(parents=True)
+    (volume / "..v1" / "keys").write_text("alice:key-of-alice-0000000001\n")
+    (volume / "..data").symlink_to("..v1")
+    (volume / "keys").symlink_to("..data/keys")
+    port = free_port()
+    filters = f'[{{ plugin = "key-auth", config = {{ key_file = "{volume / "keys"}" }} }}]'
+    gw = start(tmp_path, toml(port, upstream, filters), port)
+    bob = {"X-Api-Key": "key-of-bob-000000000002"}
+    try:
+        assert await status(gw.url, bob) == 401
+        (volume / "..v2").mkdir()
+        (volume / "..v2" / "keys").write_text("bob:key-of-bob-000000000002\n")
+        (volume / "..data_tmp").symlink_to("..v2")
+        os.replace(volume / "..data_tmp", volume / "..data")
+
+        async def swapped() -> bool:
+            return await status(gw.url, bob) == 200
+
+        await eventually(swapped)
+    finally:
+        assert gw.terminate() == 0
+
+
+async def test_a_burst_of_writes_is_one_reload(tmp_path: Path, upstream: RecordingUpstream) -> None:
+    path = tmp_path / "keys"
+    path.write_text("alice:key-of-alice-0000000001\n")
+    port = free_port()
+    filters = f'[{{ plugin = "key-auth", config = {{ key_file = "{path}" }} }}]'
+    gw = start(tmp_path, toml(port, upstream, filters), port)
+    try:
+        # An editor saving in place: truncate, then write in pieces. Loaded in between,
+        # the empty file would lock everyone out until the next reload.
+        with path.open("w") as f:
+            f.flush()
+            for piece in ("bob:", "key-of-bob-", "000000000002\n"):
+                f.write(piece)
+                f.flush()
+        await eventually(logged(gw, "reloaded (files changed)"))
+        await asyncio.sleep(1.0)  # room for a second reload, were there one
+        assert gw.log().count("reloaded (files changed)") == 1, gw.log()
+        assert await status(gw.url, {"X-Api-Key": "key-of-bob-000000000002"}) == 200
+    finally:
+        assert gw.terminate() == 0
