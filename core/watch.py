@@ -199,7 +199,6 @@ class FileWatch:
                 rust_timeout=1000,
                 yield_on_timeout=True,  # an empty set: the notifier is in place
                 recursive=False,
-                ignore_permission_denied=True,
             ):
                 if changes or (not started and await asyncio.to_thread(changed)):
                     self.on_change()
@@ -209,7 +208,7 @@ class FileWatch:
         except Exception as exc:  # no inotify, watch limit reached, a folder gone...
             log.warning(
                 "cannot watch the configuration's files with inotify (%s); polling them "
-                "every %.0f s instead",
+                "every %g s instead",
                 exc,
                 self.interval,
             )
