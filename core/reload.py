@@ -137,6 +137,14 @@ class Reloader:
                 lambda: stamp(snap.inputs) != snap.stamp,
             )
 
+    def watching(self) -> dict[str, object]:
+        """How and which files are followed now (for ``GET /config``)."""
+        t = self.files.target
+        return {
+            "mode": self.files.mode,
+            "files": [str(p) for p in sorted({*t.files, *t.tree_paths})],
+        }
+
     def _files_changed(self) -> None:
         self._dirty = True
         self._wake.set()

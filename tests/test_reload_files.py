@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 import os
+import signal
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -341,5 +342,27 @@ async def test_a_burst_of_writes_is_one_reload(tmp_path: Path, upstream: Recordi
         await asyncio.sleep(1.0)  # room for a second reload, were there one
         assert gw.log().count("reloaded (files changed)") == 1, gw.log()
         assert await status(gw.url, {"X-Api-Key": "key-of-bob-000000000002"}) == 200
+    finally:
+        assert gw.terminate() == 0
+
+
+async def test_with_watching_off_only_sighup_reloads(
+    tmp_path: Path, upstream: RecordingUpstream
+) -> None:
+    path = tmp_path / "keys"
+    path.write_text("alice:key-of-alice-0000000001\n")
+    port = free_port()
+    filters = f'[{{ plugin = "key-auth", config = {{ key_file = "{path}" }} }}]'
+    gw = start(tmp_path, toml(port, upstream, filters, 'watch_files = "off"'), port)
+    bob = {"X-Api-Key": "key-of-bob-000000000002"}
+    try:
+        path.write_text("bob:key-of-bob-000000000002\n")
+        await asyncio.sleep(1.5)  # followed files reload within a few hundred ms
+        assert await status(gw.url, bob) == 401
+        assert gw.proc is not None
+        gw.proc.send_signal(signal.SIGHUP)
+        await eventually(logged(gw, "reloaded (SIGHUP)"))
+        assert await status(gw.url, bob) == 200
+        assert "files changed" not in gw.log()
     finally:
         assert gw.terminate() == 0
