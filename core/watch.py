@@ -158,8 +158,9 @@ class FileWatch:
         notifier restarts only when the folders to watch or the mode change).
 
         ``changed`` says whether a file changed since the snapshot was built; it is
-        asked (in a worker thread) once a new notifier is in place, which closes the
-        gap between the build and the start of watching.
+        asked (in a worker thread) once a new notifier is in place, and the files are
+        compared with how they were now: that closes the gap between the build and
+        the start of watching.
         """
         self.target = target(inputs)
         key = (mode, self.target.dirs)
@@ -170,7 +171,13 @@ class FileWatch:
         self.mode = mode
         loop = asyncio.get_running_loop()
         if mode == "auto":
-            self._task = loop.create_task(self._notify(self.target.dirs, changed))
+            now = self.target
+            before = fingerprint(now)
+
+            def since() -> bool:
+                return changed() or fingerprint(now) != before
+
+            self._task = loop.create_task(self._notify(self.target.dirs, since))
         elif mode == "poll":
             self._task = loop.create_task(self._poll(changed))
         if old is not None:

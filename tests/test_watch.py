@@ -60,3 +60,26 @@ async def test_when_the_notifier_cannot_start_the_files_are_polled(
         assert await changes_after(watch, seen)
     finally:
         watch.close()
+
+
+@pytest.mark.parametrize(
+    "built_since",
+    [
+        pytest.param(False, id="changed-after-follow"),
+        pytest.param(True, id="changed-between-build-and-follow"),
+    ],
+)
+async def test_a_change_before_the_notifier_is_in_place_is_not_missed(
+    tmp_path: Path, built_since: bool
+) -> None:
+    followed = tmp_path / "module.wasm"
+    followed.write_bytes(b"old")
+    seen = asyncio.Event()
+    watch = FileWatch(seen.set)
+    watch.follow(Inputs(frozenset({followed})), "auto", lambda: built_since)
+    if not built_since:
+        followed.write_bytes(b"new build")  # before the notifier thread started
+    try:
+        assert await changes_after(watch, seen)
+    finally:
+        watch.close()
