@@ -132,7 +132,7 @@ class Reloader:
         if self._watching:
             snap = self.gateway.snapshot
             self.files.follow(
-                snap.inputs | self._refused | Inputs(frozenset({self.path.absolute()})),
+                snap.inputs | self._refused,  # the configuration file is in both
                 snap.config.server.watch_files,
                 lambda: stamp(snap.inputs) != snap.stamp,
             )
