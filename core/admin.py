@@ -134,6 +134,7 @@ class Admin:
             "source": self.snap.source,
             "loaded_at": _iso(reloader.loaded_at if reloader else self.started),
             "last_reload": reloader.last_result if reloader else None,
+            "watching": reloader.watching() if reloader else {"mode": "off", "files": []},
             "wasmgate": wasmgate_version(),
             "uptime_seconds": round(time.time() - self.started, 1),
             "listeners": [

@@ -122,7 +122,15 @@ def build_filter(
         ) from exc
     flt.name = name
     flt.plugin = plugin
-    return FilterInstance(name, plugin, flt, fail == "open")
+    inst = FilterInstance(name, plugin, flt, fail == "open")
+    try:
+        inst.files = tuple(Path(f).absolute() for f in flt.watched_files())
+    except Exception as exc:
+        _close([inst])
+        raise PluginError(
+            f"{where}: filter {name!r} (plugin {plugin!r}) failed in watched_files(): {exc}"
+        ) from exc
+    return inst
 
 
 def open_installed(cfg: GatewayConfig, base_dir: Path) -> PluginSource | None:

@@ -153,6 +153,12 @@ class Server(Model):
     access_log: str = Field("stdout", description="'stdout', 'stderr', 'off' or a file path.")
     access_log_format: Literal["json", "combined"] = Field("json", description="Log line format.")
     limits: Limits = Field(default_factory=lambda: Limits(), description="Client-side limits.")
+    watch_files: Literal["auto", "poll", "off"] = Field(
+        "auto",
+        description="How `wasmgate run` follows the files its configuration was built from: "
+        "'auto' (inotify; polling once a second where inotify cannot be used), 'poll' (once "
+        "a second: network filesystems), 'off' (reload on SIGHUP or POST /reload only).",
+    )
 
     @field_validator("listen", "tls_listen")
     @classmethod
@@ -874,7 +880,11 @@ def _tags(loc: Sequence[int | str], data: Any) -> list[bool]:
     return flags
 
 
-def _pydantic_problems(exc: ValidationError, data: Any) -> list[str]:
+def _pydantic_problems(
+    exc: ValidationError, data: Any, at: tuple[int | str, ...] = ()
+) -> list[str]:
+    """One line per problem, ``dotted.path: message``; ``at`` is where ``data`` sits
+    in the whole document (``("kubernetes",)`` for that table validated alone)."""
     # For a union (``"name" | { plugin = ... }``) pydantic reports every branch it
     # tried. Report the branch the user meant: the one that got past the type check.
     # If none did, one line says which types would do.
@@ -906,18 +916,42 @@ def _pydantic_problems(exc: ValidationError, data: Any) -> list[str]:
     for err in kept:
         loc = err["loc"]
         where: list[int | str] = [
-            p for p, tag in zip(loc, _tags(loc, data), strict=True) if not tag
+            *at,
+            *(p for p, tag in zip(loc, _tags(loc, data), strict=True) if not tag),
         ]
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             owner = _model_at(where[:-1])
             field = str(where[-1])
-            hint = suggest(field, owner.model_fields) if owner else ""
+            hint = _misplaced(where) or (suggest(field, owner.model_fields) if owner else "")
             msg = f"unknown field {field!r}{hint}"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
         problems.append(f"{dotted(where)}: {msg}")
     return problems
+
+
+def _misplaced(where: Sequence[int | str]) -> str:
+    """The hint for a top-level key that TOML read into the table above it.
+
+    In TOML every key after a ``[table]`` or ``[[table]]`` header belongs to that
+    table, so ``global_filters = [...]`` written below an ``[[upstreams]]`` entry is
+    ``upstreams[0].global_filters``. Only tables a header can open are considered:
+    the owner's path is names, with at most an index right after the first (an entry
+    of a top-level array of tables). Deeper entries are inline tables in practice.
+    """
+    field, owner = where[-1], where[:-1]
+    if not owner or field not in GatewayConfig.model_fields:
+        return ""
+    if any(isinstance(p, int) for i, p in enumerate(owner) if i != 1):
+        return ""
+    names = ".".join(str(p) for p in owner if isinstance(p, str))
+    header = f"[[{names}]]" if isinstance(owner[-1], int) else f"[{names}]"
+    return (
+        f"; {field!r} is a top-level key, but TOML put it in the {header} table above it "
+        "(a key belongs to the last table header before it): move it above the first "
+        "table header"
+    )
 
 
 def _cross_problems(cfg: GatewayConfig) -> list[str]:
@@ -970,8 +1004,8 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> GatewayConfi
         try:
             table = Kubernetes.model_validate(data["kubernetes"])
         except ValidationError as exc:
-            problems = _pydantic_problems(exc, data["kubernetes"])
-            raise ConfigError(source, [f"kubernetes.{p}" for p in problems]) from None
+            problems = _pydantic_problems(exc, data["kubernetes"], ("kubernetes",))
+            raise ConfigError(source, problems) from None
         from core.ingress.source import expand  # reads YAML: only when used
 
         expanded = expand(data, table.model_dump(), source)

@@ -1,7 +1,8 @@
 """The running gateway: a configuration snapshot, its listeners, and draining.
 
 A :class:`Snapshot` is everything compiled from one configuration (route table,
-upstream pools, forwarding rules); it is immutable once built, and an exchange keeps
+upstream pools, forwarding rules) and the set of files it was built from
+(:mod:`core.inputs`); it is immutable once built, and an exchange keeps
 the snapshot it started with. :class:`Gateway` owns the listening sockets, the set of
 open client connections and the current snapshot reference.
 """
@@ -26,10 +27,12 @@ from core.config import GatewayConfig, parse_address
 from core.errors import ConfigError, UpstreamError
 from core.health import start_checks
 from core.http1 import ClientConnection
+from core.inputs import Inputs, snapshot_inputs
 from core.redact import Redactor, declared
 from core.router import Router
 from core.tls import build_server_tls, listener_context
 from core.upstream import UpstreamPool, build_pools
+from core.watch import stamp
 from plugin_sdk.chain import FilterInstance
 
 if TYPE_CHECKING:
@@ -89,6 +92,13 @@ class Snapshot:
             raise ConfigError(source, exc.problems) from None
         for warning in self.tls.warnings if self.tls else ():
             log.warning("%s", warning)
+        # The files it was built from: what the reloader follows (core/reload.py).
+        self.inputs = (
+            snapshot_inputs(config, Path(source), self.filters())
+            if source and not source.startswith("<")
+            else Inputs()
+        )
+        self.stamp = stamp(self.inputs)  # to tell a change made since
 
     def release(self) -> None:
         """An exchange that ran on this snapshot has ended."""

@@ -1,13 +1,16 @@
 """Reloading a running gateway when its files change, or on SIGHUP.
 
-:class:`Reloader` watches the configuration file and every file it was read from
-besides (the Kubernetes manifests of ``[kubernetes]``, files appearing in or vanishing
-from their folders, and ``gateway.lock``), polling their size and modification time
-once a second. On a change, or on SIGHUP, it builds a complete new
-:class:`~core.gateway.Snapshot` (routes, chains, pools) and swaps it in with
-:meth:`~core.gateway.Gateway.swap`: requests in flight finish on the snapshot they
-started with, and no listener or connection is closed. A configuration that fails to
-load or build is logged, and the current one keeps serving.
+:class:`Reloader` follows every file the current snapshot was built from
+(:mod:`core.inputs`: the configuration, its manifests, ``gateway.lock``, certificates
+and keys, ``.wasm`` modules and their manifests, and the files Python filters list)
+through :class:`~core.watch.FileWatch`: inotify, polling where inotify cannot be
+used, or nothing (``server.watch_files``). On a change, on SIGHUP or on ``POST
+/reload``, it builds a complete new :class:`~core.gateway.Snapshot` (routes, chains,
+pools) and swaps it in with :meth:`~core.gateway.Gateway.swap`: requests in flight
+finish on the snapshot they started with, and no listener or connection is closed.
+A configuration that fails to load or build is logged, and the current one keeps
+serving; the files the refused configuration names are followed too, so that
+creating or fixing one of them triggers the next try.
 
 Listener addresses, worker counts, the access log, ``[tracing]`` and ``[executors]`` are
 read only at start; a change to them is logged as needing a restart.
@@ -22,35 +25,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from core.config import GatewayConfig
+from core.config import load_config
 from core.errors import ConfigError, GatewayError
 from core.gateway import Gateway, Snapshot
+from core.inputs import Inputs, config_inputs
+from core.watch import FileWatch, stamp
 
 log = logging.getLogger("wasmgate.reload")
-Fingerprint = tuple[tuple[str, int, int], ...]
-
-
-def watched_files(path: Path, cfg: GatewayConfig) -> list[Path]:
-    """The files a reload should follow: the config, its manifests, the lockfile."""
-    files = [path, *cfg.sources]
-    base = path.parent
-    if cfg.kubernetes is not None:
-        from core.ingress.objects import manifest_files
-
-        files += manifest_files([base / m for m in cfg.kubernetes.manifests])
-    files.append(base / cfg.market.lockfile)
-    return list(dict.fromkeys(files))
-
-
-def fingerprint(files: list[Path]) -> Fingerprint:
-    out = []
-    for f in files:
-        try:
-            st = f.stat()
-            out.append((str(f), st.st_mtime_ns, st.st_size))
-        except OSError:
-            out.append((str(f), -1, -1))
-    return tuple(out)
 
 
 def _empty(path: Path) -> bool:
@@ -73,13 +54,16 @@ class Reloader:
         self.gateway = gateway
         self.path = path
         self.build = build
-        self.interval = interval
         self.version = 1
         self.attempts = 0
         self.loaded_at = time.time()
         self.last_result: dict[str, object] | None = None  # the last reload's outcome
-        self._files = watched_files(path, gateway.snapshot.config)
-        self._seen = fingerprint(self._files)
+        self.files = FileWatch(self._files_changed, interval)
+        self._refused = Inputs()  # what the last refused configuration named
+        self._wake = asyncio.Event()
+        self._hup = False
+        self._dirty = False
+        self._watching = False
 
     def _record(self, why: str, error: str | None) -> None:
         self.attempts += 1
@@ -106,12 +90,14 @@ class Reloader:
         except (ConfigError, GatewayError) as exc:
             log.error("reload (%s) failed; still serving the previous configuration:\n%s", why, exc)
             self._record(why, str(exc))
+            self._refuse()
             return False
         except Exception as exc:  # a bug of ours must not stop the gateway
             log.exception(
                 "reload (%s) failed; still serving the previous configuration: %r", why, exc
             )
             self._record(why, f"internal error: {exc!r}")
+            self._refuse()
             return False
         cfg = snap.config
         if cfg.server.listen != old.server.listen or cfg.server.workers != old.server.workers:
@@ -124,8 +110,8 @@ class Reloader:
         self.version += 1
         self.loaded_at = time.time()
         self._record(why, None)
-        self._files = watched_files(self.path, cfg)
-        self._seen = fingerprint(self._files)
+        self._refused = Inputs()
+        self._follow()
         log.info(
             "reloaded (%s): configuration %d, %d routes, %d upstreams",
             why,
@@ -135,35 +121,58 @@ class Reloader:
         )
         return True
 
-    def changed(self) -> bool:
-        files = self._files
-        if self.gateway.snapshot.config.kubernetes is not None:
-            files = watched_files(self.path, self.gateway.snapshot.config)  # new files too
-        now = fingerprint(files)
-        if now == self._seen:
-            return False
-        self._files, self._seen = files, now
-        return True
+    def _refuse(self) -> None:
+        try:
+            self._refused = config_inputs(load_config(self.path), self.path)
+        except (ConfigError, GatewayError, OSError):
+            self._refused = Inputs()  # the configuration file itself is followed anyway
+        self._follow()
+
+    def _follow(self) -> None:
+        """Point the file watcher at the current snapshot's files (and a refused
+        configuration's); a no-op before :meth:`watch` started it."""
+        if self._watching:
+            snap = self.gateway.snapshot
+            self.files.follow(
+                snap.inputs | self._refused,  # the configuration file is in both
+                snap.config.server.watch_files,
+                lambda: stamp(snap.inputs) != snap.stamp,
+            )
+
+    def watching(self) -> dict[str, object]:
+        """How and which files are followed now (for ``GET /config``)."""
+        t = self.files.target
+        return {
+            "mode": self.files.mode,
+            "files": [str(p) for p in sorted({*t.files, *t.tree_paths})],
+        }
+
+    def _files_changed(self) -> None:
+        self._dirty = True
+        self._wake.set()
+
+    def _sighup(self) -> None:
+        self._hup = True
+        self._wake.set()
 
     async def watch(self, stop: asyncio.Event) -> None:
+        """Reload on SIGHUP and when a followed file changes, until ``stop`` is set
+        (or the task is cancelled)."""
         loop = asyncio.get_running_loop()
-        hup = asyncio.Event()
-        loop.add_signal_handler(signal.SIGHUP, hup.set)
+        loop.add_signal_handler(signal.SIGHUP, self._sighup)
+        self._watching = True
+        self._follow()
         try:
             while not stop.is_set():
-                try:
-                    async with asyncio.timeout(self.interval):
-                        await hup.wait()
-                except TimeoutError:
-                    pass
-                if hup.is_set():
-                    hup.clear()
+                await self._wake.wait()
+                self._wake.clear()
+                if self._hup:
+                    self._hup = self._dirty = False
                     self.reload("SIGHUP")
-                    self.changed()  # what SIGHUP loaded is the new baseline
-                elif self.changed():
-                    # Let a writer finish: one more interval of quiet before loading.
-                    await asyncio.sleep(min(self.interval, 0.2))
-                    self.changed()
+                elif self._dirty:
+                    self._dirty = False
                     self.reload("files changed")
         finally:
+            self._watching = False
+            self.files.close()
             loop.remove_signal_handler(signal.SIGHUP)

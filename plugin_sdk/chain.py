@@ -28,6 +28,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from plugin_sdk.context import Context, filter_logger
@@ -82,6 +83,7 @@ class FilterInstance:
     __slots__ = (
         "errors",
         "fail_open",
+        "files",
         "filter",
         "logger",
         "name",
@@ -103,6 +105,9 @@ class FilterInstance:
         self.on_request = _phase(flt, "on_request")
         self.on_response = _phase(flt, "on_response")
         self.on_log = _phase(flt, "on_log")
+        # The files the instance was built from, absolute; set by whoever builds it
+        # (the gateway: from Filter.watched_files(), or the .wasm module and manifest).
+        self.files: tuple[Path, ...] = ()
 
     def __repr__(self) -> str:
         return f"<filter {self.name} ({self.plugin})>"

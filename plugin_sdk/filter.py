@@ -25,6 +25,7 @@ never takes the gateway down.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -120,6 +121,18 @@ class Filter(Generic[ConfigT]):
         """Names of request headers this filter reads credentials from (load time).
 
         The same as :meth:`sensitive_params` for headers the access log may show.
+        """
+        return ()
+
+    def watched_files(self) -> Iterable[str | os.PathLike[str]]:
+        """Files this instance was built from (a key file, a JWKS file, ...).
+
+        Called once at load time, after ``__init__``. The running gateway watches
+        them and reloads its configuration when one is written, replaced (renamed
+        over), deleted or created again, so that a new instance reads the new
+        content: no SIGHUP needed. A relative path is relative to the gateway's
+        working directory, as for ``open()``. List a file even if it may be missing
+        (an optional file): its creation then triggers a reload too.
         """
         return ()
 

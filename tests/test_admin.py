@@ -91,6 +91,11 @@ async def test_health_config_routes_and_plugins(
                 body = await resp.json()
             assert body["version"] == 1 and len(body["hash"]) == 16
             assert body["listeners"] == [f"http://127.0.0.1:{port}"]
+            # What a reload follows (docs/admin.md#which-files-are-followed).
+            assert body["watching"] == {
+                "mode": "auto",
+                "files": [str(tmp_path / "gateway.lock"), str(tmp_path / "gateway.toml")],
+            }
             keys = body["config"]["filters"]["keys"]["config"]["consumers"][0]
             assert keys == {"name": "alice", "key": "<redacted>"}
             assert TOKEN not in str(body) and "secret-key-of-alice" not in str(body)

@@ -53,6 +53,48 @@ BAD_CONFIGS = [
         id="unknown-field-no-suggestion",
     ),
     pytest.param(
+        UPSTREAM + 'global_filters = ["cors"]\n',
+        "upstreams[0].global_filters: unknown field 'global_filters'; 'global_filters' is a "
+        "top-level key, but TOML put it in the [[upstreams]] table above it (a key belongs "
+        "to the last table header before it): move it above the first table header",
+        id="top-level-key-after-array-table",
+    ),
+    pytest.param(
+        UPSTREAM + route() + 'global_filters = ["cors"]\n',
+        "routes[0].global_filters: unknown field 'global_filters'; 'global_filters' is a "
+        "top-level key, but TOML put it in the [[routes]] table above it ...",
+        id="top-level-key-after-route",
+    ),
+    pytest.param(
+        '[server]\nlisten = ["127.0.0.1:8080"]\nglobal_filters = ["cors"]\n',
+        "server.global_filters: unknown field 'global_filters'; 'global_filters' is a "
+        "top-level key, but TOML put it in the [server] table above it ...",
+        id="top-level-key-after-table",
+    ),
+    pytest.param(
+        "[server.limits]\nidle_timeout = 5\nupstreams = []\n",
+        "server.limits.upstreams: unknown field 'upstreams'; 'upstreams' is a top-level key, "
+        "but TOML put it in the [server.limits] table above it ...",
+        id="top-level-key-after-nested-table",
+    ),
+    pytest.param(
+        '[kubernetes]\nmanifests = ["k8s"]\nglobal_filters = ["cors"]\n',
+        "kubernetes.global_filters: unknown field 'global_filters'; 'global_filters' is a "
+        "top-level key, but TOML put it in the [kubernetes] table above it ...",
+        id="top-level-key-after-kubernetes-table",
+    ),
+    pytest.param(
+        '[filters.auth]\nplugin = "key-auth"\nglobal_filters = ["auth"]\n',
+        "filters.auth.global_filters: unknown field 'global_filters'; 'global_filters' is a "
+        "top-level key, but TOML put it in the [filters.auth] table above it ...",
+        id="top-level-key-after-named-filter-table",
+    ),
+    pytest.param(
+        UPSTREAM + route('filters = [{ plugin = "cors", routes = [] }]'),
+        "routes[0].filters[0].routes: unknown field 'routes'",  # inline: no header to blame
+        id="top-level-key-in-inline-table",
+    ),
+    pytest.param(
         UPSTREAM + route('paths = [{ path = "/x", match = "prefx" }]'),
         "routes[0].paths[0].match: Input should be 'exact', 'prefix' or 'regex'",
         id="wrong-enum-dotted-path",

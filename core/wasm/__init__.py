@@ -37,14 +37,16 @@ __all__ = [
 ]
 
 
+def manifest_candidates(wasm_path: Path, explicit: Path | None) -> list[Path]:
+    """Where the filter's manifest is looked for, in order (the reloader watches all)."""
+    if explicit:
+        return [explicit]
+    return [wasm_path.parent / "manifest.json", wasm_path.parent.parent / "manifest.json"]
+
+
 def load_manifest(wasm_path: Path, explicit: Path | None) -> dict[str, Any] | None:
     """The filter's manifest: ``explicit``, else manifest.json beside it or one up."""
-    candidates = (
-        [explicit]
-        if explicit
-        else [wasm_path.parent / "manifest.json", wasm_path.parent.parent / "manifest.json"]
-    )
-    for path in candidates:
+    for path in manifest_candidates(wasm_path, explicit):
         if path.is_file():
             try:
                 data = json.loads(path.read_text())
@@ -101,7 +103,10 @@ def build_wasm_filter(name: str, d: FilterDef, base_dir: Path, where: str) -> Fi
     flt = WasmFilter(vm, tuple(d.bodies))
     flt.name = name
     flt.plugin = f"wasm:{path.name}"
-    return FilterInstance(name, flt.plugin, flt, d.fail == "open")
+    inst = FilterInstance(name, flt.plugin, flt, d.fail == "open")
+    manifests = manifest_candidates(path, (base_dir / d.manifest) if d.manifest else None)
+    inst.files = (path, *(m.absolute() for m in manifests))
+    return inst
 
 
 def filter_for_testing(

@@ -22,8 +22,8 @@ bcrypt is slow on purpose (tens of milliseconds per check), so:
 * successful checks are remembered in a bounded LRU (``cache_size`` entries, 0 turns it
   off) keyed by a salted SHA-256 of user and password, so a client that sends the same
   credentials on every request pays bcrypt once. Failures are never cached. The cache
-  lives as long as the configuration snapshot, so a changed htpasswd file takes effect
-  on reload;
+  lives as long as the configuration snapshot, so a changed htpasswd file (which the
+  gateway follows: ``watched_files``) takes effect with the reload it triggers;
 * an unknown user costs a bcrypt check too (against a dummy hash of the highest cost
   configured), so response times do not tell which user names exist.
 
@@ -174,6 +174,9 @@ class BasicAuth(Filter[BasicAuthConfig]):
 
     def sensitive_headers(self) -> list[str]:
         return ["Authorization"]
+
+    def watched_files(self) -> list[str]:
+        return [self.config.htpasswd_file] if self.config.htpasswd_file else []
 
     async def on_request(self, ctx: Context) -> LocalReply | None:
         cfg = self.config

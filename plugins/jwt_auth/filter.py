@@ -239,6 +239,11 @@ class JwtAuth(Filter[JwtAuthConfig]):
         cfg = self.config
         return [n for n, used in ((cfg.header, cfg.header), ("Cookie", cfg.cookie)) if used]
 
+    def watched_files(self) -> list[str]:
+        cfg = self.config
+        pem_files = [k.pem_file for k in cfg.keys if k.pem_file]
+        return [cfg.jwks_file, *pem_files] if cfg.jwks_file else pem_files
+
     async def on_request(self, ctx: Context) -> LocalReply | None:
         request = ctx.request
         remove_headers(request.headers, self.managed_headers)

@@ -10,7 +10,8 @@ configured inline and/or in a file of ``name:key`` lines (``#`` starts a comment
     config.query_param = "apikey"
 
 A presented key is compared with every configured key in constant time, with no early
-exit: the time taken tells nothing about which key (or how much of one) matched. Keys
+exit: the time taken tells nothing about which key (or how much of one) matched. The
+gateway follows ``key_file``: writing or replacing it reloads the configuration. Keys
 are compared as SHA-256 digests, so their lengths do not show either. A consumer may
 have several keys (rotation); one key may not belong to two consumers.
 
@@ -128,6 +129,9 @@ class KeyAuth(Filter[KeyAuthConfig]):
 
     def sensitive_headers(self) -> list[str]:
         return [self.config.header] if self.config.header else []
+
+    def watched_files(self) -> list[str]:
+        return [self.config.key_file] if self.config.key_file else []
 
     def on_request(self, ctx: Context) -> LocalReply | None:
         cfg = self.config
