@@ -12,7 +12,8 @@ In gateway.toml::
     wasm = "filters/deny.wasm"          # relative to the gateway.toml
     config = { deny_header = "x-bot" }  # JSON given to proxy_on_configure
     root_id = ""                        # the root context id the module registers
-    limits = { memory_mb = 64, deadline_ms = 50 }
+    limits = { memory_mb = 64, deadline_ms = 50 }   # and the sandbox's other bounds:
+                                        # see WasmLimits and docs/wasm.md
 """
 
 from __future__ import annotations
@@ -95,10 +96,11 @@ def build_wasm_filter(name: str, d: FilterDef, base_dir: Path, where: str) -> Fi
             memory_limit=d.limits.memory_mb << 20,
             deadline_ms=d.limits.deadline_ms,
             pause_timeout=d.limits.pause_timeout,
+            limits=d.limits,
         )
     except (WasmLoadError, WasmTrap, PluginError) as exc:
         raise PluginError(f"{label}: {exc}") from None
-    flt = WasmFilter(vm, tuple(d.bodies))
+    flt = WasmFilter(vm, tuple(d.bodies), fail_open=d.fail == "open")
     flt.name = name
     flt.plugin = f"wasm:{path.name}"
     return FilterInstance(name, flt.plugin, flt, d.fail == "open")

@@ -18,6 +18,15 @@ then buffered and given whole, with end_of_stream set), response phase →
 ``proxy_on_log``, ``proxy_on_delete``. ``Pause`` suspends the request until
 ``proxy_continue_stream`` or a local response (from an HTTP call's callback or a tick),
 bounded by ``pause_timeout``.
+
+CPU: callbacks run on the event loop, each under the per-callback deadline (Envoy's),
+and the time they take is charged to the filter's :class:`~core.wasm.budget.CpuBudget`.
+Over it, the filter is cut off for ``limits.cooldown``: its requests get its fail
+strategy at once (``fail_closed``: 503 with Retry-After; ``fail_open``: skipped), ticks
+and queue callbacks are skipped. After a trap the instance is rebuilt in a worker
+thread (wasmtime releases the GIL), never on the loop; after a second trap in a row
+only after a back-off (:class:`~core.wasm.budget.Backoff`), during which requests get
+the fail strategy at once. Tick periods are raised to ``limits.min_tick_ms``.
 """
 
 from __future__ import annotations
@@ -26,15 +35,20 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
+import time
 from collections.abc import Awaitable
 from typing import Any
 
 import wasmtime
 
+from core.config import WasmLimits
 from core.errors import PluginError
-from core.metrics import count_wasm
+from core.metrics import count_wasm, count_wasm_refused, count_wasm_throttled
 from core.upstream import UpstreamPool, fetch
+from core.wasm import shared
 from core.wasm.abi import ABI_MARKERS, HTTP_CALLBACKS, Action
+from core.wasm.budget import Backoff, CpuBudget
 from core.wasm.host import Host, HttpCallResult, Stream, resolver
 from core.wasm.vm import Instance, WasmTrap, exported_markers
 from plugin_sdk import Context, Filter, LocalReply, PluginConfig
@@ -42,6 +56,15 @@ from plugin_sdk.chain import reply_response
 from plugin_sdk.filter import maybe_async
 
 log = logging.getLogger("wasmgate.wasm")
+
+
+class WasmUnavailable(WasmTrap):
+    """The filter cannot run now: over its CPU budget, backing off before a rebuild,
+    being rebuilt, or closed. Not a trap of its own (nothing is counted or rebuilt)."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class PluginVm:
@@ -59,8 +82,10 @@ class PluginVm:
         memory_limit: int = 64 << 20,
         deadline_ms: int = 50,
         pause_timeout: float = 30.0,
+        limits: WasmLimits | None = None,
     ) -> None:
         self.name = name
+        self.limits = limits = limits or WasmLimits()
         self.module: wasmtime.Module | None = module
         self.closed = False
         self.config_bytes = config
@@ -87,14 +112,32 @@ class PluginVm:
         self._tick: asyncio.TimerHandle | None = None
         self.pools: dict[str, UpstreamPool] = {}
         self._calls: set[asyncio.Task[None]] = set()
-        self._start()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.budget = CpuBudget(limits.cpu_budget, limits.cpu_window, limits.cooldown)
+        self.throttles = 0
+        self.backoff = Backoff(limits.rebuild_backoff)
+        self._build: asyncio.Future[None] | None = None  # a rebuild in a worker thread
+        self._depth = 0  # nested callbacks (a host function calling back into the guest)
+        self.shared = shared.attach(
+            self.vm_id, self, max_shared=limits.max_shared_bytes, max_queue=limits.max_queue_bytes
+        )
+        try:
+            self.instance = self._new_instance()
+        except BaseException:
+            shared.detach(self.shared, self)
+            raise
 
     # -- lifecycle
 
-    def _start(self) -> None:
-        assert self.module is not None, "a closed PluginVm is never started again"
+    def _new_instance(self) -> Instance:
+        """Instantiate and start the module: on the loop at load time, in a worker
+        thread for a rebuild (the Store is then used from one thread at a time: no
+        callback runs while :attr:`instance` is None)."""
+        module = self.module
+        if module is None:
+            raise WasmUnavailable(f"wasm filter {self.name!r} is closed", "closed")
         inst = Instance(
-            self.module,
+            module,
             resolver(self.host),
             memory_limit=self.memory_limit,
             deadline_ms=self.deadline_ms,
@@ -102,41 +145,123 @@ class PluginVm:
         )
         self.host.instance = inst
         self.host.stream = None
-        if inst.has("_initialize"):
-            inst.call("_initialize")
-            if inst.has("main"):
-                inst.call("main", 0, 0)
-        elif inst.has("_start"):
-            inst.call("_start")
-        inst.call("proxy_on_context_create", self.root_id, 0)
-        if inst.has("proxy_on_vm_start") and not inst.call(
-            "proxy_on_vm_start", self.root_id, len(self.vm_config)
-        ):
-            raise PluginError(f"wasm filter {self.name!r}: proxy_on_vm_start returned false")
-        if inst.has("proxy_on_configure") and not inst.call(
-            "proxy_on_configure", self.root_id, len(self.config_bytes)
-        ):
-            raise PluginError(
-                f"wasm filter {self.name!r} rejected its configuration (proxy_on_configure "
-                "returned false; see its log lines above)"
-            )
-        self.instance = inst
+        try:
+            if inst.has("_initialize"):
+                inst.call("_initialize")
+                if inst.has("main"):
+                    inst.call("main", 0, 0)
+            elif inst.has("_start"):
+                inst.call("_start")
+            inst.call("proxy_on_context_create", self.root_id, 0)
+            if inst.has("proxy_on_vm_start") and not inst.call(
+                "proxy_on_vm_start", self.root_id, len(self.vm_config)
+            ):
+                raise PluginError(f"wasm filter {self.name!r}: proxy_on_vm_start returned false")
+            if inst.has("proxy_on_configure") and not inst.call(
+                "proxy_on_configure", self.root_id, len(self.config_bytes)
+            ):
+                raise PluginError(
+                    f"wasm filter {self.name!r} rejected its configuration (proxy_on_configure "
+                    "returned false; see its log lines above)"
+                )
+        except BaseException:
+            inst.close()
+            raise
+        return inst
 
     def ensure(self) -> Instance:
-        """The live instance; a trapped one is rebuilt first."""
+        """The live instance. Without one (after a trap) a rebuild starts in a worker
+        thread and this raises :class:`WasmUnavailable`; await :meth:`rebuilt` to wait
+        for it. Outside an event loop (loading, tests) the rebuild runs here."""
+        if self.instance is not None:
+            return self.instance
+        self.rebuild()
         if self.instance is None:
-            if self.closed:
-                raise WasmTrap(
-                    f"wasm filter {self.name!r} is closed (its configuration was replaced)"
-                )
-            self.rebuilds += 1
-            count_wasm(self.name, rebuild=True)
-            log.warning("rebuilding wasm filter %r after a trap", self.name)
-            self._start()
-            if self.tick_ms:
-                self.set_tick(self.tick_ms)
-        assert self.instance is not None
+            raise WasmUnavailable(f"wasm filter {self.name!r} is being rebuilt", "rebuilding")
         return self.instance
+
+    def refused(self, now: float) -> str | None:
+        """Why a request cannot run this filter now ('cpu_budget', 'rebuild_backoff'),
+        or None."""
+        if now < self.budget.until:
+            return "cpu_budget"
+        if self.instance is None and self._build is None and self.backoff.waiting(now):
+            return "rebuild_backoff"
+        return None
+
+    def retry_after(self, now: float) -> float:
+        return max(self.budget.cooling(now), self.backoff.waiting(now))
+
+    def rebuild(self) -> asyncio.Future[None] | None:
+        """Start a rebuild (unless one runs); the future it completes, or None when the
+        rebuild was done at once (no event loop) or is not allowed yet."""
+        if self.closed:
+            raise WasmUnavailable(
+                f"wasm filter {self.name!r} is closed (its configuration was replaced)", "closed"
+            )
+        if self._build is not None:
+            return self._build
+        now = time.monotonic()
+        wait = self.backoff.waiting(now)
+        if wait:
+            raise WasmUnavailable(
+                f"wasm filter {self.name!r} traps repeatedly; rebuilding in {wait:.1f}s",
+                "rebuild_backoff",
+            )
+        self.rebuilds += 1
+        count_wasm(self.name, rebuild=True)
+        log.warning("rebuilding wasm filter %r after a trap", self.name)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._adopt(self._new_instance())
+            return None
+        waiter: asyncio.Future[None] = loop.create_future()
+        waiter.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved
+        self._build = waiter
+        work = loop.run_in_executor(None, self._new_instance)
+        work.add_done_callback(self._built)
+        return waiter
+
+    async def rebuilt(self) -> None:
+        """Wait until the instance is rebuilt; raises if the rebuild fails."""
+        while self.instance is None:
+            waiter = self.rebuild()
+            if waiter is not None:
+                await asyncio.shield(waiter)
+
+    def _built(self, work: asyncio.Future[Instance]) -> None:
+        waiter, self._build = self._build, None
+        assert waiter is not None
+        exc = None if work.cancelled() else work.exception()
+        if work.cancelled() or exc is not None:
+            error = exc if isinstance(exc, WasmTrap | PluginError) else WasmTrap(repr(exc))
+            if not self.closed:
+                self._failed_start(error)
+            waiter.set_exception(error)
+            return
+        inst = work.result()
+        if self.closed:
+            inst.close()
+            waiter.set_exception(WasmUnavailable(f"wasm filter {self.name!r} is closed"))
+            return
+        self._adopt(inst)
+        waiter.set_result(None)
+
+    def _adopt(self, inst: Instance) -> None:
+        self.instance = inst
+        self.host.instance = inst
+        if self.tick_ms:
+            self.set_tick(self.tick_ms)
+
+    def _failed_start(self, exc: Exception) -> None:
+        self.traps += 1
+        count_wasm(self.name)
+        self.host.instance = None
+        delay = self.backoff.failed(time.monotonic())
+        log.error(
+            "wasm filter %r failed to start again: %s (next try in %.1fs)", self.name, exc, delay
+        )
 
     def _trapped(self, exc: WasmTrap) -> None:
         self.traps += 1
@@ -146,20 +271,55 @@ class PluginVm:
             if stream.resume is not None:
                 stream.resume()
         self.streams.clear()
-        log.error("wasm filter %r trapped: %s", self.name, exc)
+        delay = self.backoff.failed(time.monotonic())
+        later = f"; rebuilding it in {delay:.1f}s (it traps repeatedly)" if delay else ""
+        log.error("wasm filter %r trapped: %s%s", self.name, exc, later)
 
     def call(self, stream: Stream | None, name: str, *args: int) -> int | None:
-        """Call a callback with ``stream`` as the effective context; args cut to its arity."""
+        """Call a callback with ``stream`` as the effective context; args cut to its arity.
+        The time it takes is charged to the CPU budget; raises WasmUnavailable when the
+        filter cannot run (over budget, no instance)."""
         inst = self.instance or self.ensure()
         export = inst.exports.get(name)
         if export is None:
             return None
         self.host.stream = stream
+        if self._depth:  # called back from a host function: the outer call is charged
+            try:
+                return inst.call_export(export, name, args[: export.nparams])
+            except WasmTrap as exc:
+                self._trapped(exc)
+                raise
+        started = time.monotonic()
+        if started < self.budget.until:
+            raise WasmUnavailable(f"wasm filter {self.name!r} is over its CPU budget", "cpu_budget")
+        self._depth = 1
         try:
             return inst.call_export(export, name, args[: export.nparams])
         except WasmTrap as exc:
             self._trapped(exc)
             raise
+        finally:
+            self._depth = 0
+            now = time.monotonic()
+            if self.budget.charge(now, now - started):
+                self._over_budget()
+
+    def _over_budget(self) -> None:
+        self.throttles += 1
+        count_wasm_throttled(self.name)
+        limits = self.limits
+        log.error(
+            "wasm filter %r used over %g%% of a CPU in %gs: cut off for %gs (its requests "
+            "get its fail strategy)",
+            self.name,
+            limits.cpu_budget * 100,
+            limits.cpu_window,
+            limits.cooldown,
+        )
+
+    def calls_in_flight(self) -> int:
+        return len(self._calls)
 
     def close(self) -> None:
         if self._tick is not None:
@@ -167,6 +327,8 @@ class PluginVm:
         for task in self._calls:
             task.cancel()
         self._drop_instance()
+        if not self.closed:
+            shared.detach(self.shared, self)
         # The compiled module maps its code from the cache file (one fd each): let it go
         # now, even if something still holds this closed VM (an idle connection's last
         # request, say). A closed VM is never started again.
@@ -189,12 +351,16 @@ class PluginVm:
         self.streams[stream.id] = stream
         try:
             self.call(stream, "proxy_on_context_create", stream.id, self.root_id)
+        except WasmUnavailable:
+            self.streams.pop(stream.id, None)
+            raise
         except WasmTrap:
             log.warning(
                 "wasm filter %r cannot create an HTTP context; running it root-only", self.name
             )
             self.root_only = True
-            self.ensure()  # its root context (config, timers) is all it has: restore it now
+            with contextlib.suppress(WasmUnavailable):
+                self.ensure()  # its root context (config, timers) is all it has: restore it
             return None
         return stream
 
@@ -203,13 +369,19 @@ class PluginVm:
         try:
             self.call(stream, "proxy_on_log", stream.id)
             self.call(stream, "proxy_on_delete", stream.id)
+        except WasmUnavailable:
+            pass  # cut off meanwhile: the stream ends without its last callbacks
         finally:
             self.streams.pop(stream.id, None)
 
     def done(self, stream: Stream) -> None:
         if stream.id not in self.streams or self.instance is None:
             return
-        completed = self.call(stream, "proxy_on_done", stream.id)
+        try:
+            completed = self.call(stream, "proxy_on_done", stream.id)
+        except WasmUnavailable:
+            self.streams.pop(stream.id, None)
+            return
         if completed is None or completed:
             self.finish_stream(stream)
         else:
@@ -218,15 +390,17 @@ class PluginVm:
     # -- timers, queues, calls out
 
     def set_tick(self, period_ms: int) -> None:
+        if 0 < period_ms < self.limits.min_tick_ms:
+            period_ms = self.limits.min_tick_ms
         self.tick_ms = period_ms
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # loading, or starting in a worker thread: bind() or _adopt() starts it
         if self._tick is not None:
             self._tick.cancel()
             self._tick = None
         if period_ms:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                return  # loading (no loop yet): started by bind() when serving
             self._tick = loop.call_later(period_ms / 1000, self._on_tick)
 
     def _on_tick(self) -> None:
@@ -238,10 +412,10 @@ class PluginVm:
 
     def queue_ready(self, qid: int) -> None:
         try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        loop.call_soon(self._queue_ready, qid)
+            asyncio.get_running_loop().call_soon(self._queue_ready, qid)
+        except RuntimeError:  # from a start function in a worker thread
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._queue_ready, qid)
 
     def _queue_ready(self, qid: int) -> None:
         with contextlib.suppress(WasmTrap):
@@ -251,6 +425,8 @@ class PluginVm:
         """Called when the gateway serves: upstreams for HTTP calls, tick timer."""
         self.pools = pools
         self.listen_address = listen_address
+        with contextlib.suppress(RuntimeError):
+            self._loop = asyncio.get_running_loop()
         if self.tick_ms:
             self.set_tick(self.tick_ms)
 
@@ -309,9 +485,12 @@ class PluginVm:
 class WasmFilter(Filter[PluginConfig]):
     """A :class:`PluginVm` behind the filter contract (see the module docstring)."""
 
-    def __init__(self, vm: PluginVm, bodies: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, vm: PluginVm, bodies: tuple[str, ...] = (), *, fail_open: bool = False
+    ) -> None:
         super().__init__(PluginConfig())
         self.vm = vm
+        self.fail_open = fail_open
         self._key = f"wasm.{id(self)}"
         assert vm.module is not None
         exports = {e.name for e in vm.module.exports}
@@ -355,6 +534,37 @@ class WasmFilter(Filter[PluginConfig]):
 
     @maybe_async
     def on_request(self, ctx: Context) -> LocalReply | Awaitable[LocalReply | None] | None:
+        vm = self.vm
+        if vm.instance is None or vm.budget.until:  # the rare cases: look closer
+            now = time.monotonic()
+            reason = vm.refused(now)
+            if reason is not None:
+                return self._refuse(reason, now)
+            if vm.instance is None:
+                return self._after_rebuild(ctx)
+        return self._request(ctx)
+
+    def _refuse(self, reason: str, now: float) -> LocalReply | None:
+        """The fail strategy, without calling the guest: skip it, or 503."""
+        count_wasm_refused(self.name, reason)
+        if self.fail_open:
+            return None
+        why = "over its CPU budget" if reason == "cpu_budget" else "failing to start"
+        retry = str(max(1, math.ceil(self.vm.retry_after(now))))
+        return LocalReply(
+            503,
+            {"content-type": "text/plain; charset=utf-8", "retry-after": retry},
+            f"filter {self.name} is unavailable ({why})\n",
+        )
+
+    async def _after_rebuild(self, ctx: Context) -> LocalReply | None:
+        await self.vm.rebuilt()
+        result = self._request(ctx)
+        if isinstance(result, Awaitable):
+            return await result
+        return result
+
+    def _request(self, ctx: Context) -> LocalReply | Awaitable[LocalReply | None] | None:
         stream = self.vm.open_stream(ctx)
         if stream is None:
             return None
