@@ -3,7 +3,9 @@ Proxy-Wasm SDKs unchanged.
 
 Layout: :mod:`core.wasm.vm` compiles, caches and runs modules (the only module that
 imports wasmtime), :mod:`core.wasm.host` implements the ABI's host functions and WASI,
-:mod:`core.wasm.plugin` runs the plugin lifecycle and adapts it to the filter contract.
+:mod:`core.wasm.plugin` runs the plugin lifecycle (and its CPU budget),
+:mod:`core.wasm.adapter` adapts it to the filter contract, :mod:`core.wasm.shared` holds
+shared data and queues, :mod:`core.wasm.budget` does the CPU and back-off arithmetic.
 This package is imported only when a configuration names a ``.wasm`` filter.
 
 In gateway.toml::
@@ -24,7 +26,8 @@ from typing import Any
 
 from core.config import FilterDef
 from core.errors import PluginError
-from core.wasm.plugin import PluginVm, WasmFilter
+from core.wasm.adapter import WasmFilter
+from core.wasm.plugin import PluginVm
 from core.wasm.vm import WasmLoadError, WasmTrap, compile_module
 from plugin_sdk.chain import FilterInstance
 
