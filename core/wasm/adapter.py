@@ -82,7 +82,10 @@ class WasmFilter(Filter[PluginConfig]):
                 stream.paused = False
                 stream.resume = None
             if stream.id not in self.vm.streams and stream.local_reply is None:
-                raise WasmTrap(f"wasm filter {self.name!r} trapped while the stream was paused")
+                raise WasmTrap(
+                    f"wasm filter {self.name!r} stopped (a trap, or its CPU budget) while "
+                    "the stream was paused"
+                )
         return stream.local_reply
 
     @maybe_async

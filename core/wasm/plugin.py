@@ -297,6 +297,10 @@ class PluginVm:
     def _over_budget(self) -> None:
         self.throttles += 1
         count_wasm_throttled(self.name)
+        for stream in list(self.streams.values()):  # nothing will resume them now
+            if stream.paused and stream.resume is not None:
+                self.streams.pop(stream.id, None)
+                stream.resume()
         limits = self.limits
         log.error(
             "wasm filter %r used over %g%% of a CPU in %gs: cut off for %gs (its requests "
