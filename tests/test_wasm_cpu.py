@@ -148,3 +148,25 @@ async def test_tick_periods_are_clamped(
     assert await get(http, gw, "/t") == 200
     ticks = int(upstream.requests[-1].headers["x-ticks"])
     assert 10 <= ticks <= 150  # min_tick_ms = 10 by default; asked for 1 ms
+
+
+async def test_a_spinning_tick_is_cut_off_by_the_cpu_budget(
+    tmp_path: Path,
+    upstream: RecordingUpstream,
+    start_gateway: StartGateway,
+    http: aiohttp.ClientSession,
+) -> None:
+    gw = await start_wasm(
+        start_gateway,
+        tmp_path,
+        "tick_spin.wat",
+        {"v1": [upstream.address]},
+        extra="limits = { deadline_ms = 100, cooldown = 30 }",
+    )
+    await asyncio.sleep(3.0)  # no traffic
+    vm = wasm_vm(gw)
+    # Unbounded, ~60 ticks of 45 ms ran in 3 s (the loop busy 90 % of the time); with
+    # half a CPU per second, ~11 run, then the cool-down skips them.
+    assert 5 <= vm.ticks <= 25
+    assert vm.throttles == 1
+    assert await get(http, gw, "/t") == 503  # still cooling down

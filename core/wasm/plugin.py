@@ -98,6 +98,7 @@ class PluginVm:
         self.traps = 0
         self.rebuilds = 0
         self.tick_ms = 0
+        self.ticks = 0  # proxy_on_tick calls run
         self._tick: asyncio.TimerHandle | None = None
         self.pools: dict[str, UpstreamPool] = {}
         self._calls: set[asyncio.Task[None]] = set()
@@ -400,6 +401,7 @@ class PluginVm:
         self._tick = None
         with contextlib.suppress(WasmTrap):  # counted and logged; the next tick rebuilds
             self.call(None, "proxy_on_tick", self.root_id)
+            self.ticks += 1
         if self.tick_ms and self._tick is None:
             self._tick = asyncio.get_running_loop().call_later(self.tick_ms / 1000, self._on_tick)
 
