@@ -91,3 +91,23 @@ async def test_host_held_memory_is_bounded_and_freed_when_the_filter_goes(
     gw.gateway.swap(Snapshot(loads_config(plain, "test.toml"), "test.toml"))
     assert shared.usage("w") == {"shared": 0, "queue": 0}
     assert rss() - base < 80 * MIB  # generous: unbounded and never freed, it was 160 MiB
+
+
+async def test_http_calls_in_flight_and_their_bodies_are_bounded(
+    tmp_path: Path,
+    upstream: RecordingUpstream,
+    start_gateway: StartGateway,
+    http: aiohttp.ClientSession,
+) -> None:
+    gw = await start_wasm(
+        start_gateway,
+        tmp_path,
+        "callout_flood.wat",
+        {"v1": [upstream.address]},
+        extra="limits = { max_http_calls = 64, max_buffer_bytes = 1024 }",
+    )
+    async with http.get(gw.url + "/flood") as resp:
+        assert resp.status == 200
+    seen = next(r for r in upstream.requests if r.path_qs == "/flood").headers
+    expected = {"x-call-fails": "36", "x-call-status": "2", "x-big-body": "2"}
+    assert {k: seen.get(k) for k in expected} == expected

@@ -615,17 +615,27 @@ class Host:
         timeout_ms: int,
         token_ptr: int,
     ) -> int:
+        mem, limits = self.mem, self.plugin.limits
+        spans = ((up_ptr, up_size), (h_ptr, h_size), (b_ptr, b_size), (t_ptr, t_size))
+        if not all(mem.in_bounds(ptr, size) for ptr, size in spans):
+            return BAD_MEMORY
+        if self.plugin.calls_in_flight() >= limits.max_http_calls:
+            return self._exhausted("http_calls")
+        if b_size > limits.max_buffer_bytes:
+            return self._exhausted("body")
+        if h_size > 4 + 10 * limits.max_header_bytes:  # past any map that fits
+            return self._exhausted("headers")
         upstream, raw = self._read(up_ptr, up_size), self._read(h_ptr, h_size)
         body = self._read(b_ptr, b_size)
-        if upstream is None or raw is None or body is None or self._read(t_ptr, t_size) is None:
+        if upstream is None or raw is None or body is None:
             return BAD_MEMORY
         pairs = deserialize_map(raw)
         if pairs is None:
             return Status.PARSE_FAILURE
         if not _pairs_ok(pairs):  # they become the head of a request to an upstream
             return BAD_ARGUMENT
-        if self.plugin.calls_in_flight() >= self.plugin.limits.max_http_calls:
-            return self._exhausted("http_calls")
+        if sum(len(k) + len(v) for k, v in pairs) > limits.max_header_bytes:
+            return self._exhausted("headers")
         token = self.plugin.http_call(upstream.decode("latin-1"), pairs, body, timeout_ms)
         if token is None:
             return BAD_ARGUMENT
