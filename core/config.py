@@ -311,13 +311,16 @@ class WasmLimits(Model):
         16 << 20, ge=0, description="Items waiting in the shared queues of the filter's VM."
     )
     max_buffer_bytes: int = Field(
-        8 << 20, ge=0, description="Largest body the filter may make (proxy_set_buffer_bytes)."
+        8 << 20,
+        ge=0,
+        description="Largest body the filter may make (proxy_set_buffer_bytes) or send "
+        "(proxy_http_call).",
     )
     max_header_bytes: int = Field(
         64 << 10,
         ge=0,
-        description="Largest header map the filter may make (names and values), and the most "
-        "bytes of properties it may set on one stream.",
+        description="Largest header map the filter may make or send in an HTTP call (names "
+        "and values), and the most bytes of properties it may set on one stream.",
     )
     max_http_calls: int = Field(
         64, ge=0, description="HTTP calls (proxy_http_call) the filter may have in flight."
