@@ -5,7 +5,8 @@ Layout: :mod:`core.wasm.vm` compiles, caches and runs modules (the only module t
 imports wasmtime), :mod:`core.wasm.host` implements the ABI's host functions and WASI,
 :mod:`core.wasm.plugin` runs the plugin lifecycle (and its CPU budget),
 :mod:`core.wasm.adapter` adapts it to the filter contract, :mod:`core.wasm.shared` holds
-shared data and queues, :mod:`core.wasm.budget` does the CPU and back-off arithmetic.
+shared data and queues, :mod:`core.wasm.callout` runs ``proxy_http_call``,
+:mod:`core.wasm.budget` does the CPU and back-off arithmetic.
 This package is imported only when a configuration names a ``.wasm`` filter.
 
 In gateway.toml::

@@ -36,11 +36,12 @@ import wasmtime
 from core.config import WasmLimits
 from core.errors import PluginError
 from core.metrics import count_wasm, count_wasm_throttled
-from core.upstream import UpstreamPool, fetch
+from core.upstream import UpstreamPool
 from core.wasm import shared
 from core.wasm.abi import ABI_MARKERS, HTTP_CALLBACKS
 from core.wasm.budget import Backoff, CpuBudget
-from core.wasm.host import Host, HttpCallResult, Stream, resolver
+from core.wasm.callout import start_call
+from core.wasm.host import Host, Stream, resolver
 from core.wasm.vm import Instance, WasmTrap, exported_markers
 from plugin_sdk import Context
 
@@ -93,7 +94,7 @@ class PluginVm:
         self.instance: Instance | None = None
         self.root_id = 1
         self._ids = itertools.count(2)
-        self._tokens = itertools.count(1)
+        self.tokens = itertools.count(1)  # proxy_http_call tokens
         self.streams: dict[int, Stream] = {}
         self.traps = 0
         self.rebuilds = 0
@@ -101,7 +102,7 @@ class PluginVm:
         self.ticks = 0  # proxy_on_tick calls run
         self._tick: asyncio.TimerHandle | None = None
         self.pools: dict[str, UpstreamPool] = {}
-        self._calls: set[asyncio.Task[None]] = set()
+        self.calls: set[asyncio.Task[None]] = set()  # HTTP calls in flight
         self._loop: asyncio.AbstractEventLoop | None = None
         self.budget = CpuBudget(limits.cpu_budget, limits.cpu_window, limits.cooldown)
         self.throttles = 0
@@ -313,12 +314,12 @@ class PluginVm:
         )
 
     def calls_in_flight(self) -> int:
-        return len(self._calls)
+        return len(self.calls)
 
     def close(self) -> None:
         if self._tick is not None:
             self._tick.cancel()
-        for task in self._calls:
+        for task in self.calls:
             task.cancel()
         self._drop_instance()
         if not self.closed:
@@ -428,53 +429,8 @@ class PluginVm:
     def http_call(
         self, upstream: str, pairs: list[tuple[bytes, bytes]], body: bytes, timeout_ms: int
     ) -> int | None:
-        pool = self.pools.get(upstream)
-        if pool is None:
-            log.warning("wasm filter %r: http call to unknown upstream %r", self.name, upstream)
-            return None
-        token = next(self._tokens)
-        task = asyncio.get_running_loop().create_task(
-            self._http_call(token, pool, pairs, body, timeout_ms)
-        )
-        self._calls.add(task)
-        task.add_done_callback(self._calls.discard)
-        return token
-
-    async def _http_call(
-        self,
-        token: int,
-        pool: UpstreamPool,
-        pairs: list[tuple[bytes, bytes]],
-        body: bytes,
-        timeout_ms: int,
-    ) -> None:
-        pseudo = {k: v for k, v in pairs if k.startswith(b":")}
-        headers = [(k, v) for k, v in pairs if not k.startswith(b":")]
-        result = HttpCallResult()
-        try:
-            status, resp_headers, resp_body = await fetch(
-                pool,
-                (pseudo.get(b":method") or b"GET").decode("latin-1"),
-                pseudo.get(b":path") or b"/",
-                pseudo.get(b":authority") or b"",
-                headers,
-                body,
-                (timeout_ms or 5000) / 1000,
-            )
-            result = HttpCallResult(status, [(k.lower(), v) for k, v in resp_headers], resp_body)
-        except Exception as exc:  # the plugin learns of failures through num_headers == 0
-            result.message = str(exc)
-            log.warning("wasm filter %r: http call %d failed: %s", self.name, token, exc)
-        self.host.call_result = result
-        try:
-            n = len(result.headers) + 1 if result.status else 0
-            self.call(
-                None, "proxy_on_http_call_response", self.root_id, token, n, len(result.body), 0
-            )
-        except WasmTrap:
-            pass
-        finally:
-            self.host.call_result = None
+        """Start ``proxy_http_call``; its token, or None (unknown upstream)."""
+        return start_call(self, upstream, pairs, body, timeout_ms)
 
 
 def describe(vm: PluginVm) -> dict[str, Any]:
