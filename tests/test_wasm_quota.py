@@ -14,7 +14,7 @@ from core.config import loads_config
 from core.gateway import Snapshot
 from tests.conftest import StartGateway
 from tests.harness import RecordingUpstream, gateway_toml
-from tests.test_wasm_host import start_wasm
+from tests.test_wasm_host import start_wasm, wasm_toml, wasm_vm
 
 MIB = 1 << 20
 
@@ -83,8 +83,19 @@ async def test_host_held_memory_is_bounded_and_freed_when_the_filter_goes(
     assert after["headers"] - before["headers"] >= 800
     assert after["body"] - before["body"] == 90
 
-    # A reload that drops the filter: its vm_id's data and queues go with it.
+    # A reload that keeps the filter keeps what its vm_id holds (a new VM attaches
+    # before the old one is closed); one that drops the filter frees it.
     assert gw.gateway is not None
+    same = wasm_toml(
+        {"v1": [upstream.address]},
+        tmp_path / "hog.wasm",
+        name="w",
+        extra=f'bodies = ["request"]\nlimits = {{ {limits} }}',
+    )
+    old = wasm_vm(gw)
+    gw.gateway.swap(Snapshot(loads_config(same, "test.toml"), "test.toml"))
+    assert wasm_vm(gw) is not old and old.closed
+    assert shared.usage("w") == held
     plain = gateway_toml(
         {"v1": [upstream.address]}, '[[routes]]\nname = "plain"\nupstream = "v1"\n'
     )
