@@ -105,7 +105,7 @@ class WasmFilter(Filter[PluginConfig]):
         count_wasm_refused(self.name, reason)
         if self.fail_open:
             return None
-        why = "over its CPU budget" if reason == "cpu_budget" else "failing to start"
+        why = "over its CPU budget" if reason == "cpu_budget" else "trapping repeatedly"
         retry = str(max(1, math.ceil(self.vm.retry_after(now))))
         return LocalReply(
             503,
