@@ -22,22 +22,18 @@ class CpuBudget:
         self.cooldown = cooldown
         self.slots = [0.0] * self.SLOTS
         self.slot = 0  # the newest slot's number (time // width)
+        self.index = 0  # its place in slots
+        self.slot_end = 0.0  # when the newest slot ends
         self.used = 0.0  # the sum of the slots
         self.until = 0.0  # end of the current cool-down (0: none yet)
 
     def charge(self, now: float, seconds: float) -> bool:
         """Count ``seconds`` spent up to ``now``; True when this goes over the budget
-        (a cool-down then runs until :attr:`until`)."""
-        slot = int(now / self.width)
-        if slot != self.slot:
-            if slot - self.slot >= self.SLOTS:
-                self.slots = [0.0] * self.SLOTS
-            else:
-                for n in range(self.slot + 1, slot + 1):
-                    self.slots[n % self.SLOTS] = 0.0
-            self.slot = slot
-            self.used = sum(self.slots)
-        self.slots[slot % self.SLOTS] += seconds
+        (a cool-down then runs until :attr:`until`). Called after every callback: the
+        common case (same slot, under budget) is three additions and two comparisons."""
+        if now >= self.slot_end:
+            self._advance(now)
+        self.slots[self.index] += seconds
         self.used += seconds
         if self.used <= self.allowed:
             return False
@@ -45,6 +41,18 @@ class CpuBudget:
         self.slots = [0.0] * self.SLOTS  # after the cool-down it starts afresh
         self.used = 0.0
         return True
+
+    def _advance(self, now: float) -> None:
+        slot = int(now / self.width)
+        if slot - self.slot >= self.SLOTS:
+            self.slots = [0.0] * self.SLOTS
+        else:
+            for n in range(self.slot + 1, slot + 1):
+                self.slots[n % self.SLOTS] = 0.0
+        self.slot = slot
+        self.index = slot % self.SLOTS
+        self.slot_end = (slot + 1) * self.width
+        self.used = sum(self.slots)
 
     def cooling(self, now: float) -> float:
         """Seconds left of the cool-down (0 when none runs)."""

@@ -46,6 +46,7 @@ from core.wasm.vm import Instance, WasmTrap, exported_markers
 from plugin_sdk import Context
 
 log = logging.getLogger("wasmgate.wasm")
+_now = time.monotonic
 
 
 class WasmUnavailable(WasmTrap):
@@ -281,8 +282,9 @@ class PluginVm:
             except WasmTrap as exc:
                 self._trapped(exc)
                 raise
-        started = time.monotonic()
-        if started < self.budget.until:
+        budget = self.budget
+        started = _now()
+        if started < budget.until:
             raise WasmUnavailable(f"wasm filter {self.name!r} is over its CPU budget", "cpu_budget")
         self._depth = 1
         try:
@@ -292,8 +294,8 @@ class PluginVm:
             raise
         finally:
             self._depth = 0
-            now = time.monotonic()
-            if self.budget.charge(now, now - started):
+            now = _now()
+            if budget.charge(now, now - started):
                 self._over_budget()
 
     def _over_budget(self) -> None:
