@@ -319,8 +319,8 @@ class WasmLimits(Model):
     max_header_bytes: int = Field(
         64 << 10,
         ge=0,
-        description="Largest header map the filter may make or send in an HTTP call (names "
-        "and values), and the most bytes of properties it may set on one stream.",
+        description="Largest header map the filter may make or send in an HTTP call, and the "
+        "most properties it may set on one stream: names and values plus 32 bytes a field.",
     )
     max_http_calls: int = Field(
         64, ge=0, description="HTTP calls (proxy_http_call) the filter may have in flight."
