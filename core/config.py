@@ -436,6 +436,53 @@ class WasmLimits(Model):
     pause_timeout: float = Field(
         30.0, gt=0, description="Longest a filter may keep a request paused (Pause)."
     )
+    # What the filter can make the host hold outside its linear memory. Past a bound the
+    # host function returns BAD_ARGUMENT and wasmgate_wasm_resource_exhausted_total counts.
+    max_shared_bytes: int = Field(
+        16 << 20, ge=0, description="Shared data (keys and values) the filter's VM may hold."
+    )
+    max_queue_bytes: int = Field(
+        16 << 20, ge=0, description="Items waiting in the shared queues of the filter's VM."
+    )
+    max_buffer_bytes: int = Field(
+        8 << 20,
+        ge=0,
+        description="Largest body the filter may make (proxy_set_buffer_bytes) or send "
+        "(proxy_http_call).",
+    )
+    max_header_bytes: int = Field(
+        64 << 10,
+        ge=0,
+        description="Largest header map the filter may make or send in an HTTP call, and the "
+        "most properties it may set on one stream: names and values plus 32 bytes a field.",
+    )
+    max_http_calls: int = Field(
+        64, ge=0, description="HTTP calls (proxy_http_call) the filter may have in flight."
+    )
+    # CPU: callbacks run on the event loop, so a filter's share of it is bounded.
+    cpu_budget: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Share of one CPU the filter's callbacks may use over cpu_window; past "
+        "it the filter fails its requests (fail strategy) for the cooldown.",
+    )
+    cpu_window: float = Field(
+        1.0, gt=0, le=60, description="Seconds of the sliding window cpu_budget is measured on."
+    )
+    cooldown: float = Field(
+        5.0, gt=0, le=3600, description="Seconds a filter over its CPU budget stays cut off."
+    )
+    rebuild_backoff: float = Field(
+        1.0,
+        ge=0,
+        le=60,
+        description="After a second trap in a row, seconds to wait before rebuilding the "
+        "instance; doubles with each further trap, up to 60 s. 0: rebuild at once.",
+    )
+    min_tick_ms: int = Field(
+        10, ge=1, le=60_000, description="Shortest tick period; shorter requests are raised to it."
+    )
 
 
 class FilterDef(Model):

@@ -89,6 +89,9 @@ class _State:
         self.requests: dict[tuple[str, str], RequestStats] = {}
         self.filters: dict[tuple[str, str], FilterStats] = {}
         self.wasm: dict[str, list[int]] = {}  # filter -> [traps, rebuilds]
+        self.wasm_exhausted: dict[tuple[str, str], int] = {}  # (filter, kind) -> count
+        self.wasm_throttled: dict[str, int] = {}  # filter -> times over its CPU budget
+        self.wasm_refused: dict[tuple[str, str], int] = {}  # (filter, reason) -> requests
         self.ejections: dict[tuple[str, str], int] = {}
         self.checks: dict[tuple[str, str, str], int] = {}  # (upstream, endpoint, result)
         self.reloads = {"success": 0, "failure": 0}
@@ -155,6 +158,25 @@ def count_wasm(filter_name: str, *, rebuild: bool = False) -> None:
     """A Proxy-Wasm filter trapped (or, with ``rebuild``, got a fresh instance)."""
     counts = _state.wasm.setdefault(filter_name, [0, 0])
     counts[1 if rebuild else 0] += 1
+
+
+def count_wasm_exhausted(filter_name: str, kind: str) -> None:
+    """A Proxy-Wasm filter was refused host memory past one of its bounds (``kind``:
+    shared, queue, body, headers, properties, http_calls)."""
+    key = (filter_name, kind)
+    _state.wasm_exhausted[key] = _state.wasm_exhausted.get(key, 0) + 1
+
+
+def count_wasm_throttled(filter_name: str) -> None:
+    """A Proxy-Wasm filter went over its CPU budget (a cool-down starts)."""
+    _state.wasm_throttled[filter_name] = _state.wasm_throttled.get(filter_name, 0) + 1
+
+
+def count_wasm_refused(filter_name: str, reason: str) -> None:
+    """A request met a Proxy-Wasm filter that could not run (``reason``: cpu_budget,
+    rebuild_backoff) and was failed or skipped by its fail strategy."""
+    key = (filter_name, reason)
+    _state.wasm_refused[key] = _state.wasm_refused.get(key, 0) + 1
 
 
 def record_reload(ok: bool, version: int, config_hash: str) -> None:
@@ -321,6 +343,9 @@ def snapshot_state() -> dict[str, Any]:
             for (name, plugin), f in list(s.filters.items())
         ],
         "wasm": {name: {"traps": t, "rebuilds": r} for name, (t, r) in s.wasm.items()},
+        "wasm_exhausted": [[f, k, n] for (f, k), n in list(s.wasm_exhausted.items())],
+        "wasm_throttled": dict(s.wasm_throttled),
+        "wasm_refused": [[f, r, n] for (f, r), n in list(s.wasm_refused.items())],
         "ejections": [[u, e, n] for (u, e), n in s.ejections.items()],
         "checks": [[u, e, r, n] for (u, e, r), n in list(s.checks.items())],
         "reloads": dict(s.reloads),

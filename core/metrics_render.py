@@ -53,6 +53,9 @@ class _Totals:
         self.errors: dict[tuple[str, str], int] = {}
         self.durations: dict[str, Histogram] = {}
         self.wasm: dict[str, list[int]] = {}
+        self.wasm_exhausted: dict[tuple[str, str], int] = {}
+        self.wasm_throttled: dict[str, int] = {}
+        self.wasm_refused: dict[tuple[str, str], int] = {}
         self.ejections: dict[tuple[str, str], int] = {}
         self.checks: dict[tuple[str, str, str], int] = {}
         self.reloads = {"success": 0, "failure": 0}
@@ -83,6 +86,14 @@ class _Totals:
             self._observe(self.durations, key[0], all_phases, f["seconds"], self.m)
         for name, counts in state.get("wasm", {}).items():
             _add(self.wasm.setdefault(name, [0, 0]), [counts["traps"], counts["rebuilds"]])
+        for name, kind, count in state.get("wasm_exhausted", ()):
+            key = (str(name), str(kind))
+            self.wasm_exhausted[key] = self.wasm_exhausted.get(key, 0) + int(count)
+        for name, count in state.get("wasm_throttled", {}).items():
+            self.wasm_throttled[name] = self.wasm_throttled.get(name, 0) + int(count)
+        for name, reason, count in state.get("wasm_refused", ()):
+            key = (str(name), str(reason))
+            self.wasm_refused[key] = self.wasm_refused.get(key, 0) + int(count)
         for upstream, endpoint, count in state.get("ejections", ()):
             key = (upstream, endpoint)
             self.ejections[key] = self.ejections.get(key, 0) + int(count)
@@ -268,6 +279,25 @@ class Collector:
             "Fresh instances of a Proxy-Wasm filter, built after a trap.",
             ["filter"],
             (([k], c[1]) for k, c in sorted(t.wasm.items())),
+        )
+        yield _counter(
+            "wasm_resource_exhausted",
+            "Host calls of a Proxy-Wasm filter refused past a memory bound, by kind.",
+            ["filter", "kind"],
+            ((list(k), n) for k, n in sorted(t.wasm_exhausted.items())),
+        )
+        yield _counter(
+            "wasm_cpu_throttled",
+            "Times a Proxy-Wasm filter went over its CPU budget (each starts a cool-down).",
+            ["filter"],
+            (([k], n) for k, n in sorted(t.wasm_throttled.items())),
+        )
+        yield _counter(
+            "wasm_refused",
+            "Requests a Proxy-Wasm filter could not run (over its CPU budget, or backing "
+            "off before a rebuild), failed or skipped by its fail strategy.",
+            ["filter", "reason"],
+            ((list(k), n) for k, n in sorted(t.wasm_refused.items())),
         )
         yield _counter(
             "reloads",

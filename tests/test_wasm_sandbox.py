@@ -102,7 +102,7 @@ async def test_unbounded_growth_traps_at_the_memory_cap(
         tmp_path,
         "grow.wat",
         {"v1": [upstream.address]},
-        extra="limits = { memory_mb = 1, deadline_ms = 5000 }",
+        extra="limits = { memory_mb = 1, deadline_ms = 5000, rebuild_backoff = 0 }",
     )
     for _ in range(3):
         assert await get(http, gw, "/grow") == 500

@@ -3,7 +3,10 @@ Proxy-Wasm SDKs unchanged.
 
 Layout: :mod:`core.wasm.vm` compiles, caches and runs modules (the only module that
 imports wasmtime), :mod:`core.wasm.host` implements the ABI's host functions and WASI,
-:mod:`core.wasm.plugin` runs the plugin lifecycle and adapts it to the filter contract.
+:mod:`core.wasm.plugin` runs the plugin lifecycle (and its CPU budget),
+:mod:`core.wasm.adapter` adapts it to the filter contract, :mod:`core.wasm.shared` holds
+shared data and queues, :mod:`core.wasm.callout` runs ``proxy_http_call``,
+:mod:`core.wasm.budget` does the CPU and back-off arithmetic.
 This package is imported only when a configuration names a ``.wasm`` filter.
 
 In gateway.toml::
@@ -12,7 +15,8 @@ In gateway.toml::
     wasm = "filters/deny.wasm"          # relative to the gateway.toml
     config = { deny_header = "x-bot" }  # JSON given to proxy_on_configure
     root_id = ""                        # the root context id the module registers
-    limits = { memory_mb = 64, deadline_ms = 50 }
+    limits = { memory_mb = 64, deadline_ms = 50 }   # and the sandbox's other bounds:
+                                        # see WasmLimits and docs/wasm.md
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from typing import Any
 
 from core.config import FilterDef
 from core.errors import PluginError
-from core.wasm.plugin import PluginVm, WasmFilter
+from core.wasm.adapter import WasmFilter
+from core.wasm.plugin import PluginVm
 from core.wasm.vm import WasmLoadError, WasmTrap, compile_module
 from plugin_sdk.chain import FilterInstance
 
@@ -97,10 +102,11 @@ def build_wasm_filter(name: str, d: FilterDef, base_dir: Path, where: str) -> Fi
             memory_limit=d.limits.memory_mb << 20,
             deadline_ms=d.limits.deadline_ms,
             pause_timeout=d.limits.pause_timeout,
+            limits=d.limits,
         )
     except (WasmLoadError, WasmTrap, PluginError) as exc:
         raise PluginError(f"{label}: {exc}") from None
-    flt = WasmFilter(vm, tuple(d.bodies))
+    flt = WasmFilter(vm, tuple(d.bodies), fail_open=d.fail == "open")
     flt.name = name
     flt.plugin = f"wasm:{path.name}"
     inst = FilterInstance(name, flt.plugin, flt, d.fail == "open")

@@ -11,6 +11,14 @@ HTTP fields are presented as Envoy does: request headers start with the pseudo-h
 ``:method``, ``:path``, ``:authority`` and ``:scheme``, response headers with ``:status``;
 names are lower-case and lookups case-insensitive. Integer properties (``source.port``,
 ``response.code``) are 8-byte little-endian, as SDKs expect.
+
+What a filter makes the host hold outside its linear memory is bounded by its
+``limits``: shared data and queues (per vm_id, :mod:`core.wasm.shared`), a body it
+sets, a header map it grows, the properties it sets on a stream, its HTTP calls in
+flight. Past a bound the call returns ``BAD_ARGUMENT`` (the spec has no "resource
+exhausted"; its BadArgument is "did not conform to the required range"), changes
+nothing, and ``wasmgate_wasm_resource_exhausted_total{filter,kind}`` counts it. Sizes
+are checked before the guest's bytes are copied.
 """
 
 from __future__ import annotations
@@ -20,10 +28,12 @@ import os
 import re
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from core.metrics import count_wasm_exhausted
+from core.wasm import shared
 from core.wasm.abi import BufferType, LogLevel, MapType, MetricType, Status, WasiErrno
 from core.wasm.vm import _GuestExit
 from plugin_sdk import LocalReply
@@ -77,6 +87,13 @@ def _status_ok(status: int) -> bool:
     return 200 <= status <= 599  # 1xx are not final responses
 
 
+def _size(pairs: Iterable[tuple[bytes, bytes]]) -> int:
+    """What a header map (or a stream's properties) counts against max_header_bytes:
+    names and values plus 32 bytes a field, as HTTP/2 sizes a header list (RFC 7541
+    4.1), so many tiny fields cannot slip under the bound."""
+    return sum(len(k) + len(v) + 32 for k, v in pairs)
+
+
 def _pairs_ok(pairs: list[tuple[bytes, bytes]]) -> bool:
     return all(_pseudo_ok(k, v) if k[:1] == b":" else _field_ok(k, v) for k, v in pairs)
 
@@ -116,12 +133,7 @@ def deserialize_map(data: bytes) -> list[tuple[bytes, bytes]] | None:
     return pairs
 
 
-# ---------------------------------------------------------------------- shared state
-
-_shared_data: dict[bytes, tuple[bytes, int]] = {}
-_queues: dict[int, tuple[bytes, bytes, list[bytes]]] = {}  # id -> (vm_id, name, items)
-_queue_ids: dict[tuple[bytes, bytes], int] = {}
-_queue_owners: dict[int, PluginVm] = {}
+# ---------------------------------------------------------------------- metrics
 
 
 @dataclass
@@ -199,6 +211,10 @@ class Host:
 
     def _ctx(self) -> Context | None:
         return self.stream.ctx if self.stream is not None else None
+
+    def _exhausted(self, kind: str) -> int:
+        count_wasm_exhausted(self.plugin.name, kind)
+        return BAD_ARGUMENT
 
     # -- logging, time, log level
 
@@ -298,25 +314,28 @@ class Host:
     def proxy_set_buffer_bytes(
         self, kind: int, start: int, size: int, data_ptr: int, data_size: int
     ) -> int:
-        value = self._read(data_ptr, data_size)
-        if value is None:
+        if not self.mem.in_bounds(data_ptr, data_size):
             return BAD_MEMORY
         ctx = self._ctx()
         if kind == BufferType.HTTP_REQUEST_BODY and ctx is not None:
-            current = ctx.request.body
-            if current is None:
-                return NOT_FOUND
-            ctx.request.body = current[:start] + value + current[start + size :]
-            return OK
-        if kind == BufferType.HTTP_RESPONSE_BODY and ctx is not None and ctx.response:
-            current = ctx.response.body
-            if current is None:
-                return NOT_FOUND
-            ctx.response.body = current[:start] + value + current[start + size :]
-            return OK
-        if kind in BufferType._value2member_map_:
+            target: Any = ctx.request
+        elif kind == BufferType.HTTP_RESPONSE_BODY and ctx is not None and ctx.response:
+            target = ctx.response
+        elif kind in BufferType._value2member_map_:
             return NOT_FOUND
-        return BAD_ARGUMENT
+        else:
+            return BAD_ARGUMENT
+        current = target.body
+        if current is None:
+            return NOT_FOUND
+        kept = len(current[:start]) + len(current[start + size :])
+        if kept + data_size > self.plugin.limits.max_buffer_bytes:
+            return self._exhausted("body")
+        value = self._read(data_ptr, data_size)
+        if value is None:
+            return BAD_MEMORY
+        target.body = current[:start] + value + current[start + size :]
+        return OK
 
     # -- header maps
 
@@ -393,6 +412,12 @@ class Host:
             return BAD_ARGUMENT
         if not _field_ok(key, value):
             return BAD_ARGUMENT
+        if value is not None:
+            held = _size(headers.raw)
+            if mode != "add":
+                held -= _size([(n, v) for n, v in headers.raw if n.lower() == key])
+            if held + _size([(key, value)]) > self.plugin.limits.max_header_bytes:
+                return self._exhausted("headers")
         if mode != "add":
             headers.remove(key.decode("latin-1"))
         if value is not None:
@@ -404,6 +429,8 @@ class Host:
         assert ctx is not None
         if value is None or not _pseudo_ok(key, value):
             return BAD_ARGUMENT
+        if len(value) > self.plugin.limits.max_header_bytes:
+            return self._exhausted("headers")
         text = value.decode("latin-1")
         if key == b":path":
             path, _, query = text.partition("?")
@@ -435,12 +462,18 @@ class Host:
         return self._edit(kind, key, None, "remove")
 
     def proxy_set_header_map_pairs(self, kind: int, ptr: int, size: int) -> int:
+        if not self.mem.in_bounds(ptr, size):
+            return BAD_MEMORY
+        if size > 4 + self.plugin.limits.max_header_bytes:  # no map that fits is longer
+            return self._exhausted("headers")
         data = self._read(ptr, size)
         if data is None:
             return BAD_MEMORY
         pairs = deserialize_map(data)
         if pairs is None:
             return Status.PARSE_FAILURE
+        if _size(pairs) > self.plugin.limits.max_header_bytes:
+            return self._exhausted("headers")
         ctx = self._ctx()
         if kind == MapType.HTTP_REQUEST_HEADERS and ctx is not None:
             ctx.request.headers.raw[:] = []
@@ -566,7 +599,12 @@ class Host:
             return BAD_MEMORY
         if self.stream is None:
             return NOT_FOUND
-        self.stream.properties[path.rstrip(b"\0")] = value
+        key = path.rstrip(b"\0")
+        props = self.stream.properties
+        held = _size([(k, v) for k, v in props.items() if k != key])
+        if held + _size([(key, value)]) > self.plugin.limits.max_header_bytes:
+            return self._exhausted("properties")
+        props[key] = value
         return OK
 
     # -- HTTP calls
@@ -584,15 +622,27 @@ class Host:
         timeout_ms: int,
         token_ptr: int,
     ) -> int:
+        mem, limits = self.mem, self.plugin.limits
+        spans = ((up_ptr, up_size), (h_ptr, h_size), (b_ptr, b_size), (t_ptr, t_size))
+        if not all(mem.in_bounds(ptr, size) for ptr, size in spans):
+            return BAD_MEMORY
+        if self.plugin.calls_in_flight() >= limits.max_http_calls:
+            return self._exhausted("http_calls")
+        if b_size > limits.max_buffer_bytes:
+            return self._exhausted("body")
+        if h_size > 4 + limits.max_header_bytes:  # no map that fits is longer
+            return self._exhausted("headers")
         upstream, raw = self._read(up_ptr, up_size), self._read(h_ptr, h_size)
         body = self._read(b_ptr, b_size)
-        if upstream is None or raw is None or body is None or self._read(t_ptr, t_size) is None:
+        if upstream is None or raw is None or body is None:
             return BAD_MEMORY
         pairs = deserialize_map(raw)
         if pairs is None:
             return Status.PARSE_FAILURE
         if not _pairs_ok(pairs):  # they become the head of a request to an upstream
             return BAD_ARGUMENT
+        if _size(pairs) > limits.max_header_bytes:
+            return self._exhausted("headers")
         token = self.plugin.http_call(upstream.decode("latin-1"), pairs, body, timeout_ms)
         if token is None:
             return BAD_ARGUMENT
@@ -614,7 +664,7 @@ class Host:
         key = self._read(key_ptr, key_size)
         if key is None:
             return BAD_MEMORY
-        entry = _shared_data.get(self.plugin.vm_id.encode() + b"\0" + key)
+        entry = self.plugin.shared.get(key)
         if entry is None:
             return NOT_FOUND
         value, cas = entry
@@ -625,28 +675,25 @@ class Host:
     def proxy_set_shared_data(
         self, key_ptr: int, key_size: int, val_ptr: int, val_size: int, cas: int
     ) -> int:
-        key, value = self._read(key_ptr, key_size), self._read(val_ptr, val_size)
-        if key is None or value is None:
+        key = self._read(key_ptr, key_size)
+        if key is None or not self.mem.in_bounds(val_ptr, val_size):
             return BAD_MEMORY
-        full = self.plugin.vm_id.encode() + b"\0" + key
-        current = _shared_data.get(full)
-        if cas and current is not None and current[1] != cas:
-            return Status.CAS_MISMATCH
-        next_cas = (current[1] + 1 if current else 1) & 0xFFFFFFFF or 1
-        _shared_data[full] = (value, next_cas)
-        return OK
+        home = self.plugin.shared
+        if not home.fits(key, val_size):
+            return self._exhausted("shared")
+        value = self._read(val_ptr, val_size)
+        if value is None:
+            return BAD_MEMORY
+        status = home.set(key, value, cas)
+        if status == BAD_ARGUMENT:  # another filter of the vm_id filled it meanwhile
+            return self._exhausted("shared")
+        return status
 
     def proxy_register_shared_queue(self, name_ptr: int, name_size: int, id_ptr: int) -> int:
         name = self._read(name_ptr, name_size)
         if name is None:
             return BAD_MEMORY
-        key = (self.plugin.vm_id.encode(), name)
-        qid = _queue_ids.get(key)
-        if qid is None:
-            qid = len(_queue_ids) + 1
-            _queue_ids[key] = qid
-            _queues[qid] = (key[0], name, [])
-        _queue_owners[qid] = self.plugin
+        qid = self.plugin.shared.register_queue(name, self.plugin)
         return OK if self.mem.write_u32(id_ptr, qid) else BAD_MEMORY
 
     def proxy_resolve_shared_queue(
@@ -655,31 +702,26 @@ class Host:
         vm_id, name = self._read(vm_ptr, vm_size), self._read(name_ptr, name_size)
         if vm_id is None or name is None:
             return BAD_MEMORY
-        qid = _queue_ids.get((vm_id or self.plugin.vm_id.encode(), name))
+        qid = shared.resolve_queue(vm_id or self.plugin.vm_id.encode(), name)
         if qid is None:
             return NOT_FOUND
         return OK if self.mem.write_u32(id_ptr, qid) else BAD_MEMORY
 
     def proxy_enqueue_shared_queue(self, qid: int, ptr: int, size: int) -> int:
-        data = self._read(ptr, size)
-        if data is None:
+        if not self.mem.in_bounds(ptr, size):
             return BAD_MEMORY
-        queue = _queues.get(qid)
-        if queue is None:
-            return NOT_FOUND
-        queue[2].append(data)
-        owner = _queue_owners.get(qid)
+        status, owner = shared.enqueue(qid, size, lambda: self._read(ptr, size))
+        if status == BAD_ARGUMENT:
+            return self._exhausted("queue")
         if owner is not None:
             owner.queue_ready(qid)
-        return OK
+        return status
 
     def proxy_dequeue_shared_queue(self, qid: int, ptr_ptr: int, size_ptr: int) -> int:
-        queue = _queues.get(qid)
-        if queue is None:
-            return NOT_FOUND
-        if not queue[2]:
-            return Status.EMPTY
-        return self._return_bytes(queue[2].pop(0), ptr_ptr, size_ptr)
+        item = shared.dequeue(qid)
+        if isinstance(item, Status):
+            return item
+        return self._return_bytes(item, ptr_ptr, size_ptr)
 
     # -- metrics
 

@@ -10,14 +10,16 @@ exports no HTTP callbacks, or whose HTTP context creation traps (a Rust SDK plug
 only registers a root context), runs as a root-only plugin: ticks and queues, no
 per-request contexts.
 
-:class:`WasmFilter` presents the plugin to the chain exactly like a Python filter
-(Kong's rule: a Proxy-Wasm filter looks like a native plugin): request phase →
-``proxy_on_request_headers`` (and ``_body`` when the module exports it; the body is
-then buffered and given whole, with end_of_stream set), response phase →
-``proxy_on_response_headers`` (and ``_body``), ``on_log`` → ``proxy_on_done``,
-``proxy_on_log``, ``proxy_on_delete``. ``Pause`` suspends the request until
-``proxy_continue_stream`` or a local response (from an HTTP call's callback or a tick),
-bounded by ``pause_timeout``.
+The adapter to the filter contract is :class:`core.wasm.adapter.WasmFilter`.
+
+CPU: callbacks run on the event loop, each under the per-callback deadline (Envoy's),
+and the time they take is charged to the filter's :class:`~core.wasm.budget.CpuBudget`.
+Over it, the filter is cut off for ``limits.cooldown``: its requests get its fail
+strategy at once (``fail_closed``: 503 with Retry-After; ``fail_open``: skipped), ticks
+and queue callbacks are skipped. After a trap the instance is rebuilt in a worker
+thread (wasmtime releases the GIL), never on the loop; after a second trap in a row
+only after a back-off (:class:`~core.wasm.budget.Backoff`), during which requests get
+the fail strategy at once. Tick periods are raised to ``limits.min_tick_ms``.
 """
 
 from __future__ import annotations
@@ -26,22 +28,34 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Awaitable
+import time
 from typing import Any
 
 import wasmtime
 
+from core.config import WasmLimits
 from core.errors import PluginError
-from core.metrics import count_wasm
-from core.upstream import UpstreamPool, fetch
-from core.wasm.abi import ABI_MARKERS, HTTP_CALLBACKS, Action
-from core.wasm.host import Host, HttpCallResult, Stream, resolver
+from core.metrics import count_wasm, count_wasm_throttled
+from core.upstream import UpstreamPool
+from core.wasm import shared
+from core.wasm.abi import ABI_MARKERS, HTTP_CALLBACKS
+from core.wasm.budget import Backoff, CpuBudget
+from core.wasm.callout import start_call
+from core.wasm.host import Host, Stream, resolver
 from core.wasm.vm import Instance, WasmTrap, exported_markers
-from plugin_sdk import Context, Filter, LocalReply, PluginConfig
-from plugin_sdk.chain import reply_response
-from plugin_sdk.filter import maybe_async
+from plugin_sdk import Context
 
 log = logging.getLogger("wasmgate.wasm")
+_now = time.monotonic
+
+
+class WasmUnavailable(WasmTrap):
+    """The filter cannot run now: over its CPU budget, backing off before a rebuild,
+    being rebuilt, or closed. Not a trap of its own (nothing is counted or rebuilt)."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class PluginVm:
@@ -59,8 +73,10 @@ class PluginVm:
         memory_limit: int = 64 << 20,
         deadline_ms: int = 50,
         pause_timeout: float = 30.0,
+        limits: WasmLimits | None = None,
     ) -> None:
         self.name = name
+        self.limits = limits = limits or WasmLimits()
         self.module: wasmtime.Module | None = module
         self.closed = False
         self.config_bytes = config
@@ -79,22 +95,41 @@ class PluginVm:
         self.instance: Instance | None = None
         self.root_id = 1
         self._ids = itertools.count(2)
-        self._tokens = itertools.count(1)
+        self.tokens = itertools.count(1)  # proxy_http_call tokens
         self.streams: dict[int, Stream] = {}
         self.traps = 0
         self.rebuilds = 0
         self.tick_ms = 0
+        self.ticks = 0  # proxy_on_tick calls run
         self._tick: asyncio.TimerHandle | None = None
         self.pools: dict[str, UpstreamPool] = {}
-        self._calls: set[asyncio.Task[None]] = set()
-        self._start()
+        self.calls: set[asyncio.Task[None]] = set()  # HTTP calls in flight
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.budget = CpuBudget(limits.cpu_budget, limits.cpu_window, limits.cooldown)
+        self.throttles = 0
+        self.backoff = Backoff(limits.rebuild_backoff)
+        self._build: asyncio.Future[None] | None = None  # a rebuild in a worker thread
+        self._depth = 0  # nested callbacks (a host function calling back into the guest)
+        self.shared = shared.attach(
+            self.vm_id, self, max_shared=limits.max_shared_bytes, max_queue=limits.max_queue_bytes
+        )
+        try:
+            self.instance = self._new_instance()
+        except BaseException:
+            shared.detach(self.shared, self)
+            raise
 
     # -- lifecycle
 
-    def _start(self) -> None:
-        assert self.module is not None, "a closed PluginVm is never started again"
+    def _new_instance(self) -> Instance:
+        """Instantiate and start the module: on the loop at load time, in a worker
+        thread for a rebuild (the Store is then used from one thread at a time: no
+        callback runs while :attr:`instance` is None)."""
+        module = self.module
+        if module is None:
+            raise WasmUnavailable(f"wasm filter {self.name!r} is closed", "closed")
         inst = Instance(
-            self.module,
+            module,
             resolver(self.host),
             memory_limit=self.memory_limit,
             deadline_ms=self.deadline_ms,
@@ -102,41 +137,123 @@ class PluginVm:
         )
         self.host.instance = inst
         self.host.stream = None
-        if inst.has("_initialize"):
-            inst.call("_initialize")
-            if inst.has("main"):
-                inst.call("main", 0, 0)
-        elif inst.has("_start"):
-            inst.call("_start")
-        inst.call("proxy_on_context_create", self.root_id, 0)
-        if inst.has("proxy_on_vm_start") and not inst.call(
-            "proxy_on_vm_start", self.root_id, len(self.vm_config)
-        ):
-            raise PluginError(f"wasm filter {self.name!r}: proxy_on_vm_start returned false")
-        if inst.has("proxy_on_configure") and not inst.call(
-            "proxy_on_configure", self.root_id, len(self.config_bytes)
-        ):
-            raise PluginError(
-                f"wasm filter {self.name!r} rejected its configuration (proxy_on_configure "
-                "returned false; see its log lines above)"
-            )
-        self.instance = inst
+        try:
+            if inst.has("_initialize"):
+                inst.call("_initialize")
+                if inst.has("main"):
+                    inst.call("main", 0, 0)
+            elif inst.has("_start"):
+                inst.call("_start")
+            inst.call("proxy_on_context_create", self.root_id, 0)
+            if inst.has("proxy_on_vm_start") and not inst.call(
+                "proxy_on_vm_start", self.root_id, len(self.vm_config)
+            ):
+                raise PluginError(f"wasm filter {self.name!r}: proxy_on_vm_start returned false")
+            if inst.has("proxy_on_configure") and not inst.call(
+                "proxy_on_configure", self.root_id, len(self.config_bytes)
+            ):
+                raise PluginError(
+                    f"wasm filter {self.name!r} rejected its configuration (proxy_on_configure "
+                    "returned false; see its log lines above)"
+                )
+        except BaseException:
+            inst.close()
+            raise
+        return inst
 
     def ensure(self) -> Instance:
-        """The live instance; a trapped one is rebuilt first."""
+        """The live instance. Without one (after a trap) a rebuild starts in a worker
+        thread and this raises :class:`WasmUnavailable`; await :meth:`rebuilt` to wait
+        for it. Outside an event loop (loading, tests) the rebuild runs here."""
+        if self.instance is not None:
+            return self.instance
+        self.rebuild()
         if self.instance is None:
-            if self.closed:
-                raise WasmTrap(
-                    f"wasm filter {self.name!r} is closed (its configuration was replaced)"
-                )
-            self.rebuilds += 1
-            count_wasm(self.name, rebuild=True)
-            log.warning("rebuilding wasm filter %r after a trap", self.name)
-            self._start()
-            if self.tick_ms:
-                self.set_tick(self.tick_ms)
-        assert self.instance is not None
+            raise WasmUnavailable(f"wasm filter {self.name!r} is being rebuilt", "rebuilding")
         return self.instance
+
+    def refused(self, now: float) -> str | None:
+        """Why a request cannot run this filter now ('cpu_budget', 'rebuild_backoff'),
+        or None."""
+        if now < self.budget.until:
+            return "cpu_budget"
+        if self.instance is None and self._build is None and self.backoff.waiting(now):
+            return "rebuild_backoff"
+        return None
+
+    def retry_after(self, now: float) -> float:
+        return max(self.budget.cooling(now), self.backoff.waiting(now))
+
+    def rebuild(self) -> asyncio.Future[None] | None:
+        """Start a rebuild (unless one runs); the future it completes, or None when the
+        rebuild was done at once (no event loop) or is not allowed yet."""
+        if self.closed:
+            raise WasmUnavailable(
+                f"wasm filter {self.name!r} is closed (its configuration was replaced)", "closed"
+            )
+        if self._build is not None:
+            return self._build
+        now = time.monotonic()
+        wait = self.backoff.waiting(now)
+        if wait:
+            raise WasmUnavailable(
+                f"wasm filter {self.name!r} traps repeatedly; rebuilding in {wait:.1f}s",
+                "rebuild_backoff",
+            )
+        self.rebuilds += 1
+        count_wasm(self.name, rebuild=True)
+        log.warning("rebuilding wasm filter %r after a trap", self.name)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._adopt(self._new_instance())
+            return None
+        waiter: asyncio.Future[None] = loop.create_future()
+        waiter.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved
+        self._build = waiter
+        work = loop.run_in_executor(None, self._new_instance)
+        work.add_done_callback(self._built)
+        return waiter
+
+    async def rebuilt(self) -> None:
+        """Wait until the instance is rebuilt; raises if the rebuild fails."""
+        while self.instance is None:
+            waiter = self.rebuild()
+            if waiter is not None:
+                await asyncio.shield(waiter)
+
+    def _built(self, work: asyncio.Future[Instance]) -> None:
+        waiter, self._build = self._build, None
+        assert waiter is not None
+        exc = None if work.cancelled() else work.exception()
+        if work.cancelled() or exc is not None:
+            error = exc if isinstance(exc, WasmTrap | PluginError) else WasmTrap(repr(exc))
+            if not self.closed:
+                self._failed_start(error)
+            waiter.set_exception(error)
+            return
+        inst = work.result()
+        if self.closed:
+            inst.close()
+            waiter.set_exception(WasmUnavailable(f"wasm filter {self.name!r} is closed"))
+            return
+        self._adopt(inst)
+        waiter.set_result(None)
+
+    def _adopt(self, inst: Instance) -> None:
+        self.instance = inst
+        self.host.instance = inst
+        if self.tick_ms:
+            self.set_tick(self.tick_ms)
+
+    def _failed_start(self, exc: Exception) -> None:
+        self.traps += 1
+        count_wasm(self.name)
+        self.host.instance = None
+        delay = self.backoff.failed(time.monotonic())
+        log.error(
+            "wasm filter %r failed to start again: %s (next try in %.1fs)", self.name, exc, delay
+        )
 
     def _trapped(self, exc: WasmTrap) -> None:
         self.traps += 1
@@ -146,27 +263,69 @@ class PluginVm:
             if stream.resume is not None:
                 stream.resume()
         self.streams.clear()
-        log.error("wasm filter %r trapped: %s", self.name, exc)
+        delay = self.backoff.failed(time.monotonic())
+        later = f"; rebuilding it in {delay:.1f}s (it traps repeatedly)" if delay else ""
+        log.error("wasm filter %r trapped: %s%s", self.name, exc, later)
 
     def call(self, stream: Stream | None, name: str, *args: int) -> int | None:
-        """Call a callback with ``stream`` as the effective context; args cut to its arity."""
+        """Call a callback with ``stream`` as the effective context; args cut to its arity.
+        The time it takes is charged to the CPU budget; raises WasmUnavailable when the
+        filter cannot run (over budget, no instance)."""
         inst = self.instance or self.ensure()
         export = inst.exports.get(name)
         if export is None:
             return None
         self.host.stream = stream
+        if self._depth:  # called back from a host function: the outer call is charged
+            try:
+                return inst.call_export(export, name, args[: export.nparams])
+            except WasmTrap as exc:
+                self._trapped(exc)
+                raise
+        budget = self.budget
+        started = _now()
+        if started < budget.until:
+            raise WasmUnavailable(f"wasm filter {self.name!r} is over its CPU budget", "cpu_budget")
+        self._depth = 1
         try:
             return inst.call_export(export, name, args[: export.nparams])
         except WasmTrap as exc:
             self._trapped(exc)
             raise
+        finally:
+            self._depth = 0
+            now = _now()
+            if budget.charge(now, now - started):
+                self._over_budget()
+
+    def _over_budget(self) -> None:
+        self.throttles += 1
+        count_wasm_throttled(self.name)
+        for stream in list(self.streams.values()):  # nothing will resume them now
+            if stream.paused and stream.resume is not None:
+                self.streams.pop(stream.id, None)
+                stream.resume()
+        limits = self.limits
+        log.error(
+            "wasm filter %r used over %g%% of a CPU in %gs: cut off for %gs (its requests "
+            "get its fail strategy)",
+            self.name,
+            limits.cpu_budget * 100,
+            limits.cpu_window,
+            limits.cooldown,
+        )
+
+    def calls_in_flight(self) -> int:
+        return len(self.calls)
 
     def close(self) -> None:
         if self._tick is not None:
             self._tick.cancel()
-        for task in self._calls:
+        for task in self.calls:
             task.cancel()
         self._drop_instance()
+        if not self.closed:
+            shared.detach(self.shared, self)
         # The compiled module maps its code from the cache file (one fd each): let it go
         # now, even if something still holds this closed VM (an idle connection's last
         # request, say). A closed VM is never started again.
@@ -189,12 +348,16 @@ class PluginVm:
         self.streams[stream.id] = stream
         try:
             self.call(stream, "proxy_on_context_create", stream.id, self.root_id)
+        except WasmUnavailable:
+            self.streams.pop(stream.id, None)
+            raise
         except WasmTrap:
             log.warning(
                 "wasm filter %r cannot create an HTTP context; running it root-only", self.name
             )
             self.root_only = True
-            self.ensure()  # its root context (config, timers) is all it has: restore it now
+            with contextlib.suppress(WasmUnavailable):
+                self.ensure()  # its root context (config, timers) is all it has: restore it
             return None
         return stream
 
@@ -203,13 +366,19 @@ class PluginVm:
         try:
             self.call(stream, "proxy_on_log", stream.id)
             self.call(stream, "proxy_on_delete", stream.id)
+        except WasmUnavailable:
+            pass  # cut off meanwhile: the stream ends without its last callbacks
         finally:
             self.streams.pop(stream.id, None)
 
     def done(self, stream: Stream) -> None:
         if stream.id not in self.streams or self.instance is None:
             return
-        completed = self.call(stream, "proxy_on_done", stream.id)
+        try:
+            completed = self.call(stream, "proxy_on_done", stream.id)
+        except WasmUnavailable:
+            self.streams.pop(stream.id, None)
+            return
         if completed is None or completed:
             self.finish_stream(stream)
         else:
@@ -218,30 +387,33 @@ class PluginVm:
     # -- timers, queues, calls out
 
     def set_tick(self, period_ms: int) -> None:
+        if 0 < period_ms < self.limits.min_tick_ms:
+            period_ms = self.limits.min_tick_ms
         self.tick_ms = period_ms
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # loading, or starting in a worker thread: bind() or _adopt() starts it
         if self._tick is not None:
             self._tick.cancel()
             self._tick = None
         if period_ms:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                return  # loading (no loop yet): started by bind() when serving
             self._tick = loop.call_later(period_ms / 1000, self._on_tick)
 
     def _on_tick(self) -> None:
         self._tick = None
         with contextlib.suppress(WasmTrap):  # counted and logged; the next tick rebuilds
             self.call(None, "proxy_on_tick", self.root_id)
+            self.ticks += 1
         if self.tick_ms and self._tick is None:
             self._tick = asyncio.get_running_loop().call_later(self.tick_ms / 1000, self._on_tick)
 
     def queue_ready(self, qid: int) -> None:
         try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        loop.call_soon(self._queue_ready, qid)
+            asyncio.get_running_loop().call_soon(self._queue_ready, qid)
+        except RuntimeError:  # from a start function in a worker thread
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._queue_ready, qid)
 
     def _queue_ready(self, qid: int) -> None:
         with contextlib.suppress(WasmTrap):
@@ -251,178 +423,16 @@ class PluginVm:
         """Called when the gateway serves: upstreams for HTTP calls, tick timer."""
         self.pools = pools
         self.listen_address = listen_address
+        with contextlib.suppress(RuntimeError):
+            self._loop = asyncio.get_running_loop()
         if self.tick_ms:
             self.set_tick(self.tick_ms)
 
     def http_call(
         self, upstream: str, pairs: list[tuple[bytes, bytes]], body: bytes, timeout_ms: int
     ) -> int | None:
-        pool = self.pools.get(upstream)
-        if pool is None:
-            log.warning("wasm filter %r: http call to unknown upstream %r", self.name, upstream)
-            return None
-        token = next(self._tokens)
-        task = asyncio.get_running_loop().create_task(
-            self._http_call(token, pool, pairs, body, timeout_ms)
-        )
-        self._calls.add(task)
-        task.add_done_callback(self._calls.discard)
-        return token
-
-    async def _http_call(
-        self,
-        token: int,
-        pool: UpstreamPool,
-        pairs: list[tuple[bytes, bytes]],
-        body: bytes,
-        timeout_ms: int,
-    ) -> None:
-        pseudo = {k: v for k, v in pairs if k.startswith(b":")}
-        headers = [(k, v) for k, v in pairs if not k.startswith(b":")]
-        result = HttpCallResult()
-        try:
-            status, resp_headers, resp_body = await fetch(
-                pool,
-                (pseudo.get(b":method") or b"GET").decode("latin-1"),
-                pseudo.get(b":path") or b"/",
-                pseudo.get(b":authority") or b"",
-                headers,
-                body,
-                (timeout_ms or 5000) / 1000,
-            )
-            result = HttpCallResult(status, [(k.lower(), v) for k, v in resp_headers], resp_body)
-        except Exception as exc:  # the plugin learns of failures through num_headers == 0
-            result.message = str(exc)
-            log.warning("wasm filter %r: http call %d failed: %s", self.name, token, exc)
-        self.host.call_result = result
-        try:
-            n = len(result.headers) + 1 if result.status else 0
-            self.call(
-                None, "proxy_on_http_call_response", self.root_id, token, n, len(result.body), 0
-            )
-        except WasmTrap:
-            pass
-        finally:
-            self.host.call_result = None
-
-
-class WasmFilter(Filter[PluginConfig]):
-    """A :class:`PluginVm` behind the filter contract (see the module docstring)."""
-
-    def __init__(self, vm: PluginVm, bodies: tuple[str, ...] = ()) -> None:
-        super().__init__(PluginConfig())
-        self.vm = vm
-        self._key = f"wasm.{id(self)}"
-        assert vm.module is not None
-        exports = {e.name for e in vm.module.exports}
-        # SDKs export every callback whether the filter uses it or not, so bodies are
-        # delivered only when the configuration asks (`bodies`): buffering them costs.
-        # Instance attributes: the chain reads them per filter instance.
-        wants = {b for b in bodies if f"proxy_on_{b}_body" in exports}
-        self.request_body = "request" in wants  # type: ignore[misc]
-        self.response_body = "response" in wants  # type: ignore[misc]
-        if vm.root_only:
-            self.skip_phases |= {"on_request", "on_response", "on_log"}
-
-    @property
-    def traps(self) -> int:
-        return self.vm.traps
-
-    async def _outcome(self, stream: Stream, action: int | None) -> LocalReply | None:
-        if stream.local_reply is None and action == Action.PAUSE:
-            loop = asyncio.get_running_loop()
-            waiter: asyncio.Future[None] = loop.create_future()
-            stream.paused = True
-
-            def resume() -> None:
-                if not waiter.done():
-                    waiter.set_result(None)
-
-            stream.resume = resume
-            try:
-                await asyncio.wait_for(waiter, self.vm.pause_timeout)
-            except TimeoutError:
-                raise PluginError(
-                    f"wasm filter {self.name!r} paused the stream for over "
-                    f"{self.vm.pause_timeout:g}s"
-                ) from None
-            finally:
-                stream.paused = False
-                stream.resume = None
-            if stream.id not in self.vm.streams and stream.local_reply is None:
-                raise WasmTrap(f"wasm filter {self.name!r} trapped while the stream was paused")
-        return stream.local_reply
-
-    @maybe_async
-    def on_request(self, ctx: Context) -> LocalReply | Awaitable[LocalReply | None] | None:
-        stream = self.vm.open_stream(ctx)
-        if stream is None:
-            return None
-        ctx.state[self._key] = stream
-        req = ctx.request
-        # end_of_stream says whether body callbacks follow: when the filter does not get
-        # the body (`bodies`), it must not wait for one.
-        has_body = self.request_body and bool(getattr(req, "has_body", False) or req.body)
-        n = len(req.headers) + 4
-        action = self.vm.call(stream, "proxy_on_request_headers", stream.id, n, int(not has_body))
-        if action == Action.PAUSE and stream.local_reply is None:
-            return self._request_paused(stream)  # the rare case: a coroutine to await
-        if stream.local_reply is None and self.request_body and req.body is not None:
-            return self._request_body(stream)
-        return stream.local_reply
-
-    async def _request_paused(self, stream: Stream) -> LocalReply | None:
-        reply = await self._outcome(stream, Action.PAUSE)
-        if reply is None and self.request_body and stream.ctx.request.body is not None:
-            return await self._request_body(stream)
-        return reply
-
-    async def _request_body(self, stream: Stream) -> LocalReply | None:
-        body = stream.ctx.request.body or b""
-        action = self.vm.call(stream, "proxy_on_request_body", stream.id, len(body), 1)
-        return await self._outcome(stream, action)
-
-    @maybe_async
-    def on_response(self, ctx: Context) -> Awaitable[None] | None:
-        stream = ctx.state.get(self._key)
-        resp = ctx.response
-        if not isinstance(stream, Stream) or resp is None or stream.id not in self.vm.streams:
-            return None
-        stream.local_reply = None
-        eos = int(not self.response_body or resp.body is None)
-        action = self.vm.call(
-            stream, "proxy_on_response_headers", stream.id, len(resp.headers) + 1, eos
-        )
-        if (action == Action.PAUSE and stream.local_reply is None) or (
-            self.response_body and resp.body is not None
-        ):
-            return self._response_rest(stream, action)  # waits, or the body callback
-        if stream.local_reply is not None:
-            ctx.response = reply_response(stream.local_reply)
-        return None
-
-    async def _response_rest(self, stream: Stream, action: int | None) -> None:
-        ctx = stream.ctx
-        reply = stream.local_reply
-        if action == Action.PAUSE and reply is None:
-            reply = await self._outcome(stream, action)
-        resp = ctx.response
-        if reply is None and self.response_body and resp is not None and resp.body is not None:
-            action = self.vm.call(stream, "proxy_on_response_body", stream.id, len(resp.body), 1)
-            reply = await self._outcome(stream, action)
-        if reply is not None:
-            ctx.response = reply_response(reply)
-
-    def on_log(self, ctx: Context) -> None:
-        stream = ctx.state.pop(self._key, None)
-        if isinstance(stream, Stream):
-            self.vm.done(stream)
-
-    def bind_gateway(self, pools: dict[str, UpstreamPool], listen_address: str) -> None:
-        self.vm.bind(pools, listen_address)
-
-    def close(self) -> None:
-        self.vm.close()
+        """Start ``proxy_http_call``; its token, or None (unknown upstream)."""
+        return start_call(self, upstream, pairs, body, timeout_ms)
 
 
 def describe(vm: PluginVm) -> dict[str, Any]:

@@ -12,6 +12,10 @@ the host runs under an epoch deadline (a daemon thread advances the engine's epo
 memory, ``unreachable`` — is raised as :class:`WasmTrap`; the caller throws the
 instance away and builds a new one.
 
+Instances may be created in worker threads (a rebuild after a trap runs off the event
+loop): the Engine is shared and thread-safe, a Store is only ever used by one thread at
+a time, and the host-function table is filled under a lock.
+
 Compiled modules are cached on disk (wasmtime's serialize/deserialize), keyed by the
 module's sha256 and the wasmtime version, so a restart or a reload is fast.
 """
@@ -156,6 +160,7 @@ HostFunc = Callable[..., int | None]
 #         wide flags, result view type or None)
 _HOST_FUNCS: dict[int, tuple[HostFunc, Any, int, tuple[bool, ...], Any]] = {}
 _next_id = 0
+_register_lock = threading.Lock()  # instances are also built in worker threads
 
 
 def _dispatch_impl(env: int | None, _caller: int | None, slots: int | None, count: int) -> int:
@@ -206,12 +211,13 @@ def _trap(message: str) -> int:
 
 def _register(func: HostFunc, wide: tuple[bool, ...], has_result: bool) -> int:
     global _next_id
-    _next_id += 1
     n = max(len(wide), int(has_result), 1)  # slots the C side passes
     halves = None if True in wide else _HALVES[n]
     result_view = _WORDS[n] if has_result else None
-    _HOST_FUNCS[_next_id] = (func, halves, len(wide) * _STEP32, wide, result_view)
-    return _next_id
+    with _register_lock:
+        _next_id += 1
+        _HOST_FUNCS[_next_id] = (func, halves, len(wide) * _STEP32, wide, result_view)
+        return _next_id
 
 
 # ----------------------------------------------------------------------- instances
