@@ -17,6 +17,13 @@ Every operation runs under an exclusive lock on ``PLUGIN_DIR/.lock`` (a second
 An error or an interruption before step 2 leaves the lockfile as it was, and the
 gateway reads only what the lockfile pins, so the previous state is untouched; at
 worst a complete but unreferenced folder stays behind until the next run cleans it.
+
+Versions only move forward unless the user asks: ``update`` keeps a locked version
+when the registry offers only lower ones (a registry that drops a version must not
+roll gateways back), and ``install`` refuses to replace a locked version with a lower
+one without ``allow_downgrade``. A downgrade, too, puts the new folder in place before
+the lockfile moves, and the old folder goes only after that. An archive that is
+refused (signature, digest, contents) is removed from the download cache.
 """
 
 from __future__ import annotations
@@ -31,8 +38,15 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from market.client import Progress, Registry, open_registry
-from market.errors import InstallError, LockfileError, MarketError, RegistryError, UnknownSigner
+from market.client import MAX_PACKAGE, Progress, Registry, open_registry
+from market.errors import (
+    InstallError,
+    LockfileError,
+    MarketError,
+    RegistryError,
+    ResolveError,
+    UnknownSigner,
+)
 from market.files import exclusive
 from market.index import Index, IndexEntry
 from market.lockfile import (
@@ -47,10 +61,13 @@ from market.lockfile import (
     write_lock,
 )
 from market.package import Package, read_package, unpack
+from market.signed_index import registry_keys
 from market.signing import TrustStore
 from market.version import Requirement, parse_requirement, pick
 
-MARKET_KEYS = ("registry", "trust", "plugin_dir", "lockfile")
+MARKET_KEYS = ("registry", "trust", "plugin_dir", "lockfile", "max_package_size")
+_SIZE = re.compile(r"^\s*(\d+)\s*(|B|KiB|MiB|GiB)\s*$")
+_UNITS = {"": 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
 # What clean-up may remove from the plugin folder: installed packages no lock entry
 # points at, and the temporary folders of interrupted runs. Nothing else.
 _INSTALLED = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*-\d+\.\d+\.\d+[a-z0-9.]*$")
@@ -76,6 +93,7 @@ class Workspace:
     registry: str | None
     home: Path
     config: Path | None = None
+    max_package_size: int = MAX_PACKAGE
 
     @classmethod
     def load(
@@ -100,6 +118,8 @@ class Workspace:
         trust_dir = trust
         if trust_dir is None:
             trust_dir = base / str(table["trust"]) if "trust" in table else home / "trust"
+        max_size = table.get("max_package_size", MAX_PACKAGE)
+        assert isinstance(max_size, int)
         return cls(
             lockfile=base / str(table.get("lockfile", DEFAULT_LOCKFILE)),
             plugin_dir=base / str(table.get("plugin_dir", DEFAULT_PLUGIN_DIR)),
@@ -107,6 +127,7 @@ class Workspace:
             registry=reg if isinstance(reg, str) else None,
             home=home,
             config=config,
+            max_package_size=max_size,
         )
 
     def open_registry(self, flag: str = "--registry") -> Registry:
@@ -116,7 +137,7 @@ class Workspace:
                 f"no registry configured: set {where} or pass {flag} URL|DIR "
                 "(or the WASMGATE_REGISTRY environment variable)"
             )
-        return open_registry(self.registry, self.home)
+        return open_registry(self.registry, self.home, registry_keys(self.trust_dir))
 
     def trust_store(self) -> TrustStore:
         return TrustStore.from_dir(self.trust_dir)
@@ -133,14 +154,31 @@ def _market_table(config: Path) -> dict[str, object]:
     table = data.get("market", {})
     if not isinstance(table, dict):
         raise InstallError(f"{config}: market: expected a table")
+    table = dict(table)
     for key, value in table.items():
         if key not in MARKET_KEYS:
             raise InstallError(
                 f"{config}: market.{key}: unknown field (fields: {', '.join(MARKET_KEYS)})"
             )
-        if not isinstance(value, str) or not value:
+        if key == "max_package_size":
+            table[key] = _size(value, f"{config}: market.{key}")
+        elif not isinstance(value, str) or not value:
             raise InstallError(f"{config}: market.{key}: expected a non-empty string")
     return table
+
+
+def _size(value: object, where: str) -> int:
+    """Bytes from ``1048576``, ``"1048576"``, ``"512KiB"``, ``"64MiB"`` or ``"1GiB"``."""
+    m = _SIZE.match(value) if isinstance(value, str) else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif m:
+        size = int(m.group(1)) * _UNITS[m.group(2)]
+    else:
+        raise InstallError(f"{where}: expected a size in bytes (64MiB, 512KiB, 1048576)")
+    if size < 1:
+        raise InstallError(f"{where}: must be at least 1 byte")
+    return size
 
 
 @dataclass(frozen=True)
@@ -176,8 +214,13 @@ class Installer:
 
     # ---------------------------------------------------------------- operations
 
-    def install(self, texts: Sequence[str], pre: bool = False) -> list[Change]:
-        """Install ``NAME[@CONSTRAINT]`` each; with none, what the lockfile pins."""
+    def install(
+        self, texts: Sequence[str], pre: bool = False, allow_downgrade: bool = False
+    ) -> list[Change]:
+        """Install ``NAME[@CONSTRAINT]`` each; with none, what the lockfile pins.
+
+        A plugin locked at a higher version than the one resolved is refused unless
+        ``allow_downgrade``."""
         reqs = [parse_requirement(t) for t in texts]
         with self._locked():
             lock = read_lock(self.ws.lockfile)
@@ -195,6 +238,14 @@ class Installer:
                     changes.append(Change(req.name, old.version, old.version, "already locked"))
                     continue
                 entry = self._resolve(req, pre)
+                new = entry.manifest.version
+                if old is not None and _lower(new, old.version) and not allow_downgrade:
+                    raise InstallError(
+                        f"{req.name}: {req} resolves to {new}, lower than the locked "
+                        f"{old.version}; refused, since a downgrade may bring back fixed "
+                        f"bugs. If you mean it: `wasmgate plugin install {req.name}@={new} "
+                        "--allow-downgrade`"
+                    )
                 plugins[req.name] = self._fetch(entry, req.constraint, old)
                 changes.append(
                     Change(req.name, old.version if old else None, entry.manifest.version)
@@ -204,7 +255,7 @@ class Installer:
 
     def update(self, names: Sequence[str], pre: bool = False) -> list[Change]:
         """Move each locked plugin (all with no names) to the highest version its
-        recorded constraint allows."""
+        recorded constraint allows; never to a lower version than the locked one."""
         with self._locked():
             lock = read_lock(self.ws.lockfile)
             unknown = [n for n in names if n not in lock.plugins]
@@ -217,10 +268,17 @@ class Installer:
             for name in names or sorted(lock.plugins):
                 old = plugins[name]
                 req = parse_requirement(f"{name}@{old.constraint}" if old.constraint else name)
-                entry = self._resolve(req, pre)
-                if entry.manifest.version == old.version:
+                entry = self._resolve_or_none(req, pre, old.version)
+                if entry is None or not _lower(old.version, entry.manifest.version):
                     plugins[name] = self._ensure(name, old, old.constraint)
-                    changes.append(Change(name, old.version, old.version, "up to date"))
+                    note = "up to date"
+                    if entry is not None and entry.manifest.version != old.version:
+                        note = (
+                            f"the registry's newest is {entry.manifest.version}; update never "
+                            f"downgrades (`wasmgate plugin install {name}@=VERSION "
+                            "--allow-downgrade` does)"
+                        )
+                    changes.append(Change(name, old.version, old.version, note))
                     continue
                 plugins[name] = self._fetch(entry, old.constraint, old)
                 changes.append(Change(name, old.version, entry.manifest.version))
@@ -279,6 +337,15 @@ class Installer:
         )
         return versions[chosen]
 
+    def _resolve_or_none(self, req: Requirement, pre: bool, locked: str) -> IndexEntry | None:
+        """What :meth:`_resolve` picks, or None when nothing matches and ``locked``
+        (the version in place) stays anyway."""
+        try:
+            return self._resolve(req, pre)
+        except ResolveError as exc:
+            self.say(f"keeping {req.name} {locked}: {exc}")
+            return None
+
     def registry_location(self) -> str:
         return self.registry.location if self.registry else str(self.ws.registry)
 
@@ -309,7 +376,29 @@ class Installer:
         m = entry.manifest
         label = f"{m.name} {m.version}"
         assert self.registry is not None
-        archive = self.registry.fetch_archive(entry, self.progress(label))
+        archive = self.registry.fetch_archive(entry, self.progress(label), self.ws.max_package_size)
+        try:
+            package = self._verify(archive, entry, old)
+        except MarketError:
+            archive.unlink(missing_ok=True)  # a refused archive never stays in the cache
+            raise
+        self._shadow_note(m.name)
+        self._place(package)
+        return LockedPlugin(
+            version=m.version,
+            kind=m.kind,
+            constraint=constraint,
+            signer=package.signer,
+            archive_sha256=package.archive_sha256,
+            payload_sha256=package.payload_sha256,
+            manifest_sha256=_sha(package.manifest_bytes),
+            registry=self.registry_location(),
+        )
+
+    def _verify(self, archive: Path, entry: IndexEntry, old: LockedPlugin | None) -> Package:
+        """The package in ``archive``, once everything about it checks out."""
+        m = entry.manifest
+        label = f"{m.name} {m.version}"
         try:
             package = read_package(archive, self.ws.trust_store())
         except UnknownSigner as exc:
@@ -336,18 +425,7 @@ class Installer:
             )
         if got.kind == "python":
             self._check_python(package)
-        self._shadow_note(m.name)
-        self._place(package)
-        return LockedPlugin(
-            version=m.version,
-            kind=m.kind,
-            constraint=constraint,
-            signer=package.signer,
-            archive_sha256=package.archive_sha256,
-            payload_sha256=package.payload_sha256,
-            manifest_sha256=_sha(package.manifest_bytes),
-            registry=self.registry_location(),
-        )
+        return package
 
     def _check_python(self, package: Package) -> None:
         from market.wheel import conflicting_modules, inspect_wheel, unmet_requirements
@@ -431,6 +509,12 @@ class Installer:
             ours = _INSTALLED.match(path.name) and (path / "manifest.json").is_file()
             if ours or _PARTIAL.match(path.name):
                 shutil.rmtree(path, ignore_errors=True)
+
+
+def _lower(version: str, than: str) -> bool:
+    from packaging.version import Version
+
+    return Version(version) < Version(than)
 
 
 def _sha(data: bytes) -> str:
