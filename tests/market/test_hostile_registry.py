@@ -337,3 +337,17 @@ async def test_a_refused_archive_is_not_kept_in_the_cache(
     assert "trust store" in got.stderr
     assert "packages/other/other-1.0.0.wgpkg" in server.requests  # it was downloaded
     assert cached_archives(home) == []  # and not kept
+
+
+async def test_a_body_shorter_than_declared_is_refused_and_not_kept(
+    hostile: HostileRegistry, home: Path, site: Path
+) -> None:
+    entry = index_of(hostile)["packages"]["tagger"]["0.2.0"]  # type: ignore[index]
+    real = hostile.files[entry["archive"]]
+    assert isinstance(real, bytes)
+    hostile.stream(entry["archive"], real[:-10], 0)
+    got = await cli(site, home, "install", "tagger")
+    assert got.returncode == 1
+    assert f"got {len(real) - 10} bytes, the index says {len(real)}" in got.stderr
+    assert cached_archives(home) == []
+    assert snapshot(site) == (None, [])
