@@ -209,7 +209,8 @@ class FolderRegistry:
             return Fetched(self._accept())  # a publish may have come between the two reads
 
     def _accept(self) -> Index:
-        self._dir.read_index()  # says clearly when ROOT is no registry
+        if not self._dir.exists():
+            self._dir.read_index()  # raises, saying how to make one
         try:
             data = self._dir.index_path.read_bytes()
             try:

@@ -351,3 +351,46 @@ async def test_a_body_shorter_than_declared_is_refused_and_not_kept(
     assert f"got {len(real) - 10} bytes, the index says {len(real)}" in got.stderr
     assert cached_archives(home) == []
     assert snapshot(site) == (None, [])
+
+
+async def test_the_trust_command_the_refusal_names_lets_the_install_through(
+    tmp_path: Path, publisher: Publisher, hostile: HostileRegistry, site: Path
+) -> None:
+    home = tmp_path / "fresh-home"  # trusts the publisher, not yet the registry
+    add_trusted_key(home / "trust", publisher.public_path)
+    got = await cli(site, home, "install", "tagger")
+    assert got.returncode == 1
+    command = got.stderr.rsplit("`", 2)[-2]
+    assert command.startswith("wasmgate plugin trust --registry-key --from-registry ")
+    trusted = await cli(site, home, *command.split()[2:])
+    assert trusted.returncode == 0, trusted.stderr
+    assert (home / "trust" / "registries").is_dir()
+    got = await cli(site, home, "install", "tagger")
+    assert got.returncode == 0, got.stderr
+    # A key the registry serves under another id is not taken.
+    hostile.files["registry.pub"] = (tmp_path / "keys" / "publisher.pub").read_bytes()
+    other = await cli(site, tmp_path / "home3", *command.split()[2:])
+    assert other.returncode == 1 and "refused" in other.stderr
+
+
+def test_a_folder_registry_is_checked_too_and_market_init_signs_an_old_one(
+    tmp_path: Path, registry: RegistryDir, home: Path
+) -> None:
+    site = tmp_path / "folder-site"
+    site.mkdir()
+    (site / "gateway.toml").write_text(f'[market]\nregistry = "{registry.root}"\n')
+    # An index as an older wasmgate wrote it: format 1, no serial, no signature.
+    index = json.loads(registry.index_path.read_bytes())
+    index["format"] = 1
+    del index["serial"]
+    registry.index_path.write_text(json.dumps(index))
+    registry.signature_path.unlink()
+    got = wasmgate("plugin", "search", cwd=site, home=home)
+    assert got.returncode == 1
+    assert f"registry {registry.root} serves an unsigned index" in got.stderr
+    made = wasmgate("market", "init", registry.root, cwd=site, home=home)
+    assert made.returncode == 0, made.stderr
+    got = wasmgate("plugin", "search", cwd=site, home=home)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.split()[:2] == ["tagger", "0.2.0"]
+    assert json.loads(registry.index_path.read_bytes())["format"] == 2
