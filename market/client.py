@@ -34,25 +34,22 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import os
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from market.archive_cache import ArchiveCache, cache_dir
+from market.archive_cache import Progress as Progress  # part of the Registry protocol
 from market.errors import PublishError, RegistryError, UntrustedIndex
 from market.files import write_atomically
 from market.index import INDEX, SAFE_PATH, Index, IndexEntry, RegistryDir, parse_index
 from market.signed_index import PUBLIC, SIGNATURE, Serials, verify_index
 from market.signing import TrustStore
 
-Progress = Callable[[int, int], None]
 USER_AGENT = "wasmgate-market/1"
-CHUNK = 64 * 1024
 MAX_INDEX = 32 * 1024 * 1024
 MAX_SIGNATURE = 4096
 MAX_PACKAGE = 64 * 1024 * 1024
@@ -78,10 +75,6 @@ class Registry(Protocol):
     ) -> Path: ...
 
     def publish(self, archive: Path, token: str | None = None) -> tuple[IndexEntry, bool]: ...
-
-
-def cache_dir(home: Path) -> Path:
-    return home / "cache"
 
 
 def open_registry(location: str, home: Path, keys: TrustStore, timeout: float = 15.0) -> Registry:
@@ -120,75 +113,6 @@ def _checked_path(path: str) -> str:
     if path != PUBLIC and not SAFE_PATH.match(path):
         raise RegistryError(f"refusing registry path {path!r}")
     return path
-
-
-class ArchiveCache:
-    """Downloaded archives by sha256; every hit is re-hashed before use."""
-
-    def __init__(self, home: Path) -> None:
-        self.dir = cache_dir(home) / "archives"
-
-    def get(self, entry: IndexEntry) -> Path | None:
-        sha256 = entry.sha256
-        path = self.dir / f"{sha256}.wgpkg"
-        try:
-            if path.stat().st_size != entry.size:
-                path.unlink()  # not what the index lists: never read it whole
-                return None
-            data = path.read_bytes()
-        except OSError:
-            return None
-        if hashlib.sha256(data).hexdigest() != sha256:
-            path.unlink(missing_ok=True)  # corrupt: forget it, download again
-            return None
-        return path
-
-    def put_stream(
-        self,
-        entry: IndexEntry,
-        read: Callable[[int], bytes],
-        source: str,
-        progress: Progress | None,
-    ) -> Path:
-        """Stream ``read`` into the cache, checking size and digest against ``entry``."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".download.", suffix=".tmp", dir=self.dir)
-        digest = hashlib.sha256()
-        done = 0
-        try:
-            with os.fdopen(fd, "wb") as f:
-                while True:
-                    # One byte past the declared size is enough to know it is too long.
-                    chunk = read(min(CHUNK, entry.size - done + 1))
-                    if not chunk:
-                        break
-                    done += len(chunk)
-                    if done > entry.size:
-                        raise RegistryError(
-                            f"{source}: the registry sent more than the {entry.size} bytes "
-                            "its index gives for this archive; refused"
-                        )
-                    digest.update(chunk)
-                    f.write(chunk)
-                    if progress is not None:
-                        progress(done, entry.size)
-            if done != entry.size:
-                raise RegistryError(
-                    f"{source}: got {done} bytes, the index says {entry.size}; "
-                    "the download was cut short or the registry is inconsistent"
-                )
-            got = digest.hexdigest()
-            if got != entry.sha256:
-                raise RegistryError(
-                    f"{source}: the archive's sha256 is {got}, but the registry's index says "
-                    f"{entry.sha256}: the registry serves another archive than it lists; refused"
-                )
-            final = self.dir / f"{entry.sha256}.wgpkg"
-            os.replace(tmp, final)
-            return final
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
 
 class FolderRegistry:
