@@ -166,11 +166,11 @@ class Installer:
                 if entry is None or not _lower(old.version, entry.manifest.version):
                     plugins[name] = self._ensure(name, old, old.constraint)
                     note = "up to date"
-                    if entry is not None and entry.manifest.version != old.version:
+                    if entry is not None and _lower(entry.manifest.version, old.version):
+                        lower = entry.manifest.version
                         note = (
-                            f"the registry's newest is {entry.manifest.version}; update never "
-                            f"downgrades (`wasmgate plugin install {name}@=VERSION "
-                            "--allow-downgrade` does)"
+                            f"the registry's newest is {lower}; update never downgrades, "
+                            f"`wasmgate plugin install {name}@={lower} --allow-downgrade` does"
                         )
                     changes.append(Change(name, old.version, old.version, note))
                     continue
