@@ -138,12 +138,15 @@ class FolderRegistry:
         try:
             data = self._dir.index_path.read_bytes()
             try:
-                signature: bytes | None = self._dir.signature_path.read_bytes()[:MAX_SIGNATURE]
+                with open(self._dir.signature_path, "rb") as f:
+                    signature: bytes | None = f.read(MAX_SIGNATURE + 1)
             except FileNotFoundError:
                 signature = None
         except OSError as exc:
             raise RegistryError(f"registry {self.root}: cannot read: {exc.strerror}") from None
-        return accept_index(data, signature, self.location, self._keys, self._serials)
+        # By absolute path: "registry" next to two gateway.toml files is two registries.
+        where = str(self.root.resolve())
+        return accept_index(data, signature, where, self._keys, self._serials)
 
     def fetch_file(self, path: str, limit: int = 4 * 1024 * 1024) -> bytes:
         target = self.root / _checked_path(path)
@@ -271,7 +274,7 @@ class HttpRegistry:
             raise RegistryError(f"{url}: HTTP {exc.code} {exc.reason}") from None
         except (OSError, http.client.HTTPException) as exc:
             raise RegistryError(f"{url}: download failed: {exc!r}") from None
-        return data[: MAX_SIGNATURE + 1]
+        return data
 
     def _stale(self, error: RegistryError, allow: bool) -> Fetched:
         """The cached index, re-verified, when the registry cannot be reached."""

@@ -195,6 +195,16 @@ async def test_update_never_moves_to_a_lower_version_even_on_a_validly_signed_in
     assert "--allow-downgrade" in got.stderr and "0.2.0" in got.stderr
     assert snapshot(site) == before
 
+    # Asked for, a downgrade that fails its checks still leaves 0.2.0 in place.
+    archive = "packages/tagger/tagger-0.1.0.wgpkg"
+    good = hostile.files[archive]
+    assert isinstance(good, bytes)
+    hostile.files[archive] = good[:-1] + bytes([good[-1] ^ 1])
+    got = await cli(site, home, "install", "tagger@=0.1.0", "--allow-downgrade")
+    assert got.returncode == 1 and "sha256" in got.stderr
+    assert snapshot(site) == before
+
+    hostile.files[archive] = good
     got = await cli(site, home, "install", "tagger@=0.1.0", "--allow-downgrade")
     assert got.returncode == 0, got.stderr
     assert "~ tagger 0.2.0 -> 0.1.0" in got.stdout
