@@ -776,8 +776,8 @@ class MarketSettings(Model):
     """``[market]``: where installed plugins come from (``wasmgate plugin install``).
 
     Paths are relative to this file. The gateway itself reads only ``lockfile`` and
-    ``plugin_dir``, and never the network; ``registry`` and ``trust`` are for the
-    ``wasmgate plugin`` commands.
+    ``plugin_dir``, and never the network; ``registry``, ``trust`` and
+    ``max_package_size`` are for the ``wasmgate plugin`` commands.
     """
 
     registry: str | None = Field(
@@ -791,6 +791,24 @@ class MarketSettings(Model):
         "wasmgate_plugins", description="Where installed packages are unpacked."
     )
     lockfile: str = Field("gateway.lock", description="Pins name, version, digest and signer.")
+    max_package_size: int = Field(
+        64 * 1024 * 1024,
+        ge=1,
+        description="Largest package archive `wasmgate plugin` downloads: bytes, or a "
+        'string with KiB, MiB or GiB ("64MiB", the default).',
+    )
+
+    @field_validator("max_package_size", mode="before")
+    @classmethod
+    def _size(cls, value: object) -> object:
+        # The same forms market/installer.py reads for the `wasmgate plugin` commands.
+        if not isinstance(value, str):
+            return value
+        m = re.fullmatch(r"\s*(\d+)\s*(|B|KiB|MiB|GiB)\s*", value)
+        if m is None:
+            raise ValueError(f"{value!r} is not a size (bytes, or a number with KiB, MiB, GiB)")
+        units = {"": 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+        return int(m.group(1)) * units[m.group(2)]
 
 
 class GatewayConfig(Model):

@@ -130,8 +130,8 @@ def demo_config(ports: dict[str, int], workdir: Path) -> Path:
     )
     examples = ROOT / "examples"
     text = text.replace(
-        'trust = "registry/keys"',
-        f'trust = "{REGISTRY / "keys"}"\n'
+        'trust = "registry/trust"',
+        f'trust = "{REGISTRY / "trust"}"\n'
         f'lockfile = "{examples / "gateway.lock"}"\n'
         f'plugin_dir = "{examples / "wasmgate_plugins"}"',
     )

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from market.errors import MarketError
 from market.package import pack, read_package
+from market.signed_index import PUBLIC, REGISTRY_KEYS
 from market.signing import (
     TrustStore,
     add_trusted_key,
@@ -62,9 +63,11 @@ def register(psub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     tr = psub.add_parser(
         "trust",
-        help="add a publisher's public key to the trust store",
+        help="add a publisher's (or a registry's) public key to the trust store",
         description="Copy a PEM Ed25519 public key into the trust store as KEYID.pub; "
-        "packages signed by it then verify. Prints the key id.",
+        "packages signed by it then verify. With --registry-key, the key is a registry's "
+        "(its registry.pub) and goes to TRUST/registries/: registry indexes signed by "
+        "it then verify. Prints the key id.",
     )
     tr.add_argument(
         "public_key", nargs="?", type=Path, metavar="PUBFILE", help="the publisher's .pub file"
@@ -76,6 +79,12 @@ def register(psub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "use: compare the key id with what the publisher tells you)",
     )
     tr.add_argument("--registry", metavar="URL|DIR", help="registry for --from-registry")
+    tr.add_argument(
+        "--registry-key",
+        action="store_true",
+        help="the key signs a registry's index, not packages (with --from-registry: "
+        "fetch the registry's registry.pub)",
+    )
     tr.add_argument("-c", "--config", type=Path, metavar="FILE", help="gateway.toml ([market])")
     _trust_option(tr)
     tr.set_defaults(func=cmd_trust)
@@ -156,6 +165,8 @@ def cmd_trust(args: argparse.Namespace) -> int:
         if args.from_registry is not None:
             return _trust_from_registry(args)
         directory: Path = args.trust if args.trust is not None else home() / "trust"
+        if args.registry_key:
+            directory = directory / REGISTRY_KEYS
         kid = add_trusted_key(directory, args.public_key)
     except MarketError as exc:
         return fail(exc)
@@ -175,15 +186,17 @@ def _trust_from_registry(args: argparse.Namespace) -> int:
         return 2
     registry_flag = args.registry or os.environ.get("WASMGATE_REGISTRY") or None
     ws = Workspace.load(args.config, home(), registry=registry_flag, trust=args.trust)
-    pem = ws.open_registry().fetch_file(f"keys/{kid}.pub", limit=16 * 1024)
+    path = PUBLIC if args.registry_key else f"keys/{kid}.pub"
+    trust_dir = ws.trust_dir / REGISTRY_KEYS if args.registry_key else ws.trust_dir
+    pem = ws.open_registry().fetch_file(path, limit=16 * 1024)
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "key.pub"
-        path.write_bytes(pem)
-        got = key_id(load_public_key(path))
+        key_path = Path(tmp) / "key.pub"
+        key_path.write_bytes(pem)
+        got = key_id(load_public_key(key_path))
         if got != kid:
-            raise MarketError(f"the registry's keys/{kid}.pub is key {got}, not {kid}; refused")
-        add_trusted_key(ws.trust_dir, path)
-    print(f"trusted key {kid} (from {ws.registry}) in {ws.trust_dir}")
+            raise MarketError(f"the registry's {path} is key {got}, not {kid}; refused")
+        add_trusted_key(trust_dir, key_path)
+    print(f"trusted key {kid} (from {ws.registry}) in {trust_dir}")
     return 0
 
 

@@ -29,6 +29,7 @@ examples:
   wasmgate plugin install 'as-headers@^0.1'        # a constraint: ^1.2  ~1.2.3  >=1,<2  1.4
   wasmgate plugin install                          # exactly what gateway.lock pins
   wasmgate plugin update                           # newest each pin's constraint allows
+  wasmgate plugin install as-headers@=0.1.0 --allow-downgrade   # go back on purpose
   wasmgate plugin remove as-headers
 then reference it in gateway.toml:  [filters.hdr]  plugin = "as-headers"
 """
@@ -95,13 +96,19 @@ def register(psub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "download it, verify its digest and its signature against the trust store, "
         "unpack it into the plugin folder and pin name, version, digests and signer in "
         "gateway.lock, all or nothing. A plugin already locked at a version the "
-        "constraint allows stays at that version (use `update` to move). Without NAME, "
+        "constraint allows stays at that version (use `update` to move); a lower one "
+        "needs --allow-downgrade. Without NAME, "
         "installs exactly what gateway.lock pins (a reproducible install).",
         epilog=EXAMPLES,
         formatter_class=raw,
     )
     ins.add_argument("names", nargs="*", metavar="NAME[@CONSTRAINT]")
     ins.add_argument("--pre", action="store_true", help="allow pre-releases (1.2.0rc1)")
+    ins.add_argument(
+        "--allow-downgrade",
+        action="store_true",
+        help="allow replacing a locked version with a lower one (NAME@=VERSION)",
+    )
     _common(ins)
     ins.set_defaults(func=cmd_install)
 
@@ -109,7 +116,8 @@ def register(psub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "update",
         help="move locked plugins to the newest version their constraint allows",
         description="For each NAME (default: every locked plugin), install the highest "
-        "release allowed by the constraint it was installed with, and re-pin it.",
+        "release allowed by the constraint it was installed with, and re-pin it. Update "
+        "never moves to a lower version, even when the registry lists only lower ones.",
     )
     up.add_argument("names", nargs="*", metavar="NAME")
     up.add_argument("--pre", action="store_true", help="allow pre-releases")
@@ -274,7 +282,7 @@ def _report(changes: list[Change], ws: Workspace) -> None:
 def cmd_install(args: argparse.Namespace) -> int:
     try:
         inst = _installer(args)
-        changes = inst.install(args.names, pre=args.pre)
+        changes = inst.install(args.names, pre=args.pre, allow_downgrade=args.allow_downgrade)
     except MarketError as exc:
         return fail(exc)
     _report(changes, inst.ws)

@@ -19,7 +19,9 @@ Every error the package layer raises on purpose derives from :class:`MarketError
     ├── UnpackError          a verified package cannot be written to its destination
     ├── ResolveError         a requirement is malformed or no published version fits it
     ├── RegistryError        a registry is unreachable or serves something inconsistent
-    │   └── PublishError        a registry refuses a package
+    │   ├── PublishError        a registry refuses a package
+    │   ├── UntrustedIndex      the index is unsigned, or signed by no trusted registry key
+    │   └── StaleIndex          the index is older than one seen before (replay, rollback)
     ├── LockfileError        gateway.lock is malformed, or what it pins is missing/altered
     └── InstallError         an install, update or removal cannot be done
 
@@ -113,6 +115,15 @@ class PublishError(RegistryError):
     def __init__(self, message: str, reason: str = "invalid") -> None:
         self.reason = reason
         super().__init__(message)
+
+
+class UntrustedIndex(RegistryError):
+    """The registry's index has no signature, a malformed one, one by a key the trust
+    store does not hold as a registry key, or one that does not match its bytes."""
+
+
+class StaleIndex(RegistryError):
+    """The index's serial is lower than one this client has seen from the registry."""
 
 
 class LockfileError(MarketError):

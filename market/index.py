@@ -3,23 +3,28 @@
 A registry is a folder (served as is over HTTP by ``wasmgate market serve``)::
 
     ROOT/index.json                          every package and version (below)
+    ROOT/index.sig                           the registry's signature over index.json
+    ROOT/registry.pub                        the registry's public key
+    ROOT/.registry/registry.key              its private key (never served)
     ROOT/keys/KEYID.pub                      publishers whose packages it accepts
     ROOT/packages/NAME/NAME-VERSION.wgpkg    the archives
     ROOT/packages/NAME/NAME-VERSION.md       each version's README, when it has one
 
-``index.json`` is ``{"format": 1, "updated": ..., "keys": [...], "packages": {NAME:
-{VERSION: entry}}}``, where an entry (:class:`IndexEntry`) holds the archive's path,
-size and sha256, the payload's sha256, the signer's key id, and the whole signed
-manifest (description, keywords, kind, ABI, config schema, ...). Clients pick a version
-from it, then check the archive they download against its sha256 *and* verify the
-package's own signature against their trust store: the index is a catalogue, not a
-root of trust.
+``index.json`` is ``{"format": 2, "serial": N, "updated": ..., "keys": [...],
+"packages": {NAME: {VERSION: entry}}}``, where an entry (:class:`IndexEntry`) holds
+the archive's path, size and sha256, the payload's sha256, the signer's key id, and
+the whole signed manifest (description, keywords, kind, ABI, config schema, ...).
+Every write of the index raises ``serial`` and re-signs it with the registry key
+(:mod:`market.signed_index`), so clients can tell a genuine index from a forged or
+replayed one. Clients pick a version from it, then check the archive they download
+against its size and sha256 *and* verify the package's own signature against their
+trust store: the registry vouches for what exists, publishers for what it contains.
 
 Publishing (:func:`publish`) verifies the package against ``ROOT/keys``, refuses a
 name and version that exist with other content (republishing the same bytes is a
-no-op), writes the archive and then the index, each atomically, under an exclusive
-lock on ``ROOT/.lock``, so concurrent publishers serialize and a reader never sees an
-index entry whose archive is not there yet.
+no-op), writes the archive and then the signed index, each atomically, under an
+exclusive lock on ``ROOT/.lock``, so concurrent publishers serialize and a reader
+never sees an index entry whose archive is not there yet.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,9 +43,10 @@ from market.errors import MarketError, PublishError, RegistryError, SignatureErr
 from market.files import exclusive, write_atomically
 from market.manifest import NAME_RE, SHA256_RE, PackageManifest
 from market.package import Package, read_package
+from market.signed_index import SIGNATURE, registry_key, sign_index
 from market.signing import TrustStore
 
-FORMAT = 1
+FORMAT = 2
 INDEX = "index.json"
 KEYS = "keys"
 PACKAGES = "packages"
@@ -68,6 +75,7 @@ class Index(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     format: int = FORMAT
+    serial: int = Field(0, ge=0, description="Grows with every change of the index.")
     updated: str = ""
     keys: list[str] = Field(default_factory=list, description="Accepted publisher key ids.")
     packages: dict[str, dict[str, IndexEntry]] = Field(default_factory=dict)
@@ -88,7 +96,12 @@ def parse_index(data: bytes, source: str) -> Index:
         raise RegistryError(f"{source}: the index is not valid JSON: {exc}") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         got = obj.get("format") if isinstance(obj, dict) else None
-        raise RegistryError(f"{source}: unsupported index format {got!r} (this client reads 1)")
+        hint = ""
+        if got == 1:
+            hint = "; an unsigned index of an older registry: `wasmgate market init ROOT` signs it"
+        raise RegistryError(
+            f"{source}: unsupported index format {got!r} (this client reads {FORMAT}){hint}"
+        )
     try:
         index = Index.model_validate(obj)
     except ValidationError as exc:
@@ -124,16 +137,49 @@ class RegistryDir:
     def exists(self) -> bool:
         return self.index_path.is_file()
 
+    @property
+    def signature_path(self) -> Path:
+        return self.root / SIGNATURE
+
     def init(self) -> None:
-        """Create an empty registry (no-op when one is there)."""
+        """Create an empty, signed registry, with its key; on an existing registry,
+        make the key if missing and (re-)sign the index unless its signature holds."""
         try:
             (self.root / KEYS).mkdir(parents=True, exist_ok=True)
             (self.root / PACKAGES).mkdir(exist_ok=True)
             with exclusive(self.root / ".lock", "registry update"):
+                key = registry_key(self.root)
                 if not self.index_path.exists():
-                    write_atomically(self.index_path, Index(updated=now()).to_bytes())
+                    self._write_index(Index())
+                    return
+                data = self.index_path.read_bytes()
+                try:
+                    signature = self.signature_path.read_bytes()
+                except FileNotFoundError:
+                    signature = b""
+                if signature != sign_index(data, key):
+                    self._write_index(self._upgrade(data))
         except OSError as exc:
             raise RegistryError(f"registry {self.root}: cannot create: {exc}") from None
+
+    def _upgrade(self, data: bytes) -> Index:
+        """The index in ``data``, read as this format even when it is format 1."""
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict) and obj.get("format") == 1:
+            obj["format"] = FORMAT
+            data = json.dumps(obj).encode()
+        return parse_index(data, str(self.index_path))
+
+    def _write_index(self, index: Index) -> None:
+        """Write ``index`` with a higher serial, then its signature (lock held)."""
+        serial = max(index.serial + 1, int(time.time()))
+        index = index.model_copy(update={"serial": serial, "updated": now()})
+        data = index.to_bytes()
+        write_atomically(self.index_path, data)
+        write_atomically(self.signature_path, sign_index(data, registry_key(self.root)))
 
     def read_index(self) -> Index:
         try:
@@ -159,8 +205,7 @@ class RegistryDir:
             kid = add_trusted_key(self.root / KEYS, public_key)
             index = self.read_index()
             keys = sorted(set(index.keys) | {kid})
-            updated = index.model_copy(update={"keys": keys, "updated": now()})
-            write_atomically(self.index_path, updated.to_bytes())
+            self._write_index(index.model_copy(update={"keys": keys}))
         return kid
 
     def publish(self, archive: Path) -> tuple[IndexEntry, bool]:
@@ -216,6 +261,5 @@ class RegistryDir:
         )
         packages: dict[str, dict[str, Any]] = {k: dict(v) for k, v in index.packages.items()}
         packages.setdefault(m.name, {})[m.version] = entry
-        updated = index.model_copy(update={"packages": packages, "updated": now()})
-        write_atomically(self.index_path, updated.to_bytes())
+        self._write_index(index.model_copy(update={"packages": packages}))
         return entry, True

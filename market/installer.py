@@ -17,6 +17,13 @@ Every operation runs under an exclusive lock on ``PLUGIN_DIR/.lock`` (a second
 An error or an interruption before step 2 leaves the lockfile as it was, and the
 gateway reads only what the lockfile pins, so the previous state is untouched; at
 worst a complete but unreferenced folder stays behind until the next run cleans it.
+
+Versions only move forward unless the user asks: ``update`` keeps a locked version
+when the registry offers only lower ones (a registry that drops a version must not
+roll gateways back), and ``install`` refuses to replace a locked version with a lower
+one without ``allow_downgrade``. A downgrade, too, puts the new folder in place before
+the lockfile moves, and the old folder goes only after that. An archive that is
+refused (signature, digest, contents) is removed from the download cache.
 """
 
 from __future__ import annotations
@@ -24,20 +31,23 @@ from __future__ import annotations
 import re
 import shutil
 import sys
-import tomllib
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from market.client import Progress, Registry, open_registry
-from market.errors import InstallError, LockfileError, MarketError, RegistryError, UnknownSigner
+from market.client import Progress, Registry
+from market.errors import (
+    InstallError,
+    LockfileError,
+    MarketError,
+    ResolveError,
+    UnknownSigner,
+)
 from market.files import exclusive
 from market.index import Index, IndexEntry
 from market.lockfile import (
-    DEFAULT_LOCKFILE,
-    DEFAULT_PLUGIN_DIR,
     SITE,
     LockedPlugin,
     Lockfile,
@@ -47,10 +57,9 @@ from market.lockfile import (
     write_lock,
 )
 from market.package import Package, read_package, unpack
-from market.signing import TrustStore
 from market.version import Requirement, parse_requirement, pick
+from market.workspace import Workspace as Workspace  # where the CLI and tests import it
 
-MARKET_KEYS = ("registry", "trust", "plugin_dir", "lockfile")
 # What clean-up may remove from the plugin folder: installed packages no lock entry
 # points at, and the temporary folders of interrupted runs. Nothing else.
 _INSTALLED = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*-\d+\.\d+\.\d+[a-z0-9.]*$")
@@ -64,84 +73,6 @@ def wasmgate_version() -> str:
         return version("wasmgate")
     except PackageNotFoundError:
         return "0.0.0"
-
-
-@dataclass(frozen=True)
-class Workspace:
-    """Where a gateway's plugins, lockfile, trust store and registry are."""
-
-    lockfile: Path
-    plugin_dir: Path
-    trust_dir: Path
-    registry: str | None
-    home: Path
-    config: Path | None = None
-    timeout: float = 15.0  # seconds for each network operation with the registry
-
-    @classmethod
-    def load(
-        cls,
-        config: Path | None,
-        home: Path,
-        registry: str | None = None,
-        trust: Path | None = None,
-    ) -> Workspace:
-        """Settings from ``[market]`` of ``config`` (when given or ./gateway.toml exists),
-        overridden by the flags; relative paths are relative to the config's folder."""
-        if config is None and Path("gateway.toml").is_file():
-            config = Path("gateway.toml")
-        table: dict[str, object] = {}
-        base = Path()
-        if config is not None:
-            base = config.parent
-            table = _market_table(config)
-        reg = registry if registry is not None else table.get("registry")
-        if isinstance(reg, str) and "://" not in reg:
-            reg = str(base / reg) if registry is None else reg
-        trust_dir = trust
-        if trust_dir is None:
-            trust_dir = base / str(table["trust"]) if "trust" in table else home / "trust"
-        return cls(
-            lockfile=base / str(table.get("lockfile", DEFAULT_LOCKFILE)),
-            plugin_dir=base / str(table.get("plugin_dir", DEFAULT_PLUGIN_DIR)),
-            trust_dir=trust_dir,
-            registry=reg if isinstance(reg, str) else None,
-            home=home,
-            config=config,
-        )
-
-    def open_registry(self, flag: str = "--registry") -> Registry:
-        if not self.registry:
-            where = f"[market] registry in {self.config}" if self.config else "[market] registry"
-            raise RegistryError(
-                f"no registry configured: set {where} or pass {flag} URL|DIR "
-                "(or the WASMGATE_REGISTRY environment variable)"
-            )
-        return open_registry(self.registry, self.home, self.timeout)
-
-    def trust_store(self) -> TrustStore:
-        return TrustStore.from_dir(self.trust_dir)
-
-
-def _market_table(config: Path) -> dict[str, object]:
-    try:
-        with open(config, "rb") as f:
-            data = tomllib.load(f)
-    except OSError as exc:
-        raise InstallError(f"{config}: cannot read: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InstallError(f"{config}: not valid TOML: {exc}") from None
-    table = data.get("market", {})
-    if not isinstance(table, dict):
-        raise InstallError(f"{config}: market: expected a table")
-    for key, value in table.items():
-        if key not in MARKET_KEYS:
-            raise InstallError(
-                f"{config}: market.{key}: unknown field (fields: {', '.join(MARKET_KEYS)})"
-            )
-        if not isinstance(value, str) or not value:
-            raise InstallError(f"{config}: market.{key}: expected a non-empty string")
-    return table
 
 
 @dataclass(frozen=True)
@@ -177,8 +108,13 @@ class Installer:
 
     # ---------------------------------------------------------------- operations
 
-    def install(self, texts: Sequence[str], pre: bool = False) -> list[Change]:
-        """Install ``NAME[@CONSTRAINT]`` each; with none, what the lockfile pins."""
+    def install(
+        self, texts: Sequence[str], pre: bool = False, allow_downgrade: bool = False
+    ) -> list[Change]:
+        """Install ``NAME[@CONSTRAINT]`` each; with none, what the lockfile pins.
+
+        A plugin locked at a higher version than the one resolved is refused unless
+        ``allow_downgrade``."""
         reqs = [parse_requirement(t) for t in texts]
         with self._locked():
             lock = read_lock(self.ws.lockfile)
@@ -196,6 +132,14 @@ class Installer:
                     changes.append(Change(req.name, old.version, old.version, "already locked"))
                     continue
                 entry = self._resolve(req, pre)
+                new = entry.manifest.version
+                if old is not None and _lower(new, old.version) and not allow_downgrade:
+                    raise InstallError(
+                        f"{req.name}: {req} resolves to {new}, lower than the locked "
+                        f"{old.version}; refused, since a downgrade may bring back fixed "
+                        f"bugs. If you mean it: `wasmgate plugin install {req.name}@={new} "
+                        "--allow-downgrade`"
+                    )
                 plugins[req.name] = self._fetch(entry, req.constraint, old)
                 changes.append(
                     Change(req.name, old.version if old else None, entry.manifest.version)
@@ -205,7 +149,7 @@ class Installer:
 
     def update(self, names: Sequence[str], pre: bool = False) -> list[Change]:
         """Move each locked plugin (all with no names) to the highest version its
-        recorded constraint allows."""
+        recorded constraint allows; never to a lower version than the locked one."""
         with self._locked():
             lock = read_lock(self.ws.lockfile)
             unknown = [n for n in names if n not in lock.plugins]
@@ -218,10 +162,17 @@ class Installer:
             for name in names or sorted(lock.plugins):
                 old = plugins[name]
                 req = parse_requirement(f"{name}@{old.constraint}" if old.constraint else name)
-                entry = self._resolve(req, pre)
-                if entry.manifest.version == old.version:
+                entry = self._resolve_or_none(req, pre, old.version)
+                if entry is None or not _lower(old.version, entry.manifest.version):
                     plugins[name] = self._ensure(name, old, old.constraint)
-                    changes.append(Change(name, old.version, old.version, "up to date"))
+                    note = "up to date"
+                    if entry is not None and _lower(entry.manifest.version, old.version):
+                        lower = entry.manifest.version
+                        note = (
+                            f"the registry's newest is {lower}; update never downgrades, "
+                            f"`wasmgate plugin install {name}@={lower} --allow-downgrade` does"
+                        )
+                    changes.append(Change(name, old.version, old.version, note))
                     continue
                 plugins[name] = self._fetch(entry, old.constraint, old)
                 changes.append(Change(name, old.version, entry.manifest.version))
@@ -280,6 +231,15 @@ class Installer:
         )
         return versions[chosen]
 
+    def _resolve_or_none(self, req: Requirement, pre: bool, locked: str) -> IndexEntry | None:
+        """What :meth:`_resolve` picks, or None when nothing matches and ``locked``
+        (the version in place) stays anyway."""
+        try:
+            return self._resolve(req, pre)
+        except ResolveError as exc:
+            self.say(f"keeping {req.name} {locked}: {exc}")
+            return None
+
     def registry_location(self) -> str:
         return self.registry.location if self.registry else str(self.ws.registry)
 
@@ -310,7 +270,29 @@ class Installer:
         m = entry.manifest
         label = f"{m.name} {m.version}"
         assert self.registry is not None
-        archive = self.registry.fetch_archive(entry, self.progress(label))
+        archive = self.registry.fetch_archive(entry, self.progress(label), self.ws.max_package_size)
+        try:
+            package = self._verify(archive, entry, old)
+        except MarketError:
+            archive.unlink(missing_ok=True)  # a refused archive never stays in the cache
+            raise
+        self._shadow_note(m.name)
+        self._place(package)
+        return LockedPlugin(
+            version=m.version,
+            kind=m.kind,
+            constraint=constraint,
+            signer=package.signer,
+            archive_sha256=package.archive_sha256,
+            payload_sha256=package.payload_sha256,
+            manifest_sha256=_sha(package.manifest_bytes),
+            registry=self.registry_location(),
+        )
+
+    def _verify(self, archive: Path, entry: IndexEntry, old: LockedPlugin | None) -> Package:
+        """The package in ``archive``, once everything about it checks out."""
+        m = entry.manifest
+        label = f"{m.name} {m.version}"
         try:
             package = read_package(archive, self.ws.trust_store())
         except UnknownSigner as exc:
@@ -337,18 +319,7 @@ class Installer:
             )
         if got.kind == "python":
             self._check_python(package)
-        self._shadow_note(m.name)
-        self._place(package)
-        return LockedPlugin(
-            version=m.version,
-            kind=m.kind,
-            constraint=constraint,
-            signer=package.signer,
-            archive_sha256=package.archive_sha256,
-            payload_sha256=package.payload_sha256,
-            manifest_sha256=_sha(package.manifest_bytes),
-            registry=self.registry_location(),
-        )
+        return package
 
     def _check_python(self, package: Package) -> None:
         from market.wheel import conflicting_modules, inspect_wheel, unmet_requirements
@@ -432,6 +403,12 @@ class Installer:
             ours = _INSTALLED.match(path.name) and (path / "manifest.json").is_file()
             if ours or _PARTIAL.match(path.name):
                 shutil.rmtree(path, ignore_errors=True)
+
+
+def _lower(version: str, than: str) -> bool:
+    from packaging.version import Version
+
+    return Version(version) < Version(than)
 
 
 def _sha(data: bytes) -> str:

@@ -15,11 +15,15 @@ from pathlib import Path
 from market.cli import fail
 from market.errors import MarketError
 from market.index import RegistryDir
+from market.signed_index import PUBLIC
+from market.signing import key_id, load_public_key
 
 EXAMPLES = """\
 run a registry:
   wasmgate market init ./registry --publisher ~/.wasmgate/keys/publisher.pub
   wasmgate market serve --root ./registry --listen 127.0.0.1:8700 --token s3cret
+its users trust its index key once (./registry/registry.pub, also served):
+  wasmgate plugin trust --registry-key registry.pub
 publish to it and use it:
   wasmgate plugin publish as-headers-0.1.0.wgpkg --registry http://127.0.0.1:8700 --token s3cret
   wasmgate plugin search --registry http://127.0.0.1:8700
@@ -31,7 +35,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     market = sub.add_parser(
         "market",
         help="run a plugin registry (init, add-publisher, serve)",
-        description="A registry is a folder with index.json, keys/ (the publishers it "
+        description="A registry is a folder with index.json signed by the registry's own "
+        "key (index.sig, registry.pub, .registry/registry.key), keys/ (the publishers it "
         "accepts) and packages/; `serve` makes it an HTTP registry.",
         epilog=EXAMPLES,
         formatter_class=raw,
@@ -40,8 +45,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     init = msub.add_parser(
         "init",
-        help="create an empty registry folder",
-        description="Create ROOT with an empty index (no-op if it is a registry already).",
+        help="create an empty registry folder, or sign an existing one's index",
+        description="Create ROOT with the registry's Ed25519 key (ROOT/.registry/registry.key, "
+        "mode 0600; ROOT/registry.pub is its public half) and an empty signed index. On an "
+        "existing registry, make the key if missing and re-sign the index if its "
+        "signature does not hold (this also upgrades an unsigned index of an older wasmgate).",
     )
     init.add_argument("root", type=Path, metavar="ROOT")
     init.add_argument(
@@ -90,9 +98,11 @@ def cmd_init(args: argparse.Namespace) -> int:
         registry.init()
         for pub in args.publisher:
             print(f"accepting publisher key {registry.add_publisher(pub)}")
+        kid = key_id(load_public_key(args.root / PUBLIC))
     except MarketError as exc:
         return fail(exc)
-    print(f"registry ready in {args.root}")
+    print(f"registry ready in {args.root}; its index is signed by registry key {kid}")
+    print(f"clients trust it with: wasmgate plugin trust --registry-key {args.root / PUBLIC}")
     return 0
 
 

@@ -4,6 +4,9 @@ Routes (all read-only but the last):
 
 - ``GET /index.json``: the index, with a strong ``ETag`` (its sha256) and
   ``Cache-Control: no-cache``; ``If-None-Match`` gets a 304.
+- ``GET /index.sig``: the registry's signature over the index, and ``GET
+  /registry.pub``: the registry's public key (:mod:`market.signed_index`). The
+  private key in ``ROOT/.registry/`` is never served.
 - ``GET /packages/NAME/FILE`` and ``GET /keys/FILE``: archives, READMEs and
   publisher keys; only names the registry layout allows, never a path outside ROOT.
 - ``GET /``: a short plain-text summary (what is published).
@@ -30,6 +33,7 @@ from aiohttp import web
 
 from market.errors import PublishError, RegistryError
 from market.index import INDEX, SAFE_PATH, RegistryDir
+from market.signed_index import PUBLIC, SIGNATURE
 from plugin_sdk import pools
 
 MAX_UPLOAD = 64 * 1024 * 1024
@@ -46,6 +50,13 @@ def make_app(root: Path, publish_token: str | None = None) -> web.Application:
         if etag in request.headers.get("If-None-Match", ""):
             return web.Response(status=304, headers=headers)
         return web.Response(body=data, content_type="application/json", headers=headers)
+
+    async def signature(request: web.Request) -> web.StreamResponse:
+        data = registry.signature_path.read_bytes()
+        return web.Response(body=data, content_type="application/json", headers=_NO_CACHE)
+
+    async def public_key(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=(root / PUBLIC).read_bytes(), content_type="text/plain")
 
     async def files(request: web.Request) -> web.StreamResponse:
         rel = request.match_info["path"]
@@ -103,11 +114,14 @@ def make_app(root: Path, publish_token: str | None = None) -> web.Application:
     app = web.Application(client_max_size=MAX_UPLOAD + 1024)
     app.router.add_get("/", summary)
     app.router.add_get(f"/{INDEX}", index)
+    app.router.add_get(f"/{SIGNATURE}", signature)
+    app.router.add_get(f"/{PUBLIC}", public_key)
     app.router.add_get("/{path:(packages|keys)/.+}", files)
     app.router.add_post("/api/v1/packages", publish)
     return app
 
 
+_NO_CACHE = {"Cache-Control": "no-cache"}
 _STATUS = {"conflict": 409, "untrusted": 403, "invalid": 400, "unavailable": 503}
 
 

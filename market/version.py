@@ -10,6 +10,7 @@ written        means                       as a specifier set
 (nothing)      any release                 (empty)
 ``*``          any release                 (empty)
 ``1.4.2``      exactly that version        ``==1.4.2``
+``=1.4.2``     exactly that version        ``==1.4.2``
 ``1.4``        any 1.4.x                   ``==1.4.*``
 ``^1.4.2``     compatible (same major)     ``>=1.4.2,<2.0.0``
 ``^0.4.2``     same minor while 0.x        ``>=0.4.2,<0.5.0``
@@ -63,6 +64,8 @@ def parse_constraint(text: str) -> SpecifierSet:
     text = text.strip()
     if text in ("", "*"):
         return SpecifierSet()
+    if text.startswith("=") and not text.startswith("=="):
+        text = "==" + text[1:].strip()  # npm's and Cargo's "exactly"
     m = _SHORTHAND.match(text)
     if m:
         op, major_s, minor_s, patch_s = m.groups()

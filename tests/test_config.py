@@ -200,7 +200,22 @@ BAD_CONFIGS = [
         "routes[0].upstream: Field required",
         id="missing-required-field",
     ),
+    pytest.param(
+        '[market]\nmax_package_size = "64 MB"\n',
+        "market.max_package_size: '64 MB' is not a size...",
+        id="market-package-size-unit",
+    ),
 ]
+
+
+@pytest.mark.parametrize(("value", "size"), [("1048576", 1048576), ('"512KiB"', 524288)])
+def test_market_max_package_size_is_a_gateway_setting(
+    tmp_path: Path, value: str, size: int
+) -> None:
+    # `wasmgate run` and `check` read the same [market] table as `wasmgate plugin`.
+    path = tmp_path / "gateway.toml"
+    path.write_text(f"[market]\nmax_package_size = {value}\n")
+    assert load_config(path).market.max_package_size == size
 
 
 def problem_matches(line: str, expected: str) -> bool:

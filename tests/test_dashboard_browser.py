@@ -141,6 +141,7 @@ def test_the_dashboard_shows_live_state_and_installs_from_the_market(
     site = tmp_path / "site"
     site.mkdir()
     add_trusted_key(site / "trust", publisher.public_path)
+    add_trusted_key(site / "trust" / "registries", registry.root / "registry.pub")
 
     port, admin = free_port(), free_port()
     toml = gateway_toml(port, admin, upstream, registry.root)

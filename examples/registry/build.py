@@ -14,9 +14,12 @@ It holds, each packed and signed as ``wasmgate plugin pack`` does:
   built-in plugin of the same name.
 
 The publisher key is made once in ``.publisher/`` (kept out of git) and accepted by the
-registry (``keys/``). The demo's examples/gateway.toml trusts ``keys/`` so that
-``make run`` users can install right away; a real deployment trusts keys it got from
-its publishers, never a registry's own folder.
+registry (``keys/``); the registry's own key, which signs its index, is made once in
+``.registry/`` (``registry.pub`` beside it). ``trust/`` is a ready trust store for the
+demo, holding the publisher's key and, under ``trust/registries/``, the registry's:
+examples/gateway.toml uses it so that ``make run`` users can install right away. A
+real deployment trusts keys it got from its publishers and its registry's operator,
+never a folder the registry hands out.
 
 The registry is rebuilt from scratch each run; packing is deterministic, so unchanged
 sources give the same archives, digests and signatures as before.
@@ -41,7 +44,8 @@ from market.errors import MarketError  # noqa: E402
 from market.index import RegistryDir  # noqa: E402
 from market.installer import wasmgate_version  # noqa: E402
 from market.package import pack  # noqa: E402
-from market.signing import keygen, load_private_key  # noqa: E402
+from market.signed_index import PUBLIC, REGISTRY_KEYS  # noqa: E402
+from market.signing import add_trusted_key, keygen, load_private_key  # noqa: E402
 from market.wheel_build import build_wheel  # noqa: E402
 
 WASM = ("as-headers", "c-filter")
@@ -50,7 +54,7 @@ BUILTINS = {
     "headers": ("headers", "HeadersFilter", ["headers", "request", "response"]),
     "ip-restriction": ("ip_restriction", "IpRestriction", ["security", "ip", "cidr", "acl"]),
 }
-GENERATED = ("index.json", "keys", "packages", ".lock")
+GENERATED = ("index.json", "index.sig", "keys", "packages", "trust", ".lock")
 
 
 def build_wasm() -> list[str]:
@@ -133,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     registry = RegistryDir(out)
     try:
         kid = registry.add_publisher(publisher / "publisher.pub")
+        add_trusted_key(out / "trust", publisher / "publisher.pub")
+        registry_kid = add_trusted_key(out / "trust" / REGISTRY_KEYS, out / PUBLIC)
         key = load_private_key(publisher / "publisher.key")
         with tempfile.TemporaryDirectory(prefix="wasmgate-registry-") as tmp:
             sources = [ROOT / "plugins" / "wasm" / n for n in build_wasm()]
@@ -146,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     except MarketError as exc:
         print(f"registry build failed: {exc}", file=sys.stderr)
         return 1
-    print(f"registry ready in {out} (publisher key {kid})")
+    print(f"registry ready in {out} (publisher key {kid}, registry key {registry_kid})")
     return 0
 
 

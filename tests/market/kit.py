@@ -78,6 +78,17 @@ def make_publisher(folder: Path) -> Publisher:
     )
 
 
+def trust(trust_dir: Path, publisher: Publisher | None, registry_root: Path | None) -> None:
+    """Trust ``publisher``'s key and the index key of the registry at ``registry_root``."""
+    from market.signed_index import PUBLIC, REGISTRY_KEYS
+    from market.signing import add_trusted_key
+
+    if publisher is not None:
+        add_trusted_key(trust_dir, publisher.public_path)
+    if registry_root is not None:
+        add_trusted_key(trust_dir / REGISTRY_KEYS, registry_root / PUBLIC)
+
+
 def wasm_module() -> bytes:
     from wasmtime import wat2wasm
 

@@ -51,6 +51,11 @@ def test_it_holds_the_wasm_examples_and_two_built_ins(example_registry: Registry
     }
     (key,) = index.keys
     assert (example_registry.root / "keys" / f"{key}.pub").is_file()
+    # The demo's trust store: the publisher, and the registry's key under registries/.
+    trust = example_registry.root / "trust"
+    assert (trust / f"{key}.pub").is_file()
+    (registry_key,) = (trust / "registries").glob("*.pub")
+    assert registry_key.read_bytes() == (example_registry.root / "registry.pub").read_bytes()
 
 
 def test_building_it_again_gives_the_same_archives(example_registry: RegistryDir) -> None:
@@ -76,7 +81,7 @@ async def test_its_packages_install_and_run(example_registry: RegistryDir, tmp_p
         f"""
 [market]
 registry = "{example_registry.root}"
-trust = "{example_registry.root / "keys"}"
+trust = "{example_registry.root / "trust"}"
 
 [[upstreams]]
 name = "up"

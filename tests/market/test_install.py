@@ -43,6 +43,7 @@ from tests.market.kit import (
     members_of,
     served_registry,
     tar_bytes,
+    trust,
     wasmgate,
 )
 
@@ -60,12 +61,10 @@ def registry(tmp_path: Path, publisher: Publisher) -> RegistryDir:
 
 
 @pytest.fixture
-def home(tmp_path: Path, publisher: Publisher) -> Path:
-    """WASMGATE_HOME whose trust store holds the publisher."""
-    from market.signing import add_trusted_key
-
+def home(tmp_path: Path, publisher: Publisher, registry: RegistryDir) -> Path:
+    """WASMGATE_HOME whose trust store holds the publisher and the registry's key."""
     home = tmp_path / "home"
-    add_trusted_key(home / "trust", publisher.public_path)
+    trust(home / "trust", publisher, registry.root)
     return home
 
 
@@ -230,8 +229,7 @@ def test_the_lockfile_makes_installs_reproducible(
     other.mkdir()
     shutil.copy(site_dir / "gateway.lock", other / "gateway.lock")
     changes = installer(other, tmp_path / "home2-never-used", registry.root)
-    changes.ws.trust_dir.mkdir(parents=True)
-    shutil.copy(next((home / "trust").glob("*.pub")), changes.ws.trust_dir)
+    shutil.copytree(home / "trust", changes.ws.trust_dir)
     assert [str(c) for c in changes.install([])] == ["= tagger 1.0.0  (as locked)"]
     assert (other / "gateway.lock").read_bytes() == (site_dir / "gateway.lock").read_bytes()
     a = site_dir / "wasmgate_plugins" / "tagger-1.0.0"
@@ -250,6 +248,7 @@ def test_a_pinned_version_whose_archive_changed_in_the_registry_is_refused(
     index = json.loads(registry.index_path.read_text())
     del index["packages"]["tagger"]
     registry.index_path.write_text(json.dumps(index))
+    registry.init()  # re-signed: the registry itself lists it
     registry.publish(
         make_wasm_package(tmp_path / "x", publisher, "tagger", "1.0.0", description="y")
     )
@@ -310,6 +309,7 @@ def test_a_tampered_package_is_refused_and_nothing_changes(
     entry["manifest"]["version"] = "1.1.0"
     index["packages"]["tagger"]["1.1.0"] = entry
     registry.index_path.write_text(json.dumps(index))
+    registry.init()  # re-signed: the registry itself lists it
     before = state(site_dir)
     with pytest.raises(InstallError, match=message):
         installer(site_dir, home, registry.root).update([])
@@ -319,9 +319,9 @@ def test_a_tampered_package_is_refused_and_nothing_changes(
 @pytest.mark.parametrize(
     ("swap", "message"),
     [
-        ("other-archive", "sent more than the .* bytes its index gives"),
+        ("other-archive", "announces .* bytes, but its index gives .* before downloading"),
         ("flipped-byte", "the archive's sha256 is .* serves another archive than it lists"),
-        ("truncated", "got .* bytes, the index says"),
+        ("truncated", "announces .* bytes, but its index gives .* before downloading"),
     ],
 )
 def test_a_registry_serving_another_archive_than_its_index_lists_is_refused(
@@ -381,6 +381,7 @@ def test_an_archive_with_a_dotdot_path_or_a_symlink_is_refused(
     entry["sha256"] = hashlib.sha256(bad.read_bytes()).hexdigest()
     entry["size"] = bad.stat().st_size
     registry.index_path.write_text(json.dumps(index))
+    registry.init()  # re-signed: the registry itself lists it
     with pytest.raises(InstallError, match=r"\.\.|symbolic link"):
         installer(site_dir, home, registry.root).install(["tagger"])
     assert state(site_dir) == (None, [])

@@ -15,11 +15,14 @@ import pytest
 from market.client import FolderRegistry, HttpRegistry, open_registry
 from market.errors import PublishError, RegistryError
 from market.index import RegistryDir, parse_index
+from market.signed_index import registry_keys
+from market.signing import TrustStore
 from tests.market.kit import (
     Publisher,
     make_publisher,
     make_wasm_package,
     served_registry,
+    trust,
     wasmgate,
 )
 
@@ -110,10 +113,11 @@ def test_a_malformed_index_is_refused(
 
 
 def test_open_registry_takes_urls_and_folders_only(tmp_path: Path) -> None:
-    assert isinstance(open_registry("http://127.0.0.1:1", tmp_path), HttpRegistry)
-    assert isinstance(open_registry(str(tmp_path), tmp_path), FolderRegistry)
+    keys = TrustStore()
+    assert isinstance(open_registry("http://127.0.0.1:1", tmp_path, keys), HttpRegistry)
+    assert isinstance(open_registry(str(tmp_path), tmp_path, keys), FolderRegistry)
     with pytest.raises(RegistryError, match="only http"):
-        open_registry("ftp://example.com/reg", tmp_path)
+        open_registry("ftp://example.com/reg", tmp_path, keys)
 
 
 # ---------------------------------------------------------------- over HTTP
@@ -137,7 +141,7 @@ def test_http_publish_needs_the_token_and_maps_refusals_to_statuses(
     foreign = make_wasm_package(tmp_path / "c", stranger, "foreign", "1.0.0")
     home = tmp_path / "home"
     with served_registry(registry.root, token="s3cret") as url:
-        client = HttpRegistry(url, home)
+        client = HttpRegistry(url, home, TrustStore())
         with pytest.raises(PublishError, match="HTTP 401"):
             client.publish(archive, token=None)
         with pytest.raises(PublishError, match="HTTP 401"):
@@ -162,7 +166,7 @@ def test_http_publish_is_disabled_without_a_token(
         served_registry(registry.root, token=None) as url,
         pytest.raises(PublishError, match="HTTP 403: publishing is disabled"),
     ):
-        HttpRegistry(url, tmp_path / "home").publish(archive, token="anything")
+        HttpRegistry(url, tmp_path / "home", TrustStore()).publish(archive, token="anything")
 
 
 def test_the_server_serves_only_the_registry_layout(
@@ -190,12 +194,13 @@ def test_the_client_caches_the_index_and_revalidates_it_with_its_etag(
 ) -> None:
     registry.publish(make_wasm_package(tmp_path, publisher, "tagger", "1.0.0"))
     home = tmp_path / "home"
+    trust(home / "trust", None, registry.root)
     with served_registry(registry.root) as url:
         status, body, headers = _get(f"{url}/index.json")
         assert status == 200 and headers["Cache-Control"] == "no-cache"
         status, _, _ = _get(f"{url}/index.json", {"If-None-Match": headers["ETag"]})
         assert status == 304
-        client = HttpRegistry(url, home)
+        client = HttpRegistry(url, home, registry_keys(home / "trust"))
         assert "tagger" in client.fetch_index().index.packages
         cached = list((home / "cache" / "indexes").glob("*/index.json"))
         assert [p.read_bytes() for p in cached] == [body]
@@ -219,6 +224,12 @@ def test_cli_market_init_serve_publish_search_info(tmp_path: Path, publisher: Pu
     )
     assert made.returncode == 0, made.stderr
     assert f"accepting publisher key {publisher.key_id}" in made.stdout
+    assert f"wasmgate plugin trust --registry-key {root / 'registry.pub'}" in made.stdout
+    trusted = wasmgate(
+        "plugin", "trust", "--registry-key", root / "registry.pub", cwd=tmp_path, home=home
+    )
+    assert trusted.returncode == 0, trusted.stderr
+    assert (home / "trust" / "registries").is_dir()
     archive = make_wasm_package(tmp_path, publisher, "tagger", "1.2.0", description="tags it")
     with served_registry(root, token="tok") as url:
         pub = wasmgate(
