@@ -64,7 +64,10 @@ def register(psub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "trust",
         help="add a publisher's public key to the trust store",
         description="Copy a PEM Ed25519 public key into the trust store as KEYID.pub; "
-        "packages signed by it then verify. Prints the key id.",
+        "packages signed by it then verify and install. The trust store is the one "
+        "`plugin install` uses: --trust DIR, else [market] trust of gateway.toml (-c FILE, "
+        "default ./gateway.toml when present), else $WASMGATE_HOME/trust. Prints the key "
+        "id and the folder it wrote to.",
     )
     tr.add_argument(
         "public_key", nargs="?", type=Path, metavar="PUBFILE", help="the publisher's .pub file"
@@ -76,7 +79,7 @@ def register(psub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "use: compare the key id with what the publisher tells you)",
     )
     tr.add_argument("--registry", metavar="URL|DIR", help="registry for --from-registry")
-    tr.add_argument("-c", "--config", type=Path, metavar="FILE", help="gateway.toml ([market])")
+    _config_option(tr)
     _trust_option(tr)
     tr.set_defaults(func=cmd_trust)
 
@@ -111,6 +114,7 @@ def register(psub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "kind, signer key id and digests; exits 1 with the reason otherwise.",
     )
     vf.add_argument("file", type=Path, metavar="FILE", help="a .wgpkg package")
+    _config_option(vf)
     _trust_option(vf)
     vf.add_argument("--json", action="store_true", help="machine-readable output")
     vf.set_defaults(func=cmd_verify)
@@ -120,13 +124,38 @@ def register(psub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     client_cli.register(psub)
 
 
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="gateway.toml whose [market] trust to use (default: ./gateway.toml if present)",
+    )
+
+
 def _trust_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trust",
         type=Path,
         metavar="DIR",
-        help="trust store: a directory of *.pub keys (default: $WASMGATE_HOME/trust)",
+        help="trust store: a directory of *.pub keys (default: [market] trust, "
+        "or $WASMGATE_HOME/trust)",
     )
+
+
+def trust_dir(args: argparse.Namespace) -> tuple[Path, str]:
+    """The trust store ``install`` would use with these options, and where that
+    choice came from (for the messages): --trust, [market] trust, or the default."""
+    from market.installer import Workspace
+
+    if args.trust is not None:
+        return args.trust, "--trust"
+    ws = Workspace.load(args.config, home())
+    default = home() / "trust"
+    if ws.trust_dir != default:
+        return ws.trust_dir, f"[market] trust of {ws.config}"
+    return default, "the default; no [market] trust" + (f" in {ws.config}" if ws.config else "")
 
 
 def fail(exc: MarketError) -> int:
@@ -155,11 +184,11 @@ def cmd_trust(args: argparse.Namespace) -> int:
     try:
         if args.from_registry is not None:
             return _trust_from_registry(args)
-        directory: Path = args.trust if args.trust is not None else home() / "trust"
+        directory, why = trust_dir(args)
         kid = add_trusted_key(directory, args.public_key)
     except MarketError as exc:
         return fail(exc)
-    print(f"trusted key {kid} in {directory}")
+    print(f"trusted key {kid} in {directory.absolute()} ({why})")
     return 0
 
 
@@ -175,6 +204,7 @@ def _trust_from_registry(args: argparse.Namespace) -> int:
         return 2
     registry_flag = args.registry or os.environ.get("WASMGATE_REGISTRY") or None
     ws = Workspace.load(args.config, home(), registry=registry_flag, trust=args.trust)
+    directory, why = trust_dir(args)
     pem = ws.open_registry().fetch_file(f"keys/{kid}.pub", limit=16 * 1024)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "key.pub"
@@ -182,8 +212,8 @@ def _trust_from_registry(args: argparse.Namespace) -> int:
         got = key_id(load_public_key(path))
         if got != kid:
             raise MarketError(f"the registry's keys/{kid}.pub is key {got}, not {kid}; refused")
-        add_trusted_key(ws.trust_dir, path)
-    print(f"trusted key {kid} (from {ws.registry}) in {ws.trust_dir}")
+        add_trusted_key(directory, path)
+    print(f"trusted key {kid} (from {ws.registry}) in {directory.absolute()} ({why})")
     return 0
 
 
@@ -197,8 +227,8 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    directory: Path = args.trust if args.trust is not None else home() / "trust"
     try:
+        directory, _ = trust_dir(args)
         package = read_package(args.file, TrustStore.from_dir(directory))
     except MarketError as exc:
         return fail(exc)

@@ -39,7 +39,7 @@ def _workspace(args: argparse.Namespace) -> Workspace:
     return Workspace.load(args.config, home(), registry=registry, trust=args.trust)
 
 
-def _common(parser: argparse.ArgumentParser, registry: bool = True) -> None:
+def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-c",
         "--config",
@@ -48,12 +48,11 @@ def _common(parser: argparse.ArgumentParser, registry: bool = True) -> None:
         help="gateway.toml whose [market] settings, lockfile and plugin folder to use "
         "(default: ./gateway.toml if present)",
     )
-    if registry:
-        parser.add_argument(
-            "--registry",
-            metavar="URL|DIR",
-            help="registry to use (default: [market] registry, or $WASMGATE_REGISTRY)",
-        )
+    parser.add_argument(
+        "--registry",
+        metavar="URL|DIR",
+        help="registry to use (default: [market] registry, or $WASMGATE_REGISTRY)",
+    )
     parser.add_argument(
         "--trust",
         type=Path,
@@ -123,7 +122,7 @@ def register(psub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "A gateway.toml that still uses it will fail `wasmgate check`.",
     )
     rm.add_argument("names", nargs="+", metavar="NAME")
-    _common(rm, registry=False)
+    _common(rm)  # --registry is accepted for uniformity; removing needs no registry
     rm.set_defaults(func=cmd_remove)
 
     pub = psub.add_parser(
