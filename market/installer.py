@@ -48,7 +48,7 @@ from market.lockfile import (
 )
 from market.package import Package, read_package, unpack
 from market.signing import TrustStore
-from market.version import Requirement, parse_requirement, pick
+from market.version import Requirement, caret_of, parse_requirement, pick
 
 MARKET_KEYS = ("registry", "trust", "plugin_dir", "lockfile")
 # What clean-up may remove from the plugin folder: installed packages no lock entry
@@ -195,7 +195,9 @@ class Installer:
                     changes.append(Change(req.name, old.version, old.version, "already locked"))
                     continue
                 entry = self._resolve(req, pre)
-                plugins[req.name] = self._fetch(entry, req.constraint, old)
+                # No constraint given: record the caret of what was picked (npm, Cargo).
+                constraint = req.constraint or caret_of(entry.manifest.version)
+                plugins[req.name] = self._fetch(entry, constraint, old)
                 changes.append(
                     Change(req.name, old.version if old else None, entry.manifest.version)
                 )
