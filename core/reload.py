@@ -25,6 +25,7 @@ from pathlib import Path
 from core.config import GatewayConfig
 from core.errors import ConfigError, GatewayError
 from core.gateway import Gateway, Snapshot
+from core.wording import plural
 
 log = logging.getLogger("wasmgate.reload")
 Fingerprint = tuple[tuple[str, int, int], ...]
@@ -125,11 +126,11 @@ class Reloader:
         self._files = watched_files(self.path, cfg)
         self._seen = fingerprint(self._files)
         log.info(
-            "reloaded (%s): configuration %d, %d routes, %d upstreams",
+            "reloaded (%s): configuration %d, %s, %s",
             why,
             self.version,
-            len(cfg.routes),
-            len(cfg.upstreams),
+            plural(len(cfg.routes), "route"),
+            plural(len(cfg.upstreams), "upstream"),
         )
         return True
 

@@ -100,7 +100,7 @@ def build_wasm_filter(name: str, d: FilterDef, base_dir: Path, where: str) -> Fi
         raise PluginError(f"{label}: {exc}") from None
     flt = WasmFilter(vm, tuple(d.bodies))
     flt.name = name
-    flt.plugin = f"wasm:{path.name}"
+    flt.plugin = f"wasm:{d.wasm}"  # as gateway.toml names it: two filter.wasm differ
     return FilterInstance(name, flt.plugin, flt, d.fail == "open")
 
 
