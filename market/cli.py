@@ -4,7 +4,9 @@ Registered on ``wasmgate plugin`` through the ``wasmgate.plugin_commands`` entry
 group (pyproject.toml), so ``core/`` does not import this module.
 
 Default locations live under ``$WASMGATE_HOME`` (default ``~/.wasmgate``):
-``keys/`` for ``keygen`` and ``trust/`` for the trust store.
+``keys/`` for ``keygen`` and ``trust/`` for the trust store. ``trust`` and ``verify``
+use the trust store ``install`` uses: ``--trust``, else ``[market] trust`` of
+gateway.toml (``-c``, or ./gateway.toml when present), else ``$WASMGATE_HOME/trust``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ a publisher's round trip:
   wasmgate plugin keygen                                  # ~/.wasmgate/keys/publisher.{key,pub}
   wasmgate plugin pack plugins/wasm/as-headers --key ~/.wasmgate/keys/publisher.key
   wasmgate plugin trust ~/.wasmgate/keys/publisher.pub    # users trust the publisher once
+                                     # (into [market] trust of ./gateway.toml, if it sets one)
   wasmgate plugin verify as-headers-0.1.0.wgpkg
 """
 

@@ -2,8 +2,9 @@
 
 Settings come from ``[market]`` in ``gateway.toml`` (``-c``; ``./gateway.toml`` when
 it exists), then the flags: ``--registry URL|DIR`` (or ``$WASMGATE_REGISTRY``) and
-``--trust DIR``. The lockfile and plugin folder sit beside ``gateway.toml`` unless
-``[market]`` moves them. Errors print one message and exit 1; nothing is changed.
+``--trust DIR``; every command takes all three. The lockfile and plugin folder sit
+beside ``gateway.toml`` unless ``[market]`` moves them. Errors print one message and
+exit 1; nothing is changed.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ EXAMPLES = """\
 examples:
   wasmgate plugin search headers
   wasmgate plugin info as-headers
-  wasmgate plugin install as-headers               # highest release
+  wasmgate plugin install as-headers               # highest release, pinned as ^0.1.0
   wasmgate plugin install 'as-headers@^0.1'        # a constraint: ^1.2  ~1.2.3  >=1,<2  1.4
   wasmgate plugin install                          # exactly what gateway.lock pins
   wasmgate plugin update                           # newest each pin's constraint allows
@@ -66,8 +67,10 @@ def register(psub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     se = psub.add_parser(
         "search",
         help="find plugins in the registry",
-        description="List the registry's plugins whose name, keywords or description "
-        "contain every word of TEXT (all plugins without TEXT).",
+        description="List the registry's plugins matching every word of TEXT (all "
+        "plugins without TEXT). A word matches a whole word or the start of one in the "
+        "name, the keywords or the description, never letters inside a word; the best "
+        "come first: exact name, name words, keywords, then description.",
         epilog=EXAMPLES,
         formatter_class=raw,
     )
@@ -94,7 +97,8 @@ def register(psub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "download it, verify its digest and its signature against the trust store, "
         "unpack it into the plugin folder and pin name, version, digests and signer in "
         "gateway.lock, all or nothing. A plugin already locked at a version the "
-        "constraint allows stays at that version (use `update` to move). Without NAME, "
+        "constraint allows stays at that version (use `update` to move). Without a "
+        "constraint, the lockfile records ^VERSION of what was picked. Without NAME, "
         "installs exactly what gateway.lock pins (a reproducible install).",
         epilog=EXAMPLES,
         formatter_class=raw,
