@@ -22,6 +22,7 @@ worst a complete but unreferenced folder stays behind until the next run cleans 
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import sys
 import tomllib
@@ -120,6 +121,30 @@ class Workspace:
 
     def trust_store(self) -> TrustStore:
         return TrustStore.from_dir(self.trust_dir)
+
+    def trust_options(self) -> str:
+        """The options that make `wasmgate plugin trust`, run in this folder, write to
+        this workspace's trust store (none when it would anyway), for advice."""
+        try:
+            if Workspace.load(None, self.home).trust_dir == self.trust_dir:
+                return ""
+            configured = Workspace.load(self.config, self.home) if self.config else None
+            if configured is not None and configured.trust_dir == self.trust_dir:
+                return f" -c {shlex.quote(str(self.config))}"
+        except MarketError:  # ./gateway.toml is unreadable: name the folder itself
+            pass
+        return f" --trust {shlex.quote(str(self.trust_dir))}"
+
+    def registry_option(self) -> str:
+        """``--registry`` for advice, when the configuration does not name this one."""
+        if not self.registry:
+            return ""
+        try:
+            if Workspace.load(self.config, self.home).registry == self.registry:
+                return ""
+        except MarketError:
+            pass
+        return f" --registry {shlex.quote(self.registry)}"
 
 
 def _market_table(config: Path) -> dict[str, object]:
@@ -315,11 +340,13 @@ class Installer:
         try:
             package = read_package(archive, self.ws.trust_store())
         except UnknownSigner as exc:
+            opts = self.ws.trust_options()
             raise InstallError(
                 f"{label} is signed by key {exc.key_id}, which your trust store "
                 f"({self.ws.trust_dir}) does not hold; refused. If you trust this publisher, "
-                f"add their key: `wasmgate plugin trust PUBFILE` with the file they give "
-                f"you, or `wasmgate plugin trust --from-registry {exc.key_id}`"
+                f"add their key: `wasmgate plugin trust PUBFILE{opts}` with the file they "
+                f"give you, or `wasmgate plugin trust --from-registry {exc.key_id}{opts}"
+                f"{self.ws.registry_option()}`"
             ) from None
         except MarketError as exc:
             reason = str(exc).replace(f"{archive}: ", "")

@@ -11,7 +11,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shlex
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -225,7 +227,20 @@ def test_trust_from_registry_into_the_configured_store(site: Site) -> None:
 
 def test_trust_pubfile_honours_dash_c_outside_the_site(site: Site) -> None:
     s = site
+    s.ok("plugin", "publish", s.tmp / "as-headers-0.1.0.wgpkg", "--registry", s.registry)
     write_config(s, str(s.registry))
+    # An install run elsewhere with -c is refused; the command it advises, run where
+    # the install ran, fills the trust store that install reads.
+    err = s.fails("plugin", "install", "as-headers", "-c", s.config, cwd=s.tmp)
+    advice = re.search(r"`(wasmgate plugin trust PUBFILE[^`]*)`", err)
+    assert advice is not None, err
+    assert f"-c {s.config}" in advice.group(1)
+    command = shlex.split(advice.group(1).replace("PUBFILE", str(s.home / "keys/publisher.pub")))
+    s.ok(*command[1:], cwd=s.tmp)
+    assert "+ as-headers 0.1.0" in s.ok(
+        "plugin", "install", "as-headers", "-c", s.config, cwd=s.tmp
+    )
+    shutil.rmtree(s.site / "trust")
     out = s.ok("plugin", "trust", s.home / "keys" / "publisher.pub", "-c", s.config, cwd=s.tmp)
     assert str(s.site / "trust") in out
     assert len(list((s.site / "trust").glob("*.pub"))) == 1
