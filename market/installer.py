@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from packaging.version import Version
+
 from market.client import Progress, Registry, open_registry
 from market.errors import InstallError, LockfileError, MarketError, RegistryError, UnknownSigner
 from market.files import exclusive
@@ -245,14 +247,26 @@ class Installer:
                 old = plugins[name]
                 req = parse_requirement(f"{name}@{old.constraint}" if old.constraint else name)
                 entry = self._resolve(req, pre)
-                if entry.manifest.version == old.version:
+                got = entry.manifest.version
+                note = self._outside(name, got, old.constraint)
+                if got == old.version:
                     plugins[name] = self._ensure(name, old, old.constraint)
-                    changes.append(Change(name, old.version, old.version, "up to date"))
+                    changes.append(Change(name, old.version, old.version, "up to date" + note))
                     continue
                 plugins[name] = self._fetch(entry, old.constraint, old)
-                changes.append(Change(name, old.version, entry.manifest.version))
+                changes.append(Change(name, old.version, got, note.removeprefix("; ")))
             self._commit(Lockfile(plugins=plugins))
             return changes
+
+    def _outside(self, name: str, version: str, constraint: str) -> str:
+        """A note naming a newer release the constraint leaves out, and how to move."""
+        from market.search import latest
+
+        newest = latest(self._index_now(), name)
+        if newest is None or Version(newest.manifest.version) <= Version(version):
+            return ""
+        v = newest.manifest.version
+        return f"; {v} is outside {constraint}: `wasmgate plugin install {name}@{caret_of(v)}`"
 
     def remove(self, names: Sequence[str]) -> list[Change]:
         with self._locked():

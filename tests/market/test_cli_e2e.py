@@ -193,7 +193,8 @@ def test_every_market_command_as_documented(kind: str, site: Site) -> None:
         out = s.ok("plugin", "update", "as-headers", *common)
         assert "~ as-headers 0.1.0 -> 0.1.1" in out
         out = s.ok("plugin", "update", "-c", s.config)
-        assert "= as-headers 0.1.1  (up to date" in out
+        assert "= as-headers 0.1.1  (up to date; 0.2.0 is outside ^0.1.0: " in out
+        assert "`wasmgate plugin install as-headers@^0.2.0`" in out
         out = s.ok("plugin", "install", "as-headers@^0.2", *common)
         assert "~ as-headers 0.1.1 -> 0.2.0" in out
 
