@@ -49,32 +49,26 @@ _TEXT_WORD, _TEXT_PREFIX = 4, 3
 _WORD = re.compile(r"[a-z0-9]+")
 
 
-def _score(word: str, name: str, keywords: list[str], description: str) -> int:
+def _words(text: str) -> str:
+    """``text`` as its lower-case words, space-separated, with a space at each end."""
+    return " " + " ".join(_WORD.findall(text.lower())) + " "
+
+
+def _score(word: str, name: str, keywords: tuple[str, ...], description: str) -> int:
+    query = _words(word).rstrip()  # " proxy wasm": a hyphenated word is its words
+    if not query.strip():
+        return 0
     if word == name:
         return _EXACT_NAME
-    parts = _WORD.findall(word)
-    if not parts:
-        return 0
-    name_words = name.split("-")
-    if word in name_words:
+    if word in name.split("-"):
         return _NAME_WORD
-    if name.startswith(word) or any(w.startswith(word) for w in name_words):
+    if name.startswith(word) or query in _words(name):
         return _NAME_PREFIX
-    best = 0
-    for place, (exact, prefix) in (
-        (keywords, (_TAG_WORD, _TAG_PREFIX)),
-        ([description], (_TEXT_WORD, _TEXT_PREFIX)),
-    ):
-        for text in place:
-            tokens = _WORD.findall(text.lower())
-            joined = " ".join(tokens)
-            query = " ".join(parts)  # "proxy-wasm" matches the words "proxy wasm"
-            if f" {joined} ".find(f" {query} ") >= 0:
-                best = max(best, exact)
-            elif f" {joined}".find(f" {query}") >= 0:
-                best = max(best, prefix)
-        if best:
-            return best
+    places = ((keywords, _TAG_WORD, _TAG_PREFIX), ((description,), _TEXT_WORD, _TEXT_PREFIX))
+    for texts, whole, start in places:
+        found = [_words(text) for text in texts if query in _words(text)]
+        if found:
+            return whole if any(query + " " in text for text in found) else start
     return 0
 
 
@@ -90,7 +84,7 @@ def search(index: Index, text: str) -> list[Hit]:
         m = entry.manifest
         score = 0
         for word in words:
-            got = _score(word, name, list(m.keywords), m.description)
+            got = _score(word, name, m.keywords, m.description)
             if not got:
                 break
             score += got
