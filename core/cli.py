@@ -30,8 +30,10 @@ from core.config import GatewayConfig, Server, load_config
 from core.errors import ConfigError
 from core.gateway import Gateway, Snapshot
 from core.ingress import cli as ingress_cli
+from core.metrics_render import wasmgate_version
 from core.plugin_cli import add_plugin_commands
 from core.reload import Reloader
+from core.wording import plural
 
 log = logging.getLogger("wasmgate")
 
@@ -96,6 +98,10 @@ def build_snapshot(
 # ---------------------------------------------------------------------- check
 
 
+def _counts(cfg: GatewayConfig) -> str:
+    return f"{plural(len(cfg.routes), 'route')}, {plural(len(cfg.upstreams), 'upstream')}"
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     if args.schema:
         print(json.dumps(GatewayConfig.model_json_schema(), indent=2))
@@ -103,11 +109,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     snap = _load(args.config)
     cfg = snap.config
     if args.explain:
-        print(f"{args.config}: OK — {len(cfg.routes)} routes, {len(cfg.upstreams)} upstreams")
+        print(f"{args.config}: OK — {_counts(cfg)}")
         explain(snap)
         return 0
     rows = snap.router.table()
-    print(f"{args.config}: OK — {len(cfg.routes)} routes, {len(cfg.upstreams)} upstreams")
+    print(f"{args.config}: OK — {_counts(cfg)}")
     print(f"listen: {', '.join(cfg.server.listen)}   workers: {cfg.server.workers}")
     header = ("ROUTE", "HOSTS", "PATHS", "METHODS", "UPSTREAM", "FILTERS")
     table = [header] + [
@@ -153,7 +159,11 @@ def explain(snap: Snapshot) -> None:
                 if getattr(inst, p) is not None
             ]
             fail = "fail_open" if inst.fail_open else "fail_closed"
-            print(f"  {i}. {inst.name} (plugin {inst.plugin}; {fail}; {', '.join(phases) or '-'})")
+            # A WASM filter's label is its module's path as gateway.toml gives it.
+            what = inst.plugin.replace("wasm:", "wasm ", 1)
+            if not inst.plugin.startswith("wasm:"):
+                what = f"plugin {inst.plugin}"
+            print(f"  {i}. {inst.name} ({what}; {fail}; {', '.join(phases) or '-'})")
         requests = [f.name for f in chain.filters if f.on_request is not None]
         responses = [f.name for f in reversed(chain.filters) if f.on_response is not None]
         print(f"  request phase:  {' -> '.join(requests) or '-'}")
@@ -185,11 +195,10 @@ async def _serve(
             for (h, p), scheme in zip(gateway.sockets, gateway.schemes, strict=True)
         )
         log.info(
-            "wasmgate %d listening on %s (%d routes, %d upstreams)",
+            "wasmgate %d listening on %s (%s)",
             os.getpid(),
             urls,
-            len(cfg.routes),
-            len(cfg.upstreams),
+            _counts(cfg),
         )
     watcher = None
     reloader = None
@@ -316,7 +325,7 @@ def _supervise(
     signal.signal(signal.SIGHUP, reload_all)
     for slot in range(workers):
         spawn(slot)
-    log.info("supervisor %d started %d workers", os.getpid(), workers)
+    log.info("supervisor %d started %s", os.getpid(), plural(workers, "worker"))
     failures: list[float] = []
     status = 0
     while children:
@@ -386,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="info", choices=["debug", "info", "warning", "error"],
         help="gateway event log level on stderr (default: info)",
     )  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"wasmgate {wasmgate_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser(

@@ -13,11 +13,13 @@ import json
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 from core import scaffold
-from core.chain import PluginRegistry, open_installed
+from core.chain import PluginRegistry, check_contract, open_installed
 from core.config import GatewayConfig, load_config
 from core.errors import ConfigError, PluginError, ScaffoldError
+from plugin_sdk.installed import InstalledPlugin, PluginSource
 
 NEW_EXAMPLES = """\
 examples:
@@ -35,9 +37,13 @@ request header from its JSON config and `x-NAME: hello` to responses; use it wit
 def add_plugin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     plugin = sub.add_parser(
         "plugin",
-        help="list installed plugins, show a plugin's config schema",
-        description="Plugins are found through the 'wasmgate.plugins' entry-point group; "
-        "the built-in ones are registered the same way.",
+        help="plugins: list, schema, new; search, info, install, update, remove and "
+        "publish them through a registry (the market); keygen, pack, verify, trust",
+        description="The plugins a gateway.toml can use: those of this Python environment "
+        "(the 'wasmgate.plugins' entry-point group; the built-in ones are registered the "
+        "same way) and those installed from a registry and pinned in gateway.lock. The "
+        "market's subcommands (search, info, install, update, remove, publish, keygen, "
+        "pack, verify, trust) are described in docs/market.md.",
     )
     psub = plugin.add_subparsers(dest="plugin_command", metavar="SUBCOMMAND", required=True)
 
@@ -63,9 +69,18 @@ def add_plugin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "schema",
         help="print a plugin's config JSON Schema",
         description="Print the JSON Schema of a plugin's config: every field, its type, "
-        "default and description, as gateway.toml's `config = {...}` takes it.",
+        "default and description, as gateway.toml's `config = {...}` takes it. A plugin "
+        "gateway.lock pins (installed from a registry) wins over an environment plugin "
+        "of the same name, as in the gateway; a wasm plugin's schema is its manifest's.",
     )
     schema.add_argument("name", help="plugin name, e.g. cors")
+    schema.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="gateway.toml whose lockfile to read (default: ./gateway.toml if present)",
+    )
     schema.set_defaults(func=cmd_schema)
 
     new = psub.add_parser(
@@ -101,11 +116,16 @@ def add_plugin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         ep.load()(psub)
 
 
-def _installed_rows(config: Path | None) -> list[dict[str, str]]:
+def _installed(config: Path | None) -> PluginSource | None:
+    """The plugins gateway.lock pins (``config``, else ./gateway.toml when present)."""
     if config is None and Path("gateway.toml").is_file():
         config = Path("gateway.toml")
     cfg = load_config(config) if config is not None else GatewayConfig()
-    source = open_installed(cfg, config.parent if config is not None else Path())
+    return open_installed(cfg, config.parent if config is not None else Path())
+
+
+def _installed_rows(config: Path | None) -> list[dict[str, str]]:
+    source = _installed(config)
     rows: list[dict[str, str]] = []
     for name in source.names() if source is not None else []:
         try:
@@ -179,13 +199,35 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     registry = PluginRegistry()
+    locked: list[str] = []
     try:
-        cls = registry.load(args.name)
-    except PluginError as exc:
-        print(f"wasmgate: {exc}; installed: {', '.join(registry.names())}", file=sys.stderr)
+        source = _installed(args.config)
+        locked = source.names() if source is not None else []
+        if source is not None and args.name in locked:
+            schema = _locked_schema(source.load(args.name))
+        else:
+            schema = registry.load(args.name).Config.model_json_schema()
+    except ConfigError as exc:
+        print(f"wasmgate: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(cls.Config.model_json_schema(), indent=2))
+    except PluginError as exc:
+        known = ", ".join(sorted(set(registry.names()) | set(locked)))
+        print(f"wasmgate: {exc}; installed: {known}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a locked package that fails its checks on disk
+        print(f"wasmgate: {args.name}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(schema, indent=2))
     return 0
+
+
+def _locked_schema(plugin: InstalledPlugin) -> dict[str, Any]:
+    if plugin.kind == "python":
+        assert plugin.filter_class is not None
+        return check_contract(plugin.name, plugin.filter_class).Config.model_json_schema()
+    manifest = json.loads((plugin.folder / "manifest.json").read_text(encoding="utf-8"))
+    schema = manifest.get("config_schema")
+    return schema if isinstance(schema, dict) else {}
 
 
 def cmd_new(args: argparse.Namespace) -> int:

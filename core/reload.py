@@ -30,6 +30,7 @@ from core.errors import ConfigError, GatewayError
 from core.gateway import Gateway, Snapshot
 from core.inputs import Inputs, config_inputs
 from core.watch import FileWatch, stamp
+from core.wording import plural
 
 log = logging.getLogger("wasmgate.reload")
 
@@ -113,11 +114,11 @@ class Reloader:
         self._refused = Inputs()
         self._follow()
         log.info(
-            "reloaded (%s): configuration %d, %d routes, %d upstreams",
+            "reloaded (%s): configuration %d, %s, %s",
             why,
             self.version,
-            len(cfg.routes),
-            len(cfg.upstreams),
+            plural(len(cfg.routes), "route"),
+            plural(len(cfg.upstreams), "upstream"),
         )
         return True
 

@@ -38,6 +38,7 @@ from cryptography.exceptions import InvalidSignature
 from core.config import DEFAULT_CIPHERS, Certificate, GatewayConfig
 from core.config import ServerTLS as ServerTLSConfig
 from core.errors import ConfigError
+from core.wording import plural
 from plugin_sdk import TLSInfo
 
 VERSIONS = {
@@ -156,7 +157,7 @@ def build_server_tls(cfg: GatewayConfig, base_dir: Path) -> ServerTLS | None:
             out.warnings.append(f"{where}: {label} expired on {not_after:%Y-%m-%d}")
         elif days < opts.expiry_warning_days:
             out.warnings.append(
-                f"{where}: {label} expires in {days:.0f} days ({not_after:%Y-%m-%d})"
+                f"{where}: {label} expires in {plural(round(days), 'day')} ({not_after:%Y-%m-%d})"
             )
         if not cert.hosts:
             if out.default is not None:

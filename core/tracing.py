@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import aiohttp
 
+from core.wording import plural
+
 if TYPE_CHECKING:
     from core.config import Tracing
     from core.proxy import Exchange
@@ -186,9 +188,8 @@ class Exporter:
         if now - self._warned_at >= WARN_EVERY:
             self._warned_at = now
             log.warning(
-                "tracing: %d spans not exported to %s: %s (%d lost so far; "
-                "logged at most once a minute)",
-                spans,
+                "tracing: %s not exported to %s: %s (%d lost so far; logged at most once a minute)",
+                plural(spans, "span"),
                 self.endpoint,
                 error,
                 self.failed,

@@ -4,7 +4,9 @@ Registered on ``wasmgate plugin`` through the ``wasmgate.plugin_commands`` entry
 group (pyproject.toml), so ``core/`` does not import this module.
 
 Default locations live under ``$WASMGATE_HOME`` (default ``~/.wasmgate``):
-``keys/`` for ``keygen`` and ``trust/`` for the trust store.
+``keys/`` for ``keygen`` and ``trust/`` for the trust store. ``trust`` and ``verify``
+use the trust store ``install`` uses: ``--trust``, else ``[market] trust`` of
+gateway.toml (``-c``, or ./gateway.toml when present), else ``$WASMGATE_HOME/trust``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ a publisher's round trip:
   wasmgate plugin keygen                                  # ~/.wasmgate/keys/publisher.{key,pub}
   wasmgate plugin pack plugins/wasm/as-headers --key ~/.wasmgate/keys/publisher.key
   wasmgate plugin trust ~/.wasmgate/keys/publisher.pub    # users trust the publisher once
+                                     # (into [market] trust of ./gateway.toml, if it sets one)
   wasmgate plugin verify as-headers-0.1.0.wgpkg
 """
 
@@ -65,9 +68,12 @@ def register(psub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "trust",
         help="add a publisher's (or a registry's) public key to the trust store",
         description="Copy a PEM Ed25519 public key into the trust store as KEYID.pub; "
-        "packages signed by it then verify. With --registry-key, the key is a registry's "
-        "(its registry.pub) and goes to TRUST/registries/: registry indexes signed by "
-        "it then verify. Prints the key id.",
+        "packages signed by it then verify and install. With --registry-key, the key is a "
+        "registry's (its registry.pub) and goes to TRUST/registries/: registry indexes "
+        "signed by it then verify. The trust store is the one `plugin install` uses: "
+        "--trust DIR, else [market] trust of gateway.toml (-c FILE, default ./gateway.toml "
+        "when present), else $WASMGATE_HOME/trust. Prints the key id and the folder it "
+        "wrote to.",
     )
     tr.add_argument(
         "public_key", nargs="?", type=Path, metavar="PUBFILE", help="the publisher's .pub file"
@@ -85,7 +91,7 @@ def register(psub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="the key signs a registry's index, not packages (with --from-registry: "
         "fetch the registry's registry.pub)",
     )
-    tr.add_argument("-c", "--config", type=Path, metavar="FILE", help="gateway.toml ([market])")
+    _config_option(tr)
     _trust_option(tr)
     tr.set_defaults(func=cmd_trust)
 
@@ -120,6 +126,7 @@ def register(psub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "kind, signer key id and digests; exits 1 with the reason otherwise.",
     )
     vf.add_argument("file", type=Path, metavar="FILE", help="a .wgpkg package")
+    _config_option(vf)
     _trust_option(vf)
     vf.add_argument("--json", action="store_true", help="machine-readable output")
     vf.set_defaults(func=cmd_verify)
@@ -129,13 +136,38 @@ def register(psub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     client_cli.register(psub)
 
 
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="gateway.toml whose [market] trust to use (default: ./gateway.toml if present)",
+    )
+
+
 def _trust_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trust",
         type=Path,
         metavar="DIR",
-        help="trust store: a directory of *.pub keys (default: $WASMGATE_HOME/trust)",
+        help="trust store: a directory of *.pub keys (default: [market] trust, "
+        "or $WASMGATE_HOME/trust)",
     )
+
+
+def trust_dir(args: argparse.Namespace) -> tuple[Path, str]:
+    """The trust store ``install`` would use with these options, and where that
+    choice came from (for the messages): --trust, [market] trust, or the default."""
+    from market.installer import Workspace
+
+    if args.trust is not None:
+        return args.trust, "--trust"
+    ws = Workspace.load(args.config, home())
+    default = home() / "trust"
+    if ws.trust_dir != default:
+        return ws.trust_dir, f"[market] trust of {ws.config}"
+    return default, "the default; no [market] trust" + (f" in {ws.config}" if ws.config else "")
 
 
 def fail(exc: MarketError) -> int:
@@ -164,13 +196,13 @@ def cmd_trust(args: argparse.Namespace) -> int:
     try:
         if args.from_registry is not None:
             return _trust_from_registry(args)
-        directory: Path = args.trust if args.trust is not None else home() / "trust"
+        directory, why = trust_dir(args)
         if args.registry_key:
             directory = directory / REGISTRY_KEYS
         kid = add_trusted_key(directory, args.public_key)
     except MarketError as exc:
         return fail(exc)
-    print(f"trusted key {kid} in {directory}")
+    print(f"trusted key {kid} in {directory.absolute()} ({why})")
     return 0
 
 
@@ -186,8 +218,10 @@ def _trust_from_registry(args: argparse.Namespace) -> int:
         return 2
     registry_flag = args.registry or os.environ.get("WASMGATE_REGISTRY") or None
     ws = Workspace.load(args.config, home(), registry=registry_flag, trust=args.trust)
+    directory, why = trust_dir(args)
     path = PUBLIC if args.registry_key else f"keys/{kid}.pub"
-    trust_dir = ws.trust_dir / REGISTRY_KEYS if args.registry_key else ws.trust_dir
+    if args.registry_key:
+        directory = directory / REGISTRY_KEYS
     pem = ws.open_registry().fetch_file(path, limit=16 * 1024)
     with tempfile.TemporaryDirectory() as tmp:
         key_path = Path(tmp) / "key.pub"
@@ -195,8 +229,8 @@ def _trust_from_registry(args: argparse.Namespace) -> int:
         got = key_id(load_public_key(key_path))
         if got != kid:
             raise MarketError(f"the registry's {path} is key {got}, not {kid}; refused")
-        add_trusted_key(trust_dir, key_path)
-    print(f"trusted key {kid} (from {ws.registry}) in {trust_dir}")
+        add_trusted_key(directory, key_path)
+    print(f"trusted key {kid} (from {ws.registry}) in {directory.absolute()} ({why})")
     return 0
 
 
@@ -210,8 +244,8 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    directory: Path = args.trust if args.trust is not None else home() / "trust"
     try:
+        directory, _ = trust_dir(args)
         package = read_package(args.file, TrustStore.from_dir(directory))
     except MarketError as exc:
         return fail(exc)

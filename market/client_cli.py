@@ -2,8 +2,9 @@
 
 Settings come from ``[market]`` in ``gateway.toml`` (``-c``; ``./gateway.toml`` when
 it exists), then the flags: ``--registry URL|DIR`` (or ``$WASMGATE_REGISTRY``) and
-``--trust DIR``. The lockfile and plugin folder sit beside ``gateway.toml`` unless
-``[market]`` moves them. Errors print one message and exit 1; nothing is changed.
+``--trust DIR``; every command takes all three. The lockfile and plugin folder sit
+beside ``gateway.toml`` unless ``[market]`` moves them. Errors print one message and
+exit 1; nothing is changed.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ EXAMPLES = """\
 examples:
   wasmgate plugin search headers
   wasmgate plugin info as-headers
-  wasmgate plugin install as-headers               # highest release
+  wasmgate plugin install as-headers               # highest release, pinned as ^0.1.0
   wasmgate plugin install 'as-headers@^0.1'        # a constraint: ^1.2  ~1.2.3  >=1,<2  1.4
   wasmgate plugin install                          # exactly what gateway.lock pins
   wasmgate plugin update                           # newest each pin's constraint allows
@@ -40,7 +41,7 @@ def _workspace(args: argparse.Namespace) -> Workspace:
     return Workspace.load(args.config, home(), registry=registry, trust=args.trust)
 
 
-def _common(parser: argparse.ArgumentParser, registry: bool = True) -> None:
+def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-c",
         "--config",
@@ -49,12 +50,11 @@ def _common(parser: argparse.ArgumentParser, registry: bool = True) -> None:
         help="gateway.toml whose [market] settings, lockfile and plugin folder to use "
         "(default: ./gateway.toml if present)",
     )
-    if registry:
-        parser.add_argument(
-            "--registry",
-            metavar="URL|DIR",
-            help="registry to use (default: [market] registry, or $WASMGATE_REGISTRY)",
-        )
+    parser.add_argument(
+        "--registry",
+        metavar="URL|DIR",
+        help="registry to use (default: [market] registry, or $WASMGATE_REGISTRY)",
+    )
     parser.add_argument(
         "--trust",
         type=Path,
@@ -68,8 +68,10 @@ def register(psub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     se = psub.add_parser(
         "search",
         help="find plugins in the registry",
-        description="List the registry's plugins whose name, keywords or description "
-        "contain every word of TEXT (all plugins without TEXT).",
+        description="List the registry's plugins matching every word of TEXT (all "
+        "plugins without TEXT). A word matches a whole word or the start of one in the "
+        "name, the keywords or the description, never letters inside a word; the best "
+        "come first: exact name, name words, keywords, then description.",
         epilog=EXAMPLES,
         formatter_class=raw,
     )
@@ -97,7 +99,8 @@ def register(psub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "unpack it into the plugin folder and pin name, version, digests and signer in "
         "gateway.lock, all or nothing. A plugin already locked at a version the "
         "constraint allows stays at that version (use `update` to move); a lower one "
-        "needs --allow-downgrade. Without NAME, "
+        "needs --allow-downgrade. Without a constraint, the lockfile records ^VERSION of "
+        "what was picked. Without NAME, "
         "installs exactly what gateway.lock pins (a reproducible install).",
         epilog=EXAMPLES,
         formatter_class=raw,
@@ -131,7 +134,7 @@ def register(psub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "A gateway.toml that still uses it will fail `wasmgate check`.",
     )
     rm.add_argument("names", nargs="+", metavar="NAME")
-    _common(rm, registry=False)
+    _common(rm)  # --registry is accepted for uniformity; removing needs no registry
     rm.set_defaults(func=cmd_remove)
 
     pub = psub.add_parser(

@@ -39,7 +39,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from market.errors import MarketError, PublishError, RegistryError, SignatureError
+from market.errors import (
+    MarketError,
+    PublishError,
+    RegistryError,
+    SignatureError,
+    UnknownSigner,
+)
 from market.files import exclusive, write_atomically
 from market.manifest import NAME_RE, SHA256_RE, PackageManifest
 from market.package import Package, read_package
@@ -222,6 +228,16 @@ class RegistryDir:
         with exclusive(self.root / ".lock", "registry update"):
             try:
                 package = read_package(archive, self.trust_store())
+            except UnknownSigner as exc:
+                # The fix is on the registry's side, not the publisher's trust store.
+                accepted = ", ".join(self.trust_store()) or "none"
+                raise PublishError(
+                    f"refused: the package is signed by key {exc.key_id}, which this "
+                    f"registry does not accept (accepted publishers: {accepted}); the "
+                    "registry's operator accepts a publisher with "
+                    "`wasmgate market add-publisher ROOT PUBFILE`",
+                    "untrusted",
+                ) from None
             except SignatureError as exc:
                 raise PublishError(f"refused: {exc}", "untrusted") from None
             except MarketError as exc:

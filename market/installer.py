@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from packaging.version import Version
+
 from market.client import Progress, Registry
 from market.errors import (
     InstallError,
@@ -57,7 +59,7 @@ from market.lockfile import (
     write_lock,
 )
 from market.package import Package, read_package, unpack
-from market.version import Requirement, parse_requirement, pick
+from market.version import Requirement, caret_of, parse_requirement, pick
 from market.workspace import Workspace as Workspace  # where the CLI and tests import it
 
 # What clean-up may remove from the plugin folder: installed packages no lock entry
@@ -140,7 +142,9 @@ class Installer:
                         f"bugs. If you mean it: `wasmgate plugin install {req.name}@={new} "
                         "--allow-downgrade`"
                     )
-                plugins[req.name] = self._fetch(entry, req.constraint, old)
+                # No constraint given: record the caret of what was picked (npm, Cargo).
+                constraint = req.constraint or caret_of(new)
+                plugins[req.name] = self._fetch(entry, constraint, old)
                 changes.append(
                     Change(req.name, old.version if old else None, entry.manifest.version)
                 )
@@ -165,7 +169,7 @@ class Installer:
                 entry = self._resolve_or_none(req, pre, old.version)
                 if entry is None or not _lower(old.version, entry.manifest.version):
                     plugins[name] = self._ensure(name, old, old.constraint)
-                    note = "up to date"
+                    note = "up to date" + self._outside(name, old.version, old.constraint)
                     if entry is not None and _lower(entry.manifest.version, old.version):
                         lower = entry.manifest.version
                         note = (
@@ -174,10 +178,22 @@ class Installer:
                         )
                     changes.append(Change(name, old.version, old.version, note))
                     continue
+                got = entry.manifest.version
+                note = self._outside(name, got, old.constraint)
                 plugins[name] = self._fetch(entry, old.constraint, old)
-                changes.append(Change(name, old.version, entry.manifest.version))
+                changes.append(Change(name, old.version, got, note.removeprefix("; ")))
             self._commit(Lockfile(plugins=plugins))
             return changes
+
+    def _outside(self, name: str, version: str, constraint: str) -> str:
+        """A note naming a newer release the constraint leaves out, and how to move."""
+        from market.search import latest
+
+        newest = latest(self._index_now(), name)
+        if newest is None or Version(newest.manifest.version) <= Version(version):
+            return ""
+        v = newest.manifest.version
+        return f"; {v} is outside {constraint}: `wasmgate plugin install {name}@{caret_of(v)}`"
 
     def remove(self, names: Sequence[str]) -> list[Change]:
         with self._locked():
@@ -296,11 +312,13 @@ class Installer:
         try:
             package = read_package(archive, self.ws.trust_store())
         except UnknownSigner as exc:
+            opts = self.ws.trust_options()
             raise InstallError(
                 f"{label} is signed by key {exc.key_id}, which your trust store "
                 f"({self.ws.trust_dir}) does not hold; refused. If you trust this publisher, "
-                f"add their key: `wasmgate plugin trust PUBFILE` with the file they give "
-                f"you, or `wasmgate plugin trust --from-registry {exc.key_id}`"
+                f"add their key: `wasmgate plugin trust PUBFILE{opts}` with the file they "
+                f"give you, or `wasmgate plugin trust --from-registry {exc.key_id}{opts}"
+                f"{self.ws.registry_option()}`"
             ) from None
         except MarketError as exc:
             reason = str(exc).replace(f"{archive}: ", "")

@@ -56,7 +56,11 @@ class LockedPlugin(BaseModel):
 
     version: str
     kind: Literal["wasm", "python"]
-    constraint: str = Field("", description="What the user asked for; `update` honours it.")
+    constraint: str = Field(
+        "",
+        description="What the user asked for, or the caret of the version an install "
+        "without one picked (^1.4.2); `update` stays within it. Empty: any release.",
+    )
     signer: str = Field(pattern=r"^[0-9a-f]{16}$")
     archive_sha256: str = Field(pattern=SHA256_RE)
     payload_sha256: str = Field(pattern=SHA256_RE)

@@ -69,7 +69,9 @@ def make_app(root: Path, publish_token: str | None = None) -> web.Application:
 
     async def summary(request: web.Request) -> web.StreamResponse:
         idx = registry.read_index()
-        lines = [f"wasmgate registry: {len(idx.packages)} packages, updated {idx.updated}"]
+        count = len(idx.packages)
+        packages = f"{count} package" + ("" if count == 1 else "s")
+        lines = [f"wasmgate registry: {packages}, updated {idx.updated}"]
         for name, versions in sorted(idx.packages.items()):
             lines.append(f"  {name:24} {', '.join(versions)}")
         lines.append(f"index: /{INDEX}")

@@ -19,6 +19,10 @@ written        means                       as a specifier set
 ``~=1.4``      PEP 440 compatible release  ``~=1.4``
 =============  ==========================  ============================================
 
+An install without a constraint records the caret of what it picked (``^1.4.2``; for a
+pre-release or post-release, ``>=1.5.0rc1,<2.0.0``), as npm and Cargo do, so that
+``update`` later takes fixes and features but never a new major version.
+
 Pre-releases (``1.5.0rc1``) are left out unless asked for (``--pre``) or the
 constraint itself names one (``>=1.5.0rc1``), as pip does. The highest version that
 matches wins; versions needing a newer wasmgate (``min_wasmgate``) are skipped and said so.
@@ -94,6 +98,18 @@ def parse_constraint(text: str) -> SpecifierSet:
         raise ResolveError(
             f"{text!r} is not a version constraint (examples: 1.2.0, ^1.2, ~1.2.3, >=1.2,<2)"
         ) from None
+
+
+def caret_of(version: str) -> str:
+    """The constraint an install without one records for ``version`` (``^1.4.2``)."""
+    v = Version(version)
+    major, minor, patch = (*v.release, 0, 0)[:3]
+    plain = f"{major}.{minor}.{patch}"
+    if str(v) == plain:
+        return f"^{plain}"
+    upper = parse_constraint(f"^{plain}")
+    high = next(s.version for s in upper if s.operator == "<")
+    return f">={v},<{high}"
 
 
 def parse_requirement(text: str) -> Requirement:

@@ -9,12 +9,13 @@ market cannot import ``core/``, so the few checks are written twice and kept ali
 from __future__ import annotations
 
 import re
+import shlex
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from market.client import MAX_PACKAGE, Registry, open_registry
-from market.errors import InstallError, RegistryError
+from market.errors import InstallError, MarketError, RegistryError
 from market.lockfile import DEFAULT_LOCKFILE, DEFAULT_PLUGIN_DIR
 from market.signed_index import registry_keys
 from market.signing import TrustStore
@@ -83,6 +84,30 @@ class Workspace:
 
     def trust_store(self) -> TrustStore:
         return TrustStore.from_dir(self.trust_dir)
+
+    def trust_options(self) -> str:
+        """The options that make `wasmgate plugin trust`, run in this folder, write to
+        this workspace's trust store (none when it would anyway), for advice."""
+        try:
+            if Workspace.load(None, self.home).trust_dir == self.trust_dir:
+                return ""
+            configured = Workspace.load(self.config, self.home) if self.config else None
+            if configured is not None and configured.trust_dir == self.trust_dir:
+                return f" -c {shlex.quote(str(self.config))}"
+        except MarketError:  # ./gateway.toml is unreadable: name the folder itself
+            pass
+        return f" --trust {shlex.quote(str(self.trust_dir))}"
+
+    def registry_option(self) -> str:
+        """``--registry`` for advice, when the configuration does not name this one."""
+        if not self.registry:
+            return ""
+        try:
+            if Workspace.load(self.config, self.home).registry == self.registry:
+                return ""
+        except MarketError:
+            pass
+        return f" --registry {shlex.quote(self.registry)}"
 
 
 def _market_table(config: Path) -> dict[str, object]:

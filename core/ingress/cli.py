@@ -13,6 +13,7 @@ from core.errors import ConfigError
 from core.ingress.objects import load_manifests
 from core.ingress.render import render
 from core.ingress.translate import Settings, translate
+from core.wording import plural
 
 EXAMPLES = """\
 examples:
@@ -144,8 +145,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     tmp.write_text(text)
     os.replace(tmp, out)
     print(
-        f"wrote {out}: {len(tr.routes)} routes, {len(tr.upstreams)} upstreams, "
-        f"{len(tr.filters)} filters from {len(tr.ingresses)} Ingresses",
+        f"wrote {out}: {plural(len(tr.routes), 'route')}, "
+        f"{plural(len(tr.upstreams), 'upstream')}, {plural(len(tr.filters), 'filter')} "
+        f"from {plural(len(tr.ingresses), 'Ingress', 'Ingresses')}",
         file=sys.stderr,
     )
     return 0

@@ -108,7 +108,7 @@ def build_wasm_filter(name: str, d: FilterDef, base_dir: Path, where: str) -> Fi
         raise PluginError(f"{label}: {exc}") from None
     flt = WasmFilter(vm, tuple(d.bodies), fail_open=d.fail == "open")
     flt.name = name
-    flt.plugin = f"wasm:{path.name}"
+    flt.plugin = f"wasm:{d.wasm}"  # as gateway.toml names it: two filter.wasm differ
     inst = FilterInstance(name, flt.plugin, flt, d.fail == "open")
     manifests = manifest_candidates(path, (base_dir / d.manifest) if d.manifest else None)
     inst.files = (path, *(m.absolute() for m in manifests))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from market.errors import ResolveError
-from market.version import parse_constraint, parse_requirement, pick
+from market.version import caret_of, parse_constraint, parse_requirement, pick
 
 PUBLISHED = ["0.9.0", "1.0.0", "1.1.0", "1.1.5", "1.2.0rc1", "2.0.0", "2.1.0b2"]
 
@@ -87,3 +87,22 @@ def test_versions_needing_a_newer_wasmgate_are_skipped_and_said_so() -> None:
 def test_a_malformed_requirement_is_refused(text: str, problem: str) -> None:
     with pytest.raises(ResolveError, match=problem):
         parse_requirement(text)
+
+
+@pytest.mark.parametrize(
+    ("version", "recorded", "allows", "refuses"),
+    [
+        ("1.4.2", "^1.4.2", "1.9.0", "2.0.0"),
+        ("0.1.0", "^0.1.0", "0.1.7", "0.2.0"),
+        ("0.0.3", "^0.0.3", "0.0.3", "0.0.4"),
+        ("1.5.0rc1", ">=1.5.0rc1,<2.0.0", "1.5.0", "2.0.0"),
+        ("2.0.0.post1", ">=2.0.0.post1,<3.0.0", "2.1.0", "2.0.0"),
+    ],
+)
+def test_an_install_without_a_constraint_records_the_caret_of_its_pick(
+    version: str, recorded: str, allows: str, refuses: str
+) -> None:
+    assert caret_of(version) == recorded
+    req = parse_requirement(f"p@{recorded}")
+    assert req.allows(version, pre=False) and req.allows(allows, pre=False)
+    assert not req.allows(refuses, pre=True)
