@@ -170,8 +170,8 @@ class Installer:
                 if entry is None or not _lower(old.version, entry.manifest.version):
                     plugins[name] = self._ensure(name, old, old.constraint)
                     note = "up to date" + self._outside(name, old.version, old.constraint)
-                    if entry is not None and _lower(entry.manifest.version, old.version):
-                        lower = entry.manifest.version
+                    lower = self._newest(name) if entry is None else entry.manifest.version
+                    if lower is not None and _lower(lower, old.version):
                         note = (
                             f"the registry's newest is {lower}; update never downgrades, "
                             f"`wasmgate plugin install {name}@={lower} --allow-downgrade` does"
@@ -185,14 +185,18 @@ class Installer:
             self._commit(Lockfile(plugins=plugins))
             return changes
 
-    def _outside(self, name: str, version: str, constraint: str) -> str:
-        """A note naming a newer release the constraint leaves out, and how to move."""
+    def _newest(self, name: str) -> str | None:
+        """The registry's newest release of ``name`` (None: it lists none)."""
         from market.search import latest
 
         newest = latest(self._index_now(), name)
-        if newest is None or Version(newest.manifest.version) <= Version(version):
+        return newest.manifest.version if newest is not None else None
+
+    def _outside(self, name: str, version: str, constraint: str) -> str:
+        """A note naming a newer release the constraint leaves out, and how to move."""
+        v = self._newest(name)
+        if v is None or Version(v) <= Version(version):
             return ""
-        v = newest.manifest.version
         return f"; {v} is outside {constraint}: `wasmgate plugin install {name}@{caret_of(v)}`"
 
     def remove(self, names: Sequence[str]) -> list[Change]:

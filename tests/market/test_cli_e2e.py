@@ -137,6 +137,12 @@ def test_every_market_command_as_documented(kind: str, site: Site) -> None:
         write_config(s, reg)
         trust = s.site / "trust"
 
+        # The index is signed by the registry's key: until it is trusted, reads are
+        # refused with the command that fixes it (docs/market.md, the signed index).
+        err = s.fails("plugin", "install", "as-headers")
+        assert "wasmgate plugin trust --registry-key" in err
+        s.ok("plugin", "trust", "--registry-key", s.registry / "registry.pub")
+
         # Before trusting the publisher, an install is refused and says how to fix it ...
         err = s.fails("plugin", "install", "as-headers")
         assert "wasmgate plugin trust PUBFILE" in err
@@ -230,6 +236,7 @@ def test_trust_pubfile_honours_dash_c_outside_the_site(site: Site) -> None:
     s = site
     s.ok("plugin", "publish", s.tmp / "as-headers-0.1.0.wgpkg", "--registry", s.registry)
     write_config(s, str(s.registry))
+    s.ok("plugin", "trust", "--registry-key", s.registry / "registry.pub", "-c", s.config)
     # An install run elsewhere with -c is refused; the command it advises, run where
     # the install ran, fills the trust store that install reads.
     err = s.fails("plugin", "install", "as-headers", "-c", s.config, cwd=s.tmp)
@@ -283,8 +290,14 @@ def test_the_commands_the_demo_prints(site: Site) -> None:
     s = site
     (s.site / "registry").symlink_to(s.registry)
     s.ok("plugin", "publish", s.tmp / "as-headers-0.1.0.wgpkg", "--registry", s.registry)
+    # As `make registry` does: a demo trust store beside the registry with its
+    # publisher's key and the registry's index key.
+    trust = s.registry / "trust"
+    (trust / "registries").mkdir(parents=True)
+    shutil.copy(s.home / "keys" / "publisher.pub", trust / "publisher.pub")
+    shutil.copy(s.registry / "registry.pub", trust / "registries" / "registry.pub")
     (s.site / "gateway.toml").write_text(
-        '[market]\nregistry = "http://127.0.0.1:8700"\ntrust = "registry/keys"\n'
+        '[market]\nregistry = "http://127.0.0.1:8700"\ntrust = "registry/trust"\n'
     )
     with served_registry(s.registry, token=None) as url:
         port = int(url.rsplit(":", 1)[1])
