@@ -21,7 +21,7 @@ and test it with :mod:`plugin_sdk.testing`. This package imports nothing from th
 gateway's engine; the engine imports it.
 """
 
-from plugin_sdk.config import PluginConfig
+from plugin_sdk.config import PluginConfig, Secret
 from plugin_sdk.context import Context, filter_logger
 from plugin_sdk.filter import CONTINUE, Filter, overrides
 from plugin_sdk.headers import Headers
@@ -36,6 +36,7 @@ __all__ = [
     "PluginConfig",
     "Request",
     "Response",
+    "Secret",
     "TLSInfo",
     "filter_logger",
     "overrides",

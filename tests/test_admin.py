@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from core.admin import redact
+from core.redact import redact
 from core.dashboard.api import quantile
 from plugin_sdk.testing import GatewayProcess, free_port
 

@@ -35,6 +35,7 @@ from core.metrics_render import totals
 
 if TYPE_CHECKING:
     from core.admin import Admin
+    from core.gateway import Snapshot
 
 STATIC = Path(__file__).parent
 FILES = {
@@ -222,29 +223,9 @@ class Dashboard:
         return web.json_response(self.traffic.series())
 
     async def installed(self, request: web.Request) -> web.StreamResponse:
-        snap = self.admin.snap
-        out: list[dict[str, Any]] = []
-        try:
-            source = open_installed(snap.config, Path(snap.source).parent)
-        except Exception as exc:
-            return web.json_response({"plugins": out, "error": str(exc)})
-        for name in source.names() if source else []:
-            try:
-                p = source.load(name) if source else None
-            except Exception as exc:
-                out.append({"name": name, "error": str(exc)})
-                continue
-            if p is not None:
-                out.append(
-                    {
-                        "name": p.name,
-                        "version": p.version,
-                        "kind": p.kind,
-                        "signer": p.signer,
-                        "digest": p.digest,
-                    }
-                )
-        return web.json_response({"plugins": out})
+        # Reads the lockfile and checks each package's digest on disk: off the loop.
+        body = await asyncio.to_thread(_installed, self.admin.snap)
+        return web.json_response(body)
 
     def _market(self) -> Market | None:
         for ep in entry_points(group=MARKET_GROUP):
@@ -256,7 +237,7 @@ class Dashboard:
     async def market(self, request: web.Request) -> web.StreamResponse:
         text = request.query.get("q", "")
         try:
-            market = self._market()
+            market = await asyncio.to_thread(self._market)  # metadata scan, file read
             if market is None:
                 raise web.HTTPNotFound(text="the market is not installed\n")
             loop = asyncio.get_running_loop()
@@ -278,7 +259,7 @@ class Dashboard:
         except (ValueError, KeyError, TypeError):
             return web.json_response({"error": "expected JSON {name, constraint}"}, status=400)
         try:
-            market = self._market()
+            market = await asyncio.to_thread(self._market)  # metadata scan, file read
             if market is None:
                 raise web.HTTPNotFound(text="the market is not installed\n")
             loop = asyncio.get_running_loop()
@@ -291,8 +272,37 @@ class Dashboard:
         return web.json_response({**body, "reload": reload}, status=status)
 
 
+def _installed(snap: Snapshot) -> dict[str, Any]:
+    """What ``gateway.lock`` pins, verified on disk (blocking)."""
+    out: list[dict[str, Any]] = []
+    try:
+        source = open_installed(snap.config, Path(snap.source).parent)
+    except Exception as exc:
+        return {"plugins": out, "error": str(exc)}
+    for name in source.names() if source else []:
+        try:
+            p = source.load(name) if source else None
+        except Exception as exc:
+            out.append({"name": name, "error": str(exc)})
+            continue
+        if p is not None:
+            out.append(
+                {
+                    "name": p.name,
+                    "version": p.version,
+                    "kind": p.kind,
+                    "signer": p.signer,
+                    "digest": p.digest,
+                }
+            )
+    return {"plugins": out}
+
+
+_STATIC: dict[str, bytes] = {name: (STATIC / name).read_bytes() for name in FILES}
+
+
 def _file(name: str) -> web.StreamResponse:
     return web.Response(
-        body=(STATIC / name).read_bytes(),
+        body=_STATIC[name],
         headers={"Content-Type": f"{FILES[name]}; charset=utf-8", "Cache-Control": "no-cache"},
     )

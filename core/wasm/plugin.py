@@ -312,6 +312,9 @@ class WasmFilter(Filter[PluginConfig]):
     def __init__(self, vm: PluginVm, bodies: tuple[str, ...] = ()) -> None:
         super().__init__(PluginConfig())
         self.vm = vm
+        # The manifest's JSON Schema of the config, when there is one (the admin API
+        # redacts by it); set by build_wasm_filter.
+        self.config_schema: dict[str, Any] | None = None
         self._key = f"wasm.{id(self)}"
         assert vm.module is not None
         exports = {e.name for e in vm.module.exports}

@@ -44,7 +44,7 @@ from pathlib import Path
 import bcrypt
 from pydantic import Field, field_validator, model_validator
 
-from plugin_sdk import Context, Filter, LocalReply
+from plugin_sdk import Context, Filter, LocalReply, Secret
 from plugins._auth import AuthConfig, remove_headers, unauthorized, wire_value
 
 _BCRYPT = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
@@ -75,7 +75,7 @@ def check_hash(user: str, hashed: str) -> str:
 
 class BasicAuthConfig(AuthConfig):
     htpasswd_file: str = Field("", description="htpasswd file of 'user:bcrypt-hash' lines.")
-    users: dict[str, str] = Field(
+    users: dict[str, Secret] = Field(
         default_factory=dict, description="Inline users: name -> bcrypt hash."
     )
     hide_credentials: bool = Field(
