@@ -40,7 +40,6 @@ from core.admin_guard import Guard, is_loopback
 from core.admin_view import Views, filter_info
 from core.config import parse_address
 from core.dashboard.api import Dashboard
-from core.metrics_render import wasmgate_version
 
 if TYPE_CHECKING:
     from core.gateway import Gateway, Snapshot
@@ -131,7 +130,7 @@ class Admin:
             "source": snap.source,
             "loaded_at": _iso(reloader.loaded_at if reloader else self.started),
             "last_reload": reloader.last_result if reloader else None,
-            "wasmgate": wasmgate_version(),
+            "wasmgate": view.wasmgate,
             "uptime_seconds": round(time.time() - self.started, 1),
             "listeners": [
                 f"{scheme}://{h}:{p}"

@@ -1,11 +1,11 @@
 """What the admin API shows of one snapshot, computed once per snapshot, off the loop.
 
-The facts behind ``GET /config``, ``/routes`` and ``/plugins`` that cost real work
-(the redacted configuration and its hash, each Python filter's distribution version,
-which scans every installed distribution's metadata) do not change while a snapshot
-serves. :class:`Views` builds them in a worker thread at the first read of a snapshot
-and keeps them as long as the snapshot lives; every later read is a dictionary lookup,
-so no admin call holds the event loop the data plane runs on.
+The facts behind ``GET /config``, ``/routes`` and ``/plugins`` that cost real work (the
+redacted configuration and its hash, each Python filter's distribution version, which
+scans every installed distribution's metadata, wasmgate's own version) do not change
+while a snapshot serves. :class:`Views` builds them in a worker thread at the first
+read of a snapshot and keeps them as long as the snapshot lives; every later read is a
+dictionary lookup, so no admin call holds the event loop the data plane runs on.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from core.chain import PluginRegistry
 from core.config import GatewayConfig
 from core.errors import PluginError
 from core.metrics import config_hash
+from core.metrics_render import wasmgate_version
 from core.redact import core_config_schema, redact_config
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ class SnapshotView:
     config: dict[str, Any]  # redacted
     hash: str
     versions: dict[int, str]  # id(FilterInstance) -> version of its plugin
+    wasmgate: str = ""  # the installed wasmgate's version
 
 
 class Views:
@@ -57,7 +59,8 @@ class Views:
 
 
 def _build(snap: Snapshot, filters: list[FilterInstance]) -> SnapshotView:
-    return replace(build_view(snap.config, filters), hash=config_hash(snap))
+    view = build_view(snap.config, filters)
+    return replace(view, hash=config_hash(snap), wasmgate=wasmgate_version())
 
 
 def build_view(config: GatewayConfig, filters: list[FilterInstance]) -> SnapshotView:
