@@ -6,7 +6,8 @@ replaced by ``<redacted>``: the gateway's own secret fields and, inside each fil
 :data:`plugin_sdk.Secret`, a Proxy-Wasm plugin in its manifest's ``config_schema``).
 Where no schema describes a value (a WASM filter without a manifest, a field typed
 ``Any``), a name heuristic takes over: :data:`SECRET` field names, and every value but
-the name of a ``consumers``/``credentials``/``users`` entry.
+the name of a ``consumers``/``credentials``/``users`` entry. The password of a URL
+(``https://user:PASSWORD@host/``) is redacted wherever it appears.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ SECRET = re.compile(
     r"(secret|password|passwd|token|credential|private|_pem$|^key$|api_?key|authorization|cookie)",
     re.I,
 )
+_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*://[^/@:]*:)[^/@]*@", re.I)
 PLUGIN_CONFIG = "x-wasmgate-plugin-config"  # marks a filter's `config` in the core schema
 _EMPTY: tuple[Any, ...] = (None, "", [], {})
 _DESCRIBING = ("type", "properties", "items", "prefixItems", "anyOf", "oneOf", "allOf", "$ref")
@@ -39,7 +41,7 @@ def redact(value: Any, key: str = "") -> Any:
         if key in ("consumers", "credentials", "users"):
             return [redact(v, "secret") if not isinstance(v, dict) else _consumer(v) for v in value]
         return [redact(v, key if not isinstance(v, dict | list) else "") for v in value]
-    return value
+    return _url(value)
 
 
 def _consumer(entry: dict[str, Any]) -> dict[str, Any]:
@@ -117,7 +119,7 @@ class _Walk:
             if isinstance(items, dict):
                 return [self.walk(v, items, key) for v in value]
             return redact(value, key)
-        return value
+        return _url(value)
 
     def walk_object(self, value: dict[str, Any], schema: dict[str, Any], key: str) -> Any:
         props: dict[str, Any] = schema.get("properties", {})
@@ -141,6 +143,13 @@ class _Walk:
             plugin = table.get("plugin") or (None if wasm else name)
             found = self.plugin_schema(plugin, wasm, name)
         return _Walk(found, None).walk(config, found, "") if found else redact(config)
+
+
+def _url(value: Any) -> Any:
+    """A URL's password (``https://user:PASSWORD@host``) is a secret wherever it is."""
+    if isinstance(value, str) and "@" in value:
+        return _USERINFO.sub(rf"\1{REDACTED}@", value)
+    return value
 
 
 def _fits(value: Any, schema: dict[str, Any]) -> bool:

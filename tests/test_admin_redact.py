@@ -199,7 +199,7 @@ def test_inline_filters_and_the_admin_token_are_redacted(
     assert TOKEN not in json.dumps(shown_config)
 
 
-def test_an_unused_filter_is_redacted_by_its_plugin_schema(tmp_path: Path) -> None:
+def test_unused_filters_certificates_and_urls_are_redacted(tmp_path: Path) -> None:
     cfg = loads_config(
         """
 [[upstreams]]
@@ -209,6 +209,9 @@ endpoints = ["127.0.0.1:9"]
 [filters.unused]
 plugin = "headers"
 config.request.set.authorization = "Bearer never-shown"
+
+[market]
+registry = "https://ci:pw-in-url@registry.example/"
 
 [[certificates]]
 hosts = ["a.example"]
@@ -221,6 +224,7 @@ key_pem = "-----BEGIN PRIVATE KEY-----"
     assert shown["filters"]["unused"]["config"]["request"]["set"] == {"authorization": REDACTED}
     assert shown["certificates"][0]["key_pem"] == REDACTED
     assert shown["certificates"][0]["cert_pem"] == "-----BEGIN CERTIFICATE-----"
+    assert shown["market"]["registry"] == f"https://ci:{REDACTED}@registry.example/"
 
 
 MANIFEST_SCHEMA = {
@@ -253,8 +257,13 @@ MANIFEST_SCHEMA = {
             {"a": "1", "b": ""},
             {"a": REDACTED, "b": ""},
         ),
+        (
+            {"type": "object", "properties": {"url": {"type": "string"}}},
+            {"url": "https://bob:hunter2@registry.example/x", "n": "http://a@b.example"},
+            {"url": f"https://bob:{REDACTED}@registry.example/x", "n": "http://a@b.example"},
+        ),
     ],
-    ids=["wasm-manifest", "no-schema", "undescribed-field", "map-of-secrets"],
+    ids=["wasm-manifest", "no-schema", "undescribed-field", "map-of-secrets", "url-password"],
 )
 def test_redaction_follows_the_schema(
     schema: dict[str, Any] | None, value: dict[str, Any], shown: dict[str, Any]
