@@ -13,6 +13,11 @@
 ``GET /``          the dashboard and its ``/api/...`` calls (:mod:`core.dashboard.api`)
 =================  =========================================================================
 
+Every request passes :mod:`core.admin_guard` first (the ``Host`` check against DNS
+rebinding; the token for reads when the listener is not on loopback). What ``/config``,
+``/routes`` and ``/plugins`` show is computed once per snapshot in a worker thread
+(:mod:`core.admin_view`): no admin call blocks the event loop the data plane runs on.
+
 With several workers, the first one serves the admin listener; ``POST /reload`` then
 signals the supervisor, which has every worker reload, and answers with this worker's
 result. Responses are JSON (``/metrics`` excepted). Nothing here is on the request path.
@@ -21,47 +26,26 @@ result. Responses are JSON (``/metrics`` excepted). Nothing here is on the reque
 from __future__ import annotations
 
 import asyncio
-import hmac
+import logging
 import os
-import re
 import signal
 import time
-from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from core.admin_guard import Guard, is_loopback
+from core.admin_view import Views, filter_info
 from core.config import parse_address
 from core.dashboard.api import Dashboard
-from core.metrics import config_hash
-from core.metrics_render import wasmgate_version
 
 if TYPE_CHECKING:
     from core.gateway import Gateway, Snapshot
     from core.reload import Reloader
 
-# Field names whose values are secrets wherever they appear in the configuration.
-SECRET = re.compile(r"(secret|password|passwd|token|credential|private|_pem$|^key$|api_?key)", re.I)
-REDACTED = "<redacted>"
-
-
-def redact(value: Any, key: str = "") -> Any:
-    if key and SECRET.search(key) and value not in (None, "", [], {}):
-        return REDACTED
-    if isinstance(value, dict):
-        return {k: redact(v, str(k)) for k, v in value.items()}
-    if isinstance(value, list):
-        if key in ("consumers", "credentials", "users"):
-            return [redact(v, "secret") if not isinstance(v, dict) else _consumer(v) for v in value]
-        return [redact(v, key if not isinstance(v, dict | list) else "") for v in value]
-    return value
-
-
-def _consumer(entry: dict[str, Any]) -> dict[str, Any]:
-    """A consumer table: its name stays, every other value is a credential."""
-    return {k: (v if k in ("name", "id", "username") else REDACTED) for k, v in entry.items()}
+log = logging.getLogger("wasmgate.admin")
 
 
 class Admin:
@@ -75,12 +59,15 @@ class Admin:
         token: str | None,
         supervised: bool = False,
         render_metrics: Callable[[], tuple[bytes, str]] | None = None,
+        allowed_hosts: Sequence[str] = (),
     ) -> None:
         self.gateway = gateway
         self.reloader = reloader
         self.token = token
         self.supervised = supervised
         self.render_metrics = render_metrics
+        self.allowed_hosts = tuple(allowed_hosts)
+        self.views = Views()
         self.started = time.time()
         self.runner: web.AppRunner | None = None
         self.dashboard = Dashboard(self)
@@ -89,7 +76,14 @@ class Admin:
 
     async def start(self, listen: str) -> None:
         host, port = parse_address(listen, allow_zero=True)
-        app = web.Application()
+        self.guard = Guard(host, self.allowed_hosts, self.token)
+        if not is_loopback(host) and self.token is None:
+            log.warning(
+                "admin.listen %s is not loopback and [admin] token is not set: every "
+                "admin call but /live, /ready and the dashboard's page is refused",
+                listen,
+            )
+        app = web.Application(middlewares=[self.guard.middleware])
         app.router.add_get("/live", self.live)
         app.router.add_get("/ready", self.ready)
         app.router.add_get("/config", self.config)
@@ -128,29 +122,33 @@ class Admin:
 
     async def config(self, request: web.Request) -> web.StreamResponse:
         reloader = self.reloader
+        snap = self.snap
+        view = await self.views.get(snap)
         body: dict[str, Any] = {
             "version": reloader.version if reloader else 1,
-            "hash": config_hash(self.snap),
-            "source": self.snap.source,
+            "hash": view.hash,
+            "source": snap.source,
             "loaded_at": _iso(reloader.loaded_at if reloader else self.started),
             "last_reload": reloader.last_result if reloader else None,
             "watching": reloader.watching() if reloader else {"mode": "off", "files": []},
-            "wasmgate": wasmgate_version(),
+            "wasmgate": view.wasmgate,
             "uptime_seconds": round(time.time() - self.started, 1),
             "listeners": [
                 f"{scheme}://{h}:{p}"
                 for (h, p), scheme in zip(self.gateway.sockets, self.gateway.schemes, strict=True)
             ],
-            "config": redact(self.snap.config.model_dump(mode="json", exclude_none=True)),
+            "config": view.config,
         }
         return web.json_response(body)
 
     async def routes(self, request: web.Request) -> web.StreamResponse:
-        router = self.snap.router
+        snap = self.snap
+        view = await self.views.get(snap)
+        router = snap.router
         targets = list(router.routes)
         if router.default is not None:
             targets.append(router.default)
-        by_name = {r.name: r for r in self.snap.config.routes}
+        by_name = {r.name: r for r in snap.config.routes}
         out = []
         for target in targets:
             route = by_name.get(target.name)
@@ -162,13 +160,15 @@ class Admin:
                     "paths": [p.model_dump() for p in route.paths] if route else [],
                     "methods": route.methods if route else [],
                     "upstream": target.upstream,
-                    "chain": [_filter_info(inst) for inst in chain],
+                    "chain": [filter_info(inst, view) for inst in chain],
                 }
             )
         return web.json_response({"routes": out})
 
     async def plugins(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response({"filters": [_filter_info(f) for f in self.snap.filters()]})
+        snap = self.snap
+        view = await self.views.get(snap)
+        return web.json_response({"filters": [filter_info(f, view) for f in snap.filters()]})
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         if self.render_metrics is None:
@@ -179,19 +179,7 @@ class Admin:
     # ------------------------------------------------------------ state-changing
 
     def _authorized(self, request: web.Request) -> web.StreamResponse | None:
-        if self.token is None:
-            return web.json_response(
-                {"error": "state-changing admin calls are disabled: set [admin] token"},
-                status=403,
-            )
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
-            return web.json_response(
-                {"error": "this call needs Authorization: Bearer <[admin] token>"},
-                status=401,
-                headers={"WWW-Authenticate": 'Bearer realm="wasmgate-admin"'},
-            )
-        return None
+        return self.guard.authorized(request)
 
     async def reload(self, request: web.Request) -> web.StreamResponse:
         refused = self._authorized(request)
@@ -216,41 +204,6 @@ class Admin:
         result = self.reloader.last_result
         status = 200 if result and result.get("ok") else 500
         return {"version": self.reloader.version, "result": result}, status
-
-
-def _filter_info(inst: Any) -> dict[str, Any]:
-    plugin = str(inst.plugin)
-    kind = "wasm" if type(inst.filter).__name__ == "WasmFilter" else "python"
-    name, _, ver = plugin.partition("@")
-    if not ver:
-        ver = _dist_version(inst.filter)
-    return {
-        "name": inst.name,
-        "plugin": name,
-        "kind": kind,
-        "version": ver,
-        "fail": "open" if inst.fail_open else "closed",
-        "errors": inst.errors,
-        "phases": [
-            p.removeprefix("on_")
-            for p in ("on_request", "on_response", "on_log")
-            if getattr(inst, p) is not None
-        ],
-    }
-
-
-def _dist_version(flt: Any) -> str:
-    """The version of the distribution a Python filter's class comes from."""
-    from importlib.metadata import packages_distributions
-
-    top = type(flt).__module__.split(".")[0]
-    dists = packages_distributions().get(top, [])
-    for dist in dists:
-        try:
-            return version(dist)
-        except PackageNotFoundError:
-            continue
-    return ""
 
 
 def _iso(ts: float) -> str:

@@ -238,7 +238,14 @@ async def _start_admin(
         token = read_token(settings.token, settings.token_file, config_path.parent)
     except OSError as exc:
         raise SystemExit(f"wasmgate: admin.token_file: {exc.strerror or exc}") from None
-    api = Admin(gateway, reloader, token=token, supervised=supervised, render_metrics=render)
+    api = Admin(
+        gateway,
+        reloader,
+        token=token,
+        supervised=supervised,
+        render_metrics=render,
+        allowed_hosts=settings.allowed_hosts,
+    )
     try:
         await api.start(settings.listen)
     except OSError as exc:

@@ -32,7 +32,7 @@ from pydantic import (
 )
 
 from core.errors import ConfigError
-from plugin_sdk.config import check_regex
+from plugin_sdk.config import Secret, check_regex
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")
 _HOST_LABEL = r"[a-z0-9]([a-z0-9-]*[a-z0-9])?"
@@ -610,7 +610,7 @@ class Certificate(Model):
     cert_pem: str | None = Field(
         None, description="The chain itself, inline (what an Ingress's TLS Secret gives)."
     )
-    key_pem: str | None = Field(None, description="The key itself, inline.")
+    key_pem: Secret | None = Field(None, description="The key itself, inline.")
     secret: str | None = Field(None, description="Kubernetes Secret it came from (namespace/name).")
     client_auth: ClientAuth | None = Field(
         None, description="Client certificates for these hosts; default server.tls.client_auth."
@@ -686,14 +686,21 @@ class Admin(Model):
     """``[admin]``: the admin API's own listener (see docs/admin.md)."""
 
     listen: str = Field("127.0.0.1:9901", description="host:port; keep it off public networks.")
-    token: str | None = Field(
+    token: Secret | None = Field(
         None,
         min_length=16,
-        description="Bearer token for state-changing calls (POST /reload); without one "
-        "they are refused. Prefer token_file.",
+        description="Bearer token for state-changing calls (POST /reload, installs) and, "
+        "when listen is not a loopback address, for reads; without one those calls are "
+        "refused. Prefer token_file.",
     )
     token_file: str | None = Field(
         None, description="File holding the token (relative to this file)."
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Names besides the listener's own that the Host header of an admin "
+        "request may carry ('*.example.com': any name under it); others get 421. IP "
+        "addresses always pass, and 'localhost' when listening on loopback. Read at start.",
     )
 
     @field_validator("listen")
@@ -701,6 +708,15 @@ class Admin(Model):
     def _listen(cls, value: str) -> str:
         parse_address(value, allow_zero=True)
         return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _allowed_hosts(cls, value: list[str]) -> list[str]:
+        names = [h.strip().lower().rstrip(".") for h in value]
+        for name in names:
+            if not HOST_RE.match(name):
+                raise ValueError(f"invalid host name {name!r} (a name, or '*.' and a name)")
+        return names
 
 
 class Tracing(Model):

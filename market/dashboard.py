@@ -25,6 +25,15 @@ class DashboardMarket:
     ws: Workspace
 
     def search(self, text: str) -> dict[str, Any]:
+        if not self.ws.registry:
+            where = self.ws.config or "the gateway's configuration file"
+            return {
+                "registry": None,
+                "plugins": [],
+                "note": f"No plugin registry is configured. To browse and install plugins "
+                f"here, set [market] registry in {where} to a registry folder or an "
+                "http(s) URL (wasmgate market serve), then reload.",
+            }
         registry = self.ws.open_registry("[market] registry")
         fetched = registry.fetch_index(allow_stale=True)
         # READMEs only while the caller still waits: past the timeout it has gone.

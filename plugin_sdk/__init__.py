@@ -23,7 +23,7 @@ clients) goes to a worker pool with ``await offload("crypto", fn, *args)``
 (:mod:`plugin_sdk.pools`).
 """
 
-from plugin_sdk.config import PluginConfig
+from plugin_sdk.config import PluginConfig, Secret
 from plugin_sdk.context import Context, filter_logger
 from plugin_sdk.filter import CONTINUE, Filter, overrides
 from plugin_sdk.headers import Headers
@@ -42,6 +42,7 @@ __all__ = [
     "PluginConfig",
     "Request",
     "Response",
+    "Secret",
     "TLSInfo",
     "filter_logger",
     "offload",

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from core.admin import redact
+from core.config_redact import redact
 from core.dashboard.api import quantile
 from plugin_sdk.testing import GatewayProcess, free_port
 
@@ -269,3 +269,21 @@ def test_dashboard_quantiles_from_bucket_counts(
     counts: list[int], q: float, seconds: float | None
 ) -> None:
     assert quantile(counts, q) == (None if seconds is None else pytest.approx(seconds))
+
+
+async def test_the_market_without_a_registry_says_how_to_set_one(
+    tmp_path: Path, up: int, ports: tuple[int, int]
+) -> None:
+    port, admin = ports
+    gw = GatewayProcess(config(port, admin, up), workdir=str(tmp_path)).start(port)
+    try:
+        async with aiohttp.ClientSession() as http:
+            await _wait_up(http, f"http://127.0.0.1:{admin}/live")
+            async with http.get(f"http://127.0.0.1:{admin}/api/market?q=") as resp:
+                assert resp.status == 200
+                body = await resp.json()
+        assert body["registry"] is None and body["plugins"] == []
+        assert f"set [market] registry in {gw.config_path}" in body["note"]
+        assert "pass [market]" not in body["note"]
+    finally:
+        assert gw.terminate() == 0

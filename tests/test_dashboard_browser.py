@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -153,6 +154,18 @@ def test_the_dashboard_shows_live_state_and_installs_from_the_market(
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 900})
 
+            # Before its data arrives, a card says it is loading (the answer is held).
+            held: list[Any] = []
+            page.route("**/routes", held.append)
+            page.goto(f"{base}/#routes")
+            expect(page.locator("#routes .loading")).to_be_visible(timeout=WAIT)
+            expect(page.locator("#routes-table")).to_have_count(0)
+            page.unroute("**/routes")
+            for route in held:
+                route.continue_()
+            expect(page.locator("#routes-table")).to_be_visible(timeout=WAIT)
+            expect(page.locator("#routes .loading")).to_have_count(0)
+
             # Overview: real data from /config.
             page.goto(f"{base}/")
             expect(page.locator("#config-version")).to_have_text("1", timeout=WAIT)
@@ -246,6 +259,33 @@ def test_the_dashboard_shows_live_state_and_installs_from_the_market(
             expect(chain).to_contain_text("1.0.0", timeout=WAIT)
             expect(chain).to_contain_text("wasm")
             page.screenshot(path=shots / "routes-installed.png", full_page=True)
+            browser.close()
+    finally:
+        assert gw.terminate() == 0, gw.log()
+
+
+def test_without_a_registry_the_plugins_page_says_how_to_set_one(
+    tmp_path: Path, upstream: int
+) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    expect = sync_api.expect
+    port, admin = free_port(), free_port()
+    toml = gateway_toml(port, admin, upstream, tmp_path).replace(
+        f'[market]\nregistry = "{tmp_path}"\ntrust = "trust"\n', ""
+    )
+    assert "[market]" not in toml
+    gw = GatewayProcess(toml, workdir=str(tmp_path)).start(port)
+    try:
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{admin}/#plugins")
+            note = page.locator("#market-results #no-registry")
+            expect(note).to_contain_text("set [market] registry in", timeout=WAIT)
+            expect(note).to_contain_text(str(gw.config_path))
+            expect(page.locator("#market-results")).not_to_contain_text("pass [market]")
+            expect(page.locator("#market-results .error")).to_have_count(0)
+            expect(page.locator("#installed")).to_contain_text("gateway.lock pins none")
             browser.close()
     finally:
         assert gw.terminate() == 0, gw.log()

@@ -184,13 +184,13 @@ class Dashboard:
         app.router.add_post("/api/market/install", self.install)
 
     async def page(self, request: web.Request) -> web.StreamResponse:
-        return await _file("index.html")
+        return _file("index.html")
 
     async def static(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["file"]
         if name not in FILES:
             raise web.HTTPNotFound()
-        return await _file(name)
+        return _file(name)
 
     async def upstreams(self, request: web.Request) -> web.StreamResponse:
         now, wall = time.monotonic(), time.time()
@@ -314,10 +314,12 @@ def _check(st: CheckState | None, wall: float) -> dict[str, Any] | None:
     }
 
 
-async def _file(name: str) -> web.StreamResponse:
-    body = await pools.offload("files", (STATIC / name).read_bytes)
+_STATIC: dict[str, bytes] = {name: (STATIC / name).read_bytes() for name in FILES}
+
+
+def _file(name: str) -> web.StreamResponse:
     return web.Response(
-        body=body,
+        body=_STATIC[name],
         headers={"Content-Type": f"{FILES[name]}; charset=utf-8", "Cache-Control": "no-cache"},
     )
 

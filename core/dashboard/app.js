@@ -7,11 +7,20 @@ const COLORS = ["#3366cc", "#1a7f37", "#e69500", "#c62828", "#8e44ad", "#00838f"
 
 function token() { return sessionStorage.getItem(KEY) || ""; }
 
+function auth() { return token() ? { "Authorization": "Bearer " + token() } : {}; }
+
 async function get(path) {
-  const resp = await fetch(path, { cache: "no-store" });
+  // The token goes along when there is one: off loopback, reads need it too.
+  const resp = await fetch(path, { cache: "no-store", headers: auth() });
+  if (resp.status === 401 || resp.status === 403) {
+    throw new Error(path + ": " + resp.status + " (enter the admin token)");
+  }
   if (!resp.ok) throw new Error(path + ": " + resp.status);
   return resp.json();
 }
+
+// What a card shows until its first data arrives.
+const LOADING = `<p class="loading">Loading…</p>`;
 
 async function post(path, body) {
   const resp = await fetch(path, {
@@ -51,7 +60,7 @@ function ago(seconds) {
 const pages = {};
 
 pages.overview = {
-  init(el) { el.innerHTML = `<section><h2>Overview</h2><dl id="overview"></dl></section>`; },
+  init(el) { el.innerHTML = `<section><h2>Overview</h2><dl id="overview">${LOADING}</dl></section>`; },
   async update() {
     const c = await get("/config");
     const last = c.last_reload;
@@ -75,7 +84,7 @@ pages.routes = {
   init(el) {
     el.innerHTML = `<section><h2>Routes</h2>
       <input id="route-filter" type="search" placeholder="filter by host or name">
-      <div id="routes"></div></section>`;
+      <div id="routes">${LOADING}</div></section>`;
     $("#route-filter").addEventListener("input", () => this.draw());
   },
   async update() { this.data = (await get("/routes")).routes; this.draw(); },
@@ -105,7 +114,7 @@ function checkCell(hc, c) {
 }
 
 pages.upstreams = {
-  init(el) { el.innerHTML = `<section><h2>Upstreams</h2><div id="upstreams"></div></section>`; },
+  init(el) { el.innerHTML = `<section><h2>Upstreams</h2><div id="upstreams">${LOADING}</div></section>`; },
   async update() {
     const ups = (await get("/api/upstreams")).upstreams;
     const rows = [];
@@ -145,13 +154,13 @@ function chart(svg, series, unit) {
 
 pages.traffic = {
   init(el) {
-    const box = (id, title) => `<div><h2>${title}</h2><svg id="${id}"></svg><div class="legend"></div></div>`;
+    const box = (id, title) => `<div><h2>${title}</h2><svg id="${id}"></svg><div class="legend">${LOADING}</div></div>`;
     el.innerHTML = `<section><h2>Traffic <small>(last 10 minutes, every 2 s)</small></h2>
       <p>requests in the window: <b id="total-requests">0</b>, now <b id="rps">0</b>/s</p>
       <div class="charts">${box("chart-rps", "requests/s")}${box("chart-codes", "status classes /s")}
       ${box("chart-latency", "latency (ms)")}${box("chart-route-p99", "p99 per route (ms)")}
       ${box("chart-plugins", "plugin calls / errors / traps (per sample)")}</div></section>
-      <section><h2>Per route (last sample)</h2><div id="traffic-routes"></div></section>`;
+      <section><h2>Per route (last sample)</h2><div id="traffic-routes">${LOADING}</div></section>`;
   },
   async update() {
     const { points, step } = await get("/api/traffic");
@@ -187,15 +196,16 @@ function schemaTable(schema) {
 
 pages.plugins = {
   init(el) {
-    el.innerHTML = `<section><h2>Installed (gateway.lock)</h2><div id="installed"></div></section>
+    el.innerHTML = `<section><h2>Installed (gateway.lock)</h2><div id="installed">${LOADING}</div></section>
       <section><h2>Market</h2><form id="market-form"><input id="market-q" type="search" placeholder="search the registry">
-      <button id="market-search">Search</button></form><div id="market-results"></div></section>`;
+      <button id="market-search">Search</button></form><div id="market-results">${LOADING}</div></section>`;
     $("#market-form").addEventListener("submit", (ev) => { ev.preventDefault(); this.search(); });
     this.search();
   },
   async update() {
     const inst = await get("/api/installed");
     $("#installed").innerHTML = (inst.error ? `<p class="error">${esc(inst.error)}</p>` : "")
+      + (!inst.plugins.length && !inst.error ? `<p class="hint">No plugin is installed from a registry (gateway.lock pins none).</p>` : "")
       + table("installed-table", ["plugin", "version", "kind", "signer", "digest"], inst.plugins.map((p) => p.error
         ? `<tr><td>${esc(p.name)}</td><td colspan="4" class="error">${esc(p.error)}</td></tr>`
         : `<tr data-name="${esc(p.name)}"><td>${esc(p.name)}</td><td>${esc(p.version)}</td><td>${esc(p.kind)}</td>`
@@ -203,9 +213,13 @@ pages.plugins = {
   },
   async search() {
     const out = $("#market-results");
-    const resp = await fetch("/api/market?q=" + encodeURIComponent($("#market-q").value));
+    const resp = await fetch("/api/market?q=" + encodeURIComponent($("#market-q").value), { headers: auth() });
     const data = await resp.json().catch(() => ({}));
     if (!resp.ok) { out.innerHTML = `<p class="error">${esc(data.error || resp.status)}</p>`; return; }
+    if (!data.registry) {  // no [market] registry: say how to set one, not an error
+      out.innerHTML = `<p id="no-registry" class="hint">${esc(data.note || "No registry is configured.")}</p>`;
+      return;
+    }
     const canInstall = !!token();
     out.innerHTML = `<p>registry <code>${esc(data.registry)}</code>: ${data.plugins.length} found</p>`
       + data.plugins.map((p) => `<div class="pkg" data-name="${esc(p.name)}"><h3>${esc(p.name)} ${esc(p.version)}

@@ -107,6 +107,8 @@ def build_wasm_filter(name: str, d: FilterDef, base_dir: Path, where: str) -> Fi
     except (WasmLoadError, WasmTrap, PluginError) as exc:
         raise PluginError(f"{label}: {exc}") from None
     flt = WasmFilter(vm, tuple(d.bodies), fail_open=d.fail == "open")
+    if manifest is not None and isinstance(manifest.get("config_schema"), dict):
+        flt.config_schema = manifest["config_schema"]
     flt.name = name
     flt.plugin = f"wasm:{d.wasm}"  # as gateway.toml names it: two filter.wasm differ
     inst = FilterInstance(name, flt.plugin, flt, d.fail == "open")

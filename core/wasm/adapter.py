@@ -22,6 +22,7 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable
+from typing import Any
 
 from core.errors import PluginError
 from core.metrics import count_wasm_refused
@@ -44,6 +45,9 @@ class WasmFilter(Filter[PluginConfig]):
         super().__init__(PluginConfig())
         self.vm = vm
         self.fail_open = fail_open
+        # The manifest's JSON Schema of the config, when there is one (the admin API
+        # redacts by it); set by build_wasm_filter.
+        self.config_schema: dict[str, Any] | None = None
         self._key = f"wasm.{id(self)}"
         assert vm.module is not None
         exports = {e.name for e in vm.module.exports}

@@ -46,7 +46,7 @@ from pathlib import Path
 import bcrypt
 from pydantic import Field, field_validator, model_validator
 
-from plugin_sdk import Context, Filter, LocalReply
+from plugin_sdk import Context, Filter, LocalReply, Secret
 from plugin_sdk.pools import offload
 from plugins._auth import AuthConfig, remove_headers, unauthorized, wire_value
 
@@ -78,7 +78,7 @@ def check_hash(user: str, hashed: str) -> str:
 
 class BasicAuthConfig(AuthConfig):
     htpasswd_file: str = Field("", description="htpasswd file of 'user:bcrypt-hash' lines.")
-    users: dict[str, str] = Field(
+    users: dict[str, Secret] = Field(
         default_factory=dict, description="Inline users: name -> bcrypt hash."
     )
     hide_credentials: bool = Field(

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from plugin_sdk import Context, Filter, Headers, PluginConfig
+from plugin_sdk import Context, Filter, Headers, PluginConfig, Secret
 
 _FORBIDDEN = frozenset(
     {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te"}
@@ -24,10 +24,10 @@ _FORBIDDEN = frozenset(
 
 class HeaderOps(PluginConfig):
     remove: list[str] = Field(default_factory=list, description="Header names to drop.")
-    set: dict[str, str] = Field(
+    set: dict[str, Secret] = Field(
         default_factory=dict, description="Headers to set, replacing any value already there."
     )
-    add: dict[str, str] = Field(
+    add: dict[str, Secret] = Field(
         default_factory=dict, description="Headers to append (kept alongside existing values)."
     )
 

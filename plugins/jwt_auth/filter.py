@@ -44,7 +44,7 @@ from urllib.parse import urlsplit
 import jwt
 from pydantic import Field, field_validator, model_validator
 
-from plugin_sdk import Context, Filter, LocalReply, PluginConfig
+from plugin_sdk import Context, Filter, LocalReply, PluginConfig, Secret
 from plugins._auth import (
     AuthConfig,
     check_header_name,
@@ -67,9 +67,9 @@ _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 class JwtKeyConfig(PluginConfig):
     kid: str = Field(min_length=1, description="Key id; tokens select the key by their 'kid'.")
     alg: Algorithm = Field(description="The one algorithm this key verifies.")
-    pem: str = Field("", description="Public key or certificate, PEM (asymmetric algorithms).")
+    pem: Secret = Field("", description="Public key or certificate, PEM (asymmetric algorithms).")
     pem_file: str = Field("", description="File holding the PEM (asymmetric algorithms).")
-    secret: str = Field("", description="HMAC secret (HS256/384/512), at least the hash size.")
+    secret: Secret = Field("", description="HMAC secret (HS256/384/512), at least the hash size.")
 
     @model_validator(mode="after")
     def _one_source(self) -> JwtKeyConfig:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
-from plugin_sdk import Context, Filter, LocalReply, PluginConfig
+from plugin_sdk import Context, Filter, LocalReply, PluginConfig, Secret
 from plugins._auth import (
     AuthConfig,
     check_header_name,
@@ -45,7 +45,7 @@ MIN_KEY_LENGTH = 16
 
 class KeyConsumer(PluginConfig):
     name: str = Field(min_length=1, description="Consumer name forwarded upstream.")
-    key: str = Field(min_length=MIN_KEY_LENGTH, description="The consumer's API key.")
+    key: Secret = Field(min_length=MIN_KEY_LENGTH, description="The consumer's API key.")
 
 
 class KeyAuthConfig(AuthConfig):
