@@ -200,7 +200,7 @@ class Admin:
             while self.reloader.attempts == before and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
         else:
-            self.reloader.reload("admin API")
+            await self.reloader.reload("admin API")
         result = self.reloader.last_result
         status = 200 if result and result.get("ok") else 500
         return {"version": self.reloader.version, "result": result}, status

@@ -182,6 +182,10 @@ async def _serve(
     loop = asyncio.get_running_loop()
     cfg = snap.config
     gateway = Gateway(snap, loop)
+    reloader = None
+    if rebuild is not None:
+        reloader = Reloader(gateway, Path(snap.source), rebuild)
+        reloader.arm()  # before the port answers: see Reloader.arm
     try:
         await gateway.start(reuse_port=reuse_port)
     except OSError as exc:
@@ -201,9 +205,7 @@ async def _serve(
             _counts(cfg),
         )
     watcher = None
-    reloader = None
-    if rebuild is not None:
-        reloader = Reloader(gateway, Path(snap.source), rebuild)
+    if reloader is not None:
         watcher = loop.create_task(reloader.watch(stop))
     admin_api = None
     if admin and cfg.admin is not None:

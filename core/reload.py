@@ -23,6 +23,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from core.config import load_config
@@ -65,6 +66,9 @@ class Reloader:
         self._hup = False
         self._dirty = False
         self._watching = False
+        self._lock = asyncio.Lock()
+        # Builds run here, one at a time, off the event loop.
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wasmgate-reload")
 
     def _record(self, why: str, error: str | None) -> None:
         self.attempts += 1
@@ -79,27 +83,43 @@ class Reloader:
 
         record_reload(error is None, self.version, config_hash(self.gateway.snapshot))
 
-    def reload(self, why: str) -> bool:
-        """Build and swap in a new snapshot; False (old one kept) if it fails."""
-        old = self.gateway.snapshot.config
-        try:
-            if _empty(self.path):
-                # A file being rewritten is empty for a moment (truncated, then written);
-                # loaded, it would be a valid configuration that serves nothing.
-                raise ConfigError(str(self.path), ["the file is empty (still being written?)"])
-            snap = self.build(self.gateway.snapshot)
-        except (ConfigError, GatewayError) as exc:
-            log.error("reload (%s) failed; still serving the previous configuration:\n%s", why, exc)
-            self._record(why, str(exc))
-            self._refuse()
-            return False
-        except Exception as exc:  # a bug of ours must not stop the gateway
-            log.exception(
-                "reload (%s) failed; still serving the previous configuration: %r", why, exc
-            )
-            self._record(why, f"internal error: {exc!r}")
-            self._refuse()
-            return False
+    async def reload(self, why: str) -> bool:
+        """Build and swap in a new snapshot; False (old one kept) if it fails.
+
+        The build (reading files, compiling Wasm modules, constructing every filter)
+        runs in this reloader's own thread, never on the event loop, so proxied
+        requests keep flowing while it runs; only the swap happens on the loop. One
+        reload at a time: a trigger that arrives meanwhile waits for its turn.
+        """
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            current = self.gateway.snapshot
+            try:
+                snap = await loop.run_in_executor(self._pool, self._build, current)
+            except (ConfigError, GatewayError) as exc:
+                log.error(
+                    "reload (%s) failed; still serving the previous configuration:\n%s", why, exc
+                )
+                await self._refuse(why, str(exc))
+                return False
+            except Exception as exc:  # a bug of ours must not stop the gateway
+                log.exception(
+                    "reload (%s) failed; still serving the previous configuration: %r", why, exc
+                )
+                await self._refuse(why, f"internal error: {exc!r}")
+                return False
+            return self._swap(why, current, snap)
+
+    def _build(self, current: Snapshot) -> Snapshot:
+        """The new snapshot (in the reload thread)."""
+        if _empty(self.path):
+            # A file being rewritten is empty for a moment (truncated, then written);
+            # loaded, it would be a valid configuration that serves nothing.
+            raise ConfigError(str(self.path), ["the file is empty (still being written?)"])
+        return self.build(current)
+
+    def _swap(self, why: str, current: Snapshot, snap: Snapshot) -> bool:
+        old = current.config
         cfg = snap.config
         if cfg.server.listen != old.server.listen or cfg.server.workers != old.server.workers:
             log.warning("reload: server.listen and server.workers take effect at the next restart")
@@ -122,12 +142,18 @@ class Reloader:
         )
         return True
 
-    def _refuse(self) -> None:
-        try:
-            self._refused = config_inputs(load_config(self.path), self.path)
-        except (ConfigError, GatewayError, OSError):
-            self._refused = Inputs()  # the configuration file itself is followed anyway
+    async def _refuse(self, why: str, error: str) -> None:
+        self._record(why, error)
+        loop = asyncio.get_running_loop()
+        self._refused = await loop.run_in_executor(self._pool, self._named_by_refused)
         self._follow()
+
+    def _named_by_refused(self) -> Inputs:
+        """The files the refused configuration names (in the reload thread)."""
+        try:
+            return config_inputs(load_config(self.path), self.path)
+        except (ConfigError, GatewayError, OSError):
+            return Inputs()  # the configuration file itself is followed anyway
 
     def _follow(self) -> None:
         """Point the file watcher at the current snapshot's files (and a refused
@@ -156,11 +182,17 @@ class Reloader:
         self._hup = True
         self._wake.set()
 
+    def arm(self) -> None:
+        """Take SIGHUP now (a reload at the next turn of :meth:`watch`). Called before
+        the listeners open, so that a SIGHUP sent as soon as the port answers never
+        meets the default action (which ends the process)."""
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._sighup)
+
     async def watch(self, stop: asyncio.Event) -> None:
         """Reload on SIGHUP and when a followed file changes, until ``stop`` is set
         (or the task is cancelled)."""
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, self._sighup)
+        self.arm()
         self._watching = True
         self._follow()
         try:
@@ -169,11 +201,12 @@ class Reloader:
                 self._wake.clear()
                 if self._hup:
                     self._hup = self._dirty = False
-                    self.reload("SIGHUP")
+                    await self.reload("SIGHUP")
                 elif self._dirty:
                     self._dirty = False
-                    self.reload("files changed")
+                    await self.reload("files changed")
         finally:
             self._watching = False
             self.files.close()
+            self._pool.shutdown(wait=False)
             loop.remove_signal_handler(signal.SIGHUP)

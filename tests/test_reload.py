@@ -202,3 +202,48 @@ async def test_changed_and_added_manifests_are_read_again(
             await eventually(added)
     finally:
         assert gw.terminate() == 0
+
+
+SLOW = (
+    TOML
+    + """
+[[routes]]
+name = "slow"
+paths = ["/slow-build"]
+upstream = "b"
+filters = [{{ plugin = "slow-build", config = {{ seconds = {seconds} }} }}]
+"""
+)
+
+
+async def test_a_slow_reload_build_does_not_hold_up_proxied_requests(
+    tmp_path: Path, servers: dict[str, int]
+) -> None:
+    """Building the new snapshot (here a filter whose construction blocks for 2 s, as
+    compiling a large Wasm module does) runs off the event loop: requests keep being
+    answered at their usual pace while it runs, and the swap follows."""
+    from tests.conftest import THIRD_PARTY_SITE
+
+    port = free_port()
+    config = tmp_path / "gateway.toml"
+    gw = GatewayProcess(
+        SLOW.format(port=port, target="a", seconds=0, **servers), workdir=str(tmp_path)
+    ).start(port, env={"PYTHONPATH": str(THIRD_PARTY_SITE)})
+    try:
+        assert gw.proc is not None
+        config.write_text(SLOW.format(port=port, target="a", seconds=2, **servers))
+        gw.proc.send_signal(signal.SIGHUP)
+        worst = 0.0
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            deadline = time.monotonic() + 12
+            while not await _logged(gw, "reloaded (SIGHUP)"):
+                assert time.monotonic() < deadline, "the reload never finished"
+                started = time.monotonic()
+                assert await body(http, f"{gw.url}/") == "a"
+                worst = max(worst, time.monotonic() - started)
+                await asyncio.sleep(0.02)
+        # Blocking the loop for the build would hold a request for about 2 s.
+        assert worst < 1.0, f"a proxied request took {worst:.2f}s during the reload"
+    finally:
+        assert gw.terminate() == 0
