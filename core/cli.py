@@ -186,9 +186,16 @@ async def _serve(
     if rebuild is not None:
         reloader = Reloader(gateway, Path(snap.source), rebuild)
         reloader.arm()  # before the port answers: see Reloader.arm
+    # The admin listener opens first, so that it answers (``/ready`` says 503 meanwhile)
+    # by the time the proxy's port does: whoever waits for that port may call it at once.
+    admin_api = None
+    if admin and cfg.admin is not None:
+        admin_api = await _start_admin(gateway, reloader, cfg.admin, Path(snap.source), supervised)
     try:
         await gateway.start(reuse_port=reuse_port)
     except OSError as exc:
+        if admin_api is not None:
+            await admin_api.stop()
         raise SystemExit(f"wasmgate: cannot listen: {exc.strerror or exc}") from None
     stop = asyncio.Event()
     gateway.install_signal_handlers(stop)
@@ -207,9 +214,6 @@ async def _serve(
     watcher = None
     if reloader is not None:
         watcher = loop.create_task(reloader.watch(stop))
-    admin_api = None
-    if admin and cfg.admin is not None:
-        admin_api = await _start_admin(gateway, reloader, cfg.admin, Path(snap.source), supervised)
     await stop.wait()
     if watcher is not None:
         watcher.cancel()

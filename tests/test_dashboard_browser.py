@@ -156,13 +156,17 @@ def test_the_dashboard_shows_live_state_and_installs_from_the_market(
 
             # Before its data arrives, a card says it is loading (the answer is held).
             held: list[Any] = []
-            page.route("**/routes", held.append)
+
+            def hold(route: Any) -> None:
+                held.append(route)
+
+            page.route("**/routes", hold)
             page.goto(f"{base}/#routes")
             expect(page.locator("#routes .loading")).to_be_visible(timeout=WAIT)
             expect(page.locator("#routes-table")).to_have_count(0)
-            page.unroute("**/routes")
             for route in held:
                 route.continue_()
+            page.unroute("**/routes")
             expect(page.locator("#routes-table")).to_be_visible(timeout=WAIT)
             expect(page.locator("#routes .loading")).to_have_count(0)
 

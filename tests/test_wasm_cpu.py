@@ -59,7 +59,8 @@ async def test_a_looping_filter_over_its_cpu_budget_is_cut_off_for_a_cooldown(
         tmp_path,
         "loop.wat",
         {"v1": [upstream.address]},
-        extra="limits = { deadline_ms = 100, cpu_budget = 0.2, cpu_window = 1.0, cooldown = 30 }",
+        extra="limits = { deadline_ms = 100, cpu_budget = 0.2, cpu_window = 1.0, cooldown = 30, "
+        "rebuild_backoff = 0 }",  # the budget alone: no back-off after traps
     )
     before = metric("wasm_cpu_throttled_total", 'filter="w"')
     until = time.monotonic() + 3.0
