@@ -12,6 +12,7 @@ The full reference with a commented example lives in ``docs/configuration.md``.
 from __future__ import annotations
 
 import difflib
+import json
 import re
 import tomllib
 from collections.abc import Iterable, Sequence
@@ -827,6 +828,17 @@ class MarketSettings(Model):
         return int(m.group(1)) * units[m.group(2)]
 
 
+class WasmSettings(Model):
+    """``[wasm]``: settings shared by every Proxy-Wasm filter (see docs/wasm.md)."""
+
+    clusters: dict[str, str] = Field(
+        default_factory=dict,
+        description="Cluster names filters pass to proxy_http_call, mapped to upstream "
+        'names: "outbound|80||auth.default.svc.cluster.local" = "auth". Names not '
+        "listed resolve by the rules in docs/wasm.md.",
+    )
+
+
 class GatewayConfig(Model):
     # Set by parse_config: load-time warnings (e.g. unsupported Ingress annotations)
     # and the files read besides the config itself (manifests).
@@ -854,6 +866,10 @@ class GatewayConfig(Model):
     )
     global_filters: list[str] = Field(
         default_factory=list, description="Filters every route runs first, in order."
+    )
+    wasm: WasmSettings = Field(
+        default_factory=lambda: WasmSettings(),
+        description="Proxy-Wasm settings: cluster aliases for proxy_http_call.",
     )
     certificates: list[Certificate] = Field(
         default_factory=list, description="Certificates for HTTPS listeners, by SNI host."
@@ -1063,6 +1079,12 @@ def _cross_problems(cfg: GatewayConfig) -> list[str]:
             problems.append(
                 f"routes[{i}].upstream: unknown upstream {route.upstream!r}"
                 f"{suggest(route.upstream, names)}"
+            )
+    for cluster, target in cfg.wasm.clusters.items():
+        if target not in names:
+            problems.append(
+                f"wasm.clusters.{json.dumps(cluster)}: unknown upstream {target!r}"
+                f"{suggest(target, names)}"
             )
     if cfg.default and cfg.default.upstream not in names:
         problems.append(

@@ -128,7 +128,7 @@ class Snapshot:
         for inst in self.filters():
             bind = getattr(inst.filter, "bind_gateway", None)
             if bind is not None:
-                bind(self.pools, listen_address)
+                bind(self.pools, listen_address, dict(self.config.wasm.clusters))
 
     def forwarded(self, req: Request) -> tuple[bytes, bytes, bytes, bytes]:
         """(client address, X-Forwarded-For, -Proto, -Host) to send upstream.

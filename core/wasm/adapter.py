@@ -188,8 +188,13 @@ class WasmFilter(Filter[PluginConfig]):
         if isinstance(stream, Stream):
             self.vm.done(stream)
 
-    def bind_gateway(self, pools: dict[str, UpstreamPool], listen_address: str) -> None:
-        self.vm.bind(pools, listen_address)
+    def bind_gateway(
+        self,
+        pools: dict[str, UpstreamPool],
+        listen_address: str,
+        clusters: dict[str, str] | None = None,
+    ) -> None:
+        self.vm.bind(pools, listen_address, clusters)
 
     def close(self) -> None:
         self.vm.close()

@@ -103,6 +103,8 @@ class PluginVm:
         self.ticks = 0  # proxy_on_tick calls run
         self._tick: asyncio.TimerHandle | None = None
         self.pools: dict[str, UpstreamPool] = {}
+        self.clusters: dict[str, str] = {}  # [wasm.clusters]: cluster name -> upstream
+        self.resolved: dict[str, UpstreamPool] = {}  # cluster names resolved so far
         self.calls: set[asyncio.Task[None]] = set()  # HTTP calls in flight
         self._loop: asyncio.AbstractEventLoop | None = None
         self.budget = CpuBudget(limits.cpu_budget, limits.cpu_window, limits.cooldown)
@@ -419,9 +421,17 @@ class PluginVm:
         with contextlib.suppress(WasmTrap):
             self.call(None, "proxy_on_queue_ready", self.root_id, qid)
 
-    def bind(self, pools: dict[str, UpstreamPool], listen_address: str) -> None:
-        """Called when the gateway serves: upstreams for HTTP calls, tick timer."""
+    def bind(
+        self,
+        pools: dict[str, UpstreamPool],
+        listen_address: str,
+        clusters: dict[str, str] | None = None,
+    ) -> None:
+        """Called when the gateway serves: upstreams (and cluster aliases) for HTTP
+        calls, tick timer."""
         self.pools = pools
+        self.clusters = dict(clusters or {})
+        self.resolved = {}
         self.listen_address = listen_address
         with contextlib.suppress(RuntimeError):
             self._loop = asyncio.get_running_loop()
