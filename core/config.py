@@ -505,6 +505,12 @@ class FilterDef(Model):
         "delivered whole with end_of_stream); others stream past it.",
     )
     vm_config: str = Field("", description="Wasm: the VM configuration (proxy_on_vm_start).")
+    vm_id: str = Field(
+        "",
+        description="Wasm: the VM this filter runs in; default its own name. Filters and "
+        "services naming the same module and vm_id share one instance (a root context "
+        "each), and shared data and queues are per vm_id.",
+    )
     manifest: str | None = Field(
         None,
         description="Wasm: manifest with the config's JSON Schema; default manifest.json "
@@ -519,6 +525,23 @@ class FilterDef(Model):
         if self.wasm is not None and self.plugin is not None:
             raise ValueError("set either 'plugin' or 'wasm', not both")
         return self
+
+
+class ServiceDef(Model):
+    """A root-only Proxy-Wasm plugin with no route: ``[services.NAME]`` (ticks, queues,
+    HTTP calls; see docs/wasm.md)."""
+
+    wasm: str = Field(description="Path of the Proxy-Wasm module (relative to this file).")
+    config: dict[str, Any] = Field(
+        default_factory=dict, description="JSON given to proxy_on_configure."
+    )
+    root_id: str = Field("", description="The root context id the module registers.")
+    vm_id: str = Field(
+        "", description="The VM it runs in (as for [filters.NAME]); default its own name."
+    )
+    vm_config: str = Field("", description="The VM configuration (proxy_on_vm_start).")
+    manifest: str | None = Field(None, description="As for [filters.NAME].")
+    limits: WasmLimits = Field(default_factory=lambda: WasmLimits(), description="Sandbox limits.")
 
 
 class InlineFilter(Model):
@@ -867,6 +890,10 @@ class GatewayConfig(Model):
     global_filters: list[str] = Field(
         default_factory=list, description="Filters every route runs first, in order."
     )
+    services: dict[str, ServiceDef] = Field(
+        default_factory=dict,
+        description="Root-only Proxy-Wasm plugins started with the configuration, [services.NAME].",
+    )
     wasm: WasmSettings = Field(
         default_factory=lambda: WasmSettings(),
         description="Proxy-Wasm settings: cluster aliases for proxy_http_call.",
@@ -1080,6 +1107,9 @@ def _cross_problems(cfg: GatewayConfig) -> list[str]:
                 f"routes[{i}].upstream: unknown upstream {route.upstream!r}"
                 f"{suggest(route.upstream, names)}"
             )
+    for name in cfg.services:
+        if name in cfg.filters:
+            problems.append(f"services.{name}: a [filters.{name}] has that name too")
     for cluster, target in cfg.wasm.clusters.items():
         if target not in names:
             problems.append(

@@ -22,6 +22,7 @@ from core.wasm.vm import WasmTrap
 
 if TYPE_CHECKING:
     from core.wasm.plugin import PluginVm
+    from core.wasm.sharing import Root
 
 log = logging.getLogger("wasmgate.wasm")
 
@@ -57,7 +58,9 @@ def start_call(
             return None
         pool = vm.resolved[cluster] = found
     token = next(vm.tokens)
-    task = asyncio.get_running_loop().create_task(_call(vm, token, pool, pairs, body, timeout_ms))
+    root = vm.active  # the response goes to the caller's root context
+    call = _call(vm, token, root, pool, pairs, body, timeout_ms)
+    task = asyncio.get_running_loop().create_task(call)
     vm.calls.add(task)
     task.add_done_callback(vm.calls.discard)
     return token
@@ -66,6 +69,7 @@ def start_call(
 async def _call(
     vm: PluginVm,
     token: int,
+    root: Root,
     pool: UpstreamPool,
     pairs: list[tuple[bytes, bytes]],
     body: bytes,
@@ -88,10 +92,12 @@ async def _call(
     except Exception as exc:  # the plugin learns of failures through num_headers == 0
         result.message = str(exc)
         log.warning("wasm filter %r: http call %d failed: %s", vm.name, token, exc)
+    if root.context_id not in vm.roots:
+        return  # its plugin was closed meanwhile
     vm.host.call_result = result
     try:
         n = len(result.headers) + 1 if result.status else 0
-        vm.call(None, "proxy_on_http_call_response", vm.root_id, token, n, len(result.body), 0)
+        vm.call(None, "proxy_on_http_call_response", root.context_id, token, n, len(result.body), 0)
     except WasmTrap:
         pass  # counted and logged by vm.call; WasmUnavailable: cut off meanwhile
     finally:

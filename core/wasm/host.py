@@ -250,8 +250,10 @@ class Host:
     # -- contexts
 
     def proxy_set_effective_context(self, context_id: int) -> int:
-        if context_id == self.plugin.root_id:
+        root = self.plugin.roots.get(context_id)
+        if root is not None:  # one of the VM's root contexts (core.wasm.sharing)
             self.stream = None
+            self.plugin.active = root
             return OK
         stream = self.plugin.streams.get(context_id)
         if stream is None:
@@ -548,7 +550,7 @@ class Host:
         if stream is not None and path in stream.properties:
             return stream.properties[path]
         fixed = {
-            b"plugin_name": plugin.name.encode(),
+            b"plugin_name": plugin.plugin_name.encode(),
             b"plugin_root_id": plugin.root_id_name.encode(),
             b"plugin_vm_id": plugin.vm_id.encode(),
         }
@@ -687,7 +689,7 @@ class Host:
         name = self._read(name_ptr, name_size)
         if name is None:
             return BAD_MEMORY
-        qid = self.plugin.shared.register_queue(name, self.plugin)
+        qid = self.plugin.shared.register_queue(name, self.plugin.queue_owner())
         return OK if self.mem.write_u32(id_ptr, qid) else BAD_MEMORY
 
     def proxy_resolve_shared_queue(

@@ -1,11 +1,15 @@
 """A Proxy-Wasm plugin as a wasmgate filter.
 
-:class:`PluginVm` owns one module instance and its root context: it runs the start
-functions, ``proxy_on_context_create(root, 0)``, ``proxy_on_vm_start`` and
-``proxy_on_configure`` (a plugin that rejects its configuration is refused at load
-time), creates a stream context per request, dispatches every callback on the arity the
-module actually exports (real modules do not always match their ABI marker), and after
-any trap throws the instance away; the next request builds a fresh one. A module that
+:class:`PluginVm` owns one module instance and its root contexts (:class:`Root`), one
+per plugin running in it: filters and services that name the same module and
+``vm_id`` share the instance, as in Envoy. For each root it runs
+``proxy_on_context_create(root, 0)``, ``proxy_on_vm_start`` and ``proxy_on_configure``
+(a plugin that rejects its configuration is refused at load time), after the start
+functions; a rebuild after a trap starts every root again (see
+:mod:`core.wasm.sharing`). It creates a stream context per request under its plugin's
+root, dispatches every callback on the arity the module actually exports (real modules
+do not always match their ABI marker), and after any trap throws the instance away; the
+next request builds a fresh one. A module that
 exports no HTTP callbacks, or whose HTTP context creation traps (a Rust SDK plugin that
 only registers a root context), runs as a root-only plugin: ticks and queues, no
 per-request contexts.
@@ -42,6 +46,7 @@ from core.wasm.abi import ABI_MARKERS, HTTP_CALLBACKS
 from core.wasm.budget import Backoff, CpuBudget
 from core.wasm.callout import start_call
 from core.wasm.host import Host, Stream, resolver
+from core.wasm.sharing import Root, RootedStream, RootQueue
 from core.wasm.vm import Instance, WasmTrap, exported_markers
 from plugin_sdk import Context
 
@@ -79,9 +84,7 @@ class PluginVm:
         self.limits = limits = limits or WasmLimits()
         self.module: wasmtime.Module | None = module
         self.closed = False
-        self.config_bytes = config
         self.vm_config = vm_config
-        self.root_id_name = root_id
         self.vm_id = vm_id or name
         self.memory_limit = memory_limit
         self.deadline_ms = deadline_ms
@@ -93,15 +96,15 @@ class PluginVm:
         self.root_only = not any(cb in exports for cb in HTTP_CALLBACKS)
         self.host = Host(self)
         self.instance: Instance | None = None
-        self.root_id = 1
-        self._ids = itertools.count(2)
+        self.root_id = 1  # the first plugin's root context
+        self.roots: dict[int, Root] = {1: Root(1, name, root_id, config)}
+        self.active = self.roots[1]  # the root context of the callback running
+        self._ids = itertools.count(2)  # one id space for root and stream contexts
         self.tokens = itertools.count(1)  # proxy_http_call tokens
         self.streams: dict[int, Stream] = {}
         self.traps = 0
         self.rebuilds = 0
-        self.tick_ms = 0
         self.ticks = 0  # proxy_on_tick calls run
-        self._tick: asyncio.TimerHandle | None = None
         self.pools: dict[str, UpstreamPool] = {}
         self.clusters: dict[str, str] = {}  # [wasm.clusters]: cluster name -> upstream
         self.resolved: dict[str, UpstreamPool] = {}  # cluster names resolved so far
@@ -120,6 +123,20 @@ class PluginVm:
         except BaseException:
             shared.detach(self.shared, self)
             raise
+
+    # -- the running plugin (the root context of the callback running)
+
+    @property
+    def config_bytes(self) -> bytes:
+        return self.active.config
+
+    @property
+    def root_id_name(self) -> str:
+        return self.active.root_id
+
+    @property
+    def plugin_name(self) -> str:
+        return self.active.name
 
     # -- lifecycle
 
@@ -146,22 +163,58 @@ class PluginVm:
                     inst.call("main", 0, 0)
             elif inst.has("_start"):
                 inst.call("_start")
-            inst.call("proxy_on_context_create", self.root_id, 0)
-            if inst.has("proxy_on_vm_start") and not inst.call(
-                "proxy_on_vm_start", self.root_id, len(self.vm_config)
-            ):
-                raise PluginError(f"wasm filter {self.name!r}: proxy_on_vm_start returned false")
-            if inst.has("proxy_on_configure") and not inst.call(
-                "proxy_on_configure", self.root_id, len(self.config_bytes)
-            ):
-                raise PluginError(
-                    f"wasm filter {self.name!r} rejected its configuration (proxy_on_configure "
-                    "returned false; see its log lines above)"
-                )
+            for root in list(self.roots.values()):
+                self._start_root(inst, root)
         except BaseException:
             inst.close()
             raise
         return inst
+
+    def _start_root(self, inst: Instance, root: Root) -> None:
+        self.active = root
+        inst.call("proxy_on_context_create", root.context_id, 0)
+        if inst.has("proxy_on_vm_start") and not inst.call(
+            "proxy_on_vm_start", root.context_id, len(self.vm_config)
+        ):
+            raise PluginError(f"wasm filter {root.name!r}: proxy_on_vm_start returned false")
+        if inst.has("proxy_on_configure") and not inst.call(
+            "proxy_on_configure", root.context_id, len(root.config)
+        ):
+            raise PluginError(
+                f"wasm filter {root.name!r} rejected its configuration (proxy_on_configure "
+                "returned false; see its log lines above)"
+            )
+
+    def add_root(self, name: str, root_id: str, config: bytes) -> Root:
+        """Start another plugin in this VM (a filter or service sharing its vm_id):
+        a root context of its own, configured now; raises PluginError or WasmTrap."""
+        root = Root(next(self._ids), name, root_id, config)
+        self.roots[root.context_id] = root
+        inst = self.ensure()
+        previous = self.active
+        try:
+            self._start_root(inst, root)
+        except WasmTrap:
+            del self.roots[root.context_id]
+            self._drop_instance()  # half-started: the next use rebuilds it
+            raise
+        except BaseException:
+            del self.roots[root.context_id]
+            raise
+        finally:
+            self.active = previous
+        return root
+
+    def release(self, root: Root) -> None:
+        """A plugin of this VM is closed: its root context stops (ticks, queue
+        deliveries, call responses); the last one closes the VM."""
+        if root.tick is not None:
+            root.tick.cancel()
+            root.tick = None
+        root.tick_ms = 0
+        self.roots.pop(root.context_id, None)
+        if not self.roots:
+            self.close()
 
     def ensure(self) -> Instance:
         """The live instance. Without one (after a trap) a rebuild starts in a worker
@@ -245,8 +298,9 @@ class PluginVm:
     def _adopt(self, inst: Instance) -> None:
         self.instance = inst
         self.host.instance = inst
-        if self.tick_ms:
-            self.set_tick(self.tick_ms)
+        for root in self.roots.values():
+            if root.tick_ms:
+                self._set_tick(root, root.tick_ms)
 
     def _failed_start(self, exc: Exception) -> None:
         self.traps += 1
@@ -278,12 +332,19 @@ class PluginVm:
         if export is None:
             return None
         self.host.stream = stream
+        previous = self.active
+        if isinstance(stream, RootedStream):
+            self.active = stream.root
+        elif stream is None and args and args[0] in self.roots:
+            self.active = self.roots[args[0]]  # root callbacks take the root's id first
         if self._depth:  # called back from a host function: the outer call is charged
             try:
                 return inst.call_export(export, name, args[: export.nparams])
             except WasmTrap as exc:
                 self._trapped(exc)
                 raise
+            finally:
+                self.active = previous
         budget = self.budget
         started = _now()
         if started < budget.until:
@@ -321,8 +382,10 @@ class PluginVm:
         return len(self.calls)
 
     def close(self) -> None:
-        if self._tick is not None:
-            self._tick.cancel()
+        for root in self.roots.values():
+            if root.tick is not None:
+                root.tick.cancel()
+                root.tick = None
         for task in self.calls:
             task.cancel()
         self._drop_instance()
@@ -342,14 +405,17 @@ class PluginVm:
 
     # -- streams
 
-    def open_stream(self, ctx: Context) -> Stream | None:
+    def open_stream(self, ctx: Context, root: Root | None = None) -> Stream | None:
+        """A stream context under ``root`` (default: the first plugin's), or None for a
+        root-only plugin."""
         if self.root_only:
             return None
         self.ensure()
-        stream = Stream(next(self._ids), ctx)
+        root = root or self.roots[self.root_id]
+        stream = RootedStream(next(self._ids), ctx, root)
         self.streams[stream.id] = stream
         try:
-            self.call(stream, "proxy_on_context_create", stream.id, self.root_id)
+            self.call(stream, "proxy_on_context_create", stream.id, root.context_id)
         except WasmUnavailable:
             self.streams.pop(stream.id, None)
             raise
@@ -389,37 +455,51 @@ class PluginVm:
     # -- timers, queues, calls out
 
     def set_tick(self, period_ms: int) -> None:
+        """``proxy_set_tick_period_milliseconds`` of the running root context."""
+        self._set_tick(self.active, period_ms)
+
+    def _set_tick(self, root: Root, period_ms: int) -> None:
         if 0 < period_ms < self.limits.min_tick_ms:
             period_ms = self.limits.min_tick_ms
-        self.tick_ms = period_ms
+        root.tick_ms = period_ms
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # loading, or starting in a worker thread: bind() or _adopt() starts it
-        if self._tick is not None:
-            self._tick.cancel()
-            self._tick = None
+        if root.tick is not None:
+            root.tick.cancel()
+            root.tick = None
         if period_ms:
-            self._tick = loop.call_later(period_ms / 1000, self._on_tick)
+            root.tick = loop.call_later(period_ms / 1000, self._on_tick, root)
 
-    def _on_tick(self) -> None:
-        self._tick = None
+    def _on_tick(self, root: Root) -> None:
+        root.tick = None
+        if root.context_id not in self.roots:
+            return
         with contextlib.suppress(WasmTrap):  # counted and logged; the next tick rebuilds
-            self.call(None, "proxy_on_tick", self.root_id)
+            self.call(None, "proxy_on_tick", root.context_id)
             self.ticks += 1
-        if self.tick_ms and self._tick is None:
-            self._tick = asyncio.get_running_loop().call_later(self.tick_ms / 1000, self._on_tick)
+        if root.tick_ms and root.tick is None and root.context_id in self.roots:
+            loop = asyncio.get_running_loop()
+            root.tick = loop.call_later(root.tick_ms / 1000, self._on_tick, root)
 
-    def queue_ready(self, qid: int) -> None:
+    def queue_owner(self) -> RootQueue:
+        """Who a queue registered now tells of new items: the running root context."""
+        return RootQueue(self, self.active)
+
+    def queue_ready(self, qid: int, root: Root | None = None) -> None:
+        root = root or self.roots.get(self.root_id) or self.active
         try:
-            asyncio.get_running_loop().call_soon(self._queue_ready, qid)
+            asyncio.get_running_loop().call_soon(self._queue_ready, root, qid)
         except RuntimeError:  # from a start function in a worker thread
             if self._loop is not None:
-                self._loop.call_soon_threadsafe(self._queue_ready, qid)
+                self._loop.call_soon_threadsafe(self._queue_ready, root, qid)
 
-    def _queue_ready(self, qid: int) -> None:
+    def _queue_ready(self, root: Root, qid: int) -> None:
+        if root.context_id not in self.roots:
+            return
         with contextlib.suppress(WasmTrap):
-            self.call(None, "proxy_on_queue_ready", self.root_id, qid)
+            self.call(None, "proxy_on_queue_ready", root.context_id, qid)
 
     def bind(
         self,
@@ -435,8 +515,9 @@ class PluginVm:
         self.listen_address = listen_address
         with contextlib.suppress(RuntimeError):
             self._loop = asyncio.get_running_loop()
-        if self.tick_ms:
-            self.set_tick(self.tick_ms)
+        for root in self.roots.values():
+            if root.tick_ms:
+                self._set_tick(root, root.tick_ms)
 
     def http_call(
         self, upstream: str, pairs: list[tuple[bytes, bytes]], body: bytes, timeout_ms: int
