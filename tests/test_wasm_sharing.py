@@ -159,3 +159,88 @@ config = { a = 1 }
     with pytest.raises(ConfigError) as err:
         loads_config(toml, str(tmp_path / "gw.toml"))
     assert any(p.startswith("services.ticker.wasm:") for p in err.value.problems)
+
+
+def service_toml(module: Path, v1: str, vm_id: str) -> str:
+    return sharing_toml(module, v1, vm_id=vm_id) + (
+        f'\n[services.ticker]\nwasm = "{module}"\nvm_id = "{vm_id}"\n'
+        'config = { role = "service" }\n'
+    )
+
+
+async def test_a_rebuilt_shared_vm_starts_every_root_context_again(
+    tmp_path: Path,
+    upstream: RecordingUpstream,
+    start_gateway: StartGateway,
+    http: aiohttp.ClientSession,
+) -> None:
+    from core.wasm.vm import WasmTrap
+    from tests.test_wasm_host import wasm_vm
+
+    module = wasm_file(tmp_path, "shared_vm.wat")
+    vm_id = f"rebuilt-{uuid.uuid4().hex[:8]}"
+    gw = await start_gateway(sharing_toml(module, upstream.address, vm_id=vm_id))
+    before = [await headers_of(http, gw.url + p, upstream) for p in ("/a", "/b")]
+    vm = wasm_vm(gw, "a")
+    assert wasm_vm(gw, "b") is vm
+    vm._trapped(WasmTrap("test"))  # what a trap does to the shared instance
+    after = [await headers_of(http, gw.url + p, upstream) for p in ("/b", "/a")]
+    assert [h["x-count"] for h in after] == ["1", "2"]  # a fresh instance, still one
+    assert [h["x-config"] for h in after] == ['{"role": "filter-b"}', '{"role": "filter-a"}']
+    assert [h["x-root"] for h in after] == [before[1]["x-root"], before[0]["x-root"]]
+    assert vm.rebuilds == 1
+
+
+def test_closing_the_snapshot_closes_services_and_shared_vms(tmp_path: Path) -> None:
+    module = wasm_file(tmp_path, "shared_vm.wat")
+    toml = service_toml(module, "127.0.0.1:1", f"close-{uuid.uuid4().hex[:8]}")
+    source = str(tmp_path / "gw.toml")
+    snap = Snapshot(loads_config(toml, source), source)
+    vms = {id(inst.filter.vm): inst.filter.vm for inst in snap.filters()}  # type: ignore[attr-defined]
+    assert len(vms) == 1  # a, b and the service: one VM
+    (vm,) = vms.values()
+    assert len(vm.roots) == 3
+    snap.close()
+    assert vm.closed and vm.instance is None and not vm.roots
+
+
+def test_check_explain_lists_services(tmp_path: Path) -> None:
+    from tests.test_cli import wasmgate
+
+    module = wasm_file(tmp_path, "shared_vm.wat")
+    path = tmp_path / "gateway.toml"
+    path.write_text(service_toml(module, "127.0.0.1:1", "explained"))
+    done = wasmgate("check", "-c", str(path), "--explain")
+    assert done.returncode == 0, done.stderr
+    assert f"service ticker (wasm {module}; vm_id explained; root-only, on no route)" in (
+        done.stdout
+    )
+
+
+async def test_admin_plugins_lists_services(
+    tmp_path: Path,
+    upstream: RecordingUpstream,
+    start_gateway: StartGateway,
+    http: aiohttp.ClientSession,
+) -> None:
+    from core import metrics
+    from core.admin import Admin
+
+    module = wasm_file(tmp_path, "shared_vm.wat")
+    gw = await start_gateway(service_toml(module, upstream.address, f"adm-{uuid.uuid4().hex[:8]}"))
+    assert gw.gateway is not None
+    api = Admin(
+        gw.gateway,
+        None,
+        token=None,
+        render_metrics=lambda: (metrics.render(), metrics.CONTENT_TYPE),
+    )
+    await api.start("127.0.0.1:0")
+    try:
+        async with http.get(f"http://127.0.0.1:{api.port}/plugins") as resp:
+            filters = {f["name"]: f for f in (await resp.json())["filters"]}
+    finally:
+        await api.stop()
+    assert set(filters) == {"a", "b", "ticker"}
+    assert filters["ticker"]["service"] is True and filters["ticker"]["phases"] == []
+    assert "service" not in filters["a"]
