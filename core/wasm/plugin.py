@@ -46,7 +46,7 @@ from core.wasm.abi import ABI_MARKERS, HTTP_CALLBACKS
 from core.wasm.budget import Backoff, CpuBudget
 from core.wasm.callout import start_call
 from core.wasm.host import Host, Stream, resolver
-from core.wasm.sharing import Root, RootedStream, RootQueue
+from core.wasm.sharing import Root, RootContexts, RootedStream
 from core.wasm.vm import Instance, WasmTrap, exported_markers
 from plugin_sdk import Context
 
@@ -63,8 +63,9 @@ class WasmUnavailable(WasmTrap):
         self.reason = reason
 
 
-class PluginVm:
-    """One configured Proxy-Wasm plugin: its instance, root context and streams."""
+class PluginVm(RootContexts):
+    """One Proxy-Wasm VM: its instance, the root context of each plugin in it
+    (:class:`~core.wasm.sharing.RootContexts`) and their streams."""
 
     def __init__(
         self,
@@ -124,20 +125,6 @@ class PluginVm:
             shared.detach(self.shared, self)
             raise
 
-    # -- the running plugin (the root context of the callback running)
-
-    @property
-    def config_bytes(self) -> bytes:
-        return self.active.config
-
-    @property
-    def root_id_name(self) -> str:
-        return self.active.root_id
-
-    @property
-    def plugin_name(self) -> str:
-        return self.active.name
-
     # -- lifecycle
 
     def _new_instance(self) -> Instance:
@@ -169,52 +156,6 @@ class PluginVm:
             inst.close()
             raise
         return inst
-
-    def _start_root(self, inst: Instance, root: Root) -> None:
-        self.active = root
-        inst.call("proxy_on_context_create", root.context_id, 0)
-        if inst.has("proxy_on_vm_start") and not inst.call(
-            "proxy_on_vm_start", root.context_id, len(self.vm_config)
-        ):
-            raise PluginError(f"wasm filter {root.name!r}: proxy_on_vm_start returned false")
-        if inst.has("proxy_on_configure") and not inst.call(
-            "proxy_on_configure", root.context_id, len(root.config)
-        ):
-            raise PluginError(
-                f"wasm filter {root.name!r} rejected its configuration (proxy_on_configure "
-                "returned false; see its log lines above)"
-            )
-
-    def add_root(self, name: str, root_id: str, config: bytes) -> Root:
-        """Start another plugin in this VM (a filter or service sharing its vm_id):
-        a root context of its own, configured now; raises PluginError or WasmTrap."""
-        root = Root(next(self._ids), name, root_id, config)
-        self.roots[root.context_id] = root
-        inst = self.ensure()
-        previous = self.active
-        try:
-            self._start_root(inst, root)
-        except WasmTrap:
-            del self.roots[root.context_id]
-            self._drop_instance()  # half-started: the next use rebuilds it
-            raise
-        except BaseException:
-            del self.roots[root.context_id]
-            raise
-        finally:
-            self.active = previous
-        return root
-
-    def release(self, root: Root) -> None:
-        """A plugin of this VM is closed: its root context stops (ticks, queue
-        deliveries, call responses); the last one closes the VM."""
-        if root.tick is not None:
-            root.tick.cancel()
-            root.tick = None
-        root.tick_ms = 0
-        self.roots.pop(root.context_id, None)
-        if not self.roots:
-            self.close()
 
     def ensure(self) -> Instance:
         """The live instance. Without one (after a trap) a rebuild starts in a worker
@@ -452,54 +393,7 @@ class PluginVm:
         else:
             stream.done_pending = True  # the plugin calls proxy_done later
 
-    # -- timers, queues, calls out
-
-    def set_tick(self, period_ms: int) -> None:
-        """``proxy_set_tick_period_milliseconds`` of the running root context."""
-        self._set_tick(self.active, period_ms)
-
-    def _set_tick(self, root: Root, period_ms: int) -> None:
-        if 0 < period_ms < self.limits.min_tick_ms:
-            period_ms = self.limits.min_tick_ms
-        root.tick_ms = period_ms
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return  # loading, or starting in a worker thread: bind() or _adopt() starts it
-        if root.tick is not None:
-            root.tick.cancel()
-            root.tick = None
-        if period_ms:
-            root.tick = loop.call_later(period_ms / 1000, self._on_tick, root)
-
-    def _on_tick(self, root: Root) -> None:
-        root.tick = None
-        if root.context_id not in self.roots:
-            return
-        with contextlib.suppress(WasmTrap):  # counted and logged; the next tick rebuilds
-            self.call(None, "proxy_on_tick", root.context_id)
-            self.ticks += 1
-        if root.tick_ms and root.tick is None and root.context_id in self.roots:
-            loop = asyncio.get_running_loop()
-            root.tick = loop.call_later(root.tick_ms / 1000, self._on_tick, root)
-
-    def queue_owner(self) -> RootQueue:
-        """Who a queue registered now tells of new items: the running root context."""
-        return RootQueue(self, self.active)
-
-    def queue_ready(self, qid: int, root: Root | None = None) -> None:
-        root = root or self.roots.get(self.root_id) or self.active
-        try:
-            asyncio.get_running_loop().call_soon(self._queue_ready, root, qid)
-        except RuntimeError:  # from a start function in a worker thread
-            if self._loop is not None:
-                self._loop.call_soon_threadsafe(self._queue_ready, root, qid)
-
-    def _queue_ready(self, root: Root, qid: int) -> None:
-        if root.context_id not in self.roots:
-            return
-        with contextlib.suppress(WasmTrap):
-            self.call(None, "proxy_on_queue_ready", root.context_id, qid)
+    # -- calls out
 
     def bind(
         self,
