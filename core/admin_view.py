@@ -119,7 +119,7 @@ def _core_schema() -> dict[str, Any]:
 def filter_info(inst: FilterInstance, view: SnapshotView) -> dict[str, Any]:
     """A filter instance as ``/routes`` and ``/plugins`` show it."""
     name, _, ver = str(inst.plugin).partition("@")
-    return {
+    info = {
         "name": inst.name,
         "plugin": name,
         "kind": "wasm" if type(inst.filter).__name__ == "WasmFilter" else "python",
@@ -132,6 +132,9 @@ def filter_info(inst: FilterInstance, view: SnapshotView) -> dict[str, Any]:
             if getattr(inst, p) is not None
         ],
     }
+    if getattr(inst.filter, "service", False):
+        info["service"] = True  # a [services.NAME]: root-only, on no route
+    return info
 
 
 def _version(inst: FilterInstance, dists: Mapping[str, list[str]]) -> str:

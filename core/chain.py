@@ -159,6 +159,7 @@ def build_installed(
     config: dict[str, Any],
     fail: str,
     where: str,
+    vms: dict[Any, Any] | None = None,
 ) -> FilterInstance:
     """A filter from a plugin the lockfile pins (either kind); raises PluginError."""
     label = f"{plugin.name}@{plugin.version}"
@@ -168,7 +169,7 @@ def build_installed(
         assert plugin.module is not None
         base = d.model_dump(exclude={"plugin", "wasm", "config", "fail"}) if d else {}
         spec = FilterDef(wasm=str(plugin.module.resolve()), config=config, fail=fail, **base)
-        inst = build_wasm_filter(name, spec, plugin.folder, where)
+        inst = build_wasm_filter(name, spec, plugin.folder, where, vms)
     else:
         assert plugin.filter_class is not None
         cls = check_contract(plugin.name, plugin.filter_class)
@@ -179,13 +180,21 @@ def build_installed(
     return inst
 
 
-def compile_chains(cfg: GatewayConfig, registry: PluginRegistry, source: str) -> dict[str, Chain]:
+def compile_chains(
+    cfg: GatewayConfig,
+    registry: PluginRegistry,
+    source: str,
+    vms: dict[Any, Any] | None = None,
+) -> dict[str, Chain]:
     """One :class:`Chain` per route name (and ``"default"``); raises ConfigError.
 
     A route's chain is the global filters it does not disable, then its own, in
     declared order. Named instances (``[filters.NAME]``) are shared by every route
     that uses them; a bare plugin name means that plugin with its default config.
+    ``vms`` collects the Proxy-Wasm VMs started (filters sharing a ``vm_id`` join one;
+    :func:`compile_services` takes it on).
     """
+    vms = {} if vms is None else vms
     problems: list[str] = []
     upstream_names = {u.name for u in cfg.upstreams}
 
@@ -215,7 +224,7 @@ def compile_chains(cfg: GatewayConfig, registry: PluginRegistry, source: str) ->
                 found = installed.load(plugin)
             except Exception as exc:
                 raise PluginError(f"{where}: filter {name!r}: {exc}") from None
-            return build_installed(found, name, d, config, fail, where)
+            return build_installed(found, name, d, config, fail, where, vms)
         if plugin not in registry:
             hint = suggest(plugin, [*registry.names(), *locked]) or (
                 f" (a registry plugin? `wasmgate plugin install {plugin}` pins it in gateway.lock)"
@@ -228,7 +237,7 @@ def compile_chains(cfg: GatewayConfig, registry: PluginRegistry, source: str) ->
             if d.wasm is not None:
                 from core.wasm import build_wasm_filter  # imports wasmtime: only when used
 
-                named[name] = build_wasm_filter(name, d, base_dir, f"filters.{name}")
+                named[name] = build_wasm_filter(name, d, base_dir, f"filters.{name}", vms)
                 continue
             named[name] = build(name, d.plugin or name, d, d.config, d.fail, f"filters.{name}")
         except PluginError as exc:
@@ -308,6 +317,29 @@ def compile_chains(cfg: GatewayConfig, registry: PluginRegistry, source: str) ->
         log.warning("%s: filters.%s is not used by any route", source, inst.name)
     _close(unused)
     return chains
+
+
+def compile_services(
+    cfg: GatewayConfig, source: str, vms: dict[Any, Any] | None = None
+) -> list[FilterInstance]:
+    """The ``[services.NAME]`` plugins, started (root-only, on no route); raises
+    ConfigError. ``vms``: those :func:`compile_chains` started, to share by vm_id."""
+    if not cfg.services:
+        return []
+    from core.wasm import build_service  # imports wasmtime: only when used
+
+    base_dir = Path(source).parent if source and not source.startswith("<") else Path()
+    started: list[FilterInstance] = []
+    problems: list[str] = []
+    for name, d in cfg.services.items():
+        try:
+            started.append(build_service(name, d, base_dir, {} if vms is None else vms))
+        except PluginError as exc:
+            problems.append(str(exc))
+    if problems:
+        _close(started)
+        raise ConfigError(source, problems)
+    return started
 
 
 def _close(instances: list[FilterInstance]) -> None:

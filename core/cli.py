@@ -168,6 +168,11 @@ def explain(snap: Snapshot) -> None:
         responses = [f.name for f in reversed(chain.filters) if f.on_response is not None]
         print(f"  request phase:  {' -> '.join(requests) or '-'}")
         print(f"  response phase: {' -> '.join(responses) or '-'}")
+    for inst in snap.services:
+        what = inst.plugin.replace("wasm:", "wasm ", 1)
+        vm = getattr(inst.filter, "vm", None)
+        shared = f"; vm_id {vm.vm_id}" if vm is not None else ""
+        print(f"service {inst.name} ({what}{shared}; root-only, on no route)")
 
 
 async def _serve(

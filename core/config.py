@@ -12,6 +12,7 @@ The full reference with a commented example lives in ``docs/configuration.md``.
 from __future__ import annotations
 
 import difflib
+import json
 import re
 import tomllib
 from collections.abc import Iterable, Sequence
@@ -504,6 +505,12 @@ class FilterDef(Model):
         "delivered whole with end_of_stream); others stream past it.",
     )
     vm_config: str = Field("", description="Wasm: the VM configuration (proxy_on_vm_start).")
+    vm_id: str = Field(
+        "",
+        description="Wasm: the VM this filter runs in; default its own name. Filters and "
+        "services naming the same module and vm_id share one instance (a root context "
+        "each), and shared data and queues are per vm_id.",
+    )
     manifest: str | None = Field(
         None,
         description="Wasm: manifest with the config's JSON Schema; default manifest.json "
@@ -518,6 +525,23 @@ class FilterDef(Model):
         if self.wasm is not None and self.plugin is not None:
             raise ValueError("set either 'plugin' or 'wasm', not both")
         return self
+
+
+class ServiceDef(Model):
+    """A root-only Proxy-Wasm plugin with no route: ``[services.NAME]`` (ticks, queues,
+    HTTP calls; see docs/wasm.md)."""
+
+    wasm: str = Field(description="Path of the Proxy-Wasm module (relative to this file).")
+    config: dict[str, Any] = Field(
+        default_factory=dict, description="JSON given to proxy_on_configure."
+    )
+    root_id: str = Field("", description="The root context id the module registers.")
+    vm_id: str = Field(
+        "", description="The VM it runs in (as for [filters.NAME]); default its own name."
+    )
+    vm_config: str = Field("", description="The VM configuration (proxy_on_vm_start).")
+    manifest: str | None = Field(None, description="As for [filters.NAME].")
+    limits: WasmLimits = Field(default_factory=lambda: WasmLimits(), description="Sandbox limits.")
 
 
 class InlineFilter(Model):
@@ -827,6 +851,17 @@ class MarketSettings(Model):
         return int(m.group(1)) * units[m.group(2)]
 
 
+class WasmSettings(Model):
+    """``[wasm]``: settings shared by every Proxy-Wasm filter (see docs/wasm.md)."""
+
+    clusters: dict[str, str] = Field(
+        default_factory=dict,
+        description="Cluster names filters pass to proxy_http_call, mapped to upstream "
+        'names: "outbound|80||auth.default.svc.cluster.local" = "auth". Names not '
+        "listed resolve by the rules in docs/wasm.md.",
+    )
+
+
 class GatewayConfig(Model):
     # Set by parse_config: load-time warnings (e.g. unsupported Ingress annotations)
     # and the files read besides the config itself (manifests).
@@ -854,6 +889,14 @@ class GatewayConfig(Model):
     )
     global_filters: list[str] = Field(
         default_factory=list, description="Filters every route runs first, in order."
+    )
+    services: dict[str, ServiceDef] = Field(
+        default_factory=dict,
+        description="Root-only Proxy-Wasm plugins started with the configuration, [services.NAME].",
+    )
+    wasm: WasmSettings = Field(
+        default_factory=lambda: WasmSettings(),
+        description="Proxy-Wasm settings: cluster aliases for proxy_http_call.",
     )
     certificates: list[Certificate] = Field(
         default_factory=list, description="Certificates for HTTPS listeners, by SNI host."
@@ -1063,6 +1106,15 @@ def _cross_problems(cfg: GatewayConfig) -> list[str]:
             problems.append(
                 f"routes[{i}].upstream: unknown upstream {route.upstream!r}"
                 f"{suggest(route.upstream, names)}"
+            )
+    for name in cfg.services:
+        if name in cfg.filters:
+            problems.append(f"services.{name}: a [filters.{name}] has that name too")
+    for cluster, target in cfg.wasm.clusters.items():
+        if target not in names:
+            problems.append(
+                f"wasm.clusters.{json.dumps(cluster)}: unknown upstream {target!r}"
+                f"{suggest(target, names)}"
             )
     if cfg.default and cfg.default.upstream not in names:
         problems.append(

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from core import executors, metrics
 from core.accesslog import AccessLog
-from core.chain import PluginRegistry, compile_chains
+from core.chain import PluginRegistry, compile_chains, compile_services
 from core.config import GatewayConfig, parse_address
 from core.errors import ConfigError, UpstreamError
 from core.health import start_checks
@@ -72,13 +72,22 @@ class Snapshot:
             if previous and previous.pools.get(name) is pool
         }
         self._given: set[str] = set()  # pools a newer snapshot took over
-        self.chains = compile_chains(config, registry or PluginRegistry(), source)
+        # Proxy-Wasm VMs started for this snapshot, by (module digest, vm_id): filters
+        # and services sharing a vm_id join one (core/wasm/sharing.py).
+        vms: dict[Any, Any] = {}
+        self.services: list[FilterInstance] = []  # [services.NAME]: root-only, no route
+        self.chains = compile_chains(config, registry or PluginRegistry(), source, vms)
         self.router = Router(config, self.chains)
         self.trusted_hops = config.server.trusted_hops
         # Exchanges running on this snapshot; a retired one closes when the last ends.
         self.active = 0
         self.retired = False
         self._closed = False
+        try:
+            self.services = compile_services(config, source, vms)
+        except ConfigError:
+            self.close()
+            raise
         try:
             query, headers = declared((i.name, i.filter) for i in self.filters())
         except ValueError as exc:
@@ -113,11 +122,13 @@ class Snapshot:
             self.close()
 
     def filters(self) -> list[FilterInstance]:
-        """Every filter instance of the snapshot, once each."""
+        """Every filter instance of the snapshot, once each (services included)."""
         seen: dict[int, FilterInstance] = {}
         for chain in self.chains.values():
             for inst in chain.filters:
                 seen.setdefault(id(inst), inst)
+        for inst in self.services:
+            seen.setdefault(id(inst), inst)
         return list(seen.values())
 
     def bind(self, listen_address: str) -> None:
@@ -128,7 +139,7 @@ class Snapshot:
         for inst in self.filters():
             bind = getattr(inst.filter, "bind_gateway", None)
             if bind is not None:
-                bind(self.pools, listen_address)
+                bind(self.pools, listen_address, dict(self.config.wasm.clusters))
 
     def forwarded(self, req: Request) -> tuple[bytes, bytes, bytes, bytes]:
         """(client address, X-Forwarded-For, -Proto, -Host) to send upstream.

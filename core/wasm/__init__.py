@@ -5,7 +5,9 @@ Layout: :mod:`core.wasm.vm` compiles, caches and runs modules (the only module t
 imports wasmtime), :mod:`core.wasm.host` implements the ABI's host functions and WASI,
 :mod:`core.wasm.plugin` runs the plugin lifecycle (and its CPU budget),
 :mod:`core.wasm.adapter` adapts it to the filter contract, :mod:`core.wasm.shared` holds
-shared data and queues, :mod:`core.wasm.callout` runs ``proxy_http_call``,
+shared data and queues, :mod:`core.wasm.callout` runs ``proxy_http_call`` (to the
+upstream :mod:`core.wasm.clusters` resolves), :mod:`core.wasm.sharing` holds what VM
+sharing needs,
 :mod:`core.wasm.budget` does the CPU and back-off arithmetic.
 This package is imported only when a configuration names a ``.wasm`` filter.
 
@@ -15,6 +17,8 @@ In gateway.toml::
     wasm = "filters/deny.wasm"          # relative to the gateway.toml
     config = { deny_header = "x-bot" }  # JSON given to proxy_on_configure
     root_id = ""                        # the root context id the module registers
+    vm_id = ""                          # default its name; the same module and vm_id:
+                                        # one shared instance (core.wasm.sharing)
     limits = { memory_mb = 64, deadline_ms = 50 }   # and the sandbox's other bounds:
                                         # see WasmLimits and docs/wasm.md
 """
@@ -25,10 +29,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from core.config import FilterDef
+from core.config import FilterDef, ServiceDef
 from core.errors import PluginError
 from core.wasm.adapter import WasmFilter
 from core.wasm.plugin import PluginVm
+from core.wasm.sharing import VmRegistry
 from core.wasm.vm import WasmLoadError, WasmTrap, compile_module
 from plugin_sdk.chain import FilterInstance
 
@@ -36,6 +41,7 @@ __all__ = [
     "PluginVm",
     "WasmFilter",
     "WasmTrap",
+    "build_service",
     "build_wasm_filter",
     "filter_for_testing",
     "load_manifest",
@@ -76,8 +82,19 @@ def _check_schema(schema: dict[str, Any], config: dict[str, Any]) -> list[str]:
     return problems
 
 
-def build_wasm_filter(name: str, d: FilterDef, base_dir: Path, where: str) -> FilterInstance:
-    """Compile (or load from cache) and start a Proxy-Wasm filter; raises PluginError."""
+def build_wasm_filter(
+    name: str,
+    d: FilterDef,
+    base_dir: Path,
+    where: str,
+    vms: VmRegistry | None = None,
+    *,
+    service: bool = False,
+) -> FilterInstance:
+    """Compile (or load from cache) and start a Proxy-Wasm filter; raises PluginError.
+
+    ``vms`` holds the VMs of the configuration being built: a filter naming the module
+    and ``vm_id`` of one of them joins it (a root context of its own)."""
     assert d.wasm is not None
     path = (base_dir / d.wasm).resolve()
     label = f"{where}: wasm filter {name!r} ({d.wasm})"
@@ -91,22 +108,33 @@ def build_wasm_filter(name: str, d: FilterDef, base_dir: Path, where: str) -> Fi
         if problems:
             raise PluginError(f"{label}: " + "; ".join(problems))
     root_id = d.root_id or str((manifest or {}).get("root_id", ""))
+    config = json.dumps(d.config).encode() if d.config else b""  # none: size 0
+    vm_id = d.vm_id or name
     try:
-        module, _digest = compile_module(wasm, source=str(path))
-        vm = PluginVm(
-            name,
-            module,
-            config=json.dumps(d.config).encode() if d.config else b"",  # none: size 0
-            vm_config=d.vm_config.encode(),
-            root_id=root_id,
-            memory_limit=d.limits.memory_mb << 20,
-            deadline_ms=d.limits.deadline_ms,
-            pause_timeout=d.limits.pause_timeout,
-            limits=d.limits,
-        )
+        module, digest = compile_module(wasm, source=str(path))
+        vm = (vms or {}).get((digest, vm_id))
+        if vm is not None and not vm.closed:
+            _check_shared(vm, d)
+            root = vm.add_root(name, root_id, config)
+        else:
+            vm = PluginVm(
+                name,
+                module,
+                config=config,
+                vm_config=d.vm_config.encode(),
+                root_id=root_id,
+                vm_id=vm_id,
+                memory_limit=d.limits.memory_mb << 20,
+                deadline_ms=d.limits.deadline_ms,
+                pause_timeout=d.limits.pause_timeout,
+                limits=d.limits,
+            )
+            root = vm.roots[vm.root_id]
+            if vms is not None:
+                vms[digest, vm_id] = vm
     except (WasmLoadError, WasmTrap, PluginError) as exc:
         raise PluginError(f"{label}: {exc}") from None
-    flt = WasmFilter(vm, tuple(d.bodies), fail_open=d.fail == "open")
+    flt = WasmFilter(vm, tuple(d.bodies), fail_open=d.fail == "open", root=root, service=service)
     if manifest is not None and isinstance(manifest.get("config_schema"), dict):
         flt.config_schema = manifest["config_schema"]
     flt.name = name
@@ -115,6 +143,29 @@ def build_wasm_filter(name: str, d: FilterDef, base_dir: Path, where: str) -> Fi
     manifests = manifest_candidates(path, (base_dir / d.manifest) if d.manifest else None)
     inst.files = (path, *(m.absolute() for m in manifests))
     return inst
+
+
+def _check_shared(vm: PluginVm, d: FilterDef) -> None:
+    """A VM has one VM configuration and one set of limits: plugins joining it agree."""
+    differ = [
+        what
+        for what, same in (
+            ("vm_config", vm.vm_config == d.vm_config.encode()),
+            ("limits", vm.limits == d.limits),
+        )
+        if not same
+    ]
+    if differ:
+        raise PluginError(
+            f"shares vm_id {vm.vm_id!r} (and its module) with {vm.name!r}, but its "
+            f"{' and '.join(differ)} differ; plugins of one VM must agree on them"
+        )
+
+
+def build_service(name: str, d: ServiceDef, base_dir: Path, vms: VmRegistry) -> FilterInstance:
+    """Start a ``[services.NAME]``: a root-only plugin on no route; raises PluginError."""
+    spec = FilterDef(**d.model_dump())
+    return build_wasm_filter(name, spec, base_dir, f"services.{name}", vms, service=True)
 
 
 def filter_for_testing(

@@ -30,6 +30,7 @@ from core.upstream import UpstreamPool
 from core.wasm.abi import Action
 from core.wasm.host import Stream
 from core.wasm.plugin import PluginVm
+from core.wasm.sharing import Root
 from core.wasm.vm import WasmTrap
 from plugin_sdk import Context, Filter, LocalReply, PluginConfig
 from plugin_sdk.chain import reply_response
@@ -40,10 +41,18 @@ class WasmFilter(Filter[PluginConfig]):
     """A :class:`PluginVm` behind the filter contract (see the module docstring)."""
 
     def __init__(
-        self, vm: PluginVm, bodies: tuple[str, ...] = (), *, fail_open: bool = False
+        self,
+        vm: PluginVm,
+        bodies: tuple[str, ...] = (),
+        *,
+        fail_open: bool = False,
+        root: Root | None = None,
+        service: bool = False,
     ) -> None:
         super().__init__(PluginConfig())
         self.vm = vm
+        self.root = root or vm.roots[vm.root_id]  # its root context in the (shared) VM
+        self.service = service  # a [services.NAME]: root-only, on no route
         self.fail_open = fail_open
         # The manifest's JSON Schema of the config, when there is one (the admin API
         # redacts by it); set by build_wasm_filter.
@@ -57,7 +66,7 @@ class WasmFilter(Filter[PluginConfig]):
         wants = {b for b in bodies if f"proxy_on_{b}_body" in exports}
         self.request_body = "request" in wants  # type: ignore[misc]
         self.response_body = "response" in wants  # type: ignore[misc]
-        if vm.root_only:
+        if vm.root_only or service:
             self.skip_phases |= {"on_request", "on_response", "on_log"}
 
     @property
@@ -125,7 +134,7 @@ class WasmFilter(Filter[PluginConfig]):
         return result
 
     def _request(self, ctx: Context) -> LocalReply | Awaitable[LocalReply | None] | None:
-        stream = self.vm.open_stream(ctx)
+        stream = self.vm.open_stream(ctx, self.root)
         if stream is None:
             return None
         ctx.state[self._key] = stream
@@ -188,8 +197,13 @@ class WasmFilter(Filter[PluginConfig]):
         if isinstance(stream, Stream):
             self.vm.done(stream)
 
-    def bind_gateway(self, pools: dict[str, UpstreamPool], listen_address: str) -> None:
-        self.vm.bind(pools, listen_address)
+    def bind_gateway(
+        self,
+        pools: dict[str, UpstreamPool],
+        listen_address: str,
+        clusters: dict[str, str] | None = None,
+    ) -> None:
+        self.vm.bind(pools, listen_address, clusters)
 
     def close(self) -> None:
-        self.vm.close()
+        self.vm.release(self.root)

@@ -1,6 +1,13 @@
 """``proxy_http_call``: a call from a plugin to one of the gateway's upstreams, and the
-``proxy_on_http_call_response`` callback with its result (a failure is a result with
-no headers, as in Envoy)."""
+``proxy_on_http_call_response`` callback with its result.
+
+The cluster name is resolved by :mod:`core.wasm.clusters`; an unknown one, or a head
+that cannot be sent (a pseudo-header other than ``:method``, ``:path``,
+``:authority``, ``:scheme``), is refused at once with ``BAD_ARGUMENT``. Trailers are
+accepted and not sent (calls go out with a Content-Length). A call that fails or
+outlives its timeout (``0``: 5 s) is a result with no headers, no body and no
+trailers, as Envoy reports a failed call; the response's trailers are not kept
+(always 0)."""
 
 from __future__ import annotations
 
@@ -9,25 +16,51 @@ import logging
 from typing import TYPE_CHECKING
 
 from core.upstream import UpstreamPool, fetch
-from core.wasm.host import HttpCallResult
+from core.wasm.clusters import resolve_cluster
+from core.wasm.host import HttpCallResult, _field_ok, _pseudo_ok
 from core.wasm.vm import WasmTrap
 
 if TYPE_CHECKING:
     from core.wasm.plugin import PluginVm
+    from core.wasm.sharing import Root
 
 log = logging.getLogger("wasmgate.wasm")
 
 
+def head_ok(pairs: list[tuple[bytes, bytes]]) -> bool:
+    """Whether ``pairs`` can be the head of a request to an upstream."""
+    for name, value in pairs:
+        if name == b":scheme":
+            ok = value in (b"http", b"https")  # the pool's `tls` decides the transport
+        elif name[:1] == b":":
+            ok = name != b":status" and _pseudo_ok(name, value)
+        else:
+            ok = _field_ok(name, value)
+        if not ok:
+            return False
+    return True
+
+
 def start_call(
-    vm: PluginVm, upstream: str, pairs: list[tuple[bytes, bytes]], body: bytes, timeout_ms: int
+    vm: PluginVm, cluster: str, pairs: list[tuple[bytes, bytes]], body: bytes, timeout_ms: int
 ) -> int | None:
-    """Start the call as a task of ``vm``; its token, or None for an unknown upstream."""
-    pool = vm.pools.get(upstream)
-    if pool is None:
-        log.warning("wasm filter %r: http call to unknown upstream %r", vm.name, upstream)
+    """Start the call as a task of ``vm``; its token, or None (refused: BAD_ARGUMENT)."""
+    if not head_ok(pairs):
+        log.warning("wasm filter %r: http call to %r with an invalid head", vm.name, cluster)
         return None
+    pool = vm.resolved.get(cluster)
+    if pool is None:
+        found = resolve_cluster(cluster, vm.pools, vm.clusters)
+        if isinstance(found, str):
+            log.warning(
+                "wasm filter %r: http call to unknown cluster %r: %s", vm.name, cluster, found
+            )
+            return None
+        pool = vm.resolved[cluster] = found
     token = next(vm.tokens)
-    task = asyncio.get_running_loop().create_task(_call(vm, token, pool, pairs, body, timeout_ms))
+    root = vm.active  # the response goes to the caller's root context
+    call = _call(vm, token, root, pool, pairs, body, timeout_ms)
+    task = asyncio.get_running_loop().create_task(call)
     vm.calls.add(task)
     task.add_done_callback(vm.calls.discard)
     return token
@@ -36,6 +69,7 @@ def start_call(
 async def _call(
     vm: PluginVm,
     token: int,
+    root: Root,
     pool: UpstreamPool,
     pairs: list[tuple[bytes, bytes]],
     body: bytes,
@@ -49,7 +83,7 @@ async def _call(
             pool,
             (pseudo.get(b":method") or b"GET").decode("latin-1"),
             pseudo.get(b":path") or b"/",
-            pseudo.get(b":authority") or b"",
+            pseudo.get(b":authority") or (pool.cfg.host_header or "").encode("latin-1"),
             headers,
             body,
             (timeout_ms or 5000) / 1000,
@@ -58,10 +92,12 @@ async def _call(
     except Exception as exc:  # the plugin learns of failures through num_headers == 0
         result.message = str(exc)
         log.warning("wasm filter %r: http call %d failed: %s", vm.name, token, exc)
+    if root.context_id not in vm.roots:
+        return  # its plugin was closed meanwhile
     vm.host.call_result = result
     try:
         n = len(result.headers) + 1 if result.status else 0
-        vm.call(None, "proxy_on_http_call_response", vm.root_id, token, n, len(result.body), 0)
+        vm.call(None, "proxy_on_http_call_response", root.context_id, token, n, len(result.body), 0)
     except WasmTrap:
         pass  # counted and logged by vm.call; WasmUnavailable: cut off meanwhile
     finally:

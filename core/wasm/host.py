@@ -94,10 +94,6 @@ def _size(pairs: Iterable[tuple[bytes, bytes]]) -> int:
     return sum(len(k) + len(v) + 32 for k, v in pairs)
 
 
-def _pairs_ok(pairs: list[tuple[bytes, bytes]]) -> bool:
-    return all(_pseudo_ok(k, v) if k[:1] == b":" else _field_ok(k, v) for k, v in pairs)
-
-
 # ---------------------------------------------------------------------- serialisation
 
 
@@ -254,8 +250,10 @@ class Host:
     # -- contexts
 
     def proxy_set_effective_context(self, context_id: int) -> int:
-        if context_id == self.plugin.root_id:
+        root = self.plugin.roots.get(context_id)
+        if root is not None:  # one of the VM's root contexts (core.wasm.sharing)
             self.stream = None
+            self.plugin.active = root
             return OK
         stream = self.plugin.streams.get(context_id)
         if stream is None:
@@ -552,7 +550,7 @@ class Host:
         if stream is not None and path in stream.properties:
             return stream.properties[path]
         fixed = {
-            b"plugin_name": plugin.name.encode(),
+            b"plugin_name": plugin.plugin_name.encode(),
             b"plugin_root_id": plugin.root_id_name.encode(),
             b"plugin_vm_id": plugin.vm_id.encode(),
         }
@@ -639,12 +637,10 @@ class Host:
         pairs = deserialize_map(raw)
         if pairs is None:
             return Status.PARSE_FAILURE
-        if not _pairs_ok(pairs):  # they become the head of a request to an upstream
-            return BAD_ARGUMENT
         if _size(pairs) > limits.max_header_bytes:
             return self._exhausted("headers")
         token = self.plugin.http_call(upstream.decode("latin-1"), pairs, body, timeout_ms)
-        if token is None:
+        if token is None:  # an unknown cluster or a head it cannot send (core.wasm.callout)
             return BAD_ARGUMENT
         return OK if self.mem.write_u32(token_ptr, token) else BAD_MEMORY
 
@@ -693,7 +689,7 @@ class Host:
         name = self._read(name_ptr, name_size)
         if name is None:
             return BAD_MEMORY
-        qid = self.plugin.shared.register_queue(name, self.plugin)
+        qid = self.plugin.shared.register_queue(name, self.plugin.queue_owner())
         return OK if self.mem.write_u32(id_ptr, qid) else BAD_MEMORY
 
     def proxy_resolve_shared_queue(

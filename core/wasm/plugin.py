@@ -1,11 +1,15 @@
 """A Proxy-Wasm plugin as a wasmgate filter.
 
-:class:`PluginVm` owns one module instance and its root context: it runs the start
-functions, ``proxy_on_context_create(root, 0)``, ``proxy_on_vm_start`` and
-``proxy_on_configure`` (a plugin that rejects its configuration is refused at load
-time), creates a stream context per request, dispatches every callback on the arity the
-module actually exports (real modules do not always match their ABI marker), and after
-any trap throws the instance away; the next request builds a fresh one. A module that
+:class:`PluginVm` owns one module instance and its root contexts (:class:`Root`), one
+per plugin running in it: filters and services that name the same module and
+``vm_id`` share the instance, as in Envoy. For each root it runs
+``proxy_on_context_create(root, 0)``, ``proxy_on_vm_start`` and ``proxy_on_configure``
+(a plugin that rejects its configuration is refused at load time), after the start
+functions; a rebuild after a trap starts every root again (see
+:mod:`core.wasm.sharing`). It creates a stream context per request under its plugin's
+root, dispatches every callback on the arity the module actually exports (real modules
+do not always match their ABI marker), and after any trap throws the instance away; the
+next request builds a fresh one. A module that
 exports no HTTP callbacks, or whose HTTP context creation traps (a Rust SDK plugin that
 only registers a root context), runs as a root-only plugin: ticks and queues, no
 per-request contexts.
@@ -42,6 +46,7 @@ from core.wasm.abi import ABI_MARKERS, HTTP_CALLBACKS
 from core.wasm.budget import Backoff, CpuBudget
 from core.wasm.callout import start_call
 from core.wasm.host import Host, Stream, resolver
+from core.wasm.sharing import Root, RootContexts, RootedStream
 from core.wasm.vm import Instance, WasmTrap, exported_markers
 from plugin_sdk import Context
 
@@ -58,8 +63,9 @@ class WasmUnavailable(WasmTrap):
         self.reason = reason
 
 
-class PluginVm:
-    """One configured Proxy-Wasm plugin: its instance, root context and streams."""
+class PluginVm(RootContexts):
+    """One Proxy-Wasm VM: its instance, the root context of each plugin in it
+    (:class:`~core.wasm.sharing.RootContexts`) and their streams."""
 
     def __init__(
         self,
@@ -79,9 +85,7 @@ class PluginVm:
         self.limits = limits = limits or WasmLimits()
         self.module: wasmtime.Module | None = module
         self.closed = False
-        self.config_bytes = config
         self.vm_config = vm_config
-        self.root_id_name = root_id
         self.vm_id = vm_id or name
         self.memory_limit = memory_limit
         self.deadline_ms = deadline_ms
@@ -93,16 +97,18 @@ class PluginVm:
         self.root_only = not any(cb in exports for cb in HTTP_CALLBACKS)
         self.host = Host(self)
         self.instance: Instance | None = None
-        self.root_id = 1
-        self._ids = itertools.count(2)
+        self.root_id = 1  # the first plugin's root context
+        self.roots: dict[int, Root] = {1: Root(1, name, root_id, config)}
+        self.active = self.roots[1]  # the root context of the callback running
+        self._ids = itertools.count(2)  # one id space for root and stream contexts
         self.tokens = itertools.count(1)  # proxy_http_call tokens
         self.streams: dict[int, Stream] = {}
         self.traps = 0
         self.rebuilds = 0
-        self.tick_ms = 0
         self.ticks = 0  # proxy_on_tick calls run
-        self._tick: asyncio.TimerHandle | None = None
         self.pools: dict[str, UpstreamPool] = {}
+        self.clusters: dict[str, str] = {}  # [wasm.clusters]: cluster name -> upstream
+        self.resolved: dict[str, UpstreamPool] = {}  # cluster names resolved so far
         self.calls: set[asyncio.Task[None]] = set()  # HTTP calls in flight
         self._loop: asyncio.AbstractEventLoop | None = None
         self.budget = CpuBudget(limits.cpu_budget, limits.cpu_window, limits.cooldown)
@@ -144,18 +150,8 @@ class PluginVm:
                     inst.call("main", 0, 0)
             elif inst.has("_start"):
                 inst.call("_start")
-            inst.call("proxy_on_context_create", self.root_id, 0)
-            if inst.has("proxy_on_vm_start") and not inst.call(
-                "proxy_on_vm_start", self.root_id, len(self.vm_config)
-            ):
-                raise PluginError(f"wasm filter {self.name!r}: proxy_on_vm_start returned false")
-            if inst.has("proxy_on_configure") and not inst.call(
-                "proxy_on_configure", self.root_id, len(self.config_bytes)
-            ):
-                raise PluginError(
-                    f"wasm filter {self.name!r} rejected its configuration (proxy_on_configure "
-                    "returned false; see its log lines above)"
-                )
+            for root in list(self.roots.values()):
+                self._start_root(inst, root)
         except BaseException:
             inst.close()
             raise
@@ -243,8 +239,9 @@ class PluginVm:
     def _adopt(self, inst: Instance) -> None:
         self.instance = inst
         self.host.instance = inst
-        if self.tick_ms:
-            self.set_tick(self.tick_ms)
+        for root in self.roots.values():
+            if root.tick_ms:
+                self._set_tick(root, root.tick_ms)
 
     def _failed_start(self, exc: Exception) -> None:
         self.traps += 1
@@ -276,12 +273,19 @@ class PluginVm:
         if export is None:
             return None
         self.host.stream = stream
+        previous = self.active
+        if isinstance(stream, RootedStream):
+            self.active = stream.root
+        elif stream is None and args and args[0] in self.roots:
+            self.active = self.roots[args[0]]  # root callbacks take the root's id first
         if self._depth:  # called back from a host function: the outer call is charged
             try:
                 return inst.call_export(export, name, args[: export.nparams])
             except WasmTrap as exc:
                 self._trapped(exc)
                 raise
+            finally:
+                self.active = previous
         budget = self.budget
         started = _now()
         if started < budget.until:
@@ -319,8 +323,10 @@ class PluginVm:
         return len(self.calls)
 
     def close(self) -> None:
-        if self._tick is not None:
-            self._tick.cancel()
+        for root in self.roots.values():
+            if root.tick is not None:
+                root.tick.cancel()
+                root.tick = None
         for task in self.calls:
             task.cancel()
         self._drop_instance()
@@ -340,14 +346,17 @@ class PluginVm:
 
     # -- streams
 
-    def open_stream(self, ctx: Context) -> Stream | None:
+    def open_stream(self, ctx: Context, root: Root | None = None) -> Stream | None:
+        """A stream context under ``root`` (default: the first plugin's), or None for a
+        root-only plugin."""
         if self.root_only:
             return None
         self.ensure()
-        stream = Stream(next(self._ids), ctx)
+        root = root or self.roots[self.root_id]
+        stream = RootedStream(next(self._ids), ctx, root)
         self.streams[stream.id] = stream
         try:
-            self.call(stream, "proxy_on_context_create", stream.id, self.root_id)
+            self.call(stream, "proxy_on_context_create", stream.id, root.context_id)
         except WasmUnavailable:
             self.streams.pop(stream.id, None)
             raise
@@ -384,49 +393,25 @@ class PluginVm:
         else:
             stream.done_pending = True  # the plugin calls proxy_done later
 
-    # -- timers, queues, calls out
+    # -- calls out
 
-    def set_tick(self, period_ms: int) -> None:
-        if 0 < period_ms < self.limits.min_tick_ms:
-            period_ms = self.limits.min_tick_ms
-        self.tick_ms = period_ms
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return  # loading, or starting in a worker thread: bind() or _adopt() starts it
-        if self._tick is not None:
-            self._tick.cancel()
-            self._tick = None
-        if period_ms:
-            self._tick = loop.call_later(period_ms / 1000, self._on_tick)
-
-    def _on_tick(self) -> None:
-        self._tick = None
-        with contextlib.suppress(WasmTrap):  # counted and logged; the next tick rebuilds
-            self.call(None, "proxy_on_tick", self.root_id)
-            self.ticks += 1
-        if self.tick_ms and self._tick is None:
-            self._tick = asyncio.get_running_loop().call_later(self.tick_ms / 1000, self._on_tick)
-
-    def queue_ready(self, qid: int) -> None:
-        try:
-            asyncio.get_running_loop().call_soon(self._queue_ready, qid)
-        except RuntimeError:  # from a start function in a worker thread
-            if self._loop is not None:
-                self._loop.call_soon_threadsafe(self._queue_ready, qid)
-
-    def _queue_ready(self, qid: int) -> None:
-        with contextlib.suppress(WasmTrap):
-            self.call(None, "proxy_on_queue_ready", self.root_id, qid)
-
-    def bind(self, pools: dict[str, UpstreamPool], listen_address: str) -> None:
-        """Called when the gateway serves: upstreams for HTTP calls, tick timer."""
+    def bind(
+        self,
+        pools: dict[str, UpstreamPool],
+        listen_address: str,
+        clusters: dict[str, str] | None = None,
+    ) -> None:
+        """Called when the gateway serves: upstreams (and cluster aliases) for HTTP
+        calls, tick timer."""
         self.pools = pools
+        self.clusters = dict(clusters or {})
+        self.resolved = {}
         self.listen_address = listen_address
         with contextlib.suppress(RuntimeError):
             self._loop = asyncio.get_running_loop()
-        if self.tick_ms:
-            self.set_tick(self.tick_ms)
+        for root in self.roots.values():
+            if root.tick_ms:
+                self._set_tick(root, root.tick_ms)
 
     def http_call(
         self, upstream: str, pairs: list[tuple[bytes, bytes]], body: bytes, timeout_ms: int

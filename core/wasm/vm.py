@@ -269,10 +269,12 @@ class Instance:
         # that Python's collector cannot see: close() breaks it.
         self._envs: list[int] = []
         linker = wasmtime.Linker(eng)
+        defined: set[tuple[str, str]] = set()  # Go's c-shared builds import some twice
         for imp in module.imports:
             ty = imp.type
-            if not isinstance(ty, wasmtime.FuncType):
+            if not isinstance(ty, wasmtime.FuncType) or (imp.module, imp.name or "") in defined:
                 continue
+            defined.add((imp.module, imp.name or ""))
             func = resolve(imp.module, imp.name or "", ty) or _unimplemented(imp.name or "")
             env = _register(func, tuple(str(p) == "i64" for p in ty.params), bool(ty.results))
             self._envs.append(env)
