@@ -65,6 +65,13 @@ ABI_CASES = [
         "unknown_import.wat", "0.2.1", {"x-unknown-import": "ok"}, {}, id="unknown-imports"
     ),
     pytest.param(
+        "stubbed_imports.wat",
+        "0.2.1",
+        {"x-wasi-stub": "52", "x-env-stub": "12"},
+        {},
+        id="unimplemented-wasi-nosys-env-unimplemented",
+    ),
+    pytest.param(
         "repeated_imports.wat",
         "0.2.1",
         {"x-first": "1", "x-second": "2"},

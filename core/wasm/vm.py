@@ -289,7 +289,7 @@ class Instance:
                     )
                 continue
             defined[key] = signature
-            func = resolve(key[0], key[1], ty) or _unimplemented(key[1])
+            func = resolve(key[0], key[1], ty) or _unimplemented(*key)
             env = _register(func, tuple(str(p) == "i64" for p in ty.params), bool(ty.results))
             self._envs.append(env)
             mod, nm = key[0].encode(), key[1].encode()
@@ -455,11 +455,15 @@ def _unsatisfiable(key: tuple[str, str], ty: Any) -> str:
     )
 
 
-def _unimplemented(name: str) -> HostFunc:
-    def stub(*_args: int) -> int:
-        return 12  # UNIMPLEMENTED (also a non-zero WASI errno)
+def _unimplemented(module: str, name: str) -> HostFunc:
+    # WASI code expects an errno: NOSYS (52) says "this system lacks the call", as a
+    # WASI runtime without it would; to a Proxy-Wasm SDK, status UNIMPLEMENTED (12).
+    status = 52 if module.startswith("wasi_") else 12
 
-    stub.__name__ = f"unimplemented:{name}"
+    def stub(*_args: int) -> int:
+        return status
+
+    stub.__name__ = f"unimplemented:{module}.{name}"
     return stub
 
 
