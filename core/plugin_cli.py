@@ -25,6 +25,7 @@ NEW_EXAMPLES = """\
 examples:
   wasmgate plugin new add-header --lang assemblyscript
   wasmgate plugin new add-header --lang c --dir filters/add-header
+  wasmgate plugin new add-header --lang go
 
 The project holds README.md, a Makefile (`make build` writes build/filter.wasm,
 `make test` builds and runs test_filter.py with pytest), manifest.json (root_id and
@@ -97,7 +98,8 @@ def add_plugin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         required=True,
         choices=sorted(scaffold.LANGUAGES),
         help="assemblyscript: AssemblyScript 0.14 + @solo-io/proxy-runtime 0.1.8 (needs "
-        "npm); c: C with zig's clang from the ziglang package",
+        "npm); c: C with zig's clang from the ziglang package; go: Go >= 1.24 with "
+        "proxy-wasm-go-sdk",
     )
     new.add_argument(
         "--dir",

@@ -40,6 +40,7 @@ class Language:
 LANGUAGES = {
     "assemblyscript": Language("0.2.0", "Node.js and npm (the first build runs npm install)"),
     "c": Language("0.2.1", "the ziglang package (zig's clang) in $PYTHON"),
+    "go": Language("0.2.0", "Go >= 1.24 (the first build fetches proxy-wasm-go-sdk)"),
 }
 
 

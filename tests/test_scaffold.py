@@ -5,6 +5,7 @@ refused before anything is written."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -26,11 +27,24 @@ def wasmgate_new(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def go() -> str | None:
+    for candidate in (shutil.which("go"), "/usr/local/go/bin/go"):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return None
+
+
 def make(target: str, project: Path) -> subprocess.CompletedProcess[str]:
-    # PYTHON: the scaffold's Makefiles run zig (ziglang) and pytest with it.
+    # PYTHON: the scaffold's Makefiles run zig (ziglang) and pytest with it. Go builds
+    # share the repository's Go caches (what `make wasm` fills), so no second download.
+    env = dict(os.environ)
+    env.setdefault("GOMODCACHE", str(REPO / ".cache" / "go" / "mod"))
+    env.setdefault("GOCACHE", str(REPO / ".cache" / "go" / "build"))
+    env.setdefault("GOFLAGS", "-modcacherw")
     return subprocess.run(
-        ["make", target, f"PYTHON={sys.executable}"],
+        ["make", target, f"PYTHON={sys.executable}", f"GO={go() or 'go'}"],
         cwd=project,
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -40,8 +54,8 @@ def make(target: str, project: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize(
     ("lang", "source"),
-    [("assemblyscript", "assembly/index.ts"), ("c", "src/filter.c")],
-    ids=["assemblyscript", "c"],
+    [("assemblyscript", "assembly/index.ts"), ("c", "src/filter.c"), ("go", "main.go")],
+    ids=["assemblyscript", "c", "go"],
 )
 def test_scaffolded_project_builds_and_its_own_tests_pass(
     tmp_path: Path, lang: str, source: str
@@ -50,6 +64,8 @@ def test_scaffolded_project_builds_and_its_own_tests_pass(
         pytest.skip("make is not on PATH")
     if lang == "assemblyscript" and shutil.which("npm") is None:
         pytest.skip("the AssemblyScript scaffold builds with npm, which is not on PATH")
+    if lang == "go" and go() is None:
+        pytest.skip("the Go scaffold builds with Go >= 1.24, which is not installed")
     name = f"hello-{lang}"
     project = tmp_path / name
 

@@ -39,7 +39,7 @@ C_FILTER = EXAMPLES / "c-filter" / "build" / "filter.wasm"
 def example_filters() -> None:
     """Builds both examples once per session (build.py skips up-to-date ones)."""
     result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "build.py")],
+        [sys.executable, str(EXAMPLES / "build.py"), "as-headers", "c-filter"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

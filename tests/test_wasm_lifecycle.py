@@ -64,6 +64,20 @@ ABI_CASES = [
     pytest.param(
         "unknown_import.wat", "0.2.1", {"x-unknown-import": "ok"}, {}, id="unknown-imports"
     ),
+    pytest.param(
+        "stubbed_imports.wat",
+        "0.2.1",
+        {"x-wasi-stub": "52", "x-env-stub": "12"},
+        {},
+        id="unimplemented-wasi-nosys-env-unimplemented",
+    ),
+    pytest.param(
+        "repeated_imports.wat",
+        "0.2.1",
+        {"x-first": "1", "x-second": "2"},
+        {},
+        id="repeated-imports-as-go-builds",
+    ),
 ]
 
 
@@ -107,6 +121,51 @@ async def test_wasi_unstable_fd_write_logs(
     assert picked(upstream.requests[-1].headers, expected) == expected
     lines = [r for r in caplog.records if r.getMessage() == "hello from wasi_unstable"]
     assert [r.levelno for r in lines] == [logging.INFO]
+
+
+async def test_each_copy_of_a_repeated_wasi_import_reaches_the_host(
+    tmp_path: Path,
+    upstream: RecordingUpstream,
+    start_gateway: StartGateway,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="wasmgate.wasm.w")
+    gw = await start_wasm(
+        start_gateway, tmp_path, "repeated_imports.wat", {"v1": [upstream.address]}
+    )
+    async with http.get(gw.url + "/twice") as resp:
+        assert resp.status == 200
+    assert [m for m in plugin_log(caplog) if "fd_write" in m] == [
+        "first fd_write",
+        "second fd_write",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("wat", "reasons"),
+    [
+        pytest.param(
+            "import_memory.wat", ["env.memory", "memory", "only functions"], id="memory-import"
+        ),
+        pytest.param(
+            "import_clash.wat",
+            ["env.proxy_log", "(i32, i32, i32) -> i32", "(i64) -> i32"],
+            id="one-name-two-types",
+        ),
+    ],
+)
+def test_an_import_that_cannot_be_satisfied_is_named_at_load(
+    tmp_path: Path, wat: str, reasons: list[str]
+) -> None:
+    toml = wasm_toml({"v1": ["127.0.0.1:9"]}, wasm_file(tmp_path, wat))
+    with pytest.raises(ConfigError) as err:
+        load_snapshot(tmp_path, toml)
+    problems = err.value.problems
+    assert len(problems) == 1
+    assert problems[0].startswith("filters.w:")
+    for reason in reasons:
+        assert reason in problems[0]
 
 
 # ---------------------------------------------------------------------- root-only plugins

@@ -80,6 +80,8 @@ class WasiErrno(IntEnum):
 
 
 ABI_MARKERS = {
+    # Higress's Go SDK marks 0.2.1 plus its own host calls (which link to stubs here).
+    "proxy_abi_version_0_2_100": "0.2.100",
     "proxy_abi_version_0_2_1": "0.2.1",
     "proxy_abi_version_0_2_0": "0.2.0",
     "proxy_abi_version_0_1_0": "0.1.0",

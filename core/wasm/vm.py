@@ -269,21 +269,39 @@ class Instance:
         # that Python's collector cannot see: close() breaks it.
         self._envs: list[int] = []
         linker = wasmtime.Linker(eng)
-        defined: set[tuple[str, str]] = set()  # Go's c-shared builds import some twice
+        # A linker holds one definition per (module, name), and a module may import the
+        # same pair more than once (Go's runtime and syscall package both import
+        # wasi_snapshot_preview1.fd_write): the first definition serves every copy.
+        defined: dict[tuple[str, str], str] = {}
         for imp in module.imports:
             ty = imp.type
-            if not isinstance(ty, wasmtime.FuncType) or (imp.module, imp.name or "") in defined:
+            key = (imp.module, imp.name or "")
+            if not isinstance(ty, wasmtime.FuncType):
+                raise WasmLoadError(f"{name}: {_unsatisfiable(key, ty)}")
+            signature = _signature(ty)
+            seen = defined.get(key)
+            if seen is not None:
+                if seen != signature:
+                    raise WasmLoadError(
+                        f"{name}: cannot link {key[0]}.{key[1]}: the module imports it "
+                        f"twice with different types, {seen} and {signature}; one host "
+                        "function has one type"
+                    )
                 continue
-            defined.add((imp.module, imp.name or ""))
-            func = resolve(imp.module, imp.name or "", ty) or _unimplemented(imp.name or "")
+            defined[key] = signature
+            func = resolve(key[0], key[1], ty) or _unimplemented(*key)
             env = _register(func, tuple(str(p) == "i64" for p in ty.params), bool(ty.results))
             self._envs.append(env)
-            mod, nm = imp.module.encode(), (imp.name or "").encode()
+            mod, nm = key[0].encode(), key[1].encode()
             error = ffi.wasmtime_linker_define_func_unchecked(
                 linker.ptr(), mod, len(mod), nm, len(nm), ty.ptr(), _dispatch, env, _forget
             )
             if error:
-                raise WasmLoadError(f"{name}: cannot define {imp.module}.{imp.name}")
+                reason = str(wasmtime.WasmtimeError._from_ptr(error)).strip().splitlines()
+                raise WasmLoadError(
+                    f"{name}: cannot define {key[0]}.{key[1]} {signature}: "
+                    f"{reason[-1] if reason else 'refused by the linker'}"
+                )
         self.store.set_epoch_deadline(self._ticks * 40)  # start functions get more time
         try:
             self._instance = linker.instantiate(self.store, module)
@@ -417,11 +435,35 @@ def _trap_text(trap: Any) -> str:
     return reason
 
 
-def _unimplemented(name: str) -> HostFunc:
-    def stub(*_args: int) -> int:
-        return 12  # UNIMPLEMENTED (also a non-zero WASI errno)
+def _signature(ty: wasmtime.FuncType) -> str:
+    params = ", ".join(str(p) for p in ty.params)
+    results = ", ".join(str(r) for r in ty.results) or "()"
+    return f"({params}) -> {results}"
 
-    stub.__name__ = f"unimplemented:{name}"
+
+def _unsatisfiable(key: tuple[str, str], ty: Any) -> str:
+    """Why a non-function import cannot be linked (the host provides only functions)."""
+    kind = {
+        wasmtime.MemoryType: "a memory",
+        wasmtime.TableType: "a table",
+        wasmtime.GlobalType: "a global",
+    }.get(type(ty), f"a {type(ty).__name__}")
+    hint = " (build it to export its own memory)" if kind == "a memory" else ""
+    return (
+        f"cannot link {key[0]}.{key[1]}: the module imports {kind}, but a Proxy-Wasm "
+        f"host provides only functions{hint}"
+    )
+
+
+def _unimplemented(module: str, name: str) -> HostFunc:
+    # WASI code expects an errno: NOSYS (52) says "this system lacks the call", as a
+    # WASI runtime without it would; to a Proxy-Wasm SDK, status UNIMPLEMENTED (12).
+    status = 52 if module.startswith("wasi_") else 12
+
+    def stub(*_args: int) -> int:
+        return status
+
+    stub.__name__ = f"unimplemented:{module}.{name}"
     return stub
 
 

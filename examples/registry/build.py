@@ -60,7 +60,7 @@ GENERATED = ("index.json", "index.sig", "keys", "packages", "trust", ".lock")
 def build_wasm() -> list[str]:
     """Build the example filters; the names that are ready."""
     result = subprocess.run(
-        [sys.executable, str(ROOT / "plugins" / "wasm" / "build.py")],
+        [sys.executable, str(ROOT / "plugins" / "wasm" / "build.py"), *WASM],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

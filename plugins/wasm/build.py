@@ -2,19 +2,24 @@
 
     python plugins/wasm/build.py [--force] [NAME ...]      (or: make wasm)
 
-Each filter in FILTERS is built into plugins/wasm/<name>/build/filter.wasm, and
-plugins/wasm/<name>/manifest.json is (re)written from the table below: name,
+Each filter in catalog.FILTERS is built into plugins/wasm/<name>/build/filter.wasm,
+and plugins/wasm/<name>/manifest.json is (re)written from that table: name,
 version, abi, root_id, module path, description and the JSON Schema of its
 configuration, which the gateway enforces when it loads the plugin.
 
 A filter is skipped when its output is newer than every one of its inputs
-(sources, package files and this script). Toolchains:
+(sources, package files, catalog.py and this script). Toolchains:
 
 - as-headers: Node.js + npm; AssemblyScript 0.14 and @solo-io/proxy-runtime
   0.1.8 come from the filter's package-lock.json (`npm ci`, run when
   node_modules is missing or older than the lockfile).
 - c-filter: zig's clang from the `ziglang` PyPI package, imported from the
   Python that runs this script (`make wasm` installs it into .venv).
+- go-* and higress-demo: Go >= 1.24 (`go` on PATH, /usr/local/go/bin/go, or $GO),
+  `GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared`. Modules come from the
+  Go module proxy, checked against each filter's committed go.sum; the build and
+  module caches live in .cache/go/ at the repository root (git-ignored), so a
+  rebuild takes seconds. GOTOOLCHAIN=local: the installed Go builds, no download.
 
 Standard library only, so it runs before the project is installed.
 """
@@ -24,181 +29,29 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-HERE = Path(__file__).resolve().parent
+from catalog import FILTERS, HERE, Filter
 
-_HEADER_NAME = "^[a-z0-9!#$%&'*+.^_`|~-]*$"  # lowercase HTTP token, or empty (off)
+REPO = HERE.parent.parent
+GO_CACHE = REPO / ".cache" / "go"
+GO_MIN = (1, 24)  # wasip1 with -buildmode=c-shared (//go:wasmexport) arrived in 1.24
 
 
 class BuildError(Exception):
     """A filter could not be built; the message says why and what to do."""
 
 
-@dataclass(frozen=True)
-class Filter:
-    name: str
-    version: str
-    abi: str  # Proxy-Wasm ABI version, as in the module's proxy_abi_version_* export
-    root_id: str
-    description: str
-    sources: tuple[str, ...]  # globs relative to the filter directory
-    config_schema: dict[str, Any]
-
-    @property
-    def root(self) -> Path:
-        return HERE / self.name
-
-    @property
-    def output(self) -> Path:
-        return self.root / "build" / "filter.wasm"
-
-    def inputs(self) -> list[Path]:
-        found = {p for pattern in self.sources for p in self.root.glob(pattern) if p.is_file()}
-        return [*sorted(found), Path(__file__).resolve()]
-
-    def manifest(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "version": self.version,
-            "kind": "wasm",
-            "abi": self.abi,
-            "root_id": self.root_id,
-            "module": "build/filter.wasm",
-            "description": self.description,
-            "config_schema": self.config_schema,
-        }
-
-
-def _string(default: str, description: str, **extra: Any) -> dict[str, Any]:
-    return {"type": "string", "default": default, "description": description, **extra}
-
-
-def _integer(default: int, description: str, minimum: int, maximum: int) -> dict[str, Any]:
-    return {
-        "type": "integer",
-        "default": default,
-        "minimum": minimum,
-        "maximum": maximum,
-        "description": description,
-    }
-
-
-def _object(properties: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "type": "object",
-        "additionalProperties": False,
-        "properties": properties,
-    }
-
-
-AS_HEADERS = Filter(
-    name="as-headers",
-    version="0.1.0",
-    abi="0.2.0",
-    root_id="as-headers",
-    description=(
-        "AssemblyScript example: adds a request and a response header, denies paths by "
-        "prefix, optionally gates each request on an http call, counts timer ticks."
-    ),
-    sources=("assembly/**/*.ts", "package.json", "package-lock.json"),
-    config_schema=_object(
-        {
-            "request_header": _string(
-                "x-wasm",
-                "Header added to requests going upstream; empty: none.",
-                pattern=_HEADER_NAME,
-                maxLength=128,
-            ),
-            "request_value": _string("as", "Value of request_header.", maxLength=1024),
-            "response_header": _string(
-                "x-wasm-filter",
-                "Header added to responses; empty: none.",
-                pattern=_HEADER_NAME,
-                maxLength=128,
-            ),
-            "response_value": _string("as-headers", "Value of response_header.", maxLength=1024),
-            "deny_path_prefix": _string(
-                "",
-                "Requests whose path starts with this get a local 403; empty: off.",
-                maxLength=1024,
-            ),
-            "call_upstream": _string(
-                "",
-                "Upstream asked before each request (GET call_path); 2xx continues, "
-                "anything else denies with 403, no answer with 503; empty: off.",
-                maxLength=256,
-            ),
-            "call_path": _string("/", "Path of the check request.", pattern="^/", maxLength=1024),
-            "call_authority": _string(
-                "", "':authority' of the check request; empty: call_upstream.", maxLength=256
-            ),
-            "call_timeout_ms": _integer(1000, "Timeout of the check request.", 1, 60000),
-            "tick_ms": _integer(
-                0, "Timer period; each tick increments as_headers_ticks; 0: off.", 0, 86400000
-            ),
-        }
-    ),
-)
-
-C_FILTER = Filter(
-    name="c-filter",
-    version="0.1.0",
-    abi="0.2.1",
-    root_id="",
-    description=(
-        "C example: denies requests carrying a header, counts requests in shared data, "
-        "adds a response header, rewrites the response body, logs on a timer."
-    ),
-    sources=("src/*.c", "src/*.h"),
-    config_schema=_object(
-        {
-            "deny_header": _string(
-                "x-block",
-                "Requests carrying this header get a local 403; empty: off.",
-                pattern=_HEADER_NAME,
-                maxLength=127,
-            ),
-            "count_header": _string(
-                "x-c-filter-count",
-                "Request header carrying the shared request count upstream; empty: none.",
-                pattern=_HEADER_NAME,
-                maxLength=127,
-            ),
-            "response_header": _string(
-                "x-c-filter",
-                "Header added to responses; empty: none.",
-                pattern=_HEADER_NAME,
-                maxLength=127,
-            ),
-            "response_value": _string("c-filter", "Value of response_header.", maxLength=127),
-            "body_from": _string(
-                "",
-                "Text replaced in response bodies (buffers the body); empty: off.",
-                maxLength=255,
-            ),
-            "body_to": _string("", "Replacement for body_from.", maxLength=255),
-            "tick_ms": _integer(
-                0, "Timer period; each tick logs the request count; 0: off.", 0, 86400000
-            ),
-        }
-    ),
-)
-
-FILTERS = {f.name: f for f in (AS_HEADERS, C_FILTER)}
-
-
-def _run(cmd: list[str], cwd: Path) -> None:
+def _run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
     print("  $", " ".join(cmd), flush=True)
     result = subprocess.run(
-        cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     if result.returncode != 0:
         raise BuildError(f"command failed ({result.returncode}): {' '.join(cmd)}\n{result.stdout}")
@@ -264,7 +117,53 @@ def _build_c_filter(f: Filter) -> None:
     )
 
 
-BUILDERS = {"as-headers": _build_as_headers, "c-filter": _build_c_filter}
+def go_binary() -> str | None:
+    """The `go` command: $GO, else `go` on PATH, else Go's default install path."""
+    for candidate in (os.environ.get("GO"), shutil.which("go"), "/usr/local/go/bin/go"):
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def go_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a Go filter build: wasip1/wasm, the repository's caches."""
+    env = dict(os.environ if base is None else base)
+    env.update(
+        GOOS="wasip1",
+        GOARCH="wasm",
+        CGO_ENABLED="0",
+        GOTOOLCHAIN="local",
+        GOFLAGS="-mod=mod -modcacherw",  # -modcacherw: `rm -rf .cache` works
+        GOCACHE=str(GO_CACHE / "build"),
+        GOMODCACHE=str(GO_CACHE / "mod"),
+    )
+    return env
+
+
+def _build_go(f: Filter) -> None:
+    go = go_binary()
+    if go is None:
+        raise BuildError(
+            f"{f.name} needs Go >= 1.24, which is not on PATH (nor at /usr/local/go/bin/go).\n"
+            "  https://go.dev/dl/   (or set GO=/path/to/go)"
+        )
+    version = subprocess.run(
+        [go, "env", "GOVERSION"], capture_output=True, text=True, env=go_env()
+    ).stdout.strip()
+    found = re.match(r"go(\d+)\.(\d+)", version)
+    if found is None or (int(found[1]), int(found[2])) < GO_MIN:
+        raise BuildError(
+            f"{f.name} needs Go >= 1.24 (GOOS=wasip1 with -buildmode=c-shared); "
+            f"{go} is {version or 'of an unknown version'}"
+        )
+    _run(
+        [go, "build", "-buildmode=c-shared", "-trimpath", "-o", "build/filter.wasm", "."],
+        f.root,
+        env=go_env(),
+    )
+
+
+BUILDERS = {"assemblyscript": _build_as_headers, "c": _build_c_filter, "go": _build_go}
 
 
 def _check_exports(f: Filter) -> None:
@@ -299,7 +198,7 @@ def build(f: Filter, force: bool) -> bool:
     print(f"{f.name}: building", flush=True)
     started = time.monotonic()
     f.output.parent.mkdir(exist_ok=True)
-    BUILDERS[f.name](f)
+    BUILDERS[f.toolchain](f)
     _check_exports(f)
     size = f.output.stat().st_size
     print(
