@@ -485,7 +485,6 @@ async def test_higress_demo_denies_when_the_service_refuses(
     assert upstream.requests == []
 
 
-@pytest.mark.xfail(strict=False, reason="needs callout cluster-name mapping (outbound|PORT||NAME)")
 @pytest.mark.parametrize("kind", ["fqdn", "static"])
 async def test_higress_demo_reaches_a_service_by_its_envoy_cluster_name(
     upstream: RecordingUpstream,
