@@ -96,7 +96,7 @@ def build_filter(
     registry: PluginRegistry,
     name: str,
     plugin: str,
-    config: dict[str, Any],
+    config: dict[str, Any] | str,
     fail: str,
     where: str,
 ) -> FilterInstance:
@@ -106,6 +106,11 @@ def build_filter(
     except PluginError as exc:
         hint = suggest(plugin, registry.names())
         raise PluginError(f"{where}: filter {name!r}: {exc}{hint}") from None
+    if isinstance(config, str):  # only a Proxy-Wasm filter takes bytes as they are
+        raise PluginError(
+            f"{where}: filter {name!r} (plugin {plugin!r}): config: a Python plugin's "
+            "config is a table, not a string"
+        )
     try:
         cfg = cls.Config.model_validate(config)
     except ValidationError as exc:
@@ -156,7 +161,7 @@ def build_installed(
     plugin: InstalledPlugin,
     name: str,
     d: FilterDef | None,
-    config: dict[str, Any],
+    config: dict[str, Any] | str,
     fail: str,
     where: str,
 ) -> FilterInstance:
@@ -206,7 +211,12 @@ def compile_chains(cfg: GatewayConfig, registry: PluginRegistry, source: str) ->
     locked = set(installed.names()) if installed is not None else set()
 
     def build(
-        name: str, plugin: str, d: FilterDef | None, config: dict[str, Any], fail: str, where: str
+        name: str,
+        plugin: str,
+        d: FilterDef | None,
+        config: dict[str, Any] | str,
+        fail: str,
+        where: str,
     ) -> FilterInstance:
         # A plugin the lockfile pins wins over one of the same name in the environment:
         # installing it is how a user picks that version.

@@ -13,7 +13,9 @@ In gateway.toml::
 
     [filters.deny-bots]
     wasm = "filters/deny.wasm"          # relative to the gateway.toml
-    config = { deny_header = "x-bot" }  # JSON given to proxy_on_configure
+    config = { deny_header = "x-bot" }  # a table goes to proxy_on_configure as JSON,
+                                        # a string ("x-bot", YAML...) as it is
+    properties = { team = "blue" }      # read with proxy_get_property("team")
     root_id = ""                        # the root context id the module registers
     limits = { memory_mb = 64, deadline_ms = 50 }   # and the sandbox's other bounds:
                                         # see WasmLimits and docs/wasm.md
@@ -71,9 +73,39 @@ def _check_schema(schema: dict[str, Any], config: dict[str, Any]) -> list[str]:
     validator = jsonschema.Draft202012Validator(schema)
     problems = []
     for error in sorted(validator.iter_errors(config), key=lambda e: list(e.path)):
-        where = ".".join(str(p) for p in error.path) or "(top)"
-        problems.append(f"config.{where}: {error.message}")
+        where = "".join(f".{p}" for p in error.path)
+        problems.append(f"config{where}: {error.message}")
     return problems
+
+
+def config_bytes(value: dict[str, Any] | str) -> bytes:
+    """What a filter gets for ``config`` / ``vm_config``: a string as it is (UTF-8), a
+    table as JSON; an empty table or string is size 0."""
+    if isinstance(value, str):
+        return value.encode()
+    return json.dumps(value).encode() if value else b""
+
+
+def check_config(schema: dict[str, Any], config: dict[str, Any] | str) -> list[str]:
+    """The manifest schema's problems with ``config``. A table is checked as it is. A
+    string is checked as a string where the schema admits one; otherwise it must be
+    JSON (an Envoy user's ``StringValue`` holding JSON), and its parsed value is checked."""
+    if isinstance(config, dict) or _admits_string(schema):
+        return _check_schema(schema, config)
+    try:
+        parsed = json.loads(config)
+    except ValueError:
+        kind = schema.get("type", "something else")
+        return [
+            f"config: a string that is not JSON, but the manifest's config_schema "
+            f"describes {'an' if str(kind)[:1] in 'aeiou' else 'a'} {kind}"
+        ]
+    return _check_schema(schema, parsed)
+
+
+def _admits_string(schema: dict[str, Any]) -> bool:
+    kind = schema.get("type")
+    return kind == "string" or (isinstance(kind, list) and "string" in kind)
 
 
 def build_wasm_filter(name: str, d: FilterDef, base_dir: Path, where: str) -> FilterInstance:
@@ -87,7 +119,7 @@ def build_wasm_filter(name: str, d: FilterDef, base_dir: Path, where: str) -> Fi
         raise PluginError(f"{label}: cannot read: {exc.strerror or exc}") from None
     manifest = load_manifest(path, (base_dir / d.manifest) if d.manifest else None)
     if manifest is not None and isinstance(manifest.get("config_schema"), dict):
-        problems = _check_schema(manifest["config_schema"], d.config)
+        problems = check_config(manifest["config_schema"], d.config)
         if problems:
             raise PluginError(f"{label}: " + "; ".join(problems))
     root_id = d.root_id or str((manifest or {}).get("root_id", ""))
@@ -96,8 +128,8 @@ def build_wasm_filter(name: str, d: FilterDef, base_dir: Path, where: str) -> Fi
         vm = PluginVm(
             name,
             module,
-            config=json.dumps(d.config).encode() if d.config else b"",  # none: size 0
-            vm_config=d.vm_config.encode(),
+            config=config_bytes(d.config),
+            vm_config=config_bytes(d.vm_config),
             root_id=root_id,
             memory_limit=d.limits.memory_mb << 20,
             deadline_ms=d.limits.deadline_ms,
@@ -119,14 +151,15 @@ def build_wasm_filter(name: str, d: FilterDef, base_dir: Path, where: str) -> Fi
 
 def filter_for_testing(
     path: str | Path,
-    config: dict[str, Any] | None = None,
+    config: dict[str, Any] | str | None = None,
     *,
     name: str | None = None,
     root_id: str = "",
-    vm_config: str = "",
+    vm_config: str | dict[str, Any] = "",
     fail_open: bool = False,
     limits: dict[str, Any] | None = None,
     bodies: tuple[str, ...] = (),
+    properties: dict[str, Any] | None = None,
 ) -> FilterInstance:
     """A Proxy-Wasm filter for :mod:`plugin_sdk.testing` (the ``wasmgate.runtimes``
     entry point): the same loading, schema check and lifecycle as in the gateway."""
@@ -134,12 +167,13 @@ def filter_for_testing(
     d = FilterDef.model_validate(
         {
             "wasm": str(path),
-            "config": config or {},
+            "config": config if config is not None else {},
             "root_id": root_id,
             "vm_config": vm_config,
             "fail": "open" if fail_open else "closed",
             "limits": limits or {},
             "bodies": list(bodies),
+            "properties": properties or {},
         }
     )
     return build_wasm_filter(name or path.stem, d, path.parent, "test")
