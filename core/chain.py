@@ -28,6 +28,7 @@ from core.config import (
     FilterRef,
     GatewayConfig,
     InlineFilter,
+    Node,
     Route,
     suggest,
 )
@@ -164,6 +165,8 @@ def build_installed(
     config: dict[str, Any] | str,
     fail: str,
     where: str,
+    *,
+    node: Node | None = None,
 ) -> FilterInstance:
     """A filter from a plugin the lockfile pins (either kind); raises PluginError."""
     label = f"{plugin.name}@{plugin.version}"
@@ -173,7 +176,7 @@ def build_installed(
         assert plugin.module is not None
         base = d.model_dump(exclude={"plugin", "wasm", "config", "fail"}) if d else {}
         spec = FilterDef(wasm=str(plugin.module.resolve()), config=config, fail=fail, **base)
-        inst = build_wasm_filter(name, spec, plugin.folder, where)
+        inst = build_wasm_filter(name, spec, plugin.folder, where, node=node)
     else:
         assert plugin.filter_class is not None
         cls = check_contract(plugin.name, plugin.filter_class)
@@ -225,7 +228,7 @@ def compile_chains(cfg: GatewayConfig, registry: PluginRegistry, source: str) ->
                 found = installed.load(plugin)
             except Exception as exc:
                 raise PluginError(f"{where}: filter {name!r}: {exc}") from None
-            return build_installed(found, name, d, config, fail, where)
+            return build_installed(found, name, d, config, fail, where, node=cfg.node)
         if plugin not in registry:
             hint = suggest(plugin, [*registry.names(), *locked]) or (
                 f" (a registry plugin? `wasmgate plugin install {plugin}` pins it in gateway.lock)"
@@ -238,7 +241,7 @@ def compile_chains(cfg: GatewayConfig, registry: PluginRegistry, source: str) ->
             if d.wasm is not None:
                 from core.wasm import build_wasm_filter  # imports wasmtime: only when used
 
-                named[name] = build_wasm_filter(name, d, base_dir, f"filters.{name}")
+                named[name] = build_wasm_filter(name, d, base_dir, f"filters.{name}", node=cfg.node)
                 continue
             named[name] = build(name, d.plugin or name, d, d.config, d.fail, f"filters.{name}")
         except PluginError as exc:

@@ -27,7 +27,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from core.config import FilterDef
+from core.config import FilterDef, Node
 from core.errors import PluginError
 from core.wasm.adapter import WasmFilter
 from core.wasm.plugin import PluginVm
@@ -67,7 +67,7 @@ def load_manifest(wasm_path: Path, explicit: Path | None) -> dict[str, Any] | No
     return None
 
 
-def _check_schema(schema: dict[str, Any], config: dict[str, Any]) -> list[str]:
+def _check_schema(schema: dict[str, Any], config: Any) -> list[str]:
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(schema)
@@ -108,7 +108,9 @@ def _admits_string(schema: dict[str, Any]) -> bool:
     return kind == "string" or (isinstance(kind, list) and "string" in kind)
 
 
-def build_wasm_filter(name: str, d: FilterDef, base_dir: Path, where: str) -> FilterInstance:
+def build_wasm_filter(
+    name: str, d: FilterDef, base_dir: Path, where: str, *, node: Node | None = None
+) -> FilterInstance:
     """Compile (or load from cache) and start a Proxy-Wasm filter; raises PluginError."""
     assert d.wasm is not None
     path = (base_dir / d.wasm).resolve()
@@ -135,6 +137,8 @@ def build_wasm_filter(name: str, d: FilterDef, base_dir: Path, where: str) -> Fi
             deadline_ms=d.limits.deadline_ms,
             pause_timeout=d.limits.pause_timeout,
             limits=d.limits,
+            properties=d.properties,
+            node=node,
         )
     except (WasmLoadError, WasmTrap, PluginError) as exc:
         raise PluginError(f"{label}: {exc}") from None

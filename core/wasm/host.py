@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from core.metrics import count_wasm_exhausted
-from core.wasm import shared
+from core.wasm import properties, shared
 from core.wasm.abi import BufferType, LogLevel, MapType, MetricType, Status, WasiErrno
 from core.wasm.vm import _GuestExit
 from plugin_sdk import LocalReply
@@ -547,42 +547,12 @@ class Host:
     # -- properties
 
     def _property(self, path: bytes) -> bytes | None:
-        plugin = self.plugin
         stream = self.stream
         if stream is not None and path in stream.properties:
             return stream.properties[path]
-        fixed = {
-            b"plugin_name": plugin.name.encode(),
-            b"plugin_root_id": plugin.root_id_name.encode(),
-            b"plugin_vm_id": plugin.vm_id.encode(),
-        }
-        if path in fixed:
-            return fixed[path]
-        ctx = self._ctx()
-        if ctx is None:
-            return None
-        req = ctx.request
-        props: dict[bytes, Callable[[], bytes | None]] = {
-            b"request\0path": req.wire_target,
-            b"request\0url_path": lambda: req.path.encode("latin-1"),
-            b"request\0host": lambda: req.host.encode("latin-1"),
-            b"request\0method": lambda: req.method.encode(),
-            b"request\0scheme": lambda: ctx.scheme.encode(),
-            b"request\0protocol": lambda: f"HTTP/{req.version}".encode(),
-            b"request\0id": lambda: (req.headers.get("x-request-id") or "").encode() or None,
-            b"request\0headers": lambda: serialize_map(self._pairs(0) or []),
-            b"source\0address": lambda: f"{req.client_ip}:{req.client_port}".encode(),
-            b"source\0port": lambda: struct.pack("<q", req.client_port),
-            b"destination\0address": lambda: plugin.listen_address.encode(),
-            b"response\0code": lambda: (
-                struct.pack("<q", ctx.response.status) if ctx.response else None
-            ),
-            b"route_name": lambda: ctx.route.encode(),
-            b"cluster_name": lambda: ctx.upstream.encode(),
-            b"upstream\0name": lambda: ctx.upstream.encode(),
-        }
-        getter = props.get(path)
-        return getter() if getter is not None else None
+        return properties.lookup(
+            self.plugin, self._ctx(), path, lambda kind: serialize_map(self._pairs(kind) or [])
+        )
 
     def proxy_get_property(self, path_ptr: int, path_size: int, ptr_ptr: int, size_ptr: int) -> int:
         path = self._read(path_ptr, path_size)

@@ -33,7 +33,7 @@ from typing import Any
 
 import wasmtime
 
-from core.config import WasmLimits
+from core.config import Node, WasmLimits
 from core.errors import PluginError
 from core.metrics import count_wasm, count_wasm_throttled
 from core.upstream import UpstreamPool
@@ -74,8 +74,12 @@ class PluginVm:
         deadline_ms: int = 50,
         pause_timeout: float = 30.0,
         limits: WasmLimits | None = None,
+        properties: dict[str, Any] | None = None,
+        node: Node | None = None,
     ) -> None:
         self.name = name
+        self.properties = properties or {}  # the filter's own, for proxy_get_property
+        self.node = node or Node()
         self.limits = limits = limits or WasmLimits()
         self.module: wasmtime.Module | None = module
         self.closed = False
