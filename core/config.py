@@ -460,6 +460,9 @@ class WasmLimits(Model):
     max_http_calls: int = Field(
         64, ge=0, description="HTTP calls (proxy_http_call) the filter may have in flight."
     )
+    max_metrics: int = Field(
+        1000, ge=0, description="Metrics (proxy_define_metric) the filter may define."
+    )
     # CPU: callbacks run on the event loop, so a filter's share of it is bounded.
     cpu_budget: float = Field(
         0.5,

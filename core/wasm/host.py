@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from core.metrics import count_wasm_exhausted
 from core.wasm import properties, shared
 from core.wasm.abi import BufferType, LogLevel, MapType, MetricType, Status, WasiErrno
+from core.wasm.metrics import MAX_NAME as MAX_METRIC_NAME
 from core.wasm.vm import _GuestExit
 from plugin_sdk import LocalReply
 
@@ -131,20 +132,6 @@ def deserialize_map(data: bytes) -> list[tuple[bytes, bytes]] | None:
         pos += vlen + 1
         pairs.append((key, value))
     return pairs
-
-
-# ---------------------------------------------------------------------- metrics
-
-
-@dataclass
-class Metric:
-    kind: MetricType
-    name: str
-    value: int = 0
-
-
-METRICS: dict[int, Metric] = {}
-_metric_ids: dict[tuple[int, str], int] = {}
 
 
 # ---------------------------------------------------------------------- streams
@@ -696,41 +683,50 @@ class Host:
     # -- metrics
 
     def proxy_define_metric(self, kind: int, name_ptr: int, name_size: int, id_ptr: int) -> int:
+        if kind not in MetricType._value2member_map_:
+            return BAD_ARGUMENT
+        if not self.mem.in_bounds(name_ptr, name_size):
+            return BAD_MEMORY
+        if name_size > MAX_METRIC_NAME:
+            return self._exhausted("metrics")
         name = self._read(name_ptr, name_size)
         if name is None:
             return BAD_MEMORY
-        if kind not in MetricType._value2member_map_:
-            return BAD_ARGUMENT
-        key = (kind, name.decode("utf-8", "replace"))
-        mid = _metric_ids.get(key)
+        mid = self.plugin.metrics.define(kind, name.decode("utf-8", "replace"))
         if mid is None:
-            mid = len(_metric_ids) + 1
-            _metric_ids[key] = mid
-            METRICS[mid] = Metric(MetricType(kind), key[1])
+            return self._exhausted("metrics")
         return OK if self.mem.write_u32(id_ptr, mid) else BAD_MEMORY
 
     def proxy_increment_metric(self, mid: int, delta: int) -> int:
-        metric = METRICS.get(mid)
+        metric = self.plugin.metrics.get(mid)
         if metric is None:
             return NOT_FOUND
         delta = delta - (1 << 64) if delta >= 1 << 63 else delta
-        if metric.kind == MetricType.COUNTER and delta < 0:
+        if metric.kind == "histogram" or (metric.kind == "counter" and delta < 0):
             return BAD_ARGUMENT
         metric.value += delta
         return OK
 
     def proxy_record_metric(self, mid: int, value: int) -> int:
-        metric = METRICS.get(mid)
+        metric = self.plugin.metrics.get(mid)
         if metric is None:
             return NOT_FOUND
-        metric.value = value
+        value &= (1 << 64) - 1  # the ABI's value is a u64
+        if metric.kind == "counter":
+            metric.value += value
+        elif metric.kind == "gauge":
+            metric.value = value
+        else:
+            metric.observe(value)
         return OK
 
     def proxy_get_metric(self, mid: int, ptr: int) -> int:
-        metric = METRICS.get(mid)
+        metric = self.plugin.metrics.get(mid)
         if metric is None:
             return NOT_FOUND
-        return OK if self.mem.write_u64(ptr, metric.value) else BAD_MEMORY
+        if metric.kind == "histogram":
+            return BAD_ARGUMENT
+        return OK if self.mem.write_u64(ptr, metric.value & ((1 << 64) - 1)) else BAD_MEMORY
 
     def proxy_call_foreign_function(self, *_args: int) -> int:
         return NOT_FOUND

@@ -42,6 +42,7 @@ from core.wasm.abi import ABI_MARKERS, HTTP_CALLBACKS
 from core.wasm.budget import Backoff, CpuBudget
 from core.wasm.callout import start_call
 from core.wasm.host import Host, Stream, resolver
+from core.wasm.metrics import FilterMetrics
 from core.wasm.vm import Instance, WasmTrap, exported_markers
 from plugin_sdk import Context
 
@@ -117,10 +118,12 @@ class PluginVm:
         self.shared = shared.attach(
             self.vm_id, self, max_shared=limits.max_shared_bytes, max_queue=limits.max_queue_bytes
         )
+        self.metrics = FilterMetrics(name, limits.max_metrics)
         try:
             self.instance = self._new_instance()
         except BaseException:
             shared.detach(self.shared, self)
+            self.metrics.close()
             raise
 
     # -- lifecycle
@@ -330,6 +333,7 @@ class PluginVm:
         self._drop_instance()
         if not self.closed:
             shared.detach(self.shared, self)
+            self.metrics.close()
         # The compiled module maps its code from the cache file (one fd each): let it go
         # now, even if something still holds this closed VM (an idle connection's last
         # request, say). A closed VM is never started again.
