@@ -29,6 +29,7 @@ from typing import Any
 
 from core.config import FilterDef, Node
 from core.errors import PluginError
+from core.wasm import foreign
 from core.wasm.adapter import WasmFilter
 from core.wasm.plugin import PluginVm
 from core.wasm.vm import WasmLoadError, WasmTrap, compile_module
@@ -125,6 +126,10 @@ def build_wasm_filter(
         if problems:
             raise PluginError(f"{label}: " + "; ".join(problems))
     root_id = d.root_id or str((manifest or {}).get("root_id", ""))
+    try:
+        foreign.registry()  # loaded once; a broken entry point is a configuration error
+    except PluginError as exc:
+        raise PluginError(f"{where}: {exc}") from None
     try:
         module, _digest = compile_module(wasm, source=str(path))
         vm = PluginVm(

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from core.metrics import count_wasm_exhausted
-from core.wasm import properties, shared
+from core.wasm import foreign, properties, shared
 from core.wasm.abi import BufferType, LogLevel, MapType, MetricType, Status, WasiErrno
 from core.wasm.metrics import MAX_NAME as MAX_METRIC_NAME
 from core.wasm.vm import _GuestExit
@@ -728,8 +728,28 @@ class Host:
             return BAD_ARGUMENT
         return OK if self.mem.write_u64(ptr, metric.value & ((1 << 64) - 1)) else BAD_MEMORY
 
-    def proxy_call_foreign_function(self, *_args: int) -> int:
-        return NOT_FOUND
+    def proxy_call_foreign_function(
+        self,
+        name_ptr: int,
+        name_size: int,
+        args_ptr: int,
+        args_size: int,
+        ret_ptr_ptr: int,
+        ret_size_ptr: int,
+    ) -> int:
+        if not self.mem.in_bounds(args_ptr, args_size):
+            return BAD_MEMORY
+        if args_size > self.plugin.limits.max_buffer_bytes:
+            return self._exhausted("foreign")
+        name, args = self._read(name_ptr, name_size), self._read(args_ptr, args_size)
+        if name is None or args is None:
+            return BAD_MEMORY
+        status, result = foreign.call(name.decode("utf-8", "replace"), args, self.plugin.name)
+        if status != OK:
+            return status
+        if len(result) > self.plugin.limits.max_buffer_bytes:
+            return self._exhausted("foreign")
+        return self._return_bytes(result, ret_ptr_ptr, ret_size_ptr)
 
     # -- WASI preview 1 (both wasi_snapshot_preview1 and wasi_unstable)
 
