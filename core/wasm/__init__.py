@@ -6,7 +6,9 @@ imports wasmtime), :mod:`core.wasm.host` implements the ABI's host functions and
 :mod:`core.wasm.plugin` runs the plugin lifecycle (and its CPU budget),
 :mod:`core.wasm.adapter` adapts it to the filter contract, :mod:`core.wasm.shared` holds
 shared data and queues, :mod:`core.wasm.callout` runs ``proxy_http_call``,
-:mod:`core.wasm.budget` does the CPU and back-off arithmetic.
+:mod:`core.wasm.budget` does the CPU and back-off arithmetic,
+:mod:`core.wasm.properties` answers ``proxy_get_property``, :mod:`core.wasm.metrics`
+keeps the metrics a filter defines, :mod:`core.wasm.foreign` the foreign functions.
 This package is imported only when a configuration names a ``.wasm`` filter.
 
 In gateway.toml::

@@ -9,13 +9,15 @@ the *effective context*: the plugin's root context, or one HTTP stream
 
 HTTP fields are presented as Envoy does: request headers start with the pseudo-headers
 ``:method``, ``:path``, ``:authority`` and ``:scheme``, response headers with ``:status``;
-names are lower-case and lookups case-insensitive. Integer properties (``source.port``,
-``response.code``) are 8-byte little-endian, as SDKs expect.
+names are lower-case and lookups case-insensitive. Properties are answered by
+:mod:`core.wasm.properties` (integers 8-byte little-endian, as SDKs expect), metrics
+kept by :mod:`core.wasm.metrics`, foreign functions called by :mod:`core.wasm.foreign`.
 
 What a filter makes the host hold outside its linear memory is bounded by its
 ``limits``: shared data and queues (per vm_id, :mod:`core.wasm.shared`), a body it
 sets, a header map it grows, the properties it sets on a stream, its HTTP calls in
-flight. Past a bound the call returns ``BAD_ARGUMENT`` (the spec has no "resource
+flight, the metrics it defines, a foreign function's arguments and result. Past a
+bound the call returns ``BAD_ARGUMENT`` (the spec has no "resource
 exhausted"; its BadArgument is "did not conform to the required range"), changes
 nothing, and ``wasmgate_wasm_resource_exhausted_total{filter,kind}`` counts it. Sizes
 are checked before the guest's bytes are copied.
