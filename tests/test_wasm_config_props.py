@@ -17,8 +17,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from core.admin_view import build_view
 from core.config import loads_config
-from core.config_redact import REDACTED, redact_config
+from core.config_redact import REDACTED
 from core.errors import ConfigError
 from core.gateway import Snapshot
 from core.wasm.host import serialize_map
@@ -191,30 +192,30 @@ filters = ["cors"]
 
 
 @pytest.mark.parametrize(
-    ("schema", "shown"),
+    ("schema", "config", "shown"),
     [
-        pytest.param(None, REDACTED, id="no-schema"),
-        pytest.param({"type": "object"}, REDACTED, id="object-schema"),
-        pytest.param({"type": "string", "writeOnly": True}, REDACTED, id="secret-string"),
-        pytest.param({"type": "string"}, "x-bot", id="plain-string"),
+        pytest.param(None, "x-bot", REDACTED, id="no-schema"),
+        pytest.param({"type": "object"}, '{"k": "v"}', REDACTED, id="object-schema"),
+        pytest.param({"type": "string", "writeOnly": True}, "x-bot", REDACTED, id="secret"),
+        pytest.param({"type": "string"}, "x-bot", "x-bot", id="plain-string"),
     ],
 )
-def test_a_string_config_is_redacted_unless_its_schema_says_plain_string(
-    schema: dict[str, object] | None, shown: str
+def test_get_config_redacts_a_string_config_unless_its_schema_says_plain_string(
+    tmp_path: Path, schema: dict[str, object] | None, config: str, shown: str
 ) -> None:
-    cfg = loads_config(
-        '[filters.w]\nwasm = "w.wasm"\nconfig = "x-bot"\nvm_config = "vm-secret"\n', "g.toml"
-    )
-    from core.config import GatewayConfig
-    from core.config_redact import core_config_schema
-
-    out = redact_config(
-        cfg.model_dump(mode="json"),
-        core_config_schema(GatewayConfig.model_json_schema()),
-        lambda _plugin, _wasm, _name: schema,
-    )
-    assert out["filters"]["w"]["config"] == shown
-    assert out["filters"]["w"]["vm_config"] == REDACTED
+    module = wasm_file(tmp_path, "probe.wat")
+    if schema is not None:
+        (tmp_path / "manifest.json").write_text(json.dumps({"config_schema": schema}))
+    extra = f"config = '{config}'\nvm_config = \"vm-secret\""
+    source = tmp_path / "gateway.toml"
+    source.write_text(wasm_toml({"v1": ["127.0.0.1:1"]}, module, extra=extra))
+    snapshot = Snapshot(loads_config(source.read_text(), str(source)), str(source))
+    try:
+        view = build_view(snapshot.config, snapshot.filters())  # what GET /config shows
+    finally:
+        snapshot.close()
+    assert view.config["filters"]["w"]["config"] == shown
+    assert view.config["filters"]["w"]["vm_config"] == REDACTED
 
 
 # ---------------------------------------------------------------------- properties
