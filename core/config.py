@@ -489,12 +489,14 @@ class WasmLimits(Model):
     )
 
 
-# The first segment of every attribute the Proxy-Wasm host answers itself
-# (core/wasm/properties.py); a filter's own `properties` may not hide them.
+# The first segment of the attributes the Proxy-Wasm host answers itself
+# (core/wasm/properties.py); a filter's own `properties` may not hide them. `xds` is
+# left open: a filter's properties may supply `xds.route_metadata...` (Istio's), and the
+# built-in `xds.*` paths still win.
 WASM_ATTRIBUTE_ROOTS = frozenset(
     {
         "request", "response", "source", "destination", "connection", "upstream", "node",
-        "xds", "cluster_name", "route_name", "plugin_name", "plugin_root_id", "plugin_vm_id",
+        "cluster_name", "route_name", "plugin_name", "plugin_root_id", "plugin_vm_id",
     }
 )  # fmt: skip
 

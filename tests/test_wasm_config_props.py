@@ -222,7 +222,10 @@ def test_get_config_redacts_a_string_config_unless_its_schema_says_plain_string(
 
 PROPS = """
 root_id = "probe-root"
-properties = { team = "blue", limits = { rps = 10, burst = 2.5, on = true, name = "x" } }
+properties.team = "blue"
+properties.limits = { rps = 10, burst = 2.5, on = true, name = "x" }
+properties.xds.route_metadata.filter_metadata.istio.config = "from-properties"
+properties.xds.route_name = "never-shown"
 """
 NODE = """
 [node]
@@ -345,6 +348,7 @@ async def test_properties_of_the_connection_and_time(
         ("response.code_details", b"via_upstream"),
         ("response.flags", i64(0)),
         ("response.grpc_status", None),
+        ("xds.route_metadata.filter_metadata.istio.config", b"from-properties"),
     ],
 )
 async def test_response_phase_properties(

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from core.config import Node
     from core.wasm.plugin import PluginVm
-    from plugin_sdk import Context
+    from plugin_sdk import Context, Response
 
 Getter = Callable[[], bytes | None]
 
@@ -94,6 +94,12 @@ def _body_size(headers_len: str | None, body: bytes | None) -> bytes | None:
     if headers_len is not None and headers_len.isdigit():
         return _i64(int(headers_len))
     return _i64(len(body)) if body is not None else None
+
+
+def _response_total(resp: Response) -> bytes:
+    head = len("HTTP/1.1 200 OK\r\n") + sum(len(n) + len(v) + 4 for n, v in resp.headers.raw) + 2
+    body = resp.headers.get("content-length") or ""
+    return _i64(head + (int(body) if body.isdigit() else len(resp.body or b"")))
 
 
 def stream_attributes(
@@ -170,6 +176,7 @@ def stream_attributes(
             b"response\0grpc_status": lambda: _i64(int(grpc)) if grpc and grpc.isdigit() else None,
             b"response\0headers": lambda: headers(2),
             b"response\0size": lambda: _body_size(resp.headers.get("content-length"), resp.body),
+            b"response\0total_size": lambda: _response_total(resp),
         }
     return out
 
