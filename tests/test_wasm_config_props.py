@@ -23,6 +23,7 @@ from core.config_redact import REDACTED
 from core.errors import ConfigError
 from core.gateway import Snapshot
 from core.wasm.host import serialize_map
+from plugin_sdk.testing import make_request, make_wasm_filter, run_filter
 from tests.conftest import StartGateway
 from tests.harness import InProcessGateway, RecordingUpstream, gateway_toml, read_response
 from tests.test_wasm_host import wasm_file, wasm_toml
@@ -402,3 +403,17 @@ def test_the_node_defaults_to_the_host_name() -> None:
         "wasmgate",
         {},
     )
+
+
+def test_make_wasm_filter_takes_a_string_config_and_properties(tmp_path: Path) -> None:
+    flt = make_wasm_filter(
+        wasm_file(tmp_path, "probe.wat"),
+        "x-bot",
+        vm_config={"shards": 2},
+        properties={"team": "blue"},
+    )
+    out = run_filter(flt, make_request("GET", "/x", headers={"x-prop": "team"}))
+    headers = out.request.headers
+    assert bytes.fromhex(headers.get("x-config") or "") == b"x-bot"
+    assert bytes.fromhex(headers.get("x-vm-config") or "") == b'{"shards": 2}'
+    assert bytes.fromhex(headers.get("x-prop-value") or "") == b"blue"
