@@ -16,10 +16,12 @@ from pathlib import Path
 import aiohttp
 
 from core import metrics
+from core.config import loads_config
+from core.gateway import Snapshot
 from tests.conftest import StartGateway
 from tests.harness import RecordingUpstream, gateway_toml
 from tests.test_metrics import Samples, scrape, value
-from tests.test_wasm_host import start_wasm, wasm_file
+from tests.test_wasm_host import start_wasm, wasm_file, wasm_toml
 
 
 def unique(prefix: str) -> str:
@@ -167,4 +169,31 @@ async def test_a_filters_metrics_go_with_its_vm(
         assert resp.status == 200
     assert len(series(scrape(), name)) == 50
     await gw.stop()
+    assert series(scrape(), name) == {}
+
+
+async def test_a_reload_that_keeps_the_filter_keeps_its_metrics_one_that_drops_it_drops_them(
+    tmp_path: Path,
+    upstream: RecordingUpstream,
+    start_gateway: StartGateway,
+    http: aiohttp.ClientSession,
+) -> None:
+    name = unique("fm-reload")
+    module = wasm_file(tmp_path, "probe.wat")
+    with_filter = wasm_toml({"v1": [upstream.address]}, module, name=name)
+    without = gateway_toml({"v1": [upstream.address]}, '[[routes]]\nname = "r"\nupstream = "v1"\n')
+    gw = await start_gateway(with_filter)
+    assert gw.gateway is not None
+    counter = "wasmgate_wasm_filter_counter_total{probe_requests}"
+
+    async def request() -> None:
+        async with http.get(gw.url + "/x", headers={"x-metric": "1"}) as resp:
+            assert resp.status == 200
+
+    await request()
+    gw.gateway.swap(Snapshot(loads_config(with_filter, "test.toml"), "test.toml"))
+    await request()  # the new snapshot's VM, the old one closed
+    assert series(scrape(), name)[counter] == 2
+    gw.gateway.swap(Snapshot(loads_config(without, "test.toml"), "test.toml"))
+    await request()
     assert series(scrape(), name) == {}
