@@ -28,6 +28,7 @@ from core.config import (
     FilterRef,
     GatewayConfig,
     InlineFilter,
+    Node,
     Route,
     suggest,
 )
@@ -96,7 +97,7 @@ def build_filter(
     registry: PluginRegistry,
     name: str,
     plugin: str,
-    config: dict[str, Any],
+    config: dict[str, Any] | str,
     fail: str,
     where: str,
 ) -> FilterInstance:
@@ -106,6 +107,11 @@ def build_filter(
     except PluginError as exc:
         hint = suggest(plugin, registry.names())
         raise PluginError(f"{where}: filter {name!r}: {exc}{hint}") from None
+    if isinstance(config, str):  # only a Proxy-Wasm filter takes bytes as they are
+        raise PluginError(
+            f"{where}: filter {name!r} (plugin {plugin!r}): config: a Python plugin's "
+            "config is a table, not a string"
+        )
     try:
         cfg = cls.Config.model_validate(config)
     except ValidationError as exc:
@@ -156,10 +162,12 @@ def build_installed(
     plugin: InstalledPlugin,
     name: str,
     d: FilterDef | None,
-    config: dict[str, Any],
+    config: dict[str, Any] | str,
     fail: str,
     where: str,
     vms: dict[Any, Any] | None = None,
+    *,
+    node: Node | None = None,
 ) -> FilterInstance:
     """A filter from a plugin the lockfile pins (either kind); raises PluginError."""
     label = f"{plugin.name}@{plugin.version}"
@@ -169,7 +177,7 @@ def build_installed(
         assert plugin.module is not None
         base = d.model_dump(exclude={"plugin", "wasm", "config", "fail"}) if d else {}
         spec = FilterDef(wasm=str(plugin.module.resolve()), config=config, fail=fail, **base)
-        inst = build_wasm_filter(name, spec, plugin.folder, where, vms)
+        inst = build_wasm_filter(name, spec, plugin.folder, where, vms, node=node)
     else:
         assert plugin.filter_class is not None
         cls = check_contract(plugin.name, plugin.filter_class)
@@ -215,7 +223,12 @@ def compile_chains(
     locked = set(installed.names()) if installed is not None else set()
 
     def build(
-        name: str, plugin: str, d: FilterDef | None, config: dict[str, Any], fail: str, where: str
+        name: str,
+        plugin: str,
+        d: FilterDef | None,
+        config: dict[str, Any] | str,
+        fail: str,
+        where: str,
     ) -> FilterInstance:
         # A plugin the lockfile pins wins over one of the same name in the environment:
         # installing it is how a user picks that version.
@@ -224,7 +237,7 @@ def compile_chains(
                 found = installed.load(plugin)
             except Exception as exc:
                 raise PluginError(f"{where}: filter {name!r}: {exc}") from None
-            return build_installed(found, name, d, config, fail, where, vms)
+            return build_installed(found, name, d, config, fail, where, vms, node=cfg.node)
         if plugin not in registry:
             hint = suggest(plugin, [*registry.names(), *locked]) or (
                 f" (a registry plugin? `wasmgate plugin install {plugin}` pins it in gateway.lock)"
@@ -237,7 +250,9 @@ def compile_chains(
             if d.wasm is not None:
                 from core.wasm import build_wasm_filter  # imports wasmtime: only when used
 
-                named[name] = build_wasm_filter(name, d, base_dir, f"filters.{name}", vms)
+                named[name] = build_wasm_filter(
+                    name, d, base_dir, f"filters.{name}", vms, node=cfg.node
+                )
                 continue
             named[name] = build(name, d.plugin or name, d, d.config, d.fail, f"filters.{name}")
         except PluginError as exc:
@@ -333,7 +348,9 @@ def compile_services(
     problems: list[str] = []
     for name, d in cfg.services.items():
         try:
-            started.append(build_service(name, d, base_dir, {} if vms is None else vms))
+            started.append(
+                build_service(name, d, base_dir, {} if vms is None else vms, node=cfg.node)
+            )
         except PluginError as exc:
             problems.append(str(exc))
     if problems:

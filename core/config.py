@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+import socket
 import tomllib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -460,6 +461,9 @@ class WasmLimits(Model):
     max_http_calls: int = Field(
         64, ge=0, description="HTTP calls (proxy_http_call) the filter may have in flight."
     )
+    max_metrics: int = Field(
+        1000, ge=0, description="Metrics (proxy_define_metric) the filter may define."
+    )
     # CPU: callbacks run on the event loop, so a filter's share of it is bounded.
     cpu_budget: float = Field(
         0.5,
@@ -486,6 +490,52 @@ class WasmLimits(Model):
     )
 
 
+# The first segment of the attributes the Proxy-Wasm host answers itself
+# (core/wasm/properties.py); a filter's own `properties` may not hide them. `xds` is
+# left open: a filter's properties may supply `xds.route_metadata...` (Istio's), and the
+# built-in `xds.*` paths still win.
+WASM_ATTRIBUTE_ROOTS = frozenset(
+    {
+        "request", "response", "source", "destination", "connection", "upstream", "node",
+        "cluster_name", "route_name", "plugin_name", "plugin_root_id", "plugin_vm_id",
+    }
+)  # fmt: skip
+
+
+def check_property_values(table: dict[str, Any], prefix: str = "") -> None:
+    """Refuse what a property cannot be: lists and other non-scalar values."""
+    for key, value in table.items():
+        if isinstance(value, dict):
+            check_property_values(value, f"{prefix}{key}.")
+        elif not isinstance(value, str | int | float | bool):
+            kind = "a list" if isinstance(value, list) else type(value).__name__
+            raise ValueError(
+                f"{prefix + key!r} is {kind}; a property is a string, number, boolean or table"
+            )
+
+
+class Node(Model):
+    """``[node]``: who this gateway is, as Envoy's bootstrap ``node`` says; Proxy-Wasm
+    filters read it as the ``node.*`` properties."""
+
+    id: str = Field(
+        default_factory=socket.gethostname,
+        description="The node's id (property node.id); default: the host name.",
+    )
+    cluster: str = Field("wasmgate", description="The node's cluster (property node.cluster).")
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Node metadata (property node.metadata.KEY...): strings, numbers, "
+        "booleans, nested tables.",
+    )
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
+        check_property_values(value)
+        return value
+
+
 class FilterDef(Model):
     """A named filter instance: ``[filters.NAME]``."""
 
@@ -494,7 +544,11 @@ class FilterDef(Model):
         None,
         description="Path of a Proxy-Wasm module (relative to this file) instead of a plugin.",
     )
-    config: dict[str, Any] = Field(default_factory=dict, description="The plugin's own config.")
+    config: dict[str, Any] | str = Field(
+        default_factory=dict,
+        description="The plugin's own config: a table; for a wasm filter also a string, "
+        "handed over verbatim (a table is handed over as JSON).",
+    )
     fail: FailMode = Field(
         "closed", description="If it raises: 'closed' answers 500, 'open' skips the filter."
     )
@@ -504,7 +558,17 @@ class FilterDef(Model):
         description="Wasm: bodies to give the filter (buffered up to max_buffer_bytes, "
         "delivered whole with end_of_stream); others stream past it.",
     )
-    vm_config: str = Field("", description="Wasm: the VM configuration (proxy_on_vm_start).")
+    vm_config: str | dict[str, Any] = Field(
+        "",
+        description="Wasm: the VM configuration (proxy_on_vm_start): a string handed over "
+        "verbatim, or a table handed over as JSON.",
+        json_schema_extra={"writeOnly": True},  # may hold secrets; no schema says otherwise
+    )
+    properties: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Wasm: values the filter reads with proxy_get_property, by key path "
+        "(strings, numbers, booleans, nested tables).",
+    )
     vm_id: str = Field(
         "",
         description="Wasm: the VM this filter runs in; default its own name. Filters and "
@@ -519,6 +583,24 @@ class FilterDef(Model):
     limits: WasmLimits = Field(
         default_factory=lambda: WasmLimits(), description="Wasm: sandbox limits."
     )
+
+    @field_validator("config", "vm_config", mode="before")
+    @classmethod
+    def _table_or_string(cls, value: Any) -> Any:
+        if not isinstance(value, dict | str):
+            raise ValueError(
+                "must be a table (handed over as JSON) or a string (handed over verbatim)"
+            )
+        return value
+
+    @field_validator("properties")
+    @classmethod
+    def _properties(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            if key in WASM_ATTRIBUTE_ROOTS or key.startswith("plugin_"):
+                raise ValueError(f"{key!r} shadows the built-in attribute of that name")
+        check_property_values(value)
+        return value
 
     @model_validator(mode="after")
     def _one_kind(self) -> FilterDef:
@@ -883,6 +965,10 @@ class GatewayConfig(Model):
     routes: list[Route] = Field(default_factory=list, description="Routes.")
     default: DefaultRoute | None = Field(
         None, description="Where unmatched requests go (Ingress defaultBackend); else 404."
+    )
+    node: Node = Field(
+        default_factory=lambda: Node(),
+        description="This gateway as a node (Proxy-Wasm node.* properties).",
     )
     filters: dict[str, FilterDef] = Field(
         default_factory=dict, description="Named filter instances, [filters.NAME]."

@@ -6,7 +6,9 @@ replaced by ``<redacted>``: the gateway's own secret fields and, inside each fil
 :data:`plugin_sdk.Secret`, a Proxy-Wasm plugin in its manifest's ``config_schema``).
 Where no schema describes a value (a WASM filter without a manifest, a field typed
 ``Any``), a name heuristic takes over: :data:`SECRET` field names, and every value but
-the name of a ``consumers``/``credentials``/``users`` entry. The password of a URL
+the name of a ``consumers``/``credentials``/``users`` entry. A WASM filter's string
+``config`` is opaque, so it is redacted whole unless its schema says it is a plain
+string; its ``vm_config`` is always redacted. The password of a URL
 (``https://user:PASSWORD@host/``) is redacted wherever it appears.
 """
 
@@ -142,7 +144,19 @@ class _Walk:
             wasm = table.get("wasm")
             plugin = table.get("plugin") or (None if wasm else name)
             found = self.plugin_schema(plugin, wasm, name)
+        if isinstance(config, str):
+            return _string_config(config, found)
         return _Walk(found, None).walk(config, found, "") if found else redact(config)
+
+
+def _string_config(config: str, schema: dict[str, Any] | None) -> str:
+    """A Proxy-Wasm filter's string config is opaque (a token, YAML, JSON): shown only
+    when the plugin's schema says it is a plain, not write-only, string."""
+    if not config:
+        return config
+    if schema is not None and schema.get("type") == "string" and not schema.get("writeOnly"):
+        return str(_url(config))
+    return REDACTED
 
 
 def _url(value: Any) -> Any:

@@ -3,7 +3,8 @@
 The request path only increments plain Python counters of this process (no lock, no
 prometheus-client call): :func:`record_exchange` once per request, the filter chain
 its :class:`~plugin_sdk.chain.FilterStats`, and the rare events (an ejection, an
-active health check, a WASM trap, a reload) a dict entry each.
+active health check, a WASM trap, a reload) a dict entry each. The metrics a
+Proxy-Wasm filter defines (:class:`WasmMetric`) are kept here too, per filter.
 
 Across workers: every worker writes its counters and gauges as JSON to
 ``<runtime dir>/metrics-<pid>.json`` once a second, from a timer on its loop, and
@@ -12,9 +13,9 @@ a file). :func:`render` sums every file there plus the live state of the calling
 process (whose own file it skips). A worker that died leaves its file, which keeps
 counting, so no counter goes backwards when a worker is replaced (a new process that
 gets a dead one's pid moves its file aside first); gauges (active
-connections, endpoint health, configuration, certificates) come only from live
-processes: the caller, and files written in the last ``LIVE_SECONDS`` by a process
-that still exists.
+connections, endpoint health, configuration, certificates, the gauges Proxy-Wasm
+filters define) come only from live processes: the caller, and files written in the
+last ``LIVE_SECONDS`` by a process that still exists.
 
 The runtime dir is ``$WASMGATE_RUNTIME_DIR`` when set, else a temporary directory
 that the process calling :func:`init_runtime` (the supervisor, or the single
@@ -82,6 +83,32 @@ class RequestStats:
         self.upstream_sum = 0.0
 
 
+#: Bucket bounds of the histograms Proxy-Wasm filters define: Envoy's default buckets
+#: (the values are the filter's own, milliseconds in most filters).
+WASM_HISTOGRAM_BOUNDS = (
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+    30000.0, 60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+)  # fmt: skip
+WASM_METRIC_KINDS = ("counter", "gauge", "histogram")  # proxy_define_metric's types 0, 1, 2
+
+
+class WasmMetric:
+    """One metric a Proxy-Wasm filter defined: a counter's or gauge's value, or a
+    histogram's counts per bucket (not cumulative, the last one +Inf) and sum."""
+
+    __slots__ = ("buckets", "kind", "sum", "value")
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.value = 0
+        self.buckets = [0] * (len(WASM_HISTOGRAM_BOUNDS) + 1) if kind == "histogram" else []
+        self.sum = 0.0
+
+    def observe(self, value: int) -> None:
+        self.buckets[bisect_left(WASM_HISTOGRAM_BOUNDS, value)] += 1
+        self.sum += value
+
+
 class _State:
     """Everything this process counted (process-wide: one gateway per process)."""
 
@@ -92,6 +119,8 @@ class _State:
         self.wasm_exhausted: dict[tuple[str, str], int] = {}  # (filter, kind) -> count
         self.wasm_throttled: dict[str, int] = {}  # filter -> times over its CPU budget
         self.wasm_refused: dict[tuple[str, str], int] = {}  # (filter, reason) -> requests
+        # filter -> (kind, metric name) -> what the filter's proxy_*_metric calls made
+        self.wasm_metrics: dict[str, dict[tuple[str, str], WasmMetric]] = {}
         self.ejections: dict[tuple[str, str], int] = {}
         self.checks: dict[tuple[str, str, str], int] = {}  # (upstream, endpoint, result)
         self.reloads = {"success": 0, "failure": 0}
@@ -177,6 +206,17 @@ def count_wasm_refused(filter_name: str, reason: str) -> None:
     rebuild_backoff) and was failed or skipped by its fail strategy."""
     key = (filter_name, reason)
     _state.wasm_refused[key] = _state.wasm_refused.get(key, 0) + 1
+
+
+def wasm_metrics(filter_name: str) -> dict[tuple[str, str], WasmMetric]:
+    """The metrics Proxy-Wasm filter ``filter_name`` defined, by (kind, name); the
+    host adds to it (core/wasm/metrics.py)."""
+    return _state.wasm_metrics.setdefault(filter_name, {})
+
+
+def drop_wasm_metrics(filter_name: str) -> None:
+    """The filter is gone (its last VM closed): its metrics leave /metrics."""
+    _state.wasm_metrics.pop(filter_name, None)
 
 
 def record_reload(ok: bool, version: int, config_hash: str) -> None:
@@ -346,6 +386,11 @@ def snapshot_state() -> dict[str, Any]:
         "wasm_exhausted": [[f, k, n] for (f, k), n in list(s.wasm_exhausted.items())],
         "wasm_throttled": dict(s.wasm_throttled),
         "wasm_refused": [[f, r, n] for (f, r), n in list(s.wasm_refused.items())],
+        "wasm_metrics": [
+            [f, kind, name, m.value, m.buckets, m.sum]
+            for f, table in list(s.wasm_metrics.items())
+            for (kind, name), m in list(table.items())
+        ],
         "ejections": [[u, e, n] for (u, e), n in s.ejections.items()],
         "checks": [[u, e, r, n] for (u, e, r), n in list(s.checks.items())],
         "reloads": dict(s.reloads),

@@ -12,6 +12,7 @@ active_connections                 the sum
 upstream_endpoint_healthy          the minimum: 0 once any process holds it out
 upstream_endpoint_check_healthy    the minimum: 0 once any process's checks fail it
 config_version                     the highest
+wasm_filter_gauge                  the sum (each worker's filter sets its own)
 config_info                        one series per configuration hash served
 certificate_expiry_timestamp_...   the earliest (the certificate served longest)
 =================================  ===================================================
@@ -26,7 +27,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from core.metrics import CODE_CLASSES, LATENCY_BOUNDS, PHASES
+from core.metrics import CODE_CLASSES, LATENCY_BOUNDS, PHASES, WASM_HISTOGRAM_BOUNDS
 from plugin_sdk.chain import FilterStats
 
 P = "wasmgate_"
@@ -56,6 +57,10 @@ class _Totals:
         self.wasm_exhausted: dict[tuple[str, str], int] = {}
         self.wasm_throttled: dict[str, int] = {}
         self.wasm_refused: dict[tuple[str, str], int] = {}
+        # (filter, metric name) -> counter total / gauge sum / (histogram buckets, sum)
+        self.filter_counters: dict[tuple[str, str], int] = {}
+        self.filter_gauges: dict[tuple[str, str], int] = {}
+        self.filter_histograms: dict[tuple[str, str], Histogram] = {}
         self.ejections: dict[tuple[str, str], int] = {}
         self.checks: dict[tuple[str, str, str], int] = {}
         self.reloads = {"success": 0, "failure": 0}
@@ -94,6 +99,7 @@ class _Totals:
         for name, reason, count in state.get("wasm_refused", ()):
             key = (str(name), str(reason))
             self.wasm_refused[key] = self.wasm_refused.get(key, 0) + int(count)
+        self._add_filter_metrics(state.get("wasm_metrics", ()), bool(state.get("live")))
         for upstream, endpoint, count in state.get("ejections", ()):
             key = (upstream, endpoint)
             self.ejections[key] = self.ejections.get(key, 0) + int(count)
@@ -117,6 +123,19 @@ class _Totals:
             self.hashes.add(str(gauges["config_hash"]))
         for label, expiry in gauges.get("certificates", {}).items():
             self.certificates[label] = min(self.certificates.get(label, expiry), expiry)
+
+    def _add_filter_metrics(self, rows: Iterable[Any], live: bool) -> None:
+        size = len(WASM_HISTOGRAM_BOUNDS) + 1
+        for name, kind, metric, value, buckets, total in rows:
+            key = (str(name), str(metric))
+            if kind == "counter":
+                self.filter_counters[key] = self.filter_counters.get(key, 0) + int(value)
+            elif kind == "gauge" and live:
+                self.filter_gauges[key] = self.filter_gauges.get(key, 0) + int(value)
+            elif kind == "histogram":
+                counts, seconds = self.filter_histograms.get(key) or ([0] * size, 0.0)
+                _add(counts, buckets)
+                self.filter_histograms[key] = (counts, seconds + float(total))
 
     @staticmethod
     def _observe(
@@ -299,6 +318,7 @@ class Collector:
             ["filter", "reason"],
             ((list(k), n) for k, n in sorted(t.wasm_refused.items())),
         )
+        yield from _filter_metrics(t)
         yield _counter(
             "reloads",
             "Configuration reloads, by result.",
@@ -333,3 +353,36 @@ def _counter(
     for values, count in rows:
         family.add_metric(values, count)
     return family
+
+
+def _filter_metrics(t: _Totals) -> Iterator[Metric]:
+    """The metrics Proxy-Wasm filters define, one family per kind, labelled by the
+    filter and the metric's own name."""
+    labels = ["filter", "metric"]
+    yield _counter(
+        "wasm_filter_counter",
+        "Counters Proxy-Wasm filters define (proxy_define_metric), summed over workers.",
+        labels,
+        ((list(k), n) for k, n in sorted(t.filter_counters.items())),
+    )
+    gauges = GaugeMetricFamily(
+        P + "wasm_filter_gauge",
+        "Gauges Proxy-Wasm filters define, summed over the live workers.",
+        labels=labels,
+    )
+    for key, value in sorted(t.filter_gauges.items()):
+        gauges.add_metric(list(key), value)
+    yield gauges
+    histograms = HistogramMetricFamily(
+        P + "wasm_filter_histogram",
+        "Histograms Proxy-Wasm filters define (values in the filter's own unit), summed "
+        "over workers.",
+        labels=labels,
+    )
+    for key, (counts, total) in sorted(t.filter_histograms.items()):
+        cumulative, buckets = 0, []
+        for bound, count in zip([*WASM_HISTOGRAM_BOUNDS, float("inf")], counts, strict=True):
+            cumulative += count
+            buckets.append((_le(bound), float(cumulative)))
+        histograms.add_metric(list(key), buckets, total)
+    yield histograms

@@ -106,14 +106,15 @@ def make_filter(
 
 def make_wasm_filter(
     path: str | Path,
-    config: dict[str, Any] | None = None,
+    config: dict[str, Any] | str | None = None,
     *,
     name: str | None = None,
     root_id: str = "",
     fail_open: bool = False,
     limits: dict[str, Any] | None = None,
     bodies: Sequence[str] = (),
-    vm_config: str = "",
+    vm_config: str | dict[str, Any] = "",
+    properties: dict[str, Any] | None = None,
 ) -> FilterInstance:
     """A Proxy-Wasm filter (a ``.wasm`` file built with any Proxy-Wasm SDK), loaded by
     the installed gateway's runtime exactly as ``[filters.NAME] wasm = ...`` loads it;
@@ -121,6 +122,9 @@ def make_wasm_filter(
 
         flt = make_wasm_filter("build/filter.wasm", {"header": "x-a"})
         result = run_filter(flt, make_request("GET", "/"), response=Response(200))
+
+    ``config`` and ``vm_config`` are a dict (handed over as JSON) or a string (handed
+    over verbatim); ``properties`` are what ``proxy_get_property`` reads by key path.
     """
     eps = entry_points(group="wasmgate.runtimes", name="wasm")
     if not eps:
@@ -135,6 +139,7 @@ def make_wasm_filter(
         limits=limits,
         bodies=tuple(bodies),
         vm_config=vm_config,
+        **({"properties": properties} if properties else {}),
     )
     return inst
 

@@ -20,10 +20,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from core import metrics
 from core.config import loads_config
 from core.errors import ConfigError, PluginError
 from core.gateway import Snapshot
-from core.wasm.host import METRICS
+from core.metrics import WasmMetric
 from plugin_sdk import Response
 from plugin_sdk.testing import make_request, make_wasm_filter, run_filter
 from tests.conftest import StartGateway
@@ -93,10 +94,11 @@ def load_problems(tmp_path: Path, toml: str) -> list[str]:
     return []
 
 
-def metric_value(name: str) -> int:
-    found = [m.value for m in METRICS.values() if m.name == name]
-    assert len(found) == 1, f"metric {name!r}: {found}"
-    return found[0]
+def filter_counter(filter_name: str, name: str) -> WasmMetric:
+    """The counter ``name`` filter ``filter_name`` defined (what /metrics exports)."""
+    found = metrics.wasm_metrics(filter_name).get(("counter", name))
+    assert found is not None, f"filter {filter_name!r} has no counter {name!r}"
+    return found
 
 
 def unique(prefix: str) -> str:
@@ -258,19 +260,22 @@ async def test_as_headers_ticks_count_while_the_gateway_runs(
     start_gateway: StartGateway,
     http: aiohttp.ClientSession,
 ) -> None:
+    name = unique("as")
     gw = await start_gateway(
-        example_toml({"v1": [upstream.address]}, AS_HEADERS, {"tick_ms": 10}, name=unique("as"))
+        example_toml({"v1": [upstream.address]}, AS_HEADERS, {"tick_ms": 10}, name=name)
     )
-    before = metric_value("as_headers_ticks")
+    ticks = filter_counter(name, "as_headers_ticks")
+    before = ticks.value
     await asyncio.sleep(0.3)
     async with http.get(gw.url + "/alive") as resp:  # ticks do not get in the way
         assert resp.status == 200
-    during = metric_value("as_headers_ticks")
+    during = ticks.value
     assert during - before >= 5  # 30 periods in 0.3 s; a slow machine still gets 5
     await gw.stop()
-    stopped = metric_value("as_headers_ticks")
+    stopped = ticks.value
     await asyncio.sleep(0.1)
-    assert metric_value("as_headers_ticks") == stopped  # the timer went with the gateway
+    assert ticks.value == stopped  # the timer went with the gateway
+    assert metrics.wasm_metrics(name) == {}  # and its metrics with its VM
 
 
 # ====================================================================== c-filter

@@ -7,15 +7,18 @@ imports wasmtime), :mod:`core.wasm.host` implements the ABI's host functions and
 :mod:`core.wasm.adapter` adapts it to the filter contract, :mod:`core.wasm.shared` holds
 shared data and queues, :mod:`core.wasm.callout` runs ``proxy_http_call`` (to the
 upstream :mod:`core.wasm.clusters` resolves), :mod:`core.wasm.sharing` holds what VM
-sharing needs,
-:mod:`core.wasm.budget` does the CPU and back-off arithmetic.
+sharing needs, :mod:`core.wasm.budget` does the CPU and back-off arithmetic,
+:mod:`core.wasm.properties` answers ``proxy_get_property``, :mod:`core.wasm.metrics`
+keeps the metrics a filter defines, :mod:`core.wasm.foreign` the foreign functions.
 This package is imported only when a configuration names a ``.wasm`` filter.
 
 In gateway.toml::
 
     [filters.deny-bots]
     wasm = "filters/deny.wasm"          # relative to the gateway.toml
-    config = { deny_header = "x-bot" }  # JSON given to proxy_on_configure
+    config = { deny_header = "x-bot" }  # a table goes to proxy_on_configure as JSON,
+                                        # a string ("x-bot", YAML...) as it is
+    properties = { team = "blue" }      # read with proxy_get_property("team")
     root_id = ""                        # the root context id the module registers
     vm_id = ""                          # default its name; the same module and vm_id:
                                         # one shared instance (core.wasm.sharing)
@@ -29,8 +32,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from core.config import FilterDef, ServiceDef
+from core.config import FilterDef, Node, ServiceDef
 from core.errors import PluginError
+from core.wasm import foreign
 from core.wasm.adapter import WasmFilter
 from core.wasm.plugin import PluginVm
 from core.wasm.sharing import VmRegistry
@@ -71,15 +75,45 @@ def load_manifest(wasm_path: Path, explicit: Path | None) -> dict[str, Any] | No
     return None
 
 
-def _check_schema(schema: dict[str, Any], config: dict[str, Any]) -> list[str]:
+def _check_schema(schema: dict[str, Any], config: Any) -> list[str]:
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(schema)
     problems = []
     for error in sorted(validator.iter_errors(config), key=lambda e: list(e.path)):
-        where = ".".join(str(p) for p in error.path) or "(top)"
-        problems.append(f"config.{where}: {error.message}")
+        where = "".join(f".{p}" for p in error.path)
+        problems.append(f"config{where}: {error.message}")
     return problems
+
+
+def config_bytes(value: dict[str, Any] | str) -> bytes:
+    """What a filter gets for ``config`` / ``vm_config``: a string as it is (UTF-8), a
+    table as JSON; an empty table or string is size 0."""
+    if isinstance(value, str):
+        return value.encode()
+    return json.dumps(value).encode() if value else b""
+
+
+def check_config(schema: dict[str, Any], config: dict[str, Any] | str) -> list[str]:
+    """The manifest schema's problems with ``config``. A table is checked as it is. A
+    string is checked as a string where the schema admits one; otherwise it must be
+    JSON (an Envoy user's ``StringValue`` holding JSON), and its parsed value is checked."""
+    if isinstance(config, dict) or _admits_string(schema):
+        return _check_schema(schema, config)
+    try:
+        parsed = json.loads(config)
+    except ValueError:
+        kind = schema.get("type", "something else")
+        return [
+            f"config: a string that is not JSON, but the manifest's config_schema "
+            f"describes {'an' if str(kind)[:1] in 'aeiou' else 'a'} {kind}"
+        ]
+    return _check_schema(schema, parsed)
+
+
+def _admits_string(schema: dict[str, Any]) -> bool:
+    kind = schema.get("type")
+    return kind == "string" or (isinstance(kind, list) and "string" in kind)
 
 
 def build_wasm_filter(
@@ -90,6 +124,7 @@ def build_wasm_filter(
     vms: VmRegistry | None = None,
     *,
     service: bool = False,
+    node: Node | None = None,
 ) -> FilterInstance:
     """Compile (or load from cache) and start a Proxy-Wasm filter; raises PluginError.
 
@@ -104,30 +139,36 @@ def build_wasm_filter(
         raise PluginError(f"{label}: cannot read: {exc.strerror or exc}") from None
     manifest = load_manifest(path, (base_dir / d.manifest) if d.manifest else None)
     if manifest is not None and isinstance(manifest.get("config_schema"), dict):
-        problems = _check_schema(manifest["config_schema"], d.config)
+        problems = check_config(manifest["config_schema"], d.config)
         if problems:
             raise PluginError(f"{label}: " + "; ".join(problems))
     root_id = d.root_id or str((manifest or {}).get("root_id", ""))
-    config = json.dumps(d.config).encode() if d.config else b""  # none: size 0
+    config = config_bytes(d.config)
     vm_id = d.vm_id or name
+    try:
+        foreign.registry()  # loaded once; a broken entry point is a configuration error
+    except PluginError as exc:
+        raise PluginError(f"{where}: {exc}") from None
     try:
         module, digest = compile_module(wasm, source=str(path))
         vm = (vms or {}).get((digest, vm_id))
         if vm is not None and not vm.closed:
             _check_shared(vm, d)
-            root = vm.add_root(name, root_id, config)
+            root = vm.add_root(name, root_id, config, d.properties)
         else:
             vm = PluginVm(
                 name,
                 module,
                 config=config,
-                vm_config=d.vm_config.encode(),
+                vm_config=config_bytes(d.vm_config),
                 root_id=root_id,
                 vm_id=vm_id,
                 memory_limit=d.limits.memory_mb << 20,
                 deadline_ms=d.limits.deadline_ms,
                 pause_timeout=d.limits.pause_timeout,
                 limits=d.limits,
+                properties=d.properties,
+                node=node,
             )
             root = vm.roots[vm.root_id]
             if vms is not None:
@@ -150,7 +191,7 @@ def _check_shared(vm: PluginVm, d: FilterDef) -> None:
     differ = [
         what
         for what, same in (
-            ("vm_config", vm.vm_config == d.vm_config.encode()),
+            ("vm_config", vm.vm_config == config_bytes(d.vm_config)),
             ("limits", vm.limits == d.limits),
         )
         if not same
@@ -162,22 +203,25 @@ def _check_shared(vm: PluginVm, d: FilterDef) -> None:
         )
 
 
-def build_service(name: str, d: ServiceDef, base_dir: Path, vms: VmRegistry) -> FilterInstance:
+def build_service(
+    name: str, d: ServiceDef, base_dir: Path, vms: VmRegistry, *, node: Node | None = None
+) -> FilterInstance:
     """Start a ``[services.NAME]``: a root-only plugin on no route; raises PluginError."""
     spec = FilterDef(**d.model_dump())
-    return build_wasm_filter(name, spec, base_dir, f"services.{name}", vms, service=True)
+    return build_wasm_filter(name, spec, base_dir, f"services.{name}", vms, service=True, node=node)
 
 
 def filter_for_testing(
     path: str | Path,
-    config: dict[str, Any] | None = None,
+    config: dict[str, Any] | str | None = None,
     *,
     name: str | None = None,
     root_id: str = "",
-    vm_config: str = "",
+    vm_config: str | dict[str, Any] = "",
     fail_open: bool = False,
     limits: dict[str, Any] | None = None,
     bodies: tuple[str, ...] = (),
+    properties: dict[str, Any] | None = None,
 ) -> FilterInstance:
     """A Proxy-Wasm filter for :mod:`plugin_sdk.testing` (the ``wasmgate.runtimes``
     entry point): the same loading, schema check and lifecycle as in the gateway."""
@@ -185,12 +229,13 @@ def filter_for_testing(
     d = FilterDef.model_validate(
         {
             "wasm": str(path),
-            "config": config or {},
+            "config": config if config is not None else {},
             "root_id": root_id,
             "vm_config": vm_config,
             "fail": "open" if fail_open else "closed",
             "limits": limits or {},
             "bodies": list(bodies),
+            "properties": properties or {},
         }
     )
     return build_wasm_filter(name or path.stem, d, path.parent, "test")

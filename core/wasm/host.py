@@ -9,13 +9,15 @@ the *effective context*: the plugin's root context, or one HTTP stream
 
 HTTP fields are presented as Envoy does: request headers start with the pseudo-headers
 ``:method``, ``:path``, ``:authority`` and ``:scheme``, response headers with ``:status``;
-names are lower-case and lookups case-insensitive. Integer properties (``source.port``,
-``response.code``) are 8-byte little-endian, as SDKs expect.
+names are lower-case and lookups case-insensitive. Properties are answered by
+:mod:`core.wasm.properties` (integers 8-byte little-endian, as SDKs expect), metrics
+kept by :mod:`core.wasm.metrics`, foreign functions called by :mod:`core.wasm.foreign`.
 
 What a filter makes the host hold outside its linear memory is bounded by its
 ``limits``: shared data and queues (per vm_id, :mod:`core.wasm.shared`), a body it
 sets, a header map it grows, the properties it sets on a stream, its HTTP calls in
-flight. Past a bound the call returns ``BAD_ARGUMENT`` (the spec has no "resource
+flight, the metrics it defines, a foreign function's arguments and result. Past a
+bound the call returns ``BAD_ARGUMENT`` (the spec has no "resource
 exhausted"; its BadArgument is "did not conform to the required range"), changes
 nothing, and ``wasmgate_wasm_resource_exhausted_total{filter,kind}`` counts it. Sizes
 are checked before the guest's bytes are copied.
@@ -33,8 +35,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from core.metrics import count_wasm_exhausted
-from core.wasm import shared
+from core.wasm import foreign, properties, shared
 from core.wasm.abi import BufferType, LogLevel, MapType, MetricType, Status, WasiErrno
+from core.wasm.metrics import MAX_NAME as MAX_METRIC_NAME
 from core.wasm.vm import _GuestExit
 from plugin_sdk import LocalReply
 
@@ -127,20 +130,6 @@ def deserialize_map(data: bytes) -> list[tuple[bytes, bytes]] | None:
         pos += vlen + 1
         pairs.append((key, value))
     return pairs
-
-
-# ---------------------------------------------------------------------- metrics
-
-
-@dataclass
-class Metric:
-    kind: MetricType
-    name: str
-    value: int = 0
-
-
-METRICS: dict[int, Metric] = {}
-_metric_ids: dict[tuple[int, str], int] = {}
 
 
 # ---------------------------------------------------------------------- streams
@@ -545,42 +534,12 @@ class Host:
     # -- properties
 
     def _property(self, path: bytes) -> bytes | None:
-        plugin = self.plugin
         stream = self.stream
         if stream is not None and path in stream.properties:
             return stream.properties[path]
-        fixed = {
-            b"plugin_name": plugin.plugin_name.encode(),
-            b"plugin_root_id": plugin.root_id_name.encode(),
-            b"plugin_vm_id": plugin.vm_id.encode(),
-        }
-        if path in fixed:
-            return fixed[path]
-        ctx = self._ctx()
-        if ctx is None:
-            return None
-        req = ctx.request
-        props: dict[bytes, Callable[[], bytes | None]] = {
-            b"request\0path": req.wire_target,
-            b"request\0url_path": lambda: req.path.encode("latin-1"),
-            b"request\0host": lambda: req.host.encode("latin-1"),
-            b"request\0method": lambda: req.method.encode(),
-            b"request\0scheme": lambda: ctx.scheme.encode(),
-            b"request\0protocol": lambda: f"HTTP/{req.version}".encode(),
-            b"request\0id": lambda: (req.headers.get("x-request-id") or "").encode() or None,
-            b"request\0headers": lambda: serialize_map(self._pairs(0) or []),
-            b"source\0address": lambda: f"{req.client_ip}:{req.client_port}".encode(),
-            b"source\0port": lambda: struct.pack("<q", req.client_port),
-            b"destination\0address": lambda: plugin.listen_address.encode(),
-            b"response\0code": lambda: (
-                struct.pack("<q", ctx.response.status) if ctx.response else None
-            ),
-            b"route_name": lambda: ctx.route.encode(),
-            b"cluster_name": lambda: ctx.upstream.encode(),
-            b"upstream\0name": lambda: ctx.upstream.encode(),
-        }
-        getter = props.get(path)
-        return getter() if getter is not None else None
+        return properties.lookup(
+            self.plugin, self._ctx(), path, lambda kind: serialize_map(self._pairs(kind) or [])
+        )
 
     def proxy_get_property(self, path_ptr: int, path_size: int, ptr_ptr: int, size_ptr: int) -> int:
         path = self._read(path_ptr, path_size)
@@ -722,44 +681,73 @@ class Host:
     # -- metrics
 
     def proxy_define_metric(self, kind: int, name_ptr: int, name_size: int, id_ptr: int) -> int:
+        if kind not in MetricType._value2member_map_:
+            return BAD_ARGUMENT
+        if not self.mem.in_bounds(name_ptr, name_size):
+            return BAD_MEMORY
+        if name_size > MAX_METRIC_NAME:
+            return self._exhausted("metrics")
         name = self._read(name_ptr, name_size)
         if name is None:
             return BAD_MEMORY
-        if kind not in MetricType._value2member_map_:
-            return BAD_ARGUMENT
-        key = (kind, name.decode("utf-8", "replace"))
-        mid = _metric_ids.get(key)
+        mid = self.plugin.metrics.define(kind, name.decode("utf-8", "replace"))
         if mid is None:
-            mid = len(_metric_ids) + 1
-            _metric_ids[key] = mid
-            METRICS[mid] = Metric(MetricType(kind), key[1])
+            return self._exhausted("metrics")
         return OK if self.mem.write_u32(id_ptr, mid) else BAD_MEMORY
 
     def proxy_increment_metric(self, mid: int, delta: int) -> int:
-        metric = METRICS.get(mid)
+        metric = self.plugin.metrics.get(mid)
         if metric is None:
             return NOT_FOUND
         delta = delta - (1 << 64) if delta >= 1 << 63 else delta
-        if metric.kind == MetricType.COUNTER and delta < 0:
+        if metric.kind == "histogram" or (metric.kind == "counter" and delta < 0):
             return BAD_ARGUMENT
         metric.value += delta
         return OK
 
     def proxy_record_metric(self, mid: int, value: int) -> int:
-        metric = METRICS.get(mid)
+        metric = self.plugin.metrics.get(mid)
         if metric is None:
             return NOT_FOUND
-        metric.value = value
+        value &= (1 << 64) - 1  # the ABI's value is a u64
+        if metric.kind == "counter":
+            metric.value += value
+        elif metric.kind == "gauge":
+            metric.value = value
+        else:
+            metric.observe(value)
         return OK
 
     def proxy_get_metric(self, mid: int, ptr: int) -> int:
-        metric = METRICS.get(mid)
+        metric = self.plugin.metrics.get(mid)
         if metric is None:
             return NOT_FOUND
-        return OK if self.mem.write_u64(ptr, metric.value) else BAD_MEMORY
+        if metric.kind == "histogram":
+            return BAD_ARGUMENT
+        return OK if self.mem.write_u64(ptr, metric.value & ((1 << 64) - 1)) else BAD_MEMORY
 
-    def proxy_call_foreign_function(self, *_args: int) -> int:
-        return NOT_FOUND
+    def proxy_call_foreign_function(
+        self,
+        name_ptr: int,
+        name_size: int,
+        args_ptr: int,
+        args_size: int,
+        ret_ptr_ptr: int,
+        ret_size_ptr: int,
+    ) -> int:
+        if not self.mem.in_bounds(args_ptr, args_size):
+            return BAD_MEMORY
+        if args_size > self.plugin.limits.max_buffer_bytes:
+            return self._exhausted("foreign")
+        name, args = self._read(name_ptr, name_size), self._read(args_ptr, args_size)
+        if name is None or args is None:
+            return BAD_MEMORY
+        status, result = foreign.call(name.decode("utf-8", "replace"), args, self.plugin.name)
+        if status != OK:
+            return status
+        if len(result) > self.plugin.limits.max_buffer_bytes:
+            return self._exhausted("foreign")
+        return self._return_bytes(result, ret_ptr_ptr, ret_size_ptr)
 
     # -- WASI preview 1 (both wasi_snapshot_preview1 and wasi_unstable)
 

@@ -37,7 +37,7 @@ from typing import Any
 
 import wasmtime
 
-from core.config import WasmLimits
+from core.config import Node, WasmLimits
 from core.errors import PluginError
 from core.metrics import count_wasm, count_wasm_throttled
 from core.upstream import UpstreamPool
@@ -46,6 +46,7 @@ from core.wasm.abi import ABI_MARKERS, HTTP_CALLBACKS
 from core.wasm.budget import Backoff, CpuBudget
 from core.wasm.callout import start_call
 from core.wasm.host import Host, Stream, resolver
+from core.wasm.metrics import FilterMetrics
 from core.wasm.sharing import Root, RootContexts, RootedStream
 from core.wasm.vm import Instance, WasmTrap, exported_markers
 from plugin_sdk import Context
@@ -80,8 +81,11 @@ class PluginVm(RootContexts):
         deadline_ms: int = 50,
         pause_timeout: float = 30.0,
         limits: WasmLimits | None = None,
+        properties: dict[str, Any] | None = None,
+        node: Node | None = None,
     ) -> None:
         self.name = name
+        self.node = node or Node()
         self.limits = limits = limits or WasmLimits()
         self.module: wasmtime.Module | None = module
         self.closed = False
@@ -98,7 +102,7 @@ class PluginVm(RootContexts):
         self.host = Host(self)
         self.instance: Instance | None = None
         self.root_id = 1  # the first plugin's root context
-        self.roots: dict[int, Root] = {1: Root(1, name, root_id, config)}
+        self.roots: dict[int, Root] = {1: Root(1, name, root_id, config, properties)}
         self.active = self.roots[1]  # the root context of the callback running
         self._ids = itertools.count(2)  # one id space for root and stream contexts
         self.tokens = itertools.count(1)  # proxy_http_call tokens
@@ -119,10 +123,12 @@ class PluginVm(RootContexts):
         self.shared = shared.attach(
             self.vm_id, self, max_shared=limits.max_shared_bytes, max_queue=limits.max_queue_bytes
         )
+        self.metrics = FilterMetrics(name, limits.max_metrics)
         try:
             self.instance = self._new_instance()
         except BaseException:
             shared.detach(self.shared, self)
+            self.metrics.close()
             raise
 
     # -- lifecycle
@@ -332,6 +338,7 @@ class PluginVm(RootContexts):
         self._drop_instance()
         if not self.closed:
             shared.detach(self.shared, self)
+            self.metrics.close()
         # The compiled module maps its code from the cache file (one fd each): let it go
         # now, even if something still holds this closed VM (an idle connection's last
         # request, say). A closed VM is never started again.

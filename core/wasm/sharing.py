@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from core.config import WasmLimits
 from core.errors import PluginError
@@ -31,13 +31,21 @@ if TYPE_CHECKING:
 class Root:
     """One plugin's root context in a VM."""
 
-    __slots__ = ("config", "context_id", "name", "root_id", "tick", "tick_ms")
+    __slots__ = ("config", "context_id", "name", "properties", "root_id", "tick", "tick_ms")
 
-    def __init__(self, context_id: int, name: str, root_id: str, config: bytes) -> None:
+    def __init__(
+        self,
+        context_id: int,
+        name: str,
+        root_id: str,
+        config: bytes,
+        properties: dict[str, Any] | None = None,
+    ) -> None:
         self.context_id = context_id
         self.name = name  # the filter's or service's name (the plugin_name property)
         self.root_id = root_id
         self.config = config
+        self.properties = properties or {}  # its own `properties` table (proxy_get_property)
         self.tick_ms = 0
         self.tick: asyncio.TimerHandle | None = None
 
@@ -86,6 +94,10 @@ class RootContexts:
     def plugin_name(self) -> str:
         return self.active.name
 
+    @property
+    def properties(self) -> dict[str, Any]:
+        return self.active.properties
+
     # -- starting and stopping root contexts
 
     def _start_root(self, inst: Instance, root: Root) -> None:
@@ -103,10 +115,12 @@ class RootContexts:
                 "returned false; see its log lines above)"
             )
 
-    def add_root(self, name: str, root_id: str, config: bytes) -> Root:
+    def add_root(
+        self, name: str, root_id: str, config: bytes, properties: dict[str, Any] | None = None
+    ) -> Root:
         """Start another plugin in this VM (a filter or service sharing its vm_id):
         a root context of its own, configured now; raises PluginError or WasmTrap."""
-        root = Root(next(self._ids), name, root_id, config)
+        root = Root(next(self._ids), name, root_id, config, properties)
         self.roots[root.context_id] = root
         inst = self.ensure()
         previous = self.active
