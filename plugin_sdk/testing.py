@@ -112,7 +112,7 @@ def make_wasm_filter(
     root_id: str = "",
     fail_open: bool = False,
     limits: dict[str, Any] | None = None,
-    bodies: Sequence[str] = (),
+    bodies: Sequence[str] | None = None,
     vm_config: str = "",
 ) -> FilterInstance:
     """A Proxy-Wasm filter (a ``.wasm`` file built with any Proxy-Wasm SDK), loaded by
@@ -133,7 +133,7 @@ def make_wasm_filter(
         root_id=root_id,
         fail_open=fail_open,
         limits=limits,
-        bodies=tuple(bodies),
+        bodies=None if bodies is None else tuple(bodies),
         vm_config=vm_config,
     )
     return inst

@@ -22,6 +22,7 @@ In gateway.toml::
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +107,7 @@ def build_wasm_filter(name: str, d: FilterDef, base_dir: Path, where: str) -> Fi
         )
     except (WasmLoadError, WasmTrap, PluginError) as exc:
         raise PluginError(f"{label}: {exc}") from None
-    flt = WasmFilter(vm, tuple(d.bodies), fail_open=d.fail == "open")
+    flt = WasmFilter(vm, None if d.bodies is None else tuple(d.bodies), fail_open=d.fail == "open")
     if manifest is not None and isinstance(manifest.get("config_schema"), dict):
         flt.config_schema = manifest["config_schema"]
     flt.name = name
@@ -126,7 +127,7 @@ def filter_for_testing(
     vm_config: str = "",
     fail_open: bool = False,
     limits: dict[str, Any] | None = None,
-    bodies: tuple[str, ...] = (),
+    bodies: Sequence[str] | None = None,
 ) -> FilterInstance:
     """A Proxy-Wasm filter for :mod:`plugin_sdk.testing` (the ``wasmgate.runtimes``
     entry point): the same loading, schema check and lifecycle as in the gateway."""
@@ -139,7 +140,7 @@ def filter_for_testing(
             "vm_config": vm_config,
             "fail": "open" if fail_open else "closed",
             "limits": limits or {},
-            "bodies": list(bodies),
+            "bodies": None if bodies is None else list(bodies),
         }
     )
     return build_wasm_filter(name or path.stem, d, path.parent, "test")
