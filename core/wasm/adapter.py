@@ -248,6 +248,10 @@ class WasmFilter(Filter[PluginConfig]):
             out = stream.body[side]
             stream.body[side] = None
             return out if isinstance(out, bytes) else bytes(out or b"")
+        held = stream.body[side]
+        if held is not None and len(held) > self.vm.limits.max_buffer_bytes:
+            stream.body[side] = None
+            raise BodyTooLarge(f"wasm filter {self.name!r} holds over max_buffer_bytes")
         if not end:  # StopIterationAndBuffer / AndWatermark: hold, and accumulate
             return b""
         self._hold_end(stream, side, resume)
