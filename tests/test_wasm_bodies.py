@@ -330,3 +330,34 @@ async def test_a_module_without_body_callbacks_gets_no_chunk_hook(
     assert gw2.gateway is not None
     chains = [r.chain for r in gw2.gateway.snapshot.router.routes if r.chain is not None]
     assert all(c.request_chunks and c.response_chunks for c in chains)
+
+
+# ---------------------------------------------------------------------- stopped at the end
+
+
+async def test_a_body_held_at_its_end_goes_on_after_proxy_continue_stream(
+    tmp_path: Path, streaming: StreamingUpstream, start_gateway: StartGateway
+) -> None:
+    gw = await start(start_gateway, tmp_path, streaming, "-", module="body_hold.wat")
+    async with aiohttp.ClientSession() as http, http.post(gw.url + "/echo", data=b"abcdef") as resp:
+        # the HTTP call's answer ("xxx") replaced the body the filter held
+        assert resp.status == 200
+        assert await resp.read() == b"xxx"
+    assert streaming.seen[-1]["body"] == b"xxx"
+    assert streaming.seen[-1]["headers"]["Content-Length"] == "3"  # type: ignore[index]
+
+
+async def test_a_body_held_forever_ends_at_pause_timeout(
+    tmp_path: Path, streaming: StreamingUpstream, start_gateway: StartGateway
+) -> None:
+    gw = await start(
+        start_gateway,
+        tmp_path,
+        streaming,
+        "h",
+        "limits = { pause_timeout = 0.3 }",
+        module="body_hold.wat",
+    )
+    async with aiohttp.ClientSession() as http, http.post(gw.url + "/echo", data=b"abcdef") as resp:
+        assert resp.status == 500  # fail_closed
+    assert not [s for s in streaming.seen if s["body"] == b"abcdef"]
