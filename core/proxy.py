@@ -956,7 +956,9 @@ class Exchange:
             return
         self.conn = None
         conn.endpoint.active -= 1
-        if self._resp_done and self._body_done and not self._client_gone:
+        # _fwd_done: a filter may still hold the end of the request body (the upstream
+        # answered early); that connection's request is unfinished and cannot be reused.
+        if self._resp_done and self._body_done and self._fwd_done and not self._client_gone:
             UpstreamPool.release(conn)
         else:
             conn.close()
@@ -995,9 +997,9 @@ class Exchange:
 
     def _on_try_timeout(self) -> None:
         self._timer = None
-        if not self._body_done:
-            # Still waiting on the client's body: a few stalled uploads must not eject a
-            # healthy upstream.
+        if not self._fwd_done:
+            # Still waiting on the client's body (or a filter holding its end): a few
+            # stalled uploads must not eject a healthy upstream.
             self.on_upstream_error(RequestBodyTimeout("the request body was not complete in time"))
             return
         self.on_upstream_error(UpstreamTimeout("no response from upstream in time"))

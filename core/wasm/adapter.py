@@ -70,6 +70,8 @@ class WasmFilter(Filter[PluginConfig]):
         # configuration opts out (`bodies` lists the directions to keep). A module that
         # exports none gets no chunk hook, so its chunks cost nothing.
         wants = {"request", "response"} if bodies is None else set(bodies)
+        if vm.root_only:  # no HTTP contexts: nothing to give bodies to
+            wants = set()
         self._told = ("request" in wants, "response" in wants)  # end_of_stream truthful
         if "request" in wants and _BODY_CALLBACKS[0] in exports:
             self.request_chunks = self._request_chunk
