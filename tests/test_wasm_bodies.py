@@ -59,7 +59,7 @@ class StreamingUpstream:
             await resp.prepare(request)
             await resp.write(b"hello ")
             await asyncio.wait_for(self.go_on.wait(), 5)
-            await resp.write(b"world")
+            await resp.write(b"world" if request.query.get("x") is None else b"X")
             await resp.write_eof()
             return resp
         if request.path in ("/parts", "/big"):  # pieces, chunked
@@ -73,6 +73,8 @@ class StreamingUpstream:
             return resp
         if request.path.startswith("/fixed/"):
             return web.Response(body=b"x" * int(request.path.rsplit("/", 1)[1]))
+        if request.path == "/x":
+            return web.Response(body=b"abcXdef")
         if request.path == "/empty":
             return web.Response(status=204)
         return web.Response(body=body)  # an echo of the request body
@@ -361,3 +363,39 @@ async def test_a_body_held_forever_ends_at_pause_timeout(
     async with aiohttp.ClientSession() as http, http.post(gw.url + "/echo", data=b"abcdef") as resp:
         assert resp.status == 500  # fail_closed
     assert not [s for s in streaming.seen if s["body"] == b"abcdef"]
+
+
+# ---------------------------------------------------------------------- local replies
+
+
+async def test_a_body_callback_answers_locally(
+    tmp_path: Path, streaming: StreamingUpstream, start_gateway: StartGateway
+) -> None:
+    gw = await start(start_gateway, tmp_path, streaming, "d")
+    async with aiohttp.ClientSession() as http:
+        async with http.post(gw.url + "/echo", data=b"abcXdef") as resp:
+            assert (resp.status, await resp.read()) == (403, b"blocked\n")
+        assert streaming.seen == []  # the head waited for the body: nothing went up
+        async with http.get(gw.url + "/x") as resp:  # the response head was not out yet
+            assert (resp.status, await resp.read()) == (403, b"blocked\n")
+        async with http.post(gw.url + "/echo", data=b"fine") as resp:
+            assert (resp.status, await resp.read()) == (200, b"fine")
+
+    # Mid-stream, after part of the body went on: the request is cut short, the client
+    # gets the reply.
+    reader, writer = await raw(gw.port)
+    writer.write(
+        b"POST /pieces-in HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
+    )
+    await asyncio.wait_for(streaming.first.wait(), 5)
+    writer.write(b"1\r\nX\r\n")
+    resp = await asyncio.wait_for(read_response(reader), 5)
+    writer.close()
+    assert (resp.status, resp.body) == (403, b"blocked\n")
+
+    # After the response head went out, only a broken connection can say it.
+    streaming.go_on.set()
+    async with aiohttp.ClientSession() as http, http.get(gw.url + "/slow?x=1") as got:
+        assert got.status == 200
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await got.read()

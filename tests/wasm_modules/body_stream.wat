@@ -11,6 +11,8 @@
 ;;      end_of_stream, Continue (the body grows by 4 bytes)
 ;;   s  buffers until end_of_stream, then replaces the body with "ok" the way the Go
 ;;      SDK's ReplaceHttp*Body does (start 0, length = the new body's length)
+;;   d  a chunk with an "X" in it gets a local response, 403 "blocked\n", and
+;;      StopIteration (as the Go SDK's SendHttpResponse is used); others Continue
 ;; In every mode the header callbacks add x-req-headers-eos (request) and
 ;; x-resp-headers-eos (response): the end_of_stream argument they got. Request body
 ;; callbacks work on HTTP_REQUEST_BODY (0) and add request headers; response ones on
@@ -22,6 +24,8 @@
     (func $set_buffer (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_add_header_map_value"
     (func $add_header (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_send_local_response"
+    (func $local_response (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
 
   (memory (export "memory") 1)
   (data (i32.const 16) "x-req-headers-eos")  ;; 17 bytes
@@ -29,6 +33,7 @@
   (data (i32.const 64) "x-body-total")  ;; 12 bytes
   (data (i32.const 80) "x-body-calls")  ;; 12 bytes
   (data (i32.const 96) "<<>>ok")  ;; 6 bytes
+  (data (i32.const 112) "blocked\n")  ;; 8 bytes
   ;; 4096: u32 returned ptr, 4100: u32 returned size, 4104/4108: body callbacks per
   ;; direction, 4200..: decimal scratch, 16384..: heap.
 
@@ -115,6 +120,24 @@
                           (local.get $p) (local.get $n))
       (then (unreachable))))
 
+  ;; Whether buffer $kind (its $size bytes) holds an "X".
+  (func $has_x (param $kind i32) (param $size i32) (result i32)
+    (local $p i32) (local $n i32) (local $i i32)
+    (if (i32.eqz (local.get $size)) (then (return (i32.const 0))))
+    (if (call $get_buffer (local.get $kind) (i32.const 0) (local.get $size)
+                          (i32.const 4096) (i32.const 4100))
+      (then (unreachable)))
+    (local.set $p (i32.load (i32.const 4096)))
+    (local.set $n (i32.load (i32.const 4100)))
+    (block $done
+      (loop $each
+        (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+        (if (i32.eq (i32.load8_u (i32.add (local.get $p) (local.get $i))) (i32.const 88))
+          (then (return (i32.const 1))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $each)))
+    (i32.const 0))
+
   (func $body (param $kind i32) (param $size i32) (param $eos i32) (result i32)
     (local $calls i32) (local $map i32)
     (local.set $map (i32.shl (local.get $kind) (i32.const 1)))
@@ -142,6 +165,15 @@
           (then
             (if (call $set_buffer (local.get $kind) (local.get $size) (i32.const 0) (i32.const 98) (i32.const 2))
               (then (unreachable)))))
+        (return (i32.const 0))))
+    (if (i32.eq (global.get $mode) (i32.const 100))  ;; d
+      (then
+        (if (call $has_x (local.get $kind) (local.get $size))
+          (then
+            (drop (call $local_response (i32.const 403) (i32.const 0) (i32.const 0)
+                                        (i32.const 112) (i32.const 8) (i32.const 0) (i32.const 0)
+                                        (i32.const -1)))
+            (return (i32.const 1))))
         (return (i32.const 0))))
     (if (i32.eq (global.get $mode) (i32.const 115))  ;; s
       (then
