@@ -477,6 +477,8 @@ class Exchange:
             pipe.feed(chunk, self._body_done and i == len(raw))
         if self._body_done:
             pipe.feed(b"", True)  # (nothing, when the last chunk said it)
+        if self._abandoned:  # a filter answered already
+            raise Abandon
         if self._body_buffered <= self._buffer_limit:
             self.client.resume(PAUSE_BUFFER)
         if not (pipe.emitted or pipe.ended):
@@ -598,9 +600,9 @@ class Exchange:
         self.status = head.status
         parts = [status_line(head.status)]
         if filtered:
-            # The body streams unchanged past response filters, so its framing is the
-            # gateway's: whatever a filter did to Content-Length (or added as
-            # Transfer-Encoding), the upstream's length goes out again.
+            # The body's framing is the gateway's: whatever a filter did to Content-Length
+            # (or added as Transfer-Encoding), the upstream's length goes out again, or,
+            # past body callbacks, the length of what they let through (or chunks).
             for name, value in head.headers.raw:
                 if len(name) in (14, 17) and name.lower() in _FRAMING:
                     continue
