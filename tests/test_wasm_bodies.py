@@ -399,3 +399,30 @@ async def test_a_body_callback_answers_locally(
         assert got.status == 200
         with pytest.raises(aiohttp.ClientPayloadError):
             await got.read()
+
+
+async def test_with_a_python_filter_that_buffers_the_body_callbacks_get_it_whole(
+    tmp_path: Path, streaming: StreamingUpstream, start_gateway: StartGateway
+) -> None:
+    path = wasm_file(tmp_path, "body_stream.wat")
+    gw = await start_gateway(
+        gateway_toml(
+            {"v1": [streaming.address]},
+            f"""
+[filters.w]
+wasm = "{path}"
+vm_config = "a"
+
+[[routes]]
+name = "both"
+upstream = "v1"
+filters = ["body-upper", "w"]
+""",
+        )
+    )
+    async with aiohttp.ClientSession() as http, http.post(gw.url + "/echo", data=b"abc") as resp:
+        # request: upper-cased whole, then "<<", ">>" in one call; the echo comes back
+        # through the callback (in one call again) and is upper-cased after it
+        assert await resp.read() == b"<<<<ABC>>>>"
+        assert resp.headers["content-length"] == "11"
+    assert streaming.seen[-1]["body"] == b"<<ABC>>"
