@@ -421,6 +421,7 @@ class Exchange:
         if pipe is not None:
             # The last bytes of a body of known length carry end_of_stream, as in Envoy.
             length = self.req.content_length
+            self._last_read = self.client.loop.time()
             pipe.feed(data, length is not None and self.bytes_in >= length)
         else:
             self._send_body(data)
@@ -482,13 +483,20 @@ class Exchange:
         if self._body_buffered <= self._buffer_limit:
             self.client.resume(PAUSE_BUFFER)
         if not (pipe.emitted or pipe.ended):
+            self._last_read = self.client.loop.time()
             self._arm(self.client.limits.idle_timeout, self._on_body_wait_timeout)
             while not (pipe.emitted or pipe.ended):
                 await self._wait()
             self._cancel_timer()
 
     def _on_body_wait_timeout(self) -> None:
+        """The client sent no body for idle_timeout while the filters hold what came."""
         self._timer = None
+        limit = self.client.limits.idle_timeout
+        idle = self.client.loop.time() - self._last_read
+        if idle < limit:
+            self._arm(limit - idle, self._on_body_wait_timeout)
+            return
         self.refuse_body(408, "request body timeout")
 
     def _piped_request(self, data: bytes, end: bool) -> None:

@@ -426,3 +426,43 @@ filters = ["body-upper", "w"]
         assert await resp.read() == b"<<<<ABC>>>>"
         assert resp.headers["content-length"] == "11"
     assert streaming.seen[-1]["body"] == b"<<ABC>>"
+
+
+async def test_a_held_request_body_times_out_only_when_the_client_stalls(
+    tmp_path: Path, streaming: StreamingUpstream, start_gateway: StartGateway
+) -> None:
+    path = wasm_file(tmp_path, "body_stream.wat")
+    gw = await start_gateway(
+        gateway_toml(
+            {"v1": [streaming.address]},
+            f"""
+[filters.w]
+wasm = "{path}"
+vm_config = "b"
+
+[[routes]]
+name = "wasm"
+upstream = "v1"
+filters = ["w"]
+""",
+            server="[server.limits]\nidle_timeout = 0.5",
+        )
+    )
+    head = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    # Steady: a piece every 0.2 s for over a second, all held by the filter until the end.
+    reader, writer = await raw(gw.port)
+    writer.write(head)
+    for _ in range(6):
+        writer.write(b"1\r\na\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.2)
+    writer.write(b"0\r\n\r\n")
+    resp = await asyncio.wait_for(read_response(reader), 5)
+    writer.close()
+    assert (resp.status, resp.body) == (200, b"AAAAAA")
+    # Stalled: one piece, then nothing.
+    reader, writer = await raw(gw.port)
+    writer.write(head + b"1\r\na\r\n")
+    resp = await asyncio.wait_for(read_response(reader), 5)
+    writer.close()
+    assert resp.status == 408
