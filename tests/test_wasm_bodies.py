@@ -466,3 +466,22 @@ filters = ["w"]
     resp = await asyncio.wait_for(read_response(reader), 5)
     writer.close()
     assert resp.status == 408
+
+
+async def test_header_stop_iteration_with_a_body_to_come_waits_for_the_body_callbacks(
+    tmp_path: Path, streaming: StreamingUpstream, start_gateway: StartGateway
+) -> None:
+    # As in Envoy (and as Higress wasm-go filters expect): the body callbacks still come
+    # to a filter whose header callback stopped, and their Continue lets all go on.
+    gw = await start(start_gateway, tmp_path, streaming, "p", "limits = { pause_timeout = 2.0 }")
+    async with aiohttp.ClientSession() as http:
+        async with http.post(gw.url + "/echo", data=b"abc") as resp:
+            assert resp.status == 200
+            assert await resp.read() == b"ABC"
+            assert resp.headers["x-body-total"] == "3"  # set by the response body callback
+        assert streaming.seen[-1]["headers"]["x-body-total"] == "3"  # type: ignore[index]
+        async with http.get(gw.url + "/parts") as resp:
+            assert await resp.read() == b"ONE TWO THREE"
+        # No body to come: a stop waits for proxy_continue_stream, as before (none here).
+        async with http.get(gw.url + "/empty") as resp:
+            assert resp.status == 204

@@ -14,8 +14,9 @@ last. ``Continue`` passes the chunk on (with what ``proxy_set_buffer_bytes`` mad
 it); ``StopIterationAndBuffer`` / ``StopIterationAndWatermark`` hold it, and the next
 call gets the accumulation (bounded by ``limits.max_buffer_bytes``); stopping on the
 last chunk keeps the body until ``proxy_continue_stream`` (or ``pause_timeout``). The
-header callbacks get ``end_of_stream = false`` when a body follows. When a Python
-filter on the route buffered the whole body, the body callback gets it whole, once.
+header callbacks get ``end_of_stream = false`` when a body follows; one that stops
+then does not wait: the body callbacks decide, as in Envoy. When a Python filter on
+the route buffered the whole body, the body callback gets it whole, once.
 
 When the plugin cannot run (over its CPU budget, or backing off before a rebuild)
 a request gets the filter's fail strategy without a call into the guest: skipped
@@ -45,6 +46,9 @@ from plugin_sdk.chain import reply_response
 from plugin_sdk.filter import ChunkResult, ChunkResume, maybe_async
 
 _BODY_CALLBACKS = ("proxy_on_request_body", "proxy_on_response_body")
+# What a header callback may return to stop: StopIteration (1), and StopAllIteration
+# AndBuffer / AndWatermark (3, 4: the body waits too).
+_STOPS = frozenset({Action.PAUSE, 3, 4})
 
 
 class WasmFilter(Filter[PluginConfig]):
@@ -155,7 +159,11 @@ class WasmFilter(Filter[PluginConfig]):
         has_body = self._told[0] and bool(getattr(req, "has_body", False) or req.body)
         n = len(req.headers) + 4
         action = self.vm.call(stream, "proxy_on_request_headers", stream.id, n, int(not has_body))
-        if action == Action.PAUSE and stream.local_reply is None:
+        if action in _STOPS and stream.local_reply is None:
+            if action == Action.PAUSE and has_body and self.request_chunks is not None:
+                # Envoy's StopIteration with a body to come: the body callbacks still
+                # come, and what they return decides (the head waits for them here).
+                return None if req.body is None else self._request_body(stream)
             return self._request_paused(stream)  # the rare case: a coroutine to await
         if stream.local_reply is None and self.request_chunks and req.body is not None:
             return self._request_body(stream)  # a Python filter buffered it: whole, once
@@ -187,9 +195,12 @@ class WasmFilter(Filter[PluginConfig]):
         action = self.vm.call(
             stream, "proxy_on_response_headers", stream.id, len(resp.headers) + 1, eos
         )
+        stopped = action in _STOPS and stream.local_reply is None
+        if stopped and action == Action.PAUSE and not eos and self.response_chunks is not None:
+            stopped = False  # as for requests: the body callbacks decide
         whole = whole and self.response_chunks is not None
-        if (action == Action.PAUSE and stream.local_reply is None) or whole:
-            return self._response_rest(stream, action)  # waits, or the body callback
+        if stopped or whole:  # waits, or the body callback
+            return self._response_rest(stream, Action.PAUSE if stopped else Action.CONTINUE)
         if stream.local_reply is not None:
             ctx.response = reply_response(stream.local_reply)
         return None
@@ -235,8 +246,10 @@ class WasmFilter(Filter[PluginConfig]):
             if len(buf) > self.vm.limits.max_buffer_bytes:
                 stream.body[side] = None
                 raise BodyTooLarge(f"wasm filter {self.name!r} holds over max_buffer_bytes")
+        if stream.local_reply is not None:  # from an HTTP call's answer or a tick meanwhile
+            stream.body[side] = None
+            return stream.local_reply
         stream.body[side] = buf
-        stream.local_reply = None
         try:
             action = self.vm.call(stream, _BODY_CALLBACKS[side], stream.id, len(buf), int(end))
         except Exception as exc:

@@ -11,6 +11,8 @@
 ;;      end_of_stream, Continue (the body grows by 4 bytes)
 ;;   s  buffers until end_of_stream, then replaces the body with "ok" the way the Go
 ;;      SDK's ReplaceHttp*Body does (start 0, length = the new body's length)
+;;   p  as b, and the header callbacks return StopIteration (1) when a body follows
+;;      (Higress wasm-go's HeaderStopIteration: hold the headers, process the body)
 ;;   d  a chunk with an "X" in it gets a local response, 403 "blocked\n", and
 ;;      StopIteration (as the Go SDK's SendHttpResponse is used); others Continue
 ;; In every mode the header callbacks add x-req-headers-eos (request) and
@@ -93,10 +95,12 @@
 
   (func (export "proxy_on_request_headers") (param i32) (param i32) (param $eos i32) (result i32)
     (call $num (i32.const 0) (i32.const 16) (i32.const 17) (local.get $eos))
-    (i32.const 0))
+    (call $header_action (local.get $eos)))
   (func (export "proxy_on_response_headers") (param i32) (param i32) (param $eos i32) (result i32)
     (call $num (i32.const 2) (i32.const 40) (i32.const 18) (local.get $eos))
-    (i32.const 0))
+    (call $header_action (local.get $eos)))
+  (func $header_action (param $eos i32) (result i32)
+    (i32.and (i32.eq (global.get $mode) (i32.const 112)) (i32.eqz (local.get $eos))))
 
   ;; Upper-cases buffer $kind (its $size bytes) and sets it back with length $len.
   (func $upper (param $kind i32) (param $size i32) (param $len i32)
@@ -147,7 +151,8 @@
     (if (i32.eq (global.get $mode) (i32.const 117))  ;; u
       (then (call $upper (local.get $kind) (local.get $size) (local.get $size))
             (return (i32.const 0))))
-    (if (i32.eq (global.get $mode) (i32.const 98))  ;; b
+    (if (i32.or (i32.eq (global.get $mode) (i32.const 98))  ;; b
+                (i32.eq (global.get $mode) (i32.const 112)))  ;; p
       (then
         (if (i32.eqz (local.get $eos)) (then (return (i32.const 1))))
         (call $upper (local.get $kind) (local.get $size) (i32.const 1))
