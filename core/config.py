@@ -553,10 +553,11 @@ class FilterDef(Model):
         "closed", description="If it raises: 'closed' answers 500, 'open' skips the filter."
     )
     root_id: str = Field("", description="Wasm: the root context id the module registers.")
-    bodies: list[Literal["request", "response"]] = Field(
-        default_factory=list,
-        description="Wasm: bodies to give the filter (buffered up to max_buffer_bytes, "
-        "delivered whole with end_of_stream); others stream past it.",
+    bodies: list[Literal["request", "response"]] | None = Field(
+        None,
+        description="Wasm: an opt-out. Unset, the module's body callbacks get every body "
+        "chunk by chunk as it streams (as in Envoy); a list keeps only the bodies it "
+        "names ([] none: bodies then stream past the filter, untouched).",
     )
     vm_config: str | dict[str, Any] = Field(
         "",

@@ -12,6 +12,14 @@ any method; after a reset, timeout, 502 or 503 before the response head for
 idempotent methods only (also on a reused keep-alive connection the upstream closed:
 a POST that reached the upstream may have been acted on); and never once a part of
 a request body that cannot be replayed has been sent.
+
+Filters that take body chunks as they stream (a Proxy-Wasm module's body callbacks)
+get them through a :class:`~core.bodies.BodyPipe` per direction, set up once the
+filters' header phase ran; the proxy forwards what comes out of it. The message head
+waits for the pipe's first bytes (or its end), so a filter that holds the body may
+still change the headers; the forwarded body is then framed by the gateway: with its
+exact ``Content-Length`` when the whole of it came out before the head went, else
+chunked (or, to an HTTP/1.0 client, delimited by closing the connection).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
+from core.bodies import BodyPipe
 from core.errors import (
     NoHealthyUpstream,
     RequestBodyTimeout,
@@ -65,16 +74,21 @@ class Exchange:
         "_buffer_limit",
         "_client_gone",
         "_collect",
+        "_fwd_done",
         "_head",
         "_head_at",
         "_last_read",
         "_ran",
         "_rechunk",
         "_replied",
+        "_req_pipe",
         "_resp_buffer",
         "_resp_buffered",
         "_resp_done",
         "_resp_paused",
+        "_resp_pipe",
+        "_resp_reply",
+        "_resp_seen",
         "_sent_at",
         "_streaming",
         "_timer",
@@ -117,6 +131,11 @@ class Exchange:
         self._body_buffer: list[bytes] = []
         self._body_buffered = 0
         self._body_done = not req.has_body
+        self._fwd_done = self._body_done  # the body's end went (or may go) upstream
+        self._req_pipe: BodyPipe | None = None
+        self._resp_pipe: BodyPipe | None = None
+        self._resp_reply: LocalReply | None = None
+        self._resp_seen = 0  # response body bytes fed to the filters
         self._body_limit = client.max_body_bytes  # the route's own once it is known
         self._body_sent = False
         self._client_gone = False
@@ -168,6 +187,9 @@ class Exchange:
                 self.client.abort()
         finally:
             self._cancel_timer()
+            for pipe in (self._req_pipe, self._resp_pipe):
+                if pipe is not None:
+                    pipe.close()
             self._finish_upstream()
             if not self._body_done:
                 self.keep_alive = False  # unread body would be taken for the next request
@@ -221,6 +243,8 @@ class Exchange:
                 self._ran = len(chain.filters)
             if req.body is not None:
                 self._reframe_request_body(req.body)
+            elif chain.request_chunks and req.has_body:
+                await self._open_request_pipe(chain, ctx)
             upstream = ctx.upstream
         pool = snap.pools.get(upstream)
         if pool is None:
@@ -342,7 +366,10 @@ class Exchange:
             host,
             b"\r\n",
         ]
+        piped = self._req_pipe is not None
         for name, value in req.headers.raw:
+            if piped and len(name) in (14, 17) and name.lower() in _FRAMING:
+                continue  # the filters' body has its own length
             parts += (name, b": ", value, b"\r\n")
         client_ip, xff, xfp, xfh = snap.forwarded(req)
         parts += (
@@ -355,6 +382,13 @@ class Exchange:
             parts.append(self.client.cert_headers)
         if req.upgrade is not None:
             parts += (b"Connection: upgrade\r\nUpgrade: ", req.upgrade, b"\r\n\r\n")
+        elif piped:
+            # All of the filtered body is here: its exact length; else chunks as they come.
+            req.chunked = not self._fwd_done
+            if req.chunked:
+                parts.append(b"Transfer-Encoding: chunked\r\n\r\n")
+            else:
+                parts.append(b"Content-Length: %d\r\n\r\n" % self._body_buffered)
         elif req.chunked:
             parts.append(b"Transfer-Encoding: chunked\r\n\r\n")
         else:
@@ -366,7 +400,7 @@ class Exchange:
             self._body_buffered = 0
             self._body_sent = True
             self.client.resume(PAUSE_BUFFER)
-        if self._body_done and req.chunked:
+        if self._fwd_done and req.chunked:
             parts.append(b"0\r\n\r\n")
         conn.write(b"".join(parts))
 
@@ -383,6 +417,17 @@ class Exchange:
         if limit and self.bytes_in > limit:
             self._request_too_large()
             return
+        pipe = self._req_pipe
+        if pipe is not None:
+            # The last bytes of a body of known length carry end_of_stream, as in Envoy.
+            length = self.req.content_length
+            self._last_read = self.client.loop.time()
+            pipe.feed(data, length is not None and self.bytes_in >= length)
+        else:
+            self._send_body(data)
+
+    def _send_body(self, data: bytes) -> None:
+        """Forward request body bytes, or keep them until the head goes upstream."""
         conn = self.conn
         if conn is not None and not conn.closed:
             assert conn.transport is not None
@@ -404,9 +449,75 @@ class Exchange:
 
     def on_request_end(self) -> None:
         self._body_done = True
+        pipe = self._req_pipe
+        if pipe is not None:
+            pipe.feed(b"", True)
+        else:
+            self._end_body()
+        self._wake()
+
+    def _end_body(self) -> None:
+        self._fwd_done = True
         conn = self.conn
         if self.req.chunked and conn is not None and not conn.closed and not self._abandoned:
             conn.write(b"0\r\n\r\n")
+
+    async def _open_request_pipe(self, chain: Chain, ctx: Context) -> None:
+        """Send the request body through the filters that take it as it streams."""
+        stages = [(inst, hook) for pos, inst, hook in chain.request_chunks if pos <= self._ran]
+        if not stages:
+            return
+        pipe = self._req_pipe = BodyPipe(
+            ctx, stages, self._piped_request, self._request_reply, response=False
+        )
+        self._fwd_done = False
+        raw = self._body_buffer
+        self._body_buffer = []
+        self._body_buffered = 0
+        for i, chunk in enumerate(raw, 1):
+            pipe.feed(chunk, self._body_done and i == len(raw))
+        if self._body_done:
+            pipe.feed(b"", True)  # (nothing, when the last chunk said it)
+        if self._abandoned:  # a filter answered already
+            raise Abandon
+        if self._body_buffered <= self._buffer_limit:
+            self.client.resume(PAUSE_BUFFER)
+        if not (pipe.emitted or pipe.ended):
+            self._last_read = self.client.loop.time()
+            self._arm(self.client.limits.idle_timeout, self._on_body_wait_timeout)
+            while not (pipe.emitted or pipe.ended):
+                await self._wait()
+            self._cancel_timer()
+
+    def _on_body_wait_timeout(self) -> None:
+        """The client sent no body for idle_timeout while the filters hold what came."""
+        self._timer = None
+        limit = self.client.limits.idle_timeout
+        idle = self.client.loop.time() - self._last_read
+        if idle < limit:
+            self._arm(limit - idle, self._on_body_wait_timeout)
+            return
+        self.refuse_body(408, "request body timeout")
+
+    def _piped_request(self, data: bytes, end: bool) -> None:
+        if data:
+            self._send_body(data)
+        if end:
+            self._end_body()
+        self._wake()
+
+    def _request_reply(self, reply: LocalReply) -> None:
+        """A filter answered from a body callback: the reply goes out, nothing more in."""
+        self.reason = "local reply"
+        self._abandoned = True
+        self._drop_upstream()
+        self.keep_alive = False
+        if self._replied:
+            self.client.abort()
+        else:
+            headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in reply.header_pairs()]
+            self._write_reply(reply.status, headers, reply.body_bytes())
+            self.client.pause(PAUSE_BUFFER)
         self._wake()
 
     async def _collect_request_body(self) -> None:
@@ -476,19 +587,36 @@ class Exchange:
             filtered = True
         else:
             filtered = False
-        self.status = head.status
         no_body = req.method == "HEAD" or head.status in (204, 304)
+        length = head.content_length
+        pipe = None
+        if filtered and chain is not None and chain.response_chunks and not no_body:
+            if length != 0 and not head.codings:
+                pipe = await self._open_response_pipe(chain)
+                if self._replied:
+                    return
+            if self._resp_reply is not None:  # a body callback answered instead
+                reply = self._resp_reply
+                self._resp_done = True
+                headers = [
+                    (n.encode("latin-1"), v.encode("latin-1")) for n, v in reply.header_pairs()
+                ]
+                self._write_reply(reply.status, headers, reply.body_bytes())
+                return
+            if pipe is not None:
+                length = sum(map(len, self._resp_buffer)) if pipe.ended else None
+        self.status = head.status
         parts = [status_line(head.status)]
         if filtered:
-            # The body streams unchanged past response filters, so its framing is the
-            # gateway's: whatever a filter did to Content-Length (or added as
-            # Transfer-Encoding), the upstream's length goes out again.
+            # The body's framing is the gateway's: whatever a filter did to Content-Length
+            # (or added as Transfer-Encoding), the upstream's length goes out again, or,
+            # past body callbacks, the length of what they let through (or chunks).
             for name, value in head.headers.raw:
                 if len(name) in (14, 17) and name.lower() in _FRAMING:
                     continue
                 parts += (name, b": ", value, b"\r\n")
-            if head.content_length is not None:
-                parts.append(b"Content-Length: %d\r\n" % head.content_length)
+            if length is not None:
+                parts.append(b"Content-Length: %d\r\n" % length)
         else:
             for name, value in head.headers.raw:
                 parts += (name, b": ", value, b"\r\n")
@@ -501,7 +629,7 @@ class Exchange:
                 return
             self._rechunk = True
             parts += (b"Transfer-Encoding: ", head.codings, b", chunked\r\n")
-        elif not no_body and head.content_length is None:
+        elif not no_body and length is None:
             if req.version == "1.1" and self.keep_alive:
                 self._rechunk = True
                 parts.append(b"Transfer-Encoding: chunked\r\n")
@@ -520,17 +648,20 @@ class Exchange:
             parts.extend(self._resp_frame(chunk))
         self._resp_buffer = []
         self._resp_buffered = 0
-        if self._resp_done and self._rechunk:
+        if (self._resp_done if pipe is None else pipe.ended) and self._rechunk:
             parts.append(b"0\r\n\r\n")
         self.client.write(b"".join(parts))
         self._replied = True
         self._streaming = True
         if self._resp_paused and not self.client.write_paused:
             self._resume_upstream()
-        if not self._resp_done:
+        if not (self._resp_done if pipe is None else pipe.ended):
             self._last_read = self.client.loop.time()
             self._arm(self.pool.cfg.read_timeout if self.pool else 60.0, self._on_read_timeout)
-            while not self._resp_done and self._upstream_error is None:
+            while (
+                not (self._resp_done if pipe is None else pipe.ended)
+                and self._upstream_error is None
+            ):
                 await self._wait()
             self._cancel_timer()
             if self._upstream_error is not None:
@@ -594,7 +725,83 @@ class Exchange:
         self._head_at = time.monotonic()
         self._wake()
 
+    async def _open_response_pipe(self, chain: Chain) -> BodyPipe | None:
+        """Send the response body through the filters that take it as it streams; the
+        head waits for the first bytes out of them (or the end, or their reply)."""
+        assert self.ctx is not None and self.pool is not None
+        stages = [(inst, hook) for pos, inst, hook in chain.response_chunks if pos <= self._ran]
+        if not stages:
+            return None
+        pipe = self._resp_pipe = BodyPipe(
+            self.ctx, stages, self._piped_response, self._response_reply, response=True
+        )
+        raw = self._resp_buffer
+        self._resp_buffer = []
+        self._resp_buffered = 0
+        self._resp_seen = 0
+        for i, chunk in enumerate(raw, 1):
+            self._resp_seen += len(chunk)
+            pipe.feed(chunk, self._resp_ends(i == len(raw)))
+        if self._resp_done:
+            pipe.feed(b"", True)
+        if self._resp_buffered <= BUFFER_LIMIT and not self.client.write_paused:
+            self._resume_upstream()
+        if not (pipe.emitted or pipe.ended or pipe.stopped):
+            self._last_read = self.client.loop.time()
+            self._arm(self.pool.cfg.read_timeout, self._on_read_timeout)
+            while not (pipe.emitted or pipe.ended or pipe.stopped):
+                if self._upstream_error is not None:
+                    self._cancel_timer()
+                    exc = self._upstream_error
+                    self._drop_upstream()
+                    await self._fail(exc)
+                    return None  # answered: a 502 or the like
+                await self._wait()
+            self._cancel_timer()
+        return pipe
+
+    def _resp_ends(self, last_read: bool) -> bool:
+        """Whether the response body bytes seen so far are all of it."""
+        if self._resp_done:
+            return last_read
+        head = self._head
+        length = head.content_length if head is not None else None
+        return length is not None and self._resp_seen >= length
+
+    def _piped_response(self, data: bytes, end: bool) -> None:
+        if self._streaming:
+            if data:
+                self.bytes_out += len(data)
+                if self._rechunk:
+                    self.client.writelines([b"%x\r\n" % len(data), data, b"\r\n"])
+                else:
+                    self.client.write(data)
+            if end and self._rechunk:
+                self.client.write(b"0\r\n\r\n")
+        elif data:  # the head is not out yet
+            self._resp_buffer.append(data)
+            self._resp_buffered += len(data)
+            if self._resp_buffered > BUFFER_LIMIT:
+                self._pause_upstream()
+        self._wake()
+
+    def _response_reply(self, reply: LocalReply) -> None:
+        """A filter answered from a response body callback."""
+        self._resp_reply = reply
+        self.reason = "local reply"
+        self._drop_upstream()
+        if self._replied:  # the head is out: only a broken connection can say it
+            self._abandoned = True
+            self.client.abort()
+        self._wake()
+
     def on_response_body(self, data: bytes) -> None:
+        pipe = self._resp_pipe
+        if pipe is not None:
+            self._last_read = self.client.loop.time()
+            self._resp_seen += len(data)
+            pipe.feed(data, self._resp_ends(True))
+            return
         if self._streaming:
             self.bytes_out += len(data)
             self._last_read = self.client.loop.time()
@@ -614,7 +821,10 @@ class Exchange:
 
     def on_response_end(self) -> None:
         self._resp_done = True
-        if self._streaming and self._rechunk:
+        pipe = self._resp_pipe
+        if pipe is not None:
+            pipe.feed(b"", True)
+        elif self._streaming and self._rechunk:
             self.client.write(b"0\r\n\r\n")
         self._wake()
 
@@ -756,7 +966,9 @@ class Exchange:
             return
         self.conn = None
         conn.endpoint.active -= 1
-        if self._resp_done and self._body_done and not self._client_gone:
+        # _fwd_done: a filter may still hold the end of the request body (the upstream
+        # answered early); that connection's request is unfinished and cannot be reused.
+        if self._resp_done and self._body_done and self._fwd_done and not self._client_gone:
             UpstreamPool.release(conn)
         else:
             conn.close()
@@ -795,9 +1007,9 @@ class Exchange:
 
     def _on_try_timeout(self) -> None:
         self._timer = None
-        if not self._body_done:
-            # Still waiting on the client's body: a few stalled uploads must not eject a
-            # healthy upstream.
+        if not self._fwd_done:
+            # Still waiting on the client's body (or a filter holding its end): a few
+            # stalled uploads must not eject a healthy upstream.
             self.on_upstream_error(RequestBodyTimeout("the request body was not complete in time"))
             return
         self.on_upstream_error(UpstreamTimeout("no response from upstream in time"))

@@ -142,8 +142,10 @@ class Chain:
         "filters",
         "logs",
         "request_body",
+        "request_chunks",
         "requests",
         "response_body",
+        "response_chunks",
         "responses",
         "run_request_sync",
         "run_response_sync",
@@ -171,6 +173,19 @@ class Chain:
         self.logs = bool(self._logs)
         self.request_body = any(f.filter.request_body for f in self.filters)
         self.response_body = any(f.filter.response_body for f in self.filters)
+        #: (position in the chain, instance, hook) of the filters that take body chunks
+        #: as they stream (Filter.request_chunks / response_chunks), in the order the
+        #: chunks pass them: requests in chain order, responses in reverse.
+        self.request_chunks = tuple(
+            (i + 1, f, hook)
+            for i, f in enumerate(self.filters)
+            if (hook := getattr(f.filter, "request_chunks", None)) is not None
+        )
+        self.response_chunks = tuple(
+            (i + 1, f, hook)
+            for i, f in reversed(list(enumerate(self.filters)))
+            if (hook := getattr(f.filter, "response_chunks", None)) is not None
+        )
         # When no phase awaits, the gateway calls the *_sync runners: no coroutine.
         self.sync_requests = not any(awaits for *_, awaits in self._requests)
         self.sync_responses = not any(awaits for *_, awaits in self._responses)

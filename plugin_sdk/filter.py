@@ -43,6 +43,14 @@ CONTINUE = None
 RequestResult = LocalReply | None | Awaitable[LocalReply | None]
 PhaseResult = None | Awaitable[None]
 
+#: What a body-chunk hook returns: the bytes that go on (possibly empty: the hook
+#: holds them), a LocalReply to stop the exchange, or None: held at the end of the
+#: body until the hook calls its ``resume`` argument (with the bytes, a LocalReply or
+#: the exception that stopped it).
+ChunkResult = bytes | LocalReply | None
+ChunkResume = Callable[[bytes | LocalReply | Exception], None]
+ChunkHook = Callable[["Context", bytes, bool, ChunkResume], ChunkResult]
+
 
 class Filter(Generic[ConfigT]):
     """Base class of Python filters.
@@ -62,6 +70,12 @@ class Filter(Generic[ConfigT]):
     An instance may set ``skip_phases`` in ``__init__`` to phases its config makes
     no-ops (``{"on_response"}`` for a filter configured to touch requests only):
     the gateway then does not call them at all.
+
+    ``request_chunks`` / ``response_chunks`` are for runtime adapters (the Proxy-Wasm
+    one), not for Python plugins (those use ``request_body``): a :data:`ChunkHook` the
+    gateway calls for every body chunk as it streams, ``(ctx, chunk, end, resume)``,
+    after the filter's ``on_request`` (``on_response``) ran for the exchange; requests
+    in chain order, responses in reverse. None (the default) costs nothing per chunk.
     """
 
     Config: ClassVar[type[PluginConfig]] = PluginConfig
@@ -78,6 +92,8 @@ class Filter(Generic[ConfigT]):
         self.name: str = ""
         self.plugin: str = ""
         self.skip_phases: set[str] = set()
+        self.request_chunks: ChunkHook | None = None
+        self.response_chunks: ChunkHook | None = None
 
     def on_request(self, ctx: Context) -> RequestResult:
         """Request phase: inspect or change ``ctx.request``, choose ``ctx.upstream``.

@@ -112,7 +112,7 @@ def make_wasm_filter(
     root_id: str = "",
     fail_open: bool = False,
     limits: dict[str, Any] | None = None,
-    bodies: Sequence[str] = (),
+    bodies: Sequence[str] | None = None,
     vm_config: str | dict[str, Any] = "",
     properties: dict[str, Any] | None = None,
 ) -> FilterInstance:
@@ -137,7 +137,7 @@ def make_wasm_filter(
         root_id=root_id,
         fail_open=fail_open,
         limits=limits,
-        bodies=tuple(bodies),
+        bodies=None if bodies is None else tuple(bodies),
         vm_config=vm_config,
         **({"properties": properties} if properties else {}),
     )

@@ -255,7 +255,6 @@ async def test_go_body_rewrites_buffered_request_and_response_bodies(
     assert body == b"hello there, there+req+resp"
 
 
-@pytest.mark.xfail(strict=False, reason="needs per-chunk body delivery (bodies stream)")
 async def test_go_body_rewrites_each_chunk_as_the_response_streams(
     bodies_upstream: BodyUpstream, start_gateway: StartGateway, http: aiohttp.ClientSession
 ) -> None:

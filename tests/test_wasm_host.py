@@ -271,7 +271,7 @@ async def test_configuration_buffers(
     assert picked(seen, expected) == expected
 
 
-async def test_bodies_are_buffered_whole_and_rewritten(
+async def test_bodies_are_given_and_rewritten(
     tmp_path: Path,
     upstream: RecordingUpstream,
     start_gateway: StartGateway,
@@ -307,20 +307,22 @@ async def test_bodies_are_buffered_whole_and_rewritten(
     assert int(client["x-resp-body-size"]) > 0  # the upstream's JSON echo, given whole
 
 
-async def test_bodies_stream_past_unless_asked_for(
+async def test_bodies_stream_past_when_opted_out(
     tmp_path: Path,
     upstream: RecordingUpstream,
     start_gateway: StartGateway,
     http: aiohttp.ClientSession,
 ) -> None:
-    gw = await start_wasm(start_gateway, tmp_path, "host_buffers.wat", {"v1": [upstream.address]})
+    gw = await start_wasm(
+        start_gateway, tmp_path, "host_buffers.wat", {"v1": [upstream.address]}, extra="bodies = []"
+    )
     body = b"original body 123"
     async with http.post(gw.url + "/body", data=body) as resp:
         echo = json.loads(await resp.read())
         assert "x-resp-body-size" not in resp.headers
     seen = upstream.requests[-1]
-    # Not asked for, the body is not the filter's: its headers callback is told that no
-    # body follows (end_of_stream = 1), so it cannot wait for one that never comes.
+    # Opted out (`bodies = []`), the body is not the filter's: its headers callback is
+    # told that no body follows (end_of_stream = 1), so it cannot wait for one.
     assert seen.headers["x-headers-eos"] == "1"
     assert "x-body-size" not in seen.headers
     assert seen.body_len == echo["body_len"] == len(body)

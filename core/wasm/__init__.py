@@ -29,6 +29,7 @@ In gateway.toml::
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +176,13 @@ def build_wasm_filter(
                 vms[digest, vm_id] = vm
     except (WasmLoadError, WasmTrap, PluginError) as exc:
         raise PluginError(f"{label}: {exc}") from None
-    flt = WasmFilter(vm, tuple(d.bodies), fail_open=d.fail == "open", root=root, service=service)
+    flt = WasmFilter(
+        vm,
+        None if d.bodies is None else tuple(d.bodies),
+        fail_open=d.fail == "open",
+        root=root,
+        service=service,
+    )
     if manifest is not None and isinstance(manifest.get("config_schema"), dict):
         flt.config_schema = manifest["config_schema"]
     flt.name = name
@@ -220,7 +227,7 @@ def filter_for_testing(
     vm_config: str | dict[str, Any] = "",
     fail_open: bool = False,
     limits: dict[str, Any] | None = None,
-    bodies: tuple[str, ...] = (),
+    bodies: Sequence[str] | None = None,
     properties: dict[str, Any] | None = None,
 ) -> FilterInstance:
     """A Proxy-Wasm filter for :mod:`plugin_sdk.testing` (the ``wasmgate.runtimes``
@@ -234,7 +241,7 @@ def filter_for_testing(
             "vm_config": vm_config,
             "fail": "open" if fail_open else "closed",
             "limits": limits or {},
-            "bodies": list(bodies),
+            "bodies": None if bodies is None else list(bodies),
             "properties": properties or {},
         }
     )

@@ -2,12 +2,21 @@
 
 :class:`WasmFilter` presents the plugin to the chain exactly like a Python filter
 (Kong's rule: a Proxy-Wasm filter looks like a native plugin): request phase →
-``proxy_on_request_headers`` (and ``_body`` when the module exports it; the body is
-then buffered and given whole, with end_of_stream set), response phase →
-``proxy_on_response_headers`` (and ``_body``), ``on_log`` → ``proxy_on_done``,
-``proxy_on_log``, ``proxy_on_delete``. ``Pause`` suspends the request until
-``proxy_continue_stream`` or a local response (from an HTTP call's callback or a tick),
-bounded by ``pause_timeout``.
+``proxy_on_request_headers``, response phase → ``proxy_on_response_headers``,
+``on_log`` → ``proxy_on_done``, ``proxy_on_log``, ``proxy_on_delete``. ``Pause``
+from a header callback suspends the request until ``proxy_continue_stream`` or a
+local response (from an HTTP call's callback or a tick), bounded by ``pause_timeout``.
+
+Bodies go as Envoy gives them: when the module exports ``proxy_on_request_body`` /
+``proxy_on_response_body`` (and ``bodies`` does not opt out), the filter's chunk hooks
+(:mod:`core.bodies`) call them per chunk as the body streams, ``end_of_stream`` on the
+last. ``Continue`` passes the chunk on (with what ``proxy_set_buffer_bytes`` made of
+it); ``StopIterationAndBuffer`` / ``StopIterationAndWatermark`` hold it, and the next
+call gets the accumulation (bounded by ``limits.max_buffer_bytes``); stopping on the
+last chunk keeps the body until ``proxy_continue_stream`` (or ``pause_timeout``). The
+header callbacks get ``end_of_stream = false`` when a body follows; one that stops
+then does not wait: the body callbacks decide, as in Envoy. When a Python filter on
+the route buffered the whole body, the body callback gets it whole, once.
 
 When the plugin cannot run (over its CPU budget, or backing off before a rebuild)
 a request gets the filter's fail strategy without a call into the guest: skipped
@@ -24,9 +33,10 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
+from core.bodies import BodyTooLarge, ChunkError
 from core.errors import PluginError
 from core.metrics import count_wasm_refused
-from core.upstream import UpstreamPool
+from core.upstream import ResponseHead, UpstreamPool
 from core.wasm.abi import Action
 from core.wasm.host import Stream
 from core.wasm.plugin import PluginVm
@@ -34,7 +44,12 @@ from core.wasm.sharing import Root
 from core.wasm.vm import WasmTrap
 from plugin_sdk import Context, Filter, LocalReply, PluginConfig
 from plugin_sdk.chain import reply_response
-from plugin_sdk.filter import maybe_async
+from plugin_sdk.filter import ChunkResult, ChunkResume, maybe_async
+
+_BODY_CALLBACKS = ("proxy_on_request_body", "proxy_on_response_body")
+# What a header callback may return to stop: StopIteration (1), and StopAllIteration
+# AndBuffer / AndWatermark (3, 4: the body waits too).
+_STOPS = frozenset({Action.PAUSE, 3, 4})
 
 
 class WasmFilter(Filter[PluginConfig]):
@@ -43,7 +58,7 @@ class WasmFilter(Filter[PluginConfig]):
     def __init__(
         self,
         vm: PluginVm,
-        bodies: tuple[str, ...] = (),
+        bodies: tuple[str, ...] | None = None,
         *,
         fail_open: bool = False,
         root: Root | None = None,
@@ -60,12 +75,17 @@ class WasmFilter(Filter[PluginConfig]):
         self._key = f"wasm.{id(self)}"
         assert vm.module is not None
         exports = {e.name for e in vm.module.exports}
-        # SDKs export every callback whether the filter uses it or not, so bodies are
-        # delivered only when the configuration asks (`bodies`): buffering them costs.
-        # Instance attributes: the chain reads them per filter instance.
-        wants = {b for b in bodies if f"proxy_on_{b}_body" in exports}
-        self.request_body = "request" in wants  # type: ignore[misc]
-        self.response_body = "response" in wants  # type: ignore[misc]
+        # Body callbacks for every body the module takes (Envoy's rule), unless the
+        # configuration opts out (`bodies` lists the directions to keep). A module that
+        # exports none gets no chunk hook, so its chunks cost nothing.
+        wants = {"request", "response"} if bodies is None else set(bodies)
+        if vm.root_only or service:  # no HTTP contexts: nothing to give bodies to
+            wants = set()
+        self._told = ("request" in wants, "response" in wants)  # end_of_stream truthful
+        if "request" in wants and _BODY_CALLBACKS[0] in exports:
+            self.request_chunks = self._request_chunk
+        if "response" in wants and _BODY_CALLBACKS[1] in exports:
+            self.response_chunks = self._response_chunk
         if vm.root_only or service:
             self.skip_phases |= {"on_request", "on_response", "on_log"}
 
@@ -139,20 +159,24 @@ class WasmFilter(Filter[PluginConfig]):
             return None
         ctx.state[self._key] = stream
         req = ctx.request
-        # end_of_stream says whether body callbacks follow: when the filter does not get
-        # the body (`bodies`), it must not wait for one.
-        has_body = self.request_body and bool(getattr(req, "has_body", False) or req.body)
+        # end_of_stream is false when a body follows, unless `bodies` opted out of it
+        # (the filter then must not wait for a body that never comes).
+        has_body = self._told[0] and bool(getattr(req, "has_body", False) or req.body)
         n = len(req.headers) + 4
         action = self.vm.call(stream, "proxy_on_request_headers", stream.id, n, int(not has_body))
-        if action == Action.PAUSE and stream.local_reply is None:
+        if action in _STOPS and stream.local_reply is None:
+            if action == Action.PAUSE and has_body and self.request_chunks is not None:
+                # Envoy's StopIteration with a body to come: the body callbacks still
+                # come, and what they return decides (the head waits for them here).
+                return None if req.body is None else self._request_body(stream)
             return self._request_paused(stream)  # the rare case: a coroutine to await
-        if stream.local_reply is None and self.request_body and req.body is not None:
-            return self._request_body(stream)
+        if stream.local_reply is None and self.request_chunks and req.body is not None:
+            return self._request_body(stream)  # a Python filter buffered it: whole, once
         return stream.local_reply
 
     async def _request_paused(self, stream: Stream) -> LocalReply | None:
         reply = await self._outcome(stream, Action.PAUSE)
-        if reply is None and self.request_body and stream.ctx.request.body is not None:
+        if reply is None and self.request_chunks and stream.ctx.request.body is not None:
             return await self._request_body(stream)
         return reply
 
@@ -168,14 +192,20 @@ class WasmFilter(Filter[PluginConfig]):
         if not isinstance(stream, Stream) or resp is None or stream.id not in self.vm.streams:
             return None
         stream.local_reply = None
-        eos = int(not self.response_body or resp.body is None)
+        # A body already whole (a local reply's, or one a Python filter buffered) is
+        # given whole to the body callback; an upstream's streams through _chunk.
+        whole = bool(resp.body)
+        follows = whole or _response_has_body(ctx.request.method, resp)
+        eos = int(not (self._told[1] and follows))
         action = self.vm.call(
             stream, "proxy_on_response_headers", stream.id, len(resp.headers) + 1, eos
         )
-        if (action == Action.PAUSE and stream.local_reply is None) or (
-            self.response_body and resp.body is not None
-        ):
-            return self._response_rest(stream, action)  # waits, or the body callback
+        stopped = action in _STOPS and stream.local_reply is None
+        if stopped and action == Action.PAUSE and not eos and self.response_chunks is not None:
+            stopped = False  # as for requests: the body callbacks decide
+        whole = whole and self.response_chunks is not None
+        if stopped or whole:  # waits, or the body callback
+            return self._response_rest(stream, Action.PAUSE if stopped else Action.CONTINUE)
         if stream.local_reply is not None:
             ctx.response = reply_response(stream.local_reply)
         return None
@@ -186,11 +216,104 @@ class WasmFilter(Filter[PluginConfig]):
         if action == Action.PAUSE and reply is None:
             reply = await self._outcome(stream, action)
         resp = ctx.response
-        if reply is None and self.response_body and resp is not None and resp.body is not None:
+        if reply is None and self.response_chunks and resp is not None and resp.body:
             action = self.vm.call(stream, "proxy_on_response_body", stream.id, len(resp.body), 1)
             reply = await self._outcome(stream, action)
         if reply is not None:
             ctx.response = reply_response(reply)
+
+    # -- bodies as they stream (core.bodies calls these per chunk)
+
+    def _request_chunk(
+        self, ctx: Context, data: bytes, end: bool, resume: ChunkResume
+    ) -> ChunkResult:
+        return self._chunk(ctx, 0, data, end, resume)
+
+    def _response_chunk(
+        self, ctx: Context, data: bytes, end: bool, resume: ChunkResume
+    ) -> ChunkResult:
+        return self._chunk(ctx, 1, data, end, resume)
+
+    def _chunk(
+        self, ctx: Context, side: int, data: bytes, end: bool, resume: ChunkResume
+    ) -> ChunkResult:
+        """One body callback: the chunk, or the accumulation it ends (Envoy's rules)."""
+        stream = ctx.state.get(self._key)
+        if not isinstance(stream, Stream) or stream.id not in self.vm.streams:
+            return data  # refused (fail_open), or gone after a trap: stream past
+        held = stream.body[side]
+        buf: bytes | bytearray
+        if held is None:
+            buf = data
+        else:
+            buf = held if isinstance(held, bytearray) else bytearray(held)
+            buf += data
+            if len(buf) > self.vm.limits.max_buffer_bytes:
+                stream.body[side] = None
+                raise BodyTooLarge(f"wasm filter {self.name!r} holds over max_buffer_bytes")
+        if stream.local_reply is not None:  # from an HTTP call's answer or a tick meanwhile
+            stream.body[side] = None
+            return stream.local_reply
+        stream.body[side] = buf
+        try:
+            action = self.vm.call(stream, _BODY_CALLBACKS[side], stream.id, len(buf), int(end))
+        except Exception as exc:
+            pending = stream.body[side]
+            stream.body[side] = None
+            raise ChunkError(bytes(pending or b""), exc) from exc
+        if stream.local_reply is not None:
+            stream.body[side] = None
+            return stream.local_reply
+        if not action:  # Continue (0), or no such callback
+            out = stream.body[side]
+            stream.body[side] = None
+            return out if isinstance(out, bytes) else bytes(out or b"")
+        held = stream.body[side]
+        if held is not None and len(held) > self.vm.limits.max_buffer_bytes:
+            stream.body[side] = None
+            raise BodyTooLarge(f"wasm filter {self.name!r} holds over max_buffer_bytes")
+        if not end:  # StopIterationAndBuffer / AndWatermark: hold, and accumulate
+            return b""
+        self._hold_end(stream, side, resume)
+        return None  # core.bodies waits for resume
+
+    def _hold_end(self, stream: Stream, side: int, resume: ChunkResume) -> None:
+        """Stopped on the last chunk: keep the body until proxy_continue_stream."""
+        loop = asyncio.get_running_loop()
+        settled = False
+
+        def finish(failure: Exception | None = None) -> None:
+            nonlocal settled
+            if settled:
+                return
+            settled = True
+            timer.cancel()
+            stream.paused = False
+            stream.resume = None
+            out = bytes(stream.body[side] or b"")
+            stream.body[side] = None
+            if failure is None and stream.id not in self.vm.streams:
+                failure = WasmTrap(f"wasm filter {self.name!r} stopped while holding the body")
+            if failure is not None:
+                resume(ChunkError(out, failure))
+            elif stream.local_reply is not None:
+                resume(stream.local_reply)
+            else:
+                resume(out)
+
+        timer = loop.call_later(
+            self.vm.pause_timeout,
+            finish,
+            PluginError(
+                f"wasm filter {self.name!r} held the body for over {self.vm.pause_timeout:g}s"
+            ),
+        )
+
+        def continued() -> None:  # from inside the guest: go on once it returned
+            loop.call_soon(finish)
+
+        stream.paused = True
+        stream.resume = continued
 
     def on_log(self, ctx: Context) -> None:
         stream = ctx.state.pop(self._key, None)
@@ -207,3 +330,12 @@ class WasmFilter(Filter[PluginConfig]):
 
     def close(self) -> None:
         self.vm.release(self.root)
+
+
+def _response_has_body(method: str, resp: object) -> bool:
+    """Whether body chunks follow an upstream response head."""
+    if not isinstance(resp, ResponseHead) or resp.body is not None:
+        return False
+    if method == "HEAD" or resp.status in (204, 304) or resp.codings:
+        return False
+    return resp.content_length != 0

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 OK, NOT_FOUND, BAD_ARGUMENT = Status.OK, Status.NOT_FOUND, Status.BAD_ARGUMENT
 BAD_MEMORY = Status.INVALID_MEMORY_ACCESS
+_BODIES = (BufferType.HTTP_REQUEST_BODY, BufferType.HTTP_RESPONSE_BODY)
 
 _LEVELS = {
     LogLevel.TRACE: logging.DEBUG,
@@ -146,7 +147,16 @@ class HttpCallResult:
 class Stream:
     """One HTTP request/response pair: a Proxy-Wasm stream context."""
 
-    __slots__ = ("ctx", "done_pending", "id", "local_reply", "paused", "properties", "resume")
+    __slots__ = (
+        "body",
+        "ctx",
+        "done_pending",
+        "id",
+        "local_reply",
+        "paused",
+        "properties",
+        "resume",
+    )
 
     def __init__(self, context_id: int, ctx: Context) -> None:
         self.id = context_id
@@ -156,6 +166,9 @@ class Stream:
         self.resume: Callable[[], None] | None = None  # set while paused
         self.paused = False
         self.done_pending = False
+        # The body a body callback works on, per direction (0 request, 1 response): the
+        # chunk, or what the filter holds; None between callbacks when nothing is held.
+        self.body: list[bytes | bytearray | None] = [None, None]
 
 
 # ---------------------------------------------------------------------- the host
@@ -263,19 +276,22 @@ class Host:
     def proxy_get_configuration(self, ptr_ptr: int, size_ptr: int) -> int:  # ABI 0.1.0
         return self._return_bytes(self.plugin.config_bytes, ptr_ptr, size_ptr)
 
-    def _buffer(self, kind: int) -> bytes | None:
-        ctx = self._ctx()
+    def _buffer(self, kind: int) -> bytes | bytearray | None:
+        stream = self.stream
         if kind == BufferType.PLUGIN_CONFIGURATION:
             return self.plugin.config_bytes
         if kind == BufferType.VM_CONFIGURATION:
             return self.plugin.vm_config
-        if kind == BufferType.HTTP_REQUEST_BODY and ctx is not None:
-            return ctx.request.body
-        if kind == BufferType.HTTP_RESPONSE_BODY and ctx is not None and ctx.response:
-            return ctx.response.body
         if kind == BufferType.HTTP_CALL_RESPONSE_BODY and self.call_result is not None:
             return self.call_result.body
-        return None
+        if stream is None or kind not in _BODIES:
+            return None
+        streamed = stream.body[kind]  # HTTP_REQUEST_BODY 0, HTTP_RESPONSE_BODY 1
+        if streamed is not None:
+            return streamed
+        if kind == BufferType.HTTP_REQUEST_BODY:  # given whole (a Python filter buffered it)
+            return stream.ctx.request.body
+        return stream.ctx.response.body if stream.ctx.response else None
 
     def proxy_get_buffer_bytes(
         self, kind: int, start: int, max_size: int, ptr_ptr: int, size_ptr: int
@@ -287,7 +303,7 @@ class Host:
             return NOT_FOUND
         if start > len(data):
             return BAD_ARGUMENT
-        return self._return_bytes(data[start : start + max_size], ptr_ptr, size_ptr)
+        return self._return_bytes(bytes(data[start : start + max_size]), ptr_ptr, size_ptr)
 
     def proxy_get_buffer_status(self, kind: int, size_ptr: int, flags_ptr: int) -> int:
         if kind not in BufferType._value2member_map_:
@@ -301,27 +317,36 @@ class Host:
     def proxy_set_buffer_bytes(
         self, kind: int, start: int, size: int, data_ptr: int, data_size: int
     ) -> int:
+        """Envoy's rules (SDKs rely on them): start 0 with a length replaces the whole
+        buffer, whatever the length (the Go SDK passes the new body's); start 0, length
+        0 prepends; a start at or past the end appends; any other range: BAD_ARGUMENT."""
         if not self.mem.in_bounds(data_ptr, data_size):
             return BAD_MEMORY
-        ctx = self._ctx()
-        if kind == BufferType.HTTP_REQUEST_BODY and ctx is not None:
-            target: Any = ctx.request
-        elif kind == BufferType.HTTP_RESPONSE_BODY and ctx is not None and ctx.response:
-            target = ctx.response
-        elif kind in BufferType._value2member_map_:
+        stream = self.stream
+        if kind not in _BODIES:
+            return NOT_FOUND if kind in BufferType._value2member_map_ else BAD_ARGUMENT
+        current = self._buffer(kind)
+        if current is None or stream is None:
             return NOT_FOUND
+        if start == 0:
+            kept = b"" if size else current
+        elif start >= len(current):
+            kept = current
         else:
             return BAD_ARGUMENT
-        current = target.body
-        if current is None:
-            return NOT_FOUND
-        kept = len(current[:start]) + len(current[start + size :])
-        if kept + data_size > self.plugin.limits.max_buffer_bytes:
+        if len(kept) + data_size > self.plugin.limits.max_buffer_bytes:
             return self._exhausted("body")
         value = self._read(data_ptr, data_size)
         if value is None:
             return BAD_MEMORY
-        target.body = current[:start] + value + current[start + size :]
+        body = value + bytes(kept) if start == 0 else bytes(kept) + value
+        if stream.body[kind] is not None:
+            stream.body[kind] = body
+        elif kind == BufferType.HTTP_REQUEST_BODY:
+            stream.ctx.request.body = body
+        else:
+            assert stream.ctx.response is not None
+            stream.ctx.response.body = body
         return OK
 
     # -- header maps

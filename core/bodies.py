@@ -1,0 +1,154 @@
+"""Body chunks through the filters that take them as they stream (Envoy's data callbacks).
+
+A :class:`BodyPipe` is one direction of one exchange: the chunk hooks
+(:attr:`plugin_sdk.Filter.request_chunks` / ``response_chunks``) of the filters whose
+phase ran, in the order the body passes them (requests in chain order, responses in
+reverse). A chunk goes through them in turn: what a hook returns goes on to the next
+one, and what the last one returns goes to the sink (towards the upstream or the
+client). A hook may hold data (it returns ``b""`` and gets the accumulation with the
+next chunk), answer locally (a LocalReply), or, at the end of the body, keep it until
+it calls the ``resume`` it was given (it returns None).
+
+A hook that raises follows its filter's fail strategy: ``fail_open`` passes on what it
+held and was given, and is not called again for this exchange; ``fail_closed`` stops
+the exchange with a 500. A hook that would hold more than it may raises
+:class:`BodyTooLarge`: 413 for a request body, 502 for a response body.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from plugin_sdk import LocalReply
+from plugin_sdk.chain import Chain
+
+if TYPE_CHECKING:
+    from plugin_sdk import Context
+    from plugin_sdk.chain import FilterInstance
+    from plugin_sdk.filter import ChunkHook
+
+Sink = Callable[[bytes, bool], None]
+
+
+class BodyTooLarge(Exception):
+    """A chunk hook was asked to hold more body than its bound."""
+
+
+class ChunkError(Exception):
+    """A chunk hook failed; ``pending`` is the body it held and was given."""
+
+    def __init__(self, pending: bytes, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.pending = pending
+        self.cause = cause
+
+
+class BodyPipe:
+    """One body direction of one exchange; see the module docstring."""
+
+    __slots__ = (
+        "_ctx",
+        "_fed_end",
+        "_hooks",
+        "_insts",
+        "_on_reply",
+        "_phase",
+        "_resumes",
+        "_sink",
+        "_too_large",
+        "emitted",
+        "ended",
+        "stopped",
+    )
+
+    def __init__(
+        self,
+        ctx: Context,
+        stages: Sequence[tuple[FilterInstance, ChunkHook]],
+        sink: Sink,
+        on_reply: Callable[[LocalReply], None],
+        *,
+        response: bool,
+    ) -> None:
+        self._ctx = ctx
+        self._insts = [inst for inst, _ in stages]
+        self._hooks: list[ChunkHook | None] = [hook for _, hook in stages]
+        self._resumes = [functools.partial(self._resumed, i) for i in range(len(stages))]
+        self._sink = sink
+        self._on_reply = on_reply
+        self._phase = "response" if response else "request"
+        self._too_large = 502 if response else 413
+        self._fed_end = False
+        self.emitted = False  # some body bytes went to the sink
+        self.ended = False  # the end of the body went to the sink
+        self.stopped = False  # a local reply, a failure or the exchange's end stopped it
+
+    def feed(self, data: bytes, end: bool) -> None:
+        """Pass one chunk (``end``: the last one, possibly empty) through the hooks."""
+        if not self.stopped and not self._fed_end:
+            self._fed_end = end
+            self._run(0, data, end)
+
+    def close(self) -> None:
+        """The exchange is over: a hook that resumes later finds nobody listening."""
+        self.stopped = True
+
+    def _run(self, i: int, data: bytes, end: bool) -> None:
+        hooks = self._hooks
+        ctx = self._ctx
+        for k in range(i, len(hooks)):
+            hook = hooks[k]
+            if hook is None:  # failed open earlier: skipped for the rest of the body
+                continue
+            out: bytes | LocalReply | None
+            try:
+                out = hook(ctx, data, end, self._resumes[k])
+            except Exception as exc:
+                out = self._failed(k, data, exc)
+            if out is None:  # holding the end until it resumes
+                return
+            if isinstance(out, LocalReply):
+                self._stop(k, out)
+                return
+            data = out
+            if not data and not end:
+                return  # held, or nothing left to pass on
+        if data:
+            self.emitted = True
+        if end:
+            self.ended = True
+        self._sink(data, end)
+
+    def _resumed(self, k: int, result: bytes | LocalReply | Exception) -> None:
+        if self.stopped or self.ended:
+            return
+        out = self._failed(k, b"", result) if isinstance(result, Exception) else result
+        if isinstance(out, LocalReply):
+            self._stop(k, out)
+            return
+        self._run(k + 1, out, True)
+
+    def _failed(self, k: int, data: bytes, exc: Exception) -> bytes | LocalReply:
+        inst = self._insts[k]
+        if isinstance(exc, BodyTooLarge):
+            what = "response" if self._too_large == 502 else "request"
+            return LocalReply(
+                self._too_large,
+                {"content-type": "text/plain; charset=utf-8"},
+                f"{what} body too large for filter {inst.name} to hold\n",
+            )
+        pending = data
+        if isinstance(exc, ChunkError):
+            pending, exc = exc.pending, exc.cause if isinstance(exc.cause, Exception) else exc
+        reply = Chain._failed(inst, self._phase, exc)
+        if reply is not None:
+            return reply
+        self._hooks[k] = None  # fail_open
+        return pending
+
+    def _stop(self, k: int, reply: LocalReply) -> None:
+        self.stopped = True
+        self._ctx.stopped_by = self._insts[k].name
+        self._on_reply(reply)
