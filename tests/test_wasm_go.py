@@ -1,9 +1,8 @@
 """The Go example filters (plugins/wasm/go-*, higress-demo): built from their sources
 with Go >= 1.24 (wasip1, c-shared) by ``plugins/wasm/build.py``, then run through the
-real gateway against real upstreams on 127.0.0.1.
-
-Tests marked ``xfail`` need host behaviour that is being built elsewhere (per-chunk
-bodies, Envoy cluster names for callouts, filter metrics on /metrics); they say which.
+real gateway against real upstreams on 127.0.0.1: headers, bodies rewritten per chunk
+as they stream, an auth callout that pauses, ticks, metrics on /metrics, shared data
+with CAS, and a Higress wasm-go plugin calling services by their Envoy cluster names.
 """
 
 from __future__ import annotations
