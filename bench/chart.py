@@ -35,6 +35,7 @@ ORDER = (
     "wasmgate-asyncio",
     "wasmgate-chain",
     "wasmgate-wasm",
+    "wasmgate-wasm-go",
     "nginx-https",
     "wasmgate-https",
 )

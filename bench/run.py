@@ -8,7 +8,8 @@ Starts, on 127.0.0.1 and free ephemeral ports:
 * wasmgate, 1 worker, ``--loop asyncio``;
 * wasmgate, 1 worker, with the filter chain canary + cors + rewrite + headers (the
   chain must keep 85 % of the no-filter req/s);
-* wasmgate, 1 worker, with the as-headers Proxy-Wasm filter;
+* wasmgate, 1 worker, with the as-headers Proxy-Wasm filter (AssemblyScript);
+* wasmgate, 1 worker, with the go-headers Proxy-Wasm filter (proxy-wasm-go-sdk, Go >= 1.24);
 * nginx-https and wasmgate-https: the nginx proxy and wasmgate (uvloop) again, each
   serving HTTPS (a throwaway EC P-256 self-signed certificate, TLS 1.2+ defaults) to the
   same plain upstream. Their req/s divided by their plain twin's is the share of
@@ -66,11 +67,24 @@ TARGETS = (
     "wasmgate-asyncio",
     "wasmgate-chain",
     "wasmgate-wasm",
+    "wasmgate-wasm-go",
 )
 # Each HTTPS target is the plain target it is divided by, plus a TLS listener.
 HTTPS_TWINS = {"nginx": "nginx-https", "wasmgate": "wasmgate-https"}
 WASM_BUDGET_US = 60.0  # added CPU per request allowed for one Proxy-Wasm header filter
 WASM_FILTER = ROOT / "plugins" / "wasm" / "as-headers" / "build" / "filter.wasm"
+GO_WASM_FILTER = ROOT / "plugins" / "wasm" / "go-headers" / "build" / "filter.wasm"
+# The header-only Proxy-Wasm targets, their filter, and the config they run with.
+WASM_TARGETS = {
+    "wasmgate-wasm": ("as-headers", WASM_FILTER, ""),
+    "wasmgate-wasm-go": (
+        "go-headers",
+        GO_WASM_FILTER,
+        'config = { request_add = { "x-gateway" = "wasmgate" }, '
+        'response_add = { "x-filtered" = "go" } }',
+    ),
+}
+WASM_KEPT_RATIO = 0.60  # one header-only Proxy-Wasm filter keeps this share of no-filter req/s
 CHAIN_RATIO = 0.85  # the chain canary+cors+rewrite+headers must keep this share of no-filter req/s
 # Every target is asked for this path: the chain's rewrite strips /api from it.
 BENCH_PATH = "/api/hello"
@@ -233,10 +247,11 @@ http {{
 """
 
 
-WASM_TOML = """filters = ["as-headers"]
+WASM_TOML = """filters = ["{name}"]
 
-[filters.as-headers]
+[filters.{name}]
 wasm = "{path}"
+{config}
 """
 
 
@@ -245,7 +260,7 @@ def gateway_toml(
     upstream_port: int,
     *,
     chain: bool = False,
-    wasm: bool = False,
+    wasm: str = "",
     tls_port: int | None = None,
     tls: CertFiles | None = None,
 ) -> str:
@@ -266,7 +281,8 @@ keepalive = 64
 upstream = "up"
 """
     if wasm:
-        base += WASM_TOML.format(path=WASM_FILTER)
+        name, path, config = WASM_TARGETS[wasm]
+        base += WASM_TOML.format(name=name, path=path, config=config)
     elif chain:
         base += CHAIN_TOML.format(upstream_port=upstream_port)
     # Last: the keys above belong to [default], which a [[certificates]] header would end.
@@ -454,7 +470,7 @@ def start_wasmgate(
     cpu: int,
     *,
     chain: bool = False,
-    wasm: bool = False,
+    wasm: str = "",
     tls: CertFiles | None = None,
 ) -> Service:
     """wasmgate on a plain listener; with ``tls``, also on a TLS one, which is then measured."""
@@ -488,7 +504,7 @@ def start_target(
         conf = proxy_conf(services.tmp, port, up_port, nginx_v, tls)
         return start_nginx(services, nginx, "proxy-https" if tls else "proxy", conf, port, cpu, tls)
     loop = "asyncio" if name == "wasmgate-asyncio" else "uvloop"
-    chain, wasm = name == "wasmgate-chain", name == "wasmgate-wasm"
+    chain, wasm = name == "wasmgate-chain", name if name in WASM_TARGETS else ""
     return start_wasmgate(services, name, loop, up_port, cpu, chain=chain, wasm=wasm, tls=tls)
 
 
@@ -718,21 +734,28 @@ def variant_verdicts(summary: Summary) -> dict[str, Any]:
             "chain_kept_ratio": kept,
             "chain_target_met": kept >= CHAIN_RATIO,
         }
-    if "wasmgate-wasm" in summary:
-        verdict |= wasm_verdict(summary)
+    for name in WASM_TARGETS:
+        if name in summary:
+            verdict |= wasm_verdict(summary, name)
     return verdict
 
 
-def wasm_verdict(summary: Summary) -> dict[str, Any]:
+def wasm_verdict(summary: Summary, name: str) -> dict[str, Any]:
+    """One header-only Proxy-Wasm target against plain wasmgate: the CPU it adds per
+    request and the share of the no-filter req/s it keeps (keys ``wasm_*`` for
+    as-headers, ``wasm_go_*`` for go-headers)."""
     base = summary["wasmgate"]
-    wasm = summary["wasmgate-wasm"]
+    wasm = summary[name]
     added = float(wasm["cpu_us_per_request_median"]) - float(base["cpu_us_per_request_median"])
     kept = float(wasm["rps_median"]) / float(base["rps_median"]) if base["rps_median"] else 0.0
+    key = "wasm_go" if name == "wasmgate-wasm-go" else "wasm"
     return {
-        "wasm_added_cpu_us_per_request": round(added, 2),
-        "wasm_budget_us": WASM_BUDGET_US,
-        "wasm_target_met": added <= WASM_BUDGET_US,
-        "wasm_kept_ratio": round(kept, 4),
+        f"{key}_added_cpu_us_per_request": round(added, 2),
+        f"{key}_budget_us": WASM_BUDGET_US,
+        f"{key}_target_met": added <= WASM_BUDGET_US,
+        f"{key}_kept_ratio": round(kept, 4),
+        f"{key}_kept_target": WASM_KEPT_RATIO,
+        f"{key}_kept_target_met": kept >= WASM_KEPT_RATIO,
     }
 
 
@@ -797,12 +820,16 @@ def print_verdicts(
         log(f"target wasmgate >= {TARGET_RATIO}x nginx req/s: {met} ({ratio:.3f}x)")
     if "uvloop_speedup_vs_asyncio" in verdict:
         log(f"uvloop vs asyncio (wasmgate req/s): {verdict['uvloop_speedup_vs_asyncio']:.3f}x")
-    if "wasm_target_met" in verdict:
-        wasm_met = "MET" if verdict["wasm_target_met"] else "NOT MET"
+    for key, filter_name in (("wasm", "as-headers"), ("wasm_go", "go-headers")):
+        if f"{key}_target_met" not in verdict:
+            continue
+        cpu_met = "MET" if verdict[f"{key}_target_met"] else "NOT MET"
+        kept_met = "MET" if verdict[f"{key}_kept_target_met"] else "NOT MET"
         log(
-            f"target one Proxy-Wasm header filter (as-headers) adds <= {WASM_BUDGET_US:g} us CPU "
-            f"per request: {wasm_met} (+{verdict['wasm_added_cpu_us_per_request']:.1f} us; "
-            f"{verdict['wasm_kept_ratio']:.1%} of the no-filter req/s)"
+            f"target one Proxy-Wasm header filter ({filter_name}) adds <= {WASM_BUDGET_US:g} us "
+            f"CPU per request: {cpu_met} (+{verdict[f'{key}_added_cpu_us_per_request']:.1f} us); "
+            f"keeps >= {WASM_KEPT_RATIO:.0%} of the no-filter req/s: {kept_met} "
+            f"({verdict[f'{key}_kept_ratio']:.1%})"
         )
     if "chain_target_met" in verdict:
         chain_met = "MET" if verdict["chain_target_met"] else "NOT MET"
@@ -925,7 +952,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="wasmgate vs nginx as a reverse proxy in front of a fast nginx upstream, "
         "measured with wrk. Targets: nginx, wasmgate (uvloop), wasmgate-asyncio "
         "(--loop asyncio), wasmgate-chain (canary+cors+rewrite+headers), wasmgate-wasm "
-        "(the as-headers Proxy-Wasm filter), nginx-https and wasmgate-https (the nginx "
+        "(the as-headers Proxy-Wasm filter), wasmgate-wasm-go (the go-headers one, Go SDK), "
+        "nginx-https and wasmgate-https (the nginx "
         "proxy and wasmgate serving HTTPS with a throwaway self-signed certificate), one "
         "worker each, run in turn in interleaved rounds. "
         "Installs nginx and wrk with apt-get if missing.",
@@ -991,15 +1019,18 @@ def interruptible() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def ensure_wasm_filter() -> None:
-    """Build the example Proxy-Wasm filter the wasm target runs, if it is not built."""
-    if WASM_FILTER.exists():
+def ensure_wasm_filter(targets: Sequence[str]) -> None:
+    """Build the example Proxy-Wasm filters the wasm targets run (build.py skips what
+    is up to date)."""
+    wanted = [WASM_TARGETS[t] for t in targets if t in WASM_TARGETS]
+    if not wanted:
         return
-    log(f"building the example WASM filter ({WASM_FILTER.relative_to(ROOT)}) ...")
+    names = [name for name, _, _ in wanted]
+    log(f"building the example WASM filters ({', '.join(names)}) if needed ...")
     build = subprocess.run(
-        [sys.executable, str(ROOT / "plugins" / "wasm" / "build.py")], check=False
+        [sys.executable, str(ROOT / "plugins" / "wasm" / "build.py"), *names], check=False
     )
-    if build.returncode != 0 or not WASM_FILTER.exists():
+    if build.returncode != 0 or not all(path.exists() for _, path, _ in wanted):
         raise BenchError("building the example WASM filter failed (see above; `make wasm`)")
 
 
@@ -1008,8 +1039,7 @@ def bench(args: argparse.Namespace) -> int:
     check_cpus(pin)
     nginx, wrk = ensure_tools()
     targets: list[str] = args.targets
-    if "wasmgate-wasm" in targets:
-        ensure_wasm_filter()
+    ensure_wasm_filter(targets)
     plan = Plan(args.rounds, args.duration, max(args.warmup, 0.0))
     load = Load(wrk, pin.load_cpu, args.threads, args.connections)
     log(

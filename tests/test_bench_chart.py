@@ -57,6 +57,7 @@ def report(names: list[str]) -> dict[str, Any]:
         "wasmgate-asyncio": (26000.0, 1.9, 2.4),
         "wasmgate-chain": (28500.0, 1.7, 2.5),
         "wasmgate-wasm": (12000.0, 4.0, 6.3),
+        "wasmgate-wasm-go": (9000.0, 5.0, 8.1),
         "nginx-https": (65000.0, 0.7, 1.1),
         "wasmgate-https": (30000.0, 1.6, 2.5),
     }
@@ -107,6 +108,7 @@ ALL = [
     "wasmgate-asyncio",
     "wasmgate-chain",
     "wasmgate-wasm",
+    "wasmgate-wasm-go",
 ]
 
 
