@@ -11,8 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from core.config import loads_config
 from core.gateway import Gateway, Snapshot
@@ -162,3 +167,20 @@ async def parse_responses(data: bytes) -> list[RawResponse]:
     while not reader.at_eof():
         out.append(await read_response(reader))
     return out
+
+
+EXAMPLE_FILTERS = Path(__file__).resolve().parent.parent / "plugins" / "wasm"
+
+
+def build_example_filters(*names: str, timeout: float = 300) -> None:
+    """Build the example WASM filters ``names`` with plugins/wasm/build.py (it skips
+    up-to-date ones), or fail the test with the build's output."""
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLE_FILTERS / "build.py"), *names],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"plugins/wasm/build.py failed:\n{result.stdout}", pytrace=False)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +26,13 @@ from core.metrics import WasmMetric
 from plugin_sdk import Response
 from plugin_sdk.testing import make_request, make_wasm_filter, run_filter
 from tests.conftest import StartGateway
-from tests.harness import RecordingUpstream, free_port, parse_responses, raw_request
+from tests.harness import (
+    RecordingUpstream,
+    build_example_filters,
+    free_port,
+    parse_responses,
+    raw_request,
+)
 from tests.test_wasm_host import wasm_toml
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "plugins" / "wasm"
@@ -39,15 +43,7 @@ C_FILTER = EXAMPLES / "c-filter" / "build" / "filter.wasm"
 @pytest.fixture(scope="session")
 def example_filters() -> None:
     """Builds both examples once per session (build.py skips up-to-date ones)."""
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "build.py"), "as-headers", "c-filter"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=300,
-    )
-    if result.returncode != 0:
-        pytest.fail(f"plugins/wasm/build.py failed:\n{result.stdout}", pytrace=False)
+    build_example_filters("as-headers", "c-filter")
 
 
 @pytest.fixture(scope="session")

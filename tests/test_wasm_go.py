@@ -12,8 +12,6 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -25,7 +23,7 @@ from aiohttp import web
 
 from core import metrics
 from tests.conftest import StartGateway
-from tests.harness import RecordingUpstream, free_port
+from tests.harness import RecordingUpstream, build_example_filters, free_port
 from tests.test_wasm_host import wasm_toml
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "plugins" / "wasm"
@@ -51,15 +49,7 @@ def go_filters() -> None:
     caches in .cache/go/ make a rebuild take seconds)."""
     if go_binary() is None:
         pytest.skip("Go >= 1.24 is not installed (no $GO, no `go` on PATH, no /usr/local/go)")
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "build.py"), *ALL],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=600,
-    )
-    if result.returncode != 0:
-        pytest.fail(f"plugins/wasm/build.py failed:\n{result.stdout}", pytrace=False)
+    build_example_filters(*ALL, timeout=600)
 
 
 @pytest.fixture(scope="session")
