@@ -150,20 +150,15 @@ impl Stream {
 }
 
 impl Context for Stream {
-    fn on_http_call_response(&mut self, _token: u32, num_headers: usize, _body: usize, _trailers: usize) {
-        if num_headers == 0 {
-            log::warn!("rust-headers: no answer from {:?}", self.config.auth_cluster);
-            self.deny(503, "auth service unavailable\n");
-            return;
-        }
-        let allowed = self
-            .get_http_call_response_headers()
-            .iter()
-            .any(|(name, value)| name == ":status" && value == "200");
-        if allowed {
-            self.resume_http_request();
-        } else {
-            self.deny(403, "forbidden by rust-headers\n");
+    fn on_http_call_response(&mut self, _token: u32, _headers: usize, _body: usize, _trailers: usize) {
+        // A call that failed (refused, reset, timed out) has no response headers at all.
+        match self.get_http_call_response_header(":status").as_deref() {
+            Some("200") => self.resume_http_request(),
+            Some(_) => self.deny(403, "forbidden by rust-headers\n"),
+            None => {
+                log::warn!("rust-headers: no answer from {:?}", self.config.auth_cluster);
+                self.deny(503, "auth service unavailable\n");
+            }
         }
     }
 }
