@@ -9,6 +9,7 @@ load, by the manifest's JSON Schema and by the filter's own ``on_configure``.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -254,3 +255,36 @@ def test_a_config_the_filter_rejects_in_on_configure_is_refused_at_load(tmp_path
     problems = load_problems(tmp_path, toml)
     assert len(problems) == 1 and problems[0].startswith("filters.w:"), problems
     assert "configur" in problems[0], problems
+
+
+async def test_a_client_gone_while_paused_does_not_trap_the_filter(
+    upstream: RecordingUpstream,
+    upstream2: RecordingUpstream,
+    start_gateway: StartGateway,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The client leaves while its request waits for the callout; when the answer
+    comes, the SDK must not be handed a context the host has already forgotten (its
+    ``set_effective_context(..).unwrap()`` would panic and trap)."""
+    caplog.set_level("WARNING")
+    name = unique()
+    config = {"auth_cluster": "auth", "auth_path": "/delay/0.5", "auth_timeout_ms": 3000}
+    gw = await start_gateway(
+        rust_toml(
+            {"v1": [upstream.address], "auth": [upstream2.address]},
+            config,
+            name=name,
+            extra="limits = { pause_timeout = 5 }",
+        )
+    )
+    with pytest.raises(TimeoutError):
+        async with http.get(gw.url + "/gone", timeout=aiohttp.ClientTimeout(total=0.2)):
+            pass
+    await asyncio.sleep(1.0)  # the callout answers after 0.5 s
+    async with http.get(gw.url + "/next", timeout=aiohttp.ClientTimeout(total=5)) as resp:
+        assert resp.status == 200
+    assert [r.path_qs for r in upstream2.requests] == ["/delay/0.5", "/delay/0.5"]
+    assert [r.path_qs for r in upstream.requests] == ["/next"]
+    traps = [r.getMessage() for r in caplog.records if "trap" in r.getMessage().lower()]
+    assert traps == []
