@@ -34,8 +34,12 @@ struct Config {
 }
 
 fn pairs(value: Option<&Value>, key: &str) -> Result<Vec<(String, String)>, String> {
-    let Some(value) = value else { return Ok(Vec::new()) };
-    let map = value.as_object().ok_or(format!("{key} must be an object"))?;
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    let map = value
+        .as_object()
+        .ok_or(format!("{key} must be an object"))?;
     map.iter()
         .map(|(k, v)| match v.as_str() {
             Some(s) => Ok((k.to_ascii_lowercase(), s.to_string())),
@@ -45,34 +49,53 @@ fn pairs(value: Option<&Value>, key: &str) -> Result<Vec<(String, String)>, Stri
 }
 
 fn names(value: Option<&Value>, key: &str) -> Result<Vec<String>, String> {
-    let Some(value) = value else { return Ok(Vec::new()) };
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
     let list = value.as_array().ok_or(format!("{key} must be an array"))?;
     list.iter()
-        .map(|v| v.as_str().map(str::to_ascii_lowercase).ok_or(format!("{key} holds a non-string")))
+        .map(|v| {
+            v.as_str()
+                .map(str::to_ascii_lowercase)
+                .ok_or(format!("{key} holds a non-string"))
+        })
         .collect()
 }
 
 fn text(value: Option<&Value>, key: &str, default: &str) -> Result<String, String> {
     match value {
         None => Ok(default.to_string()),
-        Some(v) => v.as_str().map(str::to_string).ok_or(format!("{key} must be a string")),
+        Some(v) => v
+            .as_str()
+            .map(str::to_string)
+            .ok_or(format!("{key} must be a string")),
     }
 }
 
 impl Config {
     fn parse(bytes: &[u8]) -> Result<Config, String> {
         let value: Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-        let obj = value.as_object().ok_or("the configuration must be a JSON object")?;
+        let obj = value
+            .as_object()
+            .ok_or("the configuration must be a JSON object")?;
         const KNOWN: [&str; 8] = [
-            "request_add", "request_remove", "response_add", "response_remove",
-            "auth_cluster", "auth_path", "auth_authority", "auth_timeout_ms",
+            "request_add",
+            "request_remove",
+            "response_add",
+            "response_remove",
+            "auth_cluster",
+            "auth_path",
+            "auth_authority",
+            "auth_timeout_ms",
         ];
         if let Some(unknown) = obj.keys().find(|k| !KNOWN.contains(&k.as_str())) {
             return Err(format!("unknown key {unknown}"));
         }
         let timeout = match obj.get("auth_timeout_ms") {
             None => 1000,
-            Some(v) => v.as_u64().filter(|n| (1..=60000).contains(n))
+            Some(v) => v
+                .as_u64()
+                .filter(|n| (1..=60000).contains(n))
                 .ok_or("auth_timeout_ms must be an integer in 1..60000")?,
         };
         Ok(Config {
@@ -99,7 +122,11 @@ impl Context for Root {}
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         let bytes = self.get_plugin_configuration().unwrap_or_default();
-        let bytes = if bytes.is_empty() { b"{}".to_vec() } else { bytes };
+        let bytes = if bytes.is_empty() {
+            b"{}".to_vec()
+        } else {
+            bytes
+        };
         let mut config = match Config::parse(&bytes) {
             Ok(config) => config,
             Err(why) => {
@@ -126,7 +153,9 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Stream { config: Rc::clone(&self.config) }))
+        Some(Box::new(Stream {
+            config: Rc::clone(&self.config),
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -150,13 +179,22 @@ impl Stream {
 }
 
 impl Context for Stream {
-    fn on_http_call_response(&mut self, _token: u32, _headers: usize, _body: usize, _trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        _token: u32,
+        _headers: usize,
+        _body: usize,
+        _trailers: usize,
+    ) {
         // A call that failed (refused, reset, timed out) has no response headers at all.
         match self.get_http_call_response_header(":status").as_deref() {
             Some("200") => self.resume_http_request(),
             Some(_) => self.deny(403, "forbidden by rust-headers\n"),
             None => {
-                log::warn!("rust-headers: no answer from {:?}", self.config.auth_cluster);
+                log::warn!(
+                    "rust-headers: no answer from {:?}",
+                    self.config.auth_cluster
+                );
                 self.deny(503, "auth service unavailable\n");
             }
         }
@@ -181,10 +219,20 @@ impl HttpContext for Stream {
         } else {
             config.auth_authority.as_str()
         };
-        let headers = vec![(":method", "GET"), (":path", config.auth_path.as_str()), (":authority", authority)];
+        let headers = vec![
+            (":method", "GET"),
+            (":path", config.auth_path.as_str()),
+            (":authority", authority),
+        ];
         let timeout = Duration::from_millis(config.auth_timeout_ms);
-        if let Err(status) = self.dispatch_http_call(&config.auth_cluster, headers, None, vec![], timeout) {
-            log::error!("rust-headers: cannot call {:?}: {:?}", config.auth_cluster, status);
+        if let Err(status) =
+            self.dispatch_http_call(&config.auth_cluster, headers, None, vec![], timeout)
+        {
+            log::error!(
+                "rust-headers: cannot call {:?}: {:?}",
+                config.auth_cluster,
+                status
+            );
             self.deny(503, "auth service unavailable\n");
         }
         Action::Pause
