@@ -14,7 +14,7 @@ help:
 	@echo "make bench      wasmgate vs nginx with wrk (installs nginx and wrk if missing)"
 	@echo "make soak       10 minutes of mixed traffic and reloads; checks errors, RSS and fds"
 	@echo "make install    create $(VENV) and install wasmgate editable with dev extras"
-	@echo "make wasm       build the example WASM filters in plugins/wasm (needs npm and Go >= 1.24; installs ziglang)"
+	@echo "make wasm       build the example WASM filters in plugins/wasm (needs npm, Go >= 1.24 and cargo; installs ziglang)"
 	@echo "make demo-canary  the NGINX Ingress canary walkthrough from manifests (VARIANT=weight)"
 	@echo "make demo-zero-trust  JWT at the edge, mTLS to the upstream, with a dev CA (wasmgate cert)"
 	@echo "make registry   build the example plugin registry in examples/registry (what make run serves)"
@@ -59,8 +59,9 @@ soak: install
 	$(PY) bench/soak.py $(SOAK_ARGS)
 
 # Skips filters whose build output is newer than their sources (see plugins/wasm/build.py).
-# Go filters keep Go's build and module caches in .cache/go/ (git-ignored), so a rebuild
-# takes seconds; delete .cache/ to start cold.
+# Go filters keep Go's build and module caches in .cache/go/ (git-ignored), the Rust
+# filter cargo's home and target folder in .cache/cargo/, so a rebuild takes seconds;
+# delete .cache/ to start cold. build.py adds the wasm32-wasip1 target with rustup if missing.
 ZIGLANG := $(PY) -c 'import ziglang' 2>/dev/null || $(PY) -m pip install --quiet --disable-pip-version-check ziglang
 
 wasm: install

@@ -368,7 +368,10 @@ class Host:
                 (n.lower(), v) for n, v in resp.headers.raw
             ]
         if kind == MapType.HTTP_CALL_RESPONSE_HEADERS and self.call_result is not None:
-            return [(b":status", str(self.call_result.status).encode()), *self.call_result.headers]
+            result = self.call_result
+            if not result.status:  # a failed call has no headers, not ":status: 0"
+                return []
+            return [(b":status", str(result.status).encode()), *result.headers]
         if kind in (MapType.HTTP_REQUEST_TRAILERS, MapType.HTTP_RESPONSE_TRAILERS):
             return [] if ctx is not None else None
         if kind == MapType.HTTP_CALL_RESPONSE_TRAILERS and self.call_result is not None:

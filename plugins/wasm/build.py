@@ -20,6 +20,12 @@ A filter is skipped when its output is newer than every one of its inputs
   Go module proxy, checked against each filter's committed go.sum; the build and
   module caches live in .cache/go/ at the repository root (git-ignored), so a
   rebuild takes seconds. GOTOOLCHAIN=local: the installed Go builds, no download.
+- rust-headers: cargo (`cargo` on PATH, ~/.cargo/bin/cargo, or $CARGO) with the
+  wasm32-wasip1 target (added with `rustup target add wasm32-wasip1` when rustup is
+  there and the target is not), `cargo build --release --locked --target
+  wasm32-wasip1`. Crates come from crates.io, pinned by the committed Cargo.lock;
+  CARGO_HOME and CARGO_TARGET_DIR live in .cache/cargo/ at the repository root
+  (git-ignored), so a rebuild takes seconds.
 
 Standard library only, so it runs before the project is installed.
 """
@@ -41,6 +47,8 @@ from catalog import FILTERS, HERE, Filter
 
 REPO = HERE.parent.parent
 GO_CACHE = REPO / ".cache" / "go"
+CARGO_CACHE = REPO / ".cache" / "cargo"
+RUST_TARGET = "wasm32-wasip1"
 GO_MIN = (1, 24)  # wasip1 with -buildmode=c-shared (//go:wasmexport) arrived in 1.24
 
 
@@ -163,7 +171,79 @@ def _build_go(f: Filter) -> None:
     )
 
 
-BUILDERS = {"assemblyscript": _build_as_headers, "c": _build_c_filter, "go": _build_go}
+def _rust_tool(name: str) -> str | None:
+    """``cargo``/``rustup``/``rustc``: $CARGO-style override, PATH, then ~/.cargo/bin."""
+    for candidate in (
+        os.environ.get(name.upper()),
+        shutil.which(name),
+        str(Path.home() / ".cargo" / "bin" / name),
+    ):
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def rust_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a Rust filter build: the repository's cargo caches."""
+    env = dict(os.environ if base is None else base)
+    env.update(
+        CARGO_HOME=str(CARGO_CACHE / "home"),
+        CARGO_TARGET_DIR=str(CARGO_CACHE / "target"),
+        CARGO_TERM_COLOR="never",
+    )
+    return env
+
+
+def _rust_target_installed(rustc: str) -> bool:
+    sysroot = subprocess.run(
+        [rustc, "--print", "sysroot"], capture_output=True, text=True, env=rust_env()
+    ).stdout.strip()
+    return bool(sysroot) and (Path(sysroot) / "lib" / "rustlib" / RUST_TARGET).is_dir()
+
+
+def _ensure_rust_target(f: Filter) -> None:
+    """Adds the wasm32-wasip1 target with rustup when it is missing."""
+    rustc = _rust_tool("rustc")
+    if rustc is None:
+        raise BuildError(f"{f.name} needs rustc next to cargo; it is not on PATH")
+    if _rust_target_installed(rustc):
+        return
+    rustup = _rust_tool("rustup")
+    if rustup is None:
+        raise BuildError(
+            f"{f.name} needs the Rust target {RUST_TARGET}, which {rustc} lacks, and there "
+            f"is no rustup to add it.\n  Install the target's standard library for your "
+            "Rust (https://rustup.rs/ then `rustup target add wasm32-wasip1`)"
+        )
+    print(f"  adding the Rust target {RUST_TARGET}", flush=True)
+    _run([rustup, "target", "add", RUST_TARGET], f.root, env=rust_env())
+    if not _rust_target_installed(rustc):
+        raise BuildError(f"`rustup target add {RUST_TARGET}` did not install it for {rustc}")
+
+
+def _build_rust(f: Filter) -> None:
+    cargo = _rust_tool("cargo")
+    if cargo is None:
+        raise BuildError(
+            f"{f.name} needs cargo (Rust), which is not on PATH (nor in ~/.cargo/bin).\n"
+            "  https://rustup.rs/   then: rustup target add wasm32-wasip1   (or set CARGO=...)"
+        )
+    _ensure_rust_target(f)
+    _run(
+        [cargo, "build", "--release", "--locked", "--target", RUST_TARGET],
+        f.root,
+        env=rust_env(),
+    )
+    artifact = f.name.replace("-", "_") + ".wasm"
+    shutil.copyfile(CARGO_CACHE / "target" / RUST_TARGET / "release" / artifact, f.output)
+
+
+BUILDERS = {
+    "assemblyscript": _build_as_headers,
+    "c": _build_c_filter,
+    "go": _build_go,
+    "rust": _build_rust,
+}
 
 
 def _check_exports(f: Filter) -> None:

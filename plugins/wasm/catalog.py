@@ -25,7 +25,7 @@ class Filter:
     abi: str  # Proxy-Wasm ABI version, as in the module's proxy_abi_version_* export
     root_id: str
     description: str
-    toolchain: str  # "assemblyscript", "c" or "go": the builder in build.py
+    toolchain: str  # "assemblyscript", "c", "go" or "rust": the builder in build.py
     sources: tuple[str, ...]  # globs relative to the filter directory
     config_schema: dict[str, Any]
 
@@ -387,6 +387,38 @@ HIGRESS_DEMO = Filter(
     },
 )
 
+# ---------------------------------------------------------------- Rust (proxy-wasm crate)
+
+RUST_HEADERS = Filter(
+    name="rust-headers",
+    version="0.1.0",
+    abi="0.2.1",
+    root_id="",
+    description="Rust example (proxy-wasm crate 0.2.5, wasm32-wasip1): sets and removes "
+    "request and response headers, counts requests in counters, and optionally pauses each "
+    "request for a GET to an auth cluster (200 resumes, other statuses 403, no answer 503).",
+    toolchain="rust",
+    sources=("src/*.rs", "Cargo.toml", "Cargo.lock"),
+    config_schema=_object(
+        {
+            "request_add": _headers_map("Request headers set (replaced) before the upstream."),
+            "request_remove": _names("Request headers removed before the upstream."),
+            "response_add": _headers_map("Response headers set (replaced) for the client."),
+            "response_remove": _names("Response headers removed before the client."),
+            "auth_cluster": _string(
+                "",
+                "Cluster (a gateway upstream's name) asked before each request; empty: off.",
+                maxLength=256,
+            ),
+            "auth_path": _string("/", "Path of the check request.", pattern="^/", maxLength=1024),
+            "auth_authority": _string(
+                "", "':authority' of the check request; empty: auth_cluster.", maxLength=256
+            ),
+            "auth_timeout_ms": _integer(1000, "Timeout of the check request.", 1, 60000),
+        }
+    ),
+)
+
 FILTERS = {
     f.name: f
     for f in (
@@ -399,5 +431,6 @@ FILTERS = {
         GO_METRICS,
         GO_SHARED,
         HIGRESS_DEMO,
+        RUST_HEADERS,
     )
 }

@@ -7,7 +7,8 @@
 ;; once: 503 with `x-call-error: <status>`.
 ;; proxy_on_http_call_response makes the caller's stream effective; with no
 ;; headers (the call failed or timed out) it answers 504 with
-;; `x-call-counts: <headers>/<body>/<trailers>`; otherwise it adds to the
+;; `x-call-counts: <headers>/<body>/<trailers>` (502 if the failed call's header
+;; map still yields a `:status`, as it must not); otherwise it adds to the
 ;; request `x-call-status` (the call's :status), `x-call-ctype` (its
 ;; content-type), `x-call-body` (its first 64 bytes) and `x-call-counts`, and
 ;; resumes the request with proxy_continue_stream.
@@ -139,7 +140,7 @@
 
   (func (export "proxy_on_http_call_response")
     (param i32) (param $token i32) (param $nh i32) (param $bs i32) (param $nt i32)
-    (local $len i32)
+    (local $len i32) (local $code i32)
     (drop (call $set_effective_context
       (i32.load (i32.add (i32.const 2048)
                          (i32.shl (i32.and (local.get $token) (i32.const 63)) (i32.const 2))))))
@@ -154,7 +155,11 @@
         (i32.store8 (i32.const 12313) (i32.const 0))
         (memory.copy (i32.const 12314) (i32.const 8192) (local.get $len))
         (i32.store8 (i32.add (i32.const 12314) (local.get $len)) (i32.const 0))
-        (drop (call $send_local_response (i32.const 504) (i32.const 0) (i32.const 0)
+        (local.set $code
+          (select (i32.const 502) (i32.const 504)
+                  (i32.eqz (call $get_header (i32.const 6) (i32.const 96) (i32.const 7)
+                                             (i32.const 4096) (i32.const 4100)))))
+        (drop (call $send_local_response (local.get $code) (i32.const 0) (i32.const 0)
                                          (i32.const 0) (i32.const 0)
                                          (i32.const 12288) (i32.add (i32.const 27) (local.get $len))
                                          (i32.const -1)))
