@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/wasm_cost.py [--requests 3000] [--warmup 500] [--runs 3]
                                         [--targets none,as-headers,go-headers]
+                                        [--baseline DIR]
 
 Unlike bench/run.py (wrk, req/s, sensitive to whatever else the machine runs), this
 counts the CPU the gateway process itself spends: for each target it starts
@@ -13,6 +14,11 @@ of its threads (nanoseconds), or ``utime + stime`` of ``/proc/PID/stat`` (clock 
 where schedstat is missing. The client and the upstream run in this process, so their
 CPU is not counted. Each target runs ``--runs`` times, interleaved, and the best
 (lowest) figure is reported, in µs per request, with what the filter adds over no filter.
+
+``--baseline DIR`` also runs every target from another source tree (for instance
+``git archive main | tar -x -C /tmp/base``: the gateway is then started as
+``python -m core.cli`` with ``PYTHONPATH=DIR``, this venv's packages), interleaved with
+this tree's runs, so a before/after comparison sees the same machine noise.
 
 The filters are the example modules under plugins/wasm (as-headers: AssemblyScript;
 go-headers: proxy-wasm-go-sdk), built first with plugins/wasm/build.py when missing.
@@ -166,13 +172,23 @@ upstream = "up"
     return text
 
 
-def measure(target: str, upstream_port: int, tmp: Path, warmup: int, requests: int) -> float:
-    """One run: the gateway's CPU µs per request for ``target``."""
+def measure(
+    target: str, upstream_port: int, tmp: Path, warmup: int, requests: int, source: Path | None
+) -> float:
+    """One run: the gateway's CPU µs per request for ``target`` (from ``source``, a
+    source tree, or this one)."""
     port = free_port()
     conf = tmp / f"{target}.toml"
     conf.write_text(gateway_toml(port, upstream_port, target))
-    cmd = [str(WASMGATE), "--log-level", "warning", "run", "-c", str(conf)]
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+    args = ["--log-level", "warning", "run", "-c", str(conf)]
+    env = None
+    if source is None:
+        cmd = [str(WASMGATE), *args]
+    else:
+        cmd = [sys.executable, "-c", "import sys; from core.cli import main; sys.exit(main())"]
+        cmd += args
+        env = {**os.environ, "PYTHONPATH": str(source)}
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env, cwd=source)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -213,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--targets", default="none,as-headers,go-headers")
+    parser.add_argument("--baseline", type=Path, help="another source tree to compare with")
     args = parser.parse_args(argv)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     for t in targets:
@@ -228,19 +245,29 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(build, check=True)
     upstream_port = free_port()
     start_upstream(upstream_port)
-    results: dict[str, list[float]] = {t: [] for t in targets}
+    trees: dict[str, Path | None] = {"": None}
+    if args.baseline is not None:
+        trees = {"baseline": args.baseline.resolve(), "this tree": None}
+    results: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="wasm-cost-") as tmp:
         for run in range(args.runs):
             for t in targets:
-                us = measure(t, upstream_port, Path(tmp), args.warmup, args.requests)
-                results[t].append(us)
-                print(f"run {run + 1}/{args.runs}: {t:<11} {us:7.1f} µs/request", flush=True)
-    best = {t: min(v) for t, v in results.items()}
-    base = best.get("none")
+                for label, source in trees.items():
+                    us = measure(t, upstream_port, Path(tmp), args.warmup, args.requests, source)
+                    results.setdefault((label, t), []).append(us)
+                    name = f"{label}: {t}" if label else t
+                    print(f"run {run + 1}/{args.runs}: {name:<22} {us:7.1f} µs/request", flush=True)
     print(f"\nbest of {args.runs}, {args.requests} requests each (gateway CPU only):")
-    for t, us in best.items():
-        extra = f"  (+{us - base:.1f} over no filter)" if base is not None and t != "none" else ""
-        print(f"  {t:<11} {us:7.1f} µs/request{extra}")
+    for label in trees:
+        if label:
+            print(f"{label}:")
+        base = min(results[(label, "none")]) if "none" in targets else None
+        for t in targets:
+            us = min(results[(label, t)])
+            extra = (
+                f"  (+{us - base:.1f} over no filter)" if base is not None and t != "none" else ""
+            )
+            print(f"  {t:<11} {us:7.1f} µs/request{extra}")
     return 0
 
 
