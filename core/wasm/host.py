@@ -456,11 +456,16 @@ class Host:
             return BAD_ARGUMENT
         if not _field_ok(key, value):
             return BAD_ARGUMENT
+        raw = headers.raw
+        size = len(key)
         if value is not None:
-            held = _size(headers.raw)
-            if mode != "add":
-                held -= _size([(n, v) for n, v in headers.raw if n.lower() == key])
-            if held + _size([(key, value)]) > self.plugin.limits.max_header_bytes:
+            # What the map holds after the change, in one pass (as _size counts it).
+            held = len(key) + len(value) + 32
+            drop = mode != "add"
+            for n, v in raw:
+                if not (drop and len(n) == size and n.lower() == key):
+                    held += len(n) + len(v) + 32
+            if held > self.plugin.limits.max_header_bytes:
                 return self._exhausted("headers")
         if mode != "add":
             headers.remove(key.decode("latin-1"))
