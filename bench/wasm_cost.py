@@ -18,7 +18,9 @@ CPU is not counted. Each target runs ``--runs`` times, interleaved, and the best
 ``--baseline DIR`` also runs every target from another source tree (for instance
 ``git archive main | tar -x -C /tmp/base``: the gateway is then started as
 ``python -m core.cli`` with ``PYTHONPATH=DIR``, this venv's packages), interleaved with
-this tree's runs, so a before/after comparison sees the same machine noise.
+this tree's runs, so a before/after comparison sees the same machine noise; it also
+prints the median of the per-run differences (this tree minus baseline), the figure to
+trust on a busy machine.
 
 The filters are the example modules under plugins/wasm (as-headers: AssemblyScript;
 go-headers: proxy-wasm-go-sdk), built first with plugins/wasm/build.py when missing.
@@ -31,6 +33,7 @@ import argparse
 import asyncio
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -268,6 +271,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"  (+{us - base:.1f} over no filter)" if base is not None and t != "none" else ""
             )
             print(f"  {t:<11} {us:7.1f} µs/request{extra}")
+    if args.baseline is not None:
+        # Each run measured both trees back to back: the median of those differences
+        # is steadier than the difference of two minimums on a busy machine.
+        print("this tree - baseline, median of the per-run differences:")
+        for t in targets:
+            pairs = zip(results[("this tree", t)], results[("baseline", t)], strict=True)
+            print(f"  {t:<11} {statistics.median(a - b for a, b in pairs):+7.1f} µs/request")
     return 0
 
 
