@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/wasm_cost.py [--requests 3000] [--warmup 500] [--runs 3]
                                         [--targets none,as-headers,go-headers]
-                                        [--baseline DIR]
+                                        [--baseline DIR] [--tree DIR]
 
 Unlike bench/run.py (wrk, req/s, sensitive to whatever else the machine runs), this
 counts the CPU the gateway process itself spends: for each target it starts
@@ -20,7 +20,8 @@ CPU is not counted. Each target runs ``--runs`` times, interleaved, and the best
 ``python -m core.cli`` with ``PYTHONPATH=DIR``, this venv's packages), interleaved with
 this tree's runs, so a before/after comparison sees the same machine noise; it also
 prints the median of the per-run differences (this tree minus baseline), the figure to
-trust on a busy machine.
+trust on a busy machine. ``--tree DIR`` measures another source tree (the same way)
+in place of the one this script is in.
 
 The filters are the example modules under plugins/wasm (as-headers: AssemblyScript;
 go-headers: proxy-wasm-go-sdk), built first with plugins/wasm/build.py when missing.
@@ -233,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--targets", default="none,as-headers,go-headers")
     parser.add_argument("--baseline", type=Path, help="another source tree to compare with")
+    parser.add_argument(
+        "--tree", type=Path, help="measure this source tree instead of the one holding the script"
+    )
     args = parser.parse_args(argv)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     for t in targets:
@@ -248,9 +252,10 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(build, check=True)
     upstream_port = free_port()
     start_upstream(upstream_port)
-    trees: dict[str, Path | None] = {"": None}
+    tree = args.tree.resolve() if args.tree is not None else None
+    trees: dict[str, Path | None] = {"": tree}
     if args.baseline is not None:
-        trees = {"baseline": args.baseline.resolve(), "this tree": None}
+        trees = {"baseline": args.baseline.resolve(), "this tree": tree}
     results: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="wasm-cost-") as tmp:
         for run in range(args.runs):
