@@ -133,6 +133,26 @@ async def test_memory_grow_fails_at_the_cap(
     assert upstream.requests[-1].headers["x-pages"] == str(memory_mb * 16)  # 64 KiB pages
 
 
+async def test_memory_grown_between_host_calls_is_seen(
+    tmp_path: Path,
+    upstream: RecordingUpstream,
+    start_gateway: StartGateway,
+    http: aiohttp.ClientSession,
+) -> None:
+    # The host may remember where the memory is between its calls (a speed-up), but
+    # never past guest code, which may have grown it: the header read from the new page
+    # arrives. Twice, so the second request starts with what the first left behind.
+    gw = await start_wasm(start_gateway, tmp_path, "grow_between.wat", {"v1": [upstream.address]})
+    for _ in range(2):
+        assert await get(http, gw, "/grow") == 200
+        seen = upstream.requests[-1].headers
+        assert (seen.get("x-before"), seen.get("x-grown"), seen.get("x-grown-status")) == (
+            "1",
+            "yes",
+            "0",
+        )
+
+
 # ---------------------------------------------------------------------- traps
 
 

@@ -396,14 +396,46 @@ class Host:
         key = self._read(key_ptr, key_size)
         if key is None:
             return BAD_MEMORY
-        pairs = self._pairs(kind)
-        if pairs is None:
+        value = self._value(kind, key.lower())
+        if value is None:
             return NOT_FOUND
-        key = key.lower()
-        for name, value in pairs:
-            if name == key:
-                return self._return_bytes(value, ptr_ptr, size_ptr)
-        return NOT_FOUND
+        return self._return_bytes(value, ptr_ptr, size_ptr)
+
+    def _value(self, kind: int, key: bytes) -> bytes | None:
+        """The first value of ``key`` (lower case) in map ``kind``, as :meth:`_pairs`
+        lists it, without building the whole list (SDKs look up a field or two per
+        callback)."""
+        ctx = self._ctx()
+        raw: list[tuple[bytes, bytes]]
+        if kind == MapType.HTTP_REQUEST_HEADERS and ctx is not None:
+            req = ctx.request
+            if key[:1] == b":":
+                if key == b":method":
+                    return req.method.encode()
+                if key == b":path":
+                    return req.wire_target()
+                if key == b":authority":
+                    return req.host.encode("latin-1")
+                if key == b":scheme":
+                    return ctx.scheme.encode()
+            raw = req.headers.raw
+        elif kind == MapType.HTTP_RESPONSE_HEADERS and ctx is not None and ctx.response:
+            if key == b":status":
+                return str(ctx.response.status).encode()
+            raw = ctx.response.headers.raw
+        else:
+            pairs = self._pairs(kind)
+            if pairs is None:
+                return None
+            for name, value in pairs:
+                if name == key:
+                    return value
+            return None
+        size = len(key)
+        for name, value in raw:
+            if len(name) == size and name.lower() == key:
+                return value
+        return None
 
     def _edit(self, kind: int, key: bytes, value: bytes | None, mode: str) -> int:
         """Change one field; ``mode`` is 'add', 'replace' or 'remove'."""
@@ -427,11 +459,16 @@ class Host:
             return BAD_ARGUMENT
         if not _field_ok(key, value):
             return BAD_ARGUMENT
+        raw = headers.raw
+        size = len(key)
         if value is not None:
-            held = _size(headers.raw)
-            if mode != "add":
-                held -= _size([(n, v) for n, v in headers.raw if n.lower() == key])
-            if held + _size([(key, value)]) > self.plugin.limits.max_header_bytes:
+            # What the map holds after the change, in one pass (as _size counts it).
+            held = len(key) + len(value) + 32
+            drop = mode != "add"
+            for n, v in raw:
+                if not (drop and len(n) == size and n.lower() == key):
+                    held += len(n) + len(v) + 32
+            if held > self.plugin.limits.max_header_bytes:
                 return self._exhausted("headers")
         if mode != "add":
             headers.remove(key.decode("latin-1"))

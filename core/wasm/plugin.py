@@ -296,9 +296,11 @@ class PluginVm(RootContexts):
         started = _now()
         if started < budget.until:
             raise WasmUnavailable(f"wasm filter {self.name!r} is over its CPU budget", "cpu_budget")
+        if len(args) > export.nparams:  # (the usual case: the arity the ABI names)
+            args = args[: export.nparams]
         self._depth = 1
         try:
-            return inst.call_export(export, name, args[: export.nparams])
+            return inst.call_export(export, name, args)
         except WasmTrap as exc:
             self._trapped(exc)
             raise
