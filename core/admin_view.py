@@ -23,6 +23,7 @@ from core.config_redact import core_config_schema, redact_config
 from core.errors import PluginError
 from core.metrics import config_hash
 from core.metrics_render import wasmgate_version
+from plugin_sdk import pools
 
 if TYPE_CHECKING:
     from core.gateway import Snapshot
@@ -38,7 +39,7 @@ class SnapshotView:
 
 
 class Views:
-    """One :class:`SnapshotView` per live snapshot, built once, in a thread."""
+    """One :class:`SnapshotView` per live snapshot, built once, in the ``files`` pool."""
 
     def __init__(self) -> None:
         self._views: weakref.WeakKeyDictionary[Snapshot, asyncio.Future[SnapshotView]] = (
@@ -48,7 +49,9 @@ class Views:
     async def get(self, snap: Snapshot) -> SnapshotView:
         pending = self._views.get(snap)
         if pending is None:
-            pending = asyncio.ensure_future(asyncio.to_thread(_build, snap, snap.filters()))
+            # The "files" pool (plugin_sdk.pools), like the dashboard's other file reads:
+            # bounded, so admin reads cannot crowd out other blocking work.
+            pending = asyncio.ensure_future(pools.offload("files", _build, snap, snap.filters()))
             self._views[snap] = pending
         try:
             return await asyncio.shield(pending)
