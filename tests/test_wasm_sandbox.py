@@ -12,7 +12,7 @@ import pytest
 import wasmtime
 
 from core.wasm.plugin import PluginVm
-from core.wasm.vm import WASMTIME_VERSION, compile_module
+from core.wasm.vm import ENGINE_TAG, WASMTIME_VERSION, compile_module
 from tests.conftest import StartGateway
 from tests.harness import InProcessGateway, RecordingUpstream
 from tests.test_wasm_host import MODULES, picked, start_wasm, wasm_vm
@@ -192,7 +192,7 @@ def test_compiled_module_is_cached_on_disk(tmp_path: Path, monkeypatch: pytest.M
     wasm = bytes(wasmtime.wat2wasm((MODULES / "abi_0_2_1.wat").read_text()))
     _first, digest = compile_module(wasm)
     entries = list(cache.glob("*.cwasm"))
-    assert [e.name for e in entries] == [f"{digest}-wasmtime{WASMTIME_VERSION}.cwasm"]
+    assert [e.name for e in entries] == [f"{digest}-wasmtime{WASMTIME_VERSION}-{ENGINE_TAG}.cwasm"]
 
     class NoCompiling(wasmtime.Module):
         def __init__(self, *_args: object) -> None:
@@ -213,7 +213,7 @@ def test_unusable_cache_entry_is_recompiled(
     monkeypatch.setenv("WASMGATE_CACHE_DIR", str(cache))
     wasm = bytes(wasmtime.wat2wasm((MODULES / "abi_0_2_1.wat").read_text()))
     _module, digest = compile_module(wasm)
-    entry = cache / f"{digest}-wasmtime{WASMTIME_VERSION}.cwasm"
+    entry = cache / f"{digest}-wasmtime{WASMTIME_VERSION}-{ENGINE_TAG}.cwasm"
     entry.write_bytes(b"not a compiled module")
     module, _digest = compile_module(wasm)
     assert PluginVm("recompiled", module, config=b"").abi == "0.2.1"

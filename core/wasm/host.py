@@ -196,16 +196,10 @@ class Host:
 
     def _return_bytes(self, data: bytes, ptr_ptr: int, size_ptr: int) -> int:
         """Copy ``data`` into guest memory and write its pointer and size back."""
-        if not data:
-            if not (self.mem.write_u32(ptr_ptr, 0) and self.mem.write_u32(size_ptr, 0)):
-                return BAD_MEMORY
-            return OK
-        ptr = self.mem.allocate(data)
-        if ptr is None:
+        done = self.mem.return_bytes(data, ptr_ptr, size_ptr)
+        if done is None:
             return Status.INTERNAL_FAILURE
-        if not (self.mem.write_u32(ptr_ptr, ptr) and self.mem.write_u32(size_ptr, len(data))):
-            return BAD_MEMORY
-        return OK
+        return OK if done else BAD_MEMORY
 
     def _ctx(self) -> Context | None:
         return self.stream.ctx if self.stream is not None else None

@@ -5,8 +5,10 @@ so calls in both directions go through wasmtime's *unchecked* C API, which wasmt
 exposes through ctypes: a call into the guest costs about 1.3 µs instead of about
 19 µs through ``Func.__call__``, and a host function about 0.5 µs instead of 9 to 20 µs.
 Values cross as raw 16-byte slots; a host function reads its arguments with one slice.
-The guest memory's address and size are looked up once per host function (and again
-after any call into the guest, which may grow the memory), not once per read or write.
+Host functions read and write guest memory through a memoryview, not through ctypes
+calls: the engine never moves a linear memory (``memory_may_move = False``), so the
+view stays valid as the memory grows, and its size is looked up again only when an
+access reaches past what the view covers.
 
 Sandbox: every module gets its own Store with a linear-memory cap, and every call from
 the host runs under an epoch deadline (a daemon thread advances the engine's epoch every
@@ -28,6 +30,7 @@ import ctypes
 import hashlib
 import logging
 import os
+import struct
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
@@ -44,6 +47,7 @@ from core.errors import PluginError
 log = logging.getLogger("wasmgate.wasm")
 
 EPOCH_MS = 5  # how often the engine's epoch advances (deadline granularity)
+ENGINE_TAG = "epoch-fixedmem"  # the engine settings a cached compiled module was made for
 try:
     WASMTIME_VERSION = metadata.version("wasmtime")
 except metadata.PackageNotFoundError:  # pragma: no cover - wasmtime imported, so present
@@ -77,6 +81,8 @@ _memory_size.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
 _WORDS = [ctypes.c_uint64 * (n * _SLOT_WORDS) for n in range(32)]
 _HALVES = [ctypes.c_uint32 * (n * _SLOT_WORDS * 2) for n in range(32)]
 _STEP32 = _SLOT_WORDS * 2
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
 
 
 class WasmTrap(PluginError):
@@ -105,6 +111,9 @@ def engine() -> wasmtime.Engine:
             _engine_pid = os.getpid()
             config = wasmtime.Config()
             config.epoch_interruption = True
+            # Linear memories grow in place (a 32-bit memory's 4 GiB is reserved up
+            # front), so a memoryview of one stays valid: see Instance._refresh.
+            config.memory_may_move = False
             _engine = wasmtime.Engine(config)
             ticker = threading.Thread(
                 target=_tick_epochs, args=(_engine,), name="wasm-epoch", daemon=True
@@ -134,7 +143,7 @@ def compile_module(wasm: bytes, *, source: str = "<module>") -> tuple[wasmtime.M
     """Compile ``wasm`` (or load it from the disk cache); (module, sha256 hex)."""
     digest = hashlib.sha256(wasm).hexdigest()
     eng = engine()
-    cached = cache_dir() / f"{digest}-wasmtime{WASMTIME_VERSION}.cwasm"
+    cached = cache_dir() / f"{digest}-wasmtime{WASMTIME_VERSION}-{ENGINE_TAG}.cwasm"
     if cached.exists():
         try:
             return wasmtime.Module.deserialize_file(eng, str(cached)), digest
@@ -169,8 +178,7 @@ def _dispatch_impl(env: int | None, _caller: int | None, slots: int | None, coun
     entry = _HOST_FUNCS.get(env or 0)
     if entry is None:  # an instance closed under a call (should not happen): trap it
         return _trap("host function of a closed instance")
-    func, halves, stop, wide, result_view, inst = entry
-    inst._mem_size = -1  # the guest ran since the host last looked at its memory
+    func, halves, stop, wide, result_view, _inst = entry
     addr = slots or 0
     if halves is not None:  # all i32: the low halves of the slots, in one slice
         args = halves.from_address(addr)[0:stop:_STEP32]
@@ -266,9 +274,10 @@ class Instance:
         self._trap_addr = ctypes.addressof(self._trap)
         self._depth = 0
         self._mem_addr = 0
-        self._known_size = 0  # a lower bound of the memory's size (memories only grow)
-        self._mem_base = 0  # the memory's address and size as last seen (see _view)
-        self._mem_size = -1  # -1: not seen since the guest last ran
+        # A view of the guest's memory as far as it reached when last looked at (see
+        # _refresh); memories only grow, and in place, so it stays valid as it is.
+        self._mem: memoryview = memoryview(b"")
+        self._mem_size = 0
         # Host functions this instance registered. Their entries point back at the
         # plugin (and so at this Store) from a module-level table, a cycle through C
         # that Python's collector cannot see: close() breaks it.
@@ -323,7 +332,11 @@ class Instance:
             elif isinstance(item, wasmtime.Memory) and export_name == "memory":
                 self.memory = item
                 self._mem_addr = ctypes.addressof(item._memory)
-        self._alloc = self.exports.get("proxy_on_memory_allocate") or self.exports.get("malloc")
+        self._alloc_name = "proxy_on_memory_allocate"
+        self._alloc = self.exports.get(self._alloc_name)
+        if self._alloc is None:
+            self._alloc_name = "malloc"
+            self._alloc = self.exports.get("malloc")
 
     def close(self) -> None:
         """Release the instance: its host-function entries, exports and memory, so
@@ -334,6 +347,8 @@ class Instance:
         self.exports.clear()
         self.memory = None
         self._alloc = None
+        self._mem = memoryview(b"")  # never a view of a freed Store's memory
+        self._mem_size = 0
 
     def has(self, name: str) -> bool:
         return name in self.exports
@@ -363,7 +378,6 @@ class Instance:
             )
         finally:
             self._depth -= 1
-            self._mem_size = -1  # the guest ran: its memory may have grown
         if error or self._trap:
             raise WasmTrap(f"{self.name}: {name} trapped: {self._failure(error)}")
         if not export.nresults:
@@ -382,54 +396,80 @@ class Instance:
 
     # -- linear memory
 
-    def _view(self) -> tuple[int, int]:
-        # Remembered from one host function's start (or the end of a call into the
-        # guest) to the next: only guest code grows (and may move) the memory, and it
-        # cannot run in between. _dispatch_impl and call_export forget it.
-        if self._mem_size < 0:
-            if not self._mem_addr:
-                return 0, 0
-            self._mem_base = _memory_data(self._ctx_addr, self._mem_addr) or 0
-            self._mem_size = _memory_size(self._ctx_addr, self._mem_addr)
-        return self._mem_base, self._mem_size
+    def _refresh(self) -> int:
+        """The memory's current size, looked up in wasmtime (and the view rebuilt when
+        it grew). Only needed when an access goes past what the view covers: guest code
+        may have grown the memory since, never shrunk it, and the engine never moves a
+        memory (``memory_may_move = False``), so the old view stays valid meanwhile."""
+        if not self._mem_addr:
+            return 0
+        size = int(_memory_size(self._ctx_addr, self._mem_addr))
+        if size != self._mem_size:
+            base = _memory_data(self._ctx_addr, self._mem_addr) or 0
+            self._mem = memoryview((ctypes.c_ubyte * size).from_address(base)).cast("B")
+            self._mem_size = size
+        return size
 
     def in_bounds(self, ptr: int, size: int) -> bool:
         if ptr < 0 or size < 0:
             return False
-        if ptr + size <= self._known_size:
-            return True
-        self._known_size = self._view()[1]
-        return ptr + size <= self._known_size
+        end = ptr + size
+        return end <= self._mem_size or end <= self._refresh()
 
     def read(self, ptr: int, size: int) -> bytes | None:
         """``size`` bytes at ``ptr``, or None when out of bounds."""
-        base, limit = self._view()
-        if ptr < 0 or size < 0 or ptr + size > limit:
+        end = ptr + size
+        if ptr < 0 or size < 0 or (end > self._mem_size and end > self._refresh()):
             return None
-        return ctypes.string_at(base + ptr, size) if size else b""
+        return self._mem[ptr:end].tobytes()
 
     def write(self, ptr: int, data: bytes) -> bool:
-        base, limit = self._view()
-        if ptr < 0 or ptr + len(data) > limit:
+        end = ptr + len(data)
+        if ptr < 0 or (end > self._mem_size and end > self._refresh()):
             return False
-        ctypes.memmove(base + ptr, data, len(data))
+        self._mem[ptr:end] = data
         return True
 
     def write_u32(self, ptr: int, value: int) -> bool:
-        return self.write(ptr, (value & 0xFFFFFFFF).to_bytes(4, "little"))
+        if ptr < 0 or (ptr + 4 > self._mem_size and ptr + 4 > self._refresh()):
+            return False
+        _U32.pack_into(self._mem, ptr, value & 0xFFFFFFFF)
+        return True
 
     def write_u64(self, ptr: int, value: int) -> bool:
-        return self.write(ptr, (value & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little"))
+        if ptr < 0 or (ptr + 8 > self._mem_size and ptr + 8 > self._refresh()):
+            return False
+        _U64.pack_into(self._mem, ptr, value & 0xFFFFFFFFFFFFFFFF)
+        return True
 
     def allocate(self, data: bytes) -> int | None:
         """Copy ``data`` into guest memory it allocated; the pointer, or None."""
-        if self._alloc is None:
+        alloc = self._alloc
+        if alloc is None:
             return None
-        name = "proxy_on_memory_allocate" if self.has("proxy_on_memory_allocate") else "malloc"
-        ptr = self.call(name, max(len(data), 1))
-        if not ptr or not self.write(ptr, data):
+        ptr = self.call_export(alloc, self._alloc_name, (len(data) or 1,))
+        if not ptr:
             return None
-        return ptr & 0xFFFFFFFF
+        ptr &= 0xFFFFFFFF
+        return ptr if self.write(ptr, data) else None
+
+    def return_bytes(self, data: bytes, ptr_ptr: int, size_ptr: int) -> bool | None:
+        """Copy ``data`` into memory the guest allocates and store its address and size
+        at ``ptr_ptr`` / ``size_ptr`` (zeros for empty data): True; None when the guest
+        cannot allocate; False when a pointer is out of bounds."""
+        ptr: int | None = 0
+        if data:
+            ptr = self.allocate(data)
+            if ptr is None:
+                return None
+        mem_size = self._mem_size
+        if ptr_ptr < 0 or size_ptr < 0 or ptr_ptr + 4 > mem_size or size_ptr + 4 > mem_size:
+            mem_size = self._refresh()
+            if ptr_ptr < 0 or size_ptr < 0 or ptr_ptr + 4 > mem_size or size_ptr + 4 > mem_size:
+                return False
+        _U32.pack_into(self._mem, ptr_ptr, ptr)
+        _U32.pack_into(self._mem, size_ptr, len(data))
+        return True
 
 
 def _trap_text(trap: Any) -> str:
