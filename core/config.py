@@ -427,6 +427,18 @@ class HeaderMatch(Model):
         return self
 
 
+class QueryMatch(Model):
+    name: str = Field(min_length=1, description="Query parameter name (case-sensitive).")
+    value: str = Field("", description="Value to compare with, decoded (not used by 'present').")
+    match: Literal["exact", "regex", "present"] = Field("exact", description="How to compare.")
+
+    @model_validator(mode="after")
+    def _check(self) -> QueryMatch:
+        if self.match == "regex":
+            check_regex(self.value)
+        return self
+
+
 FailMode = Literal["closed", "open"]
 
 
@@ -652,6 +664,14 @@ class Route(Model):
     )
     methods: list[str] = Field(default_factory=list, description="Allowed methods; empty = any.")
     headers: list[HeaderMatch] = Field(default_factory=list, description="All must match.")
+    query: list[QueryMatch] = Field(
+        default_factory=list, description="Query parameter conditions; all must match."
+    )
+    host_wildcard: Literal["label", "suffix"] = Field(
+        "label",
+        description="What '*.example.com' covers: one label (Ingress) or any number of "
+        "labels (the Gateway API).",
+    )
     upstream: str = Field(description="Name of the upstream to proxy to.")
     filters: list[FilterRef] = Field(
         default_factory=list, description="Filters after the global ones, in order."
