@@ -34,7 +34,6 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-
 from urllib.parse import parse_qsl
 
 from core.config import DefaultRoute, GatewayConfig, HeaderMatch, QueryMatch, Route
