@@ -781,12 +781,19 @@ class Kubernetes(Model):
     manifests: list[str] = Field(
         min_length=1,
         description="YAML/JSON manifest files or folders (relative to this file) with "
-        "Ingress, IngressClass, Service, Endpoints, EndpointSlice and TLS Secret objects.",
+        "Ingress, IngressClass, Service, Endpoints, EndpointSlice and TLS Secret objects, "
+        "and Gateway API GatewayClass, Gateway, HTTPRoute and ReferenceGrant objects.",
     )
     ingress_class: str = Field(
         "wasmgate",
         min_length=1,
         description="The IngressClass this gateway serves; other Ingresses are ignored.",
+    )
+    gateway_controller: str = Field(
+        "wasmgate.dev/gateway-controller",
+        min_length=1,
+        description="Gateway API: the GatewayClass controllerName whose Gateways (and their "
+        "HTTPRoutes) this gateway serves.",
     )
     services: dict[str, list[str]] = Field(
         default_factory=dict,
