@@ -22,7 +22,8 @@ Ingress dialect's, so both share ``[kubernetes]``, ``ingress import`` and the re
   parts); ``URLRewrite`` → ``rewrite`` (``host``; ``ReplaceFullPath`` → the whole path,
   ``ReplacePrefixMatch`` → ``replace_prefix`` of the match's prefix);
   ``ExtensionRef`` → the ``[filters.NAME]`` of gateway.toml it names. The weighted
-  backend choice comes last. ``RequestMirror`` and other types are warnings.
+  backend choice comes last. ``RequestMirror`` → ``mirror`` (a bodiless copy to the
+  Service's endpoints). Other types are warnings.
 - **Listeners.** A route attached only to HTTPS listeners redirects plain HTTP to
   HTTPS first (wasmgate serves every route on every listener; this keeps it off
   plain HTTP).
@@ -203,11 +204,31 @@ class _Routes:
                         "[filters] does not define; the rule answers 503"
                     )
                     broken = True
-            elif f.type == "RequestMirror":
-                self.warn(f"{where}: RequestMirror is not supported yet; not mirrored")
+            elif f.type == "RequestMirror" and f.request_mirror:
+                config = self.mirror(f, route, where)
+                if config is not None:
+                    chain.append(self.add_filter(fname, "mirror", config, note))
             else:
                 self.warn(f"{where}: filter type {f.type} is not supported; ignored")
         return chain, redirects, broken
+
+    def mirror(self, f: RouteFilter, route: Located, where: str) -> dict[str, Any] | None:
+        rm = f.request_mirror
+        assert rm is not None
+        ref = BackendRef.model_validate(rm.backend_ref.model_dump(by_alias=True))
+        name = self.upstream(ref, route, f"{where}.requestMirror.backendRef")
+        if name is None:
+            return None
+        endpoints = next(u["endpoints"] for u in self.out.upstreams if u["name"] == name)
+        if not endpoints:
+            self.warn(f"{where}: the mirror Service has no endpoints; nothing is mirrored")
+            return None
+        config: dict[str, Any] = {"endpoints": endpoints}
+        if rm.fraction is not None:
+            config["percent"] = min(100.0, 100 * rm.fraction.numerator / rm.fraction.denominator)
+        elif rm.percent is not None:
+            config["percent"] = float(rm.percent)
+        return config
 
     def redirect(self, f: RouteFilter, match: RouteMatch, where: str) -> dict[str, Any] | None:
         rr = f.request_redirect

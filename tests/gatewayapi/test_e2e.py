@@ -11,6 +11,7 @@ examples of redirects, rewrites and header modifiers.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
@@ -231,6 +232,22 @@ async def test_header_modifiers_and_extension_ref(served: Served) -> None:
     assert answer.headers.get("X-Header-Add") == "add-value"
 
 
+async def test_request_mirror_sends_a_copy(served: Served) -> None:
+    answer = await send(served, "headers.example", "/mirrored?n=1", headers={"x-remove": "1"})
+    assert answer.service == "alpha"
+    beta = served.services["beta"]
+    for _ in range(100):  # the copy is sent in the background
+        copies = [r for r in beta.requests if r.path_qs == "/mirrored?n=1"]
+        if copies:
+            break
+        await asyncio.sleep(0.02)
+    assert len(copies) == 1
+    # The copy carries the changes of the filters before the mirror, and no body.
+    assert copies[0].headers["my-header"] == "bar"
+    assert "x-remove" not in copies[0].headers
+    assert copies[0].headers["host"] == "headers.example"
+
+
 async def test_missing_extension_answers_503_and_warns(served: Served) -> None:
     answer = await send(served, "headers.example", "/missing-extension")
     assert (answer.status, answer.service) == (503, None)
@@ -240,7 +257,6 @@ async def test_missing_extension_answers_503_and_warns(served: Served) -> None:
 WARNINGS = [
     ("listeners[4] (tcp): protocol TCP is not supported", "tcp-listener"),
     ("HTTPRoute team-red/red spec.parentRefs[0]: no listener", "route-not-allowed"),
-    ("RequestMirror is not supported", "request-mirror"),
     ("spec.rules[0].sessionPersistence is not supported", "unknown-field"),
     ("Service nogrant/zeta is in another namespace and no ReferenceGrant", "no-grant"),
 ]

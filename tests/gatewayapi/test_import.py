@@ -42,7 +42,7 @@ def test_import_gateway_api(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "from 0 Ingresses and 12 HTTPRoutes" in done.stderr
-    assert "RequestMirror is not supported" in done.stderr
+    assert "sessionPersistence is not supported" in done.stderr
     text = out.read_text()
     assert "# Gateway controller served: 'wasmgate.dev/gateway-controller'" in text
     assert "# HTTPRoute default/split (" in text
