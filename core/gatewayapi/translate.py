@@ -36,6 +36,9 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
+from core.config import HOST_RE, Route
 from core.gatewayapi.attach import Attached, Gateways, granted
 from core.gatewayapi.objects import (
     BackendRef,
@@ -73,6 +76,18 @@ def _seconds(text: str) -> float | None:
         return None
     h, mi, s, ms = (int(g or 0) for g in m.groups())
     return h * 3600 + mi * 60 + s + ms / 1000
+
+
+def _plain_path(value: str) -> bool:
+    return (
+        value.startswith("/")
+        and not value.startswith("//")
+        and not any(c in value for c in "?#\\ \t\r\n\0")
+    )
+
+
+def _plain_host(value: str) -> bool:
+    return bool(HOST_RE.match(value)) and not value.startswith("*.")
 
 
 def _full(pattern: str) -> str:
@@ -156,6 +171,8 @@ class _Routes:
             for hv in getattr(mod, kind):
                 if hv.name.lower() in _MANAGED:
                     self.warn(f"{where}: header {hv.name} is managed by the gateway; not changed")
+                elif any(c in hv.name for c in " \t\r\n:") or any(c in hv.value for c in "\r\n\0"):
+                    self.warn(f"{where}: header {hv.name!r}: invalid name or value; not changed")
                 else:
                     values[hv.name] = hv.value
             if values:
@@ -237,6 +254,9 @@ class _Routes:
         if rr.scheme:
             config["scheme"] = rr.scheme
         if rr.hostname:
+            if not _plain_host(rr.hostname.lower()):
+                self.warn(f"{where}: invalid hostname {rr.hostname!r}; filter ignored")
+                return None
             config["hostname"] = rr.hostname.lower()
         if rr.port:
             config["port"] = rr.port
@@ -251,20 +271,31 @@ class _Routes:
         return config
 
     def path_change(self, mod: Any, match: RouteMatch, where: str) -> dict[str, Any] | None:
+        value = (
+            mod.replace_full_path if mod.type == "ReplaceFullPath" else mod.replace_prefix_match
+        ) or "/"
+        if not _plain_path(value) or "$" in value:
+            self.warn(f"{where}: path {value!r} is not a plain path; ignored")
+            return None
         if mod.type == "ReplaceFullPath":
-            value = mod.replace_full_path or "/"
             return {"path": value}
         if match.path.type != "PathPrefix":
             self.warn(f"{where}: ReplacePrefixMatch needs a PathPrefix match; ignored")
             return None
-        return {"replace_prefix": {"from": match.path.value, "to": mod.replace_prefix_match or "/"}}
+        if not _plain_path(match.path.value):
+            self.warn(f"{where}: the match's prefix is not a plain path; ignored")
+            return None
+        return {"replace_prefix": {"from": match.path.value, "to": value}}
 
     def rewrite(self, f: RouteFilter, match: RouteMatch, where: str) -> dict[str, Any]:
         rw = f.url_rewrite
         assert rw is not None
         config: dict[str, Any] = {}
         if rw.hostname:
-            config["host"] = rw.hostname.lower()
+            if _plain_host(rw.hostname.lower()):
+                config["host"] = rw.hostname.lower()
+            else:
+                self.warn(f"{where}: invalid hostname {rw.hostname!r}; not rewritten")
         if rw.path is not None:
             change = self.path_change(rw.path, match, where)
             if change is not None and "path" in change:
@@ -405,6 +436,13 @@ class _Routes:
             table["filters"] = chain
         if timeout is not None:
             table["timeout"] = timeout
+        try:
+            Route.model_validate(table)
+        except ValidationError as exc:
+            for err in exc.errors(include_url=False):
+                loc = ".".join(str(x) for x in err["loc"])
+                self.warn(f"{where}: {loc}: {err['msg']}; match skipped")
+            return
         self.out.routes.append(table)
         self.out.notes[f"route {table['name']}"] = (
             f"HTTPRoute {route.key} ({route.where}) rules[{i}].matches[{j}]: "
