@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help install run test lint format typecheck check bench soak clean wasm registry demo-canary demo-zero-trust
+.PHONY: help install run test lint format typecheck check bench soak clean wasm registry demo-canary demo-gateway-api demo-zero-trust
 
 help:
 	@echo "make run        set up, start the demo upstreams and serve examples/gateway.toml"
@@ -16,6 +16,7 @@ help:
 	@echo "make install    create $(VENV) and install wasmgate editable with dev extras"
 	@echo "make wasm       build the example WASM filters in plugins/wasm (needs npm, Go >= 1.24 and cargo; installs ziglang)"
 	@echo "make demo-canary  the NGINX Ingress canary walkthrough from manifests (VARIANT=weight)"
+	@echo "make demo-gateway-api  a canary by weight and by header from Gateway API manifests"
 	@echo "make demo-zero-trust  JWT at the edge, mTLS to the upstream, with a dev CA (wasmgate cert)"
 	@echo "make registry   build the example plugin registry in examples/registry (what make run serves)"
 
@@ -78,6 +79,9 @@ demo-canary: install
 
 # Client --HTTPS + JWT--> gateway --mTLS--> upstream (examples/zero-trust/); makes a dev
 # CA and certificates in examples/zero-trust/.certs/ the first time.
+demo-gateway-api: install
+	$(PY) examples/gateway-api/demo.py
+
 demo-zero-trust: install
 	$(PY) examples/zero-trust/demo.py
 

@@ -427,6 +427,18 @@ class HeaderMatch(Model):
         return self
 
 
+class QueryMatch(Model):
+    name: str = Field(min_length=1, description="Query parameter name (case-sensitive).")
+    value: str = Field("", description="Value to compare with, decoded (not used by 'present').")
+    match: Literal["exact", "regex", "present"] = Field("exact", description="How to compare.")
+
+    @model_validator(mode="after")
+    def _check(self) -> QueryMatch:
+        if self.match == "regex":
+            check_regex(self.value)
+        return self
+
+
 FailMode = Literal["closed", "open"]
 
 
@@ -652,6 +664,14 @@ class Route(Model):
     )
     methods: list[str] = Field(default_factory=list, description="Allowed methods; empty = any.")
     headers: list[HeaderMatch] = Field(default_factory=list, description="All must match.")
+    query: list[QueryMatch] = Field(
+        default_factory=list, description="Query parameter conditions; all must match."
+    )
+    host_wildcard: Literal["label", "suffix"] = Field(
+        "label",
+        description="What '*.example.com' covers: one label (Ingress) or any number of "
+        "labels (the Gateway API).",
+    )
     upstream: str = Field(description="Name of the upstream to proxy to.")
     filters: list[FilterRef] = Field(
         default_factory=list, description="Filters after the global ones, in order."
@@ -761,12 +781,19 @@ class Kubernetes(Model):
     manifests: list[str] = Field(
         min_length=1,
         description="YAML/JSON manifest files or folders (relative to this file) with "
-        "Ingress, IngressClass, Service, Endpoints, EndpointSlice and TLS Secret objects.",
+        "Ingress, IngressClass, Service, Endpoints, EndpointSlice and TLS Secret objects, "
+        "and Gateway API GatewayClass, Gateway, HTTPRoute and ReferenceGrant objects.",
     )
     ingress_class: str = Field(
         "wasmgate",
         min_length=1,
         description="The IngressClass this gateway serves; other Ingresses are ignored.",
+    )
+    gateway_controller: str = Field(
+        "wasmgate.dev/gateway-controller",
+        min_length=1,
+        description="Gateway API: the GatewayClass controllerName whose Gateways (and their "
+        "HTTPRoutes) this gateway serves.",
     )
     services: dict[str, list[str]] = Field(
         default_factory=dict,

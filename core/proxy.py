@@ -203,7 +203,7 @@ class Exchange:
     async def _proxy(self) -> None:
         req = self.req
         snap = self.snapshot
-        route = snap.router.match(req.host, req.path, req.method, req.header)
+        route = snap.router.match(req.host, req.path, req.method, req.header, req.query)
         if route is None:
             await self._local(404, "no route")
             return

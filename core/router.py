@@ -4,7 +4,9 @@ Matching follows the Kubernetes Ingress rules:
 
 * Host: exact names beat ``*.suffix`` wildcards, which beat routes without hosts. A
   wildcard covers exactly one label (``*.foo.com`` matches ``bar.foo.com``, not
-  ``foo.com`` nor ``baz.bar.foo.com``). Case and port are ignored. The host picks one
+  ``foo.com`` nor ``baz.bar.foo.com``), unless the route says
+  ``host_wildcard = "suffix"`` (the Gateway API's rule): then it covers any number of
+  labels, and the longest such suffix wins. Case and port are ignored. The host picks one
   group of routes; a request whose host picked a group but whose path matches none
   of that group's rules does *not* fall through to another group (NGINX Ingress and
   Envoy behave the same) — it goes to the default route, or gets 404.
@@ -16,8 +18,11 @@ Matching follows the Kubernetes Ingress rules:
 * Precedence: the longest rule wins (a prefix or exact rule's length is its path's
   length, a regex rule's is the length of its pattern, as NGINX Ingress orders
   them); on equal length exact beats prefix beats regex; among rules with the same
-  path, routes with more conditions (methods, headers) are tried first, then file
-  order. A candidate whose method or header conditions fail gives way to the next.
+  path, a route with a method condition is tried first, then the one with more
+  header conditions, then the one with more query conditions (the Gateway API's
+  order), then file order. A candidate whose conditions fail gives way to the next.
+* Query conditions compare decoded values; a parameter given twice counts by its
+  first value.
 
 Per request, matching is dictionary lookups over the path's element prefixes plus
 the regex rules of the chosen host group, already in precedence order.
@@ -29,8 +34,9 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
-from core.config import DefaultRoute, GatewayConfig, HeaderMatch, Route
+from core.config import DefaultRoute, GatewayConfig, HeaderMatch, QueryMatch, Route
 
 if TYPE_CHECKING:
     from plugin_sdk.chain import Chain
@@ -78,20 +84,53 @@ class _HeaderCond:
 
 
 @dataclass(frozen=True, slots=True)
+class _QueryCond:
+    name: str
+    kind: str
+    value: str
+    pattern: re.Pattern[str] | None
+
+    def ok(self, params: dict[str, str]) -> bool:
+        actual = params.get(self.name)
+        if actual is None:
+            return False
+        if self.kind == "present":
+            return True
+        if self.kind == "exact":
+            return actual == self.value
+        assert self.pattern is not None
+        return self.pattern.match(actual) is not None
+
+
+def _params(query: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        out.setdefault(name, value)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
 class _Entry:
     target: RouteTarget
     methods: frozenset[str] | None
     headers: tuple[_HeaderCond, ...]
     order: int
+    query: tuple[_QueryCond, ...] = ()
 
     @property
-    def weight(self) -> int:
-        return (self.methods is not None) + len(self.headers)
+    def rank(self) -> tuple[int, int, int, int]:
+        """Sort key: a method condition, then more header, then more query conditions."""
+        return (-(self.methods is not None), -len(self.headers), -len(self.query), self.order)
 
-    def ok(self, method: str, get: HeaderGetter) -> bool:
+    def ok(self, method: str, get: HeaderGetter, query: str) -> bool:
         if self.methods is not None and method not in self.methods:
             return False
-        return all(h.ok(get) for h in self.headers)
+        if not all(h.ok(get) for h in self.headers):
+            return False
+        if self.query:
+            params = _params(query)
+            return all(q.ok(params) for q in self.query)
+        return True
 
 
 @dataclass(slots=True)
@@ -105,9 +144,9 @@ class _Group:
     def freeze(self) -> None:
         for table in (self.exact, self.prefix):
             for entries in table.values():
-                entries.sort(key=lambda e: (-e.weight, e.order))
+                entries.sort(key=lambda e: e.rank)
         for _, _, entries in self.regex:
-            entries.sort(key=lambda e: (-e.weight, e.order))
+            entries.sort(key=lambda e: e.rank)
         self.regex.sort(key=lambda item: -item[0])
 
     def candidates(self, path: str) -> Iterator[list[_Entry]]:
@@ -160,6 +199,11 @@ def _header_cond(h: HeaderMatch) -> _HeaderCond:
     return _HeaderCond(h.name.lower(), h.match, h.value, pattern, h.invert)
 
 
+def _query_cond(q: QueryMatch) -> _QueryCond:
+    pattern = re.compile(q.value) if q.match == "regex" else None
+    return _QueryCond(q.name, q.match, q.value, pattern)
+
+
 class Router:
     """Maps (host, path, method, headers) to a :class:`RouteTarget`."""
 
@@ -168,6 +212,7 @@ class Router:
         chains = {name: chain for name, chain in (chains or {}).items() if chain}
         self._exact_hosts: dict[str, _Group] = {}
         self._wild_hosts: dict[str, _Group] = {}
+        self._suffix_hosts: dict[str, _Group] = {}
         self._any_host: _Group | None = None
         self.default: RouteTarget | None = None
         self.routes: list[RouteTarget] = []
@@ -187,8 +232,10 @@ class Router:
                 frozenset(route.methods) if route.methods else None,
                 tuple(_header_cond(h) for h in route.headers),
                 order,
+                tuple(_query_cond(q) for q in route.query),
             )
-            groups = [self._group_for(h) for h in route.hosts] or [self._any_group()]
+            suffix = route.host_wildcard == "suffix"
+            groups = [self._group_for(h, suffix) for h in route.hosts] or [self._any_group()]
             for group in groups:
                 for rule in route.paths:
                     self._add(group, rule.match, rule.path, entry)
@@ -212,14 +259,16 @@ class Router:
             self._any_host = _Group()
         return self._any_host
 
-    def _group_for(self, host: str) -> _Group:
+    def _group_for(self, host: str, suffix: bool = False) -> _Group:
         if host.startswith("*."):
-            return self._wild_hosts.setdefault(host[2:], _Group())
+            wild = self._suffix_hosts if suffix else self._wild_hosts
+            return wild.setdefault(host[2:], _Group())
         return self._exact_hosts.setdefault(host, _Group())
 
     def _all_groups(self) -> Iterator[_Group]:
         yield from self._exact_hosts.values()
         yield from self._wild_hosts.values()
+        yield from self._suffix_hosts.values()
         if self._any_host is not None:
             yield self._any_host
 
@@ -254,10 +303,18 @@ class Router:
                     group = self._wild_hosts.get(rest)
                     if group is not None:
                         return group
+            if self._suffix_hosts:
+                # Longest suffix first; the wildcard still stands for at least one label.
+                label, dot, rest = host.partition(".")
+                while dot and label:
+                    group = self._suffix_hosts.get(rest)
+                    if group is not None:
+                        return group
+                    label, dot, rest = rest.partition(".")
         return self._any_host
 
     def match(
-        self, host: str, path: str, method: str, get_header: HeaderGetter
+        self, host: str, path: str, method: str, get_header: HeaderGetter, query: str = ""
     ) -> RouteTarget | None:
         """The route for a request, the default route, or None (404)."""
         if ";" in path:
@@ -268,7 +325,7 @@ class Router:
         if group is not None:
             for entries in group.candidates(path):
                 for entry in entries:
-                    if entry.ok(method, get_header):
+                    if entry.ok(method, get_header, query):
                         return entry.target
         return self.default
 
@@ -284,7 +341,8 @@ class Router:
                     "hosts": route.hosts or ["*"],
                     "paths": [f"{p.match}:{p.path}" for p in route.paths],
                     "methods": route.methods or ["*"],
-                    "headers": [f"{h.name} {h.match} {h.value}".strip() for h in route.headers],
+                    "headers": [f"{h.name} {h.match} {h.value}".strip() for h in route.headers]
+                    + [f"?{q.name} {q.match} {q.value}".strip() for q in route.query],
                     "upstream": route.upstream,
                     "filters": target.chain.names() if target.chain else [],
                 }

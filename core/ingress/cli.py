@@ -10,6 +10,8 @@ from pathlib import Path
 
 from core.config import parse_address, parse_config
 from core.errors import ConfigError
+from core.gatewayapi.translate import DEFAULT_CONTROLLER, combine
+from core.gatewayapi.translate import translate as translate_gateway_api
 from core.ingress.objects import load_manifests
 from core.ingress.render import render
 from core.ingress.translate import Settings, translate
@@ -19,6 +21,7 @@ EXAMPLES = """\
 examples:
   wasmgate ingress import k8s/ --ingress-class nginx -o gateway.toml
   wasmgate ingress import ingress.yaml --service default/web=127.0.0.1:8080
+  wasmgate ingress import gateway-api/ --gateway-controller example.com/gateway-controller
   kubectl get ingress,ingressclass,service,endpoints -A -o yaml | \\
       wasmgate ingress import - --ingress-class nginx
 
@@ -26,6 +29,7 @@ Instead of importing once, gateway.toml can read the manifests at every load:
   [kubernetes]
   manifests = ["k8s/"]
   ingress_class = "nginx"
+  gateway_controller = "wasmgate.dev/gateway-controller"
 """
 
 
@@ -41,8 +45,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="translate manifests into a gateway.toml",
         description="Read YAML/JSON manifests (files, folders, or - for standard input) "
         "with Ingress, IngressClass, Service, Endpoints, EndpointSlice and TLS Secret "
+        "objects, and Gateway API GatewayClass, Gateway, HTTPRoute and ReferenceGrant "
         "objects; translate the Ingresses of one IngressClass, with their "
-        "nginx.ingress.kubernetes.io annotations, into routes, upstreams and filters; "
+        "nginx.ingress.kubernetes.io annotations, and the HTTPRoutes of the Gateways of "
+        "one GatewayClass controllerName into routes, upstreams and filters; "
         "write a gateway.toml that says where each table came from. Unsupported "
         "annotations are listed as warnings. The result is validated before it is "
         "written; an existing OUT is not overwritten without --force.",
@@ -55,6 +61,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default="wasmgate",
         metavar="NAME",
         help="the IngressClass to serve (default: wasmgate)",
+    )
+    imp.add_argument(
+        "--gateway-controller",
+        default=DEFAULT_CONTROLLER,
+        metavar="NAME",
+        help=f"the GatewayClass controllerName to serve (default: {DEFAULT_CONTROLLER})",
     )
     imp.add_argument(
         "-o",
@@ -116,6 +128,8 @@ def cmd_import(args: argparse.Namespace) -> int:
                 stdin_copy.unlink(missing_ok=True)
         settings = Settings(args.ingress_class, _services(args.service))
         tr = translate(found, settings)
+        gw = translate_gateway_api(found, settings, args.gateway_controller)
+        combine(tr, gw)
         if tr.problems:
             raise ConfigError("ingress import", tr.problems)
         if out is not None:
@@ -123,8 +137,17 @@ def cmd_import(args: argparse.Namespace) -> int:
         inputs = ["(standard input)" if f == "-" else f for f in args.files]
         command = "wasmgate ingress import " + " ".join(
             [*inputs, f"--ingress-class {args.ingress_class}"]
+            + ([f"--gateway-controller {args.gateway_controller}"] if gw.routes_served else [])
         )
-        text = render(tr, inputs, args.ingress_class, command)
+        also = (
+            [
+                f"Gateway controller served: {args.gateway_controller!r}; Gateways: "
+                f"{', '.join(gw.gateways)}; HTTPRoutes: {', '.join(gw.routes_served)}"
+            ]
+            if gw.gateways
+            else []
+        )
+        text = render(tr, inputs, args.ingress_class, command, also)
         source = str(out) if out is not None else "<generated>"
         parse_config(tomllib.loads(text), source)  # never write what would not load
     except ConfigError as exc:
@@ -132,10 +155,11 @@ def cmd_import(args: argparse.Namespace) -> int:
         return 1
     for warning in tr.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    if not tr.ingresses:
+    if not tr.ingresses and not gw.routes_served:
         print(
-            f"warning: no Ingress of class {args.ingress_class!r} in the input "
-            "(see --ingress-class)",
+            f"warning: no Ingress of class {args.ingress_class!r} nor HTTPRoute of a Gateway "
+            f"of controller {args.gateway_controller!r} in the input "
+            "(see --ingress-class, --gateway-controller)",
             file=sys.stderr,
         )
     if out is None:
@@ -147,7 +171,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     print(
         f"wrote {out}: {plural(len(tr.routes), 'route')}, "
         f"{plural(len(tr.upstreams), 'upstream')}, {plural(len(tr.filters), 'filter')} "
-        f"from {plural(len(tr.ingresses), 'Ingress', 'Ingresses')}",
+        f"from {plural(len(tr.ingresses), 'Ingress', 'Ingresses')}"
+        + (f" and {plural(len(gw.routes_served), 'HTTPRoute')}" if gw.routes_served else ""),
         file=sys.stderr,
     )
     return 0

@@ -7,7 +7,9 @@ keeping the objects the Ingress dialect needs:
 - ``networking.k8s.io/v1`` **Ingress** and **IngressClass**;
 - ``v1`` **Service**, **Endpoints** and **Secret** (type ``kubernetes.io/tls``);
 - ``discovery.k8s.io/v1`` **EndpointSlice**;
-- ``v1`` **List** (what ``kubectl get -o yaml`` writes), whose items are read in turn.
+- ``v1`` **List** (what ``kubectl get -o yaml`` writes), whose items are read in turn;
+- the Gateway API's kinds and ``v1`` **Namespace**, kept as read for
+  :mod:`core.gatewayapi`, which validates them itself.
 
 Other kinds (Deployments, ConfigMaps, ...) are skipped without a word: manifests of a
 whole application are normal input. Only the fields used are modelled; the rest is
@@ -30,6 +32,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from core.errors import ConfigError
 
 SUFFIXES = (".yaml", ".yml", ".json")
+GATEWAY_API_KINDS = frozenset(
+    {"GatewayClass", "Gateway", "HTTPRoute", "ReferenceGrant", "Namespace"}
+)
 MAX_FILE = 16 * 1024 * 1024
 
 
@@ -197,6 +202,7 @@ class Manifests:
     endpoints: dict[str, Located] = field(default_factory=dict)
     slices: list[Located] = field(default_factory=list)
     secrets: dict[str, Located] = field(default_factory=dict)
+    gateway_api: list[Located] = field(default_factory=list)  # raw mappings
     files: list[Path] = field(default_factory=list)
 
     def add(self, item: Located, problems: list[str]) -> None:
@@ -279,6 +285,9 @@ def _read_object(obj: Any, file: str, doc: int, found: Manifests, problems: list
     if kind == "List":
         for item in obj.get("items") or []:
             _read_object(item, file, doc, found, problems)
+        return
+    if kind in GATEWAY_API_KINDS:
+        found.gateway_api.append(Located(obj, file, doc))
         return
     model = MODELS.get(str(kind))
     if model is None:

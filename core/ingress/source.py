@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ConfigError
+from core.gatewayapi.translate import DEFAULT_CONTROLLER, combine
+from core.gatewayapi.translate import translate as translate_gateway_api
 from core.ingress.objects import load_manifests
 from core.ingress.translate import Settings, Translation, translate
 
@@ -65,6 +67,9 @@ def expand(data: dict[str, Any], table: dict[str, Any], source: str) -> Expanded
             },
         )
     tr = translate(found, settings)
+    controller = table.get("gateway_controller", DEFAULT_CONTROLLER)
+    gw = translate_gateway_api(found, settings, controller, set(data.get("filters") or {}))
+    combine(tr, gw)
     if tr.problems:
         raise ConfigError(source, [f"kubernetes: {p}" for p in tr.problems])
     merged = dict(data)
@@ -72,9 +77,10 @@ def expand(data: dict[str, Any], table: dict[str, Any], source: str) -> Expanded
     problems = _merge(merged, tr, out.origins)
     if problems:
         raise ConfigError(source, problems)
-    if not tr.ingresses:
+    if not tr.ingresses and not gw.routes_served:
         out.warnings.append(
-            f"kubernetes: no Ingress of class {settings.ingress_class!r} in "
+            f"kubernetes: no Ingress of class {settings.ingress_class!r} nor HTTPRoute "
+            f"of a Gateway of controller {controller!r} in "
             f"{', '.join(table['manifests'])}"
         )
     return out

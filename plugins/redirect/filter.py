@@ -1,6 +1,8 @@
 """The ``redirect`` plugin: answer from the gateway with a redirect.
 
-Three modes; ``to`` stands alone, ``https`` and ``app_root`` may be combined::
+Four modes; ``to`` and the URL parts (:mod:`plugins.redirect.parts`: ``scheme``,
+``hostname``, ``port``, ``path``, ``replace_prefix``) stand alone, ``https`` and
+``app_root`` may be combined::
 
     [filters.moved]
     plugin = "redirect"
@@ -31,6 +33,8 @@ Rules:
   so the redirect does not loop there.
 * ``app_root`` redirects only the exact path ``/``, keeping the query; default **302**.
   With ``https`` too, the HTTPS redirect comes first.
+* The URL parts redirect every request of the route to its own URL with those parts
+  replaced (the Gateway API's ``RequestRedirect``); default **302**.
 * ``code`` (301, 302, 303, 307 or 308) overrides the default of every mode.
 
 The reply carries ``Location`` and a one-line ``text/plain`` body.
@@ -42,14 +46,15 @@ import re
 
 from pydantic import Field, field_validator, model_validator
 
-from plugin_sdk import Context, Filter, LocalReply, PluginConfig
+from plugin_sdk import Context, Filter, LocalReply
+from plugins.redirect.parts import PartsConfig, check_parts, location_builder
 
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 _URL = re.compile(r"https?://[^/?#\s]+(/[^\s#]*)?|/[^\s#]*")
 _PORT = re.compile(r":[0-9]*$")
 
 
-class RedirectConfig(PluginConfig):
+class RedirectConfig(PartsConfig):
     code: int | None = Field(
         None,
         description="Status code: 301, 302, 303, 307 or 308 "
@@ -94,8 +99,23 @@ class RedirectConfig(PluginConfig):
                 raise ValueError(f"app_root must be a plain path: {value!r}")
         return value
 
+    @property
+    def has_parts(self) -> bool:
+        return any(
+            v is not None
+            for v in (self.scheme, self.hostname, self.port, self.path, self.replace_prefix)
+        )
+
     @model_validator(mode="after")
     def _modes(self) -> RedirectConfig:
+        if self.has_parts:
+            if self.to is not None or self.https or self.app_root is not None or self.keep_path:
+                raise ValueError(
+                    "scheme / hostname / port / path / replace_prefix redirect every request: "
+                    "they cannot be combined with 'to', 'https' or 'app_root'"
+                )
+            check_parts(self)
+            return self
         if self.to is not None and (self.https or self.app_root is not None):
             raise ValueError(
                 "'to' redirects every request: it cannot be combined with 'https' or 'app_root'"
@@ -140,9 +160,21 @@ class Redirect(Filter[RedirectConfig]):
         self._https_port = f":{port}" if port is not None and port != 443 else ""
         self._app_root = config.app_root
         self._app_code = code or 302
+        self._parts = (
+            location_builder(
+                config.scheme, config.hostname, config.port, config.path, config.replace_prefix
+            )
+            if config.has_parts
+            else None
+        )
 
     def on_request(self, ctx: Context) -> LocalReply | None:
         request = ctx.request
+        if self._parts is not None:
+            built = self._parts(ctx)
+            if built is None:
+                return LocalReply(400, {"content-type": "text/plain; charset=utf-8"}, "no Host\n")
+            return _reply(self._to_code, built)
         if self._to is not None:
             location = self._to
             if self._keep_path:
