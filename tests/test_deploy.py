@@ -52,11 +52,11 @@ class Doc:
 
     @property
     def kind(self) -> str:
-        return str(self.body["kind"])
+        return str(self.body.get("kind", ""))
 
     @property
     def name(self) -> str:
-        return str(self.body["metadata"]["name"])
+        return str((self.body.get("metadata") or {}).get("name", ""))
 
     def __str__(self) -> str:
         return f"{self.file} (document {self.index + 1}) {self.kind}/{self.name}"
@@ -144,7 +144,7 @@ def test_every_manifest_parses_and_names_its_object() -> None:
         body = doc.body
         assert body.get("apiVersion") and body.get("kind"), doc
         assert re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", doc.name), doc
-        namespace = body["metadata"].get("namespace", "")
+        namespace = (body.get("metadata") or {}).get("namespace", "")
         if doc.kind in CLUSTER_SCOPED:
             assert not namespace, f"{doc}: cluster-scoped, has a namespace"
         else:
