@@ -372,44 +372,61 @@ def test_configmap_gateway_toml_passes_wasmgate_check(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, int]]:
-    """The ConfigMap's gateway.toml on 127.0.0.1, its upstream a recording one.
-
-    The upstream runs on a loop of its own thread, so every test's loop can reach it.
-    """
+def app_upstream() -> Iterator[str]:
+    """A recording upstream on a loop of its own thread (every test's loop reaches it)."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     upstream = asyncio.run_coroutine_threadsafe(RecordingUpstream("app").start(), loop).result(10)
-    work = tmp_path_factory.mktemp("served")
-    (work / "token").write_text("t" * 32)
-    port, admin = free_port(), free_port()
-    text = loadable(gateway_toml())
-    for old, new in (
-        ('listen = ["0.0.0.0:8080"]', f'listen = ["127.0.0.1:{port}"]'),
-        ('listen = "0.0.0.0:9901"', f'listen = "127.0.0.1:{admin}"'),
-        ('"/etc/wasmgate-admin/token"', f'"{work / "token"}"'),
-        ('["app.default.svc.cluster.local:80"]', f'["{upstream.address}"]'),
-    ):
-        assert text.count(old) == 1, f"the test expects {old!r} in the ConfigMap"
-        text = text.replace(old, new)
-    gw = GatewayProcess(text, workdir=str(work)).start(port)
     try:
-        deadline = time.monotonic() + 15
-        while True:  # the admin listener comes up just after the data port
-            try:
-                socket.create_connection(("127.0.0.1", admin), timeout=0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, gw.log()
-                time.sleep(0.05)
-        yield gw, admin
+        yield upstream.address
     finally:
-        gw.terminate()
         asyncio.run_coroutine_threadsafe(upstream.stop(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+def local_copy(text: str, work: Path, upstream: str) -> tuple[str, int, int]:
+    """``text`` on 127.0.0.1 ports, its token in ``work``, ``upstream`` as the app."""
+    (work / "token").write_text("t" * 32)
+    port, admin = free_port(), free_port()
+    text = loadable(text)
+    for old, new in (
+        ('listen = ["0.0.0.0:8080"]', f'listen = ["127.0.0.1:{port}"]'),
+        ('listen = "0.0.0.0:9901"', f'listen = "127.0.0.1:{admin}"'),
+        ('"/etc/wasmgate-admin/token"', f'"{work / "token"}"'),
+        ('["app.default.svc.cluster.local:80"]', f'["{upstream}"]'),
+    ):
+        assert text.count(old) == 1, f"the test expects {old!r} in the ConfigMap"
+        text = text.replace(old, new)
+    return text, port, admin
+
+
+def wait_for_port(gw: GatewayProcess, port: int) -> None:
+    deadline = time.monotonic() + 15
+    while True:  # the admin listener comes up just after the data port
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, gw.log()
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def served(
+    tmp_path_factory: pytest.TempPathFactory, app_upstream: str
+) -> Iterator[tuple[GatewayProcess, int]]:
+    """The ConfigMap's gateway.toml served on 127.0.0.1."""
+    work = tmp_path_factory.mktemp("served")
+    text, port, admin = local_copy(gateway_toml(), work, app_upstream)
+    gw = GatewayProcess(text, workdir=str(work)).start(port)
+    try:
+        wait_for_port(gw, admin)
+        yield gw, admin
+    finally:
+        assert gw.terminate() == 0, gw.log()
 
 
 PROBES = ["startupProbe", "livenessProbe", "readinessProbe"]
@@ -435,6 +452,58 @@ async def test_the_configmap_config_proxies_and_limits(served: tuple[GatewayProc
         assert r.status == 200, gw.log()
         assert (await r.json())["path"] == "/hello"
         assert r.headers["RateLimit-Limit"] == "600"
+
+
+def kubelet_write(volume: Path, files: dict[str, str]) -> None:
+    """Update a ConfigMap volume as the kubelet does: a new timestamped folder, a new
+    ``..data`` link renamed over the old one, one link per key into ``..data``, and the
+    old folder removed."""
+    volume.mkdir(exist_ok=True)
+    old = (volume / "..data").readlink() if (volume / "..data").is_symlink() else None
+    stamp = f"..{time.strftime('%Y_%m_%d_%H_%M_%S')}.{time.monotonic_ns()}"
+    (volume / stamp).mkdir()
+    for key, text in files.items():
+        (volume / stamp / key).write_text(text)
+    (volume / "..data_tmp").symlink_to(stamp)
+    os.replace(volume / "..data_tmp", volume / "..data")
+    for key in files:
+        if not (volume / key).is_symlink():
+            (volume / key).symlink_to(f"..data/{key}")
+    if old is not None:
+        shutil.rmtree(volume / old)
+
+
+async def test_a_configmap_update_reaches_the_running_gateway(
+    tmp_path: Path, app_upstream: str
+) -> None:
+    text, port, _ = local_copy(gateway_toml(), tmp_path, app_upstream)
+    volume = tmp_path / "etc-wasmgate"
+    kubelet_write(volume, {"gateway.toml": text})
+    gw = GatewayProcess("", workdir=str(tmp_path))
+    gw.config_path = volume / "gateway.toml"
+    gw.start(port)
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def limit() -> str:
+                async with http.get(f"{gw.url}/") as r:
+                    assert r.status == 200, gw.log()
+                    return r.headers["RateLimit-Limit"]
+
+            assert await limit() == "600"
+            kubelet_write(volume, {"gateway.toml": text.replace("rate = 600", "rate = 900")})
+            deadline = time.monotonic() + 10
+            while await limit() != "900":
+                assert time.monotonic() < deadline, f"not reloaded: {gw.log()}"
+                await asyncio.sleep(0.1)
+            # A second update (the first timestamped folder is gone by now) too.
+            kubelet_write(volume, {"gateway.toml": text.replace("rate = 600", "rate = 300")})
+            deadline = time.monotonic() + 10
+            while await limit() != "300":
+                assert time.monotonic() < deadline, f"not reloaded: {gw.log()}"
+                await asyncio.sleep(0.1)
+    finally:
+        assert gw.terminate() == 0, gw.log()
 
 
 # ------------------------------------------------------------------------------ kubectl
