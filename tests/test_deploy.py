@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -387,43 +387,71 @@ def app_upstream() -> Iterator[str]:
         loop.close()
 
 
-def local_copy(text: str, work: Path, upstream: str) -> tuple[str, int, int]:
-    """``text`` on 127.0.0.1 ports, its token in ``work``, ``upstream`` as the app."""
+STORE_URL = '"redis://wasmgate-redis.wasmgate.svc.cluster.local:6379/0"'
+
+
+def local_copy(text: str, work: Path, upstream: str, store: str | None) -> tuple[str, int, int]:
+    """``text`` on 127.0.0.1 ports, its token in ``work``, ``upstream`` as the app and
+    ``store`` as its Redis."""
     (work / "token").write_text("t" * 32)
     port, admin = free_port(), free_port()
     text = loadable(text)
-    for old, new in (
+    edits = [
         ('listen = ["0.0.0.0:8080"]', f'listen = ["127.0.0.1:{port}"]'),
         ('listen = "0.0.0.0:9901"', f'listen = "127.0.0.1:{admin}"'),
         ('"/etc/wasmgate-admin/token"', f'"{work / "token"}"'),
         ('["app.default.svc.cluster.local:80"]', f'["{upstream}"]'),
-    ):
+    ]
+    if store is not None:
+        edits.append((STORE_URL, f'"{store}"'))
+    for old, new in edits:
         assert text.count(old) == 1, f"the test expects {old!r} in the ConfigMap"
         text = text.replace(old, new)
     return text, port, admin
 
 
-def wait_for_port(gw: GatewayProcess, port: int) -> None:
+def wait_for_port(port: int, log: Callable[[], str]) -> None:
     deadline = time.monotonic() + 15
-    while True:  # the admin listener comes up just after the data port
+    while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             return
         except OSError:
-            assert time.monotonic() < deadline, gw.log()
+            assert time.monotonic() < deadline, log()
             time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
+def store() -> Iterator[str | None]:
+    """A real redis-server on 127.0.0.1 in place of deploy/redis.yaml's, where this
+    checkout has the Redis store; None where it has not (see loadable())."""
+    if not STORE_READY:
+        yield None
+        return
+    program = shutil.which("redis-server")
+    if program is None:
+        pytest.skip("redis-server not installed (Debian package: redis-server)")
+    port = free_port()
+    args = ["--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen([program, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, lambda: f"redis-server exited with {proc.poll()}")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="module")
 def served(
-    tmp_path_factory: pytest.TempPathFactory, app_upstream: str
+    tmp_path_factory: pytest.TempPathFactory, app_upstream: str, store: str | None
 ) -> Iterator[tuple[GatewayProcess, int]]:
     """The ConfigMap's gateway.toml served on 127.0.0.1."""
     work = tmp_path_factory.mktemp("served")
-    text, port, admin = local_copy(gateway_toml(), work, app_upstream)
+    text, port, admin = local_copy(gateway_toml(), work, app_upstream, store)
     gw = GatewayProcess(text, workdir=str(work)).start(port)
     try:
-        wait_for_port(gw, admin)
+        wait_for_port(admin, gw.log)  # the admin listener comes up just after the data port
         yield gw, admin
     finally:
         assert gw.terminate() == 0, gw.log()
@@ -474,9 +502,9 @@ def kubelet_write(volume: Path, files: dict[str, str]) -> None:
 
 
 async def test_a_configmap_update_reaches_the_running_gateway(
-    tmp_path: Path, app_upstream: str
+    tmp_path: Path, app_upstream: str, store: str | None
 ) -> None:
-    text, port, _ = local_copy(gateway_toml(), tmp_path, app_upstream)
+    text, port, _ = local_copy(gateway_toml(), tmp_path, app_upstream, store)
     volume = tmp_path / "etc-wasmgate"
     kubelet_write(volume, {"gateway.toml": text})
     gw = GatewayProcess("", workdir=str(tmp_path))
