@@ -17,6 +17,7 @@ import posixpath
 import re
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -372,14 +373,14 @@ def test_configmap_gateway_toml_passes_wasmgate_check(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def app_upstream() -> Iterator[str]:
+def app() -> Iterator[RecordingUpstream]:
     """A recording upstream on a loop of its own thread (every test's loop reaches it)."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     upstream = asyncio.run_coroutine_threadsafe(RecordingUpstream("app").start(), loop).result(10)
     try:
-        yield upstream.address
+        yield upstream
     finally:
         asyncio.run_coroutine_threadsafe(upstream.stop(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
@@ -444,11 +445,11 @@ def store() -> Iterator[str | None]:
 
 @pytest.fixture(scope="module")
 def served(
-    tmp_path_factory: pytest.TempPathFactory, app_upstream: str, store: str | None
+    tmp_path_factory: pytest.TempPathFactory, app: RecordingUpstream, store: str | None
 ) -> Iterator[tuple[GatewayProcess, int]]:
     """The ConfigMap's gateway.toml served on 127.0.0.1."""
     work = tmp_path_factory.mktemp("served")
-    text, port, admin = local_copy(gateway_toml(), work, app_upstream, store)
+    text, port, admin = local_copy(gateway_toml(), work, app.address, store)
     gw = GatewayProcess(text, workdir=str(work)).start(port)
     try:
         wait_for_port(admin, gw.log)  # the admin listener comes up just after the data port
@@ -482,6 +483,51 @@ async def test_the_configmap_config_proxies_and_limits(served: tuple[GatewayProc
         assert r.headers["RateLimit-Limit"] == "600"
 
 
+async def test_a_stopping_pod_reports_not_ready_while_it_drains(
+    tmp_path: Path, app: RecordingUpstream, store: str | None
+) -> None:
+    # What a rollout sees: after SIGTERM the gateway finishes the requests in flight;
+    # meanwhile /ready says 503 (so no load balancer sends more) and /live stays 200
+    # (so the kubelet does not kill it mid-drain).
+    text, port, admin = local_copy(gateway_toml(), tmp_path, app.address, store)
+    gw = GatewayProcess(text, workdir=str(tmp_path)).start(port)
+    base = f"http://127.0.0.1:{admin}"
+    try:
+        wait_for_port(admin, gw.log)
+        async with aiohttp.ClientSession() as http:
+            seen = len(app.requests)
+            slow = asyncio.create_task(http.get(f"{gw.url}/delay/2"))
+            deadline = time.monotonic() + 10
+            while not any(r.path_qs == "/delay/2" for r in app.requests[seen:]):
+                assert time.monotonic() < deadline, gw.log()
+                await asyncio.sleep(0.02)
+            assert gw.proc is not None
+            gw.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while True:
+                try:
+                    async with http.get(f"{base}/ready") as r:
+                        if r.status == 503:
+                            break
+                except aiohttp.ClientError as exc:
+                    raise AssertionError(f"the admin listener went away: {exc}") from None
+                assert time.monotonic() < deadline, gw.log()
+                await asyncio.sleep(0.02)
+            async with http.get(f"{base}/live") as r:
+                assert r.status == 200
+            # Nothing new is built for a process on its way out.
+            auth = {"Authorization": f"Bearer {(tmp_path / 'token').read_text()}"}
+            async with http.post(f"{base}/reload", headers=auth) as r:
+                assert r.status == 503, await r.text()
+                assert "draining" in (await r.json())["error"]
+            reply = await slow
+            assert reply.status == 200 and "delayed" in await reply.text()
+            reply.release()
+        assert gw.proc.wait(30) == 0, gw.log()
+    finally:
+        gw.terminate()
+
+
 def kubelet_write(volume: Path, files: dict[str, str]) -> None:
     """Update a ConfigMap volume as the kubelet does: a new timestamped folder, a new
     ``..data`` link renamed over the old one, one link per key into ``..data``, and the
@@ -502,9 +548,9 @@ def kubelet_write(volume: Path, files: dict[str, str]) -> None:
 
 
 async def test_a_configmap_update_reaches_the_running_gateway(
-    tmp_path: Path, app_upstream: str, store: str | None
+    tmp_path: Path, app: RecordingUpstream, store: str | None
 ) -> None:
-    text, port, _ = local_copy(gateway_toml(), tmp_path, app_upstream, store)
+    text, port, _ = local_copy(gateway_toml(), tmp_path, app.address, store)
     volume = tmp_path / "etc-wasmgate"
     kubelet_write(volume, {"gateway.toml": text})
     gw = GatewayProcess("", workdir=str(tmp_path))
