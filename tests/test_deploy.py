@@ -687,6 +687,13 @@ def test_containerfile_builds_on_python_slim_and_runs_unprivileged() -> None:
     assert [s.base for s in stages] == ["python:3.11-slim"] * len(stages)
     final = stages[-1].instructions
     assert _last(final, "USER").split(":")[0] not in {"0", "root"}
+    # The image and the Deployment agree on ports and on where the gateway writes.
+    assert {int(p) for p in _last(final, "EXPOSE").split()} == set(
+        container_ports(GATEWAY).values()
+    )
+    image_env = dict(pair.partition("=")[::2] for pair in shlex.split(_last(final, "ENV")))
+    for var in CONTAINER["env"]:
+        assert image_env.get(var["name"]) == var["value"], var["name"]
     # Everything the image copies from the build context exists in the repository.
     for stage in stages:
         for word, rest in stage.instructions:
