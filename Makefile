@@ -92,12 +92,12 @@ registry: install
 	@$(ZIGLANG) || echo "warning: could not install ziglang; c-filter is left out"
 	$(PY) examples/registry/build.py
 
-# deploy/ checked without a cluster (tests/test_deploy.py, which `make test` runs too),
+# deploy/ checked without a cluster (tests/test_deploy*.py, which `make test` runs too),
 # plus what `make test` skips: the Containerfile's build stage replayed in a fresh venv
 # in a temp folder (pip installs from PyPI; about 40 s with a warm pip cache).
 deploy-check: install
 	@command -v kubectl >/dev/null || scripts/install-debs.sh kubernetes-client
-	WASMGATE_DEPLOY_CHECK=1 $(PY) -m pytest tests/test_deploy.py $(PYTEST_ARGS)
+	WASMGATE_DEPLOY_CHECK=1 $(PY) -m pytest tests/test_deploy.py tests/test_deploy_serving.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
