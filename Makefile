@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help install run test lint format typecheck check bench soak clean wasm registry demo-canary demo-gateway-api demo-zero-trust
+.PHONY: help install run test lint format typecheck check bench soak clean wasm registry demo-canary demo-gateway-api demo-zero-trust deploy-check
 
 help:
 	@echo "make run        set up, start the demo upstreams and serve examples/gateway.toml"
@@ -19,6 +19,7 @@ help:
 	@echo "make demo-gateway-api  a canary by weight and by header from Gateway API manifests"
 	@echo "make demo-zero-trust  JWT at the edge, mTLS to the upstream, with a dev CA (wasmgate cert)"
 	@echo "make registry   build the example plugin registry in examples/registry (what make run serves)"
+	@echo "make deploy-check  check deploy/ (manifests, and the Containerfile's build steps in a fresh venv)"
 
 install: $(STAMP)
 
@@ -36,6 +37,8 @@ run: install registry
 # Debian packages the tests drive as real peers (scripts/install-debs.sh installs the
 # missing ones; a test whose program is missing skips and names the package).
 TEST_DEBS := chromium chromium-driver
+# tests/test_deploy.py parses deploy/ with kubectl: any kubectl on PATH will do.
+TEST_DEBS += $(if $(shell command -v kubectl),,kubernetes-client)
 
 test: install
 	@scripts/install-debs.sh $(TEST_DEBS)
@@ -92,6 +95,13 @@ demo-zero-trust: install
 registry: install
 	@$(ZIGLANG) || echo "warning: could not install ziglang; c-filter is left out"
 	$(PY) examples/registry/build.py
+
+# deploy/ checked without a cluster (tests/test_deploy*.py, which `make test` runs too),
+# plus what `make test` skips: the Containerfile's build stage replayed in a fresh venv
+# in a temp folder (pip installs from PyPI; about 40 s with a warm pip cache).
+deploy-check: install
+	@command -v kubectl >/dev/null || scripts/install-debs.sh kubernetes-client
+	WASMGATE_DEPLOY_CHECK=1 $(PY) -m pytest tests/test_deploy.py tests/test_deploy_serving.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

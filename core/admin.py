@@ -9,7 +9,8 @@
 ``GET /plugins``   loaded filter instances: plugin, kind, version, fail strategy, errors
 ``GET /metrics``   Prometheus text format, aggregated across workers (:mod:`core.metrics`)
 ``POST /reload``   reload now; needs ``Authorization: Bearer TOKEN`` (``[admin] token``):
-                   401 with a wrong or missing token, 403 when no token is configured
+                   401 with a wrong or missing token, 403 when no token is configured,
+                   503 while draining (the listener stays up until the drain ends)
 ``GET /``          the dashboard and its ``/api/...`` calls (:mod:`core.dashboard.api`)
 =================  =========================================================================
 
@@ -192,6 +193,8 @@ class Admin:
         """Reload (every worker, when supervised); the answer and its HTTP status."""
         if self.reloader is None:
             return {"error": "this process cannot reload"}, 409
+        if self.gateway.draining:
+            return {"error": "draining: this process is stopping"}, 503
         if self.supervised:
             # Every worker reloads on the supervisor's SIGHUP; answer with ours.
             before = self.reloader.attempts

@@ -222,10 +222,11 @@ async def _serve(
     await stop.wait()
     if watcher is not None:
         watcher.cancel()
+    log.info("draining (up to %.0fs)", cfg.server.limits.drain_timeout)
+    # The admin listener outlives the drain: /ready answers 503 and /live 200 meanwhile.
+    await gateway.drain()
     if admin_api is not None:
         await admin_api.stop()
-    log.info("draining (up to %.0fs)", cfg.server.limits.drain_timeout)
-    await gateway.drain()
     metrics.stop()
     log.info("stopped")
 
