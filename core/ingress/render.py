@@ -62,7 +62,7 @@ def render(tr: Translation, inputs: Iterable[str], ingress_class: str, command: 
     if tr.warnings:
         out.append("#")
         out.append("# Warnings (not applied, or applied differently from NGINX Ingress):")
-        out += [f"#   - {w}" for w in tr.warnings]
+        out += [f"#   - {' '.join(w.split())}" for w in tr.warnings]  # one line each
     out.append("")
     if tr.upstreams:
         out += [RULE, "# upstreams: one per service port (and per set of backend annotations)", ""]
