@@ -80,6 +80,11 @@ def is_canary(raw: dict[str, str]) -> bool:
     return raw.get(PREFIX + "canary", "").strip() in _TRUE
 
 
+def wants_regex(raw: dict[str, str]) -> bool:
+    """Whether the annotations make NGINX Ingress read its host's paths as regexes."""
+    return raw.get(PREFIX + "use-regex", "").strip() in _TRUE or PREFIX + "rewrite-target" in raw
+
+
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 _SIZE = re.compile(r"^(\d+)([kKmMgG]?)$")
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}

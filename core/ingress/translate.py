@@ -19,10 +19,12 @@ The rules, as NGINX Ingress applies them:
   names no class and the IngressClass of this name is marked default
   (``ingressclass.kubernetes.io/is-default-class: "true"``). Others are left alone.
 - **Paths.** One route per (Ingress, host, path): ``Exact`` → exact, ``Prefix`` →
-  prefix by path element, ``ImplementationSpecific`` → prefix, or a case-insensitive
-  regular expression anchored at the start when ``use-regex`` or ``rewrite-target``
-  is set. The router applies the Kubernetes precedence (exact host over wildcard,
-  exact path over prefix, longest prefix).
+  prefix by path element, ``ImplementationSpecific`` → prefix. When any Ingress of a
+  host sets ``use-regex`` or ``rewrite-target``, the ``Prefix`` and
+  ``ImplementationSpecific`` paths of every Ingress of that host are case-insensitive
+  regular expressions anchored at the start, as NGINX Ingress reads them. The router
+  applies the Kubernetes precedence (exact host over wildcard, exact path over prefix,
+  longest prefix).
 - **Merging.** Several Ingresses may add paths to one host. The same host, path and
   path type in two of them is a conflict: the older Ingress (``creationTimestamp``,
   then namespace/name) keeps it, the other's path is skipped and warned about. So is a
@@ -41,7 +43,11 @@ The rules, as NGINX Ingress applies them:
   missing or unreadable Secret: the default certificate serves its hosts). Hosts
   with TLS (in any Ingress) redirect plain HTTP to HTTPS (308) on every path, unless
   the path's Ingress says ``ssl-redirect: "false"``; ``force-ssl-redirect`` redirects
-  without a ``tls`` entry too.
+  without a ``tls`` entry too. A ``*.example.com`` entry covers one label, as a
+  certificate does.
+- **An Ingress's defaultBackend** is the gateway's default (the first Ingress's, if
+  several set one), and also answers the paths of that Ingress's own hosts that no
+  Ingress routes: a host without a ``/`` path gets one to it.
 
 A route's filters run in NGINX's phase order: the HTTPS redirect, ``app-root``, the
 ``permanent``/``temporal`` redirect, CORS, the source-range checks, the canary, and
@@ -57,7 +63,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import ConfigError
-from core.ingress.annotations import Annotations, is_canary, read_annotations
+from core.ingress.annotations import Annotations, is_canary, read_annotations, wants_regex
 from core.ingress.isolate import certificate_problems, check_tables
 from core.ingress.objects import (
     Backend,
@@ -151,8 +157,12 @@ class _Translator:
         self._upstreams: dict[str, dict[str, Any]] = {}
         self._paths: dict[tuple[str, str, str], tuple[dict[str, Any], Located]] = {}
         self._canaried: dict[int, Located] = {}
-        # Hosts any served (mainline) Ingress lists under tls: set before the first is added.
+        # Hosts any served (mainline) Ingress lists under tls, and hosts whose paths
+        # NGINX reads as regexes: both set before the first Ingress is added.
         self.tls_hosts: set[str] = set()
+        self.regex_hosts: set[str] = set()
+        # Per Ingress with a defaultBackend and rules: its hosts' catch-all routes.
+        self._fallbacks: list[tuple[Located, str, dict[str, Any]]] = []
 
     # ------------------------------------------------------------ backends
 
@@ -258,10 +268,12 @@ class _Translator:
                 self.out.notes[f"filter {fname}"] = f"Ingress {ing.key} ({ing.where})"
             chain.append(fname)
 
-        if ann.force_ssl_redirect or (ann.ssl_redirect and host in tls_hosts):
+        if ann.force_ssl_redirect or (ann.ssl_redirect and covered(host, tls_hosts)):
             add("ssl-redirect", "redirect", {"https": True})
         if ann.app_root:
-            add("app-root", "redirect", {"app_root": ann.app_root})
+            # NGINX Ingress: "return 302 $scheme://$http_host<app-root>" (no query).
+            app_root = {"app_root": ann.app_root, "app_root_absolute": True}
+            add("app-root", "redirect", {**app_root, "app_root_keep_query": False})
         if ann.redirect:
             add("redirect", "redirect", {"to": ann.redirect[0], "code": ann.redirect[1]})
         if ann.cors is not None:
@@ -283,19 +295,19 @@ class _Translator:
         ann = read_annotations(obj.metadata.annotations, f"Ingress {ing.key} ({ing.where})")
         self.out.warnings += ann.warnings
         self.add_tls(ing)
-        regex = ann.use_regex or ann.rewrite_target is not None
         for i, rule in enumerate(obj.spec.rules):
             host = (rule.host or "").lower()
             if rule.http is None:
                 continue
+            regex = host in self.regex_hosts
             for j, p in enumerate(rule.http.paths):
                 where = f"Ingress {ing.key} ({ing.where}) rules[{i}].http.paths[{j}]"
                 path = p.path or "/"
-                if regex and p.path_type != "ImplementationSpecific" and _REGEXY.search(path):
+                if regex and p.path_type == "Exact" and _REGEXY.search(path):
                     self.out.warnings.append(
                         f"{where}: path {path!r} looks like a regular expression, but "
-                        f"pathType {p.path_type} compares it literally; NGINX Ingress reads it "
-                        "as a regex here: use pathType ImplementationSpecific"
+                        "pathType Exact compares it literally: use pathType "
+                        "ImplementationSpecific or Prefix"
                     )
                 if not path.startswith("/") and p.path_type != "ImplementationSpecific":
                     self.out.warnings.append(
@@ -303,7 +315,7 @@ class _Translator:
                     )
                     continue
                 match = {"Exact": "exact", "Prefix": "prefix"}.get(p.path_type, "prefix")
-                if regex and p.path_type == "ImplementationSpecific":
+                if regex and p.path_type != "Exact":
                     match = "regex"
                 upstream = self.upstream(p.backend, ns, ann, where)
                 if upstream is None:
@@ -350,6 +362,19 @@ class _Translator:
         if obj.spec.default_backend is not None:
             where = f"Ingress {ing.key} ({ing.where}) spec.defaultBackend"
             upstream = self.upstream(obj.spec.default_backend, ns, ann, where)
+            for host in dict.fromkeys((r.host or "").lower() for r in obj.spec.rules):
+                if host and upstream is not None:
+                    route = {
+                        "name": f"{ns}.{obj.metadata.name}.default.{host.replace('*', '_')}",
+                        "hosts": [host],
+                        "paths": [{"path": "/", "match": "prefix"}],
+                        "upstream": upstream,
+                        "filters": self.filters_for(ing, ann, host, self.tls_hosts),
+                        "max_body_bytes": (
+                            ann.body_size if ann.body_size is not None else NGINX_BODY_SIZE
+                        ),
+                    }
+                    self._fallbacks.append((ing, host, route))
             if upstream is not None:
                 if "default" in self.settings.reserved:
                     self.out.warnings.append(
@@ -469,6 +494,7 @@ class _Translator:
             dict(self._canaried),
             {id(r): list(r["filters"]) for r in out.routes},
             len(out.warnings),
+            len(self._fallbacks),
         )
         (self.add_canary if canary else self.add_ingress)(ing)
         n_up, n_routes, filters = saved[0], saved[1], saved[2]
@@ -485,7 +511,7 @@ class _Translator:
         self._upstreams, self._paths, self._canaried = saved[6], saved[7], saved[8]
         for route in out.routes:
             route["filters"] = saved[9][id(route)]
-        del out.warnings[saved[10] :]
+        del out.warnings[saved[10] :], self._fallbacks[saved[11] :]
         out.ingresses.remove(ing.key)
         kind = "canary Ingress" if canary else "Ingress"
         out.warnings.append(
@@ -493,6 +519,22 @@ class _Translator:
         )
 
     def finish(self) -> None:
+        rooted = {
+            host
+            for route in self.out.routes
+            for host in route["hosts"]
+            if route["paths"][0]["path"] in ("/", "(?i)/")
+            and route["paths"][0]["match"] in ("prefix", "regex")
+        }
+        for ing, host, route in self._fallbacks:
+            if host in rooted:
+                continue
+            rooted.add(host)
+            self.out.routes.append(route)
+            self.out.notes[f"route {route['name']}"] = (
+                f"Ingress {ing.key} ({ing.where}): its defaultBackend, for the paths of "
+                f"host {host} no Ingress routes"
+            )
         for route in self.out.routes:
             rewrite = route.pop("_rewrite", None)
             if rewrite is not None:
@@ -532,6 +574,13 @@ def translate(found: Manifests, settings: Settings) -> Translation:
     # NGINX Ingress redirects to HTTPS per host (its server block), not per Ingress: a
     # path that one Ingress adds to a host another one lists under tls redirects too.
     tr.tls_hosts = {h.lower() for i in mainlines for t in i.obj.spec.tls for h in t.hosts}
+    # NGINX Ingress reads every path of a host as a regex once one Ingress of it asks.
+    tr.regex_hosts = {
+        (r.host or "").lower()
+        for i in mainlines
+        if wants_regex(i.obj.metadata.annotations)
+        for r in i.obj.spec.rules
+    }
     for ing in mainlines:
         tr.isolated(ing, canary=False)
     for ing in canaries:
@@ -553,6 +602,14 @@ def _target_port(
     if not ports and isinstance(target, int):
         return target
     return None
+
+
+def covered(host: str, names: set[str]) -> bool:
+    """Whether ``host`` is one of ``names``, exactly or under a one-label wildcard."""
+    if host in names:
+        return True
+    label, dot, parent = host.partition(".")
+    return bool(dot and label and f"*.{parent}" in names)
 
 
 def _hostport(ip: str, port: int) -> str:

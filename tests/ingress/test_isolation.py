@@ -204,11 +204,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 
 def request(
-    served: Served, host: str, path: str = "/", headers: dict[str, str] | None = None
+    served: Served,
+    host: str,
+    path: str = "/",
+    headers: dict[str, str] | None = None,
+    method: str = "GET",
 ) -> tuple[int, dict[str, str], bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", served.gateway.port, timeout=5)
     try:
-        conn.request("GET", path, headers={"Host": host, **(headers or {})})
+        conn.request(method, path, headers={"Host": host, **(headers or {})})
         r = conn.getresponse()
         return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
     finally:
