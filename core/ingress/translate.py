@@ -163,6 +163,7 @@ class _Translator:
         self.regex_hosts: set[str] = set()
         # Per Ingress with a defaultBackend and rules: its hosts' catch-all routes.
         self._fallbacks: list[tuple[Located, str, dict[str, Any]]] = []
+        self._cert_hosts: dict[str, str] = {}  # host name → the TLS secret serving it
 
     # ------------------------------------------------------------ backends
 
@@ -395,7 +396,7 @@ class _Translator:
         hosts: set[str] = set()
         for k, tls in enumerate(obj.spec.tls):
             where = f"Ingress {ing.key} ({ing.where}) spec.tls[{k}]"
-            names = [h.lower() for h in tls.hosts]
+            names = list(dict.fromkeys(h.lower() for h in tls.hosts))
             hosts.update(names)
             fallback = f"the default certificate serves {', '.join(names)}"
             if not tls.secret_name:
@@ -415,10 +416,6 @@ class _Translator:
                     self.out.warnings += [f"{where}: {p}; {fallback}" for p in exc.problems]
                     continue
                 cert.update({"cert_pem": pem_cert, "key_pem": pem_key, "secret": key})
-                bad = certificate_problems(cert, f"Secret {key} ({secret.where})")
-                if bad:
-                    self.out.warnings += [f"{where}: {p}; {fallback}" for p in bad]
-                    continue
             else:
                 self.out.warnings.append(
                     f"{where}: TLS secret {key} is neither a kubernetes.io/tls Secret in the "
@@ -427,6 +424,22 @@ class _Translator:
                     f"{fallback}"
                 )
                 continue
+            bad = certificate_problems(cert, f"TLS secret {key}")
+            if bad:
+                self.out.warnings += [f"{where}: {p}; {fallback}" for p in bad]
+                continue
+            # One certificate per host name; the older Ingress's stays, as in NGINX Ingress.
+            taken = [h for h in names if h in self._cert_hosts]
+            for h in taken:
+                if self._cert_hosts[h] != key:
+                    self.out.warnings.append(
+                        f"{where}: host {h} already has the certificate of TLS secret "
+                        f"{self._cert_hosts[h]} (an older Ingress); that one serves it"
+                    )
+            cert["hosts"] = [h for h in names if h not in self._cert_hosts]
+            if not cert["hosts"]:
+                continue  # never a certificate without hosts: that would be the default
+            self._cert_hosts.update(dict.fromkeys(cert["hosts"], key))
             self.out.certificates.append(cert)
         return hosts
 
@@ -495,6 +508,7 @@ class _Translator:
             {id(r): list(r["filters"]) for r in out.routes},
             len(out.warnings),
             len(self._fallbacks),
+            dict(self._cert_hosts),
         )
         (self.add_canary if canary else self.add_ingress)(ing)
         n_up, n_routes, filters = saved[0], saved[1], saved[2]
@@ -512,6 +526,7 @@ class _Translator:
         for route in out.routes:
             route["filters"] = saved[9][id(route)]
         del out.warnings[saved[10] :], self._fallbacks[saved[11] :]
+        self._cert_hosts = saved[12]
         out.ingresses.remove(ing.key)
         kind = "canary Ingress" if canary else "Ingress"
         out.warnings.append(

@@ -12,6 +12,7 @@ print the same warnings; a reload that brings a new broken Ingress keeps serving
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import subprocess
@@ -29,6 +30,7 @@ import pytest
 import yaml
 
 from plugin_sdk.testing import GatewayProcess, free_port
+from tests.ingress.test_e2e import self_signed
 
 NGINX = "nginx.ingress.kubernetes.io/"
 TOKEN = "isolation-test-token-0123456789"
@@ -74,6 +76,21 @@ def ingress(
     return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta, "spec": spec}
 
 
+def tls_secret(name: str, host: str | None) -> Doc:
+    """A kubernetes.io/tls Secret: a self-signed pair for ``host``, or (None) garbage."""
+    cert, key = self_signed(host) if host else ("not a certificate", "not a key")
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {"name": name, "namespace": "default"},
+        "data": {
+            "tls.crt": base64.b64encode(cert.encode()).decode(),
+            "tls.key": base64.b64encode(key.encode()).decode(),
+        },
+    }
+
+
 MANIFESTS: list[Doc] = [
     ingress("good", "good.test"),
     ingress(
@@ -117,6 +134,24 @@ MANIFESTS: list[Doc] = [
         "spec": {"ingressClassName": "nginx", "rules": [{"http": {"paths": [{"path": "/"}]}}]},
     },
     ingress("after-malformed", "after.test"),
+    # Two certificates for one host: the older Ingress's serves it.
+    ingress(
+        "tls-first",
+        "tls.test",
+        created="2020-01-01T00:00:00Z",
+        tls=[{"hosts": ["tls.test"], "secretName": "first"}],
+    ),
+    ingress(
+        "tls-second",
+        "tls.test",
+        path="/second",
+        created="2021-01-01T00:00:00Z",
+        tls=[{"hosts": ["tls.test"], "secretName": "second"}],
+    ),
+    tls_secret("first", "tls.test"),
+    tls_secret("second", "tls.test"),
+    ingress("bad-pem", "badpem.test", tls=[{"hosts": ["badpem.test"], "secretName": "garbage"}]),
+    tls_secret("garbage", None),
 ]
 
 
@@ -239,6 +274,7 @@ ANSWERS = [
     pytest.param("dup.test", {}, 200, "alpha", id="conflict-older-ingress-wins"),
     pytest.param("regex.test", {}, 404, None, id="uncompilable-regex-ingress-skipped"),
     pytest.param("size.test", {}, 200, "alpha", id="bad-body-size-default"),
+    pytest.param("tls.test", {}, 308, "https://tls.test/", id="tls-host-twice-served"),
     pytest.param("approot.test", {}, 200, "alpha", id="relative-app-root-ignored"),
 ]
 
@@ -276,6 +312,10 @@ WARNINGS = [
     pytest.param("app-root", [NGINX + "app-root", "'app'", "ignored"], id="app-root"),
     pytest.param("no-secret", ["default/gone", "default certificate"], id="tls-secret"),
     pytest.param("malformed", ["pathType", "skipped"], id="malformed-object"),
+    pytest.param(
+        "tls-second", ["tls.test", "TLS secret default/first", "serves it"], id="tls-host-twice"
+    ),
+    pytest.param("bad-pem", ["default/garbage", "default certificate"], id="tls-secret-garbage"),
 ]
 
 
