@@ -5,10 +5,12 @@ certificate, answers with a self-signed one of its own. wasmgate does the same: 
 ``tls_listen`` is set and no ``[[certificates]]`` entry (hand-written or from a TLS
 Ingress) exists, :mod:`core.tls` serves :func:`default_context`, a self-signed EC P-256
 certificate for ``CN=wasmgate default certificate`` generated once per process, in
-memory. Its key touches the disk only for the moment OpenSSL loads it, in a private
-temporary folder that is removed at once; it is never written anywhere else, never
-reused by another process. Clients cannot verify it: it is a placeholder until real
-certificates arrive (by reload, for example from TLS Ingresses).
+memory. With ``[kubernetes]``, it is also the default for names no certificate
+covers, as long as no ``[[certificates]]`` entry without hosts is (an Ingress
+controller answers every name). Its key touches the disk only for the moment OpenSSL
+loads it, in a private temporary folder that is removed at once; it is never written
+anywhere else, never reused by another process. Clients cannot verify it: it is a
+placeholder until real certificates arrive (by reload, for example from TLS Ingresses).
 
 :func:`fallback_names` tells ``wasmgate check`` which route host names would be
 answered with it (or with a configured default certificate, or refused).
@@ -90,9 +92,9 @@ def fallback_names(cfg: GatewayConfig) -> tuple[str, list[str]]:
     named = [h for c in cfg.certificates for h in c.hosts]
     hosts = dict.fromkeys(h for r in cfg.routes for h in r.hosts)
     left = [h for h in hosts if not any(_covers(p, h) for p in named)]
-    if not cfg.certificates:
-        return "the generated self-signed default certificate answers them", left
     default = next((i for i, c in enumerate(cfg.certificates) if not c.hosts), None)
     if default is not None:
         return f"certificates[{default}], the default (no hosts), answers them", left
+    if not cfg.certificates or cfg.kubernetes is not None:
+        return "the generated self-signed default certificate answers them", left
     return "their handshakes are refused (no default certificate)", left

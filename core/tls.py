@@ -11,7 +11,8 @@ the lookup goes through the current snapshot, a reload with new certificate file
 serves them to new connections, while established connections keep theirs. With no
 ``[[certificates]]`` at all, HTTPS listeners still start: every name gets a generated
 self-signed default certificate (:mod:`core.default_cert`) until a reload brings real
-ones.
+ones. With ``[kubernetes]`` and no certificate without hosts, that generated one is
+the default too (names no certificate covers get it, as an Ingress controller does).
 
 Loading refuses, naming the file: a missing or unreadable file, a chain and key that do
 not match, a CA bundle that cannot be read, and client verification without a CA. It
@@ -175,15 +176,16 @@ def build_server_tls(cfg: GatewayConfig, base_dir: Path) -> ServerTLS | None:
             table[key] = ctx
     if problems:
         raise ConfigError("certificates", problems)
-    if not cfg.certificates:
+    if out.default is None and (not cfg.certificates or cfg.kubernetes is not None):
         from core.default_cert import default_context
 
         out.default = default_context()
         out.generated_default = True
-        out.warnings.append(
-            "server.tls_listen: no [[certificates]]: HTTPS answers every name with a "
-            "generated self-signed default certificate until certificates are configured"
-        )
+        if not cfg.certificates:
+            out.warnings.append(
+                "server.tls_listen: no [[certificates]]: HTTPS answers every name with a "
+                "generated self-signed default certificate until certificates are configured"
+            )
     # After the SNI switch OpenSSL verifies client certificates with the chosen
     # context's trust store: every context gets every client CA (admit() then holds
     # each host to its own).

@@ -134,6 +134,8 @@ def test_a_tls_ingress_arriving_by_reload_replaces_the_default(tmp_path: Path) -
         while _served_cn(tls_port, "shop.test") != "CN=shop.test":
             assert time.monotonic() < deadline, gw.log()
             time.sleep(0.1)
+        # Names no certificate covers still get the default, as from an Ingress controller.
+        assert _served_cn(tls_port, "other.test") == f"CN={SUBJECT}"
         # Now every route host has its certificate: check names none.
         from core.default_cert import fallback_names
 
