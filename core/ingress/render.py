@@ -61,7 +61,10 @@ def render(tr: Translation, inputs: Iterable[str], ingress_class: str, command: 
     ]
     if tr.warnings:
         out.append("#")
-        out.append("# Warnings (not applied, or applied differently from NGINX Ingress):")
+        out.append(
+            "# Warnings (not applied, fallen back to a default, skipped, or applied "
+            "differently from NGINX Ingress):"
+        )
         out += [f"#   - {' '.join(w.split())}" for w in tr.warnings]  # one line each
     out.append("")
     if tr.upstreams:
