@@ -4,7 +4,8 @@
 ``GET /live``      200 while the process runs
 ``GET /ready``     200 once listeners are up and a configuration serves; 503 while draining
 ``GET /config``    the active configuration (secrets redacted), its version and hash, when
-                   it was loaded, and the last reload's result (with its error)
+                   it was loaded, the last reload's result (with its error), and the
+                   load's warnings (e.g. Ingresses skipped or annotations that fell back)
 ``GET /routes``    every route with its resolved filter chain, in execution order
 ``GET /plugins``   loaded filter instances: plugin, kind, version, fail strategy, errors
 ``GET /metrics``   Prometheus text format, aggregated across workers (:mod:`core.metrics`)
@@ -139,6 +140,9 @@ class Admin:
                 for (h, p), scheme in zip(self.gateway.sockets, self.gateway.schemes, strict=True)
             ],
             "config": view.config,
+            # What loading noticed but did not refuse (an Ingress skipped, an annotation
+            # that fell back to its default), one line each.
+            "warnings": list(snap.config.warnings),
         }
         return web.json_response(body)
 

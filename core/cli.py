@@ -111,6 +111,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.explain:
         print(f"{args.config}: OK — {_counts(cfg)}")
         explain(snap)
+        _https_fallbacks(cfg)
         return 0
     rows = snap.router.table()
     print(f"{args.config}: OK — {_counts(cfg)}")
@@ -135,7 +136,21 @@ def cmd_check(args: argparse.Namespace) -> int:
             f"{e.address}" + (f" (w{e.weight})" if e.weight != 1 else "") for e in up.endpoints
         )
         print(f"upstream {up.name}: {up.balance} over {eps}")
+    _https_fallbacks(cfg)
     return 0
+
+
+def _https_fallbacks(cfg: GatewayConfig) -> None:
+    """Which route host names HTTPS answers without a certificate of their own."""
+    if not cfg.server.tls_listen:
+        return
+    from core.default_cert import fallback_names
+
+    outcome, names = fallback_names(cfg)
+    if names:
+        print(f"https: no certificate names {', '.join(names)}: {outcome}")
+    elif not cfg.certificates:
+        print(f"https: no [[certificates]]: {outcome}, for every name")
 
 
 # ---------------------------------------------------------------------- run

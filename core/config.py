@@ -139,7 +139,9 @@ class Server(Model):
         description="host:port list for plain HTTP (may be empty with tls_listen).",
     )
     tls_listen: list[str] = Field(
-        default_factory=list, description="host:port list for HTTPS; needs [[certificates]]."
+        default_factory=list,
+        description="host:port list for HTTPS, serving [[certificates]] by SNI (without "
+        "any: a generated self-signed default certificate).",
     )
     tls: ServerTLS = Field(
         default_factory=lambda: ServerTLS(), description="TLS settings of the HTTPS listeners."
@@ -1196,8 +1198,6 @@ def _cross_problems(cfg: GatewayConfig) -> list[str]:
     problems: list[str] = []
     if not cfg.server.listen and not cfg.server.tls_listen:
         problems.append("server.listen: empty, and no tls_listen either: nothing to serve")
-    if cfg.server.tls_listen and not cfg.certificates:
-        problems.append("server.tls_listen: HTTPS listeners need at least one [[certificates]]")
     names: dict[str, int] = {}
     for i, up in enumerate(cfg.upstreams):
         if not NAME_RE.match(up.name):

@@ -8,7 +8,11 @@ for the context of the name the client sent (an exact name, then a one-label wil
 then the certificate without hosts, which is the default) and switches the connection
 to it. If nothing matches, the handshake is refused (``unrecognized_name``). Because
 the lookup goes through the current snapshot, a reload with new certificate files
-serves them to new connections, while established connections keep theirs.
+serves them to new connections, while established connections keep theirs. With no
+``[[certificates]]`` at all, HTTPS listeners still start: every name gets a generated
+self-signed default certificate (:mod:`core.default_cert`) until a reload brings real
+ones. With ``[kubernetes]`` and no certificate without hosts, that generated one is
+the default too (names no certificate covers get it, as an Ingress controller does).
 
 Loading refuses, naming the file: a missing or unreadable file, a chain and key that do
 not match, a CA bundle that cannot be read, and client verification without a CA. It
@@ -70,6 +74,7 @@ class ServerTLS:
     forward_client_cert: bool = True
     warnings: list[str] = field(default_factory=list)
     expiries: dict[str, datetime] = field(default_factory=dict)  # file or secret → not after
+    generated_default: bool = False  # the default is core.default_cert's placeholder
 
     def configure(self, listener: ssl.SSLContext) -> None:
         """Apply the listener-wide settings (at start and at every reload): the
@@ -120,9 +125,10 @@ class ServerTLS:
 
 
 def build_server_tls(cfg: GatewayConfig, base_dir: Path) -> ServerTLS | None:
-    """The HTTPS certificates of ``cfg`` (None without ``[[certificates]]``); raises
-    :class:`ConfigError` listing every certificate that cannot be used."""
-    if not cfg.certificates:
+    """The HTTPS certificates of ``cfg`` (None without ``[[certificates]]`` and
+    ``tls_listen``); raises :class:`ConfigError` listing every certificate that cannot
+    be used."""
+    if not cfg.certificates and not cfg.server.tls_listen:
         return None
     opts = cfg.server.tls
     ciphers = opts.ciphers
@@ -170,6 +176,16 @@ def build_server_tls(cfg: GatewayConfig, base_dir: Path) -> ServerTLS | None:
             table[key] = ctx
     if problems:
         raise ConfigError("certificates", problems)
+    if out.default is None and (not cfg.certificates or cfg.kubernetes is not None):
+        from core.default_cert import default_context
+
+        out.default = default_context()
+        out.generated_default = True
+        if not cfg.certificates:
+            out.warnings.append(
+                "server.tls_listen: no [[certificates]]: HTTPS answers every name with a "
+                "generated self-signed default certificate until certificates are configured"
+            )
     # After the SNI switch OpenSSL verifies client certificates with the chosen
     # context's trust store: every context gets every client CA (admit() then holds
     # each host to its own).

@@ -367,8 +367,6 @@ def test_a_broken_or_mismatched_pair_is_refused_naming_the_files(pki: Pki) -> No
         snapshot_of(config(1, cert_table(garbage, key_a, ["a.test"])))
     with pytest.raises(ConfigError, match=r"client_auth = 'required' needs client_ca"):
         snapshot_of(config(1, cert_table(crt_a, key_a, ["a.test"]), tls='client_auth = "required"'))
-    with pytest.raises(ConfigError, match=r"server\.tls_listen: HTTPS listeners need"):
-        loads_config(config(1, ""), "test.toml")
     del crt_b
 
 

@@ -120,14 +120,10 @@ class _Routes(RuleFilters):
             self.warn(f"{where}: filters on a backendRef are not supported and are ignored")
         name = f"{ns}.{ref.name}.{ref.port}"
         if name not in self._upstreams:
-            before = len(self._svc.out.problems)
             endpoints = self._svc._endpoints(ns, ref.name, ref.port, where)
             self.out.warnings += self._svc.out.warnings
             self._svc.out.warnings.clear()
             if endpoints is None:
-                self.out.warnings += [
-                    f"{p}; this backend is not used" for p in self._svc.out.problems[before:]
-                ]
                 return None
             self._upstreams.add(name)
             self.out.upstreams.append({"name": name, "endpoints": endpoints})
@@ -318,4 +314,3 @@ def combine(tr: Translation, gw: GatewayTranslation) -> None:
     tr.certificates += gw.certificates
     tr.notes.update({k: v for k, v in gw.notes.items() if k not in tr.notes})
     tr.warnings += gw.warnings
-    tr.problems += gw.problems

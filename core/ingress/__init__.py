@@ -12,4 +12,8 @@ knows about Kubernetes. Two ways in:
   (:mod:`.render`, :mod:`.cli`);
 - ``[kubernetes] manifests = [...]`` in ``gateway.toml`` reads them at every load
   (:func:`.source.expand`), so no import step is needed.
+
+Nothing in the manifests refuses a configuration: what cannot be used falls back to
+NGINX Ingress's defaults or is skipped, with a warning naming the Ingress and its file
+(:mod:`.annotations`, :mod:`.translate`, :mod:`.isolate`).
 """

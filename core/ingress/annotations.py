@@ -1,9 +1,13 @@
 """NGINX Ingress annotations (``nginx.ingress.kubernetes.io/*``), read and checked.
 
 :func:`read_annotations` turns one Ingress's annotations into :class:`Annotations`:
-typed values with NGINX Ingress's defaults, problems (a value that cannot be used:
-the configuration is refused, naming the Ingress and the annotation) and warnings
-(annotations wasmgate does not implement: listed, never silently dropped).
+typed values with NGINX Ingress's defaults, and warnings. A value that cannot be used
+never refuses the configuration: as NGINX Ingress does, the annotation falls back to
+its default (``permanent-redirect-code: "310"`` → 301, a pattern that does not compile
+→ the mainline), or, for a source range that cannot be read, the Ingress's paths are
+denied (503) rather than opened. Each warning names the Ingress, its file, the
+annotation and what was done instead. Annotations wasmgate does not implement are
+listed too, never silently dropped.
 
 :mod:`core.ingress.translate` then expresses them with the built-in plugins, by name
 (``canary``, ``rewrite``, ``redirect``, ``cors``, ``ip-restriction``), and with route and
@@ -66,6 +70,7 @@ SUPPORTED = CANARY_KEYS | {
     "backend-protocol",
     "proxy-ssl-verify",
 }
+_ORIGIN = re.compile(r"^[a-z][a-z0-9+.-]*://(\*\.)?[a-z0-9_.-]+(:[0-9]{1,5})?$", re.IGNORECASE)
 _TRUE = frozenset({"1", "t", "T", "true", "TRUE", "True"})
 _FALSE = frozenset({"0", "f", "F", "false", "FALSE", "False"})
 
@@ -73,6 +78,11 @@ _FALSE = frozenset({"0", "f", "F", "false", "FALSE", "False"})
 def is_canary(raw: dict[str, str]) -> bool:
     """Whether the annotations mark a canary Ingress (an unreadable value is not)."""
     return raw.get(PREFIX + "canary", "").strip() in _TRUE
+
+
+def wants_regex(raw: dict[str, str]) -> bool:
+    """Whether the annotations make NGINX Ingress read its host's paths as regexes."""
+    return raw.get(PREFIX + "use-regex", "").strip() in _TRUE or PREFIX + "rewrite-target" in raw
 
 
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
@@ -127,7 +137,7 @@ class Annotations:
     read_timeout: float | None = None
     backend_tls: bool = False
     backend_tls_verify: bool = True
-    problems: list[str] = field(default_factory=list)
+    deny_all: bool = False  # a source range could not be read: every request refused
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -152,14 +162,16 @@ class _Reader:
     def __init__(self, raw: dict[str, str], where: str) -> None:
         self.raw = raw
         self.where = where
-        self.problems: list[str] = []
+        self.warnings: list[str] = []
+        self.denied = False
 
     def get(self, key: str) -> str | None:
         value = self.raw.get(PREFIX + key)
         return None if value is None else value.strip()
 
-    def bad(self, key: str, why: str) -> None:
-        self.problems.append(f"{self.where}: annotation {PREFIX}{key}: {why}")
+    def bad(self, key: str, why: str, instead: str) -> None:
+        """A value that cannot be used: warned about, with what is done instead."""
+        self.warnings.append(f"{self.where}: annotation {PREFIX}{key}: {why}; {instead}")
 
     def boolean(self, key: str, default: bool) -> bool:
         value = self.get(key)
@@ -168,26 +180,31 @@ class _Reader:
         # As NGINX Ingress reads booleans (Go's strconv.ParseBool).
         if value in _TRUE or value in _FALSE:
             return value in _TRUE
-        self.bad(key, f"{value!r} is not true or false")
+        instead = f"its default, {str(default).lower()}, applies"
+        self.bad(key, f"{value!r} is not true or false", instead)
         return default
 
-    def integer(self, key: str, low: int, high: int) -> int | None:
+    def integer(self, key: str, low: int, high: int, instead: str) -> int | None:
         value = self.get(key)
         if value is None:
             return None
         if not value.isdigit() or not low <= int(value) <= high:
-            self.bad(key, f"{value!r} is not a whole number in {low}..{high}")
+            self.bad(key, f"{value!r} is not a whole number in {low}..{high}", instead)
             return None
         return int(value)
 
     def code(self, key: str, default: int) -> int:
-        value = self.integer(key, 300, 399)
+        value = self.get(key)
         if value is None:
             return default
-        if value not in REDIRECT_CODES:
-            self.bad(key, f"{value} is not a redirect status (301, 302, 303, 307 or 308)")
+        if not value.isdigit() or int(value) not in REDIRECT_CODES:
+            self.bad(
+                key,
+                f"{value!r} is not a redirect status (301, 302, 303, 307 or 308)",
+                f"{default} is used, as NGINX Ingress does",
+            )
             return default
-        return value
+        return int(value)
 
     def ranges(self, key: str) -> list[str]:
         value = self.get(key)
@@ -200,7 +217,13 @@ class _Reader:
             try:
                 out.append(str(ipaddress.ip_network(item, strict=False)))
             except ValueError:
-                self.bad(key, f"{item!r} is not an IP address or CIDR range")
+                # NGINX Ingress denies such a location; opening it would be worse.
+                self.denied = True
+                self.bad(
+                    key,
+                    f"{item!r} is not an IP address or CIDR range",
+                    "every request to this Ingress's paths is refused (503), as NGINX Ingress does",
+                )
         return out
 
     def words(self, key: str, default: str) -> list[str]:
@@ -232,15 +255,17 @@ def read_annotations(raw: dict[str, str], where: str) -> Annotations:
                 f"{where}: a canary Ingress takes these from its mainline Ingress; ignored: "
                 + ", ".join(PREFIX + k for k in ignored)
             )
-        a.problems = r.problems
+        a.warnings += r.warnings
         return a
 
     a.rewrite_target = r.get("rewrite-target") or None
     a.use_regex = r.boolean("use-regex", False)
     app_root = r.get("app-root")
     if app_root:
-        if not app_root.startswith("/"):
-            r.bad("app-root", f"{app_root!r} must be a path starting with '/'")
+        if not app_root.startswith("/") or app_root.startswith("//") or app_root == "/":
+            r.bad("app-root", f"{app_root!r} is not a path other than '/'", "it is ignored")
+        elif any(c in app_root for c in "?#\\ \t"):
+            r.bad("app-root", f"{app_root!r} is not a plain path", "it is ignored")
         else:
             a.app_root = app_root
     permanent, temporal = r.get("permanent-redirect"), r.get("temporal-redirect")
@@ -259,6 +284,7 @@ def read_annotations(raw: dict[str, str], where: str) -> Annotations:
         a.cors = _cors(r, a)
     a.allow_ranges = r.ranges("whitelist-source-range") or r.ranges("allowlist-source-range")
     a.deny_ranges = r.ranges("denylist-source-range")
+    a.deny_all = r.denied
     vhost = r.get("upstream-vhost")
     if vhost:
         a.upstream_vhost = vhost
@@ -266,14 +292,18 @@ def read_annotations(raw: dict[str, str], where: str) -> Annotations:
     if size is not None:
         m = _SIZE.match(size)
         if m is None:
-            r.bad("proxy-body-size", f"{size!r} is not a size (like 8m, 512k, 1g or 0)")
+            r.bad(
+                "proxy-body-size",
+                f"{size!r} is not a size (like 8m, 512k, 1g or 0)",
+                "NGINX Ingress's default, 1m, applies",
+            )
         else:
             a.body_size = int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
     for key, attr in (
         ("proxy-connect-timeout", "connect_timeout"),
         ("proxy-read-timeout", "read_timeout"),
     ):
-        seconds = r.integer(key, 1, 86400)
+        seconds = r.integer(key, 1, 86400, "the upstream's default timeout applies")
         if seconds is not None:
             setattr(a, attr, float(seconds))
     protocol = r.get("backend-protocol")
@@ -286,7 +316,7 @@ def read_annotations(raw: dict[str, str], where: str) -> Annotations:
                 "are); the backend is spoken to over HTTP"
             )
     a.backend_tls_verify = r.boolean("proxy-ssl-verify", True)
-    a.problems = r.problems
+    a.warnings += r.warnings
     return a
 
 
@@ -295,17 +325,29 @@ def _canary(r: _Reader) -> Canary:
     value = r.get("canary-by-header-value") or None
     pattern = r.get("canary-by-header-pattern") or None
     if (value or pattern) and not header:
-        r.bad("canary-by-header-value", "needs canary-by-header (the header to look at)")
-    if pattern is not None:
+        key = "canary-by-header-value" if value else "canary-by-header-pattern"
+        r.bad(key, "needs canary-by-header (the header to look at)", "it is ignored")
+        value = pattern = None
+    if pattern is not None and value is None:
         try:
             re.compile(pattern)
         except re.error as exc:
-            r.bad("canary-by-header-pattern", f"{pattern!r} is not a regular expression: {exc}")
-            pattern = None
-    total = r.integer("canary-weight-total", 1, 1_000_000) or 100
-    weight = r.integer("canary-weight", 0, 1_000_000) or 0
+            r.bad(
+                "canary-by-header-pattern",
+                f"{pattern!r} is not a regular expression ({exc})",
+                "the header rule is ignored: those requests go to the mainline, as in NGINX "
+                "Ingress (the cookie and weight rules still apply)",
+            )
+            header = pattern = None
+    total = r.integer("canary-weight-total", 1, 1_000_000, "the default total, 100, is used")
+    total = total or 100
+    weight = r.integer("canary-weight", 0, 1_000_000, "0 is used: no request by weight") or 0
     if weight > total:
-        r.bad("canary-weight", f"{weight} is more than canary-weight-total ({total})")
+        r.bad(
+            "canary-weight",
+            f"{weight} is more than canary-weight-total ({total})",
+            "the canary gets every request, as in NGINX Ingress",
+        )
         weight = total
     return Canary(
         header=header,
@@ -318,7 +360,19 @@ def _canary(r: _Reader) -> Canary:
 
 
 def _cors(r: _Reader, a: Annotations) -> dict[str, Any]:
-    origins = r.words("cors-allow-origin", "*")
+    origins = []
+    for origin in r.words("cors-allow-origin", "*"):
+        if origin == "*" or _ORIGIN.match(origin):
+            origins.append(origin)
+        else:
+            r.bad(
+                "cors-allow-origin",
+                f"{origin!r} is not an origin (scheme://host[:port])",
+                "that entry is left out, as NGINX Ingress does",
+            )
+    if not origins or "*" in origins:
+        # Absent, blank, or nothing usable in it: NGINX Ingress answers '*'.
+        origins = ["*"]
     credentials = r.boolean("cors-allow-credentials", True)
     if "*" in origins and credentials:
         # NGINX Ingress answers credentialed requests from any origin this way; that
@@ -329,13 +383,17 @@ def _cors(r: _Reader, a: Annotations) -> dict[str, Any]:
             "allowed: list the origins in cors-allow-origin to allow them"
         )
         credentials = False
-    max_age = r.integer("cors-max-age", 0, 1 << 31)
+    max_age = r.integer("cors-max-age", 0, 1 << 31, f"the default, {CORS_MAX_AGE}, is used")
     out: dict[str, Any] = {
         "allow_origins": origins,
         "allow_methods": [m.upper() for m in r.words("cors-allow-methods", CORS_METHODS)],
         "allow_headers": r.words("cors-allow-headers", CORS_HEADERS),
         "allow_credentials": credentials,
         "max_age": CORS_MAX_AGE if max_age is None else max_age,
+        # As NGINX Ingress answers a preflight: the allowed headers listed (not the
+        # requested ones reflected), and 204 without CORS headers when refused.
+        "preflight_headers": "list",
+        "refused_preflight_status": 204,
     }
     expose = r.words("cors-expose-headers", "")
     if expose:

@@ -50,8 +50,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "nginx.ingress.kubernetes.io annotations, and the HTTPRoutes of the Gateways of "
         "one GatewayClass controllerName into routes, upstreams and filters; "
         "write a gateway.toml that says where each table came from. Unsupported "
-        "annotations are listed as warnings. The result is validated before it is "
-        "written; an existing OUT is not overwritten without --force.",
+        "annotations are listed as warnings, and so is what cannot be used (a bad "
+        "annotation value falls back to NGINX Ingress's default; an unusable Ingress or "
+        "object is skipped), as when gateway.toml reads the manifests. The result is "
+        "validated before it is written; an existing OUT is not overwritten without --force.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -122,7 +124,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         if missing:
             raise ConfigError("ingress import", [f"not found: {', '.join(missing)}"])
         try:
-            found = load_manifests(paths)
+            found = load_manifests(paths, lenient=True)
         finally:
             if stdin_copy is not None:
                 stdin_copy.unlink(missing_ok=True)
@@ -130,8 +132,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         tr = translate(found, settings)
         gw = translate_gateway_api(found, settings, args.gateway_controller)
         combine(tr, gw)
-        if tr.problems:
-            raise ConfigError("ingress import", tr.problems)
+        tr.warnings[:0] = found.skipped
         if out is not None:
             _write_secrets(tr.certificates, out)
         inputs = ["(standard input)" if f == "-" else f for f in args.files]

@@ -13,8 +13,10 @@ keeping the objects the Ingress dialect needs:
 
 Other kinds (Deployments, ConfigMaps, ...) are skipped without a word: manifests of a
 whole application are normal input. Only the fields used are modelled; the rest is
-ignored, as the API server's clients do. A malformed object is refused with the file,
-the document's position, its kind and name, and the field.
+ignored, as the API server's clients do. A malformed object is reported with the file,
+the document's position, its kind and name, and the field: refused by default, or, with
+``lenient`` (what ``[kubernetes]`` and ``ingress import`` use), skipped and listed in
+:attr:`Manifests.skipped` while the rest is read.
 """
 
 from __future__ import annotations
@@ -204,6 +206,8 @@ class Manifests:
     secrets: dict[str, Located] = field(default_factory=dict)
     gateway_api: list[Located] = field(default_factory=list)  # raw mappings
     files: list[Path] = field(default_factory=list)
+    # With lenient loading: what could not be read, one line each (the object skipped).
+    skipped: list[str] = field(default_factory=list)
 
     def add(self, item: Located, problems: list[str]) -> None:
         obj = item.obj
@@ -221,8 +225,9 @@ class Manifests:
                 kind = type(obj).__name__
                 problems.append(
                     f"{item.where}: {kind} {item.key} is defined twice "
-                    f"(first in {table[item.key].where})"
+                    f"(first in {table[item.key].where}); the first is used"
                 )
+                return
             table[item.key] = item
 
 
@@ -237,30 +242,32 @@ def manifest_files(paths: list[Path]) -> list[Path]:
     return out
 
 
-def load_manifests(paths: list[Path]) -> Manifests:
-    """Read every object of interest; raises :class:`ConfigError` listing all problems."""
+def load_manifests(paths: list[Path], *, lenient: bool = False) -> Manifests:
+    """Read every object of interest; raises :class:`ConfigError` listing all problems,
+    or, with ``lenient``, skips what cannot be read and lists it in ``skipped``."""
     found = Manifests()
     problems: list[str] = []
     for path in manifest_files(paths):
         found.files.append(path)
         for doc, obj in _documents(path, problems):
             _read_object(obj, str(path), doc, found, problems)
-    if problems:
+    if problems and not lenient:
         raise ConfigError(str(paths[0]) if len(paths) == 1 else "manifests", problems)
+    found.skipped = problems
     return found
 
 
 def _documents(path: Path, problems: list[str]) -> list[tuple[int, Any]]:
     try:
         if path.stat().st_size > MAX_FILE:
-            problems.append(f"{path}: larger than {MAX_FILE} bytes")
+            problems.append(f"{path}: larger than {MAX_FILE} bytes; the file is skipped")
             return []
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        problems.append(f"{path}: cannot read: {exc.strerror or exc}")
+        problems.append(f"{path}: cannot read: {exc.strerror or exc}; the file is skipped")
         return []
     except UnicodeDecodeError:
-        problems.append(f"{path}: not UTF-8 text")
+        problems.append(f"{path}: not UTF-8 text; the file is skipped")
         return []
     try:
         if path.suffix == ".json":
@@ -269,7 +276,8 @@ def _documents(path: Path, problems: list[str]) -> list[tuple[int, Any]]:
             loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
             docs = list(yaml.load_all(text, Loader=loader))
     except (yaml.YAMLError, ValueError) as exc:
-        problems.append(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}")
+        kind = "JSON" if path.suffix == ".json" else "YAML"
+        problems.append(f"{path}: not valid {kind}: {exc}; the file is skipped")
         return []
     return [(i, d) for i, d in enumerate(docs, 1) if d is not None]
 
@@ -278,7 +286,8 @@ def _read_object(obj: Any, file: str, doc: int, found: Manifests, problems: list
     where = f"{file} (document {doc})"
     if not isinstance(obj, dict):
         problems.append(
-            f"{where}: expected a Kubernetes object (a mapping), got {type(obj).__name__}"
+            f"{where}: expected a Kubernetes object (a mapping), got {type(obj).__name__}; "
+            "the document is skipped"
         )
         return
     kind = obj.get("kind")
@@ -302,7 +311,7 @@ def _read_object(obj: Any, file: str, doc: int, found: Manifests, problems: list
     except ValidationError as exc:
         for err in exc.errors(include_url=False):
             loc = ".".join(str(p) for p in err["loc"])
-            problems.append(f"{where}: {kind} {name}: {loc}: {err['msg']}")
+            problems.append(f"{where}: {kind} {name}: {loc}: {err['msg']}; the object is skipped")
         return
     if isinstance(parsed, Secret) and parsed.type != "kubernetes.io/tls":
         return

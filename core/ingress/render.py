@@ -68,8 +68,11 @@ def render(
     ]
     if tr.warnings:
         out.append("#")
-        out.append("# Warnings (not applied, or applied differently from NGINX Ingress):")
-        out += [f"#   - {w}" for w in tr.warnings]
+        out.append(
+            "# Warnings (not applied, fallen back to a default, skipped, or applied "
+            "differently from NGINX Ingress):"
+        )
+        out += [f"#   - {' '.join(w.split())}" for w in tr.warnings]  # one line each
     out.append("")
     if tr.upstreams:
         out += [RULE, "# upstreams: one per service port (and per set of backend annotations)", ""]

@@ -4,9 +4,16 @@
 ``[kubernetes]`` table. It reads the manifests (relative to the config file),
 translates the Ingresses of ``ingress_class``, and adds the resulting upstreams,
 routes, filters, default route and certificates to the document before it is
-validated, so they are checked exactly like hand-written ones. A name that the file
-already uses is a problem, not an override. Problems found in generated tables are
-reported with the Ingress they came from.
+validated, so they are checked exactly like hand-written ones.
+
+What the manifests get wrong never refuses the configuration: a malformed object is
+skipped, and an Ingress that cannot be used is skipped or falls back to NGINX
+Ingress's defaults (:mod:`core.ingress.translate`), each with a warning naming the
+Ingress and its file. Those warnings are the configuration's
+(:attr:`core.config.GatewayConfig.warnings`): logged at start and at every reload,
+printed by ``wasmgate check``, listed by the admin API's ``GET /config``. An Ingress
+that would use a name the file already uses is skipped too: the file wins. Only
+``gateway.toml`` itself (its ``[kubernetes]`` table included) can be invalid.
 """
 
 from __future__ import annotations
@@ -34,12 +41,28 @@ class Expanded:
     origins: dict[str, str] = field(default_factory=dict)
 
 
-def settings_of(table: dict[str, Any]) -> Settings:
+def settings_of(table: dict[str, Any], data: dict[str, Any] | None = None) -> Settings:
     return Settings(
         ingress_class=table.get("ingress_class", "wasmgate"),
         services=table.get("services", {}),
         tls_secrets=table.get("tls_secrets", {}),
+        reserved=frozenset(_names(data or {})),
     )
+
+
+def _names(data: dict[str, Any]) -> list[str]:
+    """The names the configuration file itself uses, as :class:`Settings` lists them."""
+    out = []
+    for key in ("upstreams", "routes"):
+        items = data.get(key)
+        for item in items if isinstance(items, list) else []:
+            if isinstance(item, dict) and isinstance(item.get("name"), str):
+                out.append(f"{key[:-1]} {item['name']}")
+    filters = data.get("filters")
+    out += [f"filter {name}" for name in (filters if isinstance(filters, dict) else {})]
+    if "default" in data:
+        out.append("default")
+    return out
 
 
 def expand(data: dict[str, Any], table: dict[str, Any], source: str) -> Expanded:
@@ -50,13 +73,8 @@ def expand(data: dict[str, Any], table: dict[str, Any], source: str) -> Expanded
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise ConfigError(source, [f"kubernetes.manifests: not found: {', '.join(missing)}"])
-    try:
-        found = load_manifests(paths)
-    except ConfigError as exc:
-        # Its source is a manifest, a folder or just "manifests"; the error is this
-        # file's (each problem names the manifest it is about).
-        raise ConfigError(source, [f"kubernetes.manifests: {p}" for p in exc.problems]) from None
-    settings = settings_of(table)
+    found = load_manifests(paths, lenient=True)
+    settings = settings_of(table, data)
     if settings.tls_secrets:
         settings = Settings(
             settings.ingress_class,
@@ -65,15 +83,14 @@ def expand(data: dict[str, Any], table: dict[str, Any], source: str) -> Expanded
                 k: {"cert": str(base / v["cert"]), "key": str(base / v["key"])}
                 for k, v in settings.tls_secrets.items()
             },
+            settings.reserved,
         )
     tr = translate(found, settings)
     controller = table.get("gateway_controller", DEFAULT_CONTROLLER)
     gw = translate_gateway_api(found, settings, controller, set(data.get("filters") or {}))
     combine(tr, gw)
-    if tr.problems:
-        raise ConfigError(source, [f"kubernetes: {p}" for p in tr.problems])
     merged = dict(data)
-    out = Expanded(merged, list(tr.warnings), list(found.files))
+    out = Expanded(merged, [*found.skipped, *tr.warnings], list(found.files))
     problems = _merge(merged, tr, out.origins)
     if problems:
         raise ConfigError(source, problems)

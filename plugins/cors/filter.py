@@ -30,7 +30,12 @@ Behaviour, and the choices made where the Fetch standard leaves room:
   are allowed), -Max-Age, -Allow-Credentials. Refused (origin, method or any requested
   header not allowed) → **403** with a one-line text reason and no CORS headers; the
   browser then blocks the real request. The CORS-safelisted headers (Accept,
-  Accept-Language, Content-Language, Content-Type) are always allowed.
+  Accept-Language, Content-Language, Content-Type) are always allowed. Two switches
+  answer as NGINX Ingress does (the Ingress translation sets both):
+  ``preflight_headers = "list"`` sends ``allow_headers`` itself as
+  Access-Control-Allow-Headers instead of the reflected request, and
+  ``refused_preflight_status = 204`` answers a refused preflight with an empty 204
+  without CORS headers (the browser blocks the real request all the same).
 * **Other requests with an Origin** (a non-preflight OPTIONS included) go on to the
   upstream. If the origin is allowed, the response phase sets
   Access-Control-Allow-Origin (``*`` when ``allow_origins = ["*"]``, else the request's
@@ -46,7 +51,7 @@ Behaviour, and the choices made where the Fetch standard leaves room:
 from __future__ import annotations
 
 import re
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
@@ -124,6 +129,16 @@ class CorsConfig(PluginConfig):
     max_age: int = Field(
         600, ge=0, description="Seconds a browser may cache a preflight (Access-Control-Max-Age)."
     )
+    preflight_headers: Literal["reflect", "list"] = Field(
+        "reflect",
+        description="Access-Control-Allow-Headers of an allowed preflight: the requested "
+        "headers ('reflect') or the allow_headers list itself ('list', as NGINX Ingress).",
+    )
+    refused_preflight_status: Literal[403, 204] = Field(
+        403,
+        description="Status of a refused preflight: 403 with a reason, or 204 with no "
+        "body (as NGINX Ingress); neither carries CORS headers.",
+    )
 
     @field_validator("allow_origins")
     @classmethod
@@ -197,6 +212,10 @@ class Cors(Filter[CorsConfig]):
         if self._vary:
             preflight.append(("Vary", "Origin"))
         self._preflight_static = tuple(preflight)
+        self._listed: str | None = None
+        if config.preflight_headers == "list" and config.allow_headers:
+            self._listed = ", ".join(config.allow_headers)
+        self._refused_status = config.refused_preflight_status
 
     def _allowed(self, origin: str) -> str | None:
         """The Access-Control-Allow-Origin value for ``origin``, or None if refused."""
@@ -231,10 +250,10 @@ class Cors(Filter[CorsConfig]):
 
     def _preflight(self, ctx: Context, allowed: str | None, method: str) -> LocalReply:
         if allowed is None:
-            return _refuse("origin not allowed")
+            return self._refuse("origin not allowed")
         method = method.strip()
         if not self._any_method and method not in self._methods:
-            return _refuse(f"method {method!r} not allowed")
+            return self._refuse(f"method {method!r} not allowed")
         requested = [
             h.strip().lower()
             for v in ctx.request.headers.get_all("access-control-request-headers")
@@ -244,13 +263,20 @@ class Cors(Filter[CorsConfig]):
         if not self._any_header:
             for header in requested:
                 if header not in self._headers:
-                    return _refuse(f"header {header!r} not allowed")
+                    return self._refuse(f"header {header!r} not allowed")
         headers = [("Access-Control-Allow-Origin", allowed), *self._preflight_static]
         if self._any_method:
             headers.append(("Access-Control-Allow-Methods", method))
-        if requested:
+        if self._listed is not None:
+            headers.append(("Access-Control-Allow-Headers", self._listed))
+        elif requested:
             headers.append(("Access-Control-Allow-Headers", ", ".join(dict.fromkeys(requested))))
         return LocalReply(204, headers)
+
+    def _refuse(self, reason: str) -> LocalReply:
+        if self._refused_status == 204:
+            return LocalReply(204, [])
+        return _refuse(reason)
 
     def on_response(self, ctx: Context) -> None:
         allowed = ctx.state.get(self._key)

@@ -19,6 +19,8 @@ Four modes; ``to`` and the URL parts (:mod:`plugins.redirect.parts`: ``scheme``,
     [filters.app-root]
     plugin = "redirect"
     config.app_root = "/app"                # exactly "/" -> /app (query kept), 302
+    config.app_root_absolute = true         # -> http://shop.test:8080/app (as NGINX Ingress)
+    config.app_root_keep_query = false      # the query string is dropped (as NGINX Ingress)
 
 Rules:
 
@@ -32,7 +34,10 @@ Rules:
   TLS-terminating balancer listed in ``server.trusted_hops``, its X-Forwarded-Proto,
   so the redirect does not loop there.
 * ``app_root`` redirects only the exact path ``/``, keeping the query; default **302**.
-  With ``https`` too, the HTTPS redirect comes first.
+  With ``https`` too, the HTTPS redirect comes first. ``app_root_absolute`` writes the
+  Location as an absolute URL (the request's scheme and Host, port included: what NGINX
+  Ingress's ``app-root`` answers); a Host that is not a plain host[:port] gets the path
+  alone. ``app_root_keep_query = false`` drops the query string, as NGINX does.
 * The URL parts redirect every request of the route to its own URL with those parts
   replaced (the Gateway API's ``RequestRedirect``); default **302**.
 * ``code`` (301, 302, 303, 307 or 308) overrides the default of every mode.
@@ -52,6 +57,9 @@ from plugins.redirect.parts import PartsConfig, check_parts, location_builder
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 _URL = re.compile(r"https?://[^/?#\s]+(/[^\s#]*)?|/[^\s#]*")
 _PORT = re.compile(r":[0-9]*$")
+_HOST = re.compile(
+    r"^(?:[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$"
+)
 
 
 class RedirectConfig(PartsConfig):
@@ -71,6 +79,14 @@ class RedirectConfig(PartsConfig):
     )
     app_root: str | None = Field(
         None, description="Redirect the exact path '/' to this path (the query is kept)."
+    )
+    app_root_absolute: bool = Field(
+        False,
+        description="With 'app_root': answer with an absolute URL (scheme://Host/app_root), "
+        "as NGINX Ingress does.",
+    )
+    app_root_keep_query: bool = Field(
+        True, description="With 'app_root': keep the query string (false: drop it, as NGINX)."
     )
 
     @field_validator("code")
@@ -128,6 +144,8 @@ class RedirectConfig(PartsConfig):
             raise ValueError("keep_path needs a 'to' without a query string")
         if self.https_port is not None and not self.https:
             raise ValueError("https_port needs https = true")
+        if self.app_root is None and (self.app_root_absolute or not self.app_root_keep_query):
+            raise ValueError("app_root_absolute / app_root_keep_query apply to 'app_root' only")
         return self
 
 
@@ -167,6 +185,8 @@ class Redirect(Filter[RedirectConfig]):
             if config.has_parts
             else None
         )
+        self._app_absolute = config.app_root_absolute
+        self._app_query = config.app_root_keep_query
 
     def on_request(self, ctx: Context) -> LocalReply | None:
         request = ctx.request
@@ -195,5 +215,9 @@ class Redirect(Filter[RedirectConfig]):
             location = f"https://{host}{self._https_port}{request.path}{query}"
             return _reply(self._https_code, location)
         if self._app_root is not None and request.path == "/":
-            return _reply(self._app_code, self._app_root + query)
+            location = self._app_root + (query if self._app_query else "")
+            host = request.host
+            if self._app_absolute and host and _HOST.match(host):
+                location = f"{ctx.scheme}://{host}{location}"
+            return _reply(self._app_code, location)
         return None

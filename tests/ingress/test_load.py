@@ -6,6 +6,7 @@ gateway processes started side by side."""
 from __future__ import annotations
 
 import base64
+import re
 import subprocess
 import sys
 import textwrap
@@ -209,40 +210,44 @@ def test_a_backend_resolves_to_the_services_endpoints(
 ) -> None:
     write(tmp_path / "k8s", "all.yaml", ingress("a", port=port), *docs)
     tr = translate(load_manifests([tmp_path / "k8s"]), Settings("nginx"))
-    assert not tr.problems
     (up,) = tr.upstreams
     assert up["endpoints"] == endpoints
     assert up["name"] == f"default.web.{port}"
     assert any("no ready endpoints" in w for w in tr.warnings) == (not endpoints)
 
 
-def test_an_explicit_mapping_wins_and_an_unknown_service_is_a_problem(tmp_path: Path) -> None:
+def test_an_explicit_mapping_wins_and_an_unknown_service_answers_503(tmp_path: Path) -> None:
     tr = translated(
         tmp_path, ingress("a"), SERVICE, ENDPOINTS, services={"default/web": ["127.0.0.1:7"]}
     )
     assert tr.upstreams[0]["endpoints"] == ["127.0.0.1:7"]
     tr = translated(tmp_path, ingress("a", service="nope"), services={})
-    assert tr.problems and "default/nope is neither in the manifests nor mapped" in tr.problems[0]
+    assert tr.upstreams == [{"name": "default.nope.80", "endpoints": []}]  # 503, as NGINX
+    assert any(
+        "default/nope is neither in the manifests nor mapped" in w and "503" in w
+        for w in tr.warnings
+    )
 
 
 # ---------------------------------------------------------------- merging
 
 
-def test_several_ingresses_add_paths_to_one_host_and_a_duplicate_is_a_conflict(
+def test_several_ingresses_add_paths_to_one_host_and_the_older_keeps_a_duplicate(
     tmp_path: Path,
 ) -> None:
     tr = translated(tmp_path, ingress("a", path="/a"), ingress("b", path="/b"))
-    assert not tr.problems
     assert sorted(r["paths"][0]["path"] for r in tr.routes) == ["/a", "/b"]
     tr = translated(tmp_path, ingress("a", path="/x"), ingress("b", path="/x"))
-    assert len(tr.problems) == 1
-    assert "path /x (Prefix) is also defined by Ingress default/a" in tr.problems[0]
+    assert [r["name"] for r in tr.routes] == ["default.a.0.0"]
+    (warning,) = [w for w in tr.warnings if "also defined" in w]
+    assert "path /x (Prefix) is also defined by the older Ingress default/a" in warning
+    assert warning.startswith("Ingress default/b ") and "skipped" in warning
     # Same path, other path type: no conflict (Exact and Prefix are different rules).
     tr = translated(tmp_path, ingress("a", path="/x"), ingress("b", path="/x", path_type="Exact"))
-    assert not tr.problems
+    assert len(tr.routes) == 2 and not any("also defined" in w for w in tr.warnings)
 
 
-def test_two_default_backends_are_a_conflict(tmp_path: Path) -> None:
+def test_of_two_default_backends_the_older_is_kept(tmp_path: Path) -> None:
     def with_default(name: str) -> str:
         return ingress(name).replace(
             "spec:\n", "spec:\n  defaultBackend:\n    service: {name: web, port: {number: 80}}\n"
@@ -250,18 +255,19 @@ def test_two_default_backends_are_a_conflict(tmp_path: Path) -> None:
 
     tr = translated(tmp_path, with_default("a"), with_default("b"))
     assert tr.default == {"upstream": "default.web.80"}
-    assert any("only one Ingress may set it" in p for p in tr.problems)
+    assert tr.notes["default"].startswith("Ingress default/a ")
+    assert any(w.startswith("Ingress default/b ") and "ignored" in w for w in tr.warnings)
 
 
 # ---------------------------------------------------------------- gateway.toml
 
 
-def test_the_config_refuses_what_translation_refuses_and_names_the_source(tmp_path: Path) -> None:
+def test_only_the_file_itself_is_refused_and_the_error_names_the_source(tmp_path: Path) -> None:
     write(tmp_path / "k8s", "app.yaml", ingress("a", service="missing"))
     config = tmp_path / "gateway.toml"
     config.write_text('[kubernetes]\nmanifests = ["k8s"]\ningress_class = "nginx"\n')
-    with pytest.raises(ConfigError, match=r"kubernetes: Ingress default/a \(.*app.yaml"):
-        load_config(config)
+    warnings = load_config(config).warnings  # a missing Service: 503, never a refusal
+    assert any(re.match(r"Ingress default/a \(.*app.yaml.*503", w) for w in warnings)
     config.write_text('[kubernetes]\nmanifests = ["nowhere"]\n')
     with pytest.raises(ConfigError, match=r"kubernetes\.manifests: not found"):
         load_config(config)
@@ -270,16 +276,25 @@ def test_the_config_refuses_what_translation_refuses_and_names_the_source(tmp_pa
         load_config(config)
 
 
-def test_generated_names_may_not_collide_with_the_files_own(tmp_path: Path) -> None:
-    write(tmp_path / "k8s", "app.yaml", ingress("a"))
+def test_an_ingress_using_a_name_of_the_file_is_skipped(tmp_path: Path) -> None:
+    write(tmp_path / "k8s", "app.yaml", ingress("a"), ingress("b", host="b.test", service="b"))
     config = tmp_path / "gateway.toml"
     config.write_text(
         '[kubernetes]\nmanifests = ["k8s"]\ningress_class = "nginx"\n'
-        'services = { "default/web" = ["127.0.0.1:9"] }\n'
+        'services = { "default/web" = ["127.0.0.1:9"], "default/b" = ["127.0.0.1:9"] }\n'
         '[[upstreams]]\nname = "default.web.80"\nendpoints = ["127.0.0.1:1"]\n'
     )
-    with pytest.raises(ConfigError, match=r"'upstream default\.web\.80' from kubernetes"):
-        load_config(config)
+    cfg = load_config(config)
+    assert [r.name for r in cfg.routes] == ["default.b.0.0"]
+    assert [u.endpoints[0].address for u in cfg.upstreams if u.name == "default.web.80"] == [
+        "127.0.0.1:1"
+    ]  # the file's own
+    assert any(
+        w.startswith("Ingress default/a ")
+        and "skipped" in w
+        and "upstream default.web.80 is also defined in the configuration file" in w
+        for w in cfg.warnings
+    )
 
 
 def test_unsupported_annotations_are_warned_about_at_load(tmp_path: Path) -> None:
@@ -392,10 +407,10 @@ def test_import_reads_standard_input_and_takes_service_mappings(tmp_path: Path) 
     assert done.returncode == 0, done.stderr
     cfg = parse_config(tomllib.loads(done.stdout), "<stdout>")
     assert [e.address for e in cfg.upstreams[0].endpoints] == ["127.0.0.1:8080", "127.0.0.1:8081"]
-    bad = wasmgate("ingress", "import", "-", "--ingress-class", "nginx", cwd=tmp_path,
-                   stdin=ingress("a"))  # fmt: skip
-    assert bad.returncode == 1
-    assert "backend service default/web is neither in the manifests nor mapped" in bad.stderr
+    unmapped = wasmgate("ingress", "import", "-", "--ingress-class", "nginx", cwd=tmp_path,
+                        stdin=ingress("a"))  # fmt: skip
+    assert unmapped.returncode == 0  # a warning: its routes answer 503
+    assert "backend service default/web is neither in the manifests nor mapped" in unmapped.stderr
 
 
 # ---------------------------------------------------------------- isolation

@@ -268,6 +268,36 @@ def test_preflight(
         assert result.response.body.startswith(b"CORS preflight refused")
 
 
+NGINX_STYLE = {
+    "allow_origins": [APP],
+    "allow_headers": ["DNT", "Authorization"],
+    "preflight_headers": "list",
+    "refused_preflight_status": 204,
+}
+
+
+@pytest.mark.parametrize(
+    ("origin", "req_headers", "allow_headers"),
+    [
+        pytest.param(APP, "authorization", "DNT, Authorization", id="listed-not-reflected"),
+        pytest.param(APP, None, "DNT, Authorization", id="listed-without-request"),
+        pytest.param("https://evil.com", None, None, id="refused-origin-empty-204"),
+        pytest.param(APP, "x-secret", None, id="refused-header-empty-204"),
+    ],
+)
+def test_preflight_as_nginx_ingress_answers(
+    origin: str, req_headers: str | None, allow_headers: str | None
+) -> None:
+    result = preflight(NGINX_STYLE, origin, "PUT", req_headers)
+    assert result.status == 204
+    assert result.headers.get("access-control-allow-headers") == allow_headers
+    if allow_headers is None:  # refused: nothing for the browser to go on
+        assert [n for n in result.headers if n.lower().startswith("access-control-")] == []
+        assert result.response is not None and not result.response.body
+    else:
+        assert result.headers.get("access-control-allow-origin") == APP
+
+
 def test_preflight_with_credentials_and_max_age() -> None:
     result = preflight(
         {"allow_origins": [APP], "allow_credentials": True, "max_age": 86400}, APP, "PATCH"

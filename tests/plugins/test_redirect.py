@@ -40,6 +40,7 @@ def test_each_code(code: int) -> None:
 
 HTTPS = {"https": True}
 APP = {"app_root": "/app"}
+NGINX_APP = {"app_root": "/app", "app_root_absolute": True, "app_root_keep_query": False}
 TO_SITE = {"to": "https://new.example.com", "keep_path": True, "keep_query": True}
 
 
@@ -95,6 +96,16 @@ TO_SITE = {"to": "https://new.example.com", "keep_path": True, "keep_query": Tru
                      id="https-before-app-root"),
         pytest.param({**APP, **HTTPS}, "/", {"scheme": "https"}, (302, "/app"),
                      id="app-root-after-https"),
+        pytest.param(NGINX_APP, "/?x=1", {"host": "shop.test:8080"},
+                     (302, "http://shop.test:8080/app"), id="app-root-absolute-no-query"),
+        pytest.param(NGINX_APP, "/", {"scheme": "https"}, (302, "https://shop.test/app"),
+                     id="app-root-absolute-scheme"),
+        pytest.param(NGINX_APP, "/", {"host": "[::1]:8080"}, (302, "http://[::1]:8080/app"),
+                     id="app-root-absolute-ipv6"),
+        pytest.param(NGINX_APP, "/", {"host": "a.test@evil.test"}, (302, "/app"),
+                     id="app-root-absolute-odd-host-gets-the-path"),
+        pytest.param({**APP, "app_root_absolute": True}, "/?x=1", {},
+                     (302, "http://shop.test/app?x=1"), id="app-root-absolute-keeps-query"),
     ],
 )  # fmt: skip
 def test_location(
@@ -129,6 +140,12 @@ def test_https_without_host_is_refused() -> None:
         pytest.param({"app_root": "app"}, "other than", id="app-root-relative"),
         pytest.param({"app_root": "//evil.test"}, "other than", id="app-root-protocol-relative"),
         pytest.param({"app_root": "/a?b"}, "plain path", id="app-root-query"),
+        pytest.param({"to": "/x", "app_root_absolute": True}, "'app_root' only", id="abs-to"),
+        pytest.param(
+            {"https": True, "app_root_keep_query": False},
+            "'app_root' only",
+            id="keep-query-without-app-root",
+        ),
     ],
 )
 def test_bad_config_is_refused(config: dict[str, Any], message: str) -> None:
