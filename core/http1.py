@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import re
 import time
 from http import HTTPStatus
@@ -80,6 +81,7 @@ class Request(sdk.Request):
 
     __slots__ = (
         "chunked",
+        "conn_id",
         "conn_values",
         "content_length",
         "expect_continue",
@@ -93,6 +95,7 @@ class Request(sdk.Request):
         "tp_in",
         "traceparent",
         "upgrade",
+        "upstream_address",
         "xff",
         "xfh",
         "xfp",
@@ -121,6 +124,8 @@ class Request(sdk.Request):
         self.xfp: bytes | None = None
         self.xfh: bytes | None = None
         self.start = 0.0
+        self.conn_id = 0  # the client connection's number in this process
+        self.upstream_address = ""  # the endpoint (host:port) of the last try, once picked
         # Trace context (core/tracecontext.py): what the client sent, what we send on.
         self.tp_in: bytes | None = None
         self.has_tracestate = False
@@ -167,6 +172,9 @@ _SPECIAL = {
 }
 
 
+_CONNECTION_IDS = itertools.count(1)  # connection.id for Proxy-Wasm filters
+
+
 class ClientConnection(asyncio.Protocol):
     """One client connection: parse, limit, and run exchanges in order."""
 
@@ -179,6 +187,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.peer = ("", 0)
+        self.conn_id = next(_CONNECTION_IDS)
         self.tls: TLSInfo | None = None  # set for HTTPS connections once the handshake is done
         self.cert_headers = b""  # X-Client-Cert-* lines for the upstream, when forwarded
         self.closing = False
@@ -289,6 +298,7 @@ class ClientConnection(asyncio.Protocol):
         req.client_ip, req.client_port = self.peer
         req.scheme = self.scheme
         req.start = time.monotonic()
+        req.conn_id = self.conn_id
         self._req = req
         self._url = b""
         self._in_head = True

@@ -264,6 +264,7 @@ class Exchange:
                 return
             last = ep
             self.endpoint = ep
+            req.upstream_address = ep.address
             try:
                 head = await self._try(pool, ep, deadline)
             except UpstreamError as exc:

@@ -417,3 +417,22 @@ def test_make_wasm_filter_takes_a_string_config_and_properties(tmp_path: Path) -
     assert bytes.fromhex(headers.get("x-config") or "") == b"x-bot"
     assert bytes.fromhex(headers.get("x-vm-config") or "") == b'{"shards": 2}'
     assert bytes.fromhex(headers.get("x-prop-value") or "") == b"blue"
+
+
+async def test_upstream_address_and_connection_id(
+    props_gateway: InProcessGateway, upstream: RecordingUpstream
+) -> None:
+    """``upstream.address`` / ``upstream.port`` name the endpoint the request went to (in
+    the response phase; NOT_FOUND before one is picked); ``connection.id`` numbers the
+    client connection."""
+
+    async def response_prop(path: str) -> bytes:
+        _, resp = await raw_probe(props_gateway, path)
+        assert resp.header("x-prop-status") == "0", path  # type: ignore[attr-defined]
+        return bytes.fromhex(resp.header("x-prop-value") or "")  # type: ignore[attr-defined]
+
+    host, port = upstream.address.rsplit(":", 1)
+    assert await response_prop("upstream.address") == f"{host}:{port}".encode()
+    assert await response_prop("upstream.port") == i64(int(port))
+    first, second = [struct.unpack("<q", await response_prop("connection.id"))[0] for _ in range(2)]
+    assert 0 < first < second  # raw_probe opens a new connection each time

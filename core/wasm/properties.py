@@ -130,6 +130,11 @@ def stream_attributes(
         return lambda: (req.headers.get(name) or "").encode("latin-1") or None
 
     destination = _split(vm.listen_address)
+    conn_id = int(getattr(req, "conn_id", 0) or 0)  # set by the gateway's HTTP/1.1 path
+
+    def upstream_address() -> str:  # the endpoint picked for the request's last try
+        return str(getattr(req, "upstream_address", "") or "")
+
     resp = ctx.response
     out: dict[bytes, Getter] = {
         b"request\0path": req.wire_target,
@@ -159,6 +164,9 @@ def stream_attributes(
         b"connection\0subject_peer_certificate": lambda: (
             tls.peer_subject.encode() if tls is not None and tls.peer_subject else None
         ),
+        b"connection\0id": lambda: _i64(conn_id) if conn_id else None,
+        b"upstream\0address": lambda: upstream_address().encode() or None,
+        b"upstream\0port": lambda: _i64(up[1]) if (up := _split(upstream_address())) else None,
         b"route_name": lambda: ctx.route.encode(),
         b"xds\0route_name": lambda: ctx.route.encode(),
         b"cluster_name": lambda: ctx.upstream.encode(),
