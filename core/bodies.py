@@ -6,8 +6,9 @@ phase ran, in the order the body passes them (requests in chain order, responses
 reverse). A chunk goes through them in turn: what a hook returns goes on to the next
 one, and what the last one returns goes to the sink (towards the upstream or the
 client). A hook may hold data (it returns ``b""`` and gets the accumulation with the
-next chunk), answer locally (a LocalReply), or, at the end of the body, keep it until
-it calls the ``resume`` it was given (it returns None).
+next chunk, or passes it on earlier with ``resume(data, False)``), answer locally (a
+LocalReply), or, at the end of the body, keep it until it calls the ``resume`` it was
+given (it returns None).
 
 A hook that raises follows its filter's fail strategy: ``fail_open`` passes on what it
 held and was given, and is not called again for this exchange; ``fail_closed`` stops
@@ -121,14 +122,15 @@ class BodyPipe:
             self.ended = True
         self._sink(data, end)
 
-    def _resumed(self, k: int, result: bytes | LocalReply | Exception) -> None:
+    def _resumed(self, k: int, result: bytes | LocalReply | Exception, end: bool = True) -> None:
         if self.stopped or self.ended:
             return
         out = self._failed(k, b"", result) if isinstance(result, Exception) else result
         if isinstance(out, LocalReply):
             self._stop(k, out)
             return
-        self._run(k + 1, out, True)
+        if end or out:  # (held data let go before the end: the body goes on after it)
+            self._run(k + 1, out, end)
 
     def _failed(self, k: int, data: bytes, exc: Exception) -> bytes | LocalReply:
         inst = self._insts[k]

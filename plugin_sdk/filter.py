@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from plugin_sdk.config import PluginConfig
 from plugin_sdk.http import LocalReply
@@ -46,9 +46,19 @@ PhaseResult = None | Awaitable[None]
 #: What a body-chunk hook returns: the bytes that go on (possibly empty: the hook
 #: holds them), a LocalReply to stop the exchange, or None: held at the end of the
 #: body until the hook calls its ``resume`` argument (with the bytes, a LocalReply or
-#: the exception that stopped it).
+#: the exception that stopped it). A hook that holds data before the end (returned
+#: ``b""``) may also let it go before the next chunk: ``resume(data, False)``.
 ChunkResult = bytes | LocalReply | None
-ChunkResume = Callable[[bytes | LocalReply | Exception], None]
+
+
+class ChunkResume(Protocol):
+    """The ``resume`` a chunk hook gets: ``resume(result)`` ends a held body (bytes, a
+    LocalReply or the exception that stopped it); ``resume(data, False)`` passes on
+    data held before the end, and the body goes on."""
+
+    def __call__(self, result: bytes | LocalReply | Exception, end: bool = True, /) -> None: ...
+
+
 ChunkHook = Callable[["Context", bytes, bool, ChunkResume], ChunkResult]
 
 

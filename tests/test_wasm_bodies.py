@@ -349,6 +349,26 @@ async def test_a_body_held_at_its_end_goes_on_after_proxy_continue_stream(
     assert streaming.seen[-1]["headers"]["Content-Length"] == "3"  # type: ignore[index]
 
 
+async def test_data_held_before_the_end_goes_on_at_proxy_continue_stream(
+    tmp_path: Path, streaming: StreamingUpstream, start_gateway: StartGateway
+) -> None:
+    """Envoy's rule: a filter that stopped on a chunk before the last one and then calls
+    proxy_continue_stream lets the held data go on at once, not with the next chunk."""
+    gw = await start(start_gateway, tmp_path, streaming, "e", module="body_hold.wat")
+    reader, writer = await raw(gw.port)
+    writer.write(
+        b"POST /pieces-in HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+    )
+    # The filter holds "hello" until its HTTP call answers, then continues: the upstream
+    # gets it before the client sends anything more.
+    await asyncio.wait_for(streaming.first.wait(), 5)
+    writer.write(b"6\r\n world\r\n0\r\n\r\n")
+    resp = await asyncio.wait_for(read_response(reader), 5)
+    writer.close()
+    assert (resp.status, resp.body) == (200, b"hello world")
+    assert streaming.seen[-1]["first"] == b"hello"
+
+
 async def test_a_body_held_forever_ends_at_pause_timeout(
     tmp_path: Path, streaming: StreamingUpstream, start_gateway: StartGateway
 ) -> None:

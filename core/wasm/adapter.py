@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from core.bodies import BodyTooLarge, ChunkError
@@ -73,6 +73,9 @@ class WasmFilter(Filter[PluginConfig]):
         # redacts by it); set by build_wasm_filter.
         self.config_schema: dict[str, Any] | None = None
         self._key = f"wasm.{id(self)}"
+        # Data held before the end of a body, by (stream id, side): what lets it go on
+        # when the filter calls proxy_continue_stream (see _hold_more).
+        self._releases: dict[tuple[int, int], Callable[[], None]] = {}
         assert vm.module is not None
         exports = {e.name for e in vm.module.exports}
         # Body callbacks for every body the module takes (Envoy's rule), unless the
@@ -241,6 +244,9 @@ class WasmFilter(Filter[PluginConfig]):
         stream = ctx.state.get(self._key)
         if not isinstance(stream, Stream) or stream.id not in self.vm.streams:
             return data  # refused (fail_open), or gone after a trap: stream past
+        if self._releases and self._releases.pop((stream.id, side), None) is not None:
+            stream.paused = False  # a new chunk came first: it decides what is held
+            stream.resume = None
         held = stream.body[side]
         buf: bytes | bytearray
         if held is None:
@@ -273,9 +279,36 @@ class WasmFilter(Filter[PluginConfig]):
             stream.body[side] = None
             raise BodyTooLarge(f"wasm filter {self.name!r} holds over max_buffer_bytes")
         if not end:  # StopIterationAndBuffer / AndWatermark: hold, and accumulate
+            self._hold_more(stream, side, resume)
             return b""
         self._hold_end(stream, side, resume)
         return None  # core.bodies waits for resume
+
+    def _hold_more(self, stream: Stream, side: int, resume: ChunkResume) -> None:
+        """Stopped before the last chunk: the data waits for the next chunk, or for
+        proxy_continue_stream, which passes it on at once (as Envoy does)."""
+        loop = asyncio.get_running_loop()
+        key = (stream.id, side)
+
+        def release() -> None:
+            if self._releases.get(key) is not continued:
+                return  # a later chunk (or the stream's end) came first
+            del self._releases[key]
+            stream.paused = False
+            stream.resume = None
+            out = stream.body[side]
+            stream.body[side] = None
+            if stream.local_reply is not None:
+                resume(stream.local_reply)
+            elif out:
+                resume(bytes(out), False)
+
+        def continued() -> None:  # from inside the guest: go on once it returned
+            loop.call_soon(release)
+
+        self._releases[key] = continued
+        stream.paused = True
+        stream.resume = continued
 
     def _hold_end(self, stream: Stream, side: int, resume: ChunkResume) -> None:
         """Stopped on the last chunk: keep the body until proxy_continue_stream."""
@@ -318,6 +351,9 @@ class WasmFilter(Filter[PluginConfig]):
     def on_log(self, ctx: Context) -> None:
         stream = ctx.state.pop(self._key, None)
         if isinstance(stream, Stream):
+            if self._releases:
+                self._releases.pop((stream.id, 0), None)
+                self._releases.pop((stream.id, 1), None)
             self.vm.done(stream)
 
     def bind_gateway(

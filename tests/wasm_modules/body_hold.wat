@@ -5,6 +5,10 @@
 ;; ever resumes it: the host's pause_timeout ends it). The call's response replaces
 ;; the whole request body (set_buffer_bytes(0, 1, ...)) and proxy_continue_stream(0)
 ;; lets it go on. One stream at a time (its id is kept in a global).
+;; With a VM configuration starting with "e", it stops on the first chunk that is not
+;; the last one instead, makes the same call, and when the answer comes calls
+;; proxy_continue_stream(0) only (the held chunk goes on before the rest arrives);
+;; the last chunk then continues.
 (module
   (import "env" "proxy_http_call"
     (func $http_call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
@@ -24,6 +28,7 @@
   (global $heap (mut i32) (i32.const 4096))
   (global $mode (mut i32) (i32.const 0))
   (global $stream (mut i32) (i32.const 0))
+  (global $called (mut i32) (i32.const 0))
   (func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
     (local $p i32) (local $end i32)
     (local.set $p (global.get $heap))
@@ -53,7 +58,18 @@
   (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (i32.const 0))
 
   (func (export "proxy_on_request_body") (param $ctx i32) (param $size i32) (param $eos i32) (result i32)
-    (if (i32.eqz (local.get $eos)) (then (return (i32.const 1))))
+    (if (i32.eqz (local.get $eos))
+      (then
+        (if (i32.and (i32.eq (global.get $mode) (i32.const 101)) (i32.eqz (global.get $called)))
+          (then
+            (global.set $called (i32.const 1))
+            (global.set $stream (local.get $ctx))
+            (if (call $http_call (i32.const 96) (i32.const 2) (i32.const 16) (i32.const 68)
+                                 (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)
+                                 (i32.const 5000) (i32.const 1032))
+              (then (unreachable)))))
+        (return (i32.const 1))))
+    (if (i32.eq (global.get $mode) (i32.const 101)) (then (return (i32.const 0))))  ;; e
     (if (i32.eq (global.get $mode) (i32.const 104)) (then (return (i32.const 1))))  ;; h
     (global.set $stream (local.get $ctx))
     (if (call $http_call (i32.const 96) (i32.const 2) (i32.const 16) (i32.const 68)
@@ -65,12 +81,14 @@
   (func (export "proxy_on_http_call_response")
     (param $root i32) (param $token i32) (param $headers i32) (param $body_size i32) (param i32)
     (drop (call $set_effective_context (global.get $stream)))
-    (if (call $get_buffer (i32.const 4) (i32.const 0) (local.get $body_size)
-                          (i32.const 1024) (i32.const 1028))
-      (then (unreachable)))
-    (if (call $set_buffer (i32.const 0) (i32.const 0) (i32.const 1)
-                          (i32.load (i32.const 1024)) (i32.load (i32.const 1028)))
-      (then (unreachable)))
+    (if (i32.ne (global.get $mode) (i32.const 101))
+      (then
+        (if (call $get_buffer (i32.const 4) (i32.const 0) (local.get $body_size)
+                              (i32.const 1024) (i32.const 1028))
+          (then (unreachable)))
+        (if (call $set_buffer (i32.const 0) (i32.const 0) (i32.const 1)
+                              (i32.load (i32.const 1024)) (i32.load (i32.const 1028)))
+          (then (unreachable)))))
     (drop (call $continue_stream (i32.const 0))))
 
   (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
