@@ -33,6 +33,7 @@ Standard library only, so it runs before the project is installed.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import importlib.util
 import json
 import os
@@ -297,12 +298,16 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown filter {', '.join(unknown)}; choose from {', '.join(FILTERS)}")
     failed = []
-    for name in args.names or list(FILTERS):
-        try:
-            build(FILTERS[name], args.force)
-        except BuildError as exc:
-            print(f"{name}: FAILED: {exc}", file=sys.stderr)
-            failed.append(name)
+    # One build at a time per checkout: parallel test workers (pytest -n) and a
+    # `make wasm` may ask for the same filter at once, and build into the same files.
+    with open(HERE / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for name in args.names or list(FILTERS):
+            try:
+                build(FILTERS[name], args.force)
+            except BuildError as exc:
+                print(f"{name}: FAILED: {exc}", file=sys.stderr)
+                failed.append(name)
     return 1 if failed else 0
 
 
