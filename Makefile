@@ -34,7 +34,7 @@ run: install registry
 
 # Debian packages the tests drive as real peers (scripts/install-debs.sh installs the
 # missing ones; a test whose program is missing skips and names the package).
-TEST_DEBS := chromium chromium-driver
+TEST_DEBS := chromium chromium-driver redis-server
 
 test: install
 	@scripts/install-debs.sh $(TEST_DEBS)

@@ -34,6 +34,7 @@ from pydantic import (
 )
 
 from core.errors import ConfigError
+from core.store import StoreConfig
 from plugin_sdk.config import Secret, check_regex
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")
@@ -1005,6 +1006,9 @@ class GatewayConfig(Model):
     redact: Redact = Field(
         default_factory=lambda: Redact(),
         description="Extra query parameters and headers hidden in the access log and spans.",
+    )
+    store: StoreConfig | None = Field(
+        None, description="The Redis that processes and replicas share (core/store.py)."
     )
     executors: dict[str, Executor] = Field(
         default_factory=dict,
