@@ -310,6 +310,7 @@ def configure(settings: StoreSettings | None) -> None:
     if settings == _settings:
         return
     _settings = settings
+    _reported.clear()  # another store: its outages are news
     old = list(_stores.values())
     _stores.clear()
     for store in old:
