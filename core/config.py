@@ -585,6 +585,11 @@ class FilterDef(Model):
     limits: WasmLimits = Field(
         default_factory=lambda: WasmLimits(), description="Wasm: sandbox limits."
     )
+    shared_data: Literal["local", "redis"] = Field(
+        "local",
+        description='Wasm: where the vm_id\'s shared data lives: "local" (this process) or '
+        '"redis" (the [store] Redis, for every process and replica; see docs/wasm.md).',
+    )
 
     @field_validator("config", "vm_config", mode="before")
     @classmethod
@@ -626,6 +631,9 @@ class ServiceDef(Model):
     vm_config: str = Field("", description="The VM configuration (proxy_on_vm_start).")
     manifest: str | None = Field(None, description="As for [filters.NAME].")
     limits: WasmLimits = Field(default_factory=lambda: WasmLimits(), description="Sandbox limits.")
+    shared_data: Literal["local", "redis"] = Field(
+        "local", description="As for [filters.NAME]: local, or in the [store] Redis."
+    )
 
 
 class InlineFilter(Model):
