@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -89,11 +90,31 @@ class StoreCommandError(StoreError):
 class Script:
     """A Lua script, run by its SHA1 (EVALSHA) and loaded when Redis lacks it."""
 
-    __slots__ = ("sha", "source")
+    __slots__ = ("head", "sha", "source")
 
     def __init__(self, source: str) -> None:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
+        self.head = b"$7\r\nEVALSHA\r\n$40\r\n" + self.sha.encode() + b"\r\n"
+
+    def call(self, keys: Sequence[str], args: Sequence[Arg]) -> bytes:
+        """``EVALSHA`` of this script in the Redis protocol (RESP), packed here rather
+        than by redis-py: this is the per-request path of every script call."""
+        parts = [_encode(len(keys)), *map(_encode, keys), *map(_encode, args)]
+        return b"".join(
+            [b"*%d\r\n" % (len(parts) + 2), self.head]
+            + [b"$%d\r\n%s\r\n" % (len(p), p) for p in parts]
+        )
+
+
+def _encode(value: Arg) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, int):
+        return b"%d" % value
+    return repr(value).encode()
 
 
 class Store:
@@ -106,7 +127,9 @@ class Store:
         self.timeout = settings.timeout
         self._client: Redis | None = None
         self._down_until = 0.0
-        self._pending: list[tuple[Script, Sequence[str], Sequence[Arg], asyncio.Future[Any]]] = []
+        self._open: _Batch | None = None  # calls waiting to be sent
+        self._busy = False  # a batch is on the wire
+        self._conn: Any = None  # the connection batches use, one at a time
 
     def key(self, *parts: str) -> str:
         """A key under ``[store].key_prefix``: ``prefix + ":".join(parts)``."""
@@ -121,11 +144,19 @@ class Store:
         if self.settings.cluster:
             task = self.loop.create_task(self._single(script, keys, args))
             task.add_done_callback(lambda t: _settle(future, t))
-        else:
-            if not self._pending:
+            return await self._wait(future)
+        # The hot path: no timer of its own; the batch's one timer bounds it.
+        batch = self._open
+        if batch is None:
+            batch = self._open = _Batch(self)
+            if not self._busy:
                 self.loop.call_soon(self._flush)
-            self._pending.append((script, keys, args, future))
-        return await self._wait(future)
+        batch.calls.append((script, keys, args, future))
+        try:
+            return await future
+        except (StoreTimeout, StoreUnavailable):
+            self._mark_down()
+            raise
 
     async def command(self, *args: Arg) -> Any:
         """Any Redis command (``"GET", key``), bounded by the timeout like :meth:`run`."""
@@ -136,6 +167,10 @@ class Store:
 
     async def close(self) -> None:
         client, self._client = self._client, None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.disconnect()
         if client is not None:
             with contextlib.suppress(Exception):  # a broken connection: nothing to keep
                 await client.aclose()
@@ -166,35 +201,74 @@ class Store:
         return self._client
 
     def _flush(self) -> None:
-        batch, self._pending = self._pending, []
-        task = self.loop.create_task(self._guard(self._pipeline(batch)))
-        task.add_done_callback(lambda t: _fail_all(batch, t))
+        # Auto-pipelining: one batch on the wire at a time; calls made meanwhile form the
+        # next batch, sent as soon as the answers to this one are in.
+        batch = self._open
+        if batch is None or self._busy:
+            return
+        self._open = None
+        if all(item[3].done() for item in batch.calls):  # expired while waiting
+            return
+        self._busy = True
+        batch.task = self.loop.create_task(self._guard(self._send(batch.calls)))
+        batch.task.add_done_callback(lambda t: self._sent(batch, t))
 
-    async def _pipeline(
+    def _sent(self, batch: _Batch, task: asyncio.Task[Any]) -> None:
+        batch.timer.cancel()
+        _fail_all(batch.calls, task)
+        self._busy = False
+        self._flush()
+
+    def _expired(self, batch: _Batch) -> None:
+        if self._open is batch:  # never sent (the one before hangs): later calls start anew
+            self._open = None
+        for item in batch.calls:
+            _set(
+                item[3],
+                exception=StoreTimeout(f"the store did not answer within {self.timeout:g} s"),
+            )
+        if batch.task is not None:
+            batch.task.cancel()  # redis-py then drops the connection: no half-read answers
+
+    async def _send(
         self, batch: list[tuple[Script, Sequence[str], Sequence[Arg], asyncio.Future[Any]]]
     ) -> None:
-        from redis.exceptions import NoScriptError
+        """EVALSHA each call on one connection, all written at once, answers read in order
+        (a pipeline without redis-py's per-command bookkeeping)."""
+        from redis.exceptions import NoScriptError, ResponseError
 
-        client = self._redis()
-        todo = batch
-        for attempt in range(2):
-            async with client.pipeline(transaction=False) as pipe:
-                for script, keys, args, _ in todo:
-                    pipe.evalsha(script.sha, len(keys), *keys, *args)
-                results = await pipe.execute(raise_on_error=False)
-            missing = []
-            for item, result in zip(todo, results, strict=True):
-                if isinstance(result, NoScriptError) and attempt == 0:
-                    missing.append(item)
-                elif isinstance(result, Exception):
-                    _set(item[3], exception=_translate(result))
-                else:
+        conn = self._conn
+        if conn is None:
+            pool = self._redis().connection_pool
+            conn = self._conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            todo = batch
+            for attempt in range(2):
+                packed = b"".join([sc.call(ks, a) for sc, ks, a, _ in todo])
+                await conn.send_packed_command(packed, check_health=False)
+                missing = []
+                for item in todo:
+                    try:
+                        # No timer per answer: the batch's timer bounds them all.
+                        result = await conn.read_response(timeout=math.inf)
+                    except ResponseError as exc:
+                        if isinstance(exc, NoScriptError) and attempt == 0:
+                            missing.append(item)
+                        else:
+                            _set(item[3], exception=_translate(exc))
+                        continue
                     _set(item[3], result=result)
-            if not missing:
-                return
-            for source in {item[0].source for item in missing}:
-                await client.script_load(source)
-            todo = missing
+                if not missing:
+                    return
+                for source in {item[0].source for item in missing}:
+                    await conn.send_packed_command(conn.pack_command("SCRIPT", "LOAD", source))
+                    await conn.read_response(timeout=math.inf)
+                todo = missing
+        except BaseException:
+            self._conn = None  # half-read answers: never reuse it
+            with contextlib.suppress(Exception):
+                await conn.disconnect(nowait=True)
+            raise
 
     async def _single(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         from redis.exceptions import NoScriptError
@@ -248,17 +322,30 @@ def _settle(future: asyncio.Future[Any], task: asyncio.Task[Any]) -> None:
         _set(future, result=task.result())
 
 
+class _Batch:
+    """Script calls sent together, with one timer that bounds them all."""
+
+    __slots__ = ("calls", "task", "timer")
+
+    def __init__(self, store: Store) -> None:
+        self.calls: list[tuple[Script, Sequence[str], Sequence[Arg], asyncio.Future[Any]]] = []
+        self.task: asyncio.Task[Any] | None = None
+        self.timer = store.loop.call_later(store.timeout, store._expired, self)
+
+
 def _fail_all(
     batch: list[tuple[Any, Any, Any, asyncio.Future[Any]]], task: asyncio.Task[Any]
 ) -> None:
-    error = (
-        StoreUnavailable("the store call was cancelled") if task.cancelled() else task.exception()
-    )
+    error = None if task.cancelled() else task.exception()
     for item in batch:
         future = item[3]
-        if not future.done():
-            future.set_exception(error or StoreUnavailable("no answer from the store"))
-        future.exception()  # retrieved: a caller that timed out leaves no warning behind
+        if not future.done():  # each caller its own exception object
+            if isinstance(error, StoreError):
+                future.set_exception(type(error)(str(error)))
+            else:
+                future.set_exception(StoreUnavailable(f"no answer from the store: {error!r}"))
+        if not future.cancelled():
+            future.exception()  # retrieved: a caller that gave up leaves no warning behind
 
 
 def _connect(s: StoreSettings) -> Redis:

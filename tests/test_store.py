@@ -70,7 +70,7 @@ def test_without_store_get_says_how_to_configure_it() -> None:
 async def test_scripts_run_batched_and_reload_after_a_script_flush(
     redis_server: RedisServer,
 ) -> None:
-    s = use(f'[store]\nredis = "{redis_server.url}"\nkey_prefix = "t:"')
+    s = use(f'[store]\nredis = "{redis_server.url}"\nkey_prefix = "t:"\ntimeout = 3')
     # Calls made in one turn of the loop go out as one pipeline; each gets its result.
     results = await asyncio.gather(*(s.run(INCR, [s.key("n")], [1]) for _ in range(50)))
     assert sorted(results) == list(range(1, 51))
@@ -85,14 +85,14 @@ async def test_scripts_run_batched_and_reload_after_a_script_flush(
 async def test_a_hung_redis_costs_at_most_the_timeout_then_fails_fast(
     redis_server: RedisServer,
 ) -> None:
-    s = use(f'[store]\nredis = "{redis_server.url}"\ntimeout = 0.2\nretry_interval = 0.5')
+    s = use(f'[store]\nredis = "{redis_server.url}"\ntimeout = 0.5\nretry_interval = 0.5')
     assert await s.run(INCR, [s.key("n")], [1]) == 1
     redis_server.pause()
     try:
         started = time.monotonic()
         with pytest.raises(store.StoreTimeout):
             await s.run(INCR, [s.key("n")], [1])
-        assert time.monotonic() - started < 1.0  # 0.2 s, with a generous margin
+        assert time.monotonic() - started < 2.0  # 0.5 s, with a generous margin
         # Backing off: the next call does not wait at all.
         started = time.monotonic()
         with pytest.raises(store.StoreUnavailable, match="backing off"):
@@ -107,7 +107,7 @@ async def test_a_hung_redis_costs_at_most_the_timeout_then_fails_fast(
 async def test_a_stopped_redis_is_unavailable_and_back_once_it_restarts(
     redis_server: RedisServer,
 ) -> None:
-    s = use(f'[store]\nredis = "{redis_server.url}"\nretry_interval = 0.2')
+    s = use(f'[store]\nredis = "{redis_server.url}"\nretry_interval = 0.2\ntimeout = 3')
     assert await s.run(INCR, [s.key("n")], [1]) == 1
     redis_server.stop()
     with pytest.raises(store.StoreUnavailable, match="cannot reach the store"):
@@ -120,9 +120,9 @@ async def test_a_stopped_redis_is_unavailable_and_back_once_it_restarts(
 async def test_password_is_sent_and_a_wrong_one_is_a_command_error() -> None:
     server = RedisServer(password="s3cret-pw").start()
     try:
-        s = use(f'[store]\nredis = "{server.url}"\npassword = "s3cret-pw"')
+        s = use(f'[store]\nredis = "{server.url}"\npassword = "s3cret-pw"\ntimeout = 3')
         assert await s.run(INCR, [s.key("n")], [2]) == 2
-        s = use(f'[store]\nredis = "{server.url}"\npassword = "wrong"')
+        s = use(f'[store]\nredis = "{server.url}"\npassword = "wrong"\ntimeout = 3')
         with pytest.raises(store.StoreError) as info:
             await s.run(INCR, [s.key("n")], [2])
         assert "WRONGPASS" in str(info.value) or "invalid" in str(info.value).lower()

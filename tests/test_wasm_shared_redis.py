@@ -50,7 +50,7 @@ async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
 
 
 def toml(redis: RedisServer, upstream: RecordingUpstream, vm: str, key: str) -> str:
-    store_table = f'[store]\nredis = "{redis.url}"\nretry_interval = 0.1\n'
+    store_table = f'[store]\nredis = "{redis.url}"\nretry_interval = 0.1\ntimeout = 3\n'
     extra = 'shared_data = "redis"\n'
     return store_table + go_toml(
         {"v1": [upstream.address]}, "go-shared", {"key": key}, filter_name=vm, extra=extra
@@ -99,7 +99,7 @@ async def test_shared_data_lives_in_redis_for_every_gateway(
 
 
 async def test_a_conflicting_write_is_settled_by_redis(redis_server: RedisServer) -> None:
-    store.configure(store.StoreSettings(redis=redis_server.url))
+    store.configure(store.StoreSettings(redis=redis_server.url, timeout=3.0))
     vm = f"c-{uuid.uuid4().hex[:6]}"
     owner = object()
     home = shared.attach(vm, owner, max_shared=1 << 16, max_queue=1 << 16)

@@ -52,7 +52,7 @@ class RedisBuckets:
     def __init__(self, capacity: float, per_second: float) -> None:
         self.capacity = capacity
         self.interval_us = 1_000_000.0 / per_second
-        self.args = (repr(self.interval_us), repr(capacity))
+        self.args = (repr(self.interval_us).encode(), repr(capacity).encode())  # packed once
 
     async def take(self, store: Store, key: str) -> tuple[bool, float]:
         """Take a token from ``key``'s bucket: (allowed, whole tokens left after it)."""

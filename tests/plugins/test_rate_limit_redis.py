@@ -29,7 +29,8 @@ def no_store() -> Iterator[None]:
     store.configure(None)
 
 
-def config(redis: RedisServer, filters: str, *, store_extra: str = "") -> str:
+# A generous timeout: on a busy test machine a slow answer must not count as an outage.
+def config(redis: RedisServer, filters: str, *, store_extra: str = "timeout = 3") -> str:
     return f'[store]\nredis = "{redis.url}"\n{store_extra}\n{filters}'
 
 
@@ -161,7 +162,7 @@ async def test_each_failure_policy_while_redis_fails(
     http: aiohttp.ClientSession,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    toml = config(redis_server, POLICIES, store_extra="timeout = 0.2\nretry_interval = 0.2")
+    toml = config(redis_server, POLICIES, store_extra="timeout = 0.5\nretry_interval = 5")
     gw = await start_gateway(gateway_toml({"v1": [upstream.address]}, toml))
     # Redis up: each filter spends one of its two tokens in Redis.
     for name in ("allow", "deny", "local"):
@@ -186,7 +187,7 @@ async def test_each_failure_policy_while_redis_fails(
         "deny": [429, 429, 429],  # refused, with Retry-After
         "local": [200, 200, 429],  # a fresh bucket of this process: 2 tokens
     }
-    assert slowest < 1.5  # each request waited at most about [store].timeout (0.2 s)
+    assert slowest < 2.0  # each request waited at most about [store].timeout (0.5 s)
     after = store.error_counts()
     for name in ("allow", "deny", "local"):
         kinds = {k: n - before.get((u, k), 0) for (u, k), n in after.items() if u == name}
