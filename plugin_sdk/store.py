@@ -137,26 +137,32 @@ class Store:
 
     # -- calls
 
-    async def run(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-        """Run ``script`` atomically on Redis with ``KEYS`` and ``ARGV``; its result."""
+    def run(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> asyncio.Future[Any]:
+        """Run ``script`` atomically on Redis with ``KEYS`` and ``ARGV``: await the result.
+
+        A future rather than a coroutine (this is the per-request path): raises
+        :class:`StoreUnavailable` at once while backing off, and the future fails with
+        a :class:`StoreError` when the call does."""
         self._check_up()
-        future: asyncio.Future[Any] = self.loop.create_future()
         if self.settings.cluster:
-            task = self.loop.create_task(self._single(script, keys, args))
-            task.add_done_callback(lambda t: _settle(future, t))
-            return await self._wait(future)
-        # The hot path: no timer of its own; the batch's one timer bounds it.
+            return self.loop.create_task(self._single_bounded(script, keys, args))
+        # No timer of its own: the batch's one timer bounds it.
+        future: asyncio.Future[Any] = self.loop.create_future()
         batch = self._open
         if batch is None:
             batch = self._open = _Batch(self)
             if not self._busy:
                 self.loop.call_soon(self._flush)
         batch.calls.append((script, keys, args, future))
-        try:
-            return await future
-        except (StoreTimeout, StoreUnavailable):
-            self._mark_down()
-            raise
+        return future
+
+    async def _single_bounded(
+        self, script: Script, keys: Sequence[str], args: Sequence[Arg]
+    ) -> Any:
+        task = self.loop.create_task(self._single(script, keys, args))
+        future: asyncio.Future[Any] = self.loop.create_future()
+        task.add_done_callback(lambda t: _settle(future, t))
+        return await self._wait(future)
 
     async def command(self, *args: Arg) -> Any:
         """Any Redis command (``"GET", key``), bounded by the timeout like :meth:`run`."""
@@ -215,11 +221,14 @@ class Store:
 
     def _sent(self, batch: _Batch, task: asyncio.Task[Any]) -> None:
         batch.timer.cancel()
+        if not task.cancelled() and isinstance(task.exception(), StoreUnavailable | StoreTimeout):
+            self._mark_down()
         _fail_all(batch.calls, task)
         self._busy = False
         self._flush()
 
     def _expired(self, batch: _Batch) -> None:
+        self._mark_down()
         if self._open is batch:  # never sent (the one before hangs): later calls start anew
             self._open = None
         for item in batch.calls:

@@ -211,7 +211,8 @@ class RateLimit(Filter[RateLimitConfig]):
             key = self._key_of(ctx)
             try:
                 s = store.get()
-                allowed, tokens = await self._redis.take(s, s.key("rl", self.name, key))
+                answer = await self._redis.take(s, s.key("rl", self.name, key))
+                allowed, tokens = self._redis.outcome(answer)
             except store.StoreError as exc:
                 policy = self.config.on_store_error
                 store.report(self.name, exc, ctx.log, f"on_store_error = {policy!r} applies")

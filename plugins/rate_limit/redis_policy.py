@@ -23,6 +23,9 @@ and O(1) per request.
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from plugin_sdk.store import Script, Store
 
 # KEYS[1]: the bucket. ARGV[1]: emission interval (µs per token), ARGV[2]: burst.
@@ -54,8 +57,11 @@ class RedisBuckets:
         self.interval_us = 1_000_000.0 / per_second
         self.args = (repr(self.interval_us).encode(), repr(capacity).encode())  # packed once
 
-    async def take(self, store: Store, key: str) -> tuple[bool, float]:
-        """Take a token from ``key``'s bucket: (allowed, whole tokens left after it)."""
-        allowed, debt = await store.run(GCRA, (key,), self.args)
-        tokens = self.capacity - int(debt) / self.interval_us
-        return bool(allowed), max(0.0, tokens)
+    def take(self, store: Store, key: str) -> asyncio.Future[Any]:
+        """Take a token from ``key``'s bucket; the answer goes to :meth:`outcome`."""
+        return store.run(GCRA, (key,), self.args)
+
+    def outcome(self, answer: Any) -> tuple[bool, float]:
+        """(allowed, tokens left after it) from the script's answer."""
+        allowed, debt = answer
+        return bool(allowed), max(0.0, self.capacity - int(debt) / self.interval_us)
