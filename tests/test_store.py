@@ -128,3 +128,14 @@ async def test_password_is_sent_and_a_wrong_one_is_a_command_error() -> None:
         assert "WRONGPASS" in str(info.value) or "invalid" in str(info.value).lower()
     finally:
         server.close()
+
+
+def test_the_url_and_password_are_never_shown_back() -> None:
+    from core.config import GatewayConfig
+    from core.config_redact import core_config_schema, redact_config
+
+    cfg = loads_config('[store]\nredis = "redis://:pw@h:6379/0"\npassword = "pw2"', "gw.toml")
+    schema = core_config_schema(GatewayConfig.model_json_schema())
+    shown = redact_config(cfg.model_dump(mode="json"), schema, lambda _name: None)
+    assert shown["store"]["redis"] == shown["store"]["password"] == "<redacted>"
+    assert shown["store"]["timeout"] == 0.25
