@@ -21,7 +21,7 @@ from core.errors import GatewayError
 from core.wasm import shared, shared_redis
 from plugin_sdk import store
 from tests.conftest import StartGateway
-from tests.harness import RecordingUpstream, build_example_filters
+from tests.harness import GatewayProcess, RecordingUpstream, build_example_filters, free_port
 from tests.redis_server import RedisServer
 from tests.test_wasm_go import go_binary, go_toml
 
@@ -130,3 +130,37 @@ async def test_shared_data_redis_without_a_store_is_refused(
     )
     with pytest.raises(GatewayError, match=r'shared_data = "redis" needs a \[store\]'):
         await start_gateway(text)
+
+
+async def test_two_processes_and_their_workers_count_in_one_place(
+    redis_server: RedisServer, upstream: RecordingUpstream
+) -> None:
+    """Two ``wasmgate run`` replicas, one with two workers: spaced requests through any
+    of the three processes number on from one another (each sees the others' writes)."""
+    vm, key = f"p-{uuid.uuid4().hex[:6]}", "requests"
+    cases = f"wasmgate:wasm:{{{vm}}}:cas"
+    gateways = []
+    for workers in (2, 1):
+        port = free_port()
+        text = toml(redis_server, upstream, vm, key).replace(
+            'listen = ["127.0.0.1:0"]', f'listen = ["127.0.0.1:{port}"]\nworkers = {workers}'
+        )
+        gateways.append(GatewayProcess(text).start(port))
+    try:
+        seen = []
+        async with aiohttp.ClientSession() as http:
+            for i in range(4):
+                gw = gateways[i % 2]
+                async with http.get(gw.url + "/n", headers={"Connection": "close"}) as resp:
+                    seen.append(resp.headers["x-go-shared-count"])
+                # Written through to Redis, then time for every process to refresh
+                # (every 0.25 s; generous, as the machine may be busy).
+                n = len(seen)
+                await eventually(
+                    lambda n=n: f"\r\n{n}\r\n" in redis_server.command("HGET", cases, key)
+                )
+                await asyncio.sleep(0.75)
+        assert seen == ["1", "2", "3", "4"]
+    finally:
+        codes = [gw.terminate() for gw in gateways]
+    assert codes == [0, 0], [gw.log() for gw in gateways]
