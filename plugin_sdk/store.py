@@ -397,6 +397,7 @@ _settings: StoreSettings | None = None
 _stores: dict[asyncio.AbstractEventLoop, Store] = {}
 _errors: dict[tuple[str, str], int] = {}
 _reported: dict[str, tuple[float, int]] = {}  # user -> (last logged, errors since)
+_closing: set[asyncio.Task[None]] = set()
 REPORT_INTERVAL = 10.0
 
 
@@ -409,9 +410,15 @@ def configure(settings: StoreSettings | None) -> None:
     _reported.clear()  # another store: its outages are news
     old = list(_stores.values())
     _stores.clear()
-    for store in old:
-        if not store.loop.is_closed() and store.loop.is_running():
-            store.loop.create_task(store.close())
+    for store in old:  # the caller may be a reload's thread: hand over to each loop
+        if not store.loop.is_closed():
+            store.loop.call_soon_threadsafe(_close_soon, store)
+
+
+def _close_soon(store: Store) -> None:
+    task = store.loop.create_task(store.close())
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
 
 
 def configured() -> bool:

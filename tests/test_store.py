@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -139,3 +140,24 @@ def test_the_url_and_password_are_never_shown_back() -> None:
     shown = redact_config(cfg.model_dump(mode="json"), schema, lambda _name: None)
     assert shown["store"]["redis"] == shown["store"]["password"] == "<redacted>"
     assert shown["store"]["timeout"] == 0.25
+
+
+async def test_a_failed_reload_keeps_the_store_of_the_configuration_serving(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    from core.cli import build_snapshot
+    from core.gateway import Gateway
+    from core.reload import Reloader
+
+    limit = '[filters.l]\nplugin = "rate-limit"\nconfig = { policy = "redis" }\n'
+    path = tmp_path / "gateway.toml"
+    path.write_text(f'[store]\nredis = "{redis_server.url}"\n{limit}')
+    gateway = Gateway(build_snapshot(str(path)), asyncio.get_running_loop())
+    reloader = Reloader(gateway, path, lambda prev: build_snapshot(str(path), previous=prev))
+    # Another Redis, and a filter that cannot load: the reload fails as a whole.
+    path.write_text(
+        f'[store]\nredis = "redis://127.0.0.1:1/0"\n{limit}[filters.x]\nplugin = "nope"\n'
+    )
+    assert not await reloader.reload("test")
+    assert store.get().settings.redis == redis_server.url
+    assert (await store.get().run(INCR, ["k"], [1])) == 1
