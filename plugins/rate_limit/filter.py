@@ -56,13 +56,12 @@ import math
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import Field, field_validator
 
 from plugin_sdk import Context, Filter, LocalReply, PluginConfig, store
-from plugin_sdk.filter import RequestResult, maybe_async
 from plugins.rate_limit.redis_policy import RedisBuckets
 
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -145,6 +144,8 @@ class RateLimit(Filter[RateLimitConfig]):
             if not store.configured():
                 raise ValueError('policy "redis" needs a [store] with redis = "redis://..."')
             self._redis = RedisBuckets(self._capacity, self._per_second)
+            # Only this policy waits: the local one keeps the chain's no-coroutine path.
+            self.on_request = self._on_request_shared  # type: ignore[method-assign,assignment]
         if not config.headers:
             self.skip_phases.add("on_response")
 
@@ -198,32 +199,27 @@ class RateLimit(Filter[RateLimitConfig]):
             ("RateLimit-Reset", str(reset)),
         ]
 
-    @maybe_async
-    def on_request(self, ctx: Context) -> RequestResult:
-        if self._redis is not None:
-            return self._shared(ctx)
+    def on_request(self, ctx: Context) -> LocalReply | None:
         allowed, tokens = self.take(self._key_of(ctx))
         return self._decide(ctx, allowed, tokens)
 
-    def _shared(self, ctx: Context) -> Awaitable[LocalReply | None]:
-        async def decide() -> LocalReply | None:
-            assert self._redis is not None
-            key = self._key_of(ctx)
-            try:
-                s = store.get()
-                answer = await self._redis.take(s, s.key("rl", self.name, key))
-                allowed, tokens = self._redis.outcome(answer)
-            except store.StoreError as exc:
-                policy = self.config.on_store_error
-                store.report(self.name, exc, ctx.log, f"on_store_error = {policy!r} applies")
-                if policy == "allow":
-                    return None
-                if policy == "deny":
-                    return self._decide(ctx, False, 0.0)
-                allowed, tokens = self.take(key)
-            return self._decide(ctx, allowed, tokens)
-
-        return decide()
+    async def _on_request_shared(self, ctx: Context) -> LocalReply | None:
+        """``on_request`` of policy "redis" (set per instance in ``__init__``)."""
+        assert self._redis is not None
+        key = self._key_of(ctx)
+        try:
+            s = store.get()
+            answer = await self._redis.take(s, s.key("rl", self.name, key))
+            allowed, tokens = self._redis.outcome(answer)
+        except store.StoreError as exc:
+            policy = self.config.on_store_error
+            store.report(self.name, exc, ctx.log, f"on_store_error = {policy!r} applies")
+            if policy == "allow":
+                return None
+            if policy == "deny":
+                return self._decide(ctx, False, 0.0)
+            allowed, tokens = self.take(key)
+        return self._decide(ctx, allowed, tokens)
 
     def _decide(self, ctx: Context, allowed: bool, tokens: float) -> LocalReply | None:
         if allowed:
