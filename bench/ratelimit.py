@@ -31,9 +31,12 @@ FILTER_TOML = """filters = ["limit"]
 plugin = "rate-limit"
 config = {{ rate = 1000000000, per = 1.0, key = "ip", policy = "{policy}" }}
 """
+# A timeout well above any answer, so that a stall of a busy machine is not taken for
+# an outage (that would measure the fallback bucket instead of Redis).
 STORE_TOML = """
 [store]
 redis = "redis://127.0.0.1:{port}/0"
+timeout = 2.0
 """
 
 

@@ -216,7 +216,7 @@ class Store:
         if all(item[3].done() for item in batch.calls):  # expired while waiting
             return
         self._busy = True
-        batch.task = self.loop.create_task(self._guard(self._send(batch.calls)))
+        batch.task = self.loop.create_task(self._send(batch.calls))
         batch.task.add_done_callback(lambda t: self._sent(batch, t))
 
     def _sent(self, batch: _Batch, task: asyncio.Task[Any]) -> None:
@@ -246,10 +246,11 @@ class Store:
         (a pipeline without redis-py's per-command bookkeeping)."""
         from redis.exceptions import NoScriptError, ResponseError
 
+        # A connection of our own, outside redis-py's pool: it is never handed back, so
+        # a batch cancelled mid-way (the timeout) cannot leave a pool slot taken.
         conn = self._conn
         if conn is None:
-            pool = self._redis().connection_pool
-            conn = self._conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+            conn = self._conn = self._redis().connection_pool.make_connection()  # type: ignore[no-untyped-call]
         try:
             todo = batch
             for attempt in range(2):
@@ -273,10 +274,12 @@ class Store:
                     await conn.send_packed_command(conn.pack_command("SCRIPT", "LOAD", source))
                     await conn.read_response(timeout=math.inf)
                 todo = missing
-        except BaseException:
+        except BaseException as exc:
             self._conn = None  # half-read answers: never reuse it
             with contextlib.suppress(Exception):
                 await conn.disconnect(nowait=True)
+            if isinstance(exc, Exception):
+                raise _translate(exc) from exc
             raise
 
     async def _single(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
