@@ -49,6 +49,9 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 Arg = str | bytes | int | float
+#: Batches on the wire at once: more cut the wait behind a slow answer, fewer make
+#: bigger batches (less CPU per call).
+MAX_IN_FLIGHT = 2
 
 
 @dataclass(frozen=True)
@@ -95,11 +98,15 @@ class Script:
     def __init__(self, source: str) -> None:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
-        self.head = b"$7\r\nEVALSHA\r\n$40\r\n" + self.sha.encode() + b"\r\n"
+        body = source.encode()
+        # EVAL with the body, not EVALSHA: answers then never depend on what Redis has
+        # cached (no NOSCRIPT to retry, which would reorder a pipeline); Redis keeps the
+        # compiled script by its hash either way.
+        self.head = b"$4\r\nEVAL\r\n$%d\r\n%s\r\n" % (len(body), body)
 
     def call(self, keys: Sequence[str], args: Sequence[Arg]) -> bytes:
-        """``EVALSHA`` of this script in the Redis protocol (RESP), packed here rather
-        than by redis-py: this is the per-request path of every script call."""
+        """``EVAL`` of this script in the Redis protocol (RESP), packed here rather than
+        by redis-py: this is the per-request path of every script call."""
         parts = [_encode(len(keys)), *map(_encode, keys), *map(_encode, args)]
         return b"".join(
             [b"*%d\r\n" % (len(parts) + 2), self.head]
@@ -128,7 +135,9 @@ class Store:
         self._client: Redis | None = None
         self._down_until = 0.0
         self._open: _Batch | None = None  # calls waiting to be sent
-        self._busy = False  # a batch is on the wire
+        self._tail: asyncio.Future[None] | None = None  # the last batch's answers are read
+        self._writing = asyncio.Lock()  # connect and write: one batch at a time
+        self._inflight = 0  # batches written and not yet answered
         self._conn: Any = None  # the connection batches use, one at a time
 
     def key(self, *parts: str) -> str:
@@ -151,7 +160,7 @@ class Store:
         batch = self._open
         if batch is None:
             batch = self._open = _Batch(self)
-            if not self._busy:
+            if self._inflight < MAX_IN_FLIGHT:
                 self.loop.call_soon(self._flush)
         batch.calls.append((script, keys, args, future))
         return future
@@ -207,16 +216,20 @@ class Store:
         return self._client
 
     def _flush(self) -> None:
-        # Auto-pipelining: one batch on the wire at a time; calls made meanwhile form the
-        # next batch, sent as soon as the answers to this one are in.
+        # Pipelining on one connection: each batch is written as soon as it is formed
+        # (in order, under a lock), and reads its answers once the batch before it has
+        # read its own, since Redis answers in the order it was asked.
         batch = self._open
-        if batch is None or self._busy:
+        if batch is None or self._inflight >= MAX_IN_FLIGHT:
             return
         self._open = None
-        if all(item[3].done() for item in batch.calls):  # expired while waiting
+        if all(item[3].done() for item in batch.calls):  # expired meanwhile
+            batch.timer.cancel()
             return
-        self._busy = True
-        batch.task = self.loop.create_task(self._send(batch.calls))
+        self._inflight += 1
+        before, read = self._tail, self.loop.create_future()
+        self._tail = read
+        batch.task = self.loop.create_task(self._send(batch.calls, before, read))
         batch.task.add_done_callback(lambda t: self._sent(batch, t))
 
     def _sent(self, batch: _Batch, task: asyncio.Task[Any]) -> None:
@@ -224,12 +237,12 @@ class Store:
         if not task.cancelled() and isinstance(task.exception(), StoreUnavailable | StoreTimeout):
             self._mark_down()
         _fail_all(batch.calls, task)
-        self._busy = False
+        self._inflight -= 1
         self._flush()
 
     def _expired(self, batch: _Batch) -> None:
         self._mark_down()
-        if self._open is batch:  # never sent (the one before hangs): later calls start anew
+        if self._open is batch:  # not yet sent: later calls start a new batch
             self._open = None
         for item in batch.calls:
             _set(
@@ -237,50 +250,50 @@ class Store:
                 exception=StoreTimeout(f"the store did not answer within {self.timeout:g} s"),
             )
         if batch.task is not None:
-            batch.task.cancel()  # redis-py then drops the connection: no half-read answers
+            batch.task.cancel()  # and the connection is dropped: no answers left unread
 
     async def _send(
-        self, batch: list[tuple[Script, Sequence[str], Sequence[Arg], asyncio.Future[Any]]]
+        self,
+        batch: list[tuple[Script, Sequence[str], Sequence[Arg], asyncio.Future[Any]]],
+        before: asyncio.Future[None] | None,
+        read: asyncio.Future[None],
     ) -> None:
-        """EVALSHA each call on one connection, all written at once, answers read in order
-        (a pipeline without redis-py's per-command bookkeeping)."""
-        from redis.exceptions import NoScriptError, ResponseError
+        """Write the batch's calls at once, then read their answers in order (a pipeline
+        without redis-py's per-command bookkeeping)."""
+        from redis.exceptions import ResponseError
 
-        # A connection of our own, outside redis-py's pool: it is never handed back, so
-        # a batch cancelled mid-way (the timeout) cannot leave a pool slot taken.
-        conn = self._conn
-        if conn is None:
-            conn = self._conn = self._redis().connection_pool.make_connection()  # type: ignore[no-untyped-call]
+        conn = None
         try:
-            todo = batch
-            for attempt in range(2):
-                packed = b"".join([sc.call(ks, a) for sc, ks, a, _ in todo])
+            async with self._writing:
+                # A connection of our own, outside redis-py's pool: never handed back,
+                # so a batch cancelled mid-way cannot leave a pool slot taken.
+                conn = self._conn
+                if conn is None:
+                    pool = self._redis().connection_pool
+                    conn = self._conn = pool.make_connection()  # type: ignore[no-untyped-call]
+                packed = b"".join([sc.call(ks, a) for sc, ks, a, _ in batch])
                 await conn.send_packed_command(packed, check_health=False)
-                missing = []
-                for item in todo:
-                    try:
-                        # No timer per answer: the batch's timer bounds them all.
-                        result = await conn.read_response(timeout=math.inf)
-                    except ResponseError as exc:
-                        if isinstance(exc, NoScriptError) and attempt == 0:
-                            missing.append(item)
-                        else:
-                            _set(item[3], exception=_translate(exc))
-                        continue
-                    _set(item[3], result=result)
-                if not missing:
-                    return
-                for source in {item[0].source for item in missing}:
-                    await conn.send_packed_command(conn.pack_command("SCRIPT", "LOAD", source))
-                    await conn.read_response(timeout=math.inf)
-                todo = missing
+            if before is not None and not before.done():
+                await before
+            for item in batch:
+                try:
+                    # No timer per answer: the batch's timer bounds them all.
+                    result = await conn.read_response(timeout=math.inf)
+                except ResponseError as exc:
+                    _set(item[3], exception=_translate(exc))
+                    continue
+                _set(item[3], result=result)
         except BaseException as exc:
-            self._conn = None  # half-read answers: never reuse it
-            with contextlib.suppress(Exception):
-                await conn.disconnect(nowait=True)
+            if conn is not None and self._conn is conn:
+                self._conn = None  # answers left unread on it: never reuse it
+                with contextlib.suppress(Exception):
+                    await conn.disconnect(nowait=True)
             if isinstance(exc, Exception):
                 raise _translate(exc) from exc
             raise
+        finally:
+            if not read.done():
+                read.set_result(None)
 
     async def _single(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         from redis.exceptions import NoScriptError
