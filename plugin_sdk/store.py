@@ -22,8 +22,8 @@ Calls are bounded: each waits at most ``[store].timeout`` seconds (connecting
 included); after a failure to connect or a timeout the store answers
 :class:`StoreUnavailable` at once for ``[store].retry_interval`` seconds instead of
 making every request wait, then tries again. Script calls (:meth:`Store.run`) made in
-the same turn of the event loop go to Redis as one pipeline (a round trip for many
-requests); a script Redis does not know (after a restart) is loaded and run again.
+the same turn of the event loop are written to Redis at once, on one connection, up to
+:data:`MAX_IN_FLIGHT` such batches on the wire (a round trip for many requests).
 
 Clients are per process and per event loop, created at first use (a forked worker
 opens its own connections). The gateway calls :func:`configure` when it builds a
@@ -91,7 +91,7 @@ class StoreCommandError(StoreError):
 
 
 class Script:
-    """A Lua script, run by its SHA1 (EVALSHA) and loaded when Redis lacks it."""
+    """A Lua script, sent with EVAL (Redis caches it compiled, by its SHA1)."""
 
     __slots__ = ("head", "sha", "source")
 
