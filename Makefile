@@ -36,7 +36,7 @@ run: install registry
 
 # Debian packages the tests drive as real peers (scripts/install-debs.sh installs the
 # missing ones; a test whose program is missing skips and names the package).
-TEST_DEBS := chromium chromium-driver
+TEST_DEBS := chromium chromium-driver redis-server
 # tests/test_deploy.py parses deploy/ with kubectl: any kubectl on PATH will do.
 TEST_DEBS += $(if $(shell command -v kubectl),,kubernetes-client)
 

@@ -10,6 +10,10 @@ Starts, on 127.0.0.1 and free ephemeral ports:
   chain must keep 85 % of the no-filter req/s);
 * wasmgate, 1 worker, with the as-headers Proxy-Wasm filter (AssemblyScript);
 * wasmgate, 1 worker, with the go-headers Proxy-Wasm filter (proxy-wasm-go-sdk, Go >= 1.24);
+* wasmgate-ratelimit and wasmgate-redis-ratelimit: wasmgate with the rate-limit filter,
+  ``policy = "local"`` and ``policy = "redis"`` (a redis-server started for the run), a
+  limit never reached; the Redis policy must keep 70 % of the local one's req/s
+  (bench/ratelimit.py);
 * nginx-https and wasmgate-https: the nginx proxy and wasmgate (uvloop) again, each
   serving HTTPS (a throwaway EC P-256 self-signed certificate, TLS 1.2+ defaults) to the
   same plain upstream. Their req/s divided by their plain twin's is the share of
@@ -49,6 +53,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import ratelimit
 from testcert import write_self_signed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,6 +73,7 @@ TARGETS = (
     "wasmgate-chain",
     "wasmgate-wasm",
     "wasmgate-wasm-go",
+    *ratelimit.TARGETS,
 )
 # Each HTTPS target is the plain target it is divided by, plus a TLS listener.
 HTTPS_TWINS = {"nginx": "nginx-https", "wasmgate": "wasmgate-https"}
@@ -263,6 +269,7 @@ def gateway_toml(
     wasm: str = "",
     tls_port: int | None = None,
     tls: CertFiles | None = None,
+    extra: str = "",
 ) -> str:
     tls_listen = f'tls_listen = ["127.0.0.1:{tls_port}"]\n' if tls_port else ""
     base = f"""[server]
@@ -285,6 +292,7 @@ upstream = "up"
         base += WASM_TOML.format(name=name, path=path, config=config)
     elif chain:
         base += CHAIN_TOML.format(upstream_port=upstream_port)
+    base += extra
     # Last: the keys above belong to [default], which a [[certificates]] header would end.
     return base + TLS_TOML.format(cert=tls.cert, key=tls.key) if tls else base
 
@@ -472,12 +480,15 @@ def start_wasmgate(
     chain: bool = False,
     wasm: str = "",
     tls: CertFiles | None = None,
+    extra: str = "",
 ) -> Service:
     """wasmgate on a plain listener; with ``tls``, also on a TLS one, which is then measured."""
     port = free_port()
     tls_port = free_port() if tls else None
     conf = services.tmp / f"{name}.toml"
-    text = gateway_toml(port, upstream_port, chain=chain, wasm=wasm, tls_port=tls_port, tls=tls)
+    text = gateway_toml(
+        port, upstream_port, chain=chain, wasm=wasm, tls_port=tls_port, tls=tls, extra=extra
+    )
     conf.write_text(text)
     cmd = [str(WASMGATE), "--log-level", "warning", "run", "-c", str(conf), "--loop", loop]
     return services.start(name, tls_port or port, cpu, cmd, tls)
@@ -497,6 +508,7 @@ def start_target(
     up_port: int,
     cpu: int,
     cert: CertFiles,
+    redis_port: int | None = None,
 ) -> Service:
     tls = cert if name.endswith("-https") else None
     if name.startswith("nginx"):
@@ -505,7 +517,10 @@ def start_target(
         return start_nginx(services, nginx, "proxy-https" if tls else "proxy", conf, port, cpu, tls)
     loop = "asyncio" if name == "wasmgate-asyncio" else "uvloop"
     chain, wasm = name == "wasmgate-chain", name if name in WASM_TARGETS else ""
-    return start_wasmgate(services, name, loop, up_port, cpu, chain=chain, wasm=wasm, tls=tls)
+    extra = ratelimit.toml(name, redis_port) if name in ratelimit.TARGETS else ""
+    return start_wasmgate(
+        services, name, loop, up_port, cpu, chain=chain, wasm=wasm, tls=tls, extra=extra
+    )
 
 
 def start_all(
@@ -518,8 +533,19 @@ def start_all(
     upstream = start_nginx(services, nginx, "upstream", up_conf, up_port, pin.load_cpu)
     wait_ready(upstream)
     cert = CertFiles(*write_self_signed(services.tmp))
+    redis_port = None
+    if ratelimit.REDIS in targets:
+        redis_port = free_port()
+        try:
+            binary = ratelimit.redis_command(apt_install)
+            args = ratelimit.redis_args(binary, redis_port)
+            services.start("redis", redis_port, pin.load_cpu, args)
+            ratelimit.wait_redis(redis_port)
+        except RuntimeError as exc:
+            raise BenchError(str(exc)) from None
+        log(f"store     {'redis-server':<18}redis://127.0.0.1:{redis_port}  (cpu {pin.load_cpu})")
     proxies = {
-        name: start_target(services, nginx, nginx_v, name, up_port, pin.proxy_cpu, cert)
+        name: start_target(services, nginx, nginx_v, name, up_port, pin.proxy_cpu, cert, redis_port)
         for name in targets
     }
     for service in proxies.values():
@@ -716,7 +742,7 @@ def verdicts(summary: Summary, runs: dict[str, list[WrkResult]]) -> dict[str, An
         }
     if "wasmgate" in summary:
         verdict |= variant_verdicts(summary)
-    return verdict | https_verdict(runs)
+    return verdict | ratelimit.verdict(summary) | https_verdict(runs)
 
 
 def variant_verdicts(summary: Summary) -> dict[str, Any]:
@@ -837,6 +863,8 @@ def print_verdicts(
             f"target chain canary+cors+rewrite+headers keeps >= {CHAIN_RATIO:.0%} of no-filter "
             f"req/s: {chain_met} ({verdict['chain_kept_ratio']:.1%})"
         )
+    if line := ratelimit.describe(verdict):
+        log(line)
     noisy = [name for name, row in summary.items() if row["rps_spread"] > NOISY_SPREAD]
     if noisy:
         log(
@@ -954,9 +982,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(--loop asyncio), wasmgate-chain (canary+cors+rewrite+headers), wasmgate-wasm "
         "(the as-headers Proxy-Wasm filter), wasmgate-wasm-go (the go-headers one, Go SDK), "
         "nginx-https and wasmgate-https (the nginx "
-        "proxy and wasmgate serving HTTPS with a throwaway self-signed certificate), one "
+        "proxy and wasmgate serving HTTPS with a throwaway self-signed certificate), "
+        "wasmgate-ratelimit and wasmgate-redis-ratelimit (the rate-limit filter with "
+        'policy "local" and "redis", against a redis-server started for the run), one '
         "worker each, run in turn in interleaved rounds. "
-        "Installs nginx and wrk with apt-get if missing.",
+        "Installs nginx, wrk and redis-server with apt-get if missing.",
         epilog="Pinning: proxies on --proxy-cpu, wrk and the upstream on --load-cpu. "
         f"Results go to {RESULTS.relative_to(ROOT)}/<UTC timestamp>.json and latest.json, "
         "a chart of them (bench/chart.py) to <UTC timestamp>.png and latest.png. "

@@ -34,6 +34,7 @@ from pydantic import (
 )
 
 from core.errors import ConfigError
+from core.store import StoreConfig
 from plugin_sdk.config import Secret, check_regex
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")
@@ -598,6 +599,11 @@ class FilterDef(Model):
     limits: WasmLimits = Field(
         default_factory=lambda: WasmLimits(), description="Wasm: sandbox limits."
     )
+    shared_data: Literal["local", "redis"] = Field(
+        "local",
+        description='Wasm: where the vm_id\'s shared data lives: "local" (this process) or '
+        '"redis" (the [store] Redis, for every process and replica; see docs/wasm.md).',
+    )
 
     @field_validator("config", "vm_config", mode="before")
     @classmethod
@@ -639,6 +645,9 @@ class ServiceDef(Model):
     vm_config: str = Field("", description="The VM configuration (proxy_on_vm_start).")
     manifest: str | None = Field(None, description="As for [filters.NAME].")
     limits: WasmLimits = Field(default_factory=lambda: WasmLimits(), description="Sandbox limits.")
+    shared_data: Literal["local", "redis"] = Field(
+        "local", description="As for [filters.NAME]: local, or in the [store] Redis."
+    )
 
 
 class InlineFilter(Model):
@@ -1034,6 +1043,9 @@ class GatewayConfig(Model):
     redact: Redact = Field(
         default_factory=lambda: Redact(),
         description="Extra query parameters and headers hidden in the access log and spans.",
+    )
+    store: StoreConfig | None = Field(
+        None, description="The Redis that processes and replicas share (core/store.py)."
     )
     executors: dict[str, Executor] = Field(
         default_factory=dict,

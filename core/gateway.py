@@ -20,7 +20,7 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core import executors, metrics
+from core import executors, metrics, store
 from core.accesslog import AccessLog
 from core.chain import PluginRegistry, compile_chains, compile_services
 from core.config import GatewayConfig, parse_address
@@ -75,6 +75,7 @@ class Snapshot:
         # Proxy-Wasm VMs started for this snapshot, by (module digest, vm_id): filters
         # and services sharing a vm_id join one (core/wasm/sharing.py).
         vms: dict[Any, Any] = {}
+        store.configure(config)  # before the filters, which may need it
         self.services: list[FilterInstance] = []  # [services.NAME]: root-only, no route
         self.chains = compile_chains(config, registry or PluginRegistry(), source, vms)
         self.router = Router(config, self.chains)

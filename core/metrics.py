@@ -40,6 +40,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from plugin_sdk import store
 from plugin_sdk.chain import FilterInstance, FilterStats
 
 if TYPE_CHECKING:
@@ -391,6 +392,7 @@ def snapshot_state() -> dict[str, Any]:
             for f, table in list(s.wasm_metrics.items())
             for (kind, name), m in list(table.items())
         ],
+        "store_errors": [[u, k, n] for (u, k), n in store.error_counts().items()],
         "ejections": [[u, e, n] for (u, e), n in s.ejections.items()],
         "checks": [[u, e, r, n] for (u, e, r), n in list(s.checks.items())],
         "reloads": dict(s.reloads),

@@ -57,6 +57,7 @@ class _Totals:
         self.wasm_exhausted: dict[tuple[str, str], int] = {}
         self.wasm_throttled: dict[str, int] = {}
         self.wasm_refused: dict[tuple[str, str], int] = {}
+        self.store_errors: dict[tuple[str, str], int] = {}
         # (filter, metric name) -> counter total / gauge sum / (histogram buckets, sum)
         self.filter_counters: dict[tuple[str, str], int] = {}
         self.filter_gauges: dict[tuple[str, str], int] = {}
@@ -99,6 +100,9 @@ class _Totals:
         for name, reason, count in state.get("wasm_refused", ()):
             key = (str(name), str(reason))
             self.wasm_refused[key] = self.wasm_refused.get(key, 0) + int(count)
+        for user, kind, count in state.get("store_errors", ()):
+            key = (str(user), str(kind))
+            self.store_errors[key] = self.store_errors.get(key, 0) + int(count)
         self._add_filter_metrics(state.get("wasm_metrics", ()), bool(state.get("live")))
         for upstream, endpoint, count in state.get("ejections", ()):
             key = (upstream, endpoint)
@@ -319,6 +323,13 @@ class Collector:
             ((list(k), n) for k, n in sorted(t.wasm_refused.items())),
         )
         yield from _filter_metrics(t)
+        yield _counter(
+            "store_errors",
+            "Calls to the shared store ([store] Redis) that failed or timed out, by the "
+            "filter that made them; each was answered by that filter's failure policy.",
+            ["filter", "kind"],
+            ((list(k), n) for k, n in sorted(t.store_errors.items())),
+        )
         yield _counter(
             "reloads",
             "Configuration reloads, by result.",

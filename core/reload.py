@@ -26,6 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from core import store
 from core.config import load_config
 from core.errors import ConfigError, GatewayError
 from core.gateway import Gateway, Snapshot
@@ -116,7 +117,11 @@ class Reloader:
             # A file being rewritten is empty for a moment (truncated, then written);
             # loaded, it would be a valid configuration that serves nothing.
             raise ConfigError(str(self.path), ["the file is empty (still being written?)"])
-        return self.build(current)
+        try:
+            return self.build(current)
+        except BaseException:
+            store.configure(current.config)  # building set the new [store]; still the old
+            raise
 
     def _swap(self, why: str, current: Snapshot, snap: Snapshot) -> bool:
         old = current.config

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from tests.harness import InProcessGateway, RecordingUpstream
+from tests.redis_server import RedisServer
 
 StartGateway = Callable[[str], Awaitable[InProcessGateway]]
 
@@ -52,3 +53,20 @@ async def start_gateway() -> AsyncIterator[StartGateway]:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(auto_decompress=False) as session:
         yield session
+
+
+@pytest.fixture(scope="module")
+def redis_module() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def redis_server(redis_module: RedisServer) -> RedisServer:
+    """A real redis-server for this test module, running and empty at the start of each test."""
+    if redis_module.proc is None or redis_module.proc.poll() is not None:
+        redis_module.start()
+    redis_module.resume()
+    redis_module.flush()
+    return redis_module

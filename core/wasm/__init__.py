@@ -35,11 +35,12 @@ from typing import Any
 
 from core.config import FilterDef, Node, ServiceDef
 from core.errors import PluginError
-from core.wasm import foreign
+from core.wasm import foreign, shared_redis
 from core.wasm.adapter import WasmFilter
 from core.wasm.plugin import PluginVm
 from core.wasm.sharing import VmRegistry
 from core.wasm.vm import WasmLoadError, WasmTrap, compile_module
+from plugin_sdk import store
 from plugin_sdk.chain import FilterInstance
 
 __all__ = [
@@ -134,6 +135,8 @@ def build_wasm_filter(
     assert d.wasm is not None
     path = (base_dir / d.wasm).resolve()
     label = f"{where}: wasm filter {name!r} ({d.wasm})"
+    if d.shared_data == "redis" and not store.configured():
+        raise PluginError(f'{label}: shared_data = "redis" needs a [store] with redis = "..."')
     try:
         wasm = path.read_bytes()
     except OSError as exc:
@@ -176,6 +179,8 @@ def build_wasm_filter(
                 vms[digest, vm_id] = vm
     except (WasmLoadError, WasmTrap, PluginError) as exc:
         raise PluginError(f"{label}: {exc}") from None
+    if d.shared_data == "redis":
+        shared_redis.bind(vm.shared)
     flt = WasmFilter(
         vm,
         None if d.bodies is None else tuple(d.bodies),

@@ -134,7 +134,19 @@ class WasmFilter(Filter[PluginConfig]):
                 return self._refuse(reason, now)
             if vm.instance is None:
                 return self._after_rebuild(ctx)
+        mirror = vm.shared.mirror
+        if mirror is not None and not mirror.ready:  # shared_data = "redis", first use
+            return self._after_sync(ctx)
         return self._request(ctx)
+
+    async def _after_sync(self, ctx: Context) -> LocalReply | None:
+        mirror = self.vm.shared.mirror
+        if mirror is not None:
+            await mirror.first_sync()
+        result = self._request(ctx)
+        if isinstance(result, Awaitable):
+            return await result
+        return result
 
     def _refuse(self, reason: str, now: float) -> LocalReply | None:
         """The fail strategy, without calling the guest: skip it, or 503."""

@@ -678,7 +678,10 @@ class Host:
         key = self._read(key_ptr, key_size)
         if key is None:
             return BAD_MEMORY
-        entry = self.plugin.shared.get(key)
+        home = self.plugin.shared
+        if home.mirror is not None:
+            home.mirror.start()
+        entry = home.get(key)
         if entry is None:
             return NOT_FOUND
         value, cas = entry
@@ -693,6 +696,8 @@ class Host:
         if key is None or not self.mem.in_bounds(val_ptr, val_size):
             return BAD_MEMORY
         home = self.plugin.shared
+        if home.mirror is not None:
+            home.mirror.start()
         if not home.fits(key, val_size):
             return self._exhausted("shared")
         value = self._read(val_ptr, val_size)

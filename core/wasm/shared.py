@@ -30,6 +30,21 @@ class Owner(Protocol):
     def queue_ready(self, qid: int) -> None: ...
 
 
+class Mirror(Protocol):
+    """Where a Home's writes go besides its own dict (:mod:`core.wasm.shared_redis`).
+    Called with the lock held: it must only take note, never wait."""
+
+    def wrote(self, key: bytes, value: bytes, old_cas: int, new_cas: int) -> None: ...
+
+    ready: bool  # the first copy from elsewhere arrived (or failed)
+
+    def start(self) -> None: ...
+
+    async def first_sync(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class Queue:
     __slots__ = ("home", "items", "name", "owner")
 
@@ -52,6 +67,7 @@ class Home:
         self.queues: dict[bytes, int] = {}  # name -> qid
         self.queue_bytes = 0
         self.users: set[int] = set()  # id() of the attached filters
+        self.mirror: Mirror | None = None  # shared_data = "redis": the copy in Redis
 
     # -- shared data
 
@@ -78,7 +94,18 @@ class Home:
             next_cas = (current[1] + 1 if current else 1) & 0xFFFFFFFF or 1
             self.data[key] = (value, next_cas)
             self.shared_bytes = held + len(key) + len(value)
+            if self.mirror is not None:
+                self.mirror.wrote(key, value, current[1] if current else 0, next_cas)
             return Status.OK
+
+    def adopt(self, key: bytes, value: bytes, cas: int) -> None:
+        """Take ``value`` and ``cas`` as they are elsewhere (the mirror's newer copy);
+        no CAS check and no bound: the writer there was bound by the same limits."""
+        with _lock:
+            current = self.data.get(key)
+            held = self.shared_bytes - (len(key) + len(current[0]) if current else 0)
+            self.data[key] = (value, cas)
+            self.shared_bytes = held + len(key) + len(value)
 
     # -- queues
 
@@ -127,6 +154,9 @@ def detach(home: Home, user: object) -> None:
                 queue.owner = None
         if home.users:
             return
+        if home.mirror is not None:
+            home.mirror.close()
+            home.mirror = None
         for name, qid in home.queues.items():
             _queues.pop(qid, None)
             _queue_ids.pop((home.vm_id, name), None)

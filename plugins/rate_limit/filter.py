@@ -1,4 +1,4 @@
-"""The ``rate-limit`` plugin: a token bucket per client, kept in the gateway process.
+"""The ``rate-limit`` plugin: a token bucket per client or route, per process or in Redis.
 
 ::
 
@@ -23,7 +23,7 @@ How it counts:
 * Each key has a bucket of ``burst`` tokens that refills at ``rate / per`` tokens a
   second (``time.monotonic``). A request takes one token; with less than one left it
   gets **429** with ``Retry-After`` (whole seconds until a token is back, at least 1).
-* ``key``: ``"ip"`` (``ctx.client_ip``, which honours ``server.trusted_hops``),
+* ``key``: ``"ip"`` (``ctx.client_ip``, which honours ``server.trusted_hops``), ``"route"``,
   ``"header:<Name>"`` (that request header's value) or ``"consumer"`` (the
   ``ctx.state["consumer"]`` an auth filter earlier in the chain set; its ``str()``).
   A request without the header, or without a consumer, is counted by its client IP —
@@ -32,9 +32,14 @@ How it counts:
 * At most ``max_keys`` buckets are kept; past that the least recently seen key is
   forgotten (its next request starts with a full bucket). A flood of distinct keys
   therefore costs bounded memory, at the price of resetting quiet keys.
-* Buckets live in one gateway process: with ``workers = N`` each worker counts on its
-  own (N times the limit in all), and a configuration reload starts with full buckets.
-  Limits shared across processes or replicas belong in Redis, not here.
+* ``policy = "local"`` (the default): buckets live in one gateway process; with
+  ``workers = N`` each worker counts on its own (N times the limit in all), and a
+  configuration reload starts with full buckets.
+* ``policy = "redis"``: one bucket per key in the ``[store]`` Redis, shared by every
+  process and replica (GCRA in one atomic script, :mod:`plugins.rate_limit.redis_policy`).
+  When Redis fails or is slower than ``[store].timeout``, ``on_store_error`` decides:
+  ``"allow"``, ``"deny"`` (the over-limit reply) or ``"local"`` (this process's bucket).
+  Each failure is counted (``wasmgate_store_errors_total``) and logged once per interval.
 
 Headers (draft-ietf-httpapi-ratelimit-headers): ``RateLimit-Limit`` (the burst),
 ``RateLimit-Remaining`` (whole tokens left) and ``RateLimit-Reset`` (seconds until
@@ -52,10 +57,12 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Literal
 
 from pydantic import Field, field_validator
 
-from plugin_sdk import Context, Filter, LocalReply, PluginConfig
+from plugin_sdk import Context, Filter, LocalReply, PluginConfig, store
+from plugins.rate_limit.redis_policy import RedisBuckets
 
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _MAX_KEY_CHARS = 128
@@ -69,8 +76,19 @@ class RateLimitConfig(PluginConfig):
     )
     key: str = Field(
         "ip",
-        description='What a bucket belongs to: "ip", "consumer" or "header:<Name>". Requests '
-        "without the header or consumer are counted by client IP.",
+        description='What a bucket belongs to: "ip", "consumer", "route" or "header:<Name>". '
+        "Requests without the header or consumer are counted by client IP.",
+    )
+    policy: Literal["local", "redis"] = Field(
+        "local",
+        description='"local": buckets in each gateway process; "redis": one bucket per key '
+        "for every process and replica, in the [store] Redis (GCRA, atomic).",
+    )
+    on_store_error: Literal["allow", "deny", "local"] = Field(
+        "local",
+        description='With policy "redis", when Redis fails or is slower than [store].timeout: '
+        '"allow" the request, "deny" it (the over-limit reply), or count it in a "local" '
+        "bucket of this process.",
     )
     max_keys: int = Field(
         100_000, ge=1, description="Most buckets kept; the least recently seen is dropped."
@@ -86,12 +104,12 @@ class RateLimitConfig(PluginConfig):
     @field_validator("key")
     @classmethod
     def _key(cls, value: str) -> str:
-        if value in ("ip", "consumer"):
+        if value in ("ip", "consumer", "route"):
             return value
         kind, sep, name = value.partition(":")
         if kind == "header" and sep and _TOKEN.match(name.strip()):
             return f"header:{name.strip().lower()}"
-        raise ValueError(f'invalid key {value!r}: use "ip", "consumer" or "header:<Name>"')
+        raise ValueError(f'invalid key {value!r}: use "ip", "consumer", "route" or "header:<Name>"')
 
     @property
     def capacity(self) -> int:
@@ -121,6 +139,13 @@ class RateLimit(Filter[RateLimitConfig]):
         self._state_key = f"rate-limit:{id(self)}"
         self._body = (config.message + "\n").encode("utf-8")
         self._key_of = self._key_function(config.key)
+        self._redis: RedisBuckets | None = None
+        if config.policy == "redis":
+            if not store.configured():
+                raise ValueError('policy "redis" needs a [store] with redis = "redis://..."')
+            self._redis = RedisBuckets(self._capacity, self._per_second)
+            # Only this policy waits: the local one keeps the chain's no-coroutine path.
+            self.on_request = self._on_request_shared  # type: ignore[method-assign,assignment]
         if not config.headers:
             self.skip_phases.add("on_response")
 
@@ -129,6 +154,8 @@ class RateLimit(Filter[RateLimitConfig]):
         # Namespaces: IPs as they are; header values "h:..."; consumers "c:...".
         if key == "ip":
             return lambda ctx: ctx.client_ip
+        if key == "route":
+            return lambda ctx: "r:" + ctx.route
         if key == "consumer":
 
             def consumer(ctx: Context) -> str:
@@ -174,6 +201,27 @@ class RateLimit(Filter[RateLimitConfig]):
 
     def on_request(self, ctx: Context) -> LocalReply | None:
         allowed, tokens = self.take(self._key_of(ctx))
+        return self._decide(ctx, allowed, tokens)
+
+    async def _on_request_shared(self, ctx: Context) -> LocalReply | None:
+        """``on_request`` of policy "redis" (set per instance in ``__init__``)."""
+        assert self._redis is not None
+        key = self._key_of(ctx)
+        try:
+            s = store.get()
+            answer = await self._redis.take(s, s.key("rl", self.name, key))
+            allowed, tokens = self._redis.outcome(answer)
+        except store.StoreError as exc:
+            policy = self.config.on_store_error
+            store.report(self.name, exc, ctx.log, f"on_store_error = {policy!r} applies")
+            if policy == "allow":
+                return None
+            if policy == "deny":
+                return self._decide(ctx, False, 0.0)
+            allowed, tokens = self.take(key)
+        return self._decide(ctx, allowed, tokens)
+
+    def _decide(self, ctx: Context, allowed: bool, tokens: float) -> LocalReply | None:
         if allowed:
             ctx.state[self._state_key] = tokens
             return None
