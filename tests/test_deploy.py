@@ -47,7 +47,6 @@ from tests.deploy_kit import (
     matches,
     one,
 )
-from tests.harness import free_port
 
 # ------------------------------------------------------------------------ the manifests
 
@@ -267,35 +266,6 @@ def _kubectl() -> str:
     if kubectl is None:
         pytest.skip("kubectl not installed (Debian package: kubernetes-client)")
     return kubectl
-
-
-def test_kubectl_apply_dry_run(tmp_path: Path) -> None:
-    kubectl = _kubectl()
-    # A server nobody listens on: client-side dry runs still ask it for the API groups.
-    done = subprocess.run(
-        [
-            kubectl,
-            "apply",
-            "--dry-run=client",
-            "--validate=false",
-            f"--server=http://127.0.0.1:{free_port()}",
-            "-f",
-            str(DEPLOY),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "KUBECONFIG": ""},
-    )
-    if "connection refused" in done.stderr:
-        pytest.skip(
-            "kubectl apply --dry-run=client needs the API server's discovery "
-            "(it maps each kind to a resource), so it cannot run without a "
-            "cluster; test_kubectl_builds_the_folder_offline covers what can"
-        )
-    assert "unable to recognize" not in done.stderr, done.stderr
-    assert done.returncode == 0, done.stderr
-    assert len(done.stdout.splitlines()) == len(DOCS)
 
 
 def test_kubectl_builds_the_folder_offline(tmp_path: Path) -> None:
