@@ -12,7 +12,8 @@ access reaches past what the view covers.
 
 Sandbox: every module gets its own Store with a linear-memory cap, and every call from
 the host runs under an epoch deadline (a daemon thread advances the engine's epoch every
-``EPOCH_MS``), so an infinite loop traps within the deadline. Any trap — deadline,
+``EPOCH_MS``; a callback renews the deadline for calls that started since it last
+ran, see ``_deadline_impl``), so an infinite loop traps within two deadlines. Any trap — deadline,
 memory, ``unreachable`` — is raised as :class:`WasmTrap`; the caller throws the
 instance away and builds a new one.
 
@@ -68,9 +69,6 @@ _call_unchecked.argtypes = [
     ctypes.c_size_t,
     ctypes.c_void_p,
 ]
-_set_deadline = _dll["wasmtime_context_set_epoch_deadline"]
-_set_deadline.restype = None
-_set_deadline.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
 _memory_data = _dll["wasmtime_memory_data"]
 _memory_data.restype = ctypes.c_void_p
 _memory_data.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
@@ -211,6 +209,38 @@ def _forget(env: int | None) -> None:
     _HOST_FUNCS.pop(env or 0, None)
 
 
+# The epoch deadline is not set before every call (a ctypes call each time): it is
+# set once, and when the epoch passes it wasmtime asks this callback, which lets the
+# guest go on for another deadline unless the same top-level call was already running
+# when it last asked (then the call has had at least one full deadline: it traps).
+_DEADLINE_TEXT = "CPU deadline exceeded (epoch interrupt)"
+_DEADLINES: dict[int, Instance] = {}
+
+
+def _deadline_impl(_ctx: int | None, env: int | None, delta: Any, kind: Any) -> int:
+    inst = _DEADLINES.get(env or 0)
+    if inst is None or inst._calls == inst._calls_seen:
+        data = _DEADLINE_TEXT.encode()
+        error = ffi.wasmtime_error_new(ctypes.create_string_buffer(data))
+        return ctypes.cast(error, ctypes.c_void_p).value or 0
+    inst._calls_seen = inst._calls
+    delta[0] = inst._ticks
+    kind[0] = 0  # WASMTIME_UPDATE_DEADLINE_CONTINUE
+    return 0
+
+
+_deadline_c = ctypes.CFUNCTYPE(
+    ctypes.c_size_t,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.POINTER(ctypes.c_uint64),
+    ctypes.POINTER(ctypes.c_uint8),
+)(_deadline_impl)
+_set_deadline_callback = _dll["wasmtime_store_epoch_deadline_callback"]
+_set_deadline_callback.restype = None
+_set_deadline_callback.argtypes = [ctypes.c_void_p] * 4
+
+
 class _GuestExit(Exception):
     """Raised by a host function to trap the guest (proc_exit)."""
 
@@ -268,6 +298,8 @@ class Instance:
         self.store = wasmtime.Store(eng)
         self.store.set_limits(memory_size=memory_limit)
         self._ticks = max(1, -(-deadline_ms // EPOCH_MS))
+        self._calls = 0  # top-level calls into the guest so far (see _deadline_impl)
+        self._calls_seen = -1
         self._ctx = self.store._context()
         self._ctx_addr = ctypes.cast(self._ctx, ctypes.c_void_p).value
         self._trap = ctypes.POINTER(ffi.wasm_trap_t)()
@@ -324,6 +356,14 @@ class Instance:
             raise WasmTrap(f"{name}: trapped while starting: {_trap_text(exc)}") from None
         except Exception as exc:
             raise WasmLoadError(f"{name}: cannot instantiate: {exc}") from None
+        # From now on the deadline callback keeps the deadline (see _deadline_impl).
+        self._deadline_env = id(self)
+        _DEADLINES[self._deadline_env] = self
+        store_ptr = ctypes.cast(self.store.ptr(), ctypes.c_void_p).value
+        _set_deadline_callback(
+            store_ptr, ctypes.cast(_deadline_c, ctypes.c_void_p).value, self._deadline_env, None
+        )
+        self.store.set_epoch_deadline(self._ticks)
         self.exports: dict[str, _Export] = {}
         self.memory: wasmtime.Memory | None = None
         for export_name, item in self._instance.exports(self.store).items():
@@ -344,6 +384,7 @@ class Instance:
         for env in self._envs:
             _HOST_FUNCS.pop(env, None)
         self._envs.clear()
+        _DEADLINES.pop(getattr(self, "_deadline_env", 0), None)
         self.exports.clear()
         self.memory = None
         self._alloc = None
@@ -370,7 +411,7 @@ class Instance:
             # i32 and i64 parameters.
             _ARGS[len(args)](export.slots, 0, *args)
         if self._depth == 0:
-            _set_deadline(self._ctx_addr, self._ticks)
+            self._calls += 1
         self._depth += 1
         try:
             error = _call_unchecked(
@@ -391,7 +432,8 @@ class Instance:
             self._trap_addr = ctypes.addressof(self._trap)
             return _trap_text(trap)
         pointer = ctypes.cast(error, ctypes.POINTER(ffi.wasmtime_error_t))
-        return str(wasmtime.WasmtimeError._from_ptr(pointer))
+        text = str(wasmtime.WasmtimeError._from_ptr(pointer))
+        return _DEADLINE_TEXT if _DEADLINE_TEXT in text else text
 
     # -- linear memory
 
