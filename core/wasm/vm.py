@@ -60,15 +60,11 @@ _SLOT_BYTES = ctypes.sizeof(_VAL)  # a raw value is 16 bytes
 # Our own prototypes of the hot C functions (indexing the DLL gives fresh function
 # objects, so wasmtime-py's own are untouched): integer results, no wrapper layer.
 _dll: ctypes.CDLL = getattr(_bindings, "dll")  # noqa: B009 (not re-exported)
+# No argtypes here: the arguments are ctypes objects made once (per instance and per
+# export), which ctypes passes as they are; converting five Python ints through
+# argtypes costs several times the call itself.
 _call_unchecked = _dll["wasmtime_func_call_unchecked"]
 _call_unchecked.restype = ctypes.c_void_p
-_call_unchecked.argtypes = [
-    ctypes.c_void_p,
-    ctypes.c_void_p,
-    ctypes.c_void_p,
-    ctypes.c_size_t,
-    ctypes.c_void_p,
-]
 _memory_data = _dll["wasmtime_memory_data"]
 _memory_data.restype = ctypes.c_void_p
 _memory_data.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
@@ -266,16 +262,18 @@ def _register(func: HostFunc, wide: tuple[bool, ...], has_result: bool, inst: In
 
 
 class _Export:
-    __slots__ = ("func", "func_addr", "n", "nparams", "nresults", "slots", "slots_addr")
+    __slots__ = ("c_func", "c_n", "c_slots", "func", "n", "nparams", "nresults", "slots")
 
     def __init__(self, func: wasmtime.Func, ty: wasmtime.FuncType) -> None:
         self.func = func._func
-        self.func_addr = ctypes.addressof(self.func)
         self.nparams = len(ty.params)
         self.nresults = len(ty.results)
         self.n = max(self.nparams, self.nresults, 1)
         self.slots = (_VAL * self.n)()
-        self.slots_addr = ctypes.addressof(self.slots)
+        # wasmtime_func_call_unchecked's arguments, as ready-made ctypes values
+        self.c_func = ctypes.c_void_p(ctypes.addressof(self.func))
+        self.c_slots = ctypes.c_void_p(ctypes.addressof(self.slots))
+        self.c_n = ctypes.c_size_t(self.n)
 
 
 Resolver = Callable[[str, str, wasmtime.FuncType], HostFunc | None]
@@ -303,7 +301,8 @@ class Instance:
         self._ctx = self.store._context()
         self._ctx_addr = ctypes.cast(self._ctx, ctypes.c_void_p).value
         self._trap = ctypes.POINTER(ffi.wasm_trap_t)()
-        self._trap_addr = ctypes.addressof(self._trap)
+        self._c_trap = ctypes.c_void_p(ctypes.addressof(self._trap))
+        self._c_ctx = ctypes.c_void_p(self._ctx_addr)
         self._depth = 0
         self._mem_addr = 0
         # A view of the guest's memory as far as it reached when last looked at (see
@@ -415,7 +414,7 @@ class Instance:
         self._depth += 1
         try:
             error = _call_unchecked(
-                self._ctx_addr, export.func_addr, export.slots_addr, export.n, self._trap_addr
+                self._c_ctx, export.c_func, export.c_slots, export.c_n, self._c_trap
             )
         finally:
             self._depth -= 1
@@ -429,7 +428,7 @@ class Instance:
         if self._trap:
             trap = wasmtime.Trap._from_ptr(self._trap)
             self._trap = ctypes.POINTER(ffi.wasm_trap_t)()
-            self._trap_addr = ctypes.addressof(self._trap)
+            self._c_trap = ctypes.c_void_p(ctypes.addressof(self._trap))
             return _trap_text(trap)
         pointer = ctypes.cast(error, ctypes.POINTER(ffi.wasmtime_error_t))
         text = str(wasmtime.WasmtimeError._from_ptr(pointer))
