@@ -93,6 +93,7 @@ CASES = [
         [],
         ["header:x-visible-client", "visible-slow-down"],  # `key` here is no credential
     ),
+    Case("mirror", {"endpoints": ["127.0.0.9:8099"], "percent": 50}, [], ["127.0.0.9:8099"]),
     Case("redirect", {"to": "https://visible-target.example", "code": 302}, [], ["302"]),
     Case("rewrite", {"strip_prefix": "/visible-prefix"}, [], ["/visible-prefix"]),
 ]
