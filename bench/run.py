@@ -49,6 +49,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from compare import last_result, load_figures
+from compare import report as report_change
 from testcert import write_self_signed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -1071,11 +1073,30 @@ def bench(args: argparse.Namespace) -> int:
         "verdict": verdict,
         "runs": {name: [asdict(r) for r in results] for name, results in runs.items()},
     }
+    previous = last_result(RESULTS, RUN_RESULT_NAME)
     results_json = write_results(report)
     log(f"\nwrote {results_json.relative_to(ROOT)} and latest.json")
+    compare_with(summary, previous)
     if png := write_chart(results_json):
         log(f"wrote {png.relative_to(ROOT)} and latest.png")
     return EXIT_RUN_ERRORS if any(r.errors for rs in runs.values() for r in rs) else 0
+
+
+RUN_RESULT_NAME = r"\d{8}T\d{6}Z\.json"  # what write_results names a run
+
+
+def compare_with(summary: Summary, previous: Path | None) -> None:
+    """Print each target's req/s against the newest earlier run (bench/compare.py)."""
+    now = {name: float(row["rps_median"]) for name, row in summary.items()}
+    if previous is None:
+        report_change(now, {}, lower_is_better=False, unit="req/s", label="none recorded")
+        return
+    before = load_figures(
+        previous, lambda d: {n: float(r["rps_median"]) for n, r in d["summary"].items()}
+    )
+    rev = load_figures(previous, lambda d: {d["machine"]["wasmgate_git"]: 0.0})
+    label = f"{previous.name} ({next(iter(rev), '?')}; req/s varies with the machine's load)"
+    report_change(now, before, lower_is_better=False, unit="req/s", label=label)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
