@@ -21,12 +21,14 @@ import asyncio
 import collections
 import re
 import time
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, cast
 
 import httptools
 
 import plugin_sdk as sdk
+from core.deadline import Deadline
 from core.headers import HOP_BY_HOP, connection_tokens
 from core.tracecontext import start_trace
 from plugin_sdk import TLSInfo
@@ -195,7 +197,7 @@ class ClientConnection(asyncio.Protocol):
         self._queue: collections.deque[Exchange] = collections.deque()
         self._paused = 0
         self.write_paused = False
-        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = Deadline(self.loop)  # header and idle timeouts, one at a time
         self._pending_reject: tuple[int, str] | None = None
 
     # -- asyncio.Protocol
@@ -264,7 +266,7 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
-        self._disarm()
+        self._deadline.close()
         self.gateway.connections.discard(self)
         if self.active is not None:
             self.active.on_client_lost()
@@ -637,22 +639,16 @@ class ClientConnection(asyncio.Protocol):
 
     # -- timers
 
-    def _arm(self, delay: float, callback: object) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self.loop.call_later(delay, callback)  # type: ignore[arg-type]
+    def _arm(self, delay: float, callback: Callable[[], object]) -> None:
+        self._deadline.arm(delay, callback)
 
     def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline.disarm()
 
     def _on_idle_timeout(self) -> None:
-        self._timer = None
         if self.active is None:
             self.close()
 
     def _on_header_timeout(self) -> None:
-        self._timer = None
         if self._in_head:
             self._reject(408, "request header timeout")
