@@ -63,6 +63,19 @@ _SLASHES = re.compile("/{2,}")
 _CHUNK_FRAMING = 24
 
 
+# core.proxy imports this module, so Exchange is bound on first use; an import statement
+# in on_headers_complete would cost every request a trip through the import machinery.
+_exchange: type[Exchange] | None = None
+
+
+def _exchange_type() -> type[Exchange]:
+    global _exchange
+    from core.proxy import Exchange
+
+    _exchange = Exchange
+    return Exchange
+
+
 def status_line(status: int) -> bytes:
     line = STATUS_LINES.get(status)
     return line if line is not None else b"HTTP/1.1 %d Unknown\r\n" % status
@@ -367,8 +380,6 @@ class ClientConnection(asyncio.Protocol):
         # kind 10 (X-Real-IP, X-Client-Cert-*) is dropped: the gateway sets them itself.
 
     def on_headers_complete(self) -> None:
-        from core.proxy import Exchange  # the proxy module imports this one
-
         req = self._req
         assert req is not None
         self._in_head = False
@@ -428,7 +439,7 @@ class ClientConnection(asyncio.Protocol):
         limit = self.max_body_bytes
         if limit and req.content_length is not None and req.content_length > limit:
             raise Reject(413, "request body too large")
-        exchange = Exchange(self, req)
+        exchange = (_exchange or _exchange_type())(self, req)
         self._receiving = exchange
         if self.active is None:
             self.active = exchange
