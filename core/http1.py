@@ -211,6 +211,7 @@ class ClientConnection(asyncio.Protocol):
         self._paused = 0
         self.write_paused = False
         self._deadline = Deadline(self.loop)  # header and idle timeouts, one at a time
+        self.exchange_deadline = Deadline(self.loop)  # the running exchange's timeouts
         self._pending_reject: tuple[int, str] | None = None
 
     # -- asyncio.Protocol
@@ -280,6 +281,7 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self._deadline.close()
+        self.exchange_deadline.close()
         self.gateway.connections.discard(self)
         if self.active is not None:
             self.active.on_client_lost()
