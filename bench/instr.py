@@ -182,7 +182,7 @@ def measure(
     """Instructions the target executed for ``args.requests`` requests."""
     valgrind, callgrind_control, _ = tools()
     cmd, port, env = target_command(name, tmp, nginx, nginx_v, up_port, args.tree)
-    prefix = tmp / f"callgrind.{name}"
+    prefix = tmp / f"callgrind.{name}.{free_port()}"  # unique per run: dumps count from .1
     out = tmp / f"{name}.out"
     vg = [valgrind, "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={prefix}"]
     with out.open("wb") as sink:
