@@ -7,7 +7,7 @@ Starts, on 127.0.0.1 and free ephemeral ports:
 * wasmgate, 1 worker, default event loop (uvloop);
 * wasmgate, 1 worker, ``--loop asyncio``;
 * wasmgate, 1 worker, with the filter chain canary + cors + rewrite + headers (the
-  chain must keep 85 % of the no-filter req/s);
+  chain must keep 90 % of the no-filter req/s);
 * wasmgate, 1 worker, with the as-headers Proxy-Wasm filter (AssemblyScript);
 * wasmgate, 1 worker, with the go-headers Proxy-Wasm filter (proxy-wasm-go-sdk, Go >= 1.24);
 * nginx-https and wasmgate-https: the nginx proxy and wasmgate (uvloop) again, each
@@ -57,7 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 WASMGATE = ROOT / ".venv" / "bin" / "wasmgate"
 SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
-TARGET_RATIO = 0.25  # wasmgate must reach this share of nginx's req/s
+TARGET_RATIO = 0.35  # wasmgate must reach this share of nginx's req/s (issue 16; was 0.25)
 BASELINE = "nginx"
 # Also the order of the runs in a round: each HTTPS target right after its plain twin, so
 # that the two runs whose req/s are divided are seconds apart.
@@ -87,7 +87,7 @@ WASM_TARGETS = {
     ),
 }
 WASM_KEPT_RATIO = 0.60  # one header-only Proxy-Wasm filter keeps this share of no-filter req/s
-CHAIN_RATIO = 0.85  # the chain canary+cors+rewrite+headers must keep this share of no-filter req/s
+CHAIN_RATIO = 0.90  # the chain canary+cors+rewrite+headers keeps this share of no-filter req/s
 # Every target is asked for this path: the chain's rewrite strips /api from it.
 BENCH_PATH = "/api/hello"
 EXIT_RUN_ERRORS = 3

@@ -1,6 +1,6 @@
 """Does ``workers = N`` split the work or add to it? Gateway CPU per request, all workers.
 
-    .venv/bin/python bench/workers_cpu.py [--workers 1,2] [--connections 8]
+    .venv/bin/python bench/workers_cpu.py [--workers 1,2] [--connections 32]
                                           [--requests 4000] [--warmup 300]
 
 A machine with 2 cores cannot show fairly that N workers serve N times the req/s of
@@ -89,7 +89,7 @@ def measure(workers: int, args: argparse.Namespace, tmp: Path, up_port: int) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
-    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--warmup", type=int, default=300, help="requests per connection")
     args = parser.parse_args(argv)
