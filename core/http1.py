@@ -213,6 +213,8 @@ class ClientConnection(asyncio.Protocol):
         self._deadline = Deadline(self.loop)  # header and idle timeouts, one at a time
         self.exchange_deadline = Deadline(self.loop)  # the running exchange's timeouts
         self._pending_reject: tuple[int, str] | None = None
+        self._host_raw: bytes | None = None  # the last Host value found valid, and as str
+        self._host = ""
 
     # -- asyncio.Protocol
 
@@ -341,10 +343,13 @@ class ClientConnection(asyncio.Protocol):
         elif kind == 1:
             if req.host:
                 raise Reject(400, "duplicate Host header")
-            host = _HOST.fullmatch(value)
-            if host is None or int(host[1] or 0) > 65535:
-                raise Reject(400, "invalid Host header")
-            req.host = value.decode("latin-1")
+            if value != self._host_raw:  # a connection tends to send one Host throughout
+                host = _HOST.fullmatch(value)
+                if host is None or int(host[1] or 0) > 65535:
+                    raise Reject(400, "invalid Host header")
+                self._host_raw = value
+                self._host = value.decode("latin-1")
+            req.host = self._host
         elif kind == 2:
             # llhttp has validated it (digits only, one value); the upstream gets the
             # number we parsed, not the client's spelling of it.
