@@ -35,7 +35,7 @@ run: install registry
 
 # Debian packages the tests drive as real peers (scripts/install-debs.sh installs the
 # missing ones; a test whose program is missing skips and names the package).
-TEST_DEBS := chromium chromium-driver valgrind nginx-light
+TEST_DEBS := chromium chromium-driver valgrind nginx
 
 test: install
 	@scripts/install-debs.sh $(TEST_DEBS)
@@ -61,7 +61,7 @@ bench: install
 # Instructions per request under callgrind (bench/instr.py --help; about 3 minutes);
 # INSTR_ARGS="--targets nginx,wasmgate --requests 500" for a shorter run.
 bench-instr: install
-	@scripts/install-debs.sh valgrind nginx-light
+	@scripts/install-debs.sh valgrind nginx
 	$(PY) bench/instr.py $(INSTR_ARGS)
 
 # Not part of test or check: about 11 minutes (bench/soak.py --help; SOAK_ARGS="--minutes 2").

@@ -88,8 +88,8 @@ def tools() -> tuple[str, str, str]:
     found = {name: find_tool(name) for name in ("valgrind", "callgrind_control", "nginx")}
     missing = [name for name, path in found.items() if path is None]
     if missing:
-        debs = sorted({"nginx-light or nginx" if n == "nginx" else "valgrind" for n in missing})
-        raise InstrError(f"{', '.join(missing)} not found: install the Debian package {debs}")
+        debs = " and ".join(sorted({"nginx" if n == "nginx" else "valgrind" for n in missing}))
+        raise InstrError(f"{', '.join(missing)} not found: install the Debian package(s) {debs}")
     return found["valgrind"] or "", found["callgrind_control"] or "", found["nginx"] or ""
 
 

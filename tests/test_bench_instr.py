@@ -19,7 +19,7 @@ for program, package in (("valgrind", "valgrind"), ("callgrind_control", "valgri
     if shutil.which(program) is None:
         pytest.skip(f"{program} not found (Debian package {package})", allow_module_level=True)
 if shutil.which("nginx", path="/usr/sbin:/usr/bin:/sbin") is None:
-    pytest.skip("nginx not found (Debian package nginx-light or nginx)", allow_module_level=True)
+    pytest.skip("nginx not found (Debian package nginx)", allow_module_level=True)
 
 
 def test_counts_instructions_records_them_and_names_what_got_worse(tmp_path: Path) -> None:
