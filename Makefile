@@ -5,13 +5,14 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help install run test lint format typecheck check bench soak clean wasm registry demo-canary demo-gateway-api demo-zero-trust deploy-check
+.PHONY: help install run test lint format typecheck check bench bench-instr soak clean wasm registry demo-canary demo-gateway-api demo-zero-trust deploy-check
 
 help:
 	@echo "make run        set up, start the demo upstreams and serve examples/gateway.toml"
 	@echo "make test       set up and run the test suite"
 	@echo "make check      lint + types + tests (run before committing)"
 	@echo "make bench      wasmgate vs nginx with wrk (installs nginx and wrk if missing)"
+	@echo "make bench-instr  instructions per request (valgrind's callgrind), nginx vs wasmgate; noise-free"
 	@echo "make soak       10 minutes of mixed traffic and reloads; checks errors, RSS and fds"
 	@echo "make install    create $(VENV) and install wasmgate editable with dev extras"
 	@echo "make wasm       build the example WASM filters in plugins/wasm (needs npm, Go >= 1.24 and cargo; installs ziglang)"
@@ -36,7 +37,7 @@ run: install registry
 
 # Debian packages the tests drive as real peers (scripts/install-debs.sh installs the
 # missing ones; a test whose program is missing skips and names the package).
-TEST_DEBS := chromium chromium-driver redis-server
+TEST_DEBS := chromium chromium-driver redis-server valgrind nginx
 # tests/test_deploy.py parses deploy/ with kubectl: any kubectl on PATH will do.
 TEST_DEBS += $(if $(shell command -v kubectl),,kubernetes-client)
 
@@ -60,6 +61,12 @@ check: lint typecheck test
 bench: install
 	$(PY) bench/run.py
 	$(PY) bench/reload.py
+
+# Instructions per request under callgrind (bench/instr.py --help; about 3 minutes);
+# INSTR_ARGS="--targets nginx,wasmgate --requests 500" for a shorter run.
+bench-instr: install
+	@scripts/install-debs.sh valgrind nginx
+	$(PY) bench/instr.py $(INSTR_ARGS)
 
 # Not part of test or check: about 11 minutes (bench/soak.py --help; SOAK_ARGS="--minutes 2").
 soak: install

@@ -7,7 +7,7 @@ Starts, on 127.0.0.1 and free ephemeral ports:
 * wasmgate, 1 worker, default event loop (uvloop);
 * wasmgate, 1 worker, ``--loop asyncio``;
 * wasmgate, 1 worker, with the filter chain canary + cors + rewrite + headers (the
-  chain must keep 85 % of the no-filter req/s);
+  chain must keep 90 % of the no-filter req/s);
 * wasmgate, 1 worker, with the as-headers Proxy-Wasm filter (AssemblyScript);
 * wasmgate, 1 worker, with the go-headers Proxy-Wasm filter (proxy-wasm-go-sdk, Go >= 1.24);
 * wasmgate-ratelimit and wasmgate-redis-ratelimit: wasmgate with the rate-limit filter,
@@ -54,13 +54,15 @@ from types import FrameType
 from typing import Any
 
 import ratelimit
+from compare import last_result, load_figures
+from compare import report as report_change
 from testcert import write_self_signed
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 WASMGATE = ROOT / ".venv" / "bin" / "wasmgate"
 SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
-TARGET_RATIO = 0.25  # wasmgate must reach this share of nginx's req/s
+TARGET_RATIO = 0.35  # wasmgate must reach this share of nginx's req/s (issue 16; was 0.25)
 BASELINE = "nginx"
 # Also the order of the runs in a round: each HTTPS target right after its plain twin, so
 # that the two runs whose req/s are divided are seconds apart.
@@ -91,7 +93,7 @@ WASM_TARGETS = {
     ),
 }
 WASM_KEPT_RATIO = 0.60  # one header-only Proxy-Wasm filter keeps this share of no-filter req/s
-CHAIN_RATIO = 0.85  # the chain canary+cors+rewrite+headers must keep this share of no-filter req/s
+CHAIN_RATIO = 0.90  # the chain canary+cors+rewrite+headers keeps this share of no-filter req/s
 # Every target is asked for this path: the chain's rewrite strips /api from it.
 BENCH_PATH = "/api/hello"
 EXIT_RUN_ERRORS = 3
@@ -1101,11 +1103,30 @@ def bench(args: argparse.Namespace) -> int:
         "verdict": verdict,
         "runs": {name: [asdict(r) for r in results] for name, results in runs.items()},
     }
+    previous = last_result(RESULTS, RUN_RESULT_NAME)
     results_json = write_results(report)
     log(f"\nwrote {results_json.relative_to(ROOT)} and latest.json")
+    compare_with(summary, previous)
     if png := write_chart(results_json):
         log(f"wrote {png.relative_to(ROOT)} and latest.png")
     return EXIT_RUN_ERRORS if any(r.errors for rs in runs.values() for r in rs) else 0
+
+
+RUN_RESULT_NAME = r"\d{8}T\d{6}Z\.json"  # what write_results names a run
+
+
+def compare_with(summary: Summary, previous: Path | None) -> None:
+    """Print each target's req/s against the newest earlier run (bench/compare.py)."""
+    now = {name: float(row["rps_median"]) for name, row in summary.items()}
+    if previous is None:
+        report_change(now, {}, lower_is_better=False, unit="req/s", label="none recorded")
+        return
+    before = load_figures(
+        previous, lambda d: {n: float(r["rps_median"]) for n, r in d["summary"].items()}
+    )
+    rev = load_figures(previous, lambda d: {d["machine"]["wasmgate_git"]: 0.0})
+    label = f"{previous.name} ({next(iter(rev), '?')}; req/s varies with the machine's load)"
+    report_change(now, before, lower_is_better=False, unit="req/s", label=label)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

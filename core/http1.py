@@ -22,12 +22,14 @@ import collections
 import itertools
 import re
 import time
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, cast
 
 import httptools
 
 import plugin_sdk as sdk
+from core.deadline import Deadline
 from core.headers import HOP_BY_HOP, connection_tokens
 from core.tracecontext import start_trace
 from plugin_sdk import TLSInfo
@@ -60,6 +62,19 @@ _SLASHES = re.compile("/{2,}")
 # Chunk-size lines and the CRLF after a chunk's data: what a chunk may add beyond its
 # data before its extensions count against the bound (see ``data_received``).
 _CHUNK_FRAMING = 24
+
+
+# core.proxy imports this module, so Exchange is bound on first use; an import statement
+# in on_headers_complete would cost every request a trip through the import machinery.
+_exchange: type[Exchange] | None = None
+
+
+def _exchange_type() -> type[Exchange]:
+    global _exchange
+    from core.proxy import Exchange
+
+    _exchange = Exchange
+    return Exchange
 
 
 def status_line(status: int) -> bytes:
@@ -204,8 +219,11 @@ class ClientConnection(asyncio.Protocol):
         self._queue: collections.deque[Exchange] = collections.deque()
         self._paused = 0
         self.write_paused = False
-        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = Deadline(self.loop)  # header and idle timeouts, one at a time
+        self.exchange_deadline = Deadline(self.loop)  # the running exchange's timeouts
         self._pending_reject: tuple[int, str] | None = None
+        self._host_raw: bytes | None = None  # the last Host value found valid, and as str
+        self._host = ""
 
     # -- asyncio.Protocol
 
@@ -273,7 +291,8 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
-        self._disarm()
+        self._deadline.close()
+        self.exchange_deadline.close()
         self.gateway.connections.discard(self)
         if self.active is not None:
             self.active.on_client_lost()
@@ -326,16 +345,21 @@ class ClientConnection(asyncio.Protocol):
         if kind is None:
             if lname in HOP_BY_HOP or lname.startswith(b"proxy-"):
                 return
-            if b"_" in lname and lname.replace(b"_", b"-") in _SPECIAL:
+            # .find, not `in`: `bytes in bytes` first tries the needle as an int, and
+            # raising and clearing that TypeError costs more than the search.
+            if lname.find(b"_") >= 0 and lname.replace(b"_", b"-") in _SPECIAL:
                 return  # X_Real_IP: CGI and WSGI servers read it as X-Real-IP
             req.headers.raw.append((name, value))
         elif kind == 1:
             if req.host:
                 raise Reject(400, "duplicate Host header")
-            host = _HOST.fullmatch(value)
-            if host is None or int(host[1] or 0) > 65535:
-                raise Reject(400, "invalid Host header")
-            req.host = value.decode("latin-1")
+            if value != self._host_raw:  # a connection tends to send one Host throughout
+                host = _HOST.fullmatch(value)
+                if host is None or int(host[1] or 0) > 65535:
+                    raise Reject(400, "invalid Host header")
+                self._host_raw = value
+                self._host = value.decode("latin-1")
+            req.host = self._host
         elif kind == 2:
             # llhttp has validated it (digits only, one value); the upstream gets the
             # number we parsed, not the client's spelling of it.
@@ -375,8 +399,6 @@ class ClientConnection(asyncio.Protocol):
         # kind 10 (X-Real-IP, X-Client-Cert-*) is dropped: the gateway sets them itself.
 
     def on_headers_complete(self) -> None:
-        from core.proxy import Exchange  # the proxy module imports this one
-
         req = self._req
         assert req is not None
         self._in_head = False
@@ -394,7 +416,7 @@ class ClientConnection(asyncio.Protocol):
             raise Reject(400, "missing Host header")
         target = self._url
         req.target = target
-        if b"#" in target:  # upstreams would cut it off after we routed with it
+        if target.find(b"#") >= 0:  # upstreams would cut it off after we routed with it
             raise Reject(400, "fragment in request target")
         if target[:1] != b"/":
             if not self._absolute_form(req, target):
@@ -436,7 +458,7 @@ class ClientConnection(asyncio.Protocol):
         limit = self.max_body_bytes
         if limit and req.content_length is not None and req.content_length > limit:
             raise Reject(413, "request body too large")
-        exchange = Exchange(self, req)
+        exchange = (_exchange or _exchange_type())(self, req)
         self._receiving = exchange
         if self.active is None:
             self.active = exchange
@@ -647,22 +669,16 @@ class ClientConnection(asyncio.Protocol):
 
     # -- timers
 
-    def _arm(self, delay: float, callback: object) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self.loop.call_later(delay, callback)  # type: ignore[arg-type]
+    def _arm(self, delay: float, callback: Callable[[], object]) -> None:
+        self._deadline.arm(delay, callback)
 
     def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline.disarm()
 
     def _on_idle_timeout(self) -> None:
-        self._timer = None
         if self.active is None:
             self.close()
 
     def _on_header_timeout(self) -> None:
-        self._timer = None
         if self._in_head:
             self._reject(408, "request header timeout")

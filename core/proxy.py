@@ -42,6 +42,8 @@ from plugin_sdk import Context, LocalReply
 from plugin_sdk.chain import Chain, reply_response
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from core.gateway import Snapshot
     from core.http1 import ClientConnection, Request
     from core.router import RouteTarget
@@ -91,7 +93,6 @@ class Exchange:
         "_resp_seen",
         "_sent_at",
         "_streaming",
-        "_timer",
         "_try_sent",
         "_upstream_error",
         "_waiter",
@@ -152,7 +153,6 @@ class Exchange:
         self._streaming = False
         self._rechunk = False
         self._last_read = 0.0
-        self._timer: asyncio.TimerHandle | None = None
         self._waiter: asyncio.Future[None] | None = None
 
     def start(self) -> None:
@@ -492,7 +492,6 @@ class Exchange:
 
     def _on_body_wait_timeout(self) -> None:
         """The client sent no body for idle_timeout while the filters hold what came."""
-        self._timer = None
         limit = self.client.limits.idle_timeout
         idle = self.client.loop.time() - self._last_read
         if idle < limit:
@@ -997,17 +996,15 @@ class Exchange:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _arm(self, delay: float, callback: object) -> None:
-        self._cancel_timer()
-        self._timer = self.client.loop.call_later(max(delay, 0.0), callback)  # type: ignore[arg-type]
+    # The connection's one timer for its exchanges (core/deadline.py), which run one
+    # at a time: re-arming it per request costs no new loop timer.
+    def _arm(self, delay: float, callback: Callable[[], object]) -> None:
+        self.client.exchange_deadline.arm(delay, callback)
 
     def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.client.exchange_deadline.disarm()
 
     def _on_try_timeout(self) -> None:
-        self._timer = None
         if not self._fwd_done:
             # Still waiting on the client's body (or a filter holding its end): a few
             # stalled uploads must not eject a healthy upstream.
@@ -1016,7 +1013,6 @@ class Exchange:
         self.on_upstream_error(UpstreamTimeout("no response from upstream in time"))
 
     def _on_read_timeout(self) -> None:
-        self._timer = None
         loop = self.client.loop
         assert self.pool is not None
         limit = self.pool.cfg.read_timeout
