@@ -33,6 +33,7 @@ from pydantic import (
     model_validator,
 )
 
+from core.config_http2 import Http2
 from core.errors import ConfigError
 from plugin_sdk.config import Secret, check_regex
 
@@ -143,6 +144,9 @@ class Server(Model):
     )
     tls: ServerTLS = Field(
         default_factory=lambda: ServerTLS(), description="TLS settings of the HTTPS listeners."
+    )
+    http2: Http2 = Field(
+        default_factory=lambda: Http2(), description="HTTP/2 to clients (docs/http2.md)."
     )
     workers: int | Literal["auto"] = Field(
         1, description="Processes sharing the port (SO_REUSEPORT); 'auto' = CPU count."

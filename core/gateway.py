@@ -30,13 +30,14 @@ from core.http1 import ClientConnection
 from core.inputs import Inputs, snapshot_inputs
 from core.redact import Redactor, declared
 from core.router import Router
-from core.tls import build_server_tls, listener_context
+from core.tls import alpn, build_server_tls, listener_context
 from core.upstream import UpstreamPool, build_pools
 from core.watch import stamp
 from plugin_sdk.chain import FilterInstance
 
 if TYPE_CHECKING:
     from core.http1 import Request
+    from core.http2 import ServerConnection
     from core.proxy import Exchange
     from core.tracing import Exporter
 
@@ -204,7 +205,7 @@ class Gateway:
     def __init__(self, snapshot: Snapshot, loop: asyncio.AbstractEventLoop) -> None:
         self.snapshot = snapshot
         self.loop = loop
-        self.connections: set[ClientConnection] = set()
+        self.connections: set[ClientConnection | ServerConnection] = set()
         self.draining = False
         self.servers: list[asyncio.base_events.Server] = []
         self.sockets: list[tuple[str, int]] = []
@@ -239,7 +240,9 @@ class Gateway:
         if server_cfg.tls_listen:
             # One context for every HTTPS listener, across reloads: its SNI callback
             # asks the current snapshot for the certificate (core/tls.py).
-            tls_ctx = self._tls_ctx = listener_context(lambda: self.snapshot.tls)
+            tls_ctx = self._tls_ctx = listener_context(
+                lambda: self.snapshot.tls, alpn(server_cfg.http2.tls)
+            )
             listeners += [(item, tls_ctx) for item in server_cfg.tls_listen]
         for item, ssl_ctx in listeners:
             host, port = parse_address(item, allow_zero=True)
@@ -366,9 +369,12 @@ class Gateway:
     def log_refused_tls(self, peer: tuple[str, int], reason: str) -> None:
         log.info("refused TLS connection from %s:%d: %s", peer[0], peer[1], reason)
 
+    def log_refused_h2(self, peer: tuple[str, int], reason: str) -> None:
+        log.warning("closed HTTP/2 connection from %s:%d: %s", peer[0], peer[1], reason)
+
     def log_rejected(
         self,
-        conn: ClientConnection,
+        conn: ClientConnection | ServerConnection,
         status: int,
         reason: str,
         req: Request | None,

@@ -197,6 +197,10 @@ class ClientConnection(asyncio.Protocol):
         self.write_paused = False
         self._timer: asyncio.TimerHandle | None = None
         self._pending_reject: tuple[int, str] | None = None
+        # The connection's first bytes while they may be HTTP/2's preface (h2c).
+        self._first: bytes | None = None
+        if scheme == "http" and gateway.snapshot.config.server.http2.cleartext:
+            self._first = b""
 
     # -- asyncio.Protocol
 
@@ -225,10 +229,25 @@ class ClientConnection(asyncio.Protocol):
                     b"X-Client-Cert-Subject: " + header_value(tls.peer_subject) + b"\r\n"
                     b"X-Client-Cert-SAN: " + header_value(", ".join(tls.peer_sans)) + b"\r\n"
                 )
+            if sslobj.selected_alpn_protocol() == "h2":
+                self._to_http2(b"")
+                return
         self.gateway.connections.add(self)
         self._arm(self.limits.idle_timeout, self._on_idle_timeout)
 
     def data_received(self, data: bytes) -> None:
+        if self._first is not None:
+            from core.http2 import sniff
+
+            data = self._first + data
+            h2c = sniff(data)
+            if h2c is None:
+                self._first = data
+                return
+            self._first = None
+            if h2c:
+                self._to_http2(data)
+                return
         if self.tunnel is not None:
             self.tunnel.on_client_tunnel_data(data)
             return
@@ -281,6 +300,20 @@ class ClientConnection(asyncio.Protocol):
         self.write_paused = False
         if self.active is not None:
             self.active.on_client_resume()
+
+    def _to_http2(self, data: bytes) -> None:
+        """Hand the connection to HTTP/2 (core/http2.py), with the bytes read so far."""
+        from core.http2 import ServerConnection
+
+        self._disarm()
+        self.closing = True
+        self.gateway.connections.discard(self)
+        assert self.transport is not None
+        conn = ServerConnection(self.gateway, self.scheme, self.peer, self.tls, self.cert_headers)
+        self.transport.set_protocol(conn)
+        conn.connection_made(self.transport)
+        if data:
+            conn.data_received(data)
 
     # -- httptools callbacks
 

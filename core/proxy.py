@@ -42,8 +42,9 @@ from plugin_sdk import Context, LocalReply
 from plugin_sdk.chain import Chain, reply_response
 
 if TYPE_CHECKING:
+    from core.client_side import ClientSide
     from core.gateway import Snapshot
-    from core.http1 import ClientConnection, Request
+    from core.http1 import Request
     from core.router import RouteTarget
     from core.upstream import EndpointState
 
@@ -110,7 +111,7 @@ class Exchange:
         "status",
     )
 
-    def __init__(self, client: ClientConnection, req: Request) -> None:
+    def __init__(self, client: ClientSide, req: Request) -> None:
         self.client = client
         self.req = req
         self.snapshot: Snapshot = client.gateway.snapshot
@@ -605,6 +606,42 @@ class Exchange:
                 return
             if pipe is not None:
                 length = sum(map(len, self._resp_buffer)) if pipe.ended else None
+        if not self._write_head(head, filtered, length, no_body, pipe):
+            return
+        self._replied = True
+        self._streaming = True
+        if self._resp_paused and not self.client.write_paused:
+            self._resume_upstream()
+        if not (self._resp_done if pipe is None else pipe.ended):
+            self._last_read = self.client.loop.time()
+            self._arm(self.pool.cfg.read_timeout if self.pool else 60.0, self._on_read_timeout)
+            while (
+                not (self._resp_done if pipe is None else pipe.ended)
+                and self._upstream_error is None
+            ):
+                await self._wait()
+            self._cancel_timer()
+            if self._upstream_error is not None:
+                self.reason = str(self._upstream_error)
+                self.client.gateway.log_upstream_error(self, self._upstream_error)
+                self.client.abort()  # the head is out; only a broken connection says so
+                raise ClientGone
+
+    def _write_head(
+        self,
+        head: ResponseHead,
+        filtered: bool,
+        length: int | None,
+        no_body: bool,
+        pipe: BodyPipe | None,
+    ) -> bool:
+        """Write the response head (and the body bytes already here) to the client.
+
+        ``length`` is the body length to announce when ``filtered`` (None: unknown).
+        Returns False when the response cannot be carried and a 502 went instead.
+        An HTTP/2 stream writes its head its own way (core/http2.py).
+        """
+        req = self.req
         self.status = head.status
         parts = [status_line(head.status)]
         if filtered:
@@ -626,7 +663,7 @@ class Exchange:
             if req.version != "1.1":
                 self._drop_upstream()
                 self._local_now(502, "upstream used a transfer coding HTTP/1.0 cannot carry")
-                return
+                return False
             self._rechunk = True
             parts += (b"Transfer-Encoding: ", head.codings, b", chunked\r\n")
         elif not no_body and length is None:
@@ -651,24 +688,7 @@ class Exchange:
         if (self._resp_done if pipe is None else pipe.ended) and self._rechunk:
             parts.append(b"0\r\n\r\n")
         self.client.write(b"".join(parts))
-        self._replied = True
-        self._streaming = True
-        if self._resp_paused and not self.client.write_paused:
-            self._resume_upstream()
-        if not (self._resp_done if pipe is None else pipe.ended):
-            self._last_read = self.client.loop.time()
-            self._arm(self.pool.cfg.read_timeout if self.pool else 60.0, self._on_read_timeout)
-            while (
-                not (self._resp_done if pipe is None else pipe.ended)
-                and self._upstream_error is None
-            ):
-                await self._wait()
-            self._cancel_timer()
-            if self._upstream_error is not None:
-                self.reason = str(self._upstream_error)
-                self.client.gateway.log_upstream_error(self, self._upstream_error)
-                self.client.abort()  # the head is out; only a broken connection says so
-                raise ClientGone
+        return True
 
     async def _filter_whole_response(self, chain: Chain, head: ResponseHead) -> bool:
         """Buffer the body for filters that asked for it, run them, write it all.

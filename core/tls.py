@@ -141,7 +141,7 @@ def build_server_tls(cfg: GatewayConfig, base_dir: Path) -> ServerTLS | None:
     for i, cert in enumerate(cfg.certificates):
         where = f"certificates[{i}]"
         try:
-            ctx, not_after = _context(cert, base_dir, where)
+            ctx, not_after = _context(cert, base_dir, where, alpn(cfg.server.http2.tls))
             auth, cas = _client_policy(cert, opts, base_dir, where)
         except ConfigError as exc:
             problems += exc.problems
@@ -183,11 +183,19 @@ def build_server_tls(cfg: GatewayConfig, base_dir: Path) -> ServerTLS | None:
     return out
 
 
-def _context(cert: Certificate, base_dir: Path, where: str) -> tuple[ssl.SSLContext, datetime]:
+def alpn(http2: bool) -> list[str]:
+    """The protocols offered in ALPN, best first."""
+    return ["h2", "http/1.1"] if http2 else ["http/1.1"]
+
+
+def _context(
+    cert: Certificate, base_dir: Path, where: str, protocols: list[str]
+) -> tuple[ssl.SSLContext, datetime]:
     """The certificate's own context. Only its chain and key count: the SNI switch
-    keeps the listener's protocol, cipher and verification settings (OpenSSL's rule)."""
+    keeps the listener's protocol, cipher and verification settings (OpenSSL's rule);
+    ALPN is chosen with the switched-to context's list, so ``protocols`` is set here."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.set_alpn_protocols(protocols)
     if cert.cert is not None and cert.key is not None:
         chain, key = base_dir / cert.cert, base_dir / cert.key
         for field_name, path in (("cert", chain), ("key", key)):
@@ -256,11 +264,13 @@ def _not_after(pem: bytes, where: str) -> datetime:
     return first.not_valid_after_utc
 
 
-def listener_context(current: Callable[[], ServerTLS | None]) -> ssl.SSLContext:
+def listener_context(
+    current: Callable[[], ServerTLS | None], protocols: list[str] | None = None
+) -> ssl.SSLContext:
     """The context of an HTTPS listener: no certificate of its own; the SNI callback
     switches each connection to the current snapshot's context for its name."""
     base = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    base.set_alpn_protocols(["http/1.1"])
+    base.set_alpn_protocols(protocols or ["http/1.1"])
     base.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
     tls = current()
     if tls is not None:

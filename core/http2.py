@@ -1,0 +1,738 @@
+"""HTTP/2 from clients: h2 over TLS (ALPN) and h2c with prior knowledge, on python-hyper's h2.
+
+A connection starts as an HTTP/1.1 :class:`core.http1.ClientConnection`; it hands
+the transport to a :class:`ServerConnection` when TLS negotiated ``h2`` or the first
+bytes on a plain listener are the HTTP/2 preface (``[server.http2]`` may turn either
+off). h2 (the only module that imports it) does the framing, HPACK and the protocol
+state; this module maps its events onto the same :class:`core.proxy.Exchange` an
+HTTP/1.1 request gets, one per stream, through a :class:`Stream` that plays the
+client connection's part (:class:`core.client_side.ClientSide`).
+
+Flow control is back-pressure both ways. Request body bytes are acknowledged to the
+client (WINDOW_UPDATE) only while the exchange takes them, so a stream whose upstream
+is slow stops its client at one window. Response bytes go out as the client's windows
+allow; a stream with more than ``_HIGH`` bytes queued pauses its upstream, as a full
+socket does on HTTP/1.1, and while the socket itself is full nothing more is read.
+
+Hostile input (RFC 9113 §10.5): h2 refuses malformed frames, oversized header blocks
+and CONTINUATION floods with GOAWAY; here, streams are bounded by exchanges still
+running (not only open streams), clients that cancel streams (rapid reset) or send
+control frames (PING, SETTINGS, PRIORITY, empty DATA) faster than the configured
+rates get GOAWAY ENHANCE_YOUR_CALM, and a connection idle, or stalled on a zero
+window, for ``server.limits.idle_timeout`` is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+from typing import TYPE_CHECKING, cast
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+
+from core.http1 import _HOST, _SPECIAL, ClientConnection, Reject, Request
+from core.proxy import Exchange
+from core.tracecontext import start_trace
+
+if TYPE_CHECKING:
+    from core.gateway import Gateway
+    from core.bodies import BodyPipe
+    from core.upstream import ResponseHead
+    from plugin_sdk import TLSInfo
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_HIGH = 65536  # response bytes queued on a stream before its upstream pauses
+_LOW = 16384
+_WINDOW = 10.0  # seconds over which resets and control frames are counted
+# Not carried by HTTP/2 (RFC 9113 §8.2.2), or framing the gateway sets itself.
+_DROP = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"te"}
+)
+_S = h2.settings.SettingCodes
+_E = h2.errors.ErrorCodes
+
+
+def sniff(data: bytes) -> bool | None:
+    """Whether ``data`` starts with the HTTP/2 preface; None while too short to say."""
+    n = min(len(data), len(PREFACE))
+    if data[:n] != PREFACE[:n]:
+        return False
+    return True if n == len(PREFACE) else None
+
+
+class Stream:
+    """One request stream, seen by its exchange as its client connection."""
+
+    __slots__ = (
+        "_end",
+        "_out",
+        "_out_bytes",
+        "_paused",
+        "_unacked",
+        "cert_headers",
+        "conn",
+        "done",
+        "exchange",
+        "gateway",
+        "head_sent",
+        "id",
+        "limits",
+        "loop",
+        "max_body_bytes",
+        "received_end",
+        "reset",
+        "sent_end",
+        "tls",
+        "trailers",
+        "write_paused",
+    )
+
+    def __init__(self, conn: ServerConnection, stream_id: int) -> None:
+        self.conn = conn
+        self.id = stream_id
+        self.gateway = conn.gateway
+        self.loop = conn.loop
+        self.limits = conn.limits
+        self.max_body_bytes = conn.max_body_bytes
+        self.tls = conn.tls
+        self.cert_headers = conn.cert_headers
+        self.exchange: Exchange | None = None
+        self.write_paused = False
+        self.head_sent = False
+        self.sent_end = False  # END_STREAM (or RST_STREAM) went out
+        self.received_end = False
+        self.reset = False
+        self.done = False  # the exchange is over
+        self.trailers: list[tuple[bytes, bytes]] | None = None  # to send after the body
+        self._out: collections.deque[bytes] = collections.deque()
+        self._out_bytes = 0
+        self._end = False  # end the stream once _out has gone
+        self._paused = 0
+        self._unacked = 0
+
+    # -- from the connection
+
+    def on_data(self, data: bytes, flow_length: int) -> None:
+        if self._paused:
+            self._unacked += flow_length
+        else:
+            self.conn.ack(flow_length, self.id)
+        exchange = self.exchange
+        if exchange is not None and data and not self.done:
+            exchange.on_request_body(data)
+
+    def on_end(self) -> None:
+        self.received_end = True
+        if self.exchange is not None and not self.done:
+            self.exchange.on_request_end()
+
+    def on_reset(self) -> None:
+        self.reset = self.sent_end = True
+        self._out.clear()
+        self._out_bytes = 0
+        self._give_back()
+        if self.exchange is not None and not self.done:
+            self.exchange.on_client_lost()
+
+    def _give_back(self) -> None:
+        if self._unacked:
+            self.conn.ack(self._unacked, self.id)
+            self._unacked = 0
+
+    # -- the ClientSide an exchange uses
+
+    def write(self, data: bytes) -> None:
+        if self.sent_end or not data:
+            return
+        self._out.append(data)
+        self._out_bytes += len(data)
+        self.flush()
+
+    def writelines(self, parts: list[bytes]) -> None:
+        self.write(b"".join(parts))
+
+    def pause(self, reason: int) -> None:
+        self._paused |= reason
+
+    def resume(self, reason: int) -> None:
+        if self._paused & reason:
+            self._paused &= ~reason
+            if not self._paused:
+                self._give_back()
+                self.conn.flush()
+
+    def abort(self) -> None:
+        """The response cannot be completed: RST_STREAM, the connection stays."""
+        if not self.sent_end:
+            self.conn.reset_stream(self, _E.INTERNAL_ERROR)
+
+    def send_head(self, fields: list[tuple[bytes, bytes]], *, end: bool = False) -> None:
+        if self.sent_end or self.head_sent:
+            return
+        self.head_sent = True
+        if end:
+            self.sent_end = True
+        self.conn.send_headers(self, fields, end)
+
+    def write_reply(
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        *,
+        keep_alive: bool,
+        head_only: bool = False,
+        version: str = "1.1",
+    ) -> int:
+        fields = [(b":status", b"%d" % status)]
+        for name, value in headers:
+            lname = name.lower()
+            if lname not in _DROP and lname != b"content-length" and lname != b"date":
+                fields.append((lname, value))
+        fields += ((b"content-length", b"%d" % len(body)), (b"date", self.gateway.http_date()))
+        bodiless = head_only or status in (204, 304) or not body
+        self.send_head(fields, end=bodiless)
+        if bodiless:
+            return 0
+        self.write(body)
+        self.finish()
+        return len(body)
+
+    def exchange_done(self, exchange: Exchange, keep_alive: bool) -> None:
+        self.done = True
+        self.finish()
+        self.conn.exchange_done(self)
+
+    def start_tunnel(self, exchange: Exchange) -> None:  # no Upgrade on HTTP/2
+        self.abort()
+
+    # -- sending
+
+    def finish(self) -> None:
+        """End the stream once the queued body has gone (with trailers, if any)."""
+        if not self.sent_end:
+            self._end = True
+            self.flush()
+
+    def flush(self) -> None:
+        """Send what the windows allow; pause or resume the upstream accordingly."""
+        if self.sent_end:
+            return
+        conn = self.conn
+        if self._out and not conn.write_paused:
+            conn.send_body(self)
+        if not self._out and self._end and not self.sent_end:
+            if not self.head_sent:  # (cannot happen: the exchange replied first)
+                self.send_head([(b":status", b"502")])
+            self.sent_end = True
+            conn.end_stream(self)
+        conn.flush()
+        exchange = self.exchange
+        paused = self._out_bytes > _HIGH or conn.write_paused
+        if paused and not self.write_paused:
+            self.write_paused = True
+            if exchange is not None and not self.done:
+                exchange.on_client_pause()
+        elif self.write_paused and self._out_bytes <= _LOW and not conn.write_paused:
+            self.write_paused = False
+            if exchange is not None and not self.done:
+                exchange.on_client_resume()
+
+    @property
+    def blocked(self) -> bool:
+        """Body bytes wait for the client's window."""
+        return bool(self._out)
+
+
+class H2Exchange(Exchange):
+    """An exchange whose client is an HTTP/2 stream: the head goes out as HEADERS."""
+
+    __slots__ = ()
+
+    def _write_head(
+        self,
+        head: ResponseHead,
+        filtered: bool,
+        length: int | None,
+        no_body: bool,
+        pipe: BodyPipe | None,
+    ) -> bool:
+        stream = cast(Stream, self.client)
+        self.status = head.status
+        if head.codings and not no_body:
+            self._drop_upstream()
+            self._local_now(502, "upstream used a transfer coding HTTP/2 cannot carry")
+            return False
+        fields = [(b":status", b"%d" % head.status)]
+        for name, value in head.headers.raw:
+            lname = name.lower()
+            if lname in _DROP or (filtered and lname == b"content-length"):
+                continue
+            fields.append((lname, value))
+        if filtered and length is not None:
+            fields.append((b"content-length", b"%d" % length))
+        stream.send_head(fields)
+        for chunk in self._resp_buffer:
+            self.bytes_out += len(chunk)
+            stream.write(chunk)
+        self._resp_buffer = []
+        self._resp_buffered = 0
+        return True
+
+
+class ServerConnection(asyncio.Protocol):
+    """One HTTP/2 client connection: streams in, exchanges out."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        scheme: str,
+        peer: tuple[str, int],
+        tls: TLSInfo | None,
+        cert_headers: bytes,
+    ) -> None:
+        snap = gateway.snapshot
+        self.gateway = gateway
+        self.loop = gateway.loop
+        self.scheme = scheme
+        self.peer = peer
+        self.tls = tls
+        self.cert_headers = cert_headers
+        self.limits = snap.config.server.limits
+        self.settings = snap.config.server.http2
+        self.max_body_bytes = snap.router.max_body_bytes
+        self.transport: asyncio.Transport | None = None
+        self.closing = False
+        self.write_paused = False
+        self.streams: dict[int, Stream] = {}
+        self.exchanges = 0  # exchange tasks not over, also of streams already reset
+        self._goaway = False
+        self._resets = 0
+        self._control = 0
+        self._count_from = self.loop.time()
+        self._last_active = self.loop.time()
+        self._timer: asyncio.TimerHandle | None = None
+        cfg = self.settings
+        self.h2 = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=False, header_encoding=None)
+        )
+        local = {
+            _S.MAX_CONCURRENT_STREAMS: cfg.max_concurrent_streams,
+            _S.MAX_HEADER_LIST_SIZE: cfg.max_header_list_size,
+            _S.MAX_FRAME_SIZE: cfg.max_frame_size,
+            _S.INITIAL_WINDOW_SIZE: cfg.initial_window_size,
+            _S.ENABLE_PUSH: 0,
+        }
+        self.h2.local_settings = h2.settings.Settings(client=False, initial_values=local)
+        self.h2.max_inbound_frame_size = cfg.max_frame_size
+        self.h2.decoder.max_header_list_size = cfg.max_header_list_size
+
+    # -- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.gateway.connections.add(self)
+        self.h2.initiate_connection()
+        extra = self.settings.connection_window_size - 65535
+        if extra > 0:
+            self.h2.increment_flow_control_window(extra)
+        self.flush()
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        try:
+            events = self.h2.receive_data(data)
+        except h2.exceptions.ProtocolError:
+            self._shut()  # h2 queued the GOAWAY naming the error
+            return
+        for event in events:
+            self._dispatch(event)
+            if self.closing:
+                return
+        self.flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self._disarm()
+        self.gateway.connections.discard(self)
+        for stream in list(self.streams.values()):
+            if not stream.reset:
+                stream.on_reset()
+        self.streams.clear()
+
+    def pause_writing(self) -> None:
+        # The client does not read: read nothing more from it either (its PINGs and
+        # SETTINGS would queue answers), and let each stream pause its upstream.
+        self.write_paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+        for stream in list(self.streams.values()):
+            stream.flush()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.transport is not None and not self.closing:
+            self.transport.resume_reading()
+        for stream in list(self.streams.values()):
+            stream.flush()
+
+    # -- events
+
+    def _dispatch(self, event: h2.events.Event) -> None:
+        if isinstance(event, h2.events.DataReceived):
+            stream = self.streams.get(event.stream_id)
+            length = event.flow_controlled_length or 0
+            if stream is None:
+                self.ack(length, event.stream_id)
+                return
+            if event.data:
+                self._last_active = self.loop.time()
+            elif not event.stream_ended:
+                self._count_control()
+            stream.on_data(event.data or b"", length)
+        elif isinstance(event, h2.events.RequestReceived):
+            self._on_request(event)
+        elif isinstance(event, h2.events.StreamEnded):
+            stream = self.streams.get(event.stream_id)
+            if stream is not None:
+                stream.on_end()
+                self._forget(stream)
+        elif isinstance(event, h2.events.TrailersReceived):
+            pass  # HTTP/1.1 upstreams get no trailers (as from HTTP/1.1 clients)
+        elif isinstance(event, h2.events.StreamReset):
+            stream = self.streams.get(event.stream_id)
+            if stream is not None:
+                if not stream.done:
+                    self._resets += 1
+                    self._check_rates()
+                stream.on_reset()
+                self._forget(stream)
+        elif isinstance(event, h2.events.WindowUpdated):
+            if event.stream_id == 0:
+                for stream in list(self.streams.values()):
+                    if stream.blocked:
+                        stream.flush()
+            else:
+                stream = self.streams.get(event.stream_id)
+                if stream is not None:
+                    stream.flush()
+        elif isinstance(
+            event,
+            h2.events.PingReceived | h2.events.RemoteSettingsChanged | h2.events.PriorityUpdated,
+        ):
+            self._count_control()
+            if isinstance(event, h2.events.RemoteSettingsChanged):
+                for stream in list(self.streams.values()):
+                    if stream.blocked:
+                        stream.flush()
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self._goaway = True
+            if not self.exchanges:
+                self.close()
+
+    def _count_control(self) -> None:
+        self._control += 1
+        self._check_rates()
+
+    def _check_rates(self) -> None:
+        now = self.loop.time()
+        if now - self._count_from > _WINDOW:
+            self._count_from = now
+            self._resets = self._control = 0
+            return
+        cfg = self.settings
+        if self._resets > cfg.max_client_resets or self._control > cfg.max_control_frames:
+            self.gateway.log_refused_h2(self.peer, "too many stream resets or control frames")
+            self.goaway(_E.ENHANCE_YOUR_CALM)
+            self._shut()
+
+    def _on_request(self, event: h2.events.RequestReceived) -> None:
+        sid = event.stream_id
+        stream = Stream(self, sid)
+        self.streams[sid] = stream
+        self._last_active = self.loop.time()
+        if self._goaway or self.gateway.draining:
+            self.reset_stream(stream, _E.REFUSED_STREAM)
+            return
+        if self.exchanges >= self.settings.max_concurrent_streams:
+            # Streams the client reset whose exchanges have not finished yet still
+            # count: resetting does not buy room for more work (CVE-2023-44487).
+            self._resets += 1
+            self._check_rates()
+            if not self.closing:
+                self.reset_stream(stream, _E.REFUSED_STREAM)
+            return
+        req = Request()
+        req.version = "2"
+        req.client_ip, req.client_port = self.peer
+        req.scheme = self.scheme
+        req.start = time.monotonic()
+        try:
+            self._parse(req, event.headers or [], ended=event.stream_ended is not None)
+        except Reject as exc:
+            self.exchanges += 1
+            stream.done = True
+            sent = stream.write_reply(
+                exc.status,
+                [(b"content-type", b"text/plain; charset=utf-8")],
+                (exc.reason + "\n").encode(),
+                keep_alive=True,
+            )
+            self.gateway.log_rejected(self, exc.status, exc.reason, req, sent)
+            self.exchange_done(stream)
+            return
+        start_trace(req, self.gateway.sample_ratio)
+        exchange = H2Exchange(stream, req)
+        stream.exchange = exchange
+        self.exchanges += 1
+        exchange.start()
+
+    def _parse(self, req: Request, headers: list[tuple[bytes, bytes]], *, ended: bool) -> None:
+        """Fill ``req`` from a request's header block (h2 checked its syntax)."""
+        limits = self.limits
+        size = 0
+        method = path = authority = b""
+        cookies: list[bytes] = []
+        raw = req.headers.raw
+        for name, value in headers:
+            size += len(name) + len(value) + 4
+            if name[:1] == b":":
+                if name == b":method":
+                    method = value
+                elif name == b":path":
+                    path = value
+                elif name == b":authority":
+                    authority = value
+                elif name == b":protocol":
+                    raise Reject(501, "extended CONNECT is not supported")
+                continue
+            kind = _SPECIAL.get(name)
+            if kind is None:
+                if name == b"cookie":
+                    cookies.append(value)
+                elif not name.startswith(b"proxy-") and not (
+                    b"_" in name and name.replace(b"_", b"-") in _SPECIAL
+                ):
+                    raw.append((name, value))
+            elif kind == 1:
+                if req.host:
+                    raise Reject(400, "duplicate Host header")
+                req.host = value.decode("latin-1")
+            elif kind == 2:
+                if not value.isdigit():
+                    raise Reject(400, "invalid Content-Length")
+                req.content_length = int(value)
+                raw.append((name, b"%d" % req.content_length))
+            elif kind == 7:
+                req.xff.append(value)
+            elif kind == 8:
+                req.xfp = value
+            elif kind == 9:
+                req.xfh = value
+            elif kind == 11:
+                req.tp_in = value if req.tp_in is None else b""
+            elif kind == 12:
+                req.has_tracestate = True
+                raw.append((name, value))
+            # kinds 3-6 (framing, Connection, Upgrade, Expect) mean nothing on HTTP/2 (h2
+            # refuses the first three); 10 are the headers the gateway sets itself.
+        if size > limits.max_header_bytes:
+            raise Reject(431, "request header fields too large")
+        if cookies:  # RFC 9113 §8.2.3: one header again for an HTTP/1.1 upstream
+            raw.append((b"cookie", b"; ".join(cookies)))
+        req.method = method.decode("ascii", "replace")
+        if req.method == "CONNECT":
+            raise Reject(405, "CONNECT is not supported")
+        if authority:
+            host = authority.decode("latin-1")
+            if req.host and req.host != host:
+                raise Reject(400, "Host header differs from :authority")
+            req.host = host
+        if req.host:
+            match = _HOST.fullmatch(req.host.encode("latin-1"))
+            if match is None or int(match[1] or 0) > 65535:
+                raise Reject(400, "invalid Host header")
+        if len(path) > limits.max_url_bytes:
+            raise Reject(414, "request URI too long")
+        if path[:1] != b"/":
+            raise Reject(400, "invalid request target")
+        if b"#" in path:
+            raise Reject(400, "fragment in request target")
+        req.target = path
+        text, _, query = path.decode("latin-1").partition("?")
+        req.path = req._orig_path = text
+        req.query = req._orig_query = query
+        if "%" in text or "/." in text or "//" in text or "\\" in text:
+            normal = ClientConnection._normalise_path(text)
+            if normal != text:
+                req.target = normal.encode("latin-1") + path[len(text) :]
+                req.path = req._orig_path = normal
+        req.orig_host = req.host
+        if not ended and req.content_length is None:
+            req.chunked = True  # an HTTP/1.1 upstream needs the body framed
+        if ended and req.content_length:
+            raise Reject(400, "Content-Length without a body")
+        limit = self.max_body_bytes
+        if limit and req.content_length is not None and req.content_length > limit:
+            raise Reject(413, "request body too large")
+
+    # -- used by streams
+
+    def ack(self, length: int, stream_id: int) -> None:
+        if length and not self.closing:
+            self.h2.acknowledge_received_data(length, stream_id)
+
+    def send_headers(self, stream: Stream, fields: list[tuple[bytes, bytes]], end: bool) -> None:
+        if self.closing:
+            return
+        self.h2.send_headers(stream.id, fields, end_stream=end)
+        if end:
+            self._ended(stream)
+
+    def send_body(self, stream: Stream) -> None:
+        h = self.h2
+        out = stream._out
+        sent = 0
+        try:
+            while out:
+                room = min(h.local_flow_control_window(stream.id), h.max_outbound_frame_size)
+                if room <= 0:
+                    break
+                chunk = out[0]
+                if len(chunk) > room:
+                    h.send_data(stream.id, chunk[:room])
+                    out[0] = chunk[room:]
+                    sent += room
+                else:
+                    h.send_data(stream.id, chunk)
+                    out.popleft()
+                    sent += len(chunk)
+        except h2.exceptions.StreamClosedError:
+            out.clear()
+            stream.sent_end = True
+        stream._out_bytes = stream._out_bytes - sent if out else 0
+        if sent:
+            self._last_active = self.loop.time()
+
+    def end_stream(self, stream: Stream) -> None:
+        if self.closing:
+            return
+        try:
+            if stream.trailers:
+                self.h2.send_headers(stream.id, stream.trailers, end_stream=True)
+            else:
+                self.h2.end_stream(stream.id)
+        except h2.exceptions.StreamClosedError:
+            pass
+        self._ended(stream)
+
+    def _ended(self, stream: Stream) -> None:
+        if not stream.received_end and not stream.reset:
+            # The response is complete before the request (RFC 9113 §8.1): stop the
+            # rest of its body.
+            self.reset_stream(stream, _E.NO_ERROR)
+        self._forget(stream)
+
+    def reset_stream(self, stream: Stream, code: h2.errors.ErrorCodes) -> None:
+        stream.reset = stream.sent_end = True
+        stream._out.clear()
+        stream._out_bytes = 0
+        stream._give_back()
+        if not self.closing:
+            with contextlib.suppress(h2.exceptions.StreamClosedError):
+                self.h2.reset_stream(stream.id, code)
+            self.flush()
+        if stream.exchange is not None and not stream.done:
+            # Not from inside the exchange's own call (abort): as a lost socket would.
+            self.loop.call_soon(stream.exchange.on_client_lost)
+        self._forget(stream)
+
+    def exchange_done(self, stream: Stream) -> None:
+        self.exchanges -= 1
+        self._forget(stream)
+        if not self.exchanges and self._goaway:
+            self.close()
+
+    def _forget(self, stream: Stream) -> None:
+        """Drop a stream both sides have finished with (and whose exchange is over)."""
+        if stream.done and stream.sent_end and (stream.received_end or stream.reset):
+            self.streams.pop(stream.id, None)
+
+    def flush(self) -> None:
+        data = self.h2.data_to_send()
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def goaway(self, code: h2.errors.ErrorCodes = _E.NO_ERROR) -> None:
+        if not self._goaway or code != _E.NO_ERROR:
+            self._goaway = True
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self.h2.close_connection(code, last_stream_id=self.h2.highest_inbound_stream_id)
+            self.flush()
+
+    # -- closing, as the gateway asks of every client connection
+
+    def _shut(self) -> None:
+        """Send what is queued (a GOAWAY) and close."""
+        self.flush()
+        self.close()
+
+    def close(self) -> None:
+        if not self.closing:
+            self.closing = True
+            self._disarm()
+            if self.transport is not None:
+                self.transport.close()
+
+    def abort(self) -> None:
+        self.closing = True
+        self._disarm()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def close_if_idle(self) -> None:
+        """Draining: no new streams (GOAWAY); close once the running ones are done."""
+        self.goaway()
+        if not self.exchanges:
+            self.close()
+
+    # -- timers: idle, or stalled on the client's windows
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._timer = self.loop.call_later(self.limits.idle_timeout, self._on_timer)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.closing:
+            return
+        limit = self.limits.idle_timeout
+        quiet = self.loop.time() - self._last_active
+        if quiet < limit:
+            self._timer = self.loop.call_later(limit - quiet, self._on_timer)
+            return
+        if not self.exchanges:
+            self.goaway()
+            self.close()
+            return
+        if any(s.blocked for s in self.streams.values()) or self.write_paused:
+            # Responses wait on a window the client does not open: end the connection.
+            self.gateway.log_refused_h2(self.peer, "stalled on a closed flow-control window")
+            self.goaway(_E.FLOW_CONTROL_ERROR)
+            self.abort()
+            return
+        self._timer = self.loop.call_later(limit, self._on_timer)
