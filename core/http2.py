@@ -36,14 +36,15 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+from hyperframe.frame import GoAwayFrame
 
 from core.http1 import _HOST, _SPECIAL, ClientConnection, Reject, Request
 from core.proxy import Exchange
 from core.tracecontext import start_trace
 
 if TYPE_CHECKING:
-    from core.gateway import Gateway
     from core.bodies import BodyPipe
+    from core.gateway import Gateway
     from core.upstream import ResponseHead
     from plugin_sdk import TLSInfo
 
@@ -594,7 +595,11 @@ class ServerConnection(asyncio.Protocol):
     def send_headers(self, stream: Stream, fields: list[tuple[bytes, bytes]], end: bool) -> None:
         if self.closing:
             return
-        self.h2.send_headers(stream.id, fields, end_stream=end)
+        try:
+            self.h2.send_headers(stream.id, fields, end_stream=end)
+        except h2.exceptions.ProtocolError:  # the stream or connection is gone
+            stream.sent_end = True
+            return
         if end:
             self._ended(stream)
 
@@ -616,7 +621,7 @@ class ServerConnection(asyncio.Protocol):
                     h.send_data(stream.id, chunk)
                     out.popleft()
                     sent += len(chunk)
-        except h2.exceptions.StreamClosedError:
+        except h2.exceptions.ProtocolError:
             out.clear()
             stream.sent_end = True
         stream._out_bytes = stream._out_bytes - sent if out else 0
@@ -631,7 +636,7 @@ class ServerConnection(asyncio.Protocol):
                 self.h2.send_headers(stream.id, stream.trailers, end_stream=True)
             else:
                 self.h2.end_stream(stream.id)
-        except h2.exceptions.StreamClosedError:
+        except h2.exceptions.ProtocolError:
             pass
         self._ended(stream)
 
@@ -648,7 +653,7 @@ class ServerConnection(asyncio.Protocol):
         stream._out_bytes = 0
         stream._give_back()
         if not self.closing:
-            with contextlib.suppress(h2.exceptions.StreamClosedError):
+            with contextlib.suppress(h2.exceptions.ProtocolError):
                 self.h2.reset_stream(stream.id, code)
             self.flush()
         if stream.exchange is not None and not stream.done:
@@ -673,11 +678,20 @@ class ServerConnection(asyncio.Protocol):
             self.transport.write(data)
 
     def goaway(self, code: h2.errors.ErrorCodes = _E.NO_ERROR) -> None:
-        if not self._goaway or code != _E.NO_ERROR:
+        """GOAWAY: no stream after the last one that came. With an error the
+        connection is over; without, the streams running still finish, so the frame
+        is written past h2 (whose state machine would refuse to send anything more)."""
+        last = self.h2.highest_inbound_stream_id
+        if code != _E.NO_ERROR:
             self._goaway = True
             with contextlib.suppress(h2.exceptions.ProtocolError):
-                self.h2.close_connection(code, last_stream_id=self.h2.highest_inbound_stream_id)
+                self.h2.close_connection(code, last_stream_id=last)
             self.flush()
+        elif not self._goaway:
+            self._goaway = True
+            self.flush()
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.write(GoAwayFrame(0, last_stream_id=last, error_code=0).serialize())
 
     # -- closing, as the gateway asks of every client connection
 

@@ -984,6 +984,9 @@ class Exchange:
         conn = self.conn
         if conn is None:
             return
+        # Reading was paused for a slow client as the last bytes came: a pooled
+        # connection must read again, or the next exchange on it never gets its head.
+        self._resume_upstream()
         self.conn = None
         conn.endpoint.active -= 1
         # _fwd_done: a filter may still hold the end of the request body (the upstream
