@@ -11,7 +11,7 @@ client connection's part (:class:`core.client_side.ClientSide`).
 Flow control is back-pressure both ways. Request body bytes are acknowledged to the
 client (WINDOW_UPDATE) only while the exchange takes them, so a stream whose upstream
 is slow stops its client at one window. Response bytes go out as the client's windows
-allow; a stream with more than ``_HIGH`` bytes queued pauses its upstream, as a full
+allow; a stream with more than 64 KiB queued pauses its upstream, as a full
 socket does on HTTP/1.1, and while the socket itself is full nothing more is read.
 
 Hostile input (RFC 9113 §10.5): h2 refuses malformed frames, oversized header blocks
@@ -25,7 +25,6 @@ window, for ``server.limits.idle_timeout`` is closed.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import time
 from typing import TYPE_CHECKING, cast
@@ -38,24 +37,17 @@ import h2.exceptions
 import h2.settings
 from hyperframe.frame import GoAwayFrame
 
-from core.http1 import _HOST, _SPECIAL, ClientConnection, Reject, Request
-from core.proxy import Exchange
+from core.http1 import Reject, Request
+from core.http2_request import parse_request
+from core.http2_stream import H2Exchange, Stream
 from core.tracecontext import start_trace
 
 if TYPE_CHECKING:
-    from core.bodies import BodyPipe
     from core.gateway import Gateway
-    from core.upstream import ResponseHead
     from plugin_sdk import TLSInfo
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-_HIGH = 65536  # response bytes queued on a stream before its upstream pauses
-_LOW = 16384
 _WINDOW = 10.0  # seconds over which resets and control frames are counted
-# Not carried by HTTP/2 (RFC 9113 §8.2.2), or framing the gateway sets itself.
-_DROP = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"te"}
-)
 _S = h2.settings.SettingCodes
 _E = h2.errors.ErrorCodes
 
@@ -66,226 +58,6 @@ def sniff(data: bytes) -> bool | None:
     if data[:n] != PREFACE[:n]:
         return False
     return True if n == len(PREFACE) else None
-
-
-class Stream:
-    """One request stream, seen by its exchange as its client connection."""
-
-    __slots__ = (
-        "_end",
-        "_out",
-        "_out_bytes",
-        "_paused",
-        "_unacked",
-        "cert_headers",
-        "conn",
-        "done",
-        "exchange",
-        "gateway",
-        "head_sent",
-        "id",
-        "limits",
-        "loop",
-        "max_body_bytes",
-        "received_end",
-        "reset",
-        "sent_end",
-        "tls",
-        "trailers",
-        "write_paused",
-    )
-
-    def __init__(self, conn: ServerConnection, stream_id: int) -> None:
-        self.conn = conn
-        self.id = stream_id
-        self.gateway = conn.gateway
-        self.loop = conn.loop
-        self.limits = conn.limits
-        self.max_body_bytes = conn.max_body_bytes
-        self.tls = conn.tls
-        self.cert_headers = conn.cert_headers
-        self.exchange: Exchange | None = None
-        self.write_paused = False
-        self.head_sent = False
-        self.sent_end = False  # END_STREAM (or RST_STREAM) went out
-        self.received_end = False
-        self.reset = False
-        self.done = False  # the exchange is over
-        self.trailers: list[tuple[bytes, bytes]] | None = None  # to send after the body
-        self._out: collections.deque[bytes] = collections.deque()
-        self._out_bytes = 0
-        self._end = False  # end the stream once _out has gone
-        self._paused = 0
-        self._unacked = 0
-
-    # -- from the connection
-
-    def on_data(self, data: bytes, flow_length: int) -> None:
-        if self._paused:
-            self._unacked += flow_length
-        else:
-            self.conn.ack(flow_length, self.id)
-        exchange = self.exchange
-        if exchange is not None and data and not self.done:
-            exchange.on_request_body(data)
-
-    def on_end(self) -> None:
-        self.received_end = True
-        if self.exchange is not None and not self.done:
-            self.exchange.on_request_end()
-
-    def on_reset(self) -> None:
-        self.reset = self.sent_end = True
-        self._out.clear()
-        self._out_bytes = 0
-        self._give_back()
-        if self.exchange is not None and not self.done:
-            self.exchange.on_client_lost()
-
-    def _give_back(self) -> None:
-        if self._unacked:
-            self.conn.ack(self._unacked, self.id)
-            self._unacked = 0
-
-    # -- the ClientSide an exchange uses
-
-    def write(self, data: bytes) -> None:
-        if self.sent_end or not data:
-            return
-        self._out.append(data)
-        self._out_bytes += len(data)
-        self.flush()
-
-    def writelines(self, parts: list[bytes]) -> None:
-        self.write(b"".join(parts))
-
-    def pause(self, reason: int) -> None:
-        self._paused |= reason
-
-    def resume(self, reason: int) -> None:
-        if self._paused & reason:
-            self._paused &= ~reason
-            if not self._paused:
-                self._give_back()
-                self.conn.flush()
-
-    def abort(self) -> None:
-        """The response cannot be completed: RST_STREAM, the connection stays."""
-        if not self.sent_end:
-            self.conn.reset_stream(self, _E.INTERNAL_ERROR)
-
-    def send_head(self, fields: list[tuple[bytes, bytes]], *, end: bool = False) -> None:
-        if self.sent_end or self.head_sent:
-            return
-        self.head_sent = True
-        if end:
-            self.sent_end = True
-        self.conn.send_headers(self, fields, end)
-
-    def write_reply(
-        self,
-        status: int,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
-        *,
-        keep_alive: bool,
-        head_only: bool = False,
-        version: str = "1.1",
-    ) -> int:
-        fields = [(b":status", b"%d" % status)]
-        for name, value in headers:
-            lname = name.lower()
-            if lname not in _DROP and lname != b"content-length" and lname != b"date":
-                fields.append((lname, value))
-        fields += ((b"content-length", b"%d" % len(body)), (b"date", self.gateway.http_date()))
-        bodiless = head_only or status in (204, 304) or not body
-        self.send_head(fields, end=bodiless)
-        if bodiless:
-            return 0
-        self.write(body)
-        self.finish()
-        return len(body)
-
-    def exchange_done(self, exchange: Exchange, keep_alive: bool) -> None:
-        self.done = True
-        self.finish()
-        self.conn.exchange_done(self)
-
-    def start_tunnel(self, exchange: Exchange) -> None:  # no Upgrade on HTTP/2
-        self.abort()
-
-    # -- sending
-
-    def finish(self) -> None:
-        """End the stream once the queued body has gone (with trailers, if any)."""
-        if not self.sent_end:
-            self._end = True
-            self.flush()
-
-    def flush(self) -> None:
-        """Send what the windows allow; pause or resume the upstream accordingly."""
-        if self.sent_end:
-            return
-        conn = self.conn
-        if self._out and not conn.write_paused:
-            conn.send_body(self)
-        if not self._out and self._end and not self.sent_end:
-            if not self.head_sent:  # (cannot happen: the exchange replied first)
-                self.send_head([(b":status", b"502")])
-            self.sent_end = True
-            conn.end_stream(self)
-        conn.flush()
-        exchange = self.exchange
-        paused = self._out_bytes > _HIGH or conn.write_paused
-        if paused and not self.write_paused:
-            self.write_paused = True
-            if exchange is not None and not self.done:
-                exchange.on_client_pause()
-        elif self.write_paused and self._out_bytes <= _LOW and not conn.write_paused:
-            self.write_paused = False
-            if exchange is not None and not self.done:
-                exchange.on_client_resume()
-
-    @property
-    def blocked(self) -> bool:
-        """Body bytes wait for the client's window."""
-        return bool(self._out)
-
-
-class H2Exchange(Exchange):
-    """An exchange whose client is an HTTP/2 stream: the head goes out as HEADERS."""
-
-    __slots__ = ()
-
-    def _write_head(
-        self,
-        head: ResponseHead,
-        filtered: bool,
-        length: int | None,
-        no_body: bool,
-        pipe: BodyPipe | None,
-    ) -> bool:
-        stream = cast(Stream, self.client)
-        self.status = head.status
-        if head.codings and not no_body:
-            self._drop_upstream()
-            self._local_now(502, "upstream used a transfer coding HTTP/2 cannot carry")
-            return False
-        fields = [(b":status", b"%d" % head.status)]
-        for name, value in head.headers.raw:
-            lname = name.lower()
-            if lname in _DROP or (filtered and lname == b"content-length"):
-                continue
-            fields.append((lname, value))
-        if filtered and length is not None:
-            fields.append((b"content-length", b"%d" % length))
-        stream.send_head(fields)
-        for chunk in self._resp_buffer:
-            self.bytes_out += len(chunk)
-            stream.write(chunk)
-        self._resp_buffer = []
-        self._resp_buffered = 0
-        return True
 
 
 class ServerConnection(asyncio.Protocol):
@@ -478,7 +250,13 @@ class ServerConnection(asyncio.Protocol):
         req.scheme = self.scheme
         req.start = time.monotonic()
         try:
-            self._parse(req, event.headers or [], ended=event.stream_ended is not None)
+            parse_request(
+                req,
+                cast(list[tuple[bytes, bytes]], event.headers or []),
+                ended=event.stream_ended is not None,
+                limits=self.limits,
+                max_body_bytes=self.max_body_bytes,
+            )
         except Reject as exc:
             self.exchanges += 1
             stream.done = True
@@ -496,95 +274,6 @@ class ServerConnection(asyncio.Protocol):
         stream.exchange = exchange
         self.exchanges += 1
         exchange.start()
-
-    def _parse(self, req: Request, headers: list[tuple[bytes, bytes]], *, ended: bool) -> None:
-        """Fill ``req`` from a request's header block (h2 checked its syntax)."""
-        limits = self.limits
-        size = 0
-        method = path = authority = b""
-        cookies: list[bytes] = []
-        raw = req.headers.raw
-        for name, value in headers:
-            size += len(name) + len(value) + 4
-            if name[:1] == b":":
-                if name == b":method":
-                    method = value
-                elif name == b":path":
-                    path = value
-                elif name == b":authority":
-                    authority = value
-                elif name == b":protocol":
-                    raise Reject(501, "extended CONNECT is not supported")
-                continue
-            kind = _SPECIAL.get(name)
-            if kind is None:
-                if name == b"cookie":
-                    cookies.append(value)
-                elif not name.startswith(b"proxy-") and not (
-                    b"_" in name and name.replace(b"_", b"-") in _SPECIAL
-                ):
-                    raw.append((name, value))
-            elif kind == 1:
-                if req.host:
-                    raise Reject(400, "duplicate Host header")
-                req.host = value.decode("latin-1")
-            elif kind == 2:
-                if not value.isdigit():
-                    raise Reject(400, "invalid Content-Length")
-                req.content_length = int(value)
-                raw.append((name, b"%d" % req.content_length))
-            elif kind == 7:
-                req.xff.append(value)
-            elif kind == 8:
-                req.xfp = value
-            elif kind == 9:
-                req.xfh = value
-            elif kind == 11:
-                req.tp_in = value if req.tp_in is None else b""
-            elif kind == 12:
-                req.has_tracestate = True
-                raw.append((name, value))
-            # kinds 3-6 (framing, Connection, Upgrade, Expect) mean nothing on HTTP/2 (h2
-            # refuses the first three); 10 are the headers the gateway sets itself.
-        if size > limits.max_header_bytes:
-            raise Reject(431, "request header fields too large")
-        if cookies:  # RFC 9113 §8.2.3: one header again for an HTTP/1.1 upstream
-            raw.append((b"cookie", b"; ".join(cookies)))
-        req.method = method.decode("ascii", "replace")
-        if req.method == "CONNECT":
-            raise Reject(405, "CONNECT is not supported")
-        if authority:
-            host = authority.decode("latin-1")
-            if req.host and req.host != host:
-                raise Reject(400, "Host header differs from :authority")
-            req.host = host
-        if req.host:
-            match = _HOST.fullmatch(req.host.encode("latin-1"))
-            if match is None or int(match[1] or 0) > 65535:
-                raise Reject(400, "invalid Host header")
-        if len(path) > limits.max_url_bytes:
-            raise Reject(414, "request URI too long")
-        if path[:1] != b"/":
-            raise Reject(400, "invalid request target")
-        if b"#" in path:
-            raise Reject(400, "fragment in request target")
-        req.target = path
-        text, _, query = path.decode("latin-1").partition("?")
-        req.path = req._orig_path = text
-        req.query = req._orig_query = query
-        if "%" in text or "/." in text or "//" in text or "\\" in text:
-            normal = ClientConnection._normalise_path(text)
-            if normal != text:
-                req.target = normal.encode("latin-1") + path[len(text) :]
-                req.path = req._orig_path = normal
-        req.orig_host = req.host
-        if not ended and req.content_length is None:
-            req.chunked = True  # an HTTP/1.1 upstream needs the body framed
-        if ended and req.content_length:
-            raise Reject(400, "Content-Length without a body")
-        limit = self.max_body_bytes
-        if limit and req.content_length is not None and req.content_length > limit:
-            raise Reject(413, "request body too large")
 
     # -- used by streams
 
@@ -605,7 +294,7 @@ class ServerConnection(asyncio.Protocol):
 
     def send_body(self, stream: Stream) -> None:
         h = self.h2
-        out = stream._out
+        out = stream.out
         sent = 0
         try:
             while out:
@@ -624,7 +313,7 @@ class ServerConnection(asyncio.Protocol):
         except h2.exceptions.ProtocolError:
             out.clear()
             stream.sent_end = True
-        stream._out_bytes = stream._out_bytes - sent if out else 0
+        stream.out_bytes = stream.out_bytes - sent if out else 0
         if sent:
             self._last_active = self.loop.time()
 
@@ -649,9 +338,9 @@ class ServerConnection(asyncio.Protocol):
 
     def reset_stream(self, stream: Stream, code: h2.errors.ErrorCodes) -> None:
         stream.reset = stream.sent_end = True
-        stream._out.clear()
-        stream._out_bytes = 0
-        stream._give_back()
+        stream.out.clear()
+        stream.out_bytes = 0
+        stream.give_back()
         if not self.closing:
             with contextlib.suppress(h2.exceptions.ProtocolError):
                 self.h2.reset_stream(stream.id, code)
