@@ -359,6 +359,11 @@ class Upstream(Model):
         None, description="Active health checks (HTTP or TCP probes); off without the table."
     )
     tls: bool = Field(False, description="Connect to the endpoints over TLS.")
+    protocol: Literal["http1", "h2", "h2c"] = Field(
+        "http1",
+        description="HTTP/1.1; 'h2': HTTP/2 over TLS (needs tls = true; ALPN h2); 'h2c': "
+        "HTTP/2 over plain TCP with prior knowledge. gRPC upstreams need h2 or h2c.",
+    )
     tls_verify: bool = Field(
         True, description="Verify the upstream's certificate chain and name; off only for testing."
     )
@@ -400,6 +405,10 @@ class Upstream(Model):
             raise ValueError("balance = 'consistent_hash' needs hash_on = {header = ...}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("give both tls_cert and tls_key (a client certificate and its key)")
+        if self.protocol == "h2" and not self.tls:
+            raise ValueError("protocol = 'h2' needs tls = true ('h2c' is HTTP/2 without TLS)")
+        if self.protocol == "h2c" and self.tls:
+            raise ValueError("protocol = 'h2c' is without TLS; over TLS use 'h2'")
         return self
 
 

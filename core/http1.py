@@ -560,6 +560,9 @@ class ClientConnection(asyncio.Protocol):
             if not self._paused and self.transport is not None and not self.closing:
                 self.transport.resume_reading()
 
+    def send_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
+        """An HTTP/2 upstream's trailers: HTTP/1.1 clients do not get them."""
+
     def start_tunnel(self, exchange: Exchange) -> None:
         self.tunnel = exchange
         rest, self._upgrade_buffer = self._upgrade_buffer, None

@@ -173,6 +173,10 @@ class Stream:
         self.finish()
         self.conn.exchange_done(self)
 
+    def send_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
+        """Sent with END_STREAM once the body has gone."""
+        self.trailers = [(n.lower(), v) for n, v in fields]
+
     def start_tunnel(self, exchange: Exchange) -> None:  # no Upgrade on HTTP/2
         self.abort()
 

@@ -359,6 +359,9 @@ class Exchange:
             host = req.host.encode("latin-1")
         else:
             host = (cfg.host_header or conn.endpoint.address).encode("latin-1")
+        if conn.h2:
+            self._send_h2_request_head(conn, host)
+            return
         parts = [
             req.method.encode("ascii"),
             b" ",
@@ -405,6 +408,45 @@ class Exchange:
             parts.append(b"0\r\n\r\n")
         conn.write(b"".join(parts))
 
+    def _send_h2_request_head(self, conn: UpstreamConnection, host: bytes) -> None:
+        """The request head as HEADERS on an HTTP/2 upstream stream, then what of the
+        body is here (DATA frames carry it: no chunked framing)."""
+        from core.upstream_h2 import H2UpstreamStream, request_fields
+
+        assert isinstance(conn, H2UpstreamStream)
+        req = self.req
+        client_ip, xff, xfp, xfh = self.snapshot.forwarded(req)
+        extra = [
+            (b"x-forwarded-for", xff),
+            (b"x-forwarded-proto", xfp),
+            (b"x-real-ip", client_ip),
+            (b"traceparent", req.traceparent),
+        ]
+        if xfh:
+            extra.append((b"x-forwarded-host", xfh))
+        for line in self.client.cert_headers.split(b"\r\n"):
+            name, _, value = line.partition(b": ")
+            if value:
+                extra.append((name, value))
+        length = req.content_length
+        if self._req_pipe is not None:  # the filters' body: its length once all is here
+            length = self._body_buffered if self._fwd_done else None
+        target = req.wire_target()
+        fields = request_fields(
+            req.method, conn.scheme, host, target, req.headers.raw, extra, length
+        )
+        body = self._body_buffer
+        conn.send_head(fields, end=self._fwd_done and not body)
+        if body:
+            for chunk in body:
+                conn.write(chunk)
+            self._body_buffer = []
+            self._body_buffered = 0
+            self._body_sent = True
+            self.client.resume(PAUSE_BUFFER)
+            if self._fwd_done:
+                conn.end_body()
+
     def _frame(self, chunk: bytes) -> tuple[bytes, ...]:
         if self.req.chunked:
             return (b"%x\r\n" % len(chunk), chunk, b"\r\n")
@@ -433,7 +475,7 @@ class Exchange:
         if conn is not None and not conn.closed:
             assert conn.transport is not None
             self._body_sent = True
-            if self.req.chunked:
+            if self.req.chunked and not conn.h2:
                 conn.transport.writelines([b"%x\r\n" % len(data), data, b"\r\n"])
             else:
                 conn.transport.write(data)
@@ -460,7 +502,14 @@ class Exchange:
     def _end_body(self) -> None:
         self._fwd_done = True
         conn = self.conn
-        if self.req.chunked and conn is not None and not conn.closed and not self._abandoned:
+        if conn is None or conn.closed or self._abandoned:
+            return
+        if conn.h2:
+            from core.upstream_h2 import H2UpstreamStream
+
+            assert isinstance(conn, H2UpstreamStream)
+            conn.end_body()
+        elif self.req.chunked:
             conn.write(b"0\r\n\r\n")
 
     async def _open_request_pipe(self, chain: Chain, ctx: Context) -> None:
@@ -847,6 +896,10 @@ class Exchange:
         elif self._streaming and self._rechunk:
             self.client.write(b"0\r\n\r\n")
         self._wake()
+
+    def on_response_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
+        """An HTTP/2 upstream's trailers: on to the client if it can carry them."""
+        self.client.send_trailers(fields)
 
     def on_upstream_error(self, exc: UpstreamError) -> None:
         if self._upstream_error is None:

@@ -29,7 +29,7 @@ import random
 import re
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, cast
 
@@ -50,6 +50,7 @@ from plugin_sdk import Headers, Response
 
 if TYPE_CHECKING:
     from core.health import CheckState, HealthChecker
+    from core.upstream_h2 import H2Upstream
 
 log = logging.getLogger("wasmgate.upstream")
 
@@ -60,6 +61,7 @@ class ResponseListener(Protocol):
     def on_response_head(self, head: ResponseHead) -> None: ...
     def on_response_body(self, data: bytes) -> None: ...
     def on_response_end(self) -> None: ...
+    def on_response_trailers(self, fields: list[tuple[bytes, bytes]]) -> None: ...
     def on_upstream_error(self, exc: UpstreamError) -> None: ...
     def on_upstream_pause(self) -> None: ...
     def on_upstream_resume(self) -> None: ...
@@ -87,6 +89,8 @@ _NO_BODY_STATUS = frozenset({204, 304})
 
 class UpstreamConnection(asyncio.Protocol):
     """One keep-alive connection to an endpoint."""
+
+    h2 = False  # True for a stream on an HTTP/2 connection (core/upstream_h2.py)
 
     def __init__(self, endpoint: EndpointState) -> None:
         self.endpoint = endpoint
@@ -369,6 +373,11 @@ class UpstreamPool:
         self.hash_cookie = cfg.hash_on.cookie if cfg.hash_on else None
         self.checker: HealthChecker | None = None  # set by core.health.start_checks
         self.closed = False
+        # HTTP/2 upstreams: every connection per endpoint address (streams, not
+        # connections, are taken and released; core/upstream_h2.py).
+        self.h2_conns: dict[str, list[H2Upstream]] | None = None
+        if cfg.protocol != "http1":
+            self.h2_conns = {}
 
     # -- choosing
 
@@ -438,8 +447,11 @@ class UpstreamPool:
 
     # -- connections
 
-    @staticmethod
-    def take_idle(ep: EndpointState) -> UpstreamConnection | None:
+    def take_idle(self, ep: EndpointState) -> UpstreamConnection | None:
+        if self.h2_conns is not None:
+            from core.upstream_h2 import take_stream
+
+            return take_stream(self.h2_conns.setdefault(ep.address, []))
         idle = ep.idle
         while idle:
             conn = idle.pop()
@@ -450,10 +462,17 @@ class UpstreamPool:
     async def connect(self, ep: EndpointState) -> UpstreamConnection:
         loop = asyncio.get_running_loop()
         tls = self.tls
+        factory: Callable[[], asyncio.Protocol] = lambda: UpstreamConnection(ep)  # noqa: E731
+        if self.h2_conns is not None:
+            from core.upstream_h2 import H2Upstream
+
+            pooled = self.h2_conns.setdefault(ep.address, [])
+            scheme = b"https" if tls is not None else b"http"
+            factory = lambda: H2Upstream(ep, pooled, scheme)  # noqa: E731
         try:
             async with asyncio.timeout(self.cfg.connect_timeout):  # the handshake included
                 _, proto = await loop.create_connection(
-                    lambda: UpstreamConnection(ep),
+                    factory,
                     ep.host,
                     ep.port,
                     ssl=tls,
@@ -470,7 +489,12 @@ class UpstreamPool:
             # errno's own text ("Connection refused") reads the same on every loop.
             reason = (os.strerror(exc.errno) if exc.errno else exc.strerror) or type(exc).__name__
             raise UpstreamConnectError(f"connect to {ep.address} failed: {reason}") from None
-        return proto
+        if isinstance(proto, UpstreamConnection):
+            return proto
+        from core.upstream_h2 import H2Upstream
+
+        assert isinstance(proto, H2Upstream)
+        return proto.open_stream()
 
     @staticmethod
     def release(conn: UpstreamConnection) -> None:
@@ -489,6 +513,9 @@ class UpstreamPool:
         for ep in self.endpoints:
             while ep.idle:
                 ep.idle.pop().close()
+        for conns in (self.h2_conns or {}).values():
+            for conn in list(conns):
+                conn.close()
 
 
 def build_pools(
@@ -545,7 +572,7 @@ def tls_context(cfg: Upstream, base_dir: Path) -> ssl.SSLContext | None:
     cafile = base_dir / cfg.tls_ca if cfg.tls_ca is not None else None
     ctx = ssl.create_default_context(cafile=cafile)  # no cafile: the system's store
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.set_alpn_protocols(["h2"] if cfg.protocol == "h2" else ["http/1.1"])
     if not cfg.tls_verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
@@ -603,6 +630,9 @@ class _Collector:
         if not self.done.done():
             self.done.set_exception(exc)
 
+    def on_response_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
+        pass
+
     def on_upstream_pause(self) -> None:
         pass
 
@@ -635,14 +665,29 @@ async def fetch(
             conn = pool.take_idle(ep) or await pool.connect(ep)
             listener = _Collector(loop)
             conn.begin(listener, head_request=method == "HEAD")
-            parts = [method.encode("latin-1"), b" ", target, b" HTTP/1.1\r\nHost: "]
-            parts.append(authority or ep.address.encode("latin-1"))
-            parts.append(b"\r\n")
-            for name, value in headers:
-                if name.lower() not in _CALL_DROPPED and not is_hop_by_hop(name.lower()):
-                    parts += (name, b": ", value, b"\r\n")
-            parts += (b"Content-Length: %d\r\n\r\n" % len(body), body)
-            conn.write(b"".join(parts))
+            if conn.h2:
+                from core.upstream_h2 import H2UpstreamStream, request_fields
+
+                assert isinstance(conn, H2UpstreamStream)
+                authority = authority or ep.address.encode("latin-1")
+                fields = request_fields(
+                    method, conn.scheme, authority, target, headers, [], len(body)
+                )
+                conn.send_head(fields, end=not body)
+                if body:
+                    conn.write(body)
+                    conn.end_body()
+                parts: list[bytes] = []
+            else:
+                parts = [method.encode("latin-1"), b" ", target, b" HTTP/1.1\r\nHost: "]
+            if parts:
+                parts.append(authority or ep.address.encode("latin-1"))
+                parts.append(b"\r\n")
+                for name, value in headers:
+                    if name.lower() not in _CALL_DROPPED and not is_hop_by_hop(name.lower()):
+                        parts += (name, b": ", value, b"\r\n")
+                parts += (b"Content-Length: %d\r\n\r\n" % len(body), body)
+                conn.write(b"".join(parts))
             try:
                 await listener.done
             except BaseException:
