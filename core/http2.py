@@ -291,6 +291,7 @@ class ServerConnection(asyncio.Protocol):
             return
         if end:
             self._ended(stream)
+        self.flush()
 
     def send_body(self, stream: Stream) -> None:
         h = self.h2

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, cast
 
 import h2.errors
 
+from core import grpc
 from core.proxy import Exchange
 
 if TYPE_CHECKING:
@@ -219,9 +220,20 @@ class Stream:
 
 
 class H2Exchange(Exchange):
-    """An exchange whose client is an HTTP/2 stream: the head goes out as HEADERS."""
+    """An exchange whose client is an HTTP/2 stream: the head goes out as HEADERS,
+    and a local reply to a gRPC call as a trailers-only gRPC error (core/grpc.py)."""
 
     __slots__ = ()
+
+    def _write_reply(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        if status < 300 or not grpc.is_grpc(self.req.headers):
+            super()._write_reply(status, headers, body)
+            return
+        self.status = status
+        if self._client_gone or self._replied:
+            return
+        self._replied = True
+        cast(Stream, self.client).send_head(grpc.trailers_only(status, headers, body), end=True)
 
     def _write_head(
         self,
@@ -245,6 +257,10 @@ class H2Exchange(Exchange):
             fields.append((lname, value))
         if filtered and length is not None:
             fields.append((b"content-length", b"%d" % length))
+        if self._resp_done and not self._resp_buffer and not stream.trailers:
+            # All of the response is its head (gRPC's trailers-only): END_STREAM on it.
+            stream.send_head(fields, end=True)
+            return True
         stream.send_head(fields)
         for chunk in self._resp_buffer:
             self.bytes_out += len(chunk)

@@ -1,0 +1,275 @@
+"""gRPC through the gateway, end to end with grpcio on both sides.
+
+A grpcio server (generic handlers, raw bytes: no generated code) sits behind an
+``h2c`` upstream; grpcio clients call it through the gateway's h2c listener. Every
+call kind, trailers (status, message, trailing metadata), deadlines, cancellation,
+and local replies turned into trailers-only gRPC errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from tests.harness import InProcessGateway, free_port
+
+grpc = pytest.importorskip("grpc")
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@dataclass
+class Service:
+    """pkg.Echo: what it saw, and whether calls were cancelled under it."""
+
+    seen: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def _note(self, name: str, context: Any) -> None:
+        self.seen.append((name, dict(context.invocation_metadata())))
+
+    def unary(self, request: bytes, context: Any) -> bytes:
+        self._note("Unary", context)
+        if request == b"fail":
+            context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
+        context.set_trailing_metadata((("x-trail", "yes"),))
+        return b"echo:" + request
+
+    def slow(self, request: bytes, context: Any) -> bytes:
+        context.add_callback(self.cancelled.set)
+        deadline = time.monotonic() + 5
+        while context.is_active() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return b"late"
+
+    def server_stream(self, request: bytes, context: Any) -> Iterator[bytes]:
+        context.add_callback(self.cancelled.set)
+        for i in range(int(request)):
+            yield b"%d" % i
+            if int(request) > 100:
+                time.sleep(0.01)
+
+    def client_stream(self, requests: Iterator[bytes], context: Any) -> bytes:
+        return b"%d" % sum(len(r) for r in requests)
+
+    def bidi(self, requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
+        for r in requests:
+            yield r.upper()
+
+    def handler(self) -> Any:
+        return grpc.method_handlers_generic_handler(
+            "pkg.Echo",
+            {
+                "Unary": grpc.unary_unary_rpc_method_handler(self.unary),
+                "Slow": grpc.unary_unary_rpc_method_handler(self.slow),
+                "ServerStream": grpc.unary_stream_rpc_method_handler(self.server_stream),
+                "ClientStream": grpc.stream_unary_rpc_method_handler(self.client_stream),
+                "Bidi": grpc.stream_stream_rpc_method_handler(self.bidi),
+            },
+        )
+
+
+@dataclass
+class Served:
+    gw: InProcessGateway
+    service: Service
+    direct: int  # the grpcio server's own port
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.gw.port}"
+
+
+TOML = """
+[server]
+listen = ["127.0.0.1:0"]
+access_log = "off"
+
+[[upstreams]]
+name = "grpc"
+endpoints = ["127.0.0.1:{port}"]
+protocol = "h2c"
+
+[[upstreams]]
+name = "down"
+endpoints = ["127.0.0.1:{dead}"]
+protocol = "h2c"
+retries = 0
+
+[[routes]]
+name = "echo"
+paths = ["/pkg.Echo/"]
+upstream = "grpc"
+
+[[routes]]
+name = "keyed"
+paths = ["/pkg.Keyed/"]
+upstream = "grpc"
+filters = [{{ plugin = "key-auth", config = {{ consumers = [{{ name = "a", key = "k-1234567890abcdef" }}] }} }}]
+
+[[routes]]
+name = "denied"
+paths = ["/pkg.Denied/"]
+upstream = "grpc"
+filters = [{{ plugin = "ip-restriction", config = {{ deny = ["127.0.0.0/8"] }} }}]
+
+[[routes]]
+name = "limited"
+paths = ["/pkg.Limited/"]
+upstream = "grpc"
+filters = [{{ plugin = "rate-limit", config = {{ rate = 1, per = 60.0 }} }}]
+
+[[routes]]
+name = "down"
+paths = ["/pkg.Down/"]
+upstream = "down"
+"""
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def served() -> AsyncIterator[Served]:
+    service = Service()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    server.add_generic_rpc_handlers((service.handler(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    gw = await InProcessGateway(TOML.format(port=port, dead=free_port())).start()
+    yield Served(gw, service, port)
+    await gw.stop()
+    server.stop(0)
+
+
+async def call(target: str, fn: Callable[[Any], Any]) -> Any:
+    """Run a blocking grpcio client call off the loop the gateway serves on."""
+
+    def run() -> Any:
+        with grpc.insecure_channel(target) as channel:
+            return fn(channel)
+
+    return await asyncio.to_thread(run)
+
+
+async def test_unary_with_trailing_metadata(served: Served) -> None:
+    def fn(ch: Any) -> Any:
+        method = ch.unary_unary("/pkg.Echo/Unary")
+        return method.with_call(b"hi", metadata=(("x-in", "1"),), timeout=5)
+
+    reply, rpc = await call(served.target, fn)
+    assert reply == b"echo:hi"
+    assert ("x-trail", "yes") in tuple(rpc.trailing_metadata())
+    assert rpc.code() == grpc.StatusCode.OK
+    name, metadata = served.service.seen[-1]
+    assert name == "Unary" and metadata["x-in"] == "1"
+    assert metadata["x-forwarded-for"] == "127.0.0.1"
+
+
+async def test_an_error_status_and_message_pass_through(served: Served) -> None:
+    def fn(ch: Any) -> Any:
+        try:
+            ch.unary_unary("/pkg.Echo/Unary")(b"fail", timeout=5)
+        except grpc.RpcError as err:
+            return err.code(), err.details()
+        return None
+
+    assert await call(served.target, fn) == (grpc.StatusCode.NOT_FOUND, "no such thing")
+
+
+async def test_server_streaming(served: Served) -> None:
+    got = await call(
+        served.target, lambda ch: list(ch.unary_stream("/pkg.Echo/ServerStream")(b"50", timeout=5))
+    )
+    assert got == [b"%d" % i for i in range(50)]
+
+
+async def test_client_streaming(served: Served) -> None:
+    chunks = [b"x" * 1000] * 300  # 300 kB up: past the windows
+    got = await call(
+        served.target, lambda ch: ch.stream_unary("/pkg.Echo/ClientStream")(iter(chunks), timeout=10)
+    )
+    assert got == b"300000"
+
+
+async def test_bidirectional_streaming(served: Served) -> None:
+    words = [b"a", b"bb", b"ccc"] * 20
+    got = await call(
+        served.target, lambda ch: list(ch.stream_stream("/pkg.Echo/Bidi")(iter(words), timeout=5))
+    )
+    assert got == [w.upper() for w in words]
+
+
+async def test_a_deadline_ends_the_call_and_cancels_it_upstream(served: Served) -> None:
+    served.service.cancelled.clear()
+
+    def fn(ch: Any) -> Any:
+        try:
+            ch.unary_unary("/pkg.Echo/Slow")(b"", timeout=0.3)
+        except grpc.RpcError as err:
+            return err.code()
+        return None
+
+    assert await call(served.target, fn) == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert await asyncio.to_thread(served.service.cancelled.wait, 3)
+
+
+async def test_cancelling_a_stream_cancels_it_upstream(served: Served) -> None:
+    served.service.cancelled.clear()
+
+    def fn(ch: Any) -> Any:
+        stream = ch.unary_stream("/pkg.Echo/ServerStream")(b"1000", timeout=10)
+        first = [next(stream) for _ in range(3)]
+        stream.cancel()
+        return first
+
+    assert await call(served.target, fn) == [b"0", b"1", b"2"]
+    assert await asyncio.to_thread(served.service.cancelled.wait, 3)
+
+
+@pytest.mark.parametrize(
+    ("method", "metadata", "code"),
+    [
+        ("/pkg.Keyed/Unary", (), "UNAUTHENTICATED"),
+        ("/pkg.Denied/Unary", (), "PERMISSION_DENIED"),
+        ("/pkg.Nowhere/Unary", (), "UNIMPLEMENTED"),
+        ("/pkg.Down/Unary", (), "UNAVAILABLE"),
+    ],
+    ids=["401-key-auth", "403-ip-restriction", "404-no-route", "502-upstream-down"],
+)
+async def test_local_replies_are_trailers_only_grpc_errors(
+    served: Served, method: str, metadata: tuple[tuple[str, str], ...], code: str
+) -> None:
+    def fn(ch: Any) -> Any:
+        try:
+            ch.unary_unary(method)(b"x", metadata=metadata, timeout=5)
+        except grpc.RpcError as err:
+            return err.code(), err.details()
+        return None
+
+    got, details = await call(served.target, fn)
+    assert got == getattr(grpc.StatusCode, code), details
+    # The gateway's reason in grpc-message, not grpcio's guess from an HTTP status.
+    assert details and "http2 header with status" not in details
+
+
+async def test_rate_limit_is_resource_exhausted(served: Served) -> None:
+    def fn(ch: Any) -> Any:
+        codes = []
+        for _ in range(2):
+            try:
+                ch.unary_unary("/pkg.Limited/Unary")(b"x", timeout=5)
+                codes.append(grpc.StatusCode.OK)
+            except grpc.RpcError as err:
+                codes.append(err.code())
+        return codes
+
+    assert await call(served.target, fn) == [
+        grpc.StatusCode.UNIMPLEMENTED,  # passed the limit; pkg.Limited is not served
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ]
