@@ -113,7 +113,11 @@ upstream = "grpc"
 name = "keyed"
 paths = ["/pkg.Keyed/"]
 upstream = "grpc"
-filters = [{{ plugin = "key-auth", config = {{ consumers = [{{ name = "a", key = "k-1234567890abcdef" }}] }} }}]
+filters = ["keys"]
+
+[filters.keys]
+plugin = "key-auth"
+config.consumers = [{{ name = "a", key = "k-1234567890abcdef" }}]
 
 [[routes]]
 name = "denied"
@@ -191,9 +195,8 @@ async def test_server_streaming(served: Served) -> None:
 
 async def test_client_streaming(served: Served) -> None:
     chunks = [b"x" * 1000] * 300  # 300 kB up: past the windows
-    got = await call(
-        served.target, lambda ch: ch.stream_unary("/pkg.Echo/ClientStream")(iter(chunks), timeout=10)
-    )
+    method = "/pkg.Echo/ClientStream"
+    got = await call(served.target, lambda ch: ch.stream_unary(method)(iter(chunks), timeout=10))
     assert got == b"300000"
 
 
