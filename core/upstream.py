@@ -376,6 +376,7 @@ class UpstreamPool:
         # HTTP/2 upstreams: every connection per endpoint address (streams, not
         # connections, are taken and released; core/upstream_h2.py).
         self.h2_conns: dict[str, list[H2Upstream]] | None = None
+        self.h2_pending: dict[str, asyncio.Future[None]] = {}  # connects in progress
         if cfg.protocol != "http1":
             self.h2_conns = {}
 
@@ -460,15 +461,20 @@ class UpstreamPool:
         return None
 
     async def connect(self, ep: EndpointState) -> UpstreamConnection:
+        if self.h2_conns is not None:
+            from core.upstream_h2 import connect_stream
+
+            return await connect_stream(self, ep)
+        proto = await self.open_connection(ep, lambda: UpstreamConnection(ep))
+        assert isinstance(proto, UpstreamConnection)
+        return proto
+
+    async def open_connection(
+        self, ep: EndpointState, factory: Callable[[], asyncio.Protocol]
+    ) -> asyncio.Protocol:
+        """A new connection to ``ep`` (TLS per the pool); raises UpstreamError."""
         loop = asyncio.get_running_loop()
         tls = self.tls
-        factory: Callable[[], asyncio.Protocol] = lambda: UpstreamConnection(ep)  # noqa: E731
-        if self.h2_conns is not None:
-            from core.upstream_h2 import H2Upstream
-
-            pooled = self.h2_conns.setdefault(ep.address, [])
-            scheme = b"https" if tls is not None else b"http"
-            factory = lambda: H2Upstream(ep, pooled, scheme)  # noqa: E731
         try:
             async with asyncio.timeout(self.cfg.connect_timeout):  # the handshake included
                 _, proto = await loop.create_connection(
@@ -489,12 +495,7 @@ class UpstreamPool:
             # errno's own text ("Connection refused") reads the same on every loop.
             reason = (os.strerror(exc.errno) if exc.errno else exc.strerror) or type(exc).__name__
             raise UpstreamConnectError(f"connect to {ep.address} failed: {reason}") from None
-        if isinstance(proto, UpstreamConnection):
-            return proto
-        from core.upstream_h2 import H2Upstream
-
-        assert isinstance(proto, H2Upstream)
-        return proto.open_stream()
+        return proto
 
     @staticmethod
     def release(conn: UpstreamConnection) -> None:

@@ -30,12 +30,12 @@ import h2.errors
 import h2.events
 import h2.exceptions
 
-from core.errors import UpstreamConnectError, UpstreamProtocolError
+from core.errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
 from core.headers import is_hop_by_hop
 from core.upstream import ResponseHead, UpstreamConnection
 
 if TYPE_CHECKING:
-    from core.upstream import EndpointState, ResponseListener
+    from core.upstream import EndpointState, ResponseListener, UpstreamPool
 
 _MAX_STREAMS = 100  # streams per connection, whatever the upstream allows
 _HIGH = 65536  # request body bytes queued on a stream before the client is paused
@@ -57,6 +57,8 @@ class H2Upstream(asyncio.Protocol):
         self.closed = False
         self.goaway = False
         self.write_paused = False
+        self.settled = False  # the upstream's SETTINGS came (its stream limit is known)
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.h2 = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding=None)
         )
@@ -65,6 +67,8 @@ class H2Upstream(asyncio.Protocol):
     def has_room(self) -> bool:
         if self.closed or self.goaway:
             return False
+        if not self.settled:  # one stream until the upstream said how many it takes
+            return not self.streams
         limit = min(self.h2.remote_settings.max_concurrent_streams, _MAX_STREAMS)
         return len(self.streams) < limit
 
@@ -153,6 +157,10 @@ class H2Upstream(asyncio.Protocol):
                     )
                 self._forget(stream)
         elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
+            if isinstance(event, h2.events.RemoteSettingsChanged):
+                self.settled = True
+                if not self.ready.done():
+                    self.ready.set_result(None)
             for each in list(self.streams.values()):
                 if each.queue:
                     each.flush()
@@ -171,6 +179,9 @@ class H2Upstream(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
+        if not self.ready.done():
+            self.ready.set_exception(exc)
+            self.ready.exception()  # (read: whoever waits raises it; nobody may)
         if self in self.pooled:
             self.pooled.remove(self)
         for stream in list(self.streams.values()):
@@ -344,6 +355,37 @@ class H2UpstreamStream(UpstreamConnection):
             conn.flush()
         self.local_ended = self.remote_ended = True
         conn._forget(self)
+
+
+async def connect_stream(pool: UpstreamPool, ep: EndpointState) -> H2UpstreamStream:
+    """A stream on a new connection to ``ep``, once the upstream's SETTINGS came.
+
+    Exchanges that need a connection while one is being opened wait for it and take
+    streams on it when it has room, rather than each opening its own.
+    """
+    assert pool.h2_conns is not None
+    conns = pool.h2_conns.setdefault(ep.address, [])
+    pending = pool.h2_pending
+    while (opening := pending.get(ep.address)) is not None:
+        await asyncio.shield(opening)
+        stream = take_stream(conns)
+        if stream is not None:
+            return stream
+    done = pending[ep.address] = asyncio.get_running_loop().create_future()
+    scheme = b"https" if pool.tls is not None else b"http"
+    try:
+        proto = await pool.open_connection(ep, lambda: H2Upstream(ep, conns, scheme))
+        assert isinstance(proto, H2Upstream)
+        try:
+            async with asyncio.timeout(pool.cfg.connect_timeout):
+                await asyncio.shield(proto.ready)
+        except TimeoutError:
+            proto.close()
+            raise UpstreamTimeout(f"no HTTP/2 SETTINGS from {ep.address} in time") from None
+    finally:
+        del pending[ep.address]
+        done.set_result(None)
+    return proto.open_stream()
 
 
 def take_stream(conns: list[H2Upstream]) -> H2UpstreamStream | None:

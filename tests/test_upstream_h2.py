@@ -1,0 +1,150 @@
+"""HTTP/2 to upstreams (core/upstream_h2.py): ``protocol = "h2c"`` and ``"h2"`` (TLS).
+
+The upstream is a second gateway ("back", h2c and h2 over TLS, at most 2 streams
+per connection) in front of a recording upstream, so what reached it over HTTP/2
+can be counted: its client connections are HTTP/2 ones, and its access log says
+the protocol. The front gateway is the one under test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from core.certs import issue, make_ca
+from core.http2 import ServerConnection
+from tests.harness import InProcessGateway, RecordingUpstream, free_port
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@dataclass
+class Served:
+    front: InProcessGateway
+    back: InProcessGateway
+    upstream: RecordingUpstream
+    back_log: Path
+
+    def back_protocols(self) -> list[str]:
+        assert self.back.gateway is not None
+        self.back.gateway.access_log.flush()
+        lines = self.back_log.read_text().splitlines()
+        return [str(json.loads(line)["protocol"]) for line in lines if line]
+
+    def back_h2_connections(self) -> int:
+        assert self.back.gateway is not None
+        return sum(isinstance(c, ServerConnection) for c in self.back.gateway.connections)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Served]:
+    base = tmp_path_factory.mktemp("uh2")
+    ca, ca_key = make_ca("uh2-ca", base)
+    crt, key = issue(ca, ca_key, ["back.test"], base)
+    upstream = await RecordingUpstream().start()
+    log = base / "back.log"
+    back = await InProcessGateway(
+        f"""
+[server]
+listen = ["127.0.0.1:0"]
+tls_listen = ["127.0.0.1:0"]
+access_log = "{log}"
+[server.http2]
+max_concurrent_streams = 2
+[[upstreams]]
+name = "app"
+endpoints = ["{upstream.address}"]
+[default]
+upstream = "app"
+[[certificates]]
+hosts = ["back.test"]
+cert = "{crt}"
+key = "{key}"
+"""
+    ).start()
+    assert back.gateway is not None
+    plain, tls = back.gateway.sockets[0][1], back.gateway.sockets[1][1]
+    front = await InProcessGateway(
+        f"""
+[server]
+listen = ["127.0.0.1:0"]
+access_log = "off"
+[[upstreams]]
+name = "h2c"
+endpoints = ["127.0.0.1:{plain}"]
+protocol = "h2c"
+[[upstreams]]
+name = "h2"
+endpoints = ["127.0.0.1:{tls}"]
+protocol = "h2"
+tls = true
+tls_ca = "{ca}"
+tls_sni = "back.test"
+[[upstreams]]
+name = "retry"
+endpoints = ["127.0.0.1:{free_port()}", "127.0.0.1:{plain}"]
+protocol = "h2c"
+retries = 1
+[[routes]]
+name = "c"
+paths = ["/c/"]
+filters = [{{ plugin = "rewrite", config = {{ strip_prefix = "/c" }} }}]
+upstream = "h2c"
+[[routes]]
+name = "t"
+paths = ["/t/"]
+filters = [{{ plugin = "rewrite", config = {{ strip_prefix = "/t" }} }}]
+upstream = "h2"
+[[routes]]
+name = "r"
+paths = ["/r/"]
+filters = [{{ plugin = "rewrite", config = {{ strip_prefix = "/r" }} }}]
+upstream = "retry"
+"""
+    ).start()
+    yield Served(front, back, upstream, log)
+    await front.stop()
+    await back.stop()
+    await upstream.stop()
+
+
+@pytest.mark.parametrize("prefix", ["/c", "/t"], ids=["h2c", "h2-over-tls"])
+async def test_requests_and_bodies_go_over_http2(served: Served, prefix: str) -> None:
+    before = len(served.back_protocols())
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{served.front.url}{prefix}/upload", data=b"z" * 300_000) as r:
+            assert r.status == 200
+            assert (await r.json())["received"] == 300_000
+        async with http.get(f"{served.front.url}{prefix}/bytes/500000") as r:
+            assert r.status == 200
+            assert len(await r.read()) == 500_000
+    assert served.back_protocols()[before:] == ["HTTP/2", "HTTP/2"]
+
+
+async def test_streams_share_connections_within_the_upstreams_limit(served: Served) -> None:
+    """Six slow requests at once, an upstream that takes 2 streams per connection:
+    all succeed on 3 connections (not 6, not a refused stream)."""
+    async with aiohttp.ClientSession() as http:
+
+        async def get(i: int) -> int:
+            async with http.get(f"{served.front.url}/c/delay/0.5?i={i}") as r:
+                await r.read()
+                return r.status
+
+        statuses = await asyncio.gather(*(get(i) for i in range(6)))
+        assert statuses == [200] * 6
+        assert 3 <= served.back_h2_connections() <= 4  # + the TLS one of the test above
+
+
+async def test_a_failed_connect_is_retried_on_the_next_endpoint(served: Served) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(3):
+            async with http.get(f"{served.front.url}/r/retried") as r:
+                assert r.status == 200
