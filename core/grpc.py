@@ -7,6 +7,10 @@ http2 header with status: 401"). So a reply the gateway gives itself to a gRPC c
 *trailers-only* response: HTTP 200, ``content-type: application/grpc``, the gRPC
 code matching the HTTP status, and the reason as ``grpc-message``, all in one
 HEADERS frame that ends the stream. Responses from the upstream pass unchanged.
+
+``grpc-timeout`` is the call's deadline: when it passes, the gateway ends the call
+itself with DEADLINE_EXCEEDED (trailers-only, or trailers after what was sent) and
+cancels the upstream stream, whatever the upstream does.
 """
 
 from __future__ import annotations
@@ -37,6 +41,20 @@ def is_grpc(headers: Headers) -> bool:
     """Whether a request's Content-Type says gRPC (``application/grpc`` and ``+proto`` etc.)."""
     value = headers.get("content-type")
     return value is not None and value.startswith("application/grpc")
+
+
+_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+
+
+def timeout(value: str | None) -> float | None:
+    """Seconds from a ``grpc-timeout`` value (``"250m"``, ``"5S"``, at most 8 digits);
+    None when absent or malformed (a malformed one is not ours to enforce)."""
+    if not value or len(value) > 9:
+        return None
+    digits, unit = value[:-1], _UNITS.get(value[-1])
+    if unit is None or not digits.isdigit():
+        return None
+    return int(digits) * unit
 
 
 def code_for(status: int) -> int:

@@ -225,6 +225,38 @@ class H2Exchange(Exchange):
 
     __slots__ = ()
 
+    async def run(self) -> None:
+        seconds = None
+        if grpc.is_grpc(self.req.headers):
+            seconds = grpc.timeout(self.req.headers.get("grpc-timeout"))
+        if seconds is None:
+            await super().run()
+            return
+        timer = self.client.loop.call_later(seconds, self._grpc_deadline)
+        try:
+            await super().run()
+        finally:
+            timer.cancel()
+
+    def _grpc_deadline(self) -> None:
+        """The call's grpc-timeout passed: DEADLINE_EXCEEDED, and the upstream cancelled."""
+        if self._client_gone or self._abandoned:
+            return
+        reason = b"deadline exceeded (grpc-timeout)"
+        if not self._replied:
+            self._write_reply(504, [], reason)
+        else:
+            stream = cast(Stream, self.client)
+            stream.trailers = [
+                (b"grpc-status", b"4"),
+                (b"grpc-message", grpc.message(reason.decode())),
+            ]
+            stream.finish()
+        self.reason = "grpc-timeout"
+        self._abandoned = True
+        self._drop_upstream()
+        self._wake()
+
     def _write_reply(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         if status < 300 or not grpc.is_grpc(self.req.headers):
             super()._write_reply(status, headers, body)

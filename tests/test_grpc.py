@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from tests.h2client import H2Client
 from tests.harness import InProcessGateway, free_port
 
 grpc = pytest.importorskip("grpc")
@@ -276,3 +277,27 @@ async def test_rate_limit_is_resource_exhausted(served: Served) -> None:
         grpc.StatusCode.UNIMPLEMENTED,  # passed the limit; pkg.Limited is not served
         grpc.StatusCode.RESOURCE_EXHAUSTED,
     ]
+
+
+def grpc_frame(message: bytes) -> bytes:
+    return b"\0" + len(message).to_bytes(4, "big") + message
+
+
+@pytest.mark.parametrize("path", ["/pkg.Echo/Slow", "/pkg.Echo/ServerStream"])
+async def test_the_gateway_enforces_grpc_timeout(served: Served, path: str) -> None:
+    """A client that sends grpc-timeout but does not enforce it itself: the gateway
+    answers DEADLINE_EXCEEDED and cancels the call upstream."""
+    served.service.cancelled.clear()
+    client = await H2Client.open(served.gw.port)
+    try:
+        headers = [("content-type", "application/grpc"), ("te", "trailers")]
+        headers.append(("grpc-timeout", "300m"))
+        sid = client.start("POST", path, headers=headers, end=False)
+        await client.send_body(sid, grpc_frame(b"100000" if "Stream" in path else b""))
+        result = await client.wait(sid, timeout=5)
+    finally:
+        client.close()
+    fields = dict(result.headers + result.trailers)
+    assert fields["grpc-status"] == "4", result
+    assert "grpc-timeout" in fields["grpc-message"]
+    assert await asyncio.to_thread(served.service.cancelled.wait, 3)
