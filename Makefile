@@ -11,7 +11,7 @@ help:
 	@echo "make run        set up, start the demo upstreams and serve examples/gateway.toml"
 	@echo "make test       set up and run the test suite"
 	@echo "make check      lint + types + tests (run before committing)"
-	@echo "make bench      wasmgate vs nginx with wrk (installs nginx and wrk if missing)"
+	@echo "make bench      wasmgate vs nginx with wrk and h2load (installs nginx, wrk, nghttp2-client if missing)"
 	@echo "make soak       10 minutes of mixed traffic and reloads; checks errors, RSS and fds"
 	@echo "make install    create $(VENV) and install wasmgate editable with dev extras"
 	@echo "make wasm       build the example WASM filters in plugins/wasm (needs npm, Go >= 1.24 and cargo; installs ziglang)"
@@ -34,7 +34,7 @@ run: install registry
 
 # Debian packages the tests drive as real peers (scripts/install-debs.sh installs the
 # missing ones; a test whose program is missing skips and names the package).
-TEST_DEBS := chromium chromium-driver
+TEST_DEBS := chromium chromium-driver curl nghttp2-client
 
 test: install
 	@scripts/install-debs.sh $(TEST_DEBS)
@@ -56,6 +56,7 @@ check: lint typecheck test
 bench: install
 	$(PY) bench/run.py
 	$(PY) bench/reload.py
+	$(PY) bench/h2.py
 
 # Not part of test or check: about 11 minutes (bench/soak.py --help; SOAK_ARGS="--minutes 2").
 soak: install
