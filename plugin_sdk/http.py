@@ -36,7 +36,8 @@ class Request:
         query: the query string without ``?`` (``""`` if none).
         host: the Host the client asked for, port included if it sent one.
         scheme: ``"http"`` or ``"https"`` (of the client's connection).
-        version: ``"1.1"`` or ``"1.0"``.
+        version: ``"1.1"``, ``"1.0"`` or ``"2"`` (HTTP/2, h2 or h2c); also
+            readable as ``http_version``.
         headers: end-to-end request headers (see :class:`Headers`).
         client_ip / client_port: the TCP peer.
         body: the whole body, only when a filter of the chain set
@@ -106,6 +107,11 @@ class Request:
             return self.target
         target = self.path + ("?" + self.query if self.query else "")
         return target.encode("latin-1")
+
+    @property
+    def http_version(self) -> str:
+        """The protocol version the client spoke: ``"1.0"``, ``"1.1"`` or ``"2"``."""
+        return self.version
 
     @property
     def url(self) -> str:
