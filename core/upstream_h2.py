@@ -58,9 +58,17 @@ class H2Upstream(asyncio.Protocol):
         self.goaway = False
         self.write_paused = False
         self.settled = False  # the upstream's SETTINGS came (its stream limit is known)
+        self._flush_due = False
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.h2 = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=True, header_encoding=None)
+            # Outbound checks off: request_fields builds lower-case names and drops
+            # the connection-specific ones.
+            h2.config.H2Configuration(
+                client_side=True,
+                header_encoding=None,
+                validate_outbound_headers=False,
+                normalize_outbound_headers=False,
+            )
         )
 
     @property
@@ -200,6 +208,13 @@ class H2Upstream(asyncio.Protocol):
             self.flush()
 
     def flush(self) -> None:
+        """Write what h2 has queued, once per turn of the loop (see core/http2.py)."""
+        if not self._flush_due:
+            self._flush_due = True
+            asyncio.get_running_loop().call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_due = False
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
