@@ -19,6 +19,8 @@ import pytest
 import pytest_asyncio
 
 from core.certs import issue, make_ca
+from core.config import loads_config
+from core.errors import ConfigError
 from core.http2 import ServerConnection
 from tests.harness import InProcessGateway, RecordingUpstream, free_port
 
@@ -148,3 +150,26 @@ async def test_a_failed_connect_is_retried_on_the_next_endpoint(served: Served) 
         for _ in range(3):
             async with http.get(f"{served.front.url}/r/retried") as r:
                 assert r.status == 200
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('protocol = "h2"', "protocol = 'h2' needs tls = true"),
+        ('protocol = "h2c"\ntls = true', "protocol = 'h2c' is without TLS"),
+        ('protocol = "http2"', "protocol"),
+        (
+            'protocol = "h2c"\n[upstreams.health_check]\ntype = "http"',
+            "health_check.type = 'http' probes with HTTP/1.1",
+        ),
+    ],
+    ids=["h2-without-tls", "h2c-with-tls", "unknown", "http-health-check"],
+)
+async def test_protocol_errors_name_the_field(extra: str, message: str) -> None:
+    toml = f'[[upstreams]]\nname = "u"\nendpoints = ["127.0.0.1:1"]\n{extra}\n'
+    with pytest.raises(ConfigError) as err:
+        loads_config(toml, "gw.toml")
+    assert err.value.source == "gw.toml"
+    (problem,) = err.value.problems
+    assert problem.startswith("upstreams[0]")
+    assert message in problem
