@@ -161,8 +161,8 @@ class Stream:
             if lname not in DROP and lname != b"content-length" and lname != b"date":
                 fields.append((lname, value))
         fields += ((b"content-length", b"%d" % len(body)), (b"date", self.gateway.http_date()))
-        bodiless = head_only or status in (204, 304) or not body
-        self.send_head(fields, end=bodiless)
+        bodiless = head_only or status in (204, 304)
+        self.send_head(fields, end=bodiless or not (body or self.trailers))
         if bodiless:
             return 0
         self.write(body)

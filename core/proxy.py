@@ -38,7 +38,7 @@ from core.errors import (
 from core.http1 import PAUSE_BUFFER, PAUSE_UPSTREAM, TEXT_PLAIN, status_line
 from core.metrics import record_exchange
 from core.upstream import ResponseHead, UpstreamConnection, UpstreamPool
-from plugin_sdk import Context, LocalReply
+from plugin_sdk import Context, Headers, LocalReply
 from plugin_sdk.chain import Chain, reply_response
 
 if TYPE_CHECKING:
@@ -773,6 +773,8 @@ class Exchange:
         await chain.run_response(self.ctx, self._ran)
         resp = self.ctx.response
         self.status = resp.status
+        if resp.trailers is not None:  # as the filters left them
+            self.client.send_trailers(resp.trailers.raw)
         sent = self.client.write_reply(
             resp.status,
             resp.headers.raw,
@@ -898,7 +900,10 @@ class Exchange:
         self._wake()
 
     def on_response_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
-        """An HTTP/2 upstream's trailers: on to the client if it can carry them."""
+        """An HTTP/2 upstream's trailers: on to the client if it can carry them (and
+        to the filters, when they read the body whole and so see the response end)."""
+        if self._head is not None:
+            self._head.trailers = Headers(list(fields))
         self.client.send_trailers(fields)
 
     def on_upstream_error(self, exc: UpstreamError) -> None:

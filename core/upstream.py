@@ -77,6 +77,7 @@ class ResponseHead(Response):
         self.status = 0
         self.headers = Headers([])
         self.body = None
+        self.trailers = None
         self.content_length: int | None = None
         self.chunked = False
         self.codings = b""  # transfer codings other than the final chunked (e.g. gzip)

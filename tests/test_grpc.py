@@ -14,11 +14,14 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import pytest_asyncio
 
+from core.chain import PluginRegistry
+from core.gateway import Gateway, Snapshot
+from plugin_sdk import Context, Filter, Headers, PluginConfig
 from tests.h2client import H2Client
 from tests.harness import InProcessGateway, free_port
 
@@ -70,12 +73,29 @@ class Service:
             "pkg.Echo",
             {
                 "Unary": grpc.unary_unary_rpc_method_handler(self.unary),
+                "Tapped": grpc.unary_unary_rpc_method_handler(self.unary),
                 "Slow": grpc.unary_unary_rpc_method_handler(self.slow),
                 "ServerStream": grpc.unary_stream_rpc_method_handler(self.server_stream),
                 "ClientStream": grpc.stream_unary_rpc_method_handler(self.client_stream),
                 "Bidi": grpc.stream_stream_rpc_method_handler(self.bidi),
             },
         )
+
+
+class TrailerTap(Filter[PluginConfig]):
+    """Reads the upstream's trailers (it asks for the body, so they are there) and
+    adds one."""
+
+    Config = PluginConfig
+    response_body = True
+    seen: ClassVar[list[list[tuple[str, str]]]] = []
+
+    def on_response(self, ctx: Context) -> None:
+        trailers = ctx.response.trailers
+        TrailerTap.seen.append(list(trailers.items()) if trailers is not None else [])
+        if trailers is None:
+            trailers = ctx.response.trailers = Headers()
+        trailers.set("x-tapped", "yes")
 
 
 @dataclass
@@ -109,6 +129,12 @@ retries = 0
 name = "echo"
 paths = ["/pkg.Echo/"]
 upstream = "grpc"
+
+[[routes]]
+name = "tapped"
+paths = [{{ path = "/pkg.Echo/Tapped", match = "exact" }}]
+upstream = "grpc"
+filters = ["trailer-tap"]
 
 [[routes]]
 name = "keyed"
@@ -146,7 +172,10 @@ async def served() -> AsyncIterator[Served]:
     server.add_generic_rpc_handlers((service.handler(),))
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
-    gw = await InProcessGateway(TOML.format(port=port, dead=free_port())).start()
+    gw = InProcessGateway(TOML.format(port=port, dead=free_port()))
+    registry = PluginRegistry({"trailer-tap": TrailerTap})
+    gw.gateway = Gateway(Snapshot(gw.config, "test.toml", registry), asyncio.get_running_loop())
+    await gw.gateway.start()
     yield Served(gw, service, port)
     await gw.stop()
     server.stop(0)
@@ -301,3 +330,15 @@ async def test_the_gateway_enforces_grpc_timeout(served: Served, path: str) -> N
     assert fields["grpc-status"] == "4", result
     assert "grpc-timeout" in fields["grpc-message"]
     assert await asyncio.to_thread(served.service.cancelled.wait, 3)
+
+
+async def test_a_filter_that_reads_the_body_sees_and_changes_the_trailers(served: Served) -> None:
+    def fn(ch: Any) -> Any:
+        return ch.unary_unary("/pkg.Echo/Tapped").with_call(b"t", timeout=5)
+
+    reply, rpc = await call(served.target, fn)
+    assert reply == b"echo:t"
+    trailing = dict(rpc.trailing_metadata())
+    assert trailing["x-trail"] == "yes"  # the upstream's
+    assert trailing["x-tapped"] == "yes"  # the filter's
+    assert ("grpc-status", "0") in TrailerTap.seen[-1]
