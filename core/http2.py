@@ -242,6 +242,7 @@ class ServerConnection(asyncio.Protocol):
         self.streams[sid] = stream
         self._last_active = self.loop.time()
         if self._goaway or self.gateway.draining:
+            stream.done = True  # no exchange: forgotten once reset
             self.reset_stream(stream, _E.REFUSED_STREAM)
             return
         if self.exchanges >= self.settings.max_concurrent_streams:
@@ -249,6 +250,7 @@ class ServerConnection(asyncio.Protocol):
             # count: resetting does not buy room for more work (CVE-2023-44487).
             self._resets += 1
             self._check_rates()
+            stream.done = True
             if not self.closing:
                 self.reset_stream(stream, _E.REFUSED_STREAM)
             return
