@@ -230,7 +230,7 @@ async def test_headers_are_mapped_for_an_http1_upstream(served: Served) -> None:
 async def test_a_client_reset_ends_only_its_stream(served: Served) -> None:
     client = await H2Client.open(served.port)
     try:
-        sid = client.start("GET", "/delay/5")
+        sid = client.start("GET", "/delay/2")
         await client.flush()
         await asyncio.sleep(0.2)
         client.conn.reset_stream(sid)
@@ -239,7 +239,7 @@ async def test_a_client_reset_ends_only_its_stream(served: Served) -> None:
     finally:
         client.close()
     await asyncio.sleep(0.2)
-    entry = next(e for e in served.log_lines() if e.get("path") == "/delay/5")
+    entry = next(e for e in served.log_lines() if e.get("path") == "/delay/2")
     assert entry["status"] == 499
 
 
