@@ -89,8 +89,10 @@ class TrailerTap(Filter[PluginConfig]):
     Config = PluginConfig
     response_body = True
     seen: ClassVar[list[list[tuple[str, str]]]] = []
+    versions: ClassVar[list[str]] = []
 
     def on_response(self, ctx: Context) -> None:
+        TrailerTap.versions.append(ctx.request.http_version)
         trailers = ctx.response.trailers
         TrailerTap.seen.append(list(trailers.items()) if trailers is not None else [])
         if trailers is None:
@@ -342,3 +344,4 @@ async def test_a_filter_that_reads_the_body_sees_and_changes_the_trailers(served
     assert trailing["x-trail"] == "yes"  # the upstream's
     assert trailing["x-tapped"] == "yes"  # the filter's
     assert ("grpc-status", "0") in TrailerTap.seen[-1]
+    assert TrailerTap.versions[-1] == "2"  # the filter sees which protocol the client spoke
