@@ -93,6 +93,7 @@ class ServerConnection(asyncio.Protocol):
         self._last_active = self.loop.time()
         self._timer: asyncio.TimerHandle | None = None
         self._flush_due = False
+        self._opened = 0  # the stream the last HEADERS opened
         cfg = self.settings
         self.h2 = h2.connection.H2Connection(
             # Outbound checks off: the gateway builds the fields itself (lower-case
@@ -182,6 +183,7 @@ class ServerConnection(asyncio.Protocol):
             stream.on_data(event.data or b"", length)
         elif isinstance(event, h2.events.RequestReceived):
             self._on_request(event)
+            self._opened = event.stream_id or 0
         elif isinstance(event, h2.events.StreamEnded):
             stream = self.streams.get(event.stream_id)
             if stream is not None:
@@ -210,7 +212,10 @@ class ServerConnection(asyncio.Protocol):
             event,
             h2.events.PingReceived | h2.events.RemoteSettingsChanged | h2.events.PriorityUpdated,
         ):
-            self._count_control()
+            if not (
+                isinstance(event, h2.events.PriorityUpdated) and event.stream_id == self._opened
+            ):  # (a HEADERS frame's own priority, which browsers send with each request)
+                self._count_control()
             if isinstance(event, h2.events.RemoteSettingsChanged):
                 for stream in list(self.streams.values()):
                     if stream.blocked:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from core.headers import HOP_BY_HOP
 from core.http1 import _HOST, _SPECIAL, ClientConnection, Reject, Request
 
 if TYPE_CHECKING:
@@ -46,9 +47,9 @@ def parse_request(
         if kind is None:
             if name == b"cookie":
                 cookies.append(value)
-            elif not name.startswith(b"proxy-") and not (
-                b"_" in name and name.replace(b"_", b"-") in _SPECIAL
-            ):
+            elif name in HOP_BY_HOP or name.startswith(b"proxy-"):
+                pass  # te: trailers (gRPC's) is added again for an HTTP/2 upstream
+            elif not (b"_" in name and name.replace(b"_", b"-") in _SPECIAL):
                 raw.append((name, value))
         elif kind == 1:
             if req.host:

@@ -27,7 +27,7 @@ from hyperframe.frame import (
 )
 
 from core.http2_stream import Stream
-from tests.h2client import PREFACE, frames
+from tests.h2client import PREFACE, H2Client, StreamResult, frames
 from tests.harness import InProcessGateway, RecordingUpstream, gateway_toml
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -41,6 +41,7 @@ async def served() -> AsyncIterator[tuple[InProcessGateway, RecordingUpstream]]:
     server = (
         "[server.limits]\nidle_timeout = 1.0\n"
         "[server.http2]\nmax_client_resets = 50\nmax_concurrent_streams = 20\n"
+        "max_control_frames = 50\n"
     )
     gw = await InProcessGateway(
         gateway_toml({"app": [upstream.address]}, default="app", server=server)
@@ -226,3 +227,24 @@ async def test_a_zero_window_stall_is_closed_and_holds_bounded_memory(
     assert goaway(found) == FLOW_CONTROL_ERROR
     assert not [f for f in found if isinstance(f, DataFrame) and f.data]
     assert 0 < peak <= 512 * 1024  # of the 5 MB the upstream had to give
+
+
+async def test_priority_sent_with_each_request_is_not_a_flood(
+    served: tuple[InProcessGateway, RecordingUpstream],
+) -> None:
+    """Browsers put priority in every HEADERS frame: 60 such requests, past
+    max_control_frames (50 here), are served, not taken for a PRIORITY flood."""
+    gw, _ = served
+    client = await H2Client.open(gw.port)
+    try:
+        for i in range(60):
+            sid = client.conn.get_next_available_stream_id()
+            fields = [(":method", "GET"), (":path", f"/p/{i}"), (":scheme", "http")]
+            fields.append((":authority", "a"))
+            client.conn.send_headers(sid, fields, end_stream=True, priority_weight=32)
+            client.streams[sid] = StreamResult()
+            await client.flush()
+            assert (await client.wait(sid)).status == 200
+        assert client.goaway is None
+    finally:
+        client.close()
