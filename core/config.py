@@ -1189,6 +1189,10 @@ def _cross_problems(cfg: GatewayConfig) -> list[str]:
         problems.append("server.listen: empty, and no tls_listen either: nothing to serve")
     if cfg.server.tls_listen and not cfg.certificates:
         problems.append("server.tls_listen: HTTPS listeners need at least one [[certificates]]")
+    listeners = {*cfg.server.listen, *cfg.server.tls_listen}
+    for i, item in enumerate(cfg.server.http2.off):
+        if item not in listeners:
+            problems.append(f"server.http2.off[{i}]: {item!r} is not in listen or tls_listen")
     names: dict[str, int] = {}
     for i, up in enumerate(cfg.upstreams):
         if not NAME_RE.match(up.name):

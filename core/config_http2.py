@@ -24,6 +24,11 @@ class Http2(BaseModel):
         description="Take h2c with prior knowledge on the plain listen listeners (a client "
         "that starts with the HTTP/2 preface). `Upgrade: h2c` is never followed.",
     )
+    off: list[str] = Field(
+        default_factory=list,
+        description="Listeners (as written in listen or tls_listen) that speak HTTP/1.1 "
+        "only, whatever tls and cleartext say. Read at start, like the listeners.",
+    )
     max_concurrent_streams: int = Field(
         100, ge=1, le=10000, description="SETTINGS_MAX_CONCURRENT_STREAMS: requests in flight."
     )

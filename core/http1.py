@@ -170,7 +170,7 @@ _SPECIAL = {
 class ClientConnection(asyncio.Protocol):
     """One client connection: parse, limit, and run exchanges in order."""
 
-    def __init__(self, gateway: Gateway, scheme: str = "http") -> None:
+    def __init__(self, gateway: Gateway, scheme: str = "http", *, h2c: bool = True) -> None:
         self.gateway = gateway
         self.loop = gateway.loop
         self.scheme = scheme
@@ -199,7 +199,7 @@ class ClientConnection(asyncio.Protocol):
         self._pending_reject: tuple[int, str] | None = None
         # The connection's first bytes while they may be HTTP/2's preface (h2c).
         self._first: bytes | None = None
-        if scheme == "http" and gateway.snapshot.config.server.http2.cleartext:
+        if scheme == "http" and h2c and gateway.snapshot.config.server.http2.cleartext:
             self._first = b""
 
     # -- asyncio.Protocol

@@ -19,8 +19,10 @@ import pytest
 import pytest_asyncio
 
 from core.certs import issue, make_ca
+from core.config import loads_config
+from core.errors import ConfigError
 from tests.h2client import H2Client
-from tests.harness import InProcessGateway, RecordingUpstream, raw_request
+from tests.harness import InProcessGateway, RecordingUpstream, free_port, raw_request
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -278,6 +280,51 @@ async def test_http2_can_be_turned_off(tmp_path: Path) -> None:
     finally:
         await gw.stop()
         await upstream.stop()
+
+
+async def alpn_of(port: int, ca: Path) -> str | None:
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="gw.test")
+    chosen = writer.get_extra_info("ssl_object").selected_alpn_protocol()
+    writer.close()
+    return str(chosen) if chosen else None
+
+
+async def test_http2_can_be_turned_off_per_listener(tmp_path: Path) -> None:
+    ca, ca_key = make_ca("per-ca", tmp_path)
+    crt, key = issue(ca, ca_key, ["gw.test"], tmp_path)
+    upstream = await RecordingUpstream().start()
+    plain_on, plain_off, tls_on, tls_off = (f"127.0.0.1:{free_port()}" for _ in range(4))
+    text = toml(
+        upstream.address, crt, key, tmp_path / "p.log", f'off = ["{plain_off}", "{tls_off}"]'
+    )
+    text = text.replace('listen = ["127.0.0.1:0"]', f'listen = ["{plain_on}", "{plain_off}"]', 1)
+    text = text.replace('tls_listen = ["127.0.0.1:0"]', f'tls_listen = ["{tls_on}", "{tls_off}"]')
+    gw = await InProcessGateway(text).start()
+    try:
+        port = {name: int(addr.rsplit(":", 1)[1]) for name, addr in
+                [("plain_on", plain_on), ("plain_off", plain_off), ("tls_on", tls_on),
+                 ("tls_off", tls_off)]}  # fmt: skip
+        assert await alpn_of(port["tls_on"], ca) == "h2"
+        assert await alpn_of(port["tls_off"], ca) == "http/1.1"
+        client = await H2Client.open(port["plain_on"])
+        assert (await client.request("GET", "/on")).status == 200
+        client.close()
+        reply = await raw_request(port["plain_off"], b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 400 ")
+    finally:
+        await gw.stop()
+        await upstream.stop()
+
+
+async def test_an_off_listener_must_be_one_of_the_listeners(tmp_path: Path) -> None:
+    text = toml(
+        "127.0.0.1:1", tmp_path / "c", tmp_path / "k", tmp_path / "l", 'off = ["1.2.3.4:5"]'
+    )
+    with pytest.raises(ConfigError) as err:
+        loads_config(text, "gw.toml")
+    assert "server.http2.off[0]: '1.2.3.4:5' is not in listen or tls_listen" in err.value.problems
 
 
 async def test_draining_sends_goaway_and_finishes_streams_in_flight(tmp_path: Path) -> None:
