@@ -675,6 +675,24 @@ class Exchange:
                 self.client.gateway.log_upstream_error(self, self._upstream_error)
                 self.client.abort()  # the head is out; only a broken connection says so
                 raise ClientGone
+        if filtered and chain is not None and chain.response_trailers:
+            self._trailer_hooks(chain)
+
+    def _trailer_hooks(self, chain: Chain) -> None:
+        """The filters that take trailers (a Proxy-Wasm module's trailer callback)
+        see and change the response's, once they came; then they go to the client."""
+        ctx = self.ctx
+        resp = ctx.response if ctx is not None else None
+        if ctx is None or resp is None or resp.trailers is None:
+            return
+        for position, inst, hook in chain.response_trailers:
+            if position <= self._ran:
+                ctx.log = inst.logger
+                try:
+                    hook(ctx)
+                except Exception as exc:  # a trap is the VM's to handle; this is ours
+                    self.client.gateway.log_error(f"filter {inst.name}: trailers", exc)
+        self.client.send_trailers(resp.trailers.raw)
 
     def _write_head(
         self,
@@ -774,7 +792,10 @@ class Exchange:
         resp = self.ctx.response
         self.status = resp.status
         if resp.trailers is not None:  # as the filters left them
-            self.client.send_trailers(resp.trailers.raw)
+            if chain.response_trailers:
+                self._trailer_hooks(chain)
+            else:
+                self.client.send_trailers(resp.trailers.raw)
         sent = self.client.write_reply(
             resp.status,
             resp.headers.raw,

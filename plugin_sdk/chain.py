@@ -146,6 +146,7 @@ class Chain:
         "requests",
         "response_body",
         "response_chunks",
+        "response_trailers",
         "responses",
         "run_request_sync",
         "run_response_sync",
@@ -185,6 +186,14 @@ class Chain:
             (i + 1, f, hook)
             for i, f in reversed(list(enumerate(self.filters)))
             if (hook := getattr(f.filter, "response_chunks", None)) is not None
+        )
+        #: (position, instance, hook) of the filters called when the response's trailers
+        #: came (Filter.response_trailers: a Proxy-Wasm module's trailer callback), in
+        #: response order.
+        self.response_trailers = tuple(
+            (i + 1, f, hook)
+            for i, f in reversed(list(enumerate(self.filters)))
+            if (hook := getattr(f.filter, "response_trailers", None)) is not None
         )
         # When no phase awaits, the gateway calls the *_sync runners: no coroutine.
         self.sync_requests = not any(awaits for *_, awaits in self._requests)

@@ -9,6 +9,7 @@ and local replies turned into trailers-only gRPC errors.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -24,6 +25,7 @@ from core.gateway import Gateway, Snapshot
 from plugin_sdk import Context, Filter, Headers, PluginConfig
 from tests.h2client import H2Client
 from tests.harness import InProcessGateway, free_port
+from tests.test_wasm_host import wasm_file
 
 grpc = pytest.importorskip("grpc")
 
@@ -74,6 +76,7 @@ class Service:
             {
                 "Unary": grpc.unary_unary_rpc_method_handler(self.unary),
                 "Tapped": grpc.unary_unary_rpc_method_handler(self.unary),
+                "Wasm": grpc.unary_unary_rpc_method_handler(self.unary),
                 "Slow": grpc.unary_unary_rpc_method_handler(self.slow),
                 "ServerStream": grpc.unary_stream_rpc_method_handler(self.server_stream),
                 "ClientStream": grpc.stream_unary_rpc_method_handler(self.client_stream),
@@ -139,6 +142,15 @@ upstream = "grpc"
 filters = ["trailer-tap"]
 
 [[routes]]
+name = "wasm"
+paths = [{{ path = "/pkg.Echo/Wasm", match = "exact" }}]
+upstream = "grpc"
+filters = ["trailers"]
+
+[filters.trailers]
+wasm = "{wasm}"
+
+[[routes]]
 name = "keyed"
 paths = ["/pkg.Keyed/"]
 upstream = "grpc"
@@ -168,19 +180,27 @@ upstream = "down"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def served() -> AsyncIterator[Served]:
+async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Served]:
+    base = tmp_path_factory.mktemp("grpc")
+    cache = os.environ.get("WASMGATE_CACHE_DIR")
+    os.environ["WASMGATE_CACHE_DIR"] = str(base / "module-cache")
+    wasm = wasm_file(base, "trailers.wat")
     service = Service()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     server.add_generic_rpc_handlers((service.handler(),))
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
-    gw = InProcessGateway(TOML.format(port=port, dead=free_port()))
+    gw = InProcessGateway(TOML.format(port=port, dead=free_port(), wasm=wasm))
     registry = PluginRegistry({"trailer-tap": TrailerTap})
     gw.gateway = Gateway(Snapshot(gw.config, "test.toml", registry), asyncio.get_running_loop())
     await gw.gateway.start()
     yield Served(gw, service, port)
     await gw.stop()
     server.stop(0)
+    if cache is None:
+        del os.environ["WASMGATE_CACHE_DIR"]
+    else:
+        os.environ["WASMGATE_CACHE_DIR"] = cache
 
 
 async def call(target: str, fn: Callable[[Any], Any]) -> Any:
@@ -345,3 +365,17 @@ async def test_a_filter_that_reads_the_body_sees_and_changes_the_trailers(served
     assert trailing["x-tapped"] == "yes"  # the filter's
     assert ("grpc-status", "0") in TrailerTap.seen[-1]
     assert TrailerTap.versions[-1] == "2"  # the filter sees which protocol the client spoke
+
+
+async def test_a_proxy_wasm_filter_reads_and_adds_response_trailers(served: Served) -> None:
+    """proxy_on_response_trailers runs with the trailer map (tests/wasm_modules/trailers.wat
+    copies grpc-status into x-wasm-saw)."""
+
+    def fn(ch: Any) -> Any:
+        return ch.unary_unary("/pkg.Echo/Wasm").with_call(b"w", timeout=5)
+
+    reply, rpc = await call(served.target, fn)
+    assert reply == b"echo:w"
+    trailing = dict(rpc.trailing_metadata())
+    assert trailing["x-wasm-saw"] == "0"
+    assert trailing["x-trail"] == "yes"

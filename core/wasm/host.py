@@ -372,7 +372,10 @@ class Host:
             if not result.status:  # a failed call has no headers, not ":status: 0"
                 return []
             return [(b":status", str(result.status).encode()), *result.headers]
-        if kind in (MapType.HTTP_REQUEST_TRAILERS, MapType.HTTP_RESPONSE_TRAILERS):
+        if kind == MapType.HTTP_RESPONSE_TRAILERS and ctx is not None:
+            trailers = ctx.response.trailers if ctx.response is not None else None
+            return [(n.lower(), v) for n, v in trailers.raw] if trailers is not None else []
+        if kind == MapType.HTTP_REQUEST_TRAILERS:
             return [] if ctx is not None else None
         if kind == MapType.HTTP_CALL_RESPONSE_TRAILERS and self.call_result is not None:
             return []
@@ -453,6 +456,15 @@ class Host:
                 ctx.response.status = int(value)
                 return OK
             headers = ctx.response.headers
+        elif (
+            kind == MapType.HTTP_RESPONSE_TRAILERS
+            and ctx is not None
+            and ctx.response is not None
+            and ctx.response.trailers is not None
+        ):
+            if key.startswith(b":"):
+                return BAD_ARGUMENT
+            headers = ctx.response.trailers
         elif kind in MapType._value2member_map_:
             return NOT_FOUND
         else:
