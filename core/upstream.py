@@ -616,6 +616,7 @@ class _Collector:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.head: ResponseHead | None = None
         self.body: list[bytes] = []
+        self.trailers: list[tuple[bytes, bytes]] = []
         self.done: asyncio.Future[None] = loop.create_future()
 
     def on_response_head(self, head: ResponseHead) -> None:
@@ -633,7 +634,7 @@ class _Collector:
             self.done.set_exception(exc)
 
     def on_response_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
-        pass
+        self.trailers = fields
 
     def on_upstream_pause(self) -> None:
         pass
@@ -656,10 +657,12 @@ async def fetch(
     headers: list[tuple[bytes, bytes]],
     body: bytes,
     timeout: float,
+    trailers: list[tuple[bytes, bytes]] | None = None,
 ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """One request through ``pool`` (its endpoints, keep-alive connections and health):
     (status, headers, body). Used for calls a filter makes (Proxy-Wasm's
-    ``proxy_http_call``); raises :class:`UpstreamError`."""
+    ``proxy_http_call`` and ``proxy_grpc_call``); an HTTP/2 upstream's trailers are
+    appended to ``trailers`` when given. Raises :class:`UpstreamError`."""
     loop = asyncio.get_running_loop()
     ep = pool.pick()
     try:
@@ -703,6 +706,8 @@ async def fetch(
         raise
     pool.report(ep, True)
     UpstreamPool.release(conn)
+    if trailers is not None:
+        trailers += listener.trailers
     head = listener.head
     assert head is not None
     return head.status, head.headers.raw, b"".join(listener.body)

@@ -24,7 +24,7 @@ from core.chain import PluginRegistry
 from core.gateway import Gateway, Snapshot
 from plugin_sdk import Context, Filter, Headers, PluginConfig
 from tests.h2client import H2Client
-from tests.harness import InProcessGateway, free_port
+from tests.harness import InProcessGateway, RecordingUpstream, free_port
 from tests.test_wasm_host import wasm_file
 
 grpc = pytest.importorskip("grpc")
@@ -108,6 +108,7 @@ class Served:
     gw: InProcessGateway
     service: Service
     direct: int  # the grpcio server's own port
+    rec: RecordingUpstream  # an HTTP/1.1 upstream, for what a filter sends on
 
     @property
     def target(self) -> str:
@@ -150,6 +151,19 @@ filters = ["trailers"]
 [filters.trailers]
 wasm = "{wasm}"
 
+[[upstreams]]
+name = "rec"
+endpoints = ["{rec}"]
+
+[[routes]]
+name = "wasm-grpc"
+paths = ["/wasm-grpc"]
+upstream = "rec"
+filters = ["grpccall"]
+
+[filters.grpccall]
+wasm = "{grpccall}"
+
 [[routes]]
 name = "keyed"
 paths = ["/pkg.Keyed/"]
@@ -185,17 +199,21 @@ async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
     cache = os.environ.get("WASMGATE_CACHE_DIR")
     os.environ["WASMGATE_CACHE_DIR"] = str(base / "module-cache")
     wasm = wasm_file(base, "trailers.wat")
+    grpccall = wasm_file(base, "grpc_call.wat")
+    rec = await RecordingUpstream().start()
     service = Service()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     server.add_generic_rpc_handlers((service.handler(),))
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
-    gw = InProcessGateway(TOML.format(port=port, dead=free_port(), wasm=wasm))
+    text = TOML.format(port=port, dead=free_port(), wasm=wasm, grpccall=grpccall, rec=rec.address)
+    gw = InProcessGateway(text)
     registry = PluginRegistry({"trailer-tap": TrailerTap})
     gw.gateway = Gateway(Snapshot(gw.config, "test.toml", registry), asyncio.get_running_loop())
     await gw.gateway.start()
-    yield Served(gw, service, port)
+    yield Served(gw, service, port, rec)
     await gw.stop()
+    await rec.stop()
     server.stop(0)
     if cache is None:
         del os.environ["WASMGATE_CACHE_DIR"]
@@ -379,3 +397,21 @@ async def test_a_proxy_wasm_filter_reads_and_adds_response_trailers(served: Serv
     trailing = dict(rpc.trailing_metadata())
     assert trailing["x-wasm-saw"] == "0"
     assert trailing["x-trail"] == "yes"
+
+
+async def test_a_proxy_wasm_filter_makes_a_grpc_call(served: Served) -> None:
+    """proxy_grpc_call through the h2c upstream "grpc" (tests/wasm_modules/grpc_call.wat):
+    the request waits for the call, then carries its status and reply."""
+    url = f"http://{served.target}/wasm-grpc"
+
+    def get() -> int:
+        import urllib.request
+
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return int(resp.status)
+
+    assert await asyncio.to_thread(get) == 200
+    seen = served.rec.requests[-1]
+    assert seen.headers["x-grpc-status"] == "0"
+    assert seen.headers["x-grpc-reply"] == "echo:hi"
+    assert served.service.seen[-1][0] == "Unary"
