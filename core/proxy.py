@@ -411,30 +411,15 @@ class Exchange:
     def _send_h2_request_head(self, conn: UpstreamConnection, host: bytes) -> None:
         """The request head as HEADERS on an HTTP/2 upstream stream, then what of the
         body is here (DATA frames carry it: no chunked framing)."""
-        from core.upstream_h2 import H2UpstreamStream, request_fields
+        from core.upstream_h2 import H2UpstreamStream, proxied_fields
 
         assert isinstance(conn, H2UpstreamStream)
         req = self.req
-        client_ip, xff, xfp, xfh = self.snapshot.forwarded(req)
-        extra = [
-            (b"x-forwarded-for", xff),
-            (b"x-forwarded-proto", xfp),
-            (b"x-real-ip", client_ip),
-            (b"traceparent", req.traceparent),
-        ]
-        if xfh:
-            extra.append((b"x-forwarded-host", xfh))
-        for line in self.client.cert_headers.split(b"\r\n"):
-            name, _, value = line.partition(b": ")
-            if value:
-                extra.append((name, value))
         length = req.content_length
         if self._req_pipe is not None:  # the filters' body: its length once all is here
             length = self._body_buffered if self._fwd_done else None
-        target = req.wire_target()
-        fields = request_fields(
-            req.method, conn.scheme, host, target, req.headers.raw, extra, length
-        )
+        forwarded = self.snapshot.forwarded(req)
+        fields = proxied_fields(req, conn.scheme, host, forwarded, self.client.cert_headers, length)
         body = self._body_buffer
         conn.send_head(fields, end=self._fwd_done and not body)
         if body:
@@ -679,20 +664,11 @@ class Exchange:
             self._trailer_hooks(chain)
 
     def _trailer_hooks(self, chain: Chain) -> None:
-        """The filters that take trailers (a Proxy-Wasm module's trailer callback)
-        see and change the response's, once they came; then they go to the client."""
-        ctx = self.ctx
-        resp = ctx.response if ctx is not None else None
-        if ctx is None or resp is None or resp.trailers is None:
-            return
-        for position, inst, hook in chain.response_trailers:
-            if position <= self._ran:
-                ctx.log = inst.logger
-                try:
-                    hook(ctx)
-                except Exception as exc:  # a trap is the VM's to handle; this is ours
-                    self.client.gateway.log_error(f"filter {inst.name}: trailers", exc)
-        self.client.send_trailers(resp.trailers.raw)
+        """Filters that take trailers change them once they came; then the client gets them."""
+        resp = self.ctx.response if self.ctx is not None else None
+        if self.ctx is not None and resp is not None and resp.trailers is not None:
+            chain.run_response_trailers(self.ctx, self._ran)
+            self.client.send_trailers(resp.trailers.raw)
 
     def _write_head(
         self,

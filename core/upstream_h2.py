@@ -35,6 +35,7 @@ from core.headers import is_hop_by_hop
 from core.upstream import ResponseHead, UpstreamConnection
 
 if TYPE_CHECKING:
+    from core.http1 import Request
     from core.upstream import EndpointState, ResponseListener, UpstreamPool
 
 _MAX_STREAMS = 100  # streams per connection, whatever the upstream allows
@@ -409,6 +410,33 @@ def take_stream(conns: list[H2Upstream]) -> H2UpstreamStream | None:
         if conn.has_room:
             return conn.open_stream()
     return None
+
+
+def proxied_fields(
+    req: Request,
+    scheme: bytes,
+    host: bytes,
+    forwarded: tuple[bytes, bytes, bytes, bytes],
+    cert_headers: bytes,
+    length: int | None,
+) -> list[tuple[bytes, bytes]]:
+    """The HEADERS of a proxied request: its own fields plus what the gateway adds on
+    HTTP/1.1 too (X-Forwarded-*, X-Real-IP, traceparent, the client certificate)."""
+    client_ip, xff, xfp, xfh = forwarded
+    extra = [
+        (b"x-forwarded-for", xff),
+        (b"x-forwarded-proto", xfp),
+        (b"x-real-ip", client_ip),
+        (b"traceparent", req.traceparent),
+    ]
+    if xfh:
+        extra.append((b"x-forwarded-host", xfh))
+    for line in cert_headers.split(b"\r\n"):
+        name, _, value = line.partition(b": ")
+        if value:
+            extra.append((name, value))
+    target = req.wire_target()
+    return request_fields(req.method, scheme, host, target, req.headers.raw, extra, length)
 
 
 def request_fields(

@@ -318,6 +318,18 @@ class Chain:
         bad = TypeError(f"on_request returned {result!r}, not None or a LocalReply")
         return self._failed(inst, "request", bad)
 
+    def run_response_trailers(self, ctx: Context, ran: int) -> None:
+        """Run the trailer hooks (in response order, over the first ``ran`` filters) on
+        ``ctx.response.trailers``. The response has gone by then: a hook that raises is
+        logged and counted, and changes nothing else."""
+        for position, inst, hook in self.response_trailers:
+            if position <= ran:
+                ctx.log = inst.logger
+                try:
+                    hook(ctx)
+                except Exception as exc:
+                    self._failed(inst, "response trailers", exc)
+
     def _response_failed(self, ctx: Context, inst: FilterInstance, exc: Exception) -> None:
         """A response phase raised: fail_closed replaces the response with a 500."""
         reply = self._failed(inst, "response", exc)
