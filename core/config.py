@@ -409,11 +409,6 @@ class Upstream(Model):
             raise ValueError("protocol = 'h2' needs tls = true ('h2c' is HTTP/2 without TLS)")
         if self.protocol == "h2c" and self.tls:
             raise ValueError("protocol = 'h2c' is without TLS; over TLS use 'h2'")
-        if self.protocol != "http1" and self.health_check and self.health_check.type == "http":
-            raise ValueError(
-                f"health_check.type = 'http' probes with HTTP/1.1, which a protocol = "
-                f"'{self.protocol}' upstream may not speak; use type = 'tcp'"
-            )
         return self
 
 

@@ -30,7 +30,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 
-from core.errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
+from core.errors import UpstreamConnectError, UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from core.headers import is_hop_by_hop
 from core.upstream import ResponseHead, UpstreamConnection
 
@@ -402,6 +402,59 @@ async def connect_stream(pool: UpstreamPool, ep: EndpointState) -> H2UpstreamStr
         del pending[ep.address]
         done.set_result(None)
     return proto.open_stream()
+
+
+class _Head:
+    """A ResponseListener that waits for a response head only (health probes)."""
+
+    def __init__(self) -> None:
+        self.done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def on_response_head(self, head: ResponseHead) -> None:
+        if not self.done.done():
+            self.done.set_result(head.status)
+
+    def on_upstream_error(self, exc: UpstreamError) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc)
+
+    def on_response_body(self, data: bytes) -> None:
+        pass
+
+    def on_response_end(self) -> None:
+        pass
+
+    def on_response_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
+        pass
+
+    def on_upstream_pause(self) -> None:
+        pass
+
+    def on_upstream_resume(self) -> None:
+        pass
+
+    def on_tunnel_data(self, data: bytes) -> None:
+        pass
+
+
+async def probe_status(pool: UpstreamPool, ep: EndpointState, path: bytes, host: bytes) -> int:
+    """The status of ``GET path`` on a connection of its own to ``ep`` (an active
+    health check of an HTTP/2 upstream; the caller bounds the time). Raises
+    UpstreamError."""
+    scheme = b"https" if pool.tls is not None else b"http"
+    proto = await pool.open_connection(ep, lambda: H2Upstream(ep, [], scheme))
+    assert isinstance(proto, H2Upstream)
+    try:
+        await asyncio.shield(proto.ready)
+        stream = proto.open_stream()
+        listener = _Head()
+        stream.begin(listener, head_request=False)
+        fields = [(b":method", b"GET"), (b":scheme", scheme), (b":authority", host)]
+        fields += [(b":path", path), (b"user-agent", b"wasmgate-health-check")]
+        stream.send_head(fields, end=True)
+        return await listener.done
+    finally:
+        proto.close()
 
 
 def take_stream(conns: list[H2Upstream]) -> H2UpstreamStream | None:

@@ -158,12 +158,8 @@ async def test_a_failed_connect_is_retried_on_the_next_endpoint(served: Served) 
         ('protocol = "h2"', "protocol = 'h2' needs tls = true"),
         ('protocol = "h2c"\ntls = true', "protocol = 'h2c' is without TLS"),
         ('protocol = "http2"', "protocol"),
-        (
-            'protocol = "h2c"\n[upstreams.health_check]\ntype = "http"',
-            "health_check.type = 'http' probes with HTTP/1.1",
-        ),
     ],
-    ids=["h2-without-tls", "h2c-with-tls", "unknown", "http-health-check"],
+    ids=["h2-without-tls", "h2c-with-tls", "unknown"],
 )
 async def test_protocol_errors_name_the_field(extra: str, message: str) -> None:
     toml = f'[[upstreams]]\nname = "u"\nendpoints = ["127.0.0.1:1"]\n{extra}\n'
@@ -173,3 +169,43 @@ async def test_protocol_errors_name_the_field(extra: str, message: str) -> None:
     (problem,) = err.value.problems
     assert problem.startswith("upstreams[0]")
     assert message in problem
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [("/status/204", "healthy"), ("/status/503", "unhealthy")],
+    ids=["passes", "fails"],
+)
+async def test_http_health_checks_speak_http2(served: Served, path: str, expected: str) -> None:
+    assert served.back.gateway is not None
+    back = f"127.0.0.1:{served.back.gateway.sockets[0][1]}"
+    check = f'path = "{path}", interval = 0.1, timeout = 1.0, healthy_threshold = 1'
+    gw = await InProcessGateway(
+        f"""
+[server]
+listen = ["127.0.0.1:0"]
+access_log = "off"
+[[upstreams]]
+name = "app"
+endpoints = ["{back}"]
+protocol = "h2c"
+health_check = {{ {check}, unhealthy_threshold = 1 }}
+[default]
+upstream = "app"
+"""
+    ).start()
+    try:
+        assert gw.gateway is not None
+        (ep,) = gw.gateway.snapshot.pools["app"].endpoints
+        async with asyncio.timeout(5):
+            while ep.check is None or ep.check.state == "unknown":
+                await asyncio.sleep(0.05)
+        assert ep.check.state == expected
+        seen = [r for r in served.upstream.requests if r.path_qs == path]
+        assert seen and seen[-1].headers["user-agent"] == "wasmgate-health-check"
+        assert served.back.gateway is not None
+        served.back.gateway.access_log.flush()
+        lines = [json.loads(x) for x in served.back_log.read_text().splitlines() if x]
+        assert {line["protocol"] for line in lines if line["path"] == path} == {"HTTP/2"}
+    finally:
+        await gw.stop()
