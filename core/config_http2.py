@@ -64,5 +64,5 @@ class Http2(BaseModel):
         1000,
         ge=10,
         description="PING, SETTINGS, PRIORITY and empty DATA frames a client may send in "
-        "10 s before GOAWAY ENHANCE_YOUR_CALM.",
+        "10 s before GOAWAY ENHANCE_YOUR_CALM (a HEADERS frame's own priority does not count).",
     )
