@@ -190,7 +190,10 @@ class ServerConnection(asyncio.Protocol):
                 stream.on_end()
                 self._forget(stream)
         elif isinstance(event, h2.events.TrailersReceived):
-            pass  # HTTP/1.1 upstreams get no trailers (as from HTTP/1.1 clients)
+            stream = self.streams.get(event.stream_id)
+            if stream is not None and stream.exchange is not None and not stream.done:
+                fields = cast(list[tuple[bytes, bytes]], event.headers or [])
+                stream.exchange.on_request_trailers([(n, v) for n, v in fields if n[:1] != b":"])
         elif isinstance(event, h2.events.StreamReset):
             stream = self.streams.get(event.stream_id)
             if stream is not None:

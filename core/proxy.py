@@ -83,6 +83,7 @@ class Exchange:
         "_rechunk",
         "_replied",
         "_req_pipe",
+        "_req_trailers",
         "_resp_buffer",
         "_resp_buffered",
         "_resp_done",
@@ -134,6 +135,7 @@ class Exchange:
         self._body_done = not req.has_body
         self._fwd_done = self._body_done  # the body's end went (or may go) upstream
         self._req_pipe: BodyPipe | None = None
+        self._req_trailers: list[tuple[bytes, bytes]] = []  # an HTTP/2 client's
         self._resp_pipe: BodyPipe | None = None
         self._resp_reply: LocalReply | None = None
         self._resp_seen = 0  # response body bytes fed to the filters
@@ -421,7 +423,7 @@ class Exchange:
         forwarded = self.snapshot.forwarded(req)
         fields = proxied_fields(req, conn.scheme, host, forwarded, self.client.cert_headers, length)
         body = self._body_buffer
-        conn.send_head(fields, end=self._fwd_done and not body)
+        conn.send_head(fields, end=self._fwd_done and not body and not self._req_trailers)
         if body:
             for chunk in body:
                 conn.write(chunk)
@@ -429,8 +431,8 @@ class Exchange:
             self._body_buffered = 0
             self._body_sent = True
             self.client.resume(PAUSE_BUFFER)
-            if self._fwd_done:
-                conn.end_body()
+        if self._fwd_done and (body or self._req_trailers):
+            conn.end_body(self._req_trailers)
 
     def _frame(self, chunk: bytes) -> tuple[bytes, ...]:
         if self.req.chunked:
@@ -493,7 +495,7 @@ class Exchange:
             from core.upstream_h2 import H2UpstreamStream
 
             assert isinstance(conn, H2UpstreamStream)
-            conn.end_body()
+            conn.end_body(self._req_trailers)
         elif self.req.chunked:
             conn.write(b"0\r\n\r\n")
 
@@ -895,6 +897,11 @@ class Exchange:
         elif self._streaming and self._rechunk:
             self.client.write(b"0\r\n\r\n")
         self._wake()
+
+    def on_request_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
+        """An HTTP/2 client's request trailers: sent on with the body's end to an
+        HTTP/2 upstream (an HTTP/1.1 upstream does not get them)."""
+        self._req_trailers = fields
 
     def on_response_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
         """An HTTP/2 upstream's trailers: on to the client if it can carry them (and

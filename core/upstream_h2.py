@@ -264,6 +264,7 @@ class H2UpstreamStream(UpstreamConnection):
         self.unacked = 0
         self.queue: collections.deque[bytes] = collections.deque()
         self._end = False
+        self._trailers: list[tuple[bytes, bytes]] = []
         self._client_paused = False
 
     @property
@@ -294,9 +295,11 @@ class H2UpstreamStream(UpstreamConnection):
     def writelines(self, parts: list[bytes]) -> None:
         self.write(b"".join(parts))
 
-    def end_body(self) -> None:
+    def end_body(self, trailers: list[tuple[bytes, bytes]] | None = None) -> None:
+        """End the request once its queued body has gone, with ``trailers`` if any."""
         if not self.local_ended and not self.closed:
             self._end = True
+            self._trailers = [(n.lower(), v) for n, v in trailers or ()]
             self.flush()
 
     def flush(self) -> None:
@@ -316,7 +319,10 @@ class H2UpstreamStream(UpstreamConnection):
                     h.send_data(self.id, chunk)
                     queue.popleft()
             if not queue and self._end and not self.local_ended:
-                h.end_stream(self.id)
+                if self._trailers:
+                    h.send_headers(self.id, self._trailers, end_stream=True)
+                else:
+                    h.end_stream(self.id)
                 self.local_ended = True
                 conn._forget(self)
         except h2.exceptions.ProtocolError:

@@ -22,6 +22,7 @@ from core.certs import issue, make_ca
 from core.config import loads_config
 from core.errors import ConfigError
 from core.http2 import ServerConnection
+from tests.h2client import H2Client
 from tests.harness import InProcessGateway, RecordingUpstream, free_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -209,3 +210,74 @@ upstream = "app"
         assert {line["protocol"] for line in lines if line["path"] == path} == {"HTTP/2"}
     finally:
         await gw.stop()
+
+
+class TrailerEcho(asyncio.Protocol):
+    """A bare HTTP/2 server (h2): answers each request 200 with the body length it
+    read, and its request trailers sent back as response trailers ``echo-<name>``."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        import h2.config
+        import h2.connection
+
+        self.transport = transport
+        config = h2.config.H2Configuration(client_side=False, header_encoding=None)
+        self.conn = h2.connection.H2Connection(config)
+        self.conn.initiate_connection()
+        self.got: dict[int, tuple[int, list[tuple[bytes, bytes]]]] = {}
+        transport.write(self.conn.data_to_send())  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        import h2.events
+
+        for ev in self.conn.receive_data(data):
+            sid = getattr(ev, "stream_id", 0)
+            size, trailers = self.got.get(sid, (0, []))
+            if isinstance(ev, h2.events.DataReceived):
+                self.conn.acknowledge_received_data(ev.flow_controlled_length or 0, sid)
+                self.got[sid] = (size + len(ev.data or b""), trailers)
+            elif isinstance(ev, h2.events.TrailersReceived):
+                self.got[sid] = (size, list(ev.headers or []))  # type: ignore[arg-type]
+            elif isinstance(ev, h2.events.StreamEnded):
+                body = b"%d" % size
+                self.conn.send_headers(sid, [(b":status", b"200")])
+                self.conn.send_data(sid, body)
+                echo = [(b"echo-" + n, v) for n, v in trailers] or [(b"echo-none", b"1")]
+                self.conn.send_headers(sid, echo, end_stream=True)
+        self.transport.write(self.conn.data_to_send())  # type: ignore[attr-defined]
+
+
+async def test_request_trailers_reach_an_http2_upstream() -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(TrailerEcho, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    gw = await InProcessGateway(
+        f"""
+[server]
+listen = ["127.0.0.1:0"]
+access_log = "off"
+[[upstreams]]
+name = "echo"
+endpoints = ["127.0.0.1:{port}"]
+protocol = "h2c"
+[default]
+upstream = "echo"
+"""
+    ).start()
+    client = await H2Client.open(gw.port)
+    try:
+        # The first body is buffered while the upstream connection opens; the second
+        # streams on the pooled one.
+        for size in (100_000, 1_000_000):
+            sid = client.start("POST", "/t", end=False)
+            await client.send_body(sid, b"b" * size, end=False)
+            client.conn.send_headers(sid, [("x-check", f"{size}")], end_stream=True)
+            await client.flush()
+            result = await client.wait(sid)
+            assert result.status == 200
+            assert bytes(result.body) == b"%d" % size
+            assert ("echo-x-check", f"{size}") in result.trailers
+    finally:
+        client.close()
+        await gw.stop()
+        server.close()
