@@ -11,7 +11,7 @@ help:
 	@echo "make run        set up, start the demo upstreams and serve examples/gateway.toml"
 	@echo "make test       set up and run the test suite"
 	@echo "make check      lint + types + tests (run before committing)"
-	@echo "make bench      wasmgate vs nginx with wrk (installs nginx and wrk if missing)"
+	@echo "make bench      wasmgate vs nginx with wrk and h2load (installs nginx, wrk, nghttp2-client if missing)"
 	@echo "make bench-instr  instructions per request (valgrind's callgrind), nginx vs wasmgate; noise-free"
 	@echo "make soak       10 minutes of mixed traffic and reloads; checks errors, RSS and fds"
 	@echo "make install    create $(VENV) and install wasmgate editable with dev extras"
@@ -37,7 +37,7 @@ run: install registry
 
 # Debian packages the tests drive as real peers (scripts/install-debs.sh installs the
 # missing ones; a test whose program is missing skips and names the package).
-TEST_DEBS := chromium chromium-driver redis-server valgrind nginx
+TEST_DEBS := chromium chromium-driver redis-server valgrind nginx curl nghttp2-client
 # tests/test_deploy.py parses deploy/ with kubectl: any kubectl on PATH will do.
 TEST_DEBS += $(if $(shell command -v kubectl),,kubernetes-client)
 
@@ -61,6 +61,7 @@ check: lint typecheck test
 bench: install
 	$(PY) bench/run.py
 	$(PY) bench/reload.py
+	$(PY) bench/h2.py
 
 # Instructions per request under callgrind (bench/instr.py --help; about 3 minutes);
 # INSTR_ARGS="--targets nginx,wasmgate --requests 500" for a shorter run.

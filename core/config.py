@@ -33,6 +33,7 @@ from pydantic import (
     model_validator,
 )
 
+from core.config_http2 import Http2
 from core.errors import ConfigError
 from core.store import StoreConfig
 from plugin_sdk.config import Secret, check_regex
@@ -146,6 +147,9 @@ class Server(Model):
     )
     tls: ServerTLS = Field(
         default_factory=lambda: ServerTLS(), description="TLS settings of the HTTPS listeners."
+    )
+    http2: Http2 = Field(
+        default_factory=lambda: Http2(), description="HTTP/2 to clients (docs/http2.md)."
     )
     workers: int | Literal["auto"] = Field(
         1, description="Processes sharing the port (SO_REUSEPORT); 'auto' = CPU count."
@@ -358,6 +362,11 @@ class Upstream(Model):
         None, description="Active health checks (HTTP or TCP probes); off without the table."
     )
     tls: bool = Field(False, description="Connect to the endpoints over TLS.")
+    protocol: Literal["http1", "h2", "h2c"] = Field(
+        "http1",
+        description="HTTP/1.1; 'h2': HTTP/2 over TLS (needs tls = true; ALPN h2); 'h2c': "
+        "HTTP/2 over plain TCP with prior knowledge. gRPC upstreams need h2 or h2c.",
+    )
     tls_verify: bool = Field(
         True, description="Verify the upstream's certificate chain and name; off only for testing."
     )
@@ -399,6 +408,10 @@ class Upstream(Model):
             raise ValueError("balance = 'consistent_hash' needs hash_on = {header = ...}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("give both tls_cert and tls_key (a client certificate and its key)")
+        if self.protocol == "h2" and not self.tls:
+            raise ValueError("protocol = 'h2' needs tls = true ('h2c' is HTTP/2 without TLS)")
+        if self.protocol == "h2c" and self.tls:
+            raise ValueError("protocol = 'h2c' is without TLS; over TLS use 'h2'")
         return self
 
 
@@ -1210,6 +1223,10 @@ def _cross_problems(cfg: GatewayConfig) -> list[str]:
     problems: list[str] = []
     if not cfg.server.listen and not cfg.server.tls_listen:
         problems.append("server.listen: empty, and no tls_listen either: nothing to serve")
+    listeners = {*cfg.server.listen, *cfg.server.tls_listen}
+    for i, item in enumerate(cfg.server.http2.off):
+        if item not in listeners:
+            problems.append(f"server.http2.off[{i}]: {item!r} is not in listen or tls_listen")
     names: dict[str, int] = {}
     for i, up in enumerate(cfg.upstreams):
         if not NAME_RE.match(up.name):

@@ -30,13 +30,14 @@ from core.http1 import ClientConnection
 from core.inputs import Inputs, snapshot_inputs
 from core.redact import Redactor, declared
 from core.router import Router
-from core.tls import build_server_tls, listener_context
+from core.tls import alpn, build_server_tls, listener_context
 from core.upstream import UpstreamPool, build_pools
 from core.watch import stamp
 from plugin_sdk.chain import FilterInstance
 
 if TYPE_CHECKING:
     from core.http1 import Request
+    from core.http2 import ServerConnection
     from core.proxy import Exchange
     from core.tracing import Exporter
 
@@ -205,7 +206,7 @@ class Gateway:
     def __init__(self, snapshot: Snapshot, loop: asyncio.AbstractEventLoop) -> None:
         self.snapshot = snapshot
         self.loop = loop
-        self.connections: set[ClientConnection] = set()
+        self.connections: set[ClientConnection | ServerConnection] = set()
         self.draining = False
         self.servers: list[asyncio.base_events.Server] = []
         self.sockets: list[tuple[str, int]] = []
@@ -228,7 +229,7 @@ class Gateway:
         self._flush_due = 0.0
         self.address = ""
         self.schemes: list[str] = []  # per entry of self.sockets
-        self._tls_ctx: ssl.SSLContext | None = None
+        self._tls_ctxs: list[ssl.SSLContext] = []  # h2 offered, and http/1.1 only
 
     # -- lifecycle
 
@@ -237,16 +238,20 @@ class Gateway:
         listeners: list[tuple[str, ssl.SSLContext | None]] = [
             (item, None) for item in server_cfg.listen
         ]
+        off = set(server_cfg.http2.off)  # listeners without HTTP/2
         if server_cfg.tls_listen:
-            # One context for every HTTPS listener, across reloads: its SNI callback
-            # asks the current snapshot for the certificate (core/tls.py).
-            tls_ctx = self._tls_ctx = listener_context(lambda: self.snapshot.tls)
-            listeners += [(item, tls_ctx) for item in server_cfg.tls_listen]
+            # Two contexts for the HTTPS listeners (h2 offered, or http/1.1 only), across
+            # reloads: their SNI callback asks the current snapshot for the certificate.
+            h2_ctx = listener_context(lambda: self.snapshot.tls, alpn(server_cfg.http2.tls))
+            h1_ctx = listener_context(lambda: self.snapshot.tls, alpn(False))
+            self._tls_ctxs = [h2_ctx, h1_ctx]
+            listeners += [(i, h1_ctx if i in off else h2_ctx) for i in server_cfg.tls_listen]
         for item, ssl_ctx in listeners:
             host, port = parse_address(item, allow_zero=True)
             scheme = "https" if ssl_ctx is not None else "http"
+            h2c = item not in off
             server = await self.loop.create_server(
-                lambda scheme=scheme: ClientConnection(self, scheme),
+                lambda scheme=scheme, h2c=h2c: ClientConnection(self, scheme, h2c=h2c),
                 host,
                 port,
                 reuse_address=True,
@@ -275,8 +280,9 @@ class Gateway:
         old._given |= snapshot._borrowed
         snapshot._borrowed = set()
         snapshot.bind(self.address)
-        if self._tls_ctx is not None and snapshot.tls is not None:
-            snapshot.tls.configure(self._tls_ctx)
+        if snapshot.tls is not None:
+            for ctx in self._tls_ctxs:
+                snapshot.tls.configure(ctx)
         self.snapshot = snapshot
         old.retire()
 
@@ -367,9 +373,12 @@ class Gateway:
     def log_refused_tls(self, peer: tuple[str, int], reason: str) -> None:
         log.info("refused TLS connection from %s:%d: %s", peer[0], peer[1], reason)
 
+    def log_refused_h2(self, peer: tuple[str, int], reason: str) -> None:
+        log.warning("closed HTTP/2 connection from %s:%d: %s", peer[0], peer[1], reason)
+
     def log_rejected(
         self,
-        conn: ClientConnection,
+        conn: ClientConnection | ServerConnection,
         status: int,
         reason: str,
         req: Request | None,

@@ -38,6 +38,7 @@ import time
 from collections.abc import Iterable
 
 from core.config import HealthCheck, status_ranges
+from core.errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from core.metrics import count_check
 from core.upstream import EndpointState, UpstreamPool, ssl_reason
 
@@ -153,6 +154,8 @@ class HealthChecker:
         """(result, why it failed or "") of one check of ``ep``."""
         cfg = self.cfg
         http = cfg.type == "http"
+        if http and self.pool.cfg.protocol != "http1":
+            return await self.probe_h2(ep)
         tls = self.pool.tls if http else None
         writer: asyncio.StreamWriter | None = None
         try:
@@ -181,6 +184,25 @@ class HealthChecker:
         finally:
             if writer is not None:
                 writer.transport.abort()
+        if any(low <= status <= high for low, high in self.ranges):
+            return PASSED, ""
+        return BAD_STATUS, f"status {status}"
+
+    async def probe_h2(self, ep: EndpointState) -> tuple[str, str]:
+        """The http check of an HTTP/2 upstream: the same GET, as an HTTP/2 stream."""
+        from core.upstream_h2 import probe_status
+
+        cfg = self.cfg
+        host = (cfg.host or self.pool.cfg.host_header or ep.address).encode("latin-1")
+        try:
+            async with asyncio.timeout(cfg.timeout):
+                status = await probe_status(self.pool, ep, cfg.path.encode("latin-1"), host)
+        except (TimeoutError, UpstreamTimeout):
+            return TIMEOUT, f"no answer within {cfg.timeout:g}s"
+        except UpstreamProtocolError as exc:
+            return PROTOCOL_ERROR, f"invalid response: {exc}"
+        except UpstreamError as exc:
+            return CONNECT_ERROR, str(exc)
         if any(low <= status <= high for low, high in self.ranges):
             return PASSED, ""
         return BAD_STATUS, f"status {status}"

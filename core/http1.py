@@ -193,7 +193,7 @@ _CONNECTION_IDS = itertools.count(1)  # connection.id for Proxy-Wasm filters
 class ClientConnection(asyncio.Protocol):
     """One client connection: parse, limit, and run exchanges in order."""
 
-    def __init__(self, gateway: Gateway, scheme: str = "http") -> None:
+    def __init__(self, gateway: Gateway, scheme: str = "http", *, h2c: bool = True) -> None:
         self.gateway = gateway
         self.loop = gateway.loop
         self.scheme = scheme
@@ -224,6 +224,10 @@ class ClientConnection(asyncio.Protocol):
         self._pending_reject: tuple[int, str] | None = None
         self._host_raw: bytes | None = None  # the last Host value found valid, and as str
         self._host = ""
+        # The connection's first bytes while they may be HTTP/2's preface (h2c).
+        self._first: bytes | None = None
+        if scheme == "http" and h2c and gateway.snapshot.config.server.http2.cleartext:
+            self._first = b""
 
     # -- asyncio.Protocol
 
@@ -252,10 +256,25 @@ class ClientConnection(asyncio.Protocol):
                     b"X-Client-Cert-Subject: " + header_value(tls.peer_subject) + b"\r\n"
                     b"X-Client-Cert-SAN: " + header_value(", ".join(tls.peer_sans)) + b"\r\n"
                 )
+            if sslobj.selected_alpn_protocol() == "h2":
+                self._to_http2(b"")
+                return
         self.gateway.connections.add(self)
         self._arm(self.limits.idle_timeout, self._on_idle_timeout)
 
     def data_received(self, data: bytes) -> None:
+        if self._first is not None:
+            from core.http2 import sniff
+
+            data = self._first + data
+            h2c = sniff(data)
+            if h2c is None:
+                self._first = data
+                return
+            self._first = None
+            if h2c:
+                self._to_http2(data)
+                return
         if self.tunnel is not None:
             self.tunnel.on_client_tunnel_data(data)
             return
@@ -309,6 +328,20 @@ class ClientConnection(asyncio.Protocol):
         self.write_paused = False
         if self.active is not None:
             self.active.on_client_resume()
+
+    def _to_http2(self, data: bytes) -> None:
+        """Hand the connection to HTTP/2 (core/http2.py), with the bytes read so far."""
+        from core.http2 import ServerConnection
+
+        self._disarm()
+        self.closing = True
+        self.gateway.connections.discard(self)
+        assert self.transport is not None
+        conn = ServerConnection(self.gateway, self.scheme, self.peer, self.tls, self.cert_headers)
+        self.transport.set_protocol(conn)
+        conn.connection_made(self.transport)
+        if data:
+            conn.data_received(data)
 
     # -- httptools callbacks
 
@@ -558,6 +591,9 @@ class ClientConnection(asyncio.Protocol):
             self._paused &= ~reason
             if not self._paused and self.transport is not None and not self.closing:
                 self.transport.resume_reading()
+
+    def send_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
+        """An HTTP/2 upstream's trailers: HTTP/1.1 clients do not get them."""
 
     def start_tunnel(self, exchange: Exchange) -> None:
         self.tunnel = exchange

@@ -38,14 +38,15 @@ from core.errors import (
 from core.http1 import PAUSE_BUFFER, PAUSE_UPSTREAM, TEXT_PLAIN, status_line
 from core.metrics import record_exchange
 from core.upstream import ResponseHead, UpstreamConnection, UpstreamPool
-from plugin_sdk import Context, LocalReply
+from plugin_sdk import Context, Headers, LocalReply
 from plugin_sdk.chain import Chain, reply_response
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from core.client_side import ClientSide
     from core.gateway import Snapshot
-    from core.http1 import ClientConnection, Request
+    from core.http1 import Request
     from core.router import RouteTarget
     from core.upstream import EndpointState
 
@@ -84,6 +85,7 @@ class Exchange:
         "_rechunk",
         "_replied",
         "_req_pipe",
+        "_req_trailers",
         "_resp_buffer",
         "_resp_buffered",
         "_resp_done",
@@ -111,7 +113,7 @@ class Exchange:
         "status",
     )
 
-    def __init__(self, client: ClientConnection, req: Request) -> None:
+    def __init__(self, client: ClientSide, req: Request) -> None:
         self.client = client
         self.req = req
         self.snapshot: Snapshot = client.gateway.snapshot
@@ -134,6 +136,7 @@ class Exchange:
         self._body_done = not req.has_body
         self._fwd_done = self._body_done  # the body's end went (or may go) upstream
         self._req_pipe: BodyPipe | None = None
+        self._req_trailers: list[tuple[bytes, bytes]] = []  # an HTTP/2 client's
         self._resp_pipe: BodyPipe | None = None
         self._resp_reply: LocalReply | None = None
         self._resp_seen = 0  # response body bytes fed to the filters
@@ -359,6 +362,9 @@ class Exchange:
             host = req.host.encode("latin-1")
         else:
             host = (cfg.host_header or conn.endpoint.address).encode("latin-1")
+        if conn.h2:
+            self._send_h2_request_head(conn, host)
+            return
         parts = [
             req.method.encode("ascii"),
             b" ",
@@ -405,6 +411,30 @@ class Exchange:
             parts.append(b"0\r\n\r\n")
         conn.write(b"".join(parts))
 
+    def _send_h2_request_head(self, conn: UpstreamConnection, host: bytes) -> None:
+        """The request head as HEADERS on an HTTP/2 upstream stream, then what of the
+        body is here (DATA frames carry it: no chunked framing)."""
+        from core.upstream_h2 import H2UpstreamStream, proxied_fields
+
+        assert isinstance(conn, H2UpstreamStream)
+        req = self.req
+        length = req.content_length
+        if self._req_pipe is not None:  # the filters' body: its length once all is here
+            length = self._body_buffered if self._fwd_done else None
+        forwarded = self.snapshot.forwarded(req)
+        fields = proxied_fields(req, conn.scheme, host, forwarded, self.client.cert_headers, length)
+        body = self._body_buffer
+        conn.send_head(fields, end=self._fwd_done and not body and not self._req_trailers)
+        if body:
+            for chunk in body:
+                conn.write(chunk)
+            self._body_buffer = []
+            self._body_buffered = 0
+            self._body_sent = True
+            self.client.resume(PAUSE_BUFFER)
+        if self._fwd_done and (body or self._req_trailers):
+            conn.end_body(self._req_trailers)
+
     def _frame(self, chunk: bytes) -> tuple[bytes, ...]:
         if self.req.chunked:
             return (b"%x\r\n" % len(chunk), chunk, b"\r\n")
@@ -433,7 +463,7 @@ class Exchange:
         if conn is not None and not conn.closed:
             assert conn.transport is not None
             self._body_sent = True
-            if self.req.chunked:
+            if self.req.chunked and not conn.h2:
                 conn.transport.writelines([b"%x\r\n" % len(data), data, b"\r\n"])
             else:
                 conn.transport.write(data)
@@ -460,7 +490,14 @@ class Exchange:
     def _end_body(self) -> None:
         self._fwd_done = True
         conn = self.conn
-        if self.req.chunked and conn is not None and not conn.closed and not self._abandoned:
+        if conn is None or conn.closed or self._abandoned:
+            return
+        if conn.h2:
+            from core.upstream_h2 import H2UpstreamStream
+
+            assert isinstance(conn, H2UpstreamStream)
+            conn.end_body(self._req_trailers)
+        elif self.req.chunked:
             conn.write(b"0\r\n\r\n")
 
     async def _open_request_pipe(self, chain: Chain, ctx: Context) -> None:
@@ -605,6 +642,51 @@ class Exchange:
                 return
             if pipe is not None:
                 length = sum(map(len, self._resp_buffer)) if pipe.ended else None
+        if not self._write_head(head, filtered, length, no_body, pipe):
+            return
+        self._replied = True
+        self._streaming = True
+        if self._resp_paused and not self.client.write_paused:
+            self._resume_upstream()
+        if not (self._resp_done if pipe is None else pipe.ended):
+            self._last_read = self.client.loop.time()
+            self._arm(self.pool.cfg.read_timeout if self.pool else 60.0, self._on_read_timeout)
+            while (
+                not (self._resp_done if pipe is None else pipe.ended)
+                and self._upstream_error is None
+            ):
+                await self._wait()
+            self._cancel_timer()
+            if self._upstream_error is not None:
+                self.reason = str(self._upstream_error)
+                self.client.gateway.log_upstream_error(self, self._upstream_error)
+                self.client.abort()  # the head is out; only a broken connection says so
+                raise ClientGone
+        if filtered and chain is not None and chain.response_trailers:
+            self._trailer_hooks(chain)
+
+    def _trailer_hooks(self, chain: Chain) -> None:
+        """Filters that take trailers change them once they came; then the client gets them."""
+        resp = self.ctx.response if self.ctx is not None else None
+        if self.ctx is not None and resp is not None and resp.trailers is not None:
+            chain.run_response_trailers(self.ctx, self._ran)
+            self.client.send_trailers(resp.trailers.raw)
+
+    def _write_head(
+        self,
+        head: ResponseHead,
+        filtered: bool,
+        length: int | None,
+        no_body: bool,
+        pipe: BodyPipe | None,
+    ) -> bool:
+        """Write the response head (and the body bytes already here) to the client.
+
+        ``length`` is the body length to announce when ``filtered`` (None: unknown).
+        Returns False when the response cannot be carried and a 502 went instead.
+        An HTTP/2 stream writes its head its own way (core/http2.py).
+        """
+        req = self.req
         self.status = head.status
         parts = [status_line(head.status)]
         if filtered:
@@ -626,7 +708,7 @@ class Exchange:
             if req.version != "1.1":
                 self._drop_upstream()
                 self._local_now(502, "upstream used a transfer coding HTTP/1.0 cannot carry")
-                return
+                return False
             self._rechunk = True
             parts += (b"Transfer-Encoding: ", head.codings, b", chunked\r\n")
         elif not no_body and length is None:
@@ -651,24 +733,7 @@ class Exchange:
         if (self._resp_done if pipe is None else pipe.ended) and self._rechunk:
             parts.append(b"0\r\n\r\n")
         self.client.write(b"".join(parts))
-        self._replied = True
-        self._streaming = True
-        if self._resp_paused and not self.client.write_paused:
-            self._resume_upstream()
-        if not (self._resp_done if pipe is None else pipe.ended):
-            self._last_read = self.client.loop.time()
-            self._arm(self.pool.cfg.read_timeout if self.pool else 60.0, self._on_read_timeout)
-            while (
-                not (self._resp_done if pipe is None else pipe.ended)
-                and self._upstream_error is None
-            ):
-                await self._wait()
-            self._cancel_timer()
-            if self._upstream_error is not None:
-                self.reason = str(self._upstream_error)
-                self.client.gateway.log_upstream_error(self, self._upstream_error)
-                self.client.abort()  # the head is out; only a broken connection says so
-                raise ClientGone
+        return True
 
     async def _filter_whole_response(self, chain: Chain, head: ResponseHead) -> bool:
         """Buffer the body for filters that asked for it, run them, write it all.
@@ -704,6 +769,11 @@ class Exchange:
         await chain.run_response(self.ctx, self._ran)
         resp = self.ctx.response
         self.status = resp.status
+        if resp.trailers is not None:  # as the filters left them
+            if chain.response_trailers:
+                self._trailer_hooks(chain)
+            else:
+                self.client.send_trailers(resp.trailers.raw)
         sent = self.client.write_reply(
             resp.status,
             resp.headers.raw,
@@ -827,6 +897,18 @@ class Exchange:
         elif self._streaming and self._rechunk:
             self.client.write(b"0\r\n\r\n")
         self._wake()
+
+    def on_request_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
+        """An HTTP/2 client's request trailers: sent on with the body's end to an
+        HTTP/2 upstream (an HTTP/1.1 upstream does not get them)."""
+        self._req_trailers = fields
+
+    def on_response_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
+        """An HTTP/2 upstream's trailers: on to the client if it can carry them (and
+        to the filters, when they read the body whole and so see the response end)."""
+        if self._head is not None:
+            self._head.trailers = Headers(list(fields))
+        self.client.send_trailers(fields)
 
     def on_upstream_error(self, exc: UpstreamError) -> None:
         if self._upstream_error is None:
@@ -964,6 +1046,9 @@ class Exchange:
         conn = self.conn
         if conn is None:
             return
+        # Reading was paused for a slow client as the last bytes came: a pooled
+        # connection must read again, or the next exchange on it never gets its head.
+        self._resume_upstream()
         self.conn = None
         conn.endpoint.active -= 1
         # _fwd_done: a filter may still hold the end of the request body (the upstream

@@ -75,6 +75,9 @@ class ServerTLS:
     warnings: list[str] = field(default_factory=list)
     expiries: dict[str, datetime] = field(default_factory=dict)  # file or secret → not after
     generated_default: bool = False  # the default is core.default_cert's placeholder
+    # For listeners in server.http2.off: each context's twin that offers http/1.1 only
+    # (ALPN is chosen with the context SNI switched to). Empty when none needs one.
+    http1_twins: dict[int, ssl.SSLContext] = field(default_factory=dict)
 
     def configure(self, listener: ssl.SSLContext) -> None:
         """Apply the listener-wide settings (at start and at every reload): the
@@ -144,11 +147,17 @@ def build_server_tls(cfg: GatewayConfig, base_dir: Path) -> ServerTLS | None:
         forward_client_cert=opts.forward_client_cert,
     )
     problems: list[str] = []
+    h2 = cfg.server.http2
+    twins = h2.tls and any(item in h2.off for item in cfg.server.tls_listen)
     for i, cert in enumerate(cfg.certificates):
         where = f"certificates[{i}]"
         try:
-            ctx, not_after = _context(cert, base_dir, where)
+            ctx, not_after = _context(cert, base_dir, where, alpn(cfg.server.http2.tls))
             auth, cas = _client_policy(cert, opts, base_dir, where)
+            if twins:
+                twin, _ = _context(cert, base_dir, where, alpn(False))
+                out.http1_twins[id(ctx)] = twin
+                out.policy[id(twin)] = (auth, [c for _, c in cas])
         except ConfigError as exc:
             problems += exc.problems
             continue
@@ -192,6 +201,7 @@ def build_server_tls(cfg: GatewayConfig, base_dir: Path) -> ServerTLS | None:
     contexts = {id(c): c for c in [*out.exact.values(), *out.wildcard.values()]}
     if out.default is not None:
         contexts[id(out.default)] = out.default
+    contexts.update({id(c): c for c in out.http1_twins.values()})
     for ctx in contexts.values():
         ctx.set_ciphers(out.ciphers)  # the security level applies to the chosen context
         for ca in out.client_cas:
@@ -199,11 +209,19 @@ def build_server_tls(cfg: GatewayConfig, base_dir: Path) -> ServerTLS | None:
     return out
 
 
-def _context(cert: Certificate, base_dir: Path, where: str) -> tuple[ssl.SSLContext, datetime]:
+def alpn(http2: bool) -> list[str]:
+    """The protocols offered in ALPN, best first."""
+    return ["h2", "http/1.1"] if http2 else ["http/1.1"]
+
+
+def _context(
+    cert: Certificate, base_dir: Path, where: str, protocols: list[str]
+) -> tuple[ssl.SSLContext, datetime]:
     """The certificate's own context. Only its chain and key count: the SNI switch
-    keeps the listener's protocol, cipher and verification settings (OpenSSL's rule)."""
+    keeps the listener's protocol, cipher and verification settings (OpenSSL's rule);
+    ALPN is chosen with the switched-to context's list, so ``protocols`` is set here."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.set_alpn_protocols(protocols)
     if cert.cert is not None and cert.key is not None:
         chain, key = base_dir / cert.cert, base_dir / cert.key
         for field_name, path in (("cert", chain), ("key", key)):
@@ -272,11 +290,15 @@ def _not_after(pem: bytes, where: str) -> datetime:
     return first.not_valid_after_utc
 
 
-def listener_context(current: Callable[[], ServerTLS | None]) -> ssl.SSLContext:
+def listener_context(
+    current: Callable[[], ServerTLS | None], protocols: list[str] | None = None
+) -> ssl.SSLContext:
     """The context of an HTTPS listener: no certificate of its own; the SNI callback
-    switches each connection to the current snapshot's context for its name."""
+    switches each connection to the current snapshot's context for its name (its
+    http/1.1-only twin when this listener offers http/1.1 only)."""
+    http1_only = protocols == alpn(False)
     base = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    base.set_alpn_protocols(["http/1.1"])
+    base.set_alpn_protocols(protocols or ["http/1.1"])
     base.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
     tls = current()
     if tls is not None:
@@ -287,6 +309,8 @@ def listener_context(current: Callable[[], ServerTLS | None]) -> ssl.SSLContext:
         ctx = tls.select(name) if tls is not None else None
         if ctx is None:
             return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
+        if http1_only and tls is not None:
+            ctx = tls.http1_twins.get(id(ctx), ctx)
         sslobj.context = ctx
         _SNI[sslobj] = (name or "").lower().rstrip(".")
         return None

@@ -29,7 +29,7 @@ import random
 import re
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, cast
 
@@ -50,6 +50,7 @@ from plugin_sdk import Headers, Response
 
 if TYPE_CHECKING:
     from core.health import CheckState, HealthChecker
+    from core.upstream_h2 import H2Upstream
 
 log = logging.getLogger("wasmgate.upstream")
 
@@ -60,6 +61,7 @@ class ResponseListener(Protocol):
     def on_response_head(self, head: ResponseHead) -> None: ...
     def on_response_body(self, data: bytes) -> None: ...
     def on_response_end(self) -> None: ...
+    def on_response_trailers(self, fields: list[tuple[bytes, bytes]]) -> None: ...
     def on_upstream_error(self, exc: UpstreamError) -> None: ...
     def on_upstream_pause(self) -> None: ...
     def on_upstream_resume(self) -> None: ...
@@ -75,6 +77,7 @@ class ResponseHead(Response):
         self.status = 0
         self.headers = Headers([])
         self.body = None
+        self.trailers = None
         self.content_length: int | None = None
         self.chunked = False
         self.codings = b""  # transfer codings other than the final chunked (e.g. gzip)
@@ -87,6 +90,8 @@ _NO_BODY_STATUS = frozenset({204, 304})
 
 class UpstreamConnection(asyncio.Protocol):
     """One keep-alive connection to an endpoint."""
+
+    h2 = False  # True for a stream on an HTTP/2 connection (core/upstream_h2.py)
 
     def __init__(self, endpoint: EndpointState) -> None:
         self.endpoint = endpoint
@@ -369,6 +374,12 @@ class UpstreamPool:
         self.hash_cookie = cfg.hash_on.cookie if cfg.hash_on else None
         self.checker: HealthChecker | None = None  # set by core.health.start_checks
         self.closed = False
+        # HTTP/2 upstreams: every connection per endpoint address (streams, not
+        # connections, are taken and released; core/upstream_h2.py).
+        self.h2_conns: dict[str, list[H2Upstream]] | None = None
+        self.h2_pending: dict[str, asyncio.Future[None]] = {}  # connects in progress
+        if cfg.protocol != "http1":
+            self.h2_conns = {}
 
     # -- choosing
 
@@ -438,8 +449,11 @@ class UpstreamPool:
 
     # -- connections
 
-    @staticmethod
-    def take_idle(ep: EndpointState) -> UpstreamConnection | None:
+    def take_idle(self, ep: EndpointState) -> UpstreamConnection | None:
+        if self.h2_conns is not None:
+            from core.upstream_h2 import take_stream
+
+            return take_stream(self.h2_conns.setdefault(ep.address, []))
         idle = ep.idle
         while idle:
             conn = idle.pop()
@@ -448,12 +462,24 @@ class UpstreamPool:
         return None
 
     async def connect(self, ep: EndpointState) -> UpstreamConnection:
+        if self.h2_conns is not None:
+            from core.upstream_h2 import connect_stream
+
+            return await connect_stream(self, ep)
+        proto = await self.open_connection(ep, lambda: UpstreamConnection(ep))
+        assert isinstance(proto, UpstreamConnection)
+        return proto
+
+    async def open_connection(
+        self, ep: EndpointState, factory: Callable[[], asyncio.Protocol]
+    ) -> asyncio.Protocol:
+        """A new connection to ``ep`` (TLS per the pool); raises UpstreamError."""
         loop = asyncio.get_running_loop()
         tls = self.tls
         try:
             async with asyncio.timeout(self.cfg.connect_timeout):  # the handshake included
                 _, proto = await loop.create_connection(
-                    lambda: UpstreamConnection(ep),
+                    factory,
                     ep.host,
                     ep.port,
                     ssl=tls,
@@ -489,6 +515,9 @@ class UpstreamPool:
         for ep in self.endpoints:
             while ep.idle:
                 ep.idle.pop().close()
+        for conns in (self.h2_conns or {}).values():
+            for conn in list(conns):
+                conn.close()
 
 
 def build_pools(
@@ -545,7 +574,7 @@ def tls_context(cfg: Upstream, base_dir: Path) -> ssl.SSLContext | None:
     cafile = base_dir / cfg.tls_ca if cfg.tls_ca is not None else None
     ctx = ssl.create_default_context(cafile=cafile)  # no cafile: the system's store
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.set_alpn_protocols(["h2"] if cfg.protocol == "h2" else ["http/1.1"])
     if not cfg.tls_verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
@@ -587,6 +616,7 @@ class _Collector:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.head: ResponseHead | None = None
         self.body: list[bytes] = []
+        self.trailers: list[tuple[bytes, bytes]] = []
         self.done: asyncio.Future[None] = loop.create_future()
 
     def on_response_head(self, head: ResponseHead) -> None:
@@ -602,6 +632,9 @@ class _Collector:
     def on_upstream_error(self, exc: UpstreamError) -> None:
         if not self.done.done():
             self.done.set_exception(exc)
+
+    def on_response_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
+        self.trailers = fields
 
     def on_upstream_pause(self) -> None:
         pass
@@ -624,10 +657,12 @@ async def fetch(
     headers: list[tuple[bytes, bytes]],
     body: bytes,
     timeout: float,
+    trailers: list[tuple[bytes, bytes]] | None = None,
 ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """One request through ``pool`` (its endpoints, keep-alive connections and health):
     (status, headers, body). Used for calls a filter makes (Proxy-Wasm's
-    ``proxy_http_call``); raises :class:`UpstreamError`."""
+    ``proxy_http_call`` and ``proxy_grpc_call``); an HTTP/2 upstream's trailers are
+    appended to ``trailers`` when given. Raises :class:`UpstreamError`."""
     loop = asyncio.get_running_loop()
     ep = pool.pick()
     try:
@@ -635,14 +670,29 @@ async def fetch(
             conn = pool.take_idle(ep) or await pool.connect(ep)
             listener = _Collector(loop)
             conn.begin(listener, head_request=method == "HEAD")
-            parts = [method.encode("latin-1"), b" ", target, b" HTTP/1.1\r\nHost: "]
-            parts.append(authority or ep.address.encode("latin-1"))
-            parts.append(b"\r\n")
-            for name, value in headers:
-                if name.lower() not in _CALL_DROPPED and not is_hop_by_hop(name.lower()):
-                    parts += (name, b": ", value, b"\r\n")
-            parts += (b"Content-Length: %d\r\n\r\n" % len(body), body)
-            conn.write(b"".join(parts))
+            if conn.h2:
+                from core.upstream_h2 import H2UpstreamStream, request_fields
+
+                assert isinstance(conn, H2UpstreamStream)
+                authority = authority or ep.address.encode("latin-1")
+                fields = request_fields(
+                    method, conn.scheme, authority, target, headers, [], len(body)
+                )
+                conn.send_head(fields, end=not body)
+                if body:
+                    conn.write(body)
+                    conn.end_body()
+                parts: list[bytes] = []
+            else:
+                parts = [method.encode("latin-1"), b" ", target, b" HTTP/1.1\r\nHost: "]
+            if parts:
+                parts.append(authority or ep.address.encode("latin-1"))
+                parts.append(b"\r\n")
+                for name, value in headers:
+                    if name.lower() not in _CALL_DROPPED and not is_hop_by_hop(name.lower()):
+                        parts += (name, b": ", value, b"\r\n")
+                parts += (b"Content-Length: %d\r\n\r\n" % len(body), body)
+                conn.write(b"".join(parts))
             try:
                 await listener.done
             except BaseException:
@@ -656,6 +706,8 @@ async def fetch(
         raise
     pool.report(ep, True)
     UpstreamPool.release(conn)
+    if trailers is not None:
+        trailers += listener.trailers
     head = listener.head
     assert head is not None
     return head.status, head.headers.raw, b"".join(listener.body)

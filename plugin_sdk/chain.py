@@ -146,6 +146,7 @@ class Chain:
         "requests",
         "response_body",
         "response_chunks",
+        "response_trailers",
         "responses",
         "run_request_sync",
         "run_response_sync",
@@ -185,6 +186,14 @@ class Chain:
             (i + 1, f, hook)
             for i, f in reversed(list(enumerate(self.filters)))
             if (hook := getattr(f.filter, "response_chunks", None)) is not None
+        )
+        #: (position, instance, hook) of the filters called when the response's trailers
+        #: came (Filter.response_trailers: a Proxy-Wasm module's trailer callback), in
+        #: response order.
+        self.response_trailers = tuple(
+            (i + 1, f, hook)
+            for i, f in reversed(list(enumerate(self.filters)))
+            if (hook := getattr(f.filter, "response_trailers", None)) is not None
         )
         # When no phase awaits, the gateway calls the *_sync runners: no coroutine.
         self.sync_requests = not any(awaits for *_, awaits in self._requests)
@@ -308,6 +317,18 @@ class Chain:
             return result
         bad = TypeError(f"on_request returned {result!r}, not None or a LocalReply")
         return self._failed(inst, "request", bad)
+
+    def run_response_trailers(self, ctx: Context, ran: int) -> None:
+        """Run the trailer hooks (in response order, over the first ``ran`` filters) on
+        ``ctx.response.trailers``. The response has gone by then: a hook that raises is
+        logged and counted, and changes nothing else."""
+        for position, inst, hook in self.response_trailers:
+            if position <= ran:
+                ctx.log = inst.logger
+                try:
+                    hook(ctx)
+                except Exception as exc:
+                    self._failed(inst, "response trailers", exc)
 
     def _response_failed(self, ctx: Context, inst: FilterInstance, exc: Exception) -> None:
         """A response phase raised: fail_closed replaces the response with a 500."""

@@ -36,7 +36,8 @@ class Request:
         query: the query string without ``?`` (``""`` if none).
         host: the Host the client asked for, port included if it sent one.
         scheme: ``"http"`` or ``"https"`` (of the client's connection).
-        version: ``"1.1"`` or ``"1.0"``.
+        version: ``"1.1"``, ``"1.0"`` or ``"2"`` (HTTP/2, h2 or h2c); also
+            readable as ``http_version``.
         headers: end-to-end request headers (see :class:`Headers`).
         client_ip / client_port: the TCP peer.
         body: the whole body, only when a filter of the chain set
@@ -108,6 +109,11 @@ class Request:
         return target.encode("latin-1")
 
     @property
+    def http_version(self) -> str:
+        """The protocol version the client spoke: ``"1.0"``, ``"1.1"`` or ``"2"``."""
+        return self.version
+
+    @property
     def url(self) -> str:
         """``scheme://host/path?query`` as the client asked for it."""
         return f"{self.scheme}://{self.host}{self.path}" + (f"?{self.query}" if self.query else "")
@@ -131,16 +137,27 @@ class Response:
     Readable and writable in the response phase. ``body`` is the whole body only
     when a filter of the chain set ``response_body = True``; otherwise ``None``.
     Setting ``body`` to new bytes replaces it (Content-Length is fixed up).
+
+    ``trailers`` are the fields an HTTP/2 upstream sent after the body (a gRPC call's
+    ``grpc-status`` and ``grpc-message``, say). They have arrived only when the body
+    was read whole, so they are there for a chain with ``response_body = True`` (else
+    ``None``, as for a response without trailers). A filter may change them; an
+    HTTP/2 client gets them after the body, an HTTP/1.1 client does not.
     """
 
-    __slots__ = ("body", "headers", "status")
+    __slots__ = ("body", "headers", "status", "trailers")
 
     def __init__(
-        self, status: int = 200, headers: Headers | None = None, body: bytes | None = None
+        self,
+        status: int = 200,
+        headers: Headers | None = None,
+        body: bytes | None = None,
+        trailers: Headers | None = None,
     ) -> None:
         self.status = status
         self.headers = headers if headers is not None else Headers()
         self.body = body
+        self.trailers = trailers
 
     def __repr__(self) -> str:
         return f"<Response {self.status}>"

@@ -204,3 +204,37 @@ def test_alias_to_an_unknown_upstream_is_a_config_error() -> None:
     assert err.value.problems == [
         "wasm.clusters.\"outbound|80||auth.default.svc.cluster.local\": unknown upstream 'auht'"
     ]
+
+
+async def test_a_call_to_an_http2_upstream_goes_over_http2(
+    tmp_path: Path,
+    upstream: RecordingUpstream,
+    upstream2: RecordingUpstream,
+    start_gateway: StartGateway,
+    http: aiohttp.ClientSession,
+) -> None:
+    """``protocol = "h2c"`` on the called upstream: the call is an HTTP/2 stream (here
+    to a second gateway, which counts its HTTP/2 connections, in front of upstream2)."""
+    from core.http2 import ServerConnection
+
+    back = await start_gateway(gateway_toml({"app": [upstream2.address]}, default="app"))
+    assert back.gateway is not None
+    ups = f"""
+[[upstreams]]
+name = "v1"
+endpoints = ["{upstream.address}"]
+
+[[upstreams]]
+name = "auth"
+endpoints = ["127.0.0.1:{back.port}"]
+protocol = "h2c"
+"""
+    gw = await start_gateway(callout_toml(tmp_path, ups))
+    async with http.get(gw.url + "/h2", headers={"x-cluster": "auth"}, timeout=FAST) as resp:
+        assert resp.status == 200, resp.headers
+    [call] = upstream2.requests
+    assert (call.method, call.path_qs, call.body_len) == ("GET", "/h2", 4)
+    [seen] = upstream.requests
+    assert seen.headers["x-call-status"] == "200"
+    assert seen.headers["x-call-body"].startswith('{"upstream": "v2"')
+    assert any(isinstance(c, ServerConnection) for c in back.gateway.connections)

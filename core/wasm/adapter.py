@@ -89,6 +89,8 @@ class WasmFilter(Filter[PluginConfig]):
             self.request_chunks = self._request_chunk
         if "response" in wants and _BODY_CALLBACKS[1] in exports:
             self.response_chunks = self._response_chunk
+        if not (vm.root_only or service) and "proxy_on_response_trailers" in exports:
+            self.response_trailers = self._response_trailers
         if vm.root_only or service:
             self.skip_phases |= {"on_request", "on_response", "on_log"}
 
@@ -236,6 +238,17 @@ class WasmFilter(Filter[PluginConfig]):
             reply = await self._outcome(stream, action)
         if reply is not None:
             ctx.response = reply_response(reply)
+
+    def _response_trailers(self, ctx: Context) -> None:
+        """The response's trailers came (an HTTP/2 upstream's, after its body): the
+        module reads and changes them in its trailer map. Its action is not waited
+        for: the body has gone by then."""
+        stream = ctx.state.get(self._key)
+        resp = ctx.response
+        if not isinstance(stream, Stream) or resp is None or resp.trailers is None:
+            return
+        if stream.id in self.vm.streams:
+            self.vm.call(stream, "proxy_on_response_trailers", stream.id, len(resp.trailers))
 
     # -- bodies as they stream (core.bodies calls these per chunk)
 

@@ -144,6 +144,17 @@ class HttpCallResult:
     message: str = ""
 
 
+@dataclass
+class GrpcCallResult:
+    """What a ``proxy_grpc_call`` got, while its callbacks run (core/wasm/grpc_call.py)."""
+
+    initial: list[tuple[bytes, bytes]] = field(default_factory=list)
+    message: bytes | None = None
+    trailing: list[tuple[bytes, bytes]] = field(default_factory=list)
+    status: int = 14  # UNAVAILABLE until a grpc-status says otherwise
+    text: str = ""
+
+
 class Stream:
     """One HTTP request/response pair: a Proxy-Wasm stream context."""
 
@@ -182,6 +193,7 @@ class Host:
         self.instance: Instance | None = None
         self.stream: Stream | None = None  # the effective stream; None = root context
         self.call_result: HttpCallResult | None = None  # during proxy_on_http_call_response
+        self.grpc_result: GrpcCallResult | None = None  # during the proxy_on_grpc_* callbacks
         self.log = logging.getLogger(f"wasmgate.wasm.{plugin.name}")
 
     # -- helpers
@@ -278,6 +290,8 @@ class Host:
             return self.plugin.vm_config
         if kind == BufferType.HTTP_CALL_RESPONSE_BODY and self.call_result is not None:
             return self.call_result.body
+        if kind == BufferType.GRPC_CALL_MESSAGE and self.grpc_result is not None:
+            return self.grpc_result.message
         if stream is None or kind not in _BODIES:
             return None
         streamed = stream.body[kind]  # HTTP_REQUEST_BODY 0, HTTP_RESPONSE_BODY 1
@@ -366,8 +380,15 @@ class Host:
             if not result.status:  # a failed call has no headers, not ":status: 0"
                 return []
             return [(b":status", str(result.status).encode()), *result.headers]
-        if kind in (MapType.HTTP_REQUEST_TRAILERS, MapType.HTTP_RESPONSE_TRAILERS):
+        if kind == MapType.HTTP_RESPONSE_TRAILERS and ctx is not None:
+            trailers = ctx.response.trailers if ctx.response is not None else None
+            return [(n.lower(), v) for n, v in trailers.raw] if trailers is not None else []
+        if kind == MapType.HTTP_REQUEST_TRAILERS:
             return [] if ctx is not None else None
+        if kind == MapType.GRPC_CALL_INITIAL_METADATA and self.grpc_result is not None:
+            return self.grpc_result.initial
+        if kind == MapType.GRPC_CALL_TRAILING_METADATA and self.grpc_result is not None:
+            return self.grpc_result.trailing
         if kind == MapType.HTTP_CALL_RESPONSE_TRAILERS and self.call_result is not None:
             return []
         return None
@@ -447,6 +468,15 @@ class Host:
                 ctx.response.status = int(value)
                 return OK
             headers = ctx.response.headers
+        elif (
+            kind == MapType.HTTP_RESPONSE_TRAILERS
+            and ctx is not None
+            and ctx.response is not None
+            and ctx.response.trailers is not None
+        ):
+            if key.startswith(b":"):
+                return BAD_ARGUMENT
+            headers = ctx.response.trailers
         elif kind in MapType._value2member_map_:
             return NOT_FOUND
         else:
@@ -662,7 +692,53 @@ class Host:
             return BAD_ARGUMENT
         return OK if self.mem.write_u32(token_ptr, token) else BAD_MEMORY
 
+    def proxy_grpc_call(
+        self,
+        svc_ptr: int,
+        svc_size: int,
+        name_ptr: int,
+        name_size: int,
+        method_ptr: int,
+        method_size: int,
+        md_ptr: int,
+        md_size: int,
+        msg_ptr: int,
+        msg_size: int,
+        timeout_ms: int,
+        token_ptr: int,
+    ) -> int:
+        """A unary gRPC call through an upstream (``service`` is its cluster name)."""
+        mem, limits = self.mem, self.plugin.limits
+        spans = [(svc_ptr, svc_size), (name_ptr, name_size), (method_ptr, method_size)]
+        spans += [(md_ptr, md_size), (msg_ptr, msg_size)]
+        if not all(mem.in_bounds(ptr, size) for ptr, size in spans):
+            return BAD_MEMORY
+        if self.plugin.calls_in_flight() >= limits.max_http_calls:
+            return self._exhausted("http_calls")
+        if msg_size > limits.max_buffer_bytes:
+            return self._exhausted("body")
+        if md_size > 4 + limits.max_header_bytes:
+            return self._exhausted("headers")
+        parts = [self._read(ptr, size) for ptr, size in spans]
+        if any(part is None for part in parts):
+            return BAD_MEMORY
+        service, name, method, raw, message = (bytes(p or b"") for p in parts)
+        metadata = deserialize_map(raw) if raw else []
+        if metadata is None:
+            return Status.PARSE_FAILURE
+        token = self.plugin.grpc_call(
+            service.decode("latin-1"), name, method, metadata, message, timeout_ms
+        )
+        if token is None:  # an unknown cluster, or a service or method it cannot send
+            return BAD_ARGUMENT
+        return OK if self.mem.write_u32(token_ptr, token) else BAD_MEMORY
+
     def proxy_get_status(self, code_ptr: int, msg_ptr_ptr: int, msg_size_ptr: int) -> int:
+        grpc = self.grpc_result
+        if grpc is not None:
+            if not self.mem.write_u32(code_ptr, grpc.status):
+                return BAD_MEMORY
+            return self._return_bytes(grpc.text.encode(), msg_ptr_ptr, msg_size_ptr)
         result = self.call_result
         if result is None:
             return NOT_FOUND

@@ -433,6 +433,20 @@ class PluginVm(RootContexts):
         """Start ``proxy_http_call``; its token, or None (unknown upstream)."""
         return start_call(self, upstream, pairs, body, timeout_ms)
 
+    def grpc_call(
+        self,
+        upstream: str,
+        service: bytes,
+        method: bytes,
+        metadata: list[tuple[bytes, bytes]],
+        message: bytes,
+        timeout_ms: int,
+    ) -> int | None:
+        """Start ``proxy_grpc_call``; its token, or None (unknown upstream, bad names)."""
+        from core.wasm.grpc_call import start_grpc_call
+
+        return start_grpc_call(self, upstream, service, method, metadata, message, timeout_ms)
+
 
 def describe(vm: PluginVm) -> dict[str, Any]:
     return {"abi": vm.abi, "root_only": vm.root_only, "traps": vm.traps, "rebuilds": vm.rebuilds}

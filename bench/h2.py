@@ -1,0 +1,252 @@
+"""HTTP/2 benchmarks with h2load: wasmgate against nginx (``http2``), and gRPC unary calls.
+
+Starts, on 127.0.0.1 and free ports (the processes and helpers of bench/run.py):
+
+* a fast upstream: nginx, 1 worker, ``return 200 "hello\\n"`` over HTTP/1.1;
+* nginx as an HTTPS reverse proxy with HTTP/2 to clients (1 worker, keep-alive pool);
+* wasmgate, 1 worker, HTTPS with h2 by ALPN, to the same upstream;
+* a grpcio server (Python, raw-bytes unary echo) and wasmgate on h2c in front of it
+  (``protocol = "h2c"`` upstream).
+
+The proxies are pinned to one CPU, h2load and the upstreams to another. h2load runs
+``-c 10 -m 10`` (100 concurrent streams over 10 connections) against each proxy in
+turn for ``--duration`` seconds per round, and reports req/s (median over rounds) and
+the ratio wasmgate/nginx (target: >= 0.25). For gRPC it posts one framed message per
+call with h2load, through the gateway and directly to the grpcio server, and reports
+calls/s of each. Results go to ``bench/results/h2-latest.json``.
+
+Run with ``make bench`` (after bench/run.py) or ``.venv/bin/python bench/h2.py --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from run import (
+    RESULTS,
+    ROOT,
+    WASMGATE,
+    BenchError,
+    CertFiles,
+    Services,
+    apt_install,
+    find_tool,
+    free_port,
+    log,
+    nginx_common,
+    start_nginx,
+    tool_output,
+    tool_output_all,
+    upstream_conf,
+    wait_ready,
+)
+from testcert import write_self_signed
+
+TARGET_RATIO = 0.25
+PY = ROOT / ".venv" / "bin" / "python"
+GRPC_SERVER = """
+import sys, time
+from concurrent import futures
+import grpc
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+handler = grpc.method_handlers_generic_handler(
+    "bench.Echo", {"Unary": grpc.unary_unary_rpc_method_handler(lambda req, ctx: req)})
+server.add_generic_rpc_handlers((handler,))
+server.add_insecure_port("127.0.0.1:" + sys.argv[1])
+server.start()
+server.wait_for_termination()
+"""
+
+
+def nginx_h2_conf(tmp: Path, port: int, up_port: int, nginx_v: str, tls: CertFiles) -> str:
+    head, temp_paths = nginx_common(tmp, "proxy-h2", nginx_v)
+    version = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", nginx_v)
+    modern = version is not None and tuple(map(int, version.groups())) >= (1, 25, 1)
+    listen = f"listen 127.0.0.1:{port} ssl backlog=4096;" + (" http2 on;" if modern else "")
+    if not modern:
+        listen = f"listen 127.0.0.1:{port} ssl http2 backlog=4096;"
+    return f"""{head}
+http {{
+    {temp_paths}
+    access_log off;
+    keepalive_requests 10000000;
+    http2_max_requests 10000000;
+    upstream backend {{
+        server 127.0.0.1:{up_port};
+        keepalive 64;
+    }}
+    server {{
+        {listen}
+        ssl_certificate {tls.cert};
+        ssl_certificate_key {tls.key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+
+def gateway_toml(tls_port: int, grpc_port: int, up_port: int, grpc_up: int, tls: CertFiles) -> str:
+    return f"""[server]
+listen = ["127.0.0.1:{grpc_port}"]
+tls_listen = ["127.0.0.1:{tls_port}"]
+access_log = "off"
+
+[server.limits]
+drain_timeout = 1
+
+[[upstreams]]
+name = "up"
+endpoints = ["127.0.0.1:{up_port}"]
+keepalive = 64
+
+[[upstreams]]
+name = "grpc"
+endpoints = ["127.0.0.1:{grpc_up}"]
+protocol = "h2c"
+
+[[routes]]
+name = "grpc"
+paths = ["/bench.Echo/"]
+upstream = "grpc"
+
+[default]
+upstream = "up"
+
+[[certificates]]
+hosts = []
+cert = "{tls.cert}"
+key = "{tls.key}"
+"""
+
+
+def h2load(h2load_bin: str, cpu: int, url: str, seconds: float, extra: Sequence[str]) -> float:
+    """req/s h2load reports for ``url`` (-c 10 -m 10 for ``seconds``, 1 s warm-up)."""
+    cmd = ["taskset", "-c", str(cpu), h2load_bin, "-c", "10", "-m", "10", "-t", "1"]
+    cmd += ["-D", f"{seconds:g}", "--warm-up-time", "1", *extra, url]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=seconds + 60)
+    found = re.search(r"finished in [^,]+, ([\d.]+) req/s", proc.stdout)
+    failed = re.search(r"(\d+) failed", proc.stdout)
+    if found is None:
+        raise BenchError(f"h2load {url}: no result:\n{proc.stdout[-1500:]}{proc.stderr[-500:]}")
+    if failed and int(failed[1]) and float(found[1]) == 0:
+        raise BenchError(f"h2load {url}: every request failed:\n{proc.stdout[-1500:]}")
+    return float(found[1])
+
+
+def ensure_tools() -> tuple[str, str]:
+    missing = [
+        p for p, tool in (("nginx", "nginx"), ("nghttp2-client", "h2load")) if not find_tool(tool)
+    ]
+    if missing:
+        apt_install(missing)
+    nginx, h2 = find_tool("nginx"), find_tool("h2load")
+    if nginx is None or h2 is None or find_tool("taskset") is None:
+        raise BenchError("nginx, h2load (nghttp2-client) and taskset (util-linux) are needed")
+    if not WASMGATE.exists():
+        raise BenchError(f"{WASMGATE} not found; run `make install` first")
+    return nginx, h2
+
+
+def bench(args: argparse.Namespace) -> dict[str, object]:
+    nginx, h2load_bin = ensure_tools()
+    proxy_cpu, load_cpu = args.proxy_cpu, args.load_cpu
+    with tempfile.TemporaryDirectory(prefix="wasmgate-h2bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        services = Services(tmp)
+        try:
+            nginx_v = tool_output_all([nginx, "-V"])
+            cert = CertFiles(*write_self_signed(tmp))
+            up_port = free_port()
+            upstream = start_nginx(
+                services, nginx, "upstream", upstream_conf(tmp, up_port, nginx_v), up_port, load_cpu
+            )
+            wait_ready(upstream)
+            n_port = free_port()
+            conf = nginx_h2_conf(tmp, n_port, up_port, nginx_v, cert)
+            proxy = start_nginx(services, nginx, "proxy-h2", conf, n_port, proxy_cpu, cert)
+            wait_ready(proxy)
+            grpc_up = free_port()
+            script = tmp / "grpc_server.py"
+            script.write_text(GRPC_SERVER)
+            services.start("grpc", grpc_up, load_cpu, [str(PY), str(script), str(grpc_up)])
+            tls_port, grpc_port = free_port(), free_port()
+            gw_conf = tmp / "gateway.toml"
+            gw_conf.write_text(gateway_toml(tls_port, grpc_port, up_port, grpc_up, cert))
+            cmd = [str(WASMGATE), "--log-level", "warning", "run", "-c", str(gw_conf)]
+            gateway = services.start("wasmgate-h2", tls_port, proxy_cpu, cmd, cert)
+            wait_ready(gateway)
+            urls = {
+                "nginx-h2": f"https://127.0.0.1:{n_port}/",
+                "wasmgate-h2": f"https://127.0.0.1:{tls_port}/",
+            }
+            body = tmp / "grpc.bin"
+            body.write_bytes(b"\0\0\0\0\x05hello")
+            grpc_args = ["-d", str(body), "-H", "content-type: application/grpc"]
+            grpc_args += ["-H", "te: trailers"]
+            grpc_urls = {
+                "grpc-direct": f"http://127.0.0.1:{grpc_up}/bench.Echo/Unary",
+                "grpc-via-wasmgate": f"http://127.0.0.1:{grpc_port}/bench.Echo/Unary",
+            }
+            runs: dict[str, list[float]] = {name: [] for name in [*urls, *grpc_urls]}
+            for i in range(args.rounds):
+                for name, url in urls.items():
+                    runs[name].append(h2load(h2load_bin, load_cpu, url, args.duration, []))
+                    log(f"round {i + 1}: {name:<18} {runs[name][-1]:>10.0f} req/s")
+                for name, url in grpc_urls.items():
+                    runs[name].append(h2load(h2load_bin, load_cpu, url, args.duration, grpc_args))
+                    log(f"round {i + 1}: {name:<18} {runs[name][-1]:>10.0f} calls/s")
+        finally:
+            services.stop_all()
+    median = {name: statistics.median(values) for name, values in runs.items()}
+    ratio = median["wasmgate-h2"] / median["nginx-h2"] if median["nginx-h2"] else 0.0
+    grpc_ratio = median["grpc-via-wasmgate"] / median["grpc-direct"] if median["grpc-direct"] else 0
+    log("")
+    for name, value in median.items():
+        log(f"{name:<20} {value:>10.0f} /s (median of {args.rounds})")
+    verdict = "meets" if ratio >= TARGET_RATIO else "misses"
+    log(f"wasmgate-h2 / nginx-h2 = {ratio:.2f} ({verdict} the {TARGET_RATIO} target)")
+    log(f"gRPC unary through wasmgate / direct = {grpc_ratio:.2f}")
+    return {
+        "settings": {**vars(args), "h2load": tool_output([h2load_bin, "--version"])},
+        "median": median,
+        "runs": runs,
+        "ratio": ratio,
+        "target_ratio": TARGET_RATIO,
+        "grpc_ratio": grpc_ratio,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per target (default 3)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per run")
+    parser.add_argument("--proxy-cpu", type=int, default=0, help="CPU of the proxies")
+    parser.add_argument("--load-cpu", type=int, default=1, help="CPU of h2load and upstreams")
+    args = parser.parse_args(argv)
+    try:
+        report = bench(args)
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / "h2-latest.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    log(f"wrote {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""``proxy_grpc_call``: a unary gRPC call from a plugin through one of the gateway's
+upstreams, and the ``proxy_on_grpc_*`` callbacks with its outcome.
+
+The ``service`` argument names the upstream, as a cluster name does for
+``proxy_http_call`` (:mod:`core.wasm.clusters`); Envoy's serialized ``GrpcService``
+is not read. The call is ``POST /<service name>/<method>`` with
+``content-type: application/grpc`` and the message in one gRPC frame, over the
+upstream's own connections (``protocol = "h2c"`` or ``"h2"`` for a gRPC server).
+The plugin's root context then gets, as they apply:
+``proxy_on_grpc_receive_initial_metadata`` (map 4), ``proxy_on_grpc_receive`` (the
+first response message, buffer 5), ``proxy_on_grpc_receive_trailing_metadata``
+(map 5) and, always, ``proxy_on_grpc_close`` with the gRPC status (``proxy_get_status``
+also gives its message). A call that fails, or an upstream that does not answer
+HTTP 200, closes with UNAVAILABLE (14); one past its timeout (``0``: 5 s) with
+DEADLINE_EXCEEDED (4). ``proxy_grpc_stream`` and the calls on streams stay
+UNIMPLEMENTED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import TYPE_CHECKING
+
+from core.errors import UpstreamTimeout
+from core.upstream import UpstreamPool, fetch
+from core.wasm.clusters import resolve_cluster
+from core.wasm.host import GrpcCallResult, _field_ok
+from core.wasm.vm import WasmTrap
+
+if TYPE_CHECKING:
+    from core.wasm.plugin import PluginVm
+    from core.wasm.sharing import Root
+
+log = logging.getLogger("wasmgate.wasm")
+_NAME = re.compile(rb"[A-Za-z0-9_.]+")  # a service or method name: no "/" or "?"
+UNAVAILABLE, DEADLINE_EXCEEDED = 14, 4
+
+
+def start_grpc_call(
+    vm: PluginVm,
+    cluster: str,
+    service: bytes,
+    method: bytes,
+    metadata: list[tuple[bytes, bytes]],
+    message: bytes,
+    timeout_ms: int,
+) -> int | None:
+    """Start the call as a task of ``vm``; its token, or None (refused: BAD_ARGUMENT)."""
+    ok = _NAME.fullmatch(service) and _NAME.fullmatch(method)
+    if not ok or not all(n[:1] != b":" and _field_ok(n, v) for n, v in metadata):
+        log.warning("wasm filter %r: grpc call to %r with an invalid head", vm.name, cluster)
+        return None
+    pool = vm.resolved.get(cluster)
+    if pool is None:
+        found = resolve_cluster(cluster, vm.pools, vm.clusters)
+        if isinstance(found, str):
+            log.warning(
+                "wasm filter %r: grpc call to unknown cluster %r: %s", vm.name, cluster, found
+            )
+            return None
+        pool = vm.resolved[cluster] = found
+    token = next(vm.tokens)
+    path = b"/" + service + b"/" + method
+    call = _call(vm, token, vm.active, pool, path, metadata, message, timeout_ms)
+    task = asyncio.get_running_loop().create_task(call)
+    vm.calls.add(task)
+    task.add_done_callback(vm.calls.discard)
+    return token
+
+
+async def _call(
+    vm: PluginVm,
+    token: int,
+    root: Root,
+    pool: UpstreamPool,
+    path: bytes,
+    metadata: list[tuple[bytes, bytes]],
+    message: bytes,
+    timeout_ms: int,
+) -> None:
+    headers = [(b"content-type", b"application/grpc"), *metadata]
+    body = b"\0" + len(message).to_bytes(4, "big") + message
+    result = GrpcCallResult()
+    trailers: list[tuple[bytes, bytes]] = []
+    authority = (pool.cfg.host_header or "").encode("latin-1")
+    try:
+        status, initial, reply = await fetch(
+            pool, "POST", path, authority, headers, body, (timeout_ms or 5000) / 1000, trailers
+        )
+        result = _outcome(status, [(k.lower(), v) for k, v in initial], reply, trailers)
+    except UpstreamTimeout as exc:
+        result.status, result.text = DEADLINE_EXCEEDED, str(exc)
+    except Exception as exc:  # the plugin learns of failures through the close status
+        result.text = str(exc)
+        log.warning("wasm filter %r: grpc call %d failed: %s", vm.name, token, exc)
+    if root.context_id not in vm.roots:
+        return  # its plugin was closed meanwhile
+    vm.host.grpc_result = result
+    rid = root.context_id
+    try:
+        if result.initial:
+            vm.call(None, "proxy_on_grpc_receive_initial_metadata", rid, token, len(result.initial))
+        if result.message is not None:
+            vm.call(None, "proxy_on_grpc_receive", rid, token, len(result.message))
+        if result.trailing:
+            vm.call(
+                None, "proxy_on_grpc_receive_trailing_metadata", rid, token, len(result.trailing)
+            )
+        vm.call(None, "proxy_on_grpc_close", rid, token, result.status)
+    except WasmTrap:
+        pass  # counted and logged by vm.call
+    finally:
+        vm.host.grpc_result = None
+
+
+def _outcome(
+    status: int,
+    initial: list[tuple[bytes, bytes]],
+    reply: bytes,
+    trailers: list[tuple[bytes, bytes]],
+) -> GrpcCallResult:
+    """The call's metadata, first message and status from the HTTP/2 response."""
+    result = GrpcCallResult(initial=initial)
+    if status != 200:
+        result.text = f"upstream answered HTTP {status}"
+        return result
+    # A trailers-only response has its status among the initial headers.
+    fields = dict(trailers or initial)
+    code = fields.get(b"grpc-status")
+    result.status = int(code) if code is not None and code.isdigit() else 2  # UNKNOWN
+    result.text = fields.get(b"grpc-message", b"").decode("utf-8", "replace")
+    result.trailing = [(k.lower(), v) for k, v in trailers]
+    if not trailers:
+        result.initial = [(k, v) for k, v in initial if not k.startswith(b"grpc-")]
+    if len(reply) >= 5:
+        size = int.from_bytes(reply[1:5], "big")
+        result.message = reply[5 : 5 + size]
+    return result
