@@ -4,6 +4,9 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# Two pytest workers (pytest-xdist): on a 2-core machine they take the suite from about
+# 8.5 minutes to about 4.5. PYTEST_WORKERS= runs it in one process.
+PYTEST_WORKERS ?= -n 2
 
 .PHONY: help install run test lint format typecheck check bench bench-instr soak clean wasm registry demo-canary demo-gateway-api demo-zero-trust deploy-check
 
@@ -43,7 +46,7 @@ TEST_DEBS += $(if $(shell command -v kubectl),,kubernetes-client)
 
 test: install
 	@scripts/install-debs.sh $(TEST_DEBS)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
