@@ -1,6 +1,6 @@
 """Instructions per request, counted by valgrind's callgrind: a figure machine noise cannot move.
 
-    .venv/bin/python bench/instr.py [--targets nginx,wasmgate,wasmgate-chain,wasmgate-wasm]
+    .venv/bin/python bench/instr.py [--targets nginx,wasmgate,wasmgate-chain,wasmgate-wasm,...]
                                     [--requests 2000] [--warmup 2000] [--tree DIR]
                                     [--results DIR] [--keep DIR]
 
@@ -23,7 +23,8 @@ For each target, in turn:
 
 Targets: ``nginx`` (the nginx reverse proxy of bench/run.py, with
 ``master_process off``: one process), ``wasmgate`` (no filters), ``wasmgate-chain``
-(canary + cors + rewrite + headers) and ``wasmgate-wasm`` (the as-headers Proxy-Wasm
+(canary + cors + rewrite + headers), ``wasmgate-wasm-go`` (the go-headers filter, Go
+SDK) and ``wasmgate-wasm`` (the as-headers Proxy-Wasm
 filter), configured exactly as bench/run.py configures them. The gateway runs with
 ``PYTHONHASHSEED=0``; a rerun of the same tree agrees to well under 1 %.
 
@@ -70,7 +71,7 @@ from wasm_cost import Client
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
-TARGETS = ("nginx", "wasmgate", "wasmgate-chain", "wasmgate-wasm")
+TARGETS = ("nginx", "wasmgate", "wasmgate-chain", "wasmgate-wasm", "wasmgate-wasm-go")
 INSTR_WARMUP = 100  # requests after instrumentation is on, before the counters are zeroed
 RESULT_NAME = r"instr-\d{8}T\d{6}Z\.json"
 START_TIMEOUT = 180.0  # seconds; a gateway starting under valgrind imports slowly
@@ -149,10 +150,11 @@ def target_command(
             port,
             up_port,
             chain=name == "wasmgate-chain",
-            wasm="wasmgate-wasm" if name == "wasmgate-wasm" else "",
+            wasm=name if name.startswith("wasmgate-wasm") else "",
         )
     )
-    if name == "wasmgate-wasm" and "cpu_budget" in (tree / "core" / "config.py").read_text():
+    budgeted = "cpu_budget" in (tree / "core" / "config.py").read_text()
+    if name.startswith("wasmgate-wasm") and budgeted:
         # Under valgrind the guest's callbacks take most of the wall time: past the
         # default CPU budget (half a CPU) the filter would be cut off with 503s.
         conf.write_text(conf.read_text() + "limits.cpu_budget = 1.0\n")
@@ -223,8 +225,9 @@ def measure(
 
 def run(args: argparse.Namespace) -> int:
     _, _, nginx = tools()
-    if "wasmgate-wasm" in args.targets:
-        ensure_wasm_filter(["wasmgate-wasm"])
+    wasm_targets = [t for t in args.targets if t.startswith("wasmgate-wasm")]
+    if wasm_targets:
+        ensure_wasm_filter(wasm_targets)
         if not WASM_FILTER.exists():
             raise InstrError(f"{WASM_FILTER} missing; `make wasm`")
     nginx_v = tool_output_all([nginx, "-V"])

@@ -95,6 +95,12 @@ CASES = [
     ),
     Case("mirror", {"endpoints": ["127.0.0.9:8099"], "percent": 50}, [], ["127.0.0.9:8099"]),
     Case("redirect", {"to": "https://visible-target.example", "code": 302}, [], ["302"]),
+    Case(
+        "respond",
+        {"status": 503, "body": "visible-maintenance", "headers": {"X-Visible": "yes"}},
+        [],
+        ["visible-maintenance", "X-Visible"],
+    ),
     Case("rewrite", {"strip_prefix": "/visible-prefix"}, [], ["/visible-prefix"]),
 ]
 

@@ -104,7 +104,7 @@ class RuleFilters:
                 else:
                     self.warn(
                         f"{where}: ExtensionRef names filter {name!r}, which gateway.toml's "
-                        "[filters] does not define; the rule answers 503"
+                        "[filters] does not define; the rule answers 500"
                     )
                     broken = True
             elif f.type == "RequestMirror" and f.request_mirror:

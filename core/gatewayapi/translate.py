@@ -16,7 +16,7 @@ Ingress dialect's, so both share ``[kubernetes]``, ``ingress import`` and the re
   later one a ``canary`` filter with ``weight = w`` of ``weight_total`` = the sum of
   the weights so far; chained, they give each backend exactly its share. A backend in
   another namespace needs a ReferenceGrant there. A rule left with no usable backend
-  answers 503 (the spec says 500), with a warning.
+  answers 500, as the spec says (the ``respond`` plugin), with a warning.
 - **Filters**, in the rule's order: ``RequestHeaderModifier`` and
   ``ResponseHeaderModifier`` → ``headers``; ``RequestRedirect`` → ``redirect`` (URL
   parts); ``URLRewrite`` → ``rewrite`` (``host``; ``ReplaceFullPath`` → the whole path,
@@ -130,12 +130,23 @@ class _Routes(RuleFilters):
             self.out.notes[f"upstream {name}"] = f"service {ns}/{ref.name} port {ref.port}"
         return name
 
+    def fail_filter(self) -> str:
+        """The filter that answers 500 for a rule the gateway cannot serve as written
+        (no backend it may use, or a filter it cannot apply), as the specification
+        asks."""
+        return self.add_filter(
+            "gatewayapi.unusable-rule",
+            "respond",
+            {"status": 500, "body": "this route has no usable backend or filter\n"},
+            "rules that cannot be served as written (answered 500)",
+        )
+
     def no_backend(self) -> str:
         if NO_BACKEND not in self._upstreams:
             self._upstreams.add(NO_BACKEND)
             self.out.upstreams.append({"name": NO_BACKEND, "endpoints": []})
             self.out.notes[f"upstream {NO_BACKEND}"] = (
-                "rules without a usable backend (answered 503)"
+                "rules without a usable backend (answered 500)"
             )
         return NO_BACKEND
 
@@ -248,11 +259,10 @@ class _Routes(RuleFilters):
             table["query"] = query
         if broken or (not backends and not redirects):
             if not broken and not redirects:
-                self.warn(f"{where}: no usable backend; requests here answer 503")
+                self.warn(f"{where}: no usable backend; requests here answer 500")
             table["upstream"] = self.no_backend()
-            table["filters"] = (
-                chain if not broken else [n for n in chain if n.endswith("https-only")]
-            )
+            kept = chain if not broken else [n for n in chain if n.endswith("https-only")]
+            table["filters"] = [*kept, self.fail_filter()]
         else:
             table["upstream"] = backends[0][0] if backends else self.no_backend()
             total = backends[0][1] if backends else 0

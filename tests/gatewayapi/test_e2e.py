@@ -143,7 +143,7 @@ MATCHING = [
     ("theirs.test", "GET", "/", {}, 404, "other-controllers-gateway"),
     # backends in other namespaces
     ("cross.test", "GET", "/granted", {}, "zeta-other", "reference-grant"),
-    ("cross.test", "GET", "/refused", {}, 503, "no-reference-grant"),
+    ("cross.test", "GET", "/refused", {}, 500, "no-reference-grant"),
 ]
 
 
@@ -251,9 +251,9 @@ async def test_request_mirror_sends_a_copy(served: Served) -> None:
     assert copies[0].headers["host"] == "headers.example"
 
 
-async def test_missing_extension_answers_503_and_warns(served: Served) -> None:
+async def test_missing_extension_answers_500_and_warns(served: Served) -> None:
     answer = await send(served, "headers.example", "/missing-extension")
-    assert (answer.status, answer.service) == (503, None)
+    assert (answer.status, answer.service) == (500, None)
     assert any("'not-defined'" in w for w in served.warnings)
 
 
