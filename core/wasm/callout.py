@@ -16,7 +16,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from core.upstream import UpstreamPool, fetch
-from core.wasm.clusters import resolve_cluster
+from core.wasm.clusters import vm_pool
 from core.wasm.host import HttpCallResult, _field_ok, _pseudo_ok
 from core.wasm.vm import WasmTrap
 
@@ -48,15 +48,9 @@ def start_call(
     if not head_ok(pairs):
         log.warning("wasm filter %r: http call to %r with an invalid head", vm.name, cluster)
         return None
-    pool = vm.resolved.get(cluster)
+    pool = vm_pool(vm, cluster, "http")
     if pool is None:
-        found = resolve_cluster(cluster, vm.pools, vm.clusters)
-        if isinstance(found, str):
-            log.warning(
-                "wasm filter %r: http call to unknown cluster %r: %s", vm.name, cluster, found
-            )
-            return None
-        pool = vm.resolved[cluster] = found
+        return None
     token = next(vm.tokens)
     root = vm.active  # the response goes to the caller's root context
     call = _call(vm, token, root, pool, pairs, body, timeout_ms)

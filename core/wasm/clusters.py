@@ -21,9 +21,16 @@ is refused with ``BAD_ARGUMENT`` at once, as Envoy refuses an unknown cluster.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from core.upstream import UpstreamPool
+
+if TYPE_CHECKING:
+    from core.wasm.plugin import PluginVm
+
+log = logging.getLogger("wasmgate.wasm")
 
 _K8S_SUFFIX = ".svc.cluster.local"
 
@@ -58,6 +65,21 @@ def resolve_cluster(
             names = ", ".join(repr(p.name) for p in matches)
             return f"ambiguous: upstreams {names} all match; add a [wasm.clusters] alias"
     return f"no upstream named {host!r}, with an endpoint {address} or host_header {host!r}"
+
+
+def vm_pool(vm: PluginVm, cluster: str, kind: str) -> UpstreamPool | None:
+    """The pool ``cluster`` names for a call (``kind``: "http", "grpc") of ``vm``,
+    resolved once and remembered; None (logged) when it names none."""
+    pool = vm.resolved.get(cluster)
+    if pool is None:
+        found = resolve_cluster(cluster, vm.pools, vm.clusters)
+        if isinstance(found, str):
+            log.warning(
+                "wasm filter %r: %s call to unknown cluster %r: %s", vm.name, kind, cluster, found
+            )
+            return None
+        pool = vm.resolved[cluster] = found
+    return pool
 
 
 def _named(host: str, port: str) -> list[str]:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from core.errors import UpstreamTimeout
 from core.upstream import UpstreamPool, fetch
-from core.wasm.clusters import resolve_cluster
+from core.wasm.clusters import vm_pool
 from core.wasm.host import GrpcCallResult, _field_ok
 from core.wasm.vm import WasmTrap
 
@@ -52,15 +52,9 @@ def start_grpc_call(
     if not ok or not all(n[:1] != b":" and _field_ok(n, v) for n, v in metadata):
         log.warning("wasm filter %r: grpc call to %r with an invalid head", vm.name, cluster)
         return None
-    pool = vm.resolved.get(cluster)
+    pool = vm_pool(vm, cluster, "grpc")
     if pool is None:
-        found = resolve_cluster(cluster, vm.pools, vm.clusters)
-        if isinstance(found, str):
-            log.warning(
-                "wasm filter %r: grpc call to unknown cluster %r: %s", vm.name, cluster, found
-            )
-            return None
-        pool = vm.resolved[cluster] = found
+        return None
     token = next(vm.tokens)
     path = b"/" + service + b"/" + method
     call = _call(vm, token, vm.active, pool, path, metadata, message, timeout_ms)
