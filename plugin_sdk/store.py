@@ -91,18 +91,18 @@ class StoreCommandError(StoreError):
 
 
 class Script:
-    """A Lua script, sent with EVAL (Redis caches it compiled, by its SHA1)."""
+    """A Lua script, sent with EVALSHA (Redis caches it compiled, by its SHA1); a call
+    Redis answers NOSCRIPT (its cache was flushed, or it restarted) is sent again on
+    its own with the body (EVAL), which loads it for the next ones."""
 
     __slots__ = ("head", "sha", "source")
 
     def __init__(self, source: str) -> None:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
-        body = source.encode()
-        # EVAL with the body, not EVALSHA: answers then never depend on what Redis has
-        # cached (no NOSCRIPT to retry, which would reorder a pipeline); Redis keeps the
-        # compiled script by its hash either way.
-        self.head = b"$4\r\nEVAL\r\n$%d\r\n%s\r\n" % (len(body), body)
+        # 40 hex digits instead of the whole body on every call: less to send, and less
+        # for Redis to read and hash per call.
+        self.head = b"$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % self.sha.encode()
 
     def call(self, keys: Sequence[str], args: Sequence[Arg]) -> bytes:
         """``EVAL`` of this script in the Redis protocol (RESP), packed here rather than
@@ -260,9 +260,10 @@ class Store:
     ) -> None:
         """Write the batch's calls at once, then read their answers in order (a pipeline
         without redis-py's per-command bookkeeping)."""
-        from redis.exceptions import ResponseError
+        from redis.exceptions import NoScriptError, ResponseError
 
         conn = None
+        again: list[tuple[Script, Sequence[str], Sequence[Arg], asyncio.Future[Any]]] = []
         try:
             async with self._writing:
                 # A connection of our own, outside redis-py's pool: never handed back,
@@ -280,6 +281,9 @@ class Store:
                     # No timer per answer: the batch's timer bounds them all.
                     result = await conn.read_response(timeout=math.inf)
                 except ResponseError as exc:
+                    if isinstance(exc, NoScriptError):
+                        again.append(item)  # not cached on this server (yet): see below
+                        continue
                     _set(item[3], exception=_translate(exc))
                     continue
                 _set(item[3], result=result)
@@ -294,6 +298,32 @@ class Store:
         finally:
             if not read.done():
                 read.set_result(None)
+        if again:  # rare: after a Redis restart or a SCRIPT FLUSH
+            await self._again(again)
+
+    async def _again(
+        self, items: list[tuple[Script, Sequence[str], Sequence[Arg], asyncio.Future[Any]]]
+    ) -> None:
+        """Calls Redis answered NOSCRIPT: load their scripts, then send them again as
+        one pipeline, away from the batch's connection (its answers stay in order),
+        still under the batch's timer."""
+        client = self._redis()
+        try:
+            for source in {item[0].source for item in items}:
+                await self._guard(client.script_load(source))
+            pipe = client.pipeline(transaction=False)
+            for script, keys, args, _ in items:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            results = await self._guard(pipe.execute(raise_on_error=False))
+        except StoreError as exc:
+            for item in items:
+                _set(item[3], exception=type(exc)(str(exc)))
+            return
+        for item, result in zip(items, results, strict=True):
+            if isinstance(result, Exception):
+                _set(item[3], exception=_translate(result))
+            else:
+                _set(item[3], result=result)
 
     async def _single(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         from redis.exceptions import NoScriptError

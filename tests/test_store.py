@@ -81,6 +81,11 @@ async def test_scripts_run_batched_and_reload_after_a_script_flush(
     redis_server.command("SCRIPT", "FLUSH")  # as after a Redis restart
     assert await s.run(INCR, [s.key("n")], [5]) == 55
     assert await s.command("GET", s.key("n")) == b"55"
+    # A whole pipeline that meets NOSCRIPT: each call is sent again with the body, once.
+    redis_server.command("SCRIPT", "FLUSH")
+    again = await asyncio.gather(*(s.run(INCR, [s.key("n")], [1]) for _ in range(20)))
+    assert sorted(again) == list(range(56, 76))
+    assert await s.command("GET", s.key("n")) == b"75"
 
 
 async def test_a_hung_redis_costs_at_most_the_timeout_then_fails_fast(
