@@ -95,7 +95,7 @@ class Script:
     Redis answers NOSCRIPT (its cache was flushed, or it restarted) is sent again on
     its own with the body (EVAL), which loads it for the next ones."""
 
-    __slots__ = ("head", "sha", "source")
+    __slots__ = ("_tails", "head", "sha", "source")
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -103,14 +103,29 @@ class Script:
         # 40 hex digits instead of the whole body on every call: less to send, and less
         # for Redis to read and hash per call.
         self.head = b"$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % self.sha.encode()
+        # ARGV packed, by the identity of the args object: callers such as a rate limit
+        # pass the very same tuple on every call (a few are kept, not more).
+        self._tails: dict[int, tuple[Sequence[Arg], bytes]] = {}
 
     def call(self, keys: Sequence[str], args: Sequence[Arg]) -> bytes:
         """``EVAL`` of this script in the Redis protocol (RESP), packed here rather than
         by redis-py: this is the per-request path of every script call."""
-        parts = [_encode(len(keys)), *map(_encode, keys), *map(_encode, args)]
+        known = self._tails.get(id(args))
+        if known is not None and known[0] is args and isinstance(args, tuple):
+            tail = known[1]
+        else:
+            tail = b"".join([b"$%d\r\n%s\r\n" % (len(p), p) for p in map(_encode, args)])
+            if isinstance(args, tuple) and len(self._tails) < 64:
+                self._tails[id(args)] = (args, tail)  # (kept alive: its id stays its own)
+        count = b"%d" % len(keys)
         return b"".join(
-            [b"*%d\r\n" % (len(parts) + 2), self.head]
-            + [b"$%d\r\n%s\r\n" % (len(p), p) for p in parts]
+            [
+                b"*%d\r\n" % (len(keys) + len(args) + 3),
+                self.head,
+                b"$%d\r\n%s\r\n" % (len(count), count),
+                *[b"$%d\r\n%s\r\n" % (len(p), p) for p in map(_encode, keys)],
+                tail,
+            ]
         )
 
 
