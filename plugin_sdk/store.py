@@ -93,7 +93,7 @@ class StoreCommandError(StoreError):
 class Script:
     """A Lua script, sent with EVALSHA (Redis caches it compiled, by its SHA1); a call
     Redis answers NOSCRIPT (its cache was flushed, or it restarted) is sent again on
-    its own with the body (EVAL), which loads it for the next ones."""
+    its own after one SCRIPT LOAD (see ``Store._again``)."""
 
     __slots__ = ("_tails", "head", "sha", "source")
 
@@ -108,7 +108,7 @@ class Script:
         self._tails: dict[int, tuple[Sequence[Arg], bytes]] = {}
 
     def call(self, keys: Sequence[str], args: Sequence[Arg]) -> bytes:
-        """``EVAL`` of this script in the Redis protocol (RESP), packed here rather than
+        """``EVALSHA`` of this script in the Redis protocol (RESP), packed here rather than
         by redis-py: this is the per-request path of every script call."""
         known = self._tails.get(id(args))
         if known is not None and known[0] is args and isinstance(args, tuple):
