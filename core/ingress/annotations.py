@@ -137,6 +137,7 @@ class Annotations:
     read_timeout: float | None = None
     backend_tls: bool = False
     backend_tls_verify: bool = True
+    backend_h2: bool = False  # backend-protocol GRPC / GRPCS: HTTP/2 to the backend
     deny_all: bool = False  # a source range could not be read: every request refused
     warnings: list[str] = field(default_factory=list)
 
@@ -155,6 +156,8 @@ class Annotations:
             out["tls"] = True
             if not self.backend_tls_verify:
                 out["tls_verify"] = False
+        if self.backend_h2:
+            out["protocol"] = "h2" if self.backend_tls else "h2c"
         return out
 
 
@@ -308,12 +311,15 @@ def read_annotations(raw: dict[str, str], where: str) -> Annotations:
             setattr(a, attr, float(seconds))
     protocol = r.get("backend-protocol")
     if protocol is not None:
-        if protocol.upper() == "HTTPS":
+        kind = protocol.upper()
+        if kind in ("HTTPS", "GRPCS"):
             a.backend_tls = True
-        elif protocol.upper() != "HTTP":
+        if kind in ("GRPC", "GRPCS"):
+            a.backend_h2 = True  # gRPC needs HTTP/2: h2c, or h2 over TLS
+        elif kind not in ("HTTP", "HTTPS"):
             a.warnings.append(
-                f"{where}: backend-protocol {protocol!r} is not supported (HTTP and HTTPS "
-                "are); the backend is spoken to over HTTP"
+                f"{where}: backend-protocol {protocol!r} is not supported (HTTP, HTTPS, "
+                "GRPC and GRPCS are); the backend is spoken to over HTTP"
             )
     a.backend_tls_verify = r.boolean("proxy-ssl-verify", True)
     a.warnings += r.warnings
