@@ -988,8 +988,8 @@ def test_unsupported_annotations_are_listed_in_a_warning(tmp_path: Path) -> None
         NGINX + "proxy-buffering",
     ]
     # An unsupported backend protocol is said too: the backend is spoken to over HTTP.
-    docs = [site("grpc", "g.test", {"backend-protocol": "GRPC"})]
-    assert any("backend-protocol 'GRPC'" in w for w in load_config(kube.write(docs)).warnings)
+    docs = [site("fcgi", "f.test", {"backend-protocol": "FCGI"})]
+    assert any("backend-protocol 'FCGI'" in w for w in load_config(kube.write(docs)).warnings)
 
 
 @pytest.mark.parametrize(
