@@ -187,7 +187,7 @@ _SPECIAL = {
 }
 
 
-_CONNECTION_IDS = itertools.count(1)  # connection.id for Proxy-Wasm filters
+CONNECTION_IDS = itertools.count(1)  # connection.id for Proxy-Wasm filters
 
 
 class ClientConnection(asyncio.Protocol):
@@ -202,7 +202,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.peer = ("", 0)
-        self.conn_id = next(_CONNECTION_IDS)
+        self.conn_id = next(CONNECTION_IDS)
         self.tls: TLSInfo | None = None  # set for HTTPS connections once the handshake is done
         self.cert_headers = b""  # X-Client-Cert-* lines for the upstream, when forwarded
         self.closing = False

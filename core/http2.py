@@ -37,7 +37,7 @@ import h2.exceptions
 import h2.settings
 from hyperframe.frame import GoAwayFrame
 
-from core.http1 import Reject, Request
+from core.http1 import CONNECTION_IDS, Reject, Request
 from core.http2_request import parse_request
 from core.http2_stream import H2Exchange, Stream
 from core.tracecontext import start_trace
@@ -76,6 +76,7 @@ class ServerConnection(asyncio.Protocol):
         self.loop = gateway.loop
         self.scheme = scheme
         self.peer = peer
+        self.conn_id = next(CONNECTION_IDS)  # connection.id, numbered with HTTP/1.1's
         self.tls = tls
         self.cert_headers = cert_headers
         self.limits = snap.config.server.limits
@@ -264,6 +265,7 @@ class ServerConnection(asyncio.Protocol):
             return
         req = Request()
         req.version = "2"
+        req.conn_id = self.conn_id
         req.client_ip, req.client_port = self.peer
         req.scheme = self.scheme
         req.start = time.monotonic()

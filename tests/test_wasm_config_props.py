@@ -25,6 +25,7 @@ from core.gateway import Snapshot
 from core.wasm.host import serialize_map
 from plugin_sdk.testing import make_request, make_wasm_filter, run_filter
 from tests.conftest import StartGateway
+from tests.h2client import H2Client
 from tests.harness import InProcessGateway, RecordingUpstream, gateway_toml, read_response
 from tests.test_wasm_host import wasm_file, wasm_toml
 
@@ -436,3 +437,19 @@ async def test_upstream_address_and_connection_id(
     assert await response_prop("upstream.port") == i64(int(port))
     first, second = [struct.unpack("<q", await response_prop("connection.id"))[0] for _ in range(2)]
     assert 0 < first < second  # raw_probe opens a new connection each time
+
+
+async def test_connection_id_over_http2(props_gateway: InProcessGateway) -> None:
+    """Streams of one HTTP/2 connection share its connection.id."""
+    client = await H2Client.open(props_gateway.port)
+    try:
+        ids = []
+        for _ in range(2):
+            got = await client.request(
+                "GET", "/props/x", headers=[("x-prop", "connection.id")], authority="props.test"
+            )
+            assert got.header("x-prop-status") == "0"
+            ids.append(struct.unpack("<q", bytes.fromhex(got.header("x-prop-value") or ""))[0])
+    finally:
+        client.close()
+    assert ids[0] == ids[1] > 0
