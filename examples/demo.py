@@ -205,6 +205,24 @@ async def stop_gateway(proc: asyncio.subprocess.Process) -> None:
             await proc.wait()
 
 
+async def until_stopped(what: str) -> None:
+    """Say how to stop, then wait for Ctrl-C (or SIGTERM)."""
+    print(f"Try them yourself; Ctrl-C stops {what}.")
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def shut_down(proc: asyncio.subprocess.Process, runners: Sequence[web.AppRunner]) -> None:
+    """Stop the gateway (it drains), then the demo's own servers."""
+    await stop_gateway(proc)
+    for runner in runners:
+        with contextlib.suppress(Exception):
+            await runner.cleanup()
+
+
 # ------------------------------------------------------------------ what to try
 
 

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import signal
 import sys
 import urllib.error
 import urllib.request
@@ -30,7 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from demo import start_upstream, stop_gateway, wait_ready, wasmgate_command  # noqa: E402
+from demo import shut_down, start_upstream, until_stopped, wait_ready, wasmgate_command  # noqa: E402
 
 PORT = 8090  # as in gateway.toml
 SERVICES = {"v1": 9101, "v2": 9102}  # as in common/services.yaml
@@ -93,16 +91,9 @@ async def main_async(variant: str, check: bool) -> int:
         status = 0 if ok else 1
         if check:
             return status
-        print("Try them yourself; Ctrl-C stops the gateway and the services.")
-        stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await until_stopped("the gateway and the services")
     finally:
-        await stop_gateway(proc)
-        for runner in runners:
-            with contextlib.suppress(Exception):
-                await runner.cleanup()
+        await shut_down(proc, runners)
     return status
 
 

@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime
 import json
 import os
-import signal
 import socket
 import ssl
 import sys
@@ -39,7 +37,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from demo import HOST, something_listens, stop_gateway, wait_ready, wasmgate_command  # noqa: E402
+from demo import (  # noqa: E402
+    HOST,
+    shut_down,
+    something_listens,
+    until_stopped,
+    wait_ready,
+    wasmgate_command,
+)
 
 from core.certs import describe, issue, make_ca  # noqa: E402
 
@@ -323,15 +328,9 @@ async def main_async(check: bool) -> int:
         status = 0 if ok else 1
         if check:
             return status
-        print("Try them yourself; Ctrl-C stops the gateway and the upstream.")
-        stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await until_stopped("the gateway and the upstream")
     finally:
-        await stop_gateway(proc)
-        with contextlib.suppress(Exception):
-            await runner.cleanup()
+        await shut_down(proc, [runner])
     return status
 
 
