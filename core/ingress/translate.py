@@ -280,7 +280,7 @@ class _Translator:
         if ann.cors is not None:
             add("cors", "cors", ann.cors)
         if ann.deny_all:
-            add("denied", "ip-restriction", {"deny": ["0.0.0.0/0", "::/0"], "status": 503})
+            add("denied", "respond", {"status": 503, "body": "forbidden\n"})
         elif ann.allow_ranges or ann.deny_ranges:
             config: dict[str, Any] = {}
             if ann.allow_ranges:
