@@ -11,7 +11,6 @@ trailers, as Envoy reports a failed call; the response's trailers are not kept
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -53,10 +52,7 @@ def start_call(
         return None
     token = next(vm.tokens)
     root = vm.active  # the response goes to the caller's root context
-    call = _call(vm, token, root, pool, pairs, body, timeout_ms)
-    task = asyncio.get_running_loop().create_task(call)
-    vm.calls.add(task)
-    task.add_done_callback(vm.calls.discard)
+    vm.spawn_call(_call(vm, token, root, pool, pairs, body, timeout_ms))
     return token
 
 

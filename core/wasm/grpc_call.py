@@ -18,7 +18,6 @@ UNIMPLEMENTED.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from typing import TYPE_CHECKING
@@ -57,10 +56,7 @@ def start_grpc_call(
         return None
     token = next(vm.tokens)
     path = b"/" + service + b"/" + method
-    call = _call(vm, token, vm.active, pool, path, metadata, message, timeout_ms)
-    task = asyncio.get_running_loop().create_task(call)
-    vm.calls.add(task)
-    task.add_done_callback(vm.calls.discard)
+    vm.spawn_call(_call(vm, token, vm.active, pool, path, metadata, message, timeout_ms))
     return token
 
 

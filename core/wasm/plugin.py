@@ -33,6 +33,7 @@ import contextlib
 import itertools
 import logging
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import wasmtime
@@ -426,6 +427,12 @@ class PluginVm(RootContexts):
         for root in self.roots.values():
             if root.tick_ms:
                 self._set_tick(root, root.tick_ms)
+
+    def spawn_call(self, call: Coroutine[Any, Any, None]) -> None:
+        """Run an HTTP or gRPC call's coroutine as a task of this VM (cancelled on close)."""
+        task = asyncio.get_running_loop().create_task(call)
+        self.calls.add(task)
+        task.add_done_callback(self.calls.discard)
 
     def http_call(
         self, upstream: str, pairs: list[tuple[bytes, bytes]], body: bytes, timeout_ms: int
