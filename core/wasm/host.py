@@ -39,7 +39,7 @@ from core.wasm import foreign, properties, shared
 from core.wasm.abi import BufferType, LogLevel, MapType, MetricType, Status, WasiErrno
 from core.wasm.metrics import MAX_NAME as MAX_METRIC_NAME
 from core.wasm.vm import _GuestExit
-from plugin_sdk import LocalReply
+from plugin_sdk import Headers, LocalReply
 
 if TYPE_CHECKING:
     from core.wasm.plugin import PluginVm
@@ -383,8 +383,9 @@ class Host:
         if kind == MapType.HTTP_RESPONSE_TRAILERS and ctx is not None:
             trailers = ctx.response.trailers if ctx.response is not None else None
             return [(n.lower(), v) for n, v in trailers.raw] if trailers is not None else []
-        if kind == MapType.HTTP_REQUEST_TRAILERS:
-            return [] if ctx is not None else None
+        if kind == MapType.HTTP_REQUEST_TRAILERS and ctx is not None:
+            trailers = ctx.request.trailers
+            return [(n.lower(), v) for n, v in trailers.raw] if trailers is not None else []
         if kind == MapType.GRPC_CALL_INITIAL_METADATA and self.grpc_result is not None:
             return self.grpc_result.initial
         if kind == MapType.GRPC_CALL_TRAILING_METADATA and self.grpc_result is not None:
@@ -468,15 +469,10 @@ class Host:
                 ctx.response.status = int(value)
                 return OK
             headers = ctx.response.headers
-        elif (
-            kind == MapType.HTTP_RESPONSE_TRAILERS
-            and ctx is not None
-            and ctx.response is not None
-            and ctx.response.trailers is not None
-        ):
+        elif (trailers := self._trailers(kind)) is not None:
             if key.startswith(b":"):
                 return BAD_ARGUMENT
-            headers = ctx.response.trailers
+            headers = trailers
         elif kind in MapType._value2member_map_:
             return NOT_FOUND
         else:
@@ -499,6 +495,17 @@ class Host:
         if value is not None:
             headers.add_bytes(key, value)
         return OK
+
+    def _trailers(self, kind: int) -> Headers | None:
+        """The request's or the response's trailers, when map ``kind`` is one and they came."""
+        ctx = self._ctx()
+        if ctx is None:
+            return None
+        if kind == MapType.HTTP_REQUEST_TRAILERS:
+            return ctx.request.trailers
+        if kind == MapType.HTTP_RESPONSE_TRAILERS and ctx.response is not None:
+            return ctx.response.trailers
+        return None
 
     def _edit_request_pseudo(self, key: bytes, value: bytes | None) -> int:
         ctx = self._ctx()
@@ -555,6 +562,8 @@ class Host:
             ctx.request.headers.raw[:] = []
         elif kind == MapType.HTTP_RESPONSE_HEADERS and ctx is not None and ctx.response:
             ctx.response.headers.raw[:] = []
+        elif (trailers := self._trailers(kind)) is not None:
+            trailers.raw[:] = []
         else:
             return NOT_FOUND
         for key, value in pairs:
