@@ -738,9 +738,88 @@ class Host:
         token = self.plugin.grpc_call(
             service.decode("latin-1"), name, method, metadata, message, timeout_ms
         )
-        if token is None:  # an unknown cluster, or a service or method it cannot send
-            return BAD_ARGUMENT
+        return self._grpc_token(token, token_ptr)
+
+    def _grpc_token(self, token: int | str, token_ptr: int) -> int:
+        """A gRPC call's or stream's token written back; an unknown cluster is
+        PARSE_FAILURE (Envoy's status, which SDKs expect), a head it cannot send
+        BAD_ARGUMENT."""
+        if isinstance(token, str):
+            return Status.PARSE_FAILURE if token == "cluster" else BAD_ARGUMENT
         return OK if self.mem.write_u32(token_ptr, token) else BAD_MEMORY
+
+    # -- gRPC streams (core/wasm/grpc_stream.py)
+
+    def proxy_grpc_stream(
+        self,
+        svc_ptr: int,
+        svc_size: int,
+        name_ptr: int,
+        name_size: int,
+        method_ptr: int,
+        method_size: int,
+        md_ptr: int,
+        md_size: int,
+        token_ptr: int,
+    ) -> int:
+        from core.wasm.grpc_stream import open_stream
+
+        mem, limits = self.mem, self.plugin.limits
+        spans = [(svc_ptr, svc_size), (name_ptr, name_size), (method_ptr, method_size)]
+        spans.append((md_ptr, md_size))
+        if not all(mem.in_bounds(ptr, size) for ptr, size in spans):
+            return BAD_MEMORY
+        if self.plugin.calls_in_flight() >= limits.max_http_calls:
+            return self._exhausted("http_calls")
+        if md_size > 4 + limits.max_header_bytes:
+            return self._exhausted("headers")
+        parts = [self._read(ptr, size) for ptr, size in spans]
+        if any(part is None for part in parts):
+            return BAD_MEMORY
+        service, name, method, raw = (bytes(p or b"") for p in parts)
+        metadata = deserialize_map(raw) if raw else []
+        if metadata is None:
+            return Status.PARSE_FAILURE
+        token = open_stream(
+            self.plugin, service.decode("latin-1"), name, method, metadata, self.stream
+        )
+        return self._grpc_token(token, token_ptr)
+
+    def proxy_grpc_send(self, token: int, msg_ptr: int, msg_size: int, end_stream: int) -> int:
+        stream = self.plugin.grpc_streams.get(token)
+        if stream is None:
+            return BAD_ARGUMENT if token in self.plugin.grpc_calls else NOT_FOUND
+        if stream.local_closed:
+            return BAD_ARGUMENT
+        if msg_size > self.plugin.limits.max_buffer_bytes:
+            return self._exhausted("body")
+        message = self._read(msg_ptr, msg_size)
+        if message is None:
+            return BAD_MEMORY
+        stream.send(message, bool(end_stream))
+        return OK
+
+    def proxy_grpc_close(self, token: int) -> int:
+        """Half-close a stream (a second close resets it); cancel a unary call."""
+        stream = self.plugin.grpc_streams.get(token)
+        if stream is not None:
+            if stream.local_closed:
+                stream.cancel()
+            else:
+                stream.half_close()
+            return OK
+        return self.proxy_grpc_cancel(token)
+
+    def proxy_grpc_cancel(self, token: int) -> int:
+        stream = self.plugin.grpc_streams.get(token)
+        if stream is not None:
+            stream.cancel()
+            return OK
+        call = self.plugin.grpc_calls.pop(token, None)
+        if call is None:
+            return NOT_FOUND
+        call.cancel()
+        return OK
 
     def proxy_get_status(self, code_ptr: int, msg_ptr_ptr: int, msg_size_ptr: int) -> int:
         grpc = self.grpc_result
