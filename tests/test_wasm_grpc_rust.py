@@ -38,12 +38,21 @@ MODULE = Path(__file__).resolve().parent.parent / "plugins" / "wasm" / "rust-grp
 WASM = MODULE / "build" / "filter.wasm"
 
 
+def wait_while_active(context: Any, seconds: float = 8) -> None:
+    """Until the call is cancelled (or ``seconds`` passed)."""
+    deadline = time.monotonic() + seconds
+    while context.is_active() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 @dataclass
 class Backend:
     """pkg.Echo on grpcio: what it saw, and whether a stream was cancelled under it."""
 
     seen: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    slow_started: threading.Event = field(default_factory=threading.Event)
+    slow_cancelled: threading.Event = field(default_factory=threading.Event)
 
     def _note(self, name: str, context: Any) -> None:
         self.seen.append((name, dict(context.invocation_metadata())))
@@ -68,22 +77,39 @@ class Backend:
             break
         context.abort(grpc.StatusCode.NOT_FOUND, "gone away")
 
+    def slow(self, request: bytes, context: Any) -> bytes:
+        self.slow_started.set()
+        wait_while_active(context)
+        if not context.is_active():
+            self.slow_cancelled.set()
+        return b"late"
+
+    def feed(self, requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
+        for r in requests:
+            yield b"feed:" + r
+
+    def after_slow(self, requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
+        self.slow_started.wait(5)  # so the unary call is in flight when both are cancelled
+        yield from self.forever(requests, context)
+
     def forever(self, requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
         self._note("Forever", context)
-        context.add_callback(self.cancelled.set)
         yield b"first"
-        deadline = time.monotonic() + 5
-        while context.is_active() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_while_active(context)
+        if not context.is_active():
+            self.cancelled.set()
 
     def handler(self) -> Any:
         return grpc.method_handlers_generic_handler(
             "pkg.Echo",
             {
                 "Unary": grpc.unary_unary_rpc_method_handler(self.unary),
+                "Slow": grpc.unary_unary_rpc_method_handler(self.slow),
+                "Feed": grpc.stream_stream_rpc_method_handler(self.feed),
                 "Bidi": grpc.stream_stream_rpc_method_handler(self.bidi),
                 "Fail": grpc.stream_stream_rpc_method_handler(self.fail),
                 "Forever": grpc.stream_stream_rpc_method_handler(self.forever),
+                "AfterSlow": grpc.stream_stream_rpc_method_handler(self.after_slow),
             },
         )
 
@@ -127,7 +153,7 @@ filters = ["rg"]
 
 [filters.rg]
 wasm = "{wasm}"
-config = {{ cluster = "grpc", service = "pkg.Echo" }}
+config = {{ cluster = "grpc", service = "pkg.Echo", feed = "Feed" }}
 """
 
 
@@ -265,6 +291,30 @@ async def test_a_stream_the_filter_cancels_is_reset_upstream(served: Served) -> 
     assert reply.body == b"first"
     assert reply.headers["x-stream-message"] == "cancelled by the filter"
     assert await asyncio.to_thread(served.backend.cancelled.wait, 5)
+
+
+async def test_cancelling_a_unary_call_resets_it_upstream(served: Served) -> None:
+    """cancel_grpc_call on a call in flight (pkg.Echo/Slow, cancelled with the stream)."""
+    served.backend.slow_started.clear()
+    served.backend.slow_cancelled.clear()
+    cue = {"x-grpc-call": "stream", "x-grpc-method": "AfterSlow", "x-grpc-end": "none"}
+    reply = await get(served, {**cue, "x-grpc-cancel-after": "1", "x-grpc-also-slow": "1"})
+    assert reply.status == 200
+    assert reply.body == b"first"
+    assert await asyncio.to_thread(served.backend.slow_cancelled.wait, 5)
+
+
+async def test_the_root_context_streams_from_plugin_start(served: Served) -> None:
+    """With `feed` set, the root context opens pkg.Echo/Feed on its first tick and
+    sends "start"; its reply reaches the root context's on_grpc_stream_message."""
+    deadline = time.monotonic() + 5
+    while True:
+        reply = await get(served, {"x-grpc-call": "feed"})
+        if reply.body or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.02)
+    assert reply.status == 200
+    assert reply.body == b"feed:start"
 
 
 async def test_a_stream_that_cannot_connect_closes_unavailable(served: Served) -> None:

@@ -427,8 +427,8 @@ RUST_GRPC = Filter(
     description="Rust example (proxy-wasm crate 0.2.5, wasm32-wasip1): gRPC from a filter. "
     "A unary dispatch_grpc_call whose reply becomes a request header (a gRPC error: 403), "
     "a gRPC stream (open, send, half-close, cancel) whose replies, status and metadata "
-    "answer the request, and request trailers read and extended in on_http_request_trailers; "
-    "each driven by request headers (see its README).",
+    "answer the request, a stream the root context keeps open, and request trailers read and "
+    "extended in on_http_request_trailers; each driven by request headers (see its README).",
     toolchain="rust",
     sources=("src/*.rs", "Cargo.toml", "Cargo.lock"),
     config_schema=_object(
@@ -437,6 +437,11 @@ RUST_GRPC = Filter(
                 "", "Cluster (a gateway upstream's name) of the gRPC server.", maxLength=256
             ),
             "service": _string("pkg.Echo", "gRPC service called (package.Service).", maxLength=256),
+            "feed": _string(
+                "",
+                "Method the root context streams from, opened on its first tick; empty: off.",
+                maxLength=256,
+            ),
         }
     ),
 )

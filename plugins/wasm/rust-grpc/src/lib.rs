@@ -16,6 +16,11 @@
 //!   (a local 200) lists what came back: the messages in the body (`|`-separated),
 //!   the close status, its message, and the initial and trailing metadata `x-hello`
 //!   and `x-trail` in headers. A stream that cannot open: 503 with the reason.
+//!   With `x-grpc-also-slow: 1` it first calls `<service>/Slow` (unary) and cancels
+//!   that call too when it cancels the stream.
+//! - `x-grpc-call: feed` answers with the last message of the root context's stream:
+//!   with `feed` configured, the root context opens `<service>/<feed>` on its first
+//!   tick, sends `start`, and keeps each reply in shared data.
 //! - Request trailers: `x-check` is copied to `x-check-seen`; with a trailer
 //!   `x-hold`, the trailers wait (StopIteration) for a unary call whose reply is
 //!   added as `x-held-reply` before they go on.
@@ -37,7 +42,10 @@ proxy_wasm::main! {{
 struct Config {
     cluster: String,
     service: String,
+    feed: String,
 }
+
+const FEED_KEY: &str = "rust-grpc.feed";
 
 impl Config {
     fn parse(bytes: &[u8]) -> Result<Config, String> {
@@ -45,7 +53,7 @@ impl Config {
         let obj = value
             .as_object()
             .ok_or("the configuration must be a JSON object")?;
-        if let Some(unknown) = obj.keys().find(|k| !["cluster", "service"].contains(&k.as_str())) {
+        if let Some(unknown) = obj.keys().find(|k| !["cluster", "service", "feed"].contains(&k.as_str())) {
             return Err(format!("unknown key {unknown}"));
         }
         let text = |key: &str, default: &str| -> Result<String, String> {
@@ -60,6 +68,7 @@ impl Config {
         Ok(Config {
             cluster: text("cluster", "")?,
             service: text("service", "pkg.Echo")?,
+            feed: text("feed", "")?,
         })
     }
 }
@@ -67,9 +76,22 @@ impl Config {
 #[derive(Default)]
 struct Root {
     config: Rc<Config>,
+    feed: u32,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_grpc_stream_message(&mut self, _token: u32, size: usize) {
+        let message = self.get_grpc_stream_message(0, size).unwrap_or_default();
+        if let Err(status) = self.set_shared_data(FEED_KEY, Some(&message), None) {
+            log::warn!("rust-grpc: cannot keep the feed: {status:?}");
+        }
+    }
+
+    fn on_grpc_stream_close(&mut self, _token: u32, status: u32) {
+        log::info!("rust-grpc: the feed closed with status {status}");
+        self.feed = 0;
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -77,6 +99,9 @@ impl RootContext for Root {
         let bytes = if bytes.is_empty() { b"{}".to_vec() } else { bytes };
         match Config::parse(&bytes) {
             Ok(config) => {
+                if !config.feed.is_empty() {
+                    self.set_tick_period(Duration::from_millis(20));
+                }
                 self.config = Rc::new(config);
                 true
             }
@@ -84,6 +109,21 @@ impl RootContext for Root {
                 log::error!("rust-grpc: bad configuration: {why}");
                 false
             }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        if self.feed != 0 {
+            return;
+        }
+        let config = Rc::clone(&self.config);
+        match self.open_grpc_stream(&config.cluster, &config.service, &config.feed, vec![]) {
+            Ok(token) => {
+                self.feed = token;
+                self.send_grpc_stream_message(token, Some(b"start"), false);
+                self.set_tick_period(Duration::from_secs(0));
+            }
+            Err(status) => log::warn!("rust-grpc: cannot open the feed: {status:?}"),
         }
     }
 
@@ -107,6 +147,7 @@ struct Got {
     trailing: String,
     cancel_after: usize,
     stream: u32,
+    slow: u32,
     held_trailers: bool,
 }
 
@@ -129,10 +170,14 @@ impl Stream {
     }
 
     fn unary(&mut self, message: &str) -> Action {
+        self.dispatch("Unary", message)
+    }
+
+    fn dispatch(&mut self, method: &str, message: &str) -> Action {
         let call = self.dispatch_grpc_call(
             &self.config.cluster,
             &self.config.service,
-            "Unary",
+            method,
             vec![("x-from", b"rust-grpc")],
             Some(message.as_bytes()),
             Duration::from_secs(5),
@@ -155,6 +200,22 @@ impl Stream {
             m if m.is_empty() => "Bidi".to_string(),
             m => m,
         };
+        if self.header("x-grpc-also-slow") == "1" {
+            match self.dispatch_grpc_call(
+                &self.config.cluster,
+                &self.config.service,
+                "Slow",
+                vec![],
+                Some(b"slow"),
+                Duration::from_secs(10),
+            ) {
+                Ok(token) => self.got.borrow_mut().slow = token,
+                Err(status) => {
+                    self.fail(503, &format!("grpc call failed: {status:?}\n"));
+                    return Action::Pause;
+                }
+            }
+        }
         let opened = self.open_grpc_stream(
             &cluster,
             &self.config.service,
@@ -232,6 +293,10 @@ impl Context for Stream {
         };
         if cancel {
             self.cancel_grpc_stream(token);
+            let slow = self.got.borrow().slow;
+            if slow != 0 {
+                self.cancel_grpc_call(slow);
+            }
             self.answer(1, "cancelled by the filter");
         }
     }
@@ -255,6 +320,11 @@ impl HttpContext for Stream {
                 self.unary(&name)
             }
             "stream" => self.open(),
+            "feed" => {
+                let (feed, _) = self.get_shared_data(FEED_KEY);
+                self.send_http_response(200, vec![], Some(&feed.unwrap_or_default()));
+                Action::Pause
+            }
             _ => Action::Continue,
         }
     }
