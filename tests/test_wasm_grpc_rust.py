@@ -267,6 +267,15 @@ async def test_a_unary_call_error_status_answers_403(served: Served) -> None:
             "",
             id="server-error",
         ),
+        # Its side still open when the server closed: it closes it then (OK, as in Envoy).
+        pytest.param(
+            {"x-grpc-send": "z", "x-grpc-method": "Fail", "x-grpc-end": "none"},
+            b"got z",
+            "5",
+            "",
+            "",
+            id="server-error-close-after",
+        ),
     ],
 )
 async def test_a_stream_sends_and_receives(

@@ -14,6 +14,8 @@ or ``"h2"``), opened as the call returns. What Envoy does, this does:
   is up wait for it, in order.
 - ``proxy_grpc_close(token)`` half-closes the plugin's side (END_STREAM); the
   server's replies still come. On a unary call's token it cancels the call.
+  A token lives until both sides are closed (or it is cancelled): after
+  ``proxy_on_grpc_close``, a close still answers OK (and a send is dropped).
 - ``proxy_grpc_cancel(token)`` resets the stream (RST_STREAM ``CANCEL``); no callback
   follows. On a unary call's token it cancels the call.
 - The context that opened the stream (its HTTP context, or the root context) gets
@@ -23,8 +25,8 @@ or ``"h2"``), opened as the call returns. What Envoy does, this does:
   with the ``grpc-status`` (``proxy_get_status`` gives it with ``grpc-message``). A
   stream that fails (no connection, a reset, an HTTP status other than 200) closes
   with UNAVAILABLE (14) and the reason; a message larger than ``max_buffer_bytes``
-  resets it and closes with RESOURCE_EXHAUSTED (8). After the close the token is
-  gone (NOT_FOUND). An HTTP context's streams are reset when it ends, as Envoy does.
+  resets it and closes with RESOURCE_EXHAUSTED (8). An HTTP context's streams are
+  reset when it ends, as Envoy does.
 
 A stream counts against ``max_http_calls`` while it is open.
 """
@@ -65,7 +67,7 @@ class GrpcStream:
         self.conn: H2UpstreamStream | None = None
         self.pending: list[bytes] = []  # frames sent before the connection was up
         self.local_closed = False
-        self.over = False  # closed, cancelled or failed: no more callbacks
+        self.over = False  # the server's side closed, or cancelled: no more callbacks
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.buf = bytearray()
         self.initial_seen = False
@@ -74,6 +76,8 @@ class GrpcStream:
     # -- the plugin's side
 
     def send(self, message: bytes, end: bool) -> None:
+        if self.over:
+            return  # the server's side closed: nothing to send it to
         frame = b"\0" + len(message).to_bytes(4, "big") + message
         if self.conn is None:
             self.pending.append(frame)
@@ -83,21 +87,25 @@ class GrpcStream:
             self.half_close()
 
     def half_close(self) -> None:
-        if self.local_closed:
-            return
-        self.local_closed = True
-        if self.conn is not None:
-            self.conn.end_body()
+        """The plugin's side is done; the token goes once the server's is too."""
+        if not self.local_closed:
+            self.local_closed = True
+            if self.conn is not None and not self.over:
+                self.conn.end_body()
+        if self.over:
+            self.vm.grpc_streams.pop(self.token, None)
 
     def cancel(self) -> None:
         """Reset the stream; nothing more reaches the plugin."""
         self._finish()
+        self.vm.grpc_streams.pop(self.token, None)
         if self.conn is not None:
             self.conn.close()
 
     def _finish(self) -> None:
         self.over = True
-        self.vm.grpc_streams.pop(self.token, None)
+        if self.local_closed:
+            self.vm.grpc_streams.pop(self.token, None)
         if not self.done.done():
             self.done.set_result(None)
 
@@ -237,8 +245,12 @@ async def _run(
     """Connect, send the head and what waits, then hold the stream until it is over."""
     from core.upstream_h2 import H2UpstreamStream, request_fields
 
-    ep = pool.pick()
     try:
+        try:
+            ep = pool.pick()
+        except UpstreamError as exc:
+            stream.on_upstream_error(exc)
+            return
         try:
             async with asyncio.timeout(pool.cfg.connect_timeout):
                 conn = pool.take_idle(ep) or await pool.connect(ep)
@@ -272,7 +284,7 @@ async def _run(
             conn.end_body()
         await stream.done
     finally:
-        if not stream.over:  # the VM closed under it
+        if not stream.over:  # cancelled under it (the VM closed)
             stream.over = True
             stream.vm.grpc_streams.pop(stream.token, None)
         if stream.conn is not None:

@@ -800,13 +800,10 @@ class Host:
         return OK
 
     def proxy_grpc_close(self, token: int) -> int:
-        """Half-close a stream (a second close resets it); cancel a unary call."""
+        """Half-close a stream; cancel a unary call."""
         stream = self.plugin.grpc_streams.get(token)
         if stream is not None:
-            if stream.local_closed:
-                stream.cancel()
-            else:
-                stream.half_close()
+            stream.half_close()
             return OK
         return self.proxy_grpc_cancel(token)
 

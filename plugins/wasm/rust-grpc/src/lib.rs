@@ -11,7 +11,8 @@
 //! - `x-grpc-call: stream` opens `<service>/<x-grpc-method, default Bidi>` on
 //!   `x-grpc-cluster` (default: `cluster`), sends each comma-separated message of
 //!   `x-grpc-send`, then ends its side as `x-grpc-end` says: `flag` (the default: an
-//!   empty send with end_stream), `close` (close_grpc_stream) or `none`. With
+//!   empty send with end_stream), `close` (close_grpc_stream) or `none` (it then
+//!   closes its side once the server has closed the stream). With
 //!   `x-grpc-cancel-after: N` it cancels the stream once N messages came. The answer
 //!   (a local 200) lists what came back: the messages in the body (`|`-separated),
 //!   the close status, its message, and the initial and trailing metadata `x-hello`
@@ -148,6 +149,7 @@ struct Got {
     cancel_after: usize,
     stream: u32,
     slow: u32,
+    keep_open: bool,
     held_trailers: bool,
 }
 
@@ -239,7 +241,7 @@ impl Stream {
             self.send_grpc_stream_message(token, Some(message.as_bytes()), false);
         }
         match self.header("x-grpc-end").as_str() {
-            "none" => {}
+            "none" => self.got.borrow_mut().keep_open = true,
             "close" => self.close_grpc_stream(token),
             _ => self.send_grpc_stream_message(token, None, true),
         }
@@ -306,8 +308,11 @@ impl Context for Stream {
         self.got.borrow_mut().trailing = value;
     }
 
-    fn on_grpc_stream_close(&mut self, _token: u32, status: u32) {
+    fn on_grpc_stream_close(&mut self, token: u32, status: u32) {
         let (_, message) = self.get_grpc_status();
+        if self.got.borrow().keep_open {
+            self.close_grpc_stream(token); // its own side, still open
+        }
         self.answer(status, &message.unwrap_or_default());
     }
 }
