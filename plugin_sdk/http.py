@@ -90,6 +90,7 @@ class Request:
         client_port: int = 0,
         body: bytes | None = None,
         trace_id: str = "",
+        trailers: Headers | None = None,
     ) -> None:
         raw = target.encode("latin-1") if isinstance(target, str) else target
         self.method = method
@@ -105,7 +106,7 @@ class Request:
         self.client_port = client_port
         self.body = body
         self.trace_id = trace_id
-        self.trailers: Headers | None = None
+        self.trailers = trailers
 
     def set_target(self, path: str, query: str) -> None:
         """Set path and query at once (the query without ``?``)."""

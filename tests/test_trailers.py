@@ -25,6 +25,7 @@ import pytest_asyncio
 from core.chain import PluginRegistry
 from core.gateway import Gateway, Snapshot
 from plugin_sdk import Context, Filter, PluginConfig
+from plugin_sdk.testing import arun_filter, make_request
 from tests.h2client import H2Client
 from tests.harness import InProcessGateway
 from tests.test_upstream_h2 import TrailerEcho
@@ -291,3 +292,14 @@ async def test_curl_sees_response_trailers_over_http1(served: Served, tmp_path: 
     assert done.returncode == 0, done.stderr
     assert "transfer-encoding: chunked" in out
     assert "echo-none: 1" in out and "x-wasm-saw: none" in out
+
+
+async def test_the_sdk_harness_hands_request_trailers_to_a_filter() -> None:
+    """plugin_sdk.testing.make_request(trailers=...): a filter's unit test sees them as
+    the gateway hands them over."""
+    TrailerEdit.seen.clear()
+    request = make_request("POST", "/", body=b"x", trailers={"x-check": "1"})
+    result = await arun_filter(TrailerEdit, request)
+    assert TrailerEdit.seen == [[("x-check", "1")]]
+    assert result.request.trailers is not None
+    assert list(result.request.trailers.items()) == [("x-check", "changed"), ("x-added", "yes")]
