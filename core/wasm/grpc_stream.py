@@ -11,7 +11,8 @@ or ``"h2"``), opened as the call returns. What Envoy does, this does:
 - ``proxy_grpc_send(token, message, end_stream)`` sends one length-prefixed gRPC
   message (five bytes: no compression, the length; an empty message too), and with
   ``end_stream`` half-closes the plugin's side. Messages sent before the connection
-  is up wait for it, in order.
+  is up wait for it, in order; what waits (for it, or for the server's window) is
+  bounded by ``max_buffer_bytes``: past it a send gets ``BAD_ARGUMENT``.
 - ``proxy_grpc_close(token)`` half-closes the plugin's side (END_STREAM); the
   server's replies still come. On a unary call's token it cancels the call.
   A token lives until both sides are closed (or it is cancelled): after
@@ -85,6 +86,12 @@ class GrpcStream:
             self.conn.write(frame)
         if end:
             self.half_close()
+
+    @property
+    def unsent(self) -> int:
+        """Bytes sent by the plugin that have not gone to the server yet."""
+        held = sum(map(len, self.pending))
+        return held + sum(map(len, self.conn.queue)) if self.conn is not None else held
 
     def half_close(self) -> None:
         """The plugin's side is done; the token goes once the server's is too."""

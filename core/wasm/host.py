@@ -791,8 +791,8 @@ class Host:
             return BAD_ARGUMENT if token in self.plugin.grpc_calls else NOT_FOUND
         if stream.local_closed:
             return BAD_ARGUMENT
-        if msg_size > self.plugin.limits.max_buffer_bytes:
-            return self._exhausted("body")
+        if stream.unsent + 5 + msg_size > self.plugin.limits.max_buffer_bytes:
+            return self._exhausted("body")  # what waits for the server, with this one
         message = self._read(msg_ptr, msg_size)
         if message is None:
             return BAD_MEMORY
