@@ -44,7 +44,9 @@ class TrailerSide:
     _ran: int
     _head: ResponseHead | None
 
-    def _request_reply(self, reply: LocalReply) -> None: ...
+    if TYPE_CHECKING:
+
+        def _request_reply(self, reply: LocalReply) -> None: ...
 
     # -- request trailers
 
