@@ -94,10 +94,12 @@ class Backend:
 
     def forever(self, requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
         self._note("Forever", context)
-        yield b"first"
-        wait_while_active(context)
-        if not context.is_active():
-            self.cancelled.set()
+        try:
+            yield b"first"
+            wait_while_active(context)
+        finally:  # (grpcio drops the generator of a cancelled call at the yield)
+            if not context.is_active():
+                self.cancelled.set()
 
     def handler(self) -> Any:
         return grpc.method_handlers_generic_handler(
