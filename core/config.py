@@ -487,7 +487,10 @@ class WasmLimits(Model):
         "most properties it may set on one stream: names and values plus 32 bytes a field.",
     )
     max_http_calls: int = Field(
-        64, ge=0, description="HTTP calls (proxy_http_call) the filter may have in flight."
+        64,
+        ge=0,
+        description="HTTP and gRPC calls (proxy_http_call, proxy_grpc_call) and gRPC streams "
+        "(proxy_grpc_stream) the filter may have open at once.",
     )
     max_metrics: int = Field(
         1000, ge=0, description="Metrics (proxy_define_metric) the filter may define."

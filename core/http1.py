@@ -32,6 +32,7 @@ import plugin_sdk as sdk
 from core.deadline import Deadline
 from core.headers import HOP_BY_HOP, connection_tokens
 from core.tracecontext import start_trace
+from core.trailers import accepts_trailers
 from plugin_sdk import TLSInfo
 from plugin_sdk.headers import Headers
 
@@ -107,6 +108,7 @@ class Request(sdk.Request):
         "sampled",
         "span_id",
         "start",
+        "te_trailers",
         "tp_in",
         "traceparent",
         "upgrade",
@@ -128,6 +130,8 @@ class Request(sdk.Request):
         self.client_ip = ""
         self.client_port = 0
         self.body = None
+        self.trailers = None
+        self.te_trailers = False  # the client sent `TE: trailers` (HTTP/1.1)
         self.keep_alive = True
         self.orig_host = ""  # the Host the client sent, whatever filters do to .host
         self.upgrade: bytes | None = None
@@ -214,6 +218,7 @@ class ClientConnection(asyncio.Protocol):
         self._head_seen = 0
         self._in_head = False
         self._framing = 0  # chunked-body bytes received beyond data and plain framing
+        self._trailers: list[tuple[bytes, bytes]] = []  # of the body being read
         self._receiving: Exchange | None = None
         self.active: Exchange | None = None
         self._queue: collections.deque[Exchange] = collections.deque()
@@ -365,8 +370,9 @@ class ClientConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self._in_head:
-            # A trailer field of a chunked body: discarded (RFC 9110 §6.5.1 allows it),
-            # so it can neither change the head that was checked nor reach the upstream.
+            # A trailer field of a chunked body: kept apart from the head that was
+            # checked, and handed over as trailers at the message's end (core/trailers.py).
+            self._trailers.append((name, value))
             return
         req = self._req
         assert req is not None
@@ -377,6 +383,8 @@ class ClientConnection(asyncio.Protocol):
         kind = _SPECIAL.get(lname)
         if kind is None:
             if lname in HOP_BY_HOP or lname.startswith(b"proxy-"):
+                if lname == b"te" and accepts_trailers(value):
+                    req.te_trailers = True
                 return
             # .find, not `in`: `bytes in bytes` first tries the needle as an int, and
             # raising and clearing that TypeError costs more than the search.
@@ -509,6 +517,10 @@ class ClientConnection(asyncio.Protocol):
         self._framing -= _CHUNK_FRAMING
 
     def on_message_complete(self) -> None:
+        if self._trailers:
+            fields, self._trailers = self._trailers, []
+            if self._receiving is not None:
+                self._receiving.on_request_trailers(fields)
         if self._receiving is not None:
             self._receiving.on_request_end()
             self._receiving = None
@@ -593,7 +605,8 @@ class ClientConnection(asyncio.Protocol):
                 self.transport.resume_reading()
 
     def send_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
-        """An HTTP/2 upstream's trailers: HTTP/1.1 clients do not get them."""
+        """Response trailers reach an HTTP/1.1 client in the last chunk, which the
+        exchange writes (core/exchange_trailers.py): nothing to do here."""
 
     def start_tunnel(self, exchange: Exchange) -> None:
         self.tunnel = exchange

@@ -35,6 +35,7 @@ from core.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from core.exchange_trailers import TrailerSide
 from core.http1 import PAUSE_BUFFER, PAUSE_UPSTREAM, TEXT_PLAIN, status_line
 from core.metrics import record_exchange
 from core.upstream import ResponseHead, UpstreamConnection, UpstreamPool
@@ -64,8 +65,8 @@ class Abandon(Exception):
     """A local reply was already given mid-exchange (e.g. 413); stop quietly."""
 
 
-class Exchange:
-    """Proxies one request; see the module docstring."""
+class Exchange(TrailerSide):
+    """Proxies one request; see the module docstring (trailers: core/exchange_trailers.py)."""
 
     __slots__ = (
         "_abandoned",
@@ -85,7 +86,6 @@ class Exchange:
         "_rechunk",
         "_replied",
         "_req_pipe",
-        "_req_trailers",
         "_resp_buffer",
         "_resp_buffered",
         "_resp_done",
@@ -136,7 +136,8 @@ class Exchange:
         self._body_done = not req.has_body
         self._fwd_done = self._body_done  # the body's end went (or may go) upstream
         self._req_pipe: BodyPipe | None = None
-        self._req_trailers: list[tuple[bytes, bytes]] = []  # an HTTP/2 client's
+        self._req_trailers_ran = False  # the filters that take request trailers ran
+        self._chunk_end_due = False  # the last chunk waits for the trailer filters
         self._resp_pipe: BodyPipe | None = None
         self._resp_reply: LocalReply | None = None
         self._resp_seen = 0  # response body bytes fed to the filters
@@ -407,9 +408,12 @@ class Exchange:
             self._body_buffered = 0
             self._body_sent = True
             self.client.resume(PAUSE_BUFFER)
-        if self._fwd_done and req.chunked:
+        hooks = self._fwd_done and self._request_hooks_due()
+        if self._fwd_done and req.chunked and not hooks:
             parts.append(b"0\r\n\r\n")
         conn.write(b"".join(parts))
+        if hooks:
+            self._end_request(conn)
 
     def _send_h2_request_head(self, conn: UpstreamConnection, host: bytes) -> None:
         """The request head as HEADERS on an HTTP/2 upstream stream, then what of the
@@ -424,7 +428,8 @@ class Exchange:
         forwarded = self.snapshot.forwarded(req)
         fields = proxied_fields(req, conn.scheme, host, forwarded, self.client.cert_headers, length)
         body = self._body_buffer
-        conn.send_head(fields, end=self._fwd_done and not body and not self._req_trailers)
+        trailers = req.trailers is not None
+        conn.send_head(fields, end=self._fwd_done and not body and not trailers)
         if body:
             for chunk in body:
                 conn.write(chunk)
@@ -432,8 +437,8 @@ class Exchange:
             self._body_buffered = 0
             self._body_sent = True
             self.client.resume(PAUSE_BUFFER)
-        if self._fwd_done and (body or self._req_trailers):
-            conn.end_body(self._req_trailers)
+        if self._fwd_done and (body or trailers):
+            self._end_request(conn)
 
     def _frame(self, chunk: bytes) -> tuple[bytes, ...]:
         if self.req.chunked:
@@ -492,13 +497,7 @@ class Exchange:
         conn = self.conn
         if conn is None or conn.closed or self._abandoned:
             return
-        if conn.h2:
-            from core.upstream_h2 import H2UpstreamStream
-
-            assert isinstance(conn, H2UpstreamStream)
-            conn.end_body(self._req_trailers)
-        elif self.req.chunked:
-            conn.write(b"0\r\n\r\n")
+        self._end_request(conn)
 
     async def _open_request_pipe(self, chain: Chain, ctx: Context) -> None:
         """Send the request body through the filters that take it as it streams."""
@@ -664,6 +663,8 @@ class Exchange:
                 raise ClientGone
         if filtered and chain is not None and chain.response_trailers:
             self._trailer_hooks(chain)
+        if self._chunk_end_due:
+            self._late_end_chunk()
 
     def _trailer_hooks(self, chain: Chain) -> None:
         """Filters that take trailers change them once they came; then the client gets them."""
@@ -712,7 +713,8 @@ class Exchange:
             self._rechunk = True
             parts += (b"Transfer-Encoding: ", head.codings, b", chunked\r\n")
         elif not no_body and length is None:
-            if req.version == "1.1" and self.keep_alive:
+            # Chunked also on a closing connection to a client that takes trailers.
+            if req.version == "1.1" and (self.keep_alive or req.te_trailers):
                 self._rechunk = True
                 parts.append(b"Transfer-Encoding: chunked\r\n")
             else:
@@ -731,7 +733,7 @@ class Exchange:
         self._resp_buffer = []
         self._resp_buffered = 0
         if (self._resp_done if pipe is None else pipe.ended) and self._rechunk:
-            parts.append(b"0\r\n\r\n")
+            parts.append(self._end_chunk())
         self.client.write(b"".join(parts))
         return True
 
@@ -847,7 +849,7 @@ class Exchange:
                 else:
                     self.client.write(data)
             if end and self._rechunk:
-                self.client.write(b"0\r\n\r\n")
+                self.client.write(self._end_chunk())
         elif data:  # the head is not out yet
             self._resp_buffer.append(data)
             self._resp_buffered += len(data)
@@ -895,13 +897,8 @@ class Exchange:
         if pipe is not None:
             pipe.feed(b"", True)
         elif self._streaming and self._rechunk:
-            self.client.write(b"0\r\n\r\n")
+            self.client.write(self._end_chunk())
         self._wake()
-
-    def on_request_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
-        """An HTTP/2 client's request trailers: sent on with the body's end to an
-        HTTP/2 upstream (an HTTP/1.1 upstream does not get them)."""
-        self._req_trailers = fields
 
     def on_response_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
         """An HTTP/2 upstream's trailers: on to the client if it can carry them (and

@@ -26,7 +26,7 @@ import inspect
 import logging
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -143,6 +143,7 @@ class Chain:
         "logs",
         "request_body",
         "request_chunks",
+        "request_trailers",
         "requests",
         "response_body",
         "response_chunks",
@@ -186,6 +187,14 @@ class Chain:
             (i + 1, f, hook)
             for i, f in reversed(list(enumerate(self.filters)))
             if (hook := getattr(f.filter, "response_chunks", None)) is not None
+        )
+        #: (position, instance, hook) of the filters called when the request's trailers
+        #: are about to go upstream (Filter.request_trailers: a Proxy-Wasm module's
+        #: trailer callback), in chain order.
+        self.request_trailers = tuple(
+            (i + 1, f, hook)
+            for i, f in enumerate(self.filters)
+            if (hook := getattr(f.filter, "request_trailers", None)) is not None
         )
         #: (position, instance, hook) of the filters called when the response's trailers
         #: came (Filter.response_trailers: a Proxy-Wasm module's trailer callback), in
@@ -317,6 +326,56 @@ class Chain:
             return result
         bad = TypeError(f"on_request returned {result!r}, not None or a LocalReply")
         return self._failed(inst, "request", bad)
+
+    def run_request_trailers(
+        self, ctx: Context, ran: int
+    ) -> LocalReply | Awaitable[LocalReply | None] | None:
+        """Run the request trailer hooks (in chain order, over the first ``ran`` filters)
+        on ``ctx.request.trailers``, before they go upstream. A hook returns None to go
+        on, a LocalReply to answer instead, or an awaitable of either (it stopped the
+        trailers: Envoy's StopIteration); then the rest run once it is done, and so is
+        what this returns. A hook that raises gets its filter's fail strategy."""
+        for index, (position, inst, hook) in enumerate(self.request_trailers):
+            if position > ran:
+                continue
+            ctx.log = inst.logger
+            try:
+                result = hook(ctx)
+            except Exception as exc:
+                result = self._failed(inst, "request trailers", exc)
+            if result is None:
+                continue
+            if isinstance(result, LocalReply):
+                ctx.stopped_by = inst.name
+                return result
+            return self._request_trailers_rest(ctx, ran, index, result)
+        return None
+
+    async def _request_trailers_rest(
+        self, ctx: Context, ran: int, index: int, held: Awaitable[LocalReply | None]
+    ) -> LocalReply | None:
+        position, inst, _ = self.request_trailers[index]
+        try:
+            reply = await held
+        except Exception as exc:
+            reply = self._failed(inst, "request trailers", exc)
+        if reply is not None:
+            ctx.stopped_by = inst.name
+            return reply
+        for position, inst, hook in self.request_trailers[index + 1 :]:
+            if position > ran:
+                continue
+            ctx.log = inst.logger
+            try:
+                result: LocalReply | None = hook(ctx)
+                if result is not None and not isinstance(result, LocalReply):
+                    result = await result
+            except Exception as exc:
+                result = self._failed(inst, "request trailers", exc)
+            if result is not None:
+                ctx.stopped_by = inst.name
+                return result
+        return None
 
     def run_response_trailers(self, ctx: Context, ran: int) -> None:
         """Run the trailer hooks (in response order, over the first ``ran`` filters) on

@@ -48,6 +48,15 @@ class Request:
             writes (with the gateway's span as parent), so ``traceparent`` itself is
             not among ``headers``; ``tracestate`` is, when the client's
             ``traceparent`` was valid. ``""`` in a request built by hand.
+        trailers: the fields the client sent after the body (an HTTP/2 client's
+            trailing HEADERS, the trailer section of an HTTP/1.1 chunked body), as
+            :class:`Headers`, or None without any. They have arrived only when the
+            body was read whole, so a filter sees them when a filter of the chain set
+            ``request_body = True`` (else None: they come later and pass unchanged).
+            Change them (or set a new ``Headers()``) in the request phase: an HTTP/2
+            upstream gets them after the body. An HTTP/1.1 upstream gets none, and
+            fields that may not be trailers (framing, routing, authentication, the
+            gateway's own X-Forwarded-* ...) are dropped (docs/http2.md).
     """
 
     __slots__ = (
@@ -64,6 +73,7 @@ class Request:
         "scheme",
         "target",
         "trace_id",
+        "trailers",
         "version",
     )
 
@@ -80,6 +90,7 @@ class Request:
         client_port: int = 0,
         body: bytes | None = None,
         trace_id: str = "",
+        trailers: Headers | None = None,
     ) -> None:
         raw = target.encode("latin-1") if isinstance(target, str) else target
         self.method = method
@@ -95,6 +106,7 @@ class Request:
         self.client_port = client_port
         self.body = body
         self.trace_id = trace_id
+        self.trailers = trailers
 
     def set_target(self, path: str, query: str) -> None:
         """Set path and query at once (the query without ``?``)."""
@@ -142,7 +154,8 @@ class Response:
     ``grpc-status`` and ``grpc-message``, say). They have arrived only when the body
     was read whole, so they are there for a chain with ``response_body = True`` (else
     ``None``, as for a response without trailers). A filter may change them; an
-    HTTP/2 client gets them after the body, an HTTP/1.1 client does not.
+    HTTP/2 client gets them after the body, and so does an HTTP/1.1 client that sent
+    ``TE: trailers`` when the response is chunked (others do not).
     """
 
     __slots__ = ("body", "headers", "status", "trailers")

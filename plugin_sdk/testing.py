@@ -72,8 +72,10 @@ def make_request(
     body: bytes | None = None,
     client_ip: str = "127.0.0.1",
     scheme: str = "http",
+    trailers: dict[str, str] | Iterable[tuple[str, str]] | None = None,
 ) -> Request:
-    """A request as the gateway would hand it to a filter."""
+    """A request as the gateway would hand it to a filter (``trailers``: what the
+    client sent after the body, as a filter that reads the body sees it)."""
     return Request(
         method,
         target,
@@ -82,6 +84,7 @@ def make_request(
         scheme=scheme,
         client_ip=client_ip,
         body=body,
+        trailers=Headers.of(trailers) if trailers is not None else None,
     )
 
 

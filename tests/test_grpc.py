@@ -165,6 +165,16 @@ filters = ["grpccall"]
 wasm = "{grpccall}"
 
 [[routes]]
+name = "wasm-flood"
+paths = ["/wasm-flood"]
+upstream = "rec"
+filters = ["flood"]
+
+[filters.flood]
+wasm = "{flood}"
+limits = {{ max_buffer_bytes = 262144 }}
+
+[[routes]]
 name = "keyed"
 paths = ["/pkg.Keyed/"]
 upstream = "grpc"
@@ -200,13 +210,16 @@ async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
     os.environ["WASMGATE_CACHE_DIR"] = str(base / "module-cache")
     wasm = wasm_file(base, "trailers.wat")
     grpccall = wasm_file(base, "grpc_call.wat")
+    flood = wasm_file(base, "stream_flood.wat")
     rec = await RecordingUpstream().start()
     service = Service()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     server.add_generic_rpc_handlers((service.handler(),))
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
-    text = TOML.format(port=port, dead=free_port(), wasm=wasm, grpccall=grpccall, rec=rec.address)
+    text = TOML.format(
+        port=port, dead=free_port(), wasm=wasm, grpccall=grpccall, flood=flood, rec=rec.address
+    )
     gw = InProcessGateway(text)
     registry = PluginRegistry({"trailer-tap": TrailerTap})
     gw.gateway = Gateway(Snapshot(gw.config, "test.toml", registry), asyncio.get_running_loop())
@@ -415,3 +428,20 @@ async def test_a_proxy_wasm_filter_makes_a_grpc_call(served: Served) -> None:
     assert seen.headers["x-grpc-status"] == "0"
     assert seen.headers["x-grpc-reply"] == "echo:hi"
     assert served.service.seen[-1][0] == "Unary"
+
+
+async def test_a_grpc_stream_holds_at_most_max_buffer_bytes_unsent(served: Served) -> None:
+    """tests/wasm_modules/stream_flood.wat sends twenty 64 KiB messages at once with
+    max_buffer_bytes = 256 KiB: three fit (with their 5-byte prefixes), the rest get
+    BAD_ARGUMENT, and the request goes on."""
+    url = f"http://{served.target}/wasm-flood"
+
+    def get() -> int:
+        import urllib.request
+
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return int(resp.status)
+
+    assert await asyncio.to_thread(get) == 200
+    seen = served.rec.requests[-1]
+    assert (seen.headers["x-sent"], seen.headers["x-refused"]) == ("3", "17")

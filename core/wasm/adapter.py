@@ -89,6 +89,8 @@ class WasmFilter(Filter[PluginConfig]):
             self.request_chunks = self._request_chunk
         if "response" in wants and _BODY_CALLBACKS[1] in exports:
             self.response_chunks = self._response_chunk
+        if not (vm.root_only or service) and "proxy_on_request_trailers" in exports:
+            self.request_trailers = self._request_trailers
         if not (vm.root_only or service) and "proxy_on_response_trailers" in exports:
             self.response_trailers = self._response_trailers
         if vm.root_only or service:
@@ -238,6 +240,20 @@ class WasmFilter(Filter[PluginConfig]):
             reply = await self._outcome(stream, action)
         if reply is not None:
             ctx.response = reply_response(reply)
+
+    def _request_trailers(self, ctx: Context) -> LocalReply | Awaitable[LocalReply | None] | None:
+        """The request's trailers are about to go upstream (after the body callbacks):
+        the module reads and changes them in its trailer map (1). StopIteration holds
+        them, and the request's end, until proxy_continue_stream (or pause_timeout),
+        as in Envoy; a local response answers instead."""
+        stream = ctx.state.get(self._key)
+        trailers = ctx.request.trailers
+        if not isinstance(stream, Stream) or trailers is None or stream.id not in self.vm.streams:
+            return None
+        action = self.vm.call(stream, "proxy_on_request_trailers", stream.id, len(trailers))
+        if stream.local_reply is None and action == Action.PAUSE:
+            return self._outcome(stream, action)
+        return stream.local_reply
 
     def _response_trailers(self, ctx: Context) -> None:
         """The response's trailers came (an HTTP/2 upstream's, after its body): the

@@ -12,8 +12,9 @@ first response message, buffer 5), ``proxy_on_grpc_receive_trailing_metadata``
 (map 5) and, always, ``proxy_on_grpc_close`` with the gRPC status (``proxy_get_status``
 also gives its message). A call that fails, or an upstream that does not answer
 HTTP 200, closes with UNAVAILABLE (14); one past its timeout (``0``: 5 s) with
-DEADLINE_EXCEEDED (4). ``proxy_grpc_stream`` and the calls on streams stay
-UNIMPLEMENTED.
+DEADLINE_EXCEEDED (4). ``proxy_grpc_cancel`` or ``proxy_grpc_close`` on its token
+cancels it: no callback follows. An unknown cluster is ``PARSE_FAILURE`` at once, as
+in Envoy (SDKs expect that status). Streams: :mod:`core.wasm.grpc_stream`.
 """
 
 from __future__ import annotations
@@ -45,18 +46,21 @@ def start_grpc_call(
     metadata: list[tuple[bytes, bytes]],
     message: bytes,
     timeout_ms: int,
-) -> int | None:
-    """Start the call as a task of ``vm``; its token, or None (refused: BAD_ARGUMENT)."""
+) -> int | str:
+    """Start the call as a task of ``vm``: its token, or why not ("cluster": an unknown
+    one, PARSE_FAILURE as in Envoy; "head": names or metadata it cannot send)."""
     ok = _NAME.fullmatch(service) and _NAME.fullmatch(method)
     if not ok or not all(n[:1] != b":" and _field_ok(n, v) for n, v in metadata):
         log.warning("wasm filter %r: grpc call to %r with an invalid head", vm.name, cluster)
-        return None
+        return "head"
     pool = vm_pool(vm, cluster, "grpc")
     if pool is None:
-        return None
+        return "cluster"
     token = next(vm.tokens)
     path = b"/" + service + b"/" + method
-    vm.spawn_call(_call(vm, token, vm.active, pool, path, metadata, message, timeout_ms))
+    call = _call(vm, token, vm.active, pool, path, metadata, message, timeout_ms)
+    task = vm.grpc_calls[token] = vm.spawn_call(call)
+    task.add_done_callback(lambda _: vm.grpc_calls.pop(token, None))
     return token
 
 

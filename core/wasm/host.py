@@ -39,7 +39,7 @@ from core.wasm import foreign, properties, shared
 from core.wasm.abi import BufferType, LogLevel, MapType, MetricType, Status, WasiErrno
 from core.wasm.metrics import MAX_NAME as MAX_METRIC_NAME
 from core.wasm.vm import _GuestExit
-from plugin_sdk import LocalReply
+from plugin_sdk import Headers, LocalReply
 
 if TYPE_CHECKING:
     from core.wasm.plugin import PluginVm
@@ -383,8 +383,9 @@ class Host:
         if kind == MapType.HTTP_RESPONSE_TRAILERS and ctx is not None:
             trailers = ctx.response.trailers if ctx.response is not None else None
             return [(n.lower(), v) for n, v in trailers.raw] if trailers is not None else []
-        if kind == MapType.HTTP_REQUEST_TRAILERS:
-            return [] if ctx is not None else None
+        if kind == MapType.HTTP_REQUEST_TRAILERS and ctx is not None:
+            trailers = ctx.request.trailers
+            return [(n.lower(), v) for n, v in trailers.raw] if trailers is not None else []
         if kind == MapType.GRPC_CALL_INITIAL_METADATA and self.grpc_result is not None:
             return self.grpc_result.initial
         if kind == MapType.GRPC_CALL_TRAILING_METADATA and self.grpc_result is not None:
@@ -468,15 +469,10 @@ class Host:
                 ctx.response.status = int(value)
                 return OK
             headers = ctx.response.headers
-        elif (
-            kind == MapType.HTTP_RESPONSE_TRAILERS
-            and ctx is not None
-            and ctx.response is not None
-            and ctx.response.trailers is not None
-        ):
+        elif (trailers := self._trailers(kind)) is not None:
             if key.startswith(b":"):
                 return BAD_ARGUMENT
-            headers = ctx.response.trailers
+            headers = trailers
         elif kind in MapType._value2member_map_:
             return NOT_FOUND
         else:
@@ -499,6 +495,17 @@ class Host:
         if value is not None:
             headers.add_bytes(key, value)
         return OK
+
+    def _trailers(self, kind: int) -> Headers | None:
+        """The request's or the response's trailers, when map ``kind`` is one and they came."""
+        ctx = self._ctx()
+        if ctx is None:
+            return None
+        if kind == MapType.HTTP_REQUEST_TRAILERS:
+            return ctx.request.trailers
+        if kind == MapType.HTTP_RESPONSE_TRAILERS and ctx.response is not None:
+            return ctx.response.trailers
+        return None
 
     def _edit_request_pseudo(self, key: bytes, value: bytes | None) -> int:
         ctx = self._ctx()
@@ -555,6 +562,8 @@ class Host:
             ctx.request.headers.raw[:] = []
         elif kind == MapType.HTTP_RESPONSE_HEADERS and ctx is not None and ctx.response:
             ctx.response.headers.raw[:] = []
+        elif (trailers := self._trailers(kind)) is not None:
+            trailers.raw[:] = []
         else:
             return NOT_FOUND
         for key, value in pairs:
@@ -729,9 +738,85 @@ class Host:
         token = self.plugin.grpc_call(
             service.decode("latin-1"), name, method, metadata, message, timeout_ms
         )
-        if token is None:  # an unknown cluster, or a service or method it cannot send
-            return BAD_ARGUMENT
+        return self._grpc_token(token, token_ptr)
+
+    def _grpc_token(self, token: int | str, token_ptr: int) -> int:
+        """A gRPC call's or stream's token written back; an unknown cluster is
+        PARSE_FAILURE (Envoy's status, which SDKs expect), a head it cannot send
+        BAD_ARGUMENT."""
+        if isinstance(token, str):
+            return Status.PARSE_FAILURE if token == "cluster" else BAD_ARGUMENT
         return OK if self.mem.write_u32(token_ptr, token) else BAD_MEMORY
+
+    # -- gRPC streams (core/wasm/grpc_stream.py)
+
+    def proxy_grpc_stream(
+        self,
+        svc_ptr: int,
+        svc_size: int,
+        name_ptr: int,
+        name_size: int,
+        method_ptr: int,
+        method_size: int,
+        md_ptr: int,
+        md_size: int,
+        token_ptr: int,
+    ) -> int:
+        from core.wasm.grpc_stream import open_stream
+
+        mem, limits = self.mem, self.plugin.limits
+        spans = [(svc_ptr, svc_size), (name_ptr, name_size), (method_ptr, method_size)]
+        spans.append((md_ptr, md_size))
+        if not all(mem.in_bounds(ptr, size) for ptr, size in spans):
+            return BAD_MEMORY
+        if self.plugin.calls_in_flight() >= limits.max_http_calls:
+            return self._exhausted("http_calls")
+        if md_size > 4 + limits.max_header_bytes:
+            return self._exhausted("headers")
+        parts = [self._read(ptr, size) for ptr, size in spans]
+        if any(part is None for part in parts):
+            return BAD_MEMORY
+        service, name, method, raw = (bytes(p or b"") for p in parts)
+        metadata = deserialize_map(raw) if raw else []
+        if metadata is None:
+            return Status.PARSE_FAILURE
+        token = open_stream(
+            self.plugin, service.decode("latin-1"), name, method, metadata, self.stream
+        )
+        return self._grpc_token(token, token_ptr)
+
+    def proxy_grpc_send(self, token: int, msg_ptr: int, msg_size: int, end_stream: int) -> int:
+        stream = self.plugin.grpc_streams.get(token)
+        if stream is None:
+            return BAD_ARGUMENT if token in self.plugin.grpc_calls else NOT_FOUND
+        if stream.local_closed:
+            return BAD_ARGUMENT
+        if stream.unsent + 5 + msg_size > self.plugin.limits.max_buffer_bytes:
+            return self._exhausted("body")  # what waits for the server, with this one
+        message = self._read(msg_ptr, msg_size)
+        if message is None:
+            return BAD_MEMORY
+        stream.send(message, bool(end_stream))
+        return OK
+
+    def proxy_grpc_close(self, token: int) -> int:
+        """Half-close a stream; cancel a unary call."""
+        stream = self.plugin.grpc_streams.get(token)
+        if stream is not None:
+            stream.half_close()
+            return OK
+        return self.proxy_grpc_cancel(token)
+
+    def proxy_grpc_cancel(self, token: int) -> int:
+        stream = self.plugin.grpc_streams.get(token)
+        if stream is not None:
+            stream.cancel()
+            return OK
+        call = self.plugin.grpc_calls.pop(token, None)
+        if call is None:
+            return NOT_FOUND
+        call.cancel()
+        return OK
 
     def proxy_get_status(self, code_ptr: int, msg_ptr_ptr: int, msg_size_ptr: int) -> int:
         grpc = self.grpc_result

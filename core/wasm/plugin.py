@@ -46,6 +46,7 @@ from core.wasm import shared
 from core.wasm.abi import ABI_MARKERS, HTTP_CALLBACKS
 from core.wasm.budget import Backoff, CpuBudget
 from core.wasm.callout import start_call
+from core.wasm.grpc_stream import GrpcStream, close_owned
 from core.wasm.host import Host, Stream, resolver
 from core.wasm.metrics import FilterMetrics
 from core.wasm.sharing import Root, RootContexts, RootedStream
@@ -114,7 +115,9 @@ class PluginVm(RootContexts):
         self.pools: dict[str, UpstreamPool] = {}
         self.clusters: dict[str, str] = {}  # [wasm.clusters]: cluster name -> upstream
         self.resolved: dict[str, UpstreamPool] = {}  # cluster names resolved so far
-        self.calls: set[asyncio.Task[None]] = set()  # HTTP calls in flight
+        self.calls: set[asyncio.Task[None]] = set()  # HTTP and gRPC calls in flight
+        self.grpc_calls: dict[int, asyncio.Task[None]] = {}  # unary gRPC calls by token
+        self.grpc_streams: dict[int, GrpcStream] = {}  # open gRPC streams by token
         self._loop: asyncio.AbstractEventLoop | None = None
         self.budget = CpuBudget(limits.cpu_budget, limits.cpu_window, limits.cooldown)
         self.throttles = 0
@@ -394,6 +397,8 @@ class PluginVm(RootContexts):
             pass  # cut off meanwhile: the stream ends without its last callbacks
         finally:
             self.streams.pop(stream.id, None)
+            if self.grpc_streams:
+                close_owned(self, stream)
 
     def done(self, stream: Stream) -> None:
         if stream.id not in self.streams or self.instance is None:
@@ -428,11 +433,12 @@ class PluginVm(RootContexts):
             if root.tick_ms:
                 self._set_tick(root, root.tick_ms)
 
-    def spawn_call(self, call: Coroutine[Any, Any, None]) -> None:
+    def spawn_call(self, call: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run an HTTP or gRPC call's coroutine as a task of this VM (cancelled on close)."""
         task = asyncio.get_running_loop().create_task(call)
         self.calls.add(task)
         task.add_done_callback(self.calls.discard)
+        return task
 
     def http_call(
         self, upstream: str, pairs: list[tuple[bytes, bytes]], body: bytes, timeout_ms: int
@@ -448,8 +454,8 @@ class PluginVm(RootContexts):
         metadata: list[tuple[bytes, bytes]],
         message: bytes,
         timeout_ms: int,
-    ) -> int | None:
-        """Start ``proxy_grpc_call``; its token, or None (unknown upstream, bad names)."""
+    ) -> int | str:
+        """Start ``proxy_grpc_call``; its token, or why not ("cluster", "head")."""
         from core.wasm.grpc_call import start_grpc_call
 
         return start_grpc_call(self, upstream, service, method, metadata, message, timeout_ms)

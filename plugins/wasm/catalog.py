@@ -419,6 +419,33 @@ RUST_HEADERS = Filter(
     ),
 )
 
+RUST_GRPC = Filter(
+    name="rust-grpc",
+    version="0.1.0",
+    abi="0.2.1",
+    root_id="",
+    description="Rust example (proxy-wasm crate 0.2.5, wasm32-wasip1): gRPC from a filter. "
+    "A unary dispatch_grpc_call whose reply becomes a request header (a gRPC error: 403), "
+    "a gRPC stream (open, send, half-close, cancel) whose replies, status and metadata "
+    "answer the request, a stream the root context keeps open, and request trailers read and "
+    "extended in on_http_request_trailers; each driven by request headers (see its README).",
+    toolchain="rust",
+    sources=("src/*.rs", "Cargo.toml", "Cargo.lock"),
+    config_schema=_object(
+        {
+            "cluster": _string(
+                "", "Cluster (a gateway upstream's name) of the gRPC server.", maxLength=256
+            ),
+            "service": _string("pkg.Echo", "gRPC service called (package.Service).", maxLength=256),
+            "feed": _string(
+                "",
+                "Method the root context streams from, opened on its first tick; empty: off.",
+                maxLength=256,
+            ),
+        }
+    ),
+)
+
 FILTERS = {
     f.name: f
     for f in (
@@ -432,5 +459,6 @@ FILTERS = {
         GO_SHARED,
         HIGRESS_DEMO,
         RUST_HEADERS,
+        RUST_GRPC,
     )
 }

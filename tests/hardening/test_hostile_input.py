@@ -331,7 +331,8 @@ async def test_bytes_past_the_content_length_are_the_next_request(
 async def test_trailer_fields_are_dropped(
     gateway: InProcessGateway, upstream: RecordingUpstream
 ) -> None:
-    """Trailers come after the head was checked and routed: they must change nothing."""
+    """Trailers come after the head was checked and routed: they must change nothing
+    (and an HTTP/1.1 upstream gets none: tests/test_trailers.py has where they go)."""
     trailers = b"X-Trailer: 1\r\nX-Consumer: admin\r\nHost: other.test\r\nExpect: nonsense\r\n"
     reply = await send(
         gateway.port, chunked("", b"5\r\nhello\r\n0\r\n" + trailers + b"\r\n") + NEXT
@@ -380,8 +381,9 @@ async def test_bad_body_of_a_pipelined_request_is_400_after_the_first_reply(
 async def test_chunk_framing_past_the_header_budget_is_400(
     rest: bytes, gateway: InProcessGateway, upstream: RecordingUpstream
 ) -> None:
-    """Neither extensions nor trailers are forwarded, and llhttp would skip them without
-    end: together they get max_header_bytes (16 KiB here)."""
+    """Extensions are not forwarded, trailers are kept apart from the head, and llhttp
+    would skip or buffer them without end: together they get max_header_bytes (16 KiB
+    here)."""
     first = head("POST /upload HTTP/1.1\nHost: a.test\nTransfer-Encoding: chunked")
     reply = await send(gateway.port, first, rest + SMUGGLED)
     assert_refused(reply, 400, "chunk extensions or trailers too large")

@@ -1,0 +1,119 @@
+"""An exchange's trailers, both ways: :class:`TrailerSide`, a part of
+:class:`core.proxy.Exchange`.
+
+Request trailers (an HTTP/2 client's trailing HEADERS, an HTTP/1.1 chunked body's
+trailer section) are kept in ``req.trailers``, where a filter that read the body
+whole sees and changes them. When the request's end is to go upstream, the filters
+that take trailers (a Proxy-Wasm module's ``proxy_on_request_trailers``) run first,
+once, in chain order; one that stops (StopIteration) holds the end until it goes on,
+and one that answers replaces the exchange with its reply. Then an HTTP/2 upstream
+gets the trailers with the end of the stream; an HTTP/1.1 upstream gets the last
+chunk only (core/trailers.py says why).
+
+Response trailers reach an HTTP/1.1 client that sent ``TE: trailers`` in the last
+chunk of a chunked response; when filters take them, that chunk waits for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING
+
+from core.trailers import allowed, last_chunk
+from plugin_sdk import Headers, LocalReply
+
+if TYPE_CHECKING:
+    from core.client_side import ClientSide
+    from core.http1 import Request
+    from core.router import RouteTarget
+    from core.upstream import ResponseHead, UpstreamConnection
+    from plugin_sdk import Context
+
+
+class TrailerSide:
+    """Trailer handling of an exchange (see the module docstring)."""
+
+    __slots__ = ("_chunk_end_due", "_req_trailers_ran")
+
+    # What the exchange has (core/proxy.py).
+    client: ClientSide
+    req: Request
+    route: RouteTarget | None
+    ctx: Context | None
+    conn: UpstreamConnection | None
+    _ran: int
+    _head: ResponseHead | None
+
+    if TYPE_CHECKING:
+
+        def _request_reply(self, reply: LocalReply) -> None: ...
+
+    # -- request trailers
+
+    def on_request_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
+        """The client's trailers came (before the end of its body)."""
+        self.req.trailers = Headers(allowed(fields))
+
+    def _request_hooks_due(self) -> bool:
+        """Whether filters still have to see the request's trailers before its end."""
+        if self.req.trailers is None or self._req_trailers_ran or self.ctx is None:
+            return False
+        route = self.route
+        return route is not None and route.chain is not None and bool(route.chain.request_trailers)
+
+    def _end_request(self, conn: UpstreamConnection) -> None:
+        """Send the request's end upstream, once the trailer filters let it go."""
+        if self._request_hooks_due():
+            self._req_trailers_ran = True
+            assert self.route is not None and self.route.chain is not None
+            assert self.ctx is not None
+            result = self.route.chain.run_request_trailers(self.ctx, self._ran)
+            if isinstance(result, LocalReply):
+                self._request_reply(result)
+                return
+            if isinstance(result, Awaitable):
+                self.client.gateway.spawn(self._end_after(result))
+                return
+        self._send_end(conn)
+
+    async def _end_after(self, held: Awaitable[LocalReply | None]) -> None:
+        reply = await held
+        if reply is not None:
+            self._request_reply(reply)
+            return
+        conn = self.conn
+        if conn is not None and not conn.closed:
+            self._send_end(conn)
+
+    def _send_end(self, conn: UpstreamConnection) -> None:
+        if conn.h2:
+            from core.upstream_h2 import H2UpstreamStream
+
+            assert isinstance(conn, H2UpstreamStream)
+            trailers = self.req.trailers
+            conn.end_body(allowed(trailers.raw) if trailers is not None else None)
+        elif self.req.chunked:
+            conn.write(b"0\r\n\r\n")  # HTTP/1.1 upstreams get no request trailers
+
+    # -- response trailers to an HTTP/1.1 client
+
+    def _end_chunk(self) -> bytes:
+        """The last chunk of a chunked response to an HTTP/1.1 client: with the
+        upstream's trailers when the client takes them; b"" when it has to wait for
+        the filters that take trailers (then :meth:`_late_end_chunk` writes it)."""
+        head = self._head
+        if head is None or head.trailers is None or not self.req.te_trailers:
+            return b"0\r\n\r\n"
+        route, ctx = self.route, self.ctx
+        chain = route.chain if route is not None else None
+        if chain is not None and chain.response_trailers and ctx is not None and ctx.response:
+            self._chunk_end_due = True
+            return b""
+        return last_chunk(head.trailers.raw)
+
+    def _late_end_chunk(self) -> None:
+        """The last chunk, with the trailers as the filters left them."""
+        self._chunk_end_due = False
+        resp = self.ctx.response if self.ctx is not None else None
+        trailers = resp.trailers if resp is not None else None
+        self.client.write(last_chunk(trailers.raw if trailers is not None else None))

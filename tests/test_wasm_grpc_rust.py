@@ -1,0 +1,367 @@
+"""gRPC from Proxy-Wasm, proven with a module the Rust SDK built: plugins/wasm/rust-grpc
+(the ``proxy-wasm`` crate from crates.io, built in the test run like rust-headers).
+
+One gateway, one grpcio server behind an ``h2c`` upstream, and the filter driven by
+request headers (see its lib.rs): a unary ``dispatch_grpc_call`` whose reply becomes a
+request header (a gRPC error: 403); streams opened with ``open_grpc_stream``, messages
+sent, the local side ended by an end_stream send or ``close_grpc_stream``, replies,
+metadata and the close status answered back; a stream the filter cancels; one the
+server ends with an error; an unknown cluster; and request trailers, held
+(StopIteration) for a gRPC call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from tests.h2client import H2Client
+from tests.harness import InProcessGateway, RecordingUpstream, build_example_filters, free_port
+from tests.test_upstream_h2 import TrailerEcho
+from tests.test_wasm_rust import rust_tool, wasip1_available
+
+grpc = pytest.importorskip("grpc")
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+MODULE = Path(__file__).resolve().parent.parent / "plugins" / "wasm" / "rust-grpc"
+WASM = MODULE / "build" / "filter.wasm"
+
+
+def wait_while_active(context: Any, seconds: float = 8) -> None:
+    """Until the call is cancelled (or ``seconds`` passed)."""
+    deadline = time.monotonic() + seconds
+    while context.is_active() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+@dataclass
+class Backend:
+    """pkg.Echo on grpcio: what it saw, and whether a stream was cancelled under it."""
+
+    seen: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    slow_started: threading.Event = field(default_factory=threading.Event)
+    slow_cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def _note(self, name: str, context: Any) -> None:
+        self.seen.append((name, dict(context.invocation_metadata())))
+
+    def unary(self, request: bytes, context: Any) -> bytes:
+        self._note("Unary", context)
+        if request == b"fail":
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, "no entry")
+        return b"hello " + request
+
+    def bidi(self, requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
+        self._note("Bidi", context)
+        context.send_initial_metadata((("x-hello", "hi"),))
+        for r in requests:
+            yield r.upper()
+        context.set_trailing_metadata((("x-trail", "done"),))
+
+    def fail(self, requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
+        self._note("Fail", context)
+        for r in requests:
+            yield b"got " + r
+            break
+        context.abort(grpc.StatusCode.NOT_FOUND, "gone away")
+
+    def slow(self, request: bytes, context: Any) -> bytes:
+        self.slow_started.set()
+        wait_while_active(context)
+        if not context.is_active():
+            self.slow_cancelled.set()
+        return b"late"
+
+    def feed(self, requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
+        for r in requests:
+            yield b"feed:" + r
+
+    def after_slow(self, requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
+        self.slow_started.wait(5)  # so the unary call is in flight when both are cancelled
+        yield from self.forever(requests, context)
+
+    def forever(self, requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
+        self._note("Forever", context)
+        try:
+            yield b"first"
+            wait_while_active(context)
+        finally:  # (grpcio drops the generator of a cancelled call at the yield)
+            if not context.is_active():
+                self.cancelled.set()
+
+    def handler(self) -> Any:
+        return grpc.method_handlers_generic_handler(
+            "pkg.Echo",
+            {
+                "Unary": grpc.unary_unary_rpc_method_handler(self.unary),
+                "Slow": grpc.unary_unary_rpc_method_handler(self.slow),
+                "Feed": grpc.stream_stream_rpc_method_handler(self.feed),
+                "Bidi": grpc.stream_stream_rpc_method_handler(self.bidi),
+                "Fail": grpc.stream_stream_rpc_method_handler(self.fail),
+                "Forever": grpc.stream_stream_rpc_method_handler(self.forever),
+                "AfterSlow": grpc.stream_stream_rpc_method_handler(self.after_slow),
+            },
+        )
+
+
+TOML = """
+[server]
+listen = ["127.0.0.1:0"]
+access_log = "off"
+
+[[upstreams]]
+name = "grpc"
+endpoints = ["127.0.0.1:{grpc}"]
+protocol = "h2c"
+
+[[upstreams]]
+name = "rec"
+endpoints = ["{rec}"]
+
+[[upstreams]]
+name = "echo"
+endpoints = ["127.0.0.1:{echo}"]
+protocol = "h2c"
+
+[[upstreams]]
+name = "down"
+endpoints = ["127.0.0.1:{dead}"]
+protocol = "h2c"
+retries = 0
+
+[[routes]]
+name = "trailers"
+paths = ["/t"]
+upstream = "echo"
+filters = ["rg"]
+
+[[routes]]
+name = "all"
+paths = ["/"]
+upstream = "rec"
+filters = ["rg"]
+
+[filters.rg]
+wasm = "{wasm}"
+config = {{ cluster = "grpc", service = "pkg.Echo", feed = "Feed" }}
+"""
+
+
+@dataclass
+class Served:
+    gw: InProcessGateway
+    backend: Backend
+    rec: RecordingUpstream
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Served]:
+    if rust_tool("cargo") is None:
+        pytest.skip("Rust is not installed (no $CARGO, no `cargo` on PATH or in ~/.cargo/bin)")
+    if not wasip1_available():
+        pytest.skip("rustc lacks the wasm32-wasip1 target and there is no rustup to add it")
+    await asyncio.to_thread(build_example_filters, "rust-grpc", timeout=600)
+    base = tmp_path_factory.mktemp("rust-grpc")
+    cache = os.environ.get("WASMGATE_CACHE_DIR")
+    os.environ["WASMGATE_CACHE_DIR"] = str(base / "module-cache")
+    backend = Backend()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    server.add_generic_rpc_handlers((backend.handler(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    rec = await RecordingUpstream().start()
+    echo = await asyncio.get_running_loop().create_server(TrailerEcho, "127.0.0.1", 0)
+    text = TOML.format(
+        grpc=port,
+        rec=rec.address,
+        echo=echo.sockets[0].getsockname()[1],
+        wasm=WASM,
+        dead=free_port(),
+    )
+    gw = await InProcessGateway(text).start()
+    yield Served(gw, backend, rec)
+    await gw.stop()
+    await rec.stop()
+    echo.close()
+    server.stop(0)
+    if cache is None:
+        del os.environ["WASMGATE_CACHE_DIR"]
+    else:
+        os.environ["WASMGATE_CACHE_DIR"] = cache
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+async def get(served: Served, headers: dict[str, str]) -> Reply:
+    """GET / over HTTP/1.1 with ``headers``: the filter's cue."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", served.gw.port)
+    lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    writer.write(f"GET /r HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{lines}\r\n".encode())
+    data = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    first, *rest = head.decode("latin-1").split("\r\n")
+    fields = {}
+    for line in rest:
+        name, _, value = line.partition(":")
+        fields[name.strip().lower()] = value.strip()
+    return Reply(int(first.split()[1]), fields, body)
+
+
+# -- unary: dispatch_grpc_call
+
+
+async def test_a_unary_call_reply_becomes_a_request_header(served: Served) -> None:
+    reply = await get(served, {"x-grpc-call": "unary", "x-grpc-name": "bob"})
+    assert reply.status == 200
+    assert served.rec.requests[-1].headers["x-grpc-reply"] == "hello bob"
+    name, metadata = served.backend.seen[-1]
+    assert name == "Unary" and metadata["x-from"] == "rust-grpc"
+
+
+async def test_a_unary_call_error_status_answers_403(served: Served) -> None:
+    reply = await get(served, {"x-grpc-call": "unary", "x-grpc-name": "fail"})
+    assert reply.status == 403
+    assert reply.body == b"denied: 7 no entry\n"
+
+
+# -- streams: open_grpc_stream and the rest
+
+
+@pytest.mark.parametrize(
+    ("cue", "body", "status", "initial", "trailing"),
+    [
+        pytest.param(
+            # An empty send with end_stream is an empty message, then END_STREAM (Envoy).
+            {"x-grpc-send": "one,two,three"},
+            b"ONE|TWO|THREE|",
+            "0",
+            "hi",
+            "done",
+            id="end-stream",
+        ),
+        pytest.param(
+            {"x-grpc-send": "a,b", "x-grpc-end": "close"}, b"A|B", "0", "hi", "done", id="close"
+        ),
+        pytest.param({"x-grpc-send": ""}, b"", "0", "hi", "done", id="no-messages"),
+        pytest.param(
+            {"x-grpc-send": "x,y", "x-grpc-method": "Fail"},
+            b"got x",
+            "5",
+            "",
+            "",
+            id="server-error",
+        ),
+        # Its side still open when the server closed: it closes it then (OK, as in Envoy).
+        pytest.param(
+            {"x-grpc-send": "z", "x-grpc-method": "Fail", "x-grpc-end": "none"},
+            b"got z",
+            "5",
+            "",
+            "",
+            id="server-error-close-after",
+        ),
+    ],
+)
+async def test_a_stream_sends_and_receives(
+    served: Served, cue: dict[str, str], body: bytes, status: str, initial: str, trailing: str
+) -> None:
+    reply = await get(served, {"x-grpc-call": "stream", **cue})
+    assert reply.status == 200, reply.body
+    assert reply.body == body
+    assert reply.headers["x-stream-status"] == status
+    assert reply.headers["x-stream-initial"] == initial
+    assert reply.headers["x-stream-trailing"] == trailing
+    if status == "5":
+        assert reply.headers["x-stream-message"] == "gone away"
+    assert served.backend.seen[-1][1]["x-from"] == "rust-grpc"
+
+
+async def test_a_stream_the_filter_cancels_is_reset_upstream(served: Served) -> None:
+    served.backend.cancelled.clear()
+    cue = {"x-grpc-call": "stream", "x-grpc-method": "Forever", "x-grpc-end": "none"}
+    reply = await get(served, {**cue, "x-grpc-cancel-after": "1"})
+    assert reply.status == 200
+    assert reply.body == b"first"
+    assert reply.headers["x-stream-message"] == "cancelled by the filter"
+    assert await asyncio.to_thread(served.backend.cancelled.wait, 5)
+
+
+async def test_cancelling_a_unary_call_resets_it_upstream(served: Served) -> None:
+    """cancel_grpc_call on a call in flight (pkg.Echo/Slow, cancelled with the stream)."""
+    served.backend.slow_started.clear()
+    served.backend.slow_cancelled.clear()
+    cue = {"x-grpc-call": "stream", "x-grpc-method": "AfterSlow", "x-grpc-end": "none"}
+    reply = await get(served, {**cue, "x-grpc-cancel-after": "1", "x-grpc-also-slow": "1"})
+    assert reply.status == 200
+    assert reply.body == b"first"
+    assert await asyncio.to_thread(served.backend.slow_cancelled.wait, 5)
+
+
+async def test_the_root_context_streams_from_plugin_start(served: Served) -> None:
+    """With `feed` set, the root context opens pkg.Echo/Feed on its first tick and
+    sends "start"; its reply reaches the root context's on_grpc_stream_message."""
+    deadline = time.monotonic() + 5
+    while True:
+        reply = await get(served, {"x-grpc-call": "feed"})
+        if reply.body or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.02)
+    assert reply.status == 200
+    assert reply.body == b"feed:start"
+
+
+async def test_a_stream_that_cannot_connect_closes_unavailable(served: Served) -> None:
+    reply = await get(served, {"x-grpc-call": "stream", "x-grpc-cluster": "down"})
+    assert reply.status == 200
+    assert reply.headers["x-stream-status"] == "14"
+    assert reply.body == b""
+
+
+async def test_a_stream_to_an_unknown_cluster_fails_at_once(served: Served) -> None:
+    """As in Envoy, the open itself fails (ParseFailure: the name is neither a cluster
+    nor a serialized GrpcService), not a later close."""
+    reply = await get(served, {"x-grpc-call": "stream", "x-grpc-cluster": "nope"})
+    assert reply.status == 503
+    assert reply.body == b"grpc stream failed: ParseFailure\n"
+
+
+# -- request trailers, in a real SDK build
+
+
+async def test_request_trailers_read_edited_and_held_for_a_grpc_call(served: Served) -> None:
+    """on_http_request_trailers copies x-check; with x-hold it stops the trailers
+    (StopIteration) until a unary call's reply is added to them."""
+    client = await H2Client.open(served.gw.port)
+    try:
+        for trailers, expected in (
+            ([("x-check", "1")], {"echo-x-check": "1", "echo-x-check-seen": "1"}),
+            ([("x-hold", "ann")], {"echo-x-hold": "ann", "echo-x-held-reply": "hello ann"}),
+        ):
+            sid = client.start("POST", "/t", end=False)
+            await client.send_body(sid, b"abc", end=False)
+            client.conn.send_headers(sid, trailers, end_stream=True)
+            await client.flush()
+            result = await client.wait(sid)
+            assert result.status == 200
+            assert bytes(result.body) == b"3"
+            assert dict(result.trailers) == expected
+    finally:
+        client.close()
