@@ -10,8 +10,14 @@ and one that answers replaces the exchange with its reply. Then an HTTP/2 upstre
 gets the trailers with the end of the stream; an HTTP/1.1 upstream gets the last
 chunk only (core/trailers.py says why).
 
-Response trailers reach an HTTP/1.1 client that sent ``TE: trailers`` in the last
-chunk of a chunked response; when filters take them, that chunk waits for them.
+Response trailers run the filters that take them (in response order) once they
+came, before they and the response's end go to the client: an HTTP/2 client gets
+them with END_STREAM, an HTTP/1.1 client that sent ``TE: trailers`` in the last
+chunk of a chunked response (other HTTP/1.1 clients get the last chunk without
+them). A filter that stops holds that end until it goes on; one that answers, or
+fails closed, once the head has gone resets the response (Envoy's rule: a local
+reply cannot follow a response head), or replaces it while the gateway still holds
+it whole.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from core.trailers import allowed, last_chunk
 from plugin_sdk import Headers, LocalReply
+from plugin_sdk.chain import reply_response
 
 if TYPE_CHECKING:
     from core.client_side import ClientSide
@@ -28,6 +35,7 @@ if TYPE_CHECKING:
     from core.router import RouteTarget
     from core.upstream import ResponseHead, UpstreamConnection
     from plugin_sdk import Context
+    from plugin_sdk.chain import Chain
 
 
 class TrailerSide:
@@ -95,25 +103,48 @@ class TrailerSide:
         elif self.req.chunked:
             conn.write(b"0\r\n\r\n")  # HTTP/1.1 upstreams get no request trailers
 
-    # -- response trailers to an HTTP/1.1 client
+    # -- response trailers
+
+    async def _response_trailer_hooks(self, chain: Chain, head_sent: bool) -> bool:
+        """Run the filters that take the response's trailers (once they came), then
+        hand the trailers to the client. False: the response was reset (a filter
+        answered, or failed closed, after its head went)."""
+        ctx = self.ctx
+        resp = ctx.response if ctx is not None else None
+        if ctx is None or resp is None or resp.trailers is None:
+            return True
+        result = chain.run_response_trailers(ctx, self._ran)
+        if isinstance(result, Awaitable):
+            result = await result
+        if result is None:
+            trailers = ctx.response.trailers if ctx.response is not None else None
+            self.client.send_trailers(trailers.raw if trailers is not None else [])
+            return True
+        if head_sent:
+            self._chunk_end_due = False
+            self.client.abort()
+            return False
+        ctx.response = reply_response(result)
+        self.client.send_trailers([])  # (an HTTP/2 stream keeps the upstream's until now)
+        return True
 
     def _end_chunk(self) -> bytes:
         """The last chunk of a chunked response to an HTTP/1.1 client: with the
         upstream's trailers when the client takes them; b"" when it has to wait for
         the filters that take trailers (then :meth:`_late_end_chunk` writes it)."""
         head = self._head
-        if head is None or head.trailers is None or not self.req.te_trailers:
+        if head is None or head.trailers is None:
             return b"0\r\n\r\n"
         route, ctx = self.route, self.ctx
         chain = route.chain if route is not None else None
         if chain is not None and chain.response_trailers and ctx is not None and ctx.response:
             self._chunk_end_due = True
             return b""
-        return last_chunk(head.trailers.raw)
+        return last_chunk(head.trailers.raw if self.req.te_trailers else None)
 
     def _late_end_chunk(self) -> None:
         """The last chunk, with the trailers as the filters left them."""
         self._chunk_end_due = False
         resp = self.ctx.response if self.ctx is not None else None
-        trailers = resp.trailers if resp is not None else None
+        trailers = resp.trailers if resp is not None and self.req.te_trailers else None
         self.client.write(last_chunk(trailers.raw if trailers is not None else None))

@@ -365,3 +365,84 @@ async def test_request_trailers_read_edited_and_held_for_a_grpc_call(served: Ser
             assert dict(result.trailers) == expected
     finally:
         client.close()
+
+
+# -- body and trailer callbacks in Envoy's order, both ways
+
+
+async def trailer_exchange(
+    served: Served,
+    trailers: list[tuple[str, str]],
+    headers: list[tuple[str, str]] | None = None,
+    path: str = "/t",
+) -> Any:
+    """POST ``abc`` over HTTP/2 with ``trailers`` after it; the stream's result."""
+    client = await H2Client.open(served.gw.port)
+    try:
+        sid = client.start("POST", path, headers=headers or [], end=False)
+        await client.send_body(sid, b"abc", end=False)
+        client.conn.send_headers(sid, trailers, end_stream=True)
+        await client.flush()
+        return await client.wait(sid)
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(
+    ("headers", "request_calls", "response_calls"),
+    [
+        pytest.param([], "3/false", "1/false", id="continue"),
+        # StopIterationAndBuffer on every chunk before the end: the last data is held
+        # for the trailer callback, whose Continue lets body and trailers go.
+        pytest.param(
+            [("x-buffer-body", "1"), ("x-buffer-resp-body", "1")],
+            "3/false",
+            "1/false",
+            id="buffered",
+        ),
+    ],
+)
+async def test_trailers_follow_a_body_as_in_envoy(
+    served: Served, headers: list[tuple[str, str]], request_calls: str, response_calls: str
+) -> None:
+    """With trailers after the body, the last body callback says end_of_stream =
+    false and the trailer callback comes after it (no body callback for the end):
+    on_http_request_trailers and on_http_response_trailers list the body callbacks
+    they saw before them."""
+    result = await trailer_exchange(served, [("x-order", "1")], headers)
+    assert result.status == 200
+    assert bytes(result.body) == b"3"  # the upstream got the whole body
+    trailers = dict(result.trailers)
+    assert trailers["echo-x-body-calls"] == request_calls
+    assert trailers["x-resp-body-calls"] == response_calls
+
+
+async def test_response_trailers_held_for_a_grpc_call(served: Served) -> None:
+    """StopIteration from on_http_response_trailers holds the trailers and the end of
+    the response until the filter resumes it (after a unary call's reply)."""
+    result = await trailer_exchange(served, [("x-hold-resp", "zoe")])
+    assert result.status == 200 and result.reset is None
+    assert bytes(result.body) == b"3"
+    assert dict(result.trailers)["x-held-resp-reply"] == "hello zoe"
+
+
+async def test_response_trailers_held_over_http1_chunked(served: Served) -> None:
+    """The same hold to an HTTP/1.1 client that takes trailers: the last chunk waits."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", served.gw.port)
+    writer.write(
+        b"POST /t HTTP/1.1\r\nHost: t\r\nConnection: close\r\nTE: trailers\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nx-hold-resp: amy\r\n\r\n"
+    )
+    data = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    assert data.startswith(b"HTTP/1.1 200"), data
+    _, _, trailer_section = data.partition(b"\r\n0\r\n")
+    assert b"x-held-resp-reply: hello amy\r\n" in trailer_section, data
+
+
+async def test_a_local_reply_from_response_trailers_resets_the_response(served: Served) -> None:
+    """The head went already: as in Envoy, the stream is reset, not given a 403."""
+    result = await trailer_exchange(served, [("x-deny-resp", "1")])
+    assert result.status == 200
+    assert result.reset is not None
+    assert not result.ended

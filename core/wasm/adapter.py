@@ -18,6 +18,15 @@ header callbacks get ``end_of_stream = false`` when a body follows; one that sto
 then does not wait: the body callbacks decide, as in Envoy. When a Python filter on
 the route buffered the whole body, the body callback gets it whole, once.
 
+Trailers as Envoy orders them: when trailers follow a body (and the module takes
+them), the last body callback says ``end_of_stream = false`` and the trailer callback
+comes after it; the body's end itself gets no body callback. A body callback that
+stopped on the last data keeps the body for the trailer callback, whose action lets
+both go (Continue), keeps them until ``proxy_continue_stream`` (StopIteration), or
+answers. A trailer callback that stops holds the trailers and the end of the message
+(bounded by ``pause_timeout``); after a response head has gone, a local response from
+it resets the response, as in Envoy (core/exchange_trailers.py).
+
 When the plugin cannot run (over its CPU budget, or backing off before a rebuild)
 a request gets the filter's fail strategy without a call into the guest: skipped
 (``fail_open``) or a 503 with Retry-After; either is counted in
@@ -42,11 +51,12 @@ from core.wasm.host import Stream
 from core.wasm.plugin import PluginVm
 from core.wasm.sharing import Root
 from core.wasm.vm import WasmTrap
-from plugin_sdk import Context, Filter, LocalReply, PluginConfig
+from plugin_sdk import Context, Filter, Headers, LocalReply, PluginConfig
 from plugin_sdk.chain import reply_response
 from plugin_sdk.filter import ChunkResult, ChunkResume, maybe_async
 
 _BODY_CALLBACKS = ("proxy_on_request_body", "proxy_on_response_body")
+_TRAILER_CALLBACKS = ("proxy_on_request_trailers", "proxy_on_response_trailers")
 # What a header callback may return to stop: StopIteration (1), and StopAllIteration
 # AndBuffer / AndWatermark (3, 4: the body waits too).
 _STOPS = frozenset({Action.PAUSE, 3, 4})
@@ -89,10 +99,16 @@ class WasmFilter(Filter[PluginConfig]):
             self.request_chunks = self._request_chunk
         if "response" in wants and _BODY_CALLBACKS[1] in exports:
             self.response_chunks = self._response_chunk
-        if not (vm.root_only or service) and "proxy_on_request_trailers" in exports:
+        # Whether the module takes trailers, per side (0 request, 1 response).
+        self._trailer_cbs = tuple(
+            not (vm.root_only or service) and name in exports for name in _TRAILER_CALLBACKS
+        )
+        if self._trailer_cbs[0]:
             self.request_trailers = self._request_trailers
-        if not (vm.root_only or service) and "proxy_on_response_trailers" in exports:
+        if self._trailer_cbs[1]:
             self.response_trailers = self._response_trailers
+        # (stream id, side) whose trailer callback a body callback's stop brought first.
+        self._trailers_ran: set[tuple[int, int]] = set()
         if vm.root_only or service:
             self.skip_phases |= {"on_request", "on_response", "on_log"}
 
@@ -201,7 +217,12 @@ class WasmFilter(Filter[PluginConfig]):
 
     async def _request_body(self, stream: Stream) -> LocalReply | None:
         body = stream.ctx.request.body or b""
-        action = self.vm.call(stream, "proxy_on_request_body", stream.id, len(body), 1)
+        follows = self._trailers_follow(stream.ctx, 0)
+        action = self.vm.call(
+            stream, "proxy_on_request_body", stream.id, len(body), int(not follows)
+        )
+        if follows and action and stream.local_reply is None:
+            action = self._trailers_call(stream, 0)  # Envoy's next callback: it decides
         return await self._outcome(stream, action)
 
     @maybe_async
@@ -236,7 +257,12 @@ class WasmFilter(Filter[PluginConfig]):
             reply = await self._outcome(stream, action)
         resp = ctx.response
         if reply is None and self.response_chunks and resp is not None and resp.body:
-            action = self.vm.call(stream, "proxy_on_response_body", stream.id, len(resp.body), 1)
+            follows = self._trailers_follow(ctx, 1)
+            action = self.vm.call(
+                stream, "proxy_on_response_body", stream.id, len(resp.body), int(not follows)
+            )
+            if follows and action and stream.local_reply is None:
+                action = self._trailers_call(stream, 1)
             reply = await self._outcome(stream, action)
         if reply is not None:
             ctx.response = reply_response(reply)
@@ -246,25 +272,62 @@ class WasmFilter(Filter[PluginConfig]):
         the module reads and changes them in its trailer map (1). StopIteration holds
         them, and the request's end, until proxy_continue_stream (or pause_timeout),
         as in Envoy; a local response answers instead."""
+        return self._trailers(ctx, 0)
+
+    def _response_trailers(self, ctx: Context) -> LocalReply | Awaitable[LocalReply | None] | None:
+        """The response's trailers came (an HTTP/2 upstream's, after its body): the
+        module reads and changes them in its trailer map (3). StopIteration holds them,
+        and the response's end, until proxy_continue_stream (or pause_timeout); a local
+        response resets a response whose head went (core/exchange_trailers.py)."""
+        return self._trailers(ctx, 1)
+
+    def _trailers(
+        self, ctx: Context, side: int
+    ) -> LocalReply | Awaitable[LocalReply | None] | None:
         stream = ctx.state.get(self._key)
-        trailers = ctx.request.trailers
-        if not isinstance(stream, Stream) or trailers is None or stream.id not in self.vm.streams:
+        if not isinstance(stream, Stream) or stream.id not in self.vm.streams:
             return None
-        action = self.vm.call(stream, "proxy_on_request_trailers", stream.id, len(trailers))
+        if self._trailers_ran and (stream.id, side) in self._trailers_ran:
+            return None  # a body callback's stop brought it already (see _trailers_now)
+        if _trailers_of(ctx, side) is None:
+            return None
+        action = self._trailers_call(stream, side)
         if stream.local_reply is None and action == Action.PAUSE:
             return self._outcome(stream, action)
         return stream.local_reply
 
-    def _response_trailers(self, ctx: Context) -> None:
-        """The response's trailers came (an HTTP/2 upstream's, after its body): the
-        module reads and changes them in its trailer map. Its action is not waited
-        for: the body has gone by then."""
-        stream = ctx.state.get(self._key)
-        resp = ctx.response
-        if not isinstance(stream, Stream) or resp is None or resp.trailers is None:
-            return
-        if stream.id in self.vm.streams:
-            self.vm.call(stream, "proxy_on_response_trailers", stream.id, len(resp.trailers))
+    def _trailers_follow(self, ctx: Context, side: int) -> bool:
+        """Whether the module's trailer callback comes after this body: then its last
+        body callback says end_of_stream = false, as in Envoy."""
+        return self._trailer_cbs[side] and _trailers_of(ctx, side) is not None
+
+    def _trailers_call(self, stream: Stream, side: int) -> int | None:
+        """The trailer callback, once per message side."""
+        self._trailers_ran.add((stream.id, side))
+        trailers = _trailers_of(stream.ctx, side)
+        n = len(trailers) if trailers is not None else 0
+        return self.vm.call(stream, _TRAILER_CALLBACKS[side], stream.id, n)
+
+    def _trailers_now(self, stream: Stream, side: int, resume: ChunkResume) -> ChunkResult:
+        """The body callback stopped on the last data, with trailers to come: as in
+        Envoy, the trailer callback comes next, and its action lets the held body go
+        (Continue), keeps it with the trailers until proxy_continue_stream
+        (StopIteration), or answers."""
+        try:
+            action = self._trailers_call(stream, side)
+        except Exception as exc:
+            pending = stream.body[side]
+            stream.body[side] = None
+            raise ChunkError(bytes(pending or b""), exc) from exc
+        if stream.local_reply is not None:
+            stream.body[side] = None
+            return stream.local_reply
+        if action == Action.PAUSE:
+            self._hold_end(stream, side, resume)
+            return None
+        out = stream.body[side]
+        stream.body[side] = None
+        return bytes(out or b"")
 
     # -- bodies as they stream (core.bodies calls these per chunk)
 
@@ -289,6 +352,14 @@ class WasmFilter(Filter[PluginConfig]):
             stream.paused = False  # a new chunk came first: it decides what is held
             stream.resume = None
         held = stream.body[side]
+        follows = end and self._trailers_follow(ctx, side)
+        if follows and not data:
+            # The body's end, trailers after it: no body callback (Envoy's next one is
+            # the trailer callback); what the filter holds waits for that.
+            if stream.local_reply is None and held:
+                return self._trailers_now(stream, side, resume)
+            stream.body[side] = None
+            return stream.local_reply or bytes(held or b"")
         buf: bytes | bytearray
         if held is None:
             buf = data
@@ -303,7 +374,8 @@ class WasmFilter(Filter[PluginConfig]):
             return stream.local_reply
         stream.body[side] = buf
         try:
-            action = self.vm.call(stream, _BODY_CALLBACKS[side], stream.id, len(buf), int(end))
+            eos = int(end and not follows)
+            action = self.vm.call(stream, _BODY_CALLBACKS[side], stream.id, len(buf), eos)
         except Exception as exc:
             pending = stream.body[side]
             stream.body[side] = None
@@ -322,6 +394,8 @@ class WasmFilter(Filter[PluginConfig]):
         if not end:  # StopIterationAndBuffer / AndWatermark: hold, and accumulate
             self._hold_more(stream, side, resume)
             return b""
+        if follows:
+            return self._trailers_now(stream, side, resume)
         self._hold_end(stream, side, resume)
         return None  # core.bodies waits for resume
 
@@ -395,6 +469,9 @@ class WasmFilter(Filter[PluginConfig]):
             if self._releases:
                 self._releases.pop((stream.id, 0), None)
                 self._releases.pop((stream.id, 1), None)
+            if self._trailers_ran:
+                self._trailers_ran.discard((stream.id, 0))
+                self._trailers_ran.discard((stream.id, 1))
             self.vm.done(stream)
 
     def bind_gateway(
@@ -416,3 +493,11 @@ def _response_has_body(method: str, resp: object) -> bool:
     if method == "HEAD" or resp.status in (204, 304) or resp.codings:
         return False
     return resp.content_length != 0
+
+
+def _trailers_of(ctx: Context, side: int) -> Headers | None:
+    """The request's (0) or the response's (1) trailers, when there are any."""
+    if side == 0:
+        return ctx.request.trailers
+    resp = ctx.response
+    return resp.trailers if resp is not None else None
