@@ -10,6 +10,12 @@ and one that answers replaces the exchange with its reply. Then an HTTP/2 upstre
 gets the trailers with the end of the stream; an HTTP/1.1 upstream gets the last
 chunk only (core/trailers.py says why).
 
+While a filter holds the request's end, the upstream is not waited on: the per-try
+timeout stops, and starts again, whole, once the end has gone (Envoy starts it when
+the request is complete). The hold itself is bounded by the filter's own timeout
+(``limits.pause_timeout`` for a Proxy-Wasm module), past which the filter has
+failed, which its fail strategy answers; the upstream is not blamed.
+
 Response trailers run the filters that take them (in response order) once they
 came, before they and the response's end go to the client: an HTTP/2 client gets
 them with END_STREAM, an HTTP/1.1 client that sent ``TE: trailers`` in the last
@@ -22,7 +28,7 @@ it whole.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from core.trailers import allowed, last_chunk
@@ -33,7 +39,7 @@ if TYPE_CHECKING:
     from core.client_side import ClientSide
     from core.http1 import Request
     from core.router import RouteTarget
-    from core.upstream import ResponseHead, UpstreamConnection
+    from core.upstream import ResponseHead, UpstreamConnection, UpstreamPool
     from plugin_sdk import Context
     from plugin_sdk.chain import Chain
 
@@ -41,7 +47,7 @@ if TYPE_CHECKING:
 class TrailerSide:
     """Trailer handling of an exchange (see the module docstring)."""
 
-    __slots__ = ("_chunk_end_due", "_req_trailers_ran")
+    __slots__ = ("_chunk_end_due", "_end_held", "_req_trailers_ran", "_try_deadline")
 
     # What the exchange has (core/proxy.py).
     client: ClientSide
@@ -49,12 +55,17 @@ class TrailerSide:
     route: RouteTarget | None
     ctx: Context | None
     conn: UpstreamConnection | None
+    pool: UpstreamPool | None
     _ran: int
+    _try_deadline: float | None
     _head: ResponseHead | None
+    _upstream_error: Exception | None
 
     if TYPE_CHECKING:
 
         def _request_reply(self, reply: LocalReply) -> None: ...
+        def _arm(self, delay: float, callback: Callable[[], object]) -> None: ...
+        def _on_try_timeout(self) -> None: ...
 
     # -- request trailers
 
@@ -80,18 +91,39 @@ class TrailerSide:
                 self._request_reply(result)
                 return
             if isinstance(result, Awaitable):
+                self._end_held = True
                 self.client.gateway.spawn(self._end_after(result))
                 return
         self._send_end(conn)
 
     async def _end_after(self, held: Awaitable[LocalReply | None]) -> None:
-        reply = await held
+        try:
+            reply = await held
+        finally:
+            self._end_held = False
         if reply is not None:
             self._request_reply(reply)
             return
         conn = self.conn
         if conn is not None and not conn.closed:
             self._send_end(conn)
+            self._restart_try_timer()
+
+    def _try_timer_held(self) -> bool:
+        """The per-try timer fired: whether a filter holds the request's end (then the
+        timer waits for it, see :meth:`_restart_try_timer`)."""
+        return self._end_held
+
+    def _restart_try_timer(self) -> None:
+        """The request's end went after a hold: the upstream gets a whole per-try
+        timeout from now (bounded by the route's timeout) to answer."""
+        pool = self.pool
+        if pool is None or self._head is not None or self._upstream_error is not None:
+            return
+        timeout = pool.per_try_timeout
+        if self._try_deadline is not None:
+            timeout = min(timeout, self._try_deadline - self.client.loop.time())
+        self._arm(max(timeout, 0.0), self._on_try_timeout)
 
     def _send_end(self, conn: UpstreamConnection) -> None:
         if conn.h2:

@@ -138,6 +138,8 @@ class Exchange(TrailerSide):
         self._req_pipe: BodyPipe | None = None
         self._req_trailers_ran = False  # the filters that take request trailers ran
         self._chunk_end_due = False  # the last chunk waits for the trailer filters
+        self._end_held = False  # a trailer filter holds the request's end
+        self._try_deadline: float | None = None  # the route's deadline, for the try timer
         self._resp_pipe: BodyPipe | None = None
         self._resp_reply: LocalReply | None = None
         self._resp_seen = 0  # response body bytes fed to the filters
@@ -311,6 +313,7 @@ class Exchange(TrailerSide):
         self._send_request_head(pool, conn)
         self._try_sent = True
         timeout = pool.per_try_timeout
+        self._try_deadline = deadline
         if deadline is not None:
             timeout = min(timeout, deadline - loop.time())
         self._arm(timeout, self._on_try_timeout)
@@ -1083,6 +1086,8 @@ class Exchange(TrailerSide):
         self.client.exchange_deadline.disarm()
 
     def _on_try_timeout(self) -> None:
+        if self._try_timer_held():
+            return  # restarted once the filter lets the end go (core/exchange_trailers.py)
         if not self._fwd_done:
             # Still waiting on the client's body (or a filter holding its end): a few
             # stalled uploads must not eject a healthy upstream.

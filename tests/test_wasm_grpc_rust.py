@@ -61,6 +61,8 @@ class Backend:
         self._note("Unary", context)
         if request == b"fail":
             context.abort(grpc.StatusCode.PERMISSION_DENIED, "no entry")
+        if request.startswith(b"sleep:"):  # a slow reply: "sleep:<seconds>"
+            time.sleep(float(request[6:]))
         return b"hello " + request
 
     def bidi(self, requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
@@ -136,6 +138,12 @@ endpoints = ["127.0.0.1:{echo}"]
 protocol = "h2c"
 
 [[upstreams]]
+name = "echo-quick"
+endpoints = ["127.0.0.1:{echo}"]
+protocol = "h2c"
+per_try_timeout = 0.3
+
+[[upstreams]]
 name = "down"
 endpoints = ["127.0.0.1:{dead}"]
 protocol = "h2c"
@@ -148,6 +156,18 @@ upstream = "echo"
 filters = ["rg"]
 
 [[routes]]
+name = "held-quick"
+paths = ["/held"]
+upstream = "echo-quick"
+filters = ["rg"]
+
+[[routes]]
+name = "held-short"
+paths = ["/short"]
+upstream = "echo-quick"
+filters = ["rg-short"]
+
+[[routes]]
 name = "all"
 paths = ["/"]
 upstream = "rec"
@@ -156,6 +176,11 @@ filters = ["rg"]
 [filters.rg]
 wasm = "{wasm}"
 config = {{ cluster = "grpc", service = "pkg.Echo", feed = "Feed" }}
+
+[filters.rg-short]
+wasm = "{wasm}"
+config = {{ cluster = "grpc", service = "pkg.Echo" }}
+limits = {{ pause_timeout = 0.5 }}
 """
 
 
@@ -446,3 +471,25 @@ async def test_a_local_reply_from_response_trailers_resets_the_response(served: 
     assert result.status == 200
     assert result.reset is not None
     assert not result.ended
+
+
+# -- a request whose end a filter holds: bounded by pause_timeout, not the upstream's
+
+
+async def test_a_held_request_end_does_not_run_the_per_try_timeout(served: Served) -> None:
+    """The trailers wait 0.8 s for a gRPC call on an upstream whose per_try_timeout is
+    0.3 s: the upstream is timed from the moment the end went, not blamed for the hold."""
+    result = await trailer_exchange(served, [("x-hold", "sleep:0.8")], path="/held")
+    assert result.status == 200, bytes(result.body)
+    assert dict(result.trailers)["echo-x-held-reply"] == "hello sleep:0.8"
+    assert served.gw.gateway is not None
+    pool = served.gw.gateway.snapshot.pools["echo-quick"]
+    assert [ep.failures for ep in pool.endpoints] == [0]  # not blamed
+
+
+async def test_a_hold_past_pause_timeout_fails_the_filter(served: Served) -> None:
+    """Held past the filter's pause_timeout (0.5 s): the filter failed (fail closed:
+    500 naming it), not the upstream (no 504)."""
+    result = await trailer_exchange(served, [("x-hold", "sleep:1.5")], path="/short")
+    assert result.status == 500
+    assert bytes(result.body) == b"filter rg-short failed\n"
