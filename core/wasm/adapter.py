@@ -18,14 +18,9 @@ header callbacks get ``end_of_stream = false`` when a body follows; one that sto
 then does not wait: the body callbacks decide, as in Envoy. When a Python filter on
 the route buffered the whole body, the body callback gets it whole, once.
 
-Trailers as Envoy orders them: when trailers follow a body (and the module takes
-them), the last body callback says ``end_of_stream = false`` and the trailer callback
-comes after it; the body's end itself gets no body callback. A body callback that
-stopped on the last data keeps the body for the trailer callback, whose action lets
-both go (Continue), keeps them until ``proxy_continue_stream`` (StopIteration), or
-answers. A trailer callback that stops holds the trailers and the end of the message
-(bounded by ``pause_timeout``); after a response head has gone, a local response from
-it resets the response, as in Envoy (core/exchange_trailers.py).
+Trailers come as Envoy orders them (:mod:`core.wasm.adapter_trailers`): when trailers
+follow a body, the last body callback says ``end_of_stream = false`` and the trailer
+callback comes after it, and what it returns holds or lets go the message's end.
 
 When the plugin cannot run (over its CPU budget, or backing off before a rebuild)
 a request gets the filter's fail strategy without a call into the guest: skipped
@@ -47,22 +42,22 @@ from core.errors import PluginError
 from core.metrics import count_wasm_refused
 from core.upstream import ResponseHead, UpstreamPool
 from core.wasm.abi import Action
+from core.wasm.adapter_trailers import TRAILER_CALLBACKS, TrailerCallbacks
 from core.wasm.host import Stream
 from core.wasm.plugin import PluginVm
 from core.wasm.sharing import Root
 from core.wasm.vm import WasmTrap
-from plugin_sdk import Context, Filter, Headers, LocalReply, PluginConfig
+from plugin_sdk import Context, Filter, LocalReply, PluginConfig
 from plugin_sdk.chain import reply_response
 from plugin_sdk.filter import ChunkResult, ChunkResume, maybe_async
 
 _BODY_CALLBACKS = ("proxy_on_request_body", "proxy_on_response_body")
-_TRAILER_CALLBACKS = ("proxy_on_request_trailers", "proxy_on_response_trailers")
 # What a header callback may return to stop: StopIteration (1), and StopAllIteration
 # AndBuffer / AndWatermark (3, 4: the body waits too).
 _STOPS = frozenset({Action.PAUSE, 3, 4})
 
 
-class WasmFilter(Filter[PluginConfig]):
+class WasmFilter(TrailerCallbacks, Filter[PluginConfig]):
     """A :class:`PluginVm` behind the filter contract (see the module docstring)."""
 
     def __init__(
@@ -101,7 +96,7 @@ class WasmFilter(Filter[PluginConfig]):
             self.response_chunks = self._response_chunk
         # Whether the module takes trailers, per side (0 request, 1 response).
         self._trailer_cbs = tuple(
-            not (vm.root_only or service) and name in exports for name in _TRAILER_CALLBACKS
+            not (vm.root_only or service) and name in exports for name in TRAILER_CALLBACKS
         )
         if self._trailer_cbs[0]:
             self.request_trailers = self._request_trailers
@@ -267,68 +262,6 @@ class WasmFilter(Filter[PluginConfig]):
         if reply is not None:
             ctx.response = reply_response(reply)
 
-    def _request_trailers(self, ctx: Context) -> LocalReply | Awaitable[LocalReply | None] | None:
-        """The request's trailers are about to go upstream (after the body callbacks):
-        the module reads and changes them in its trailer map (1). StopIteration holds
-        them, and the request's end, until proxy_continue_stream (or pause_timeout),
-        as in Envoy; a local response answers instead."""
-        return self._trailers(ctx, 0)
-
-    def _response_trailers(self, ctx: Context) -> LocalReply | Awaitable[LocalReply | None] | None:
-        """The response's trailers came (an HTTP/2 upstream's, after its body): the
-        module reads and changes them in its trailer map (3). StopIteration holds them,
-        and the response's end, until proxy_continue_stream (or pause_timeout); a local
-        response resets a response whose head went (core/exchange_trailers.py)."""
-        return self._trailers(ctx, 1)
-
-    def _trailers(
-        self, ctx: Context, side: int
-    ) -> LocalReply | Awaitable[LocalReply | None] | None:
-        stream = ctx.state.get(self._key)
-        if not isinstance(stream, Stream) or stream.id not in self.vm.streams:
-            return None
-        if self._trailers_ran and (stream.id, side) in self._trailers_ran:
-            return None  # a body callback's stop brought it already (see _trailers_now)
-        if _trailers_of(ctx, side) is None:
-            return None
-        action = self._trailers_call(stream, side)
-        if stream.local_reply is None and action == Action.PAUSE:
-            return self._outcome(stream, action)
-        return stream.local_reply
-
-    def _trailers_follow(self, ctx: Context, side: int) -> bool:
-        """Whether the module's trailer callback comes after this body: then its last
-        body callback says end_of_stream = false, as in Envoy."""
-        return self._trailer_cbs[side] and _trailers_of(ctx, side) is not None
-
-    def _trailers_call(self, stream: Stream, side: int) -> int | None:
-        """The trailer callback, once per message side."""
-        self._trailers_ran.add((stream.id, side))
-        trailers = _trailers_of(stream.ctx, side)
-        n = len(trailers) if trailers is not None else 0
-        return self.vm.call(stream, _TRAILER_CALLBACKS[side], stream.id, n)
-
-    def _trailers_now(self, stream: Stream, side: int, resume: ChunkResume) -> ChunkResult:
-        """The body callback stopped on the last data, with trailers to come: as in
-        Envoy, the trailer callback comes next, and its action lets the held body go
-        (Continue), keeps it with the trailers until proxy_continue_stream
-        (StopIteration), or answers."""
-        try:
-            action = self._trailers_call(stream, side)
-        except Exception as exc:
-            pending = stream.body[side]
-            stream.body[side] = None
-            raise ChunkError(bytes(pending or b""), exc) from exc
-        if stream.local_reply is not None:
-            stream.body[side] = None
-            return stream.local_reply
-        if action == Action.PAUSE:
-            self._hold_end(stream, side, resume)
-            return None
-        out = stream.body[side]
-        stream.body[side] = None
-        return bytes(out or b"")
-
     # -- bodies as they stream (core.bodies calls these per chunk)
 
     def _request_chunk(
@@ -493,11 +426,3 @@ def _response_has_body(method: str, resp: object) -> bool:
     if method == "HEAD" or resp.status in (204, 304) or resp.codings:
         return False
     return resp.content_length != 0
-
-
-def _trailers_of(ctx: Context, side: int) -> Headers | None:
-    """The request's (0) or the response's (1) trailers, when there are any."""
-    if side == 0:
-        return ctx.request.trailers
-    resp = ctx.response
-    return resp.trailers if resp is not None else None
