@@ -261,6 +261,21 @@ async def test_a_unary_call_reply_becomes_a_request_header(served: Served) -> No
     assert name == "Unary" and metadata["x-from"] == "rust-grpc"
 
 
+async def test_a_unary_call_is_cancelled_when_its_http_context_ends(served: Served) -> None:
+    """As in Envoy, a call an HTTP context made is cancelled when the context ends:
+    here the filter calls pkg.Echo/Slow, then answers 503 itself (its stream to an
+    unknown cluster fails), and the request is over while the call is in flight."""
+    served.backend.slow_started.clear()
+    served.backend.slow_cancelled.clear()
+    cue = {"x-grpc-call": "stream", "x-grpc-also-slow": "1", "x-grpc-cluster": "nope"}
+    reply = await get(served, cue)
+    assert reply.status == 503
+    cancelled = await asyncio.to_thread(served.backend.slow_cancelled.wait, 3)
+    # Cancelled on the server, or before it reached it (without the cancel, Slow runs
+    # for its full 8 s).
+    assert cancelled or not served.backend.slow_started.is_set()
+
+
 async def test_a_unary_call_error_status_answers_403(served: Served) -> None:
     reply = await get(served, {"x-grpc-call": "unary", "x-grpc-name": "fail"})
     assert reply.status == 403

@@ -15,7 +15,7 @@ with status OK and a message, else ``proxy_on_grpc_close`` with the gRPC status
 that does not answer HTTP 200, closes with UNAVAILABLE (14); one past its timeout
 (``0``: 5 s) with DEADLINE_EXCEEDED (4); OK without a message with INTERNAL (13).
 ``proxy_grpc_cancel`` or ``proxy_grpc_close`` on its token cancels it: no callback
-follows; neither does one for an HTTP context that ended meanwhile. An unknown
+follows. A call an HTTP context made is cancelled when that context ends. An unknown
 cluster is ``PARSE_FAILURE`` at once, as in Envoy (SDKs expect that status).
 Streams: :mod:`core.wasm.grpc_stream`.
 """
@@ -65,7 +65,14 @@ def start_grpc_call(
     owner = vm.host.stream  # the HTTP context making the call; None: the root context
     call = _call(vm, token, vm.active, owner, pool, path, metadata, message, timeout_ms)
     task = vm.grpc_calls[token] = vm.spawn_call(call)
-    task.add_done_callback(lambda _: vm.grpc_calls.pop(token, None))
+    if owner is not None:  # cancelled when it ends (grpc_stream.close_owned), as in Envoy
+        vm.grpc_call_owners[token] = owner
+
+    def forget(_: object) -> None:
+        vm.grpc_calls.pop(token, None)
+        vm.grpc_call_owners.pop(token, None)
+
+    task.add_done_callback(forget)
     return token
 
 
