@@ -25,6 +25,9 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from core.chain import PluginRegistry
+from core.gateway import Gateway, Snapshot
+from plugin_sdk import Filter, PluginConfig
 from tests.h2client import H2Client
 from tests.harness import InProcessGateway, RecordingUpstream, build_example_filters, free_port
 from tests.test_upstream_h2 import TrailerEcho
@@ -118,6 +121,14 @@ class Backend:
         )
 
 
+class WholeBody(Filter[PluginConfig]):
+    """A Python filter that reads both bodies whole: the Proxy-Wasm filter after it then
+    gets each body in one body callback."""
+
+    request_body = True
+    response_body = True
+
+
 TOML = """
 [server]
 listen = ["127.0.0.1:0"]
@@ -168,6 +179,12 @@ upstream = "echo-quick"
 filters = ["rg-short"]
 
 [[routes]]
+name = "whole"
+paths = ["/whole"]
+upstream = "echo"
+filters = ["whole-body", "rg"]
+
+[[routes]]
 name = "all"
 paths = ["/"]
 upstream = "rec"
@@ -215,7 +232,10 @@ async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
         wasm=WASM,
         dead=free_port(),
     )
-    gw = await InProcessGateway(text).start()
+    gw = InProcessGateway(text)
+    registry = PluginRegistry({"whole-body": WholeBody})
+    gw.gateway = Gateway(Snapshot(gw.config, "test.toml", registry), asyncio.get_running_loop())
+    await gw.gateway.start()
     yield Served(gw, backend, rec)
     await gw.stop()
     await rec.stop()
@@ -442,14 +462,19 @@ async def trailer_exchange(
         ),
     ],
 )
+@pytest.mark.parametrize("path", ["/t", "/whole"], ids=["streamed", "read-whole"])
 async def test_trailers_follow_a_body_as_in_envoy(
-    served: Served, headers: list[tuple[str, str]], request_calls: str, response_calls: str
+    served: Served,
+    headers: list[tuple[str, str]],
+    request_calls: str,
+    response_calls: str,
+    path: str,
 ) -> None:
     """With trailers after the body, the last body callback says end_of_stream =
     false and the trailer callback comes after it (no body callback for the end):
     on_http_request_trailers and on_http_response_trailers list the body callbacks
-    they saw before them."""
-    result = await trailer_exchange(served, [("x-order", "1")], headers)
+    they saw before them. The same when a Python filter read the bodies whole."""
+    result = await trailer_exchange(served, [("x-order", "1")], headers, path)
     assert result.status == 200
     assert bytes(result.body) == b"3"  # the upstream got the whole body
     trailers = dict(result.trailers)
