@@ -6,8 +6,11 @@ request headers (see its lib.rs): a unary ``dispatch_grpc_call`` whose reply bec
 request header (a gRPC error: 403); streams opened with ``open_grpc_stream``, messages
 sent, the local side ended by an end_stream send or ``close_grpc_stream``, replies,
 metadata and the close status answered back; a stream the filter cancels; one the
-server ends with an error; an unknown cluster; and request trailers, held
-(StopIteration) for a gRPC call.
+server ends with an error; an unknown cluster; a unary call cancelled with the HTTP
+context that made it; request trailers, held (StopIteration) for a gRPC call, under
+a short per_try_timeout and past pause_timeout; body and trailer callbacks in
+Envoy's order both ways; response trailers held for a call, and a local reply after
+the response head (a reset).
 """
 
 from __future__ import annotations
