@@ -138,6 +138,8 @@ class Exchange(TrailerSide):
         self._req_pipe: BodyPipe | None = None
         self._req_trailers_ran = False  # the filters that take request trailers ran
         self._chunk_end_due = False  # the last chunk waits for the trailer filters
+        self._end_held = False  # a trailer filter holds the request's end
+        self._try_deadline: float | None = None  # the route's deadline, for the try timer
         self._resp_pipe: BodyPipe | None = None
         self._resp_reply: LocalReply | None = None
         self._resp_seen = 0  # response body bytes fed to the filters
@@ -311,6 +313,7 @@ class Exchange(TrailerSide):
         self._send_request_head(pool, conn)
         self._try_sent = True
         timeout = pool.per_try_timeout
+        self._try_deadline = deadline
         if deadline is not None:
             timeout = min(timeout, deadline - loop.time())
         self._arm(timeout, self._on_try_timeout)
@@ -639,8 +642,9 @@ class Exchange(TrailerSide):
                 ]
                 self._write_reply(reply.status, headers, reply.body_bytes())
                 return
-            if pipe is not None:
-                length = sum(map(len, self._resp_buffer)) if pipe.ended else None
+            if pipe is not None:  # (chunked when trailers can follow: they need the last chunk)
+                whole = pipe.ended and (head.trailers is None or not req.te_trailers)
+                length = sum(map(len, self._resp_buffer)) if whole else None
         if not self._write_head(head, filtered, length, no_body, pipe):
             return
         self._replied = True
@@ -661,17 +665,12 @@ class Exchange(TrailerSide):
                 self.client.gateway.log_upstream_error(self, self._upstream_error)
                 self.client.abort()  # the head is out; only a broken connection says so
                 raise ClientGone
-        if filtered and chain is not None and chain.response_trailers:
-            self._trailer_hooks(chain)
+        hooks = filtered and chain is not None and bool(chain.response_trailers)
+        if hooks and chain is not None and not await self._response_trailer_hooks(chain, True):
+            self.reason = "a filter answered after the response head: reset"
+            raise ClientGone
         if self._chunk_end_due:
             self._late_end_chunk()
-
-    def _trailer_hooks(self, chain: Chain) -> None:
-        """Filters that take trailers change them once they came; then the client gets them."""
-        resp = self.ctx.response if self.ctx is not None else None
-        if self.ctx is not None and resp is not None and resp.trailers is not None:
-            chain.run_response_trailers(self.ctx, self._ran)
-            self.client.send_trailers(resp.trailers.raw)
 
     def _write_head(
         self,
@@ -769,13 +768,13 @@ class Exchange(TrailerSide):
         head.body = body
         self.ctx.response = head
         await chain.run_response(self.ctx, self._ran)
+        if self.ctx.response.trailers is not None:  # as the filters left them
+            if chain.response_trailers:
+                await self._response_trailer_hooks(chain, False)
+            else:
+                self.client.send_trailers(self.ctx.response.trailers.raw)
         resp = self.ctx.response
         self.status = resp.status
-        if resp.trailers is not None:  # as the filters left them
-            if chain.response_trailers:
-                self._trailer_hooks(chain)
-            else:
-                self.client.send_trailers(resp.trailers.raw)
         sent = self.client.write_reply(
             resp.status,
             resp.headers.raw,
@@ -1087,6 +1086,8 @@ class Exchange(TrailerSide):
         self.client.exchange_deadline.disarm()
 
     def _on_try_timeout(self) -> None:
+        if self._try_timer_held():
+            return  # restarted once the filter lets the end go (core/exchange_trailers.py)
         if not self._fwd_done:
             # Still waiting on the client's body (or a filter holding its end): a few
             # stalled uploads must not eject a healthy upstream.

@@ -335,34 +335,55 @@ class Chain:
         on, a LocalReply to answer instead, or an awaitable of either (it stopped the
         trailers: Envoy's StopIteration); then the rest run once it is done, and so is
         what this returns. A hook that raises gets its filter's fail strategy."""
-        for index, (position, inst, hook) in enumerate(self.request_trailers):
+        return self._run_trailers(ctx, ran, self.request_trailers, "request trailers")
+
+    def run_response_trailers(
+        self, ctx: Context, ran: int
+    ) -> LocalReply | Awaitable[LocalReply | None] | None:
+        """Run the response trailer hooks (in response order, over the first ``ran``
+        filters) on ``ctx.response.trailers``, before they (and the response's end) go
+        to the client; what a hook returns means what it does for the request's
+        trailers. The response head has usually gone by then: the gateway resets the
+        response on a LocalReply (Envoy's rule), as on a fail_closed failure."""
+        return self._run_trailers(ctx, ran, self.response_trailers, "response trailers")
+
+    def _run_trailers(
+        self, ctx: Context, ran: int, hooks: tuple[Any, ...], phase: str
+    ) -> LocalReply | Awaitable[LocalReply | None] | None:
+        for index, (position, inst, hook) in enumerate(hooks):
             if position > ran:
                 continue
             ctx.log = inst.logger
             try:
                 result = hook(ctx)
             except Exception as exc:
-                result = self._failed(inst, "request trailers", exc)
+                result = self._failed(inst, phase, exc)
             if result is None:
                 continue
             if isinstance(result, LocalReply):
                 ctx.stopped_by = inst.name
                 return result
-            return self._request_trailers_rest(ctx, ran, index, result)
+            return self._trailers_rest(ctx, ran, hooks[index:], phase, result)
         return None
 
-    async def _request_trailers_rest(
-        self, ctx: Context, ran: int, index: int, held: Awaitable[LocalReply | None]
+    async def _trailers_rest(
+        self,
+        ctx: Context,
+        ran: int,
+        hooks: tuple[Any, ...],
+        phase: str,
+        held: Awaitable[LocalReply | None],
     ) -> LocalReply | None:
-        position, inst, _ = self.request_trailers[index]
+        """The hooks after one that stopped (``hooks[0]``), once it went on."""
+        inst = hooks[0][1]
         try:
             reply = await held
         except Exception as exc:
-            reply = self._failed(inst, "request trailers", exc)
+            reply = self._failed(inst, phase, exc)
         if reply is not None:
             ctx.stopped_by = inst.name
             return reply
-        for position, inst, hook in self.request_trailers[index + 1 :]:
+        for position, inst, hook in hooks[1:]:
             if position > ran:
                 continue
             ctx.log = inst.logger
@@ -371,23 +392,11 @@ class Chain:
                 if result is not None and not isinstance(result, LocalReply):
                     result = await result
             except Exception as exc:
-                result = self._failed(inst, "request trailers", exc)
+                result = self._failed(inst, phase, exc)
             if result is not None:
                 ctx.stopped_by = inst.name
                 return result
         return None
-
-    def run_response_trailers(self, ctx: Context, ran: int) -> None:
-        """Run the trailer hooks (in response order, over the first ``ran`` filters) on
-        ``ctx.response.trailers``. The response has gone by then: a hook that raises is
-        logged and counted, and changes nothing else."""
-        for position, inst, hook in self.response_trailers:
-            if position <= ran:
-                ctx.log = inst.logger
-                try:
-                    hook(ctx)
-                except Exception as exc:
-                    self._failed(inst, "response trailers", exc)
 
     def _response_failed(self, ctx: Context, inst: FilterInstance, exc: Exception) -> None:
         """A response phase raised: fail_closed replaces the response with a 500."""

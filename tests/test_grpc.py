@@ -412,21 +412,38 @@ async def test_a_proxy_wasm_filter_reads_and_adds_response_trailers(served: Serv
     assert trailing["x-trail"] == "yes"
 
 
-async def test_a_proxy_wasm_filter_makes_a_grpc_call(served: Served) -> None:
+@pytest.mark.parametrize(
+    ("message", "callbacks", "status", "reply"),
+    [
+        pytest.param("hi", "Rh", "0", "echo:hi", id="ok-receive-only"),
+        pytest.param("fail", "Ch", "5", None, id="error-close-only"),
+    ],
+)
+async def test_a_proxy_wasm_filter_makes_a_grpc_call(
+    served: Served, message: str, callbacks: str, status: str, reply: str | None
+) -> None:
     """proxy_grpc_call through the h2c upstream "grpc" (tests/wasm_modules/grpc_call.wat):
-    the request waits for the call, then carries its status and reply."""
+    the request waits for the call, then carries its status and reply. As in Envoy, a
+    unary call gets proxy_on_grpc_receive alone when it succeeds and proxy_on_grpc_close
+    alone when it fails (no metadata callbacks), on the HTTP context that made it."""
     url = f"http://{served.target}/wasm-grpc"
 
     def get() -> int:
         import urllib.request
 
-        with urllib.request.urlopen(url, timeout=5) as resp:
+        request = urllib.request.Request(url, headers={"x-msg": message})
+        with urllib.request.urlopen(request, timeout=5) as resp:
             return int(resp.status)
 
     assert await asyncio.to_thread(get) == 200
-    seen = served.rec.requests[-1]
-    assert seen.headers["x-grpc-status"] == "0"
-    assert seen.headers["x-grpc-reply"] == "echo:hi"
+    raw = served.rec.requests[-1].raw_headers
+
+    def values(name: str) -> list[str]:
+        return [v for n, v in raw if n.lower() == name]
+
+    assert values("x-grpc-callbacks") == [callbacks]
+    assert values("x-grpc-status") == [status]
+    assert values("x-grpc-reply") == ([reply] if reply else [])
     assert served.service.seen[-1][0] == "Unary"
 
 

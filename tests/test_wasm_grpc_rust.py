@@ -6,8 +6,11 @@ request headers (see its lib.rs): a unary ``dispatch_grpc_call`` whose reply bec
 request header (a gRPC error: 403); streams opened with ``open_grpc_stream``, messages
 sent, the local side ended by an end_stream send or ``close_grpc_stream``, replies,
 metadata and the close status answered back; a stream the filter cancels; one the
-server ends with an error; an unknown cluster; and request trailers, held
-(StopIteration) for a gRPC call.
+server ends with an error; an unknown cluster; a unary call cancelled with the HTTP
+context that made it; request trailers, held (StopIteration) for a gRPC call, under
+a short per_try_timeout and past pause_timeout; body and trailer callbacks in
+Envoy's order both ways; response trailers held for a call, and a local reply after
+the response head (a reset).
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from core.chain import PluginRegistry
+from core.gateway import Gateway, Snapshot
+from plugin_sdk import Filter, PluginConfig
 from tests.h2client import H2Client
 from tests.harness import InProcessGateway, RecordingUpstream, build_example_filters, free_port
 from tests.test_upstream_h2 import TrailerEcho
@@ -61,6 +67,8 @@ class Backend:
         self._note("Unary", context)
         if request == b"fail":
             context.abort(grpc.StatusCode.PERMISSION_DENIED, "no entry")
+        if request.startswith(b"sleep:"):  # a slow reply: "sleep:<seconds>"
+            time.sleep(float(request[6:]))
         return b"hello " + request
 
     def bidi(self, requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
@@ -116,6 +124,14 @@ class Backend:
         )
 
 
+class WholeBody(Filter[PluginConfig]):
+    """A Python filter that reads both bodies whole: the Proxy-Wasm filter after it then
+    gets each body in one body callback."""
+
+    request_body = True
+    response_body = True
+
+
 TOML = """
 [server]
 listen = ["127.0.0.1:0"]
@@ -136,6 +152,12 @@ endpoints = ["127.0.0.1:{echo}"]
 protocol = "h2c"
 
 [[upstreams]]
+name = "echo-quick"
+endpoints = ["127.0.0.1:{echo}"]
+protocol = "h2c"
+per_try_timeout = 0.3
+
+[[upstreams]]
 name = "down"
 endpoints = ["127.0.0.1:{dead}"]
 protocol = "h2c"
@@ -148,6 +170,24 @@ upstream = "echo"
 filters = ["rg"]
 
 [[routes]]
+name = "held-quick"
+paths = ["/held"]
+upstream = "echo-quick"
+filters = ["rg"]
+
+[[routes]]
+name = "held-short"
+paths = ["/short"]
+upstream = "echo-quick"
+filters = ["rg-short"]
+
+[[routes]]
+name = "whole"
+paths = ["/whole"]
+upstream = "echo"
+filters = ["whole-body", "rg"]
+
+[[routes]]
 name = "all"
 paths = ["/"]
 upstream = "rec"
@@ -156,6 +196,11 @@ filters = ["rg"]
 [filters.rg]
 wasm = "{wasm}"
 config = {{ cluster = "grpc", service = "pkg.Echo", feed = "Feed" }}
+
+[filters.rg-short]
+wasm = "{wasm}"
+config = {{ cluster = "grpc", service = "pkg.Echo" }}
+limits = {{ pause_timeout = 0.5 }}
 """
 
 
@@ -190,7 +235,10 @@ async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
         wasm=WASM,
         dead=free_port(),
     )
-    gw = await InProcessGateway(text).start()
+    gw = InProcessGateway(text)
+    registry = PluginRegistry({"whole-body": WholeBody})
+    gw.gateway = Gateway(Snapshot(gw.config, "test.toml", registry), asyncio.get_running_loop())
+    await gw.gateway.start()
     yield Served(gw, backend, rec)
     await gw.stop()
     await rec.stop()
@@ -234,6 +282,21 @@ async def test_a_unary_call_reply_becomes_a_request_header(served: Served) -> No
     assert served.rec.requests[-1].headers["x-grpc-reply"] == "hello bob"
     name, metadata = served.backend.seen[-1]
     assert name == "Unary" and metadata["x-from"] == "rust-grpc"
+
+
+async def test_a_unary_call_is_cancelled_when_its_http_context_ends(served: Served) -> None:
+    """As in Envoy, a call an HTTP context made is cancelled when the context ends:
+    here the filter calls pkg.Echo/Slow, then answers 503 itself (its stream to an
+    unknown cluster fails), and the request is over while the call is in flight."""
+    served.backend.slow_started.clear()
+    served.backend.slow_cancelled.clear()
+    cue = {"x-grpc-call": "stream", "x-grpc-also-slow": "1", "x-grpc-cluster": "nope"}
+    reply = await get(served, cue)
+    assert reply.status == 503
+    cancelled = await asyncio.to_thread(served.backend.slow_cancelled.wait, 1.5)
+    # Cancelled on the server, or before it reached it (without the cancel, Slow runs
+    # for 8 s).
+    assert cancelled or not served.backend.slow_started.is_set()
 
 
 async def test_a_unary_call_error_status_answers_403(served: Served) -> None:
@@ -365,3 +428,111 @@ async def test_request_trailers_read_edited_and_held_for_a_grpc_call(served: Ser
             assert dict(result.trailers) == expected
     finally:
         client.close()
+
+
+# -- body and trailer callbacks in Envoy's order, both ways
+
+
+async def trailer_exchange(
+    served: Served,
+    trailers: list[tuple[str, str]],
+    headers: list[tuple[str, str]] | None = None,
+    path: str = "/t",
+) -> Any:
+    """POST ``abc`` over HTTP/2 with ``trailers`` after it; the stream's result."""
+    client = await H2Client.open(served.gw.port)
+    try:
+        sid = client.start("POST", path, headers=headers or [], end=False)
+        await client.send_body(sid, b"abc", end=False)
+        client.conn.send_headers(sid, trailers, end_stream=True)
+        await client.flush()
+        return await client.wait(sid)
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(
+    ("headers", "request_calls", "response_calls"),
+    [
+        pytest.param([], "3/false", "1/false", id="continue"),
+        # StopIterationAndBuffer on every chunk before the end: the last data is held
+        # for the trailer callback, whose Continue lets body and trailers go.
+        pytest.param(
+            [("x-buffer-body", "1"), ("x-buffer-resp-body", "1")],
+            "3/false",
+            "1/false",
+            id="buffered",
+        ),
+    ],
+)
+@pytest.mark.parametrize("path", ["/t", "/whole"], ids=["streamed", "read-whole"])
+async def test_trailers_follow_a_body_as_in_envoy(
+    served: Served,
+    headers: list[tuple[str, str]],
+    request_calls: str,
+    response_calls: str,
+    path: str,
+) -> None:
+    """With trailers after the body, the last body callback says end_of_stream =
+    false and the trailer callback comes after it (no body callback for the end):
+    on_http_request_trailers and on_http_response_trailers list the body callbacks
+    they saw before them. The same when a Python filter read the bodies whole."""
+    result = await trailer_exchange(served, [("x-order", "1")], headers, path)
+    assert result.status == 200
+    assert bytes(result.body) == b"3"  # the upstream got the whole body
+    trailers = dict(result.trailers)
+    assert trailers["echo-x-body-calls"] == request_calls
+    assert trailers["x-resp-body-calls"] == response_calls
+
+
+async def test_response_trailers_held_for_a_grpc_call(served: Served) -> None:
+    """StopIteration from on_http_response_trailers holds the trailers and the end of
+    the response until the filter resumes it (after a unary call's reply)."""
+    result = await trailer_exchange(served, [("x-hold-resp", "zoe")])
+    assert result.status == 200 and result.reset is None
+    assert bytes(result.body) == b"3"
+    assert dict(result.trailers)["x-held-resp-reply"] == "hello zoe"
+
+
+async def test_response_trailers_held_over_http1_chunked(served: Served) -> None:
+    """The same hold to an HTTP/1.1 client that takes trailers: the last chunk waits."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", served.gw.port)
+    writer.write(
+        b"POST /t HTTP/1.1\r\nHost: t\r\nConnection: close\r\nTE: trailers\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nx-hold-resp: amy\r\n\r\n"
+    )
+    data = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    assert data.startswith(b"HTTP/1.1 200"), data
+    _, _, trailer_section = data.partition(b"\r\n0\r\n")
+    assert b"x-held-resp-reply: hello amy\r\n" in trailer_section, data
+
+
+async def test_a_local_reply_from_response_trailers_resets_the_response(served: Served) -> None:
+    """The head went already: as in Envoy, the stream is reset, not given a 403."""
+    result = await trailer_exchange(served, [("x-deny-resp", "1")])
+    assert result.status == 200
+    assert result.reset is not None
+    assert not result.ended
+
+
+# -- a request whose end a filter holds: bounded by pause_timeout, not the upstream's
+
+
+async def test_a_held_request_end_does_not_run_the_per_try_timeout(served: Served) -> None:
+    """The trailers wait 0.8 s for a gRPC call on an upstream whose per_try_timeout is
+    0.3 s: the upstream is timed from the moment the end went, not blamed for the hold."""
+    result = await trailer_exchange(served, [("x-hold", "sleep:0.8")], path="/held")
+    assert result.status == 200, bytes(result.body)
+    assert dict(result.trailers)["echo-x-held-reply"] == "hello sleep:0.8"
+    assert served.gw.gateway is not None
+    pool = served.gw.gateway.snapshot.pools["echo-quick"]
+    assert [ep.failures for ep in pool.endpoints] == [0]  # not blamed
+
+
+async def test_a_hold_past_pause_timeout_fails_the_filter(served: Served) -> None:
+    """Held past the filter's pause_timeout (0.5 s): the filter failed (fail closed:
+    500 naming it), not the upstream (no 504)."""
+    result = await trailer_exchange(served, [("x-hold", "sleep:1.5")], path="/short")
+    assert result.status == 500
+    assert bytes(result.body) == b"filter rg-short failed\n"

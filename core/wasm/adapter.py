@@ -18,6 +18,10 @@ header callbacks get ``end_of_stream = false`` when a body follows; one that sto
 then does not wait: the body callbacks decide, as in Envoy. When a Python filter on
 the route buffered the whole body, the body callback gets it whole, once.
 
+Trailers come as Envoy orders them (:mod:`core.wasm.adapter_trailers`): when trailers
+follow a body, the last body callback says ``end_of_stream = false`` and the trailer
+callback comes after it, and what it returns holds or lets go the message's end.
+
 When the plugin cannot run (over its CPU budget, or backing off before a rebuild)
 a request gets the filter's fail strategy without a call into the guest: skipped
 (``fail_open``) or a 503 with Retry-After; either is counted in
@@ -38,6 +42,7 @@ from core.errors import PluginError
 from core.metrics import count_wasm_refused
 from core.upstream import ResponseHead, UpstreamPool
 from core.wasm.abi import Action
+from core.wasm.adapter_trailers import TRAILER_CALLBACKS, TrailerCallbacks
 from core.wasm.host import Stream
 from core.wasm.plugin import PluginVm
 from core.wasm.sharing import Root
@@ -52,7 +57,7 @@ _BODY_CALLBACKS = ("proxy_on_request_body", "proxy_on_response_body")
 _STOPS = frozenset({Action.PAUSE, 3, 4})
 
 
-class WasmFilter(Filter[PluginConfig]):
+class WasmFilter(TrailerCallbacks, Filter[PluginConfig]):
     """A :class:`PluginVm` behind the filter contract (see the module docstring)."""
 
     def __init__(
@@ -89,10 +94,16 @@ class WasmFilter(Filter[PluginConfig]):
             self.request_chunks = self._request_chunk
         if "response" in wants and _BODY_CALLBACKS[1] in exports:
             self.response_chunks = self._response_chunk
-        if not (vm.root_only or service) and "proxy_on_request_trailers" in exports:
+        # Whether the module takes trailers, per side (0 request, 1 response).
+        self._trailer_cbs = tuple(
+            not (vm.root_only or service) and name in exports for name in TRAILER_CALLBACKS
+        )
+        if self._trailer_cbs[0]:
             self.request_trailers = self._request_trailers
-        if not (vm.root_only or service) and "proxy_on_response_trailers" in exports:
+        if self._trailer_cbs[1]:
             self.response_trailers = self._response_trailers
+        # (stream id, side) whose trailer callback a body callback's stop brought first.
+        self._trailers_ran: set[tuple[int, int]] = set()
         if vm.root_only or service:
             self.skip_phases |= {"on_request", "on_response", "on_log"}
 
@@ -201,7 +212,12 @@ class WasmFilter(Filter[PluginConfig]):
 
     async def _request_body(self, stream: Stream) -> LocalReply | None:
         body = stream.ctx.request.body or b""
-        action = self.vm.call(stream, "proxy_on_request_body", stream.id, len(body), 1)
+        follows = self._trailers_follow(stream.ctx, 0)
+        action = self.vm.call(
+            stream, "proxy_on_request_body", stream.id, len(body), int(not follows)
+        )
+        if follows and action and stream.local_reply is None:
+            action = self._trailers_call(stream, 0)  # Envoy's next callback: it decides
         return await self._outcome(stream, action)
 
     @maybe_async
@@ -236,35 +252,15 @@ class WasmFilter(Filter[PluginConfig]):
             reply = await self._outcome(stream, action)
         resp = ctx.response
         if reply is None and self.response_chunks and resp is not None and resp.body:
-            action = self.vm.call(stream, "proxy_on_response_body", stream.id, len(resp.body), 1)
+            follows = self._trailers_follow(ctx, 1)
+            action = self.vm.call(
+                stream, "proxy_on_response_body", stream.id, len(resp.body), int(not follows)
+            )
+            if follows and action and stream.local_reply is None:
+                action = self._trailers_call(stream, 1)
             reply = await self._outcome(stream, action)
         if reply is not None:
             ctx.response = reply_response(reply)
-
-    def _request_trailers(self, ctx: Context) -> LocalReply | Awaitable[LocalReply | None] | None:
-        """The request's trailers are about to go upstream (after the body callbacks):
-        the module reads and changes them in its trailer map (1). StopIteration holds
-        them, and the request's end, until proxy_continue_stream (or pause_timeout),
-        as in Envoy; a local response answers instead."""
-        stream = ctx.state.get(self._key)
-        trailers = ctx.request.trailers
-        if not isinstance(stream, Stream) or trailers is None or stream.id not in self.vm.streams:
-            return None
-        action = self.vm.call(stream, "proxy_on_request_trailers", stream.id, len(trailers))
-        if stream.local_reply is None and action == Action.PAUSE:
-            return self._outcome(stream, action)
-        return stream.local_reply
-
-    def _response_trailers(self, ctx: Context) -> None:
-        """The response's trailers came (an HTTP/2 upstream's, after its body): the
-        module reads and changes them in its trailer map. Its action is not waited
-        for: the body has gone by then."""
-        stream = ctx.state.get(self._key)
-        resp = ctx.response
-        if not isinstance(stream, Stream) or resp is None or resp.trailers is None:
-            return
-        if stream.id in self.vm.streams:
-            self.vm.call(stream, "proxy_on_response_trailers", stream.id, len(resp.trailers))
 
     # -- bodies as they stream (core.bodies calls these per chunk)
 
@@ -289,6 +285,14 @@ class WasmFilter(Filter[PluginConfig]):
             stream.paused = False  # a new chunk came first: it decides what is held
             stream.resume = None
         held = stream.body[side]
+        follows = end and self._trailers_follow(ctx, side)
+        if follows and not data:
+            # The body's end, trailers after it: no body callback (Envoy's next one is
+            # the trailer callback); what the filter holds waits for that.
+            if stream.local_reply is None and held:
+                return self._trailers_now(stream, side, resume)
+            stream.body[side] = None
+            return stream.local_reply or bytes(held or b"")
         buf: bytes | bytearray
         if held is None:
             buf = data
@@ -303,7 +307,8 @@ class WasmFilter(Filter[PluginConfig]):
             return stream.local_reply
         stream.body[side] = buf
         try:
-            action = self.vm.call(stream, _BODY_CALLBACKS[side], stream.id, len(buf), int(end))
+            eos = int(end and not follows)
+            action = self.vm.call(stream, _BODY_CALLBACKS[side], stream.id, len(buf), eos)
         except Exception as exc:
             pending = stream.body[side]
             stream.body[side] = None
@@ -322,6 +327,8 @@ class WasmFilter(Filter[PluginConfig]):
         if not end:  # StopIterationAndBuffer / AndWatermark: hold, and accumulate
             self._hold_more(stream, side, resume)
             return b""
+        if follows:
+            return self._trailers_now(stream, side, resume)
         self._hold_end(stream, side, resume)
         return None  # core.bodies waits for resume
 
@@ -395,6 +402,9 @@ class WasmFilter(Filter[PluginConfig]):
             if self._releases:
                 self._releases.pop((stream.id, 0), None)
                 self._releases.pop((stream.id, 1), None)
+            if self._trailers_ran:
+                self._trailers_ran.discard((stream.id, 0))
+                self._trailers_ran.discard((stream.id, 1))
             self.vm.done(stream)
 
     def bind_gateway(

@@ -1,20 +1,23 @@
 """``proxy_grpc_call``: a unary gRPC call from a plugin through one of the gateway's
-upstreams, and the ``proxy_on_grpc_*`` callbacks with its outcome.
+upstreams, and the callback with its outcome.
 
 The ``service`` argument names the upstream, as a cluster name does for
 ``proxy_http_call`` (:mod:`core.wasm.clusters`); Envoy's serialized ``GrpcService``
 is not read. The call is ``POST /<service name>/<method>`` with
 ``content-type: application/grpc`` and the message in one gRPC frame, over the
 upstream's own connections (``protocol = "h2c"`` or ``"h2"`` for a gRPC server).
-The plugin's root context then gets, as they apply:
-``proxy_on_grpc_receive_initial_metadata`` (map 4), ``proxy_on_grpc_receive`` (the
-first response message, buffer 5), ``proxy_on_grpc_receive_trailing_metadata``
-(map 5) and, always, ``proxy_on_grpc_close`` with the gRPC status (``proxy_get_status``
-also gives its message). A call that fails, or an upstream that does not answer
-HTTP 200, closes with UNAVAILABLE (14); one past its timeout (``0``: 5 s) with
-DEADLINE_EXCEEDED (4). ``proxy_grpc_cancel`` or ``proxy_grpc_close`` on its token
-cancels it: no callback follows. An unknown cluster is ``PARSE_FAILURE`` at once, as
-in Envoy (SDKs expect that status). Streams: :mod:`core.wasm.grpc_stream`.
+
+The context that made the call (its HTTP context, or the root context) then gets
+one callback, as Envoy's unary calls do (no metadata callbacks; those are for
+streams): ``proxy_on_grpc_receive`` with the reply (buffer 5) when the call ends
+with status OK and a message, else ``proxy_on_grpc_close`` with the gRPC status
+(``proxy_get_status`` also gives its message). A call that fails, or an upstream
+that does not answer HTTP 200, closes with UNAVAILABLE (14); one past its timeout
+(``0``: 5 s) with DEADLINE_EXCEEDED (4); OK without a message with INTERNAL (13).
+``proxy_grpc_cancel`` or ``proxy_grpc_close`` on its token cancels it: no callback
+follows. A call an HTTP context made is cancelled when that context ends. An unknown
+cluster is ``PARSE_FAILURE`` at once, as in Envoy (SDKs expect that status).
+Streams: :mod:`core.wasm.grpc_stream`.
 """
 
 from __future__ import annotations
@@ -30,12 +33,13 @@ from core.wasm.host import GrpcCallResult, _field_ok
 from core.wasm.vm import WasmTrap
 
 if TYPE_CHECKING:
+    from core.wasm.host import Stream
     from core.wasm.plugin import PluginVm
     from core.wasm.sharing import Root
 
 log = logging.getLogger("wasmgate.wasm")
 _NAME = re.compile(rb"[A-Za-z0-9_.]+")  # a service or method name: no "/" or "?"
-UNAVAILABLE, DEADLINE_EXCEEDED = 14, 4
+OK, DEADLINE_EXCEEDED, INTERNAL, UNAVAILABLE = 0, 4, 13, 14
 
 
 def start_grpc_call(
@@ -58,9 +62,17 @@ def start_grpc_call(
         return "cluster"
     token = next(vm.tokens)
     path = b"/" + service + b"/" + method
-    call = _call(vm, token, vm.active, pool, path, metadata, message, timeout_ms)
+    owner = vm.host.stream  # the HTTP context making the call; None: the root context
+    call = _call(vm, token, vm.active, owner, pool, path, metadata, message, timeout_ms)
     task = vm.grpc_calls[token] = vm.spawn_call(call)
-    task.add_done_callback(lambda _: vm.grpc_calls.pop(token, None))
+    if owner is not None:  # cancelled when it ends (grpc_stream.close_owned), as in Envoy
+        vm.grpc_call_owners[token] = owner
+
+    def forget(_: object) -> None:
+        vm.grpc_calls.pop(token, None)
+        vm.grpc_call_owners.pop(token, None)
+
+    task.add_done_callback(forget)
     return token
 
 
@@ -68,6 +80,7 @@ async def _call(
     vm: PluginVm,
     token: int,
     root: Root,
+    owner: Stream | None,
     pool: UpstreamPool,
     path: bytes,
     metadata: list[tuple[bytes, bytes]],
@@ -91,18 +104,18 @@ async def _call(
         log.warning("wasm filter %r: grpc call %d failed: %s", vm.name, token, exc)
     if root.context_id not in vm.roots:
         return  # its plugin was closed meanwhile
+    if owner is not None and owner.id not in vm.streams:
+        return  # its HTTP context ended meanwhile
+    if result.status == OK and result.message is None:
+        result.status, result.text = INTERNAL, "no message in the reply"
     vm.host.grpc_result = result
-    rid = root.context_id
+    context_id = owner.id if owner is not None else root.context_id
     try:
-        if result.initial:
-            vm.call(None, "proxy_on_grpc_receive_initial_metadata", rid, token, len(result.initial))
-        if result.message is not None:
-            vm.call(None, "proxy_on_grpc_receive", rid, token, len(result.message))
-        if result.trailing:
-            vm.call(
-                None, "proxy_on_grpc_receive_trailing_metadata", rid, token, len(result.trailing)
-            )
-        vm.call(None, "proxy_on_grpc_close", rid, token, result.status)
+        # Envoy's unary calls: the reply on success, the status otherwise, nothing more.
+        if result.status == OK and result.message is not None:
+            vm.call(owner, "proxy_on_grpc_receive", context_id, token, len(result.message))
+        else:
+            vm.call(owner, "proxy_on_grpc_close", context_id, token, result.status)
     except WasmTrap:
         pass  # counted and logged by vm.call
     finally:

@@ -27,7 +27,7 @@ or ``"h2"``), opened as the call returns. What Envoy does, this does:
   stream that fails (no connection, a reset, an HTTP status other than 200) closes
   with UNAVAILABLE (14) and the reason; a message larger than ``max_buffer_bytes``
   resets it and closes with RESOURCE_EXHAUSTED (8). An HTTP context's streams are
-  reset when it ends, as Envoy does.
+  reset when it ends, as Envoy does (its unary calls are cancelled too).
 
 A stream counts against ``max_http_calls`` while it is open.
 """
@@ -299,7 +299,14 @@ async def _run(
 
 
 def close_owned(vm: PluginVm, owner: Stream) -> None:
-    """Reset the streams an HTTP context opened, as it ends."""
+    """Reset the streams an HTTP context opened, and cancel its unary calls, as it
+    ends (Envoy does so when the context is destroyed)."""
     for stream in list(vm.grpc_streams.values()):
         if stream.owner is owner:
             stream.cancel()
+    for token, caller in list(vm.grpc_call_owners.items()):
+        if caller is owner:
+            del vm.grpc_call_owners[token]
+            call = vm.grpc_calls.pop(token, None)
+            if call is not None:
+                call.cancel()

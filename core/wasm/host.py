@@ -979,6 +979,8 @@ class Host:
     def wasi_fd_write(self, fd: int, iovs: int, count: int, written_ptr: int) -> int:
         if fd not in (1, 2):
             return WasiErrno.BADF
+        if not self.mem.in_bounds(iovs, 8 * count):  # (an empty list, too, lies in memory)
+            return WasiErrno.FAULT
         chunks = []
         for i in range(count):
             entry = self._read(iovs + 8 * i, 8)

@@ -117,6 +117,7 @@ class PluginVm(RootContexts):
         self.resolved: dict[str, UpstreamPool] = {}  # cluster names resolved so far
         self.calls: set[asyncio.Task[None]] = set()  # HTTP and gRPC calls in flight
         self.grpc_calls: dict[int, asyncio.Task[None]] = {}  # unary gRPC calls by token
+        self.grpc_call_owners: dict[int, Stream] = {}  # the HTTP context that made each
         self.grpc_streams: dict[int, GrpcStream] = {}  # open gRPC streams by token
         self._loop: asyncio.AbstractEventLoop | None = None
         self.budget = CpuBudget(limits.cpu_budget, limits.cpu_window, limits.cooldown)
@@ -397,7 +398,7 @@ class PluginVm(RootContexts):
             pass  # cut off meanwhile: the stream ends without its last callbacks
         finally:
             self.streams.pop(stream.id, None)
-            if self.grpc_streams:
+            if self.grpc_streams or self.grpc_call_owners:
                 close_owned(self, stream)
 
     def done(self, stream: Stream) -> None:

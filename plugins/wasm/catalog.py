@@ -427,8 +427,9 @@ RUST_GRPC = Filter(
     description="Rust example (proxy-wasm crate 0.2.5, wasm32-wasip1): gRPC from a filter. "
     "A unary dispatch_grpc_call whose reply becomes a request header (a gRPC error: 403), "
     "a gRPC stream (open, send, half-close, cancel) whose replies, status and metadata "
-    "answer the request, a stream the root context keeps open, and request trailers read and "
-    "extended in on_http_request_trailers; each driven by request headers (see its README).",
+    "answer the request, a stream the root context keeps open, request and response trailers "
+    "read, extended and held for a call (on_http_request_trailers, on_http_response_trailers) "
+    "with the body callbacks before them; each driven by request headers (see its README).",
     toolchain="rust",
     sources=("src/*.rs", "Cargo.toml", "Cargo.lock"),
     config_schema=_object(

@@ -7,7 +7,9 @@
 3. Proxy-Wasm host: the header-map codec round-trips and refuses malformed buffers; a
    real module passing random pointers, sizes and buffers to host functions gets a
    status back (never a trap, a host exception or a crash), and whatever the host
-   accepted leaves the request and response fit to be written on the wire.
+   accepted leaves the request and response fit to be written on the wire. The gRPC
+   host functions are among them, with a bound upstream (nothing listening), so
+   calls and streams really start and their tokens get sent, closed and cancelled.
 4. HTTP/1.1: random and mutated byte streams sent to the in-process gateway get 4xx
    replies or a close, never crash it, and never reach the upstream as anything but
    well-formed requests.
@@ -42,16 +44,17 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from core.config import GatewayConfig, load_config, loads_config, parse_config
+from core.config import GatewayConfig, Upstream, load_config, loads_config, parse_config
 from core.errors import ConfigError
 from core.router import Router
+from core.upstream import UpstreamPool
 from core.wasm.abi import MapType, Status
 from core.wasm.host import Stream, deserialize_map, serialize_map
 from core.wasm.plugin import PluginVm
 from core.wasm.vm import Instance, engine
 from plugin_sdk import Context, Headers, Response
 from plugin_sdk.testing import make_request
-from tests.harness import InProcessGateway, gateway_toml
+from tests.harness import InProcessGateway, free_port, gateway_toml
 
 _OVERRIDE = os.environ.get("WASMGATE_FUZZ_EXAMPLES")
 
@@ -374,6 +377,7 @@ def test_load_config_raises_only_config_error(config_dir: Path, data: bytes) -> 
 FUZZ_WAT = Path(__file__).parent.parent / "wasm_modules" / "fuzz_hostcalls.wat"
 SCRATCH = 1024  # where a test's buffers go in guest memory (the guest's heap starts at 16384)
 OUT_PTR, OUT_SIZE = 64, 68  # two u32 out-parameters
+CLUSTER, NAME = SCRATCH + 920, SCRATCH + 928  # "grpc" (the bound upstream), "pkg.Echo"
 
 
 def sdk_accepts(name: bytes, value: bytes) -> bool:
@@ -392,6 +396,21 @@ class Guest:
         self.vm = vm
         self.ids = itertools.count(1000)
         self.failures: list[str] = []  # host functions that raised (logged by the vm)
+        # gRPC calls and streams start tasks: the host functions run inside this loop.
+        self.loop = asyncio.new_event_loop()
+
+    def live_token(self) -> int:
+        """The newest gRPC call or stream still open (0: none)."""
+        return max([*self.vm.grpc_streams, *self.vm.grpc_calls], default=0)
+
+    def settle(self) -> None:
+        """Cancel the gRPC calls and streams an example left open, and let them end."""
+        for stream in list(self.vm.grpc_streams.values()):
+            stream.cancel()
+        for task in list(self.vm.grpc_calls.values()):
+            task.cancel()
+        self.vm.grpc_calls.clear()
+        self.loop.run_until_complete(asyncio.sleep(0))
 
     @property
     def inst(self) -> Instance:
@@ -454,11 +473,18 @@ def guest() -> Iterator[Guest]:
     # A long CPU deadline: host calls count towards it, and a loaded machine is slow.
     vm = PluginVm(name, module, config=b'{"k": "v"}', vm_config=b"v", deadline_ms=10_000)
     g = Guest(vm)
+    # An h2c upstream "grpc" where nothing listens: gRPC calls and streams start, then
+    # fail to connect (UNAVAILABLE), as the loop runs between examples.
+    cfg = {"name": "grpc", "endpoints": [f"127.0.0.1:{free_port()}"], "protocol": "h2c"}
+    vm.bind({"grpc": UpstreamPool(Upstream.model_validate(cfg))}, "127.0.0.1:0")
     handler = _Failures(g)
     logging.getLogger("wasmgate.wasm").addHandler(handler)
     yield g
     logging.getLogger("wasmgate.wasm").removeHandler(handler)
+    g.settle()
     vm.close()
+    g.loop.run_until_complete(asyncio.sleep(0.01))
+    g.loop.close()
 
 
 def assert_wire_safe(stream: Stream | None) -> None:
@@ -576,7 +602,20 @@ HOSTCALLS: dict[str, tuple[str, ...]] = {
     "random_get": ("ptr", "size"),
     "environ_sizes_get": ("out", "out"),
     "clock_time_get": ("n", "u64", "out8"),
-}
+    # gRPC: (cluster, service, method, metadata, message, timeout, token out) and the
+    # calls on a token; cptr/nptr point at a valid cluster or name most of the time.
+    "proxy_grpc_call": (
+        "cptr", "csize", "nptr", "nsize", "nptr", "nsize", "ptr", "mdsize", "ptr", "size",
+        "n", "out",
+    ),
+    "proxy_grpc_stream": (
+        "cptr", "csize", "nptr", "nsize", "nptr", "nsize", "ptr", "mdsize", "out",
+    ),
+    "proxy_grpc_send": ("token", "ptr", "size", "n"),
+    "proxy_grpc_close": ("token",),
+    "proxy_grpc_cancel": ("token",),
+    "proxy_get_status": ("out", "out", "out"),
+}  # fmt: skip
 PROXY_STATUSES = {0, 1, 2, 4, 6, 7, 8}  # OK ... CAS_MISMATCH (never 10: INTERNAL_FAILURE)
 WASI_ERRNOS = {0, 8, 21, 28, 58}  # SUCCESS, BADF, FAULT, INVAL, NOTSUP
 U32 = st.integers(0, 2**32 - 1)
@@ -610,6 +649,12 @@ ROLES: dict[str, st.SearchStrategy[Any]] = {
     "status": mostly(st.sampled_from([200, 403]), st.sampled_from([0, 99, 101, 599, 600]), U32),
     "queue": st.sampled_from(["ours", 0, 0xFFFFFFFF]),
     "fd": st.integers(0, 3),
+    "cptr": mostly(st.just(("at", CLUSTER)), pointers),
+    "csize": mostly(st.just(4), st.integers(0, 8), U32),
+    "nptr": mostly(st.just(("at", NAME)), pointers),
+    "nsize": mostly(st.integers(1, 8), st.sampled_from(EDGES), U32),
+    "mdsize": mostly(st.just(0), st.integers(0, 64), U32),
+    "token": mostly(st.just("live"), st.integers(0, 64), st.sampled_from(EDGES)),
 }
 hostcalls = st.sampled_from(sorted(HOSTCALLS)).flatmap(
     lambda name: st.tuples(st.just(name), st.tuples(*(ROLES[r] for r in HOSTCALLS[name])))
@@ -626,12 +671,54 @@ scratch_data = st.one_of(st.binary(max_size=300), header_lists.map(serialize_map
 def test_hostcalls_with_any_arguments_return_a_status(
     guest: Guest, phase: str, scratch: bytes, calls: list[tuple[str, tuple[Any, ...]]]
 ) -> None:
+    guest.loop.run_until_complete(_hostcalls(guest, phase, scratch, calls))
+    guest.settle()
+    assert not guest.failures, guest.failures
+
+
+GRPC_OPEN = ("proxy_grpc_call", "proxy_grpc_stream")
+GRPC_ON_TOKEN = ("proxy_grpc_send", "proxy_grpc_close", "proxy_grpc_cancel", "proxy_get_status")
+
+
+def _calls_of(names: tuple[str, ...]) -> st.SearchStrategy[tuple[str, tuple[Any, ...]]]:
+    return st.sampled_from(names).flatmap(
+        lambda name: st.tuples(st.just(name), st.tuples(*(ROLES[r] for r in HOSTCALLS[name])))
+    )
+
+
+@budget(250)
+@given(
+    phase=st.sampled_from(["root", "request"]),
+    scratch=scratch_data,
+    opens=st.lists(_calls_of(GRPC_OPEN), min_size=1, max_size=2),
+    then=st.lists(_calls_of(GRPC_ON_TOKEN + GRPC_OPEN), min_size=1, max_size=6),
+)
+def test_grpc_hostcalls_on_live_tokens(
+    guest: Guest,
+    phase: str,
+    scratch: bytes,
+    opens: list[tuple[str, tuple[Any, ...]]],
+    then: list[tuple[str, tuple[Any, ...]]],
+) -> None:
+    """gRPC calls and streams opened with mostly valid, sometimes hostile arguments,
+    then sends, half-closes, cancels and status reads on their tokens (live, gone, or
+    made up): always a status, the right one where it is fixed, never a host error."""
+    guest.loop.run_until_complete(_hostcalls(guest, phase, scratch, opens + then))
+    guest.settle()
+    assert not guest.failures, guest.failures
+
+
+async def _hostcalls(
+    guest: Guest, phase: str, scratch: bytes, calls: list[tuple[str, tuple[Any, ...]]]
+) -> None:
     stream = guest.open_stream(phase)
     guest.write(SCRATCH, scratch)
     queue = guest.vm.host.proxy_register_shared_queue  # our own queue, not other tests'
     guest.write(SCRATCH + 900, b"fuzz-queue")
     assert queue(SCRATCH + 900, 10, SCRATCH + 912) == Status.OK
     ours = guest.read_u32(SCRATCH + 912)
+    guest.write(CLUSTER, b"grpc")
+    guest.write(NAME, b"pkg.Echo")
     for name, raw in calls:
         roles = HOSTCALLS[name]
         end = guest.size()
@@ -639,14 +726,27 @@ def test_hostcalls_with_any_arguments_return_a_status(
         for value in raw:
             if isinstance(value, tuple):  # a pointer
                 value = value[1] if value[0] == "at" else max(0, end + value[1]) & 0xFFFFFFFF
+            elif value == "live":
+                value = guest.live_token()
             args.append(ours if value == "ours" else value)
+        vm = guest.vm
+        live = bool(args) and (args[0] in vm.grpc_streams or args[0] in vm.grpc_calls)
         status = guest.call(name, *args)
         assert not guest.failures, guest.failures
         assert status in (WASI_ERRNOS if not name.startswith("proxy_") else PROXY_STATUSES)
+        if name in ("proxy_grpc_send", "proxy_grpc_close", "proxy_grpc_cancel") and not live:
+            assert status == Status.NOT_FOUND, (name, args)
+        if name in ("proxy_grpc_close", "proxy_grpc_cancel") and live:
+            assert status == Status.OK, (name, args)
+        if name == "proxy_get_status":  # outside a gRPC or HTTP call's callback
+            assert status == Status.NOT_FOUND
+        if status == 0 and name in ("proxy_grpc_call", "proxy_grpc_stream"):
+            token = guest.read_u32(args[-1])
+            assert token in vm.grpc_calls or token in vm.grpc_streams, (name, token)
         if status == 0:  # then every buffer the call used lay inside the memory
             end = guest.size()
             for i, role in enumerate(roles):
-                if role in ("ptr", "iovs"):  # its size (or iovec count) comes next
+                if role in ("ptr", "iovs", "cptr", "nptr"):  # its size (or count) comes next
                     width = args[i + 1] * (8 if role == "iovs" else 1)
                 elif role in ("out", "out8"):
                     width = 4 if role == "out" else 8

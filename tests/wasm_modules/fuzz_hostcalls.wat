@@ -8,6 +8,10 @@
 ;; Memory: 1 page to start; 0..16383 is scratch the test writes its buffers into,
 ;; 16384..: the bump heap of proxy_on_memory_allocate (which grows the memory).
 ;;
+;; The gRPC host functions (proxy_grpc_call, proxy_grpc_stream, proxy_grpc_send,
+;; proxy_grpc_close, proxy_grpc_cancel, proxy_get_status) are among them: the test
+;; binds an upstream "grpc" (nothing listening) so calls and streams really start.
+;;
 ;; Host should: return a status (a proxy_status_t, or a WASI errno for the
 ;; wasi_snapshot_preview1 ones) for every call, never trap or raise, and return
 ;; INVALID_MEMORY_ACCESS (6) / EFAULT (21) rather than OK when a buffer it had to read or
@@ -59,6 +63,15 @@
   (import "env" "proxy_dequeue_shared_queue"
     (func $proxy_dequeue_shared_queue (param i32 i32 i32) (result i32)))
   (import "env" "proxy_get_metric" (func $proxy_get_metric (param i32 i32) (result i32)))
+  (import "env" "proxy_grpc_call"
+    (func $proxy_grpc_call
+      (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_grpc_stream"
+    (func $proxy_grpc_stream (param i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_grpc_send" (func $proxy_grpc_send (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_grpc_close" (func $proxy_grpc_close (param i32) (result i32)))
+  (import "env" "proxy_grpc_cancel" (func $proxy_grpc_cancel (param i32) (result i32)))
+  (import "env" "proxy_get_status" (func $proxy_get_status (param i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "random_get" (func $random_get (param i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "environ_sizes_get"
@@ -150,6 +163,24 @@
     (call $proxy_dequeue_shared_queue (local.get 0) (local.get 1) (local.get 2)))
   (func (export "fuzz_proxy_get_metric") (param i32 i32) (result i32)
     (call $proxy_get_metric (local.get 0) (local.get 1)))
+  (func (export "fuzz_proxy_grpc_call")
+    (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
+    (call $proxy_grpc_call (local.get 0) (local.get 1) (local.get 2) (local.get 3)
+                           (local.get 4) (local.get 5) (local.get 6) (local.get 7)
+                           (local.get 8) (local.get 9) (local.get 10) (local.get 11)))
+  (func (export "fuzz_proxy_grpc_stream")
+    (param i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
+    (call $proxy_grpc_stream (local.get 0) (local.get 1) (local.get 2) (local.get 3)
+                             (local.get 4) (local.get 5) (local.get 6) (local.get 7)
+                             (local.get 8)))
+  (func (export "fuzz_proxy_grpc_send") (param i32 i32 i32 i32) (result i32)
+    (call $proxy_grpc_send (local.get 0) (local.get 1) (local.get 2) (local.get 3)))
+  (func (export "fuzz_proxy_grpc_close") (param i32) (result i32)
+    (call $proxy_grpc_close (local.get 0)))
+  (func (export "fuzz_proxy_grpc_cancel") (param i32) (result i32)
+    (call $proxy_grpc_cancel (local.get 0)))
+  (func (export "fuzz_proxy_get_status") (param i32 i32 i32) (result i32)
+    (call $proxy_get_status (local.get 0) (local.get 1) (local.get 2)))
   (func (export "fuzz_fd_write") (param i32 i32 i32 i32) (result i32)
     (call $fd_write (local.get 0) (local.get 1) (local.get 2) (local.get 3)))
   (func (export "fuzz_random_get") (param i32 i32) (result i32)

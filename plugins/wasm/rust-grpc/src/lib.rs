@@ -24,7 +24,16 @@
 //!   tick, sends `start`, and keeps each reply in shared data.
 //! - Request trailers: `x-check` is copied to `x-check-seen`; with a trailer
 //!   `x-hold`, the trailers wait (StopIteration) for a unary call whose reply is
-//!   added as `x-held-reply` before they go on.
+//!   added as `x-held-reply` before they go on. With a trailer `x-order`, the
+//!   trailer `x-body-calls` lists the body callbacks that came before (`size/eos`).
+//!   The request header `x-buffer-body: 1` makes the body callbacks stop
+//!   (StopIterationAndBuffer) until the end of the body or the trailers.
+//! - Response trailers (an HTTP/2 upstream's): with `echo-x-order`, the trailer
+//!   `x-resp-body-calls` lists the response body callbacks before them; with
+//!   `echo-x-hold-resp: NAME`, they wait (StopIteration) for a unary call with NAME,
+//!   whose reply is added as `x-held-resp-reply`; with `echo-x-deny-resp`, the filter
+//!   answers 403 (too late: the response head went). The request header
+//!   `x-buffer-resp-body: 1` makes the response body callbacks stop as above.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -151,6 +160,11 @@ struct Got {
     slow: u32,
     keep_open: bool,
     held_trailers: bool,
+    held_resp_trailers: bool,
+    buffer_body: bool,
+    buffer_resp_body: bool,
+    body_calls: Vec<String>,
+    resp_body_calls: Vec<String>,
 }
 
 struct Stream {
@@ -273,6 +287,11 @@ impl Context for Stream {
             return;
         }
         let reply = text(self.get_grpc_call_response_body(0, size));
+        if self.got.borrow().held_resp_trailers {
+            self.add_http_response_trailer("x-held-resp-reply", &reply);
+            self.resume_http_response();
+            return;
+        }
         if self.got.borrow().held_trailers {
             self.add_http_request_trailer("x-held-reply", &reply);
         } else {
@@ -319,6 +338,11 @@ impl Context for Stream {
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _headers: usize, _end: bool) -> Action {
+        {
+            let mut got = self.got.borrow_mut();
+            got.buffer_body = self.header("x-buffer-body") == "1";
+            got.buffer_resp_body = self.header("x-buffer-resp-body") == "1";
+        }
         match self.header("x-grpc-call").as_str() {
             "unary" => {
                 let name = self.header("x-grpc-name");
@@ -334,9 +358,51 @@ impl HttpContext for Stream {
         }
     }
 
+    fn on_http_request_body(&mut self, size: usize, end: bool) -> Action {
+        let mut got = self.got.borrow_mut();
+        got.body_calls.push(format!("{size}/{end}"));
+        if got.buffer_body && !end {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
+    }
+
+    fn on_http_response_body(&mut self, size: usize, end: bool) -> Action {
+        let mut got = self.got.borrow_mut();
+        got.resp_body_calls.push(format!("{size}/{end}"));
+        if got.buffer_resp_body && !end {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
+    }
+
+    fn on_http_response_trailers(&mut self, _trailers: usize) -> Action {
+        if self.get_http_response_trailer("echo-x-order").is_some() {
+            let calls = self.got.borrow().resp_body_calls.join(",");
+            self.add_http_response_trailer("x-resp-body-calls", &calls);
+        }
+        if self.get_http_response_trailer("echo-x-deny-resp").is_some() {
+            self.fail(403, "denied after the head\n");
+            return Action::Pause;
+        }
+        match self.get_http_response_trailer("echo-x-hold-resp") {
+            Some(name) => {
+                self.got.borrow_mut().held_resp_trailers = true;
+                self.unary(&name)
+            }
+            None => Action::Continue,
+        }
+    }
+
     fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
         if let Some(check) = self.get_http_request_trailer("x-check") {
             self.set_http_request_trailer("x-check-seen", Some(&check));
+        }
+        if self.get_http_request_trailer("x-order").is_some() {
+            let calls = self.got.borrow().body_calls.join(",");
+            self.add_http_request_trailer("x-body-calls", &calls);
         }
         match self.get_http_request_trailer("x-hold") {
             Some(name) => {
