@@ -491,11 +491,16 @@ class ClientConnection(asyncio.Protocol):
         limit = self.max_body_bytes
         if limit and req.content_length is not None and req.content_length > limit:
             raise Reject(413, "request body too large")
+        if self.closing:  # an exchange answered in this same read closed the connection
+            return
         exchange = (_exchange or _exchange_type())(self, req)
         self._receiving = exchange
         if self.active is None:
             self.active = exchange
-            exchange.start()
+            # Without a body the exchange's first step runs now, without a Task
+            # (core/drive.py); one after another in a pipeline they take Tasks, so a
+            # run of answers never nests.
+            exchange.start(now=not req.has_body and req.upgrade is None)
         else:
             self._queue.append(exchange)
             self.pause(PAUSE_PIPELINE)

@@ -29,6 +29,7 @@ import time
 from typing import TYPE_CHECKING
 
 from core.bodies import BodyPipe
+from core.drive import IN_TASK, Driven
 from core.errors import (
     NoHealthyUpstream,
     RequestBodyTimeout,
@@ -158,8 +159,13 @@ class Exchange:
         self._last_read = 0.0
         self._waiter: asyncio.Future[None] | None = None
 
-    def start(self) -> None:
-        self.client.gateway.spawn(self.run())
+    def start(self, *, now: bool = False) -> None:
+        """Run the exchange: as a Task, or (``now``) stepped at once, without a Task
+        until it needs one (core/drive.py)."""
+        if now:
+            Driven(self.run(), self.client.gateway, self.client.loop)
+        else:
+            self.client.gateway.spawn(self.run())
 
     # ------------------------------------------------------------------ the task
 
@@ -231,6 +237,8 @@ class Exchange:
             else:
                 ctx = Context(req, route.name, upstream, req.client_ip, req.scheme, tls)
             self.ctx = ctx
+            if not chain.sync:
+                await IN_TASK  # an async phase may need asyncio.current_task()
             if chain.request_body:
                 await self._collect_request_body()
             if chain.requests:
@@ -296,6 +304,7 @@ class Exchange:
         self._try_sent = False
         conn = pool.take_idle(ep)
         if conn is None:
+            await IN_TASK  # connecting runs under asyncio.timeout
             conn = await pool.connect(ep)
         if self._client_gone or self._abandoned:
             pool.release(conn)
