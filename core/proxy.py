@@ -488,13 +488,15 @@ class Exchange:
                 self.client.pause(PAUSE_BUFFER)
 
     def on_request_end(self) -> None:
+        waited = not self._body_done  # without a body nobody waits for its end
         self._body_done = True
         pipe = self._req_pipe
         if pipe is not None:
             pipe.feed(b"", True)
         else:
             self._end_body()
-        self._wake()
+        if waited:  # (a wake-up costs the exchange a loop turn and a resumption)
+            self._wake()
 
     def _end_body(self) -> None:
         self._fwd_done = True
