@@ -195,7 +195,7 @@ class Exchange:
             else:
                 self.client.abort()
         finally:
-            self._cancel_timer()
+            self.client.exchange_deadline.disarm()
             for pipe in (self._req_pipe, self._resp_pipe):
                 if pipe is not None:
                     pipe.close()
@@ -321,10 +321,11 @@ class Exchange:
         timeout = pool.per_try_timeout
         if deadline is not None:
             timeout = min(timeout, deadline - loop.time())
-        self._arm(timeout, self._on_try_timeout)
+        timer = self.client.exchange_deadline  # (what _arm and _cancel_timer use)
+        timer.arm(timeout, self._on_try_timeout)
         while self._head is None and self._upstream_error is None:
             await self._wait()
-        self._cancel_timer()
+        timer.disarm()
         if self._upstream_error is not None:
             raise self._upstream_error
         assert self._head is not None
@@ -488,15 +489,15 @@ class Exchange:
                 self.client.pause(PAUSE_BUFFER)
 
     def on_request_end(self) -> None:
-        waited = not self._body_done  # without a body nobody waits for its end
+        if self._body_done:  # no body: nothing to end, and nobody waits for it
+            return
         self._body_done = True
         pipe = self._req_pipe
         if pipe is not None:
             pipe.feed(b"", True)
         else:
             self._end_body()
-        if waited:  # (a wake-up costs the exchange a loop turn and a resumption)
-            self._wake()
+        self._wake()
 
     def _end_body(self) -> None:
         self._fwd_done = True
@@ -738,7 +739,10 @@ class Exchange:
             parts.append(b"\r\n")
         for chunk in self._resp_buffer:
             self.bytes_out += len(chunk)
-            parts.extend(self._resp_frame(chunk))
+            if self._rechunk:
+                parts += (b"%x\r\n" % len(chunk), chunk, b"\r\n")
+            else:
+                parts.append(chunk)
         self._resp_buffer = []
         self._resp_buffered = 0
         if (self._resp_done if pipe is None else pipe.ended) and self._rechunk:
@@ -795,11 +799,6 @@ class Exchange:
         self.bytes_out += sent
         self._replied = True
         return True
-
-    def _resp_frame(self, chunk: bytes) -> tuple[bytes, ...]:
-        if self._rechunk:
-            return (b"%x\r\n" % len(chunk), chunk, b"\r\n")
-        return (chunk,)
 
     def on_response_head(self, head: ResponseHead) -> None:
         self._head = head

@@ -398,7 +398,7 @@ class UpstreamPool:
         now = time.monotonic()
         eps = self.endpoints
         if len(eps) <= 1:
-            if eps and eps[0].healthy(now):
+            if eps and eps[0].ejected_until <= now and not eps[0].down:  # .healthy(now)
                 return eps[0]
             what = "healthy endpoint" if eps else "endpoint"
             raise NoHealthyUpstream(f"no {what} in upstream '{self.name}'")
