@@ -1,11 +1,13 @@
 """One request's trip through the gateway: route, pick an upstream, stream both ways.
 
 An :class:`Exchange` is created by :class:`core.http1.ClientConnection` when a
-request's headers are complete and runs as one task. Bodies never pass through the
-task: request body chunks are written to the upstream connection from the client's
-``data_received``, and response body chunks to the client from the upstream's, with
-reading paused on whichever side is ahead (so a 200 MB upload or download holds at
-most a few socket buffers). The task only waits for the response head and the end.
+request's headers are complete and runs as one coroutine: an asyncio Task, or, for a
+request without a body, stepped from callbacks without a Task until it needs one
+(core/drive.py). Bodies never pass through the coroutine: request body chunks are
+written to the upstream connection from the client's ``data_received``, and response
+body chunks to the client from the upstream's, with reading paused on whichever side
+is ahead (so a 200 MB upload or download holds at most a few socket buffers). The
+coroutine only waits for the response head and the end.
 
 Retries (``upstreams.retries``) happen only where safe: after a connect failure for
 any method; after a reset, timeout, 502 or 503 before the response head for
