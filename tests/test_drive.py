@@ -133,7 +133,7 @@ async def test_drain_waits_for_an_exchange_running_without_a_task(
     assert gw.gateway is not None
     await raw_request(gw.port, b"GET /sync/warm HTTP/1.1\r\nHost: a\r\n" + CLOSE)  # pooled
     _, writer = await asyncio.open_connection("127.0.0.1", gw.port)
-    writer.write(b"GET /delay/2 HTTP/1.1\r\nHost: a\r\n\r\n")
+    writer.write(b"GET /delay/1 HTTP/1.1\r\nHost: a\r\n\r\n")
     await writer.drain()
     for _ in range(100):  # until the upstream has it
         if len(upstream.requests) == 2:
@@ -147,4 +147,4 @@ async def test_drain_waits_for_an_exchange_running_without_a_task(
     writer.close()
     assert gw.gateway.driven == 0
     entries = [json.loads(line) for line in log.read_text().splitlines()]
-    assert [(e["path"], e["status"]) for e in entries] == [("/sync/warm", 200), ("/delay/2", 499)]
+    assert [(e["path"], e["status"]) for e in entries] == [("/sync/warm", 200), ("/delay/1", 499)]
