@@ -491,8 +491,8 @@ class Exchange:
                 self.client.pause(PAUSE_BUFFER)
 
     def on_request_end(self) -> None:
-        if self._body_done:  # no body: nothing to end, and nobody waits for it
-            return
+        if self._body_done and not self._req_trailers:
+            return  # no body (and no trailers): nothing to end, and nobody waits for it
         self._body_done = True
         pipe = self._req_pipe
         if pipe is not None:
