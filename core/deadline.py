@@ -42,7 +42,7 @@ class Deadline:
 
     def arm(self, delay: float, callback: Callable[[], object]) -> None:
         """Run ``callback`` in ``delay`` seconds, replacing whatever was armed before."""
-        when = self._loop.time() + max(delay, 0.0)
+        when = self._loop.time() + (delay if delay > 0.0 else 0.0)
         self._when = when
         self._callback = callback
         handle = self._handle

@@ -223,6 +223,7 @@ class Gateway:
 
             self.tracer = Exporter(tracing)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.driven = 0  # exchanges run without a Task (core/drive.py), in flight
         self._date = b""
         self._date_at = 0
         self._flusher: asyncio.TimerHandle | None = None
@@ -300,8 +301,14 @@ class Gateway:
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
             conn.abort()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=1.0)
+        # Exchanges end once their connection is gone: as tasks, or driven without
+        # one (core/drive.py), whose wake-ups are scheduled.
+        until = self.loop.time() + 1.0
+        while (self._tasks or self.driven) and (left := until - self.loop.time()) > 0:
+            if self._tasks:
+                await asyncio.wait(list(self._tasks), timeout=left)
+            else:
+                await asyncio.sleep(0.01)
         self.snapshot.close()
         metrics.detach(self)
         if self._flusher is not None:

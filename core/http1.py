@@ -361,7 +361,7 @@ class ClientConnection(asyncio.Protocol):
         self._in_head = True
         self._head_bytes = 0
         self._head_seen = 0
-        self._arm(self.limits.request_header_timeout, self._on_header_timeout)
+        self._deadline.arm(self.limits.request_header_timeout, self._on_header_timeout)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -444,7 +444,7 @@ class ClientConnection(asyncio.Protocol):
         assert req is not None
         self._in_head = False
         self._framing = 0
-        self._disarm()
+        self._deadline.disarm()
         parser = self.parser
         req.method = parser.get_method().decode("ascii")
         req.version = parser.get_http_version()
@@ -483,7 +483,8 @@ class ClientConnection(asyncio.Protocol):
                 raw[:] = [(n, v) for n, v in raw if n.lower() not in drop]
         req.orig_host = req.host
         start_trace(req, self.gateway.sample_ratio)
-        if req.has_body and parser.should_upgrade():
+        has_body = req.has_body
+        if has_body and parser.should_upgrade():
             # llhttp hands all that follows an upgrade request's head to the upgrade, so
             # the body would never reach the upstream, which would wait for it (and time
             # out, held against a healthy endpoint).
@@ -499,11 +500,16 @@ class ClientConnection(asyncio.Protocol):
         limit = self.max_body_bytes
         if limit and req.content_length is not None and req.content_length > limit:
             raise Reject(413, "request body too large")
+        if self.closing:  # an exchange answered in this same read closed the connection
+            return
         exchange = (_exchange or _exchange_type())(self, req)
         self._receiving = exchange
         if self.active is None:
             self.active = exchange
-            exchange.start()
+            # Without a body the exchange's first step runs now, without a Task
+            # (core/drive.py); one after another in a pipeline they take Tasks, so a
+            # run of answers never nests.
+            exchange.start(now=not has_body and req.upgrade is None)
         else:
             self._queue.append(exchange)
             self.pause(PAUSE_PIPELINE)
@@ -632,7 +638,7 @@ class ClientConnection(asyncio.Protocol):
         elif self.gateway.draining:
             self.close()
         elif not self._in_head:
-            self._arm(self.limits.idle_timeout, self._on_idle_timeout)
+            self._deadline.arm(self.limits.idle_timeout, self._on_idle_timeout)
 
     def close(self) -> None:
         if not self.closing:

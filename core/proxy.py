@@ -1,11 +1,13 @@
 """One request's trip through the gateway: route, pick an upstream, stream both ways.
 
 An :class:`Exchange` is created by :class:`core.http1.ClientConnection` when a
-request's headers are complete and runs as one task. Bodies never pass through the
-task: request body chunks are written to the upstream connection from the client's
-``data_received``, and response body chunks to the client from the upstream's, with
-reading paused on whichever side is ahead (so a 200 MB upload or download holds at
-most a few socket buffers). The task only waits for the response head and the end.
+request's headers are complete and runs as one coroutine: an asyncio Task, or, for a
+request without a body, stepped from callbacks without a Task until it needs one
+(core/drive.py). Bodies never pass through the coroutine: request body chunks are
+written to the upstream connection from the client's ``data_received``, and response
+body chunks to the client from the upstream's, with reading paused on whichever side
+is ahead (so a 200 MB upload or download holds at most a few socket buffers). The
+coroutine only waits for the response head and the end.
 
 Retries (``upstreams.retries``) happen only where safe: after a connect failure for
 any method; after a reset, timeout, 502 or 503 before the response head for
@@ -29,6 +31,7 @@ import time
 from typing import TYPE_CHECKING
 
 from core.bodies import BodyPipe
+from core.drive import IN_TASK, Driven
 from core.errors import (
     NoHealthyUpstream,
     RequestBodyTimeout,
@@ -161,8 +164,13 @@ class Exchange(TrailerSide):
         self._last_read = 0.0
         self._waiter: asyncio.Future[None] | None = None
 
-    def start(self) -> None:
-        self.client.gateway.spawn(self.run())
+    def start(self, *, now: bool = False) -> None:
+        """Run the exchange: as a Task, or (``now``) stepped at once, without a Task
+        until it needs one (core/drive.py)."""
+        if now:
+            Driven(self.run(), self.client.gateway, self.client.loop)
+        else:
+            self.client.gateway.spawn(self.run())
 
     # ------------------------------------------------------------------ the task
 
@@ -192,7 +200,7 @@ class Exchange(TrailerSide):
             else:
                 self.client.abort()
         finally:
-            self._cancel_timer()
+            self.client.exchange_deadline.disarm()
             for pipe in (self._req_pipe, self._resp_pipe):
                 if pipe is not None:
                     pipe.close()
@@ -234,6 +242,8 @@ class Exchange(TrailerSide):
             else:
                 ctx = Context(req, route.name, upstream, req.client_ip, req.scheme, tls)
             self.ctx = ctx
+            if not chain.sync:
+                await IN_TASK  # an async phase may need asyncio.current_task()
             if chain.request_body:
                 await self._collect_request_body()
             if chain.requests:
@@ -299,6 +309,7 @@ class Exchange(TrailerSide):
         self._try_sent = False
         conn = pool.take_idle(ep)
         if conn is None:
+            await IN_TASK  # connecting runs under asyncio.timeout
             conn = await pool.connect(ep)
         if self._client_gone or self._abandoned:
             pool.release(conn)
@@ -316,10 +327,11 @@ class Exchange(TrailerSide):
         self._try_deadline = deadline
         if deadline is not None:
             timeout = min(timeout, deadline - loop.time())
-        self._arm(timeout, self._on_try_timeout)
+        timer = self.client.exchange_deadline  # (what _arm and _cancel_timer use)
+        timer.arm(timeout, self._on_try_timeout)
         while self._head is None and self._upstream_error is None:
             await self._wait()
-        self._cancel_timer()
+        timer.disarm()
         if self._upstream_error is not None:
             raise self._upstream_error
         assert self._head is not None
@@ -487,6 +499,8 @@ class Exchange(TrailerSide):
                 self.client.pause(PAUSE_BUFFER)
 
     def on_request_end(self) -> None:
+        if self._body_done and not self._req_trailers:
+            return  # no body (and no trailers): nothing to end, and nobody waits for it
         self._body_done = True
         pipe = self._req_pipe
         if pipe is not None:
@@ -728,7 +742,10 @@ class Exchange(TrailerSide):
             parts.append(b"\r\n")
         for chunk in self._resp_buffer:
             self.bytes_out += len(chunk)
-            parts.extend(self._resp_frame(chunk))
+            if self._rechunk:
+                parts += (b"%x\r\n" % len(chunk), chunk, b"\r\n")
+            else:
+                parts.append(chunk)
         self._resp_buffer = []
         self._resp_buffered = 0
         if (self._resp_done if pipe is None else pipe.ended) and self._rechunk:
@@ -785,11 +802,6 @@ class Exchange(TrailerSide):
         self.bytes_out += sent
         self._replied = True
         return True
-
-    def _resp_frame(self, chunk: bytes) -> tuple[bytes, ...]:
-        if self._rechunk:
-            return (b"%x\r\n" % len(chunk), chunk, b"\r\n")
-        return (chunk,)
 
     def on_response_head(self, head: ResponseHead) -> None:
         self._head = head

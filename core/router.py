@@ -288,7 +288,7 @@ class Router:
 
     def group(self, host: str) -> _Group | None:
         """The route group for a Host value (port and case ignored)."""
-        if host:
+        if host and (self._exact_hosts or self._wild_hosts or self._suffix_hosts):
             # An IPv6 literal keeps its brackets; anything else loses its port.
             host = host[: host.find("]") + 1] if host[0] == "[" else host.partition(":")[0]
             host = host.lower().rstrip(".")

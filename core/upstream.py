@@ -44,7 +44,7 @@ from core.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
-from core.headers import connection_tokens, is_hop_by_hop
+from core.headers import CONNECTION_OPTIONS, HOP_BY_HOP, connection_tokens, is_hop_by_hop
 from core.metrics import count_ejection
 from plugin_sdk import Headers, Response
 
@@ -86,6 +86,12 @@ class ResponseHead(Response):
 
 
 _NO_BODY_STATUS = frozenset({204, 304})
+# What on_header does with a response header (by lower-cased name); others are forwarded.
+_RESPONSE_SPECIAL = {name: 4 for name in HOP_BY_HOP} | {
+    b"content-length": 1,
+    b"transfer-encoding": 2,
+    b"connection": 3,
+}
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -205,23 +211,25 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         lname = name.lower()
-        head = self._head
-        if lname == b"content-length":
-            head.content_length = int(value)
-        elif lname == b"transfer-encoding":
+        kind = _RESPONSE_SPECIAL.get(lname)
+        if kind is None:
+            if not lname.startswith(b"proxy-"):  # hop-by-hop too (core/headers.py)
+                self._head.headers.raw.append((name, value))
+        elif kind == 1:  # Content-Length: forwarded as received
+            self._head.content_length = int(value)
+            self._head.headers.raw.append((name, value))
+        elif kind == 2:
+            head = self._head
             codings = [c.strip() for c in value.split(b",") if c.strip()]
             if codings and codings[-1].lower() == b"chunked":
                 head.chunked = True
                 codings.pop()
             if codings:
                 head.codings = b", ".join([head.codings, *codings] if head.codings else codings)
-            return
-        elif lname == b"connection":
+        elif kind == 3 and value.lower() not in CONNECTION_OPTIONS:
+            # (A lone "keep-alive" or "close" names no header to strip; llhttp reads it.)
             self._conn_values.append(value)
-            return
-        if is_hop_by_hop(lname):
-            return
-        head.headers.raw.append((name, value))
+        # kind 4: another hop-by-hop header, not forwarded
 
     def on_headers_complete(self) -> None:
         head = self._head
@@ -390,7 +398,7 @@ class UpstreamPool:
         now = time.monotonic()
         eps = self.endpoints
         if len(eps) <= 1:
-            if eps and eps[0].healthy(now):
+            if eps and eps[0].ejected_until <= now and not eps[0].down:  # .healthy(now)
                 return eps[0]
             what = "healthy endpoint" if eps else "endpoint"
             raise NoHealthyUpstream(f"no {what} in upstream '{self.name}'")

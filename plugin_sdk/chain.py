@@ -151,6 +151,7 @@ class Chain:
         "responses",
         "run_request_sync",
         "run_response_sync",
+        "sync",
         "sync_requests",
         "sync_responses",
     )
@@ -207,6 +208,13 @@ class Chain:
         # When no phase awaits, the gateway calls the *_sync runners: no coroutine.
         self.sync_requests = not any(awaits for *_, awaits in self._requests)
         self.sync_responses = not any(awaits for *_, awaits in self._responses)
+        #: No phase at all awaits (on_log included): a request can be served without
+        #: an asyncio Task (the gateway's core/drive.py).
+        self.sync = (
+            self.sync_requests
+            and self.sync_responses
+            and not any(phase.is_async for _, phase in self._logs)
+        )
         #: Request phases, when :attr:`sync_requests`: (local reply or None, how many ran).
         self.run_request_sync = self._compile_request()
         #: Response phases in reverse over the first ``ran`` filters, when sync.
