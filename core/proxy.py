@@ -499,7 +499,7 @@ class Exchange(TrailerSide):
                 self.client.pause(PAUSE_BUFFER)
 
     def on_request_end(self) -> None:
-        if self._body_done and not self._req_trailers:
+        if self._body_done and not self.req.trailers:
             return  # no body (and no trailers): nothing to end, and nobody waits for it
         self._body_done = True
         pipe = self._req_pipe
