@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from run import (
@@ -42,6 +43,7 @@ from run import (
     free_port,
     log,
     nginx_common,
+    process_cpu_seconds,
     start_nginx,
     tool_output,
     tool_output_all,
@@ -132,18 +134,47 @@ key = "{tls.key}"
 """
 
 
-def h2load(h2load_bin: str, cpu: int, url: str, seconds: float, extra: Sequence[str]) -> float:
-    """req/s h2load reports for ``url`` (-c 10 -m 10 for ``seconds``, 1 s warm-up)."""
-    cmd = ["taskset", "-c", str(cpu), h2load_bin, "-c", "10", "-m", "10", "-t", "1"]
-    cmd += ["-D", f"{seconds:g}", "--warm-up-time", "1", *extra, url]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=seconds + 60)
+@dataclass
+class Run:
+    rps: float
+    requests: int  # succeeded
+    cpu_us: float  # CPU time of the proxy per succeeded request, microseconds
+
+
+def group_cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` and its live children (an nginx master and its worker)."""
+    total = process_cpu_seconds(pid)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split()
+        total += sum(group_cpu_seconds(int(child)) for child in children)
+    return total
+
+
+def h2load(
+    h2load_bin: str, cpu: int, url: str, seconds: float, extra: Sequence[str], pid: int
+) -> Run:
+    """req/s h2load reports for ``url`` (-c 10 -m 10 for ``seconds``, after a 1 s warm-up
+    run of its own), and the CPU time process ``pid`` spent per request meanwhile."""
+    cmd = ["taskset", "-c", str(cpu), h2load_bin, "-c", "10", "-m", "10", "-t", "1", *extra]
+    subprocess.run([*cmd, "-D", "1", url], capture_output=True, check=False, timeout=60)
+    before = group_cpu_seconds(pid)
+    proc = subprocess.run(
+        [*cmd, "-D", f"{seconds:g}", url],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=seconds + 60,
+    )
+    used = group_cpu_seconds(pid) - before
     found = re.search(r"finished in [^,]+, ([\d.]+) req/s", proc.stdout)
+    succeeded = re.search(r"(\d+) succeeded", proc.stdout)
     failed = re.search(r"(\d+) failed", proc.stdout)
-    if found is None:
+    if found is None or succeeded is None:
         raise BenchError(f"h2load {url}: no result:\n{proc.stdout[-1500:]}{proc.stderr[-500:]}")
     if failed and int(failed[1]) and float(found[1]) == 0:
         raise BenchError(f"h2load {url}: every request failed:\n{proc.stdout[-1500:]}")
-    return float(found[1])
+    done = int(succeeded[1])
+    return Run(float(found[1]), done, used / done * 1e6 if done else 0.0)
 
 
 def ensure_tools() -> tuple[str, str]:
@@ -181,7 +212,9 @@ def bench(args: argparse.Namespace) -> dict[str, object]:
             grpc_up = free_port()
             script = tmp / "grpc_server.py"
             script.write_text(GRPC_SERVER)
-            services.start("grpc", grpc_up, load_cpu, [str(PY), str(script), str(grpc_up)])
+            grpc_server = services.start(
+                "grpc", grpc_up, load_cpu, [str(PY), str(script), str(grpc_up)]
+            )
             tls_port, grpc_port = free_port(), free_port()
             gw_conf = tmp / "gateway.toml"
             gw_conf.write_text(gateway_toml(tls_port, grpc_port, up_port, grpc_up, cert))
@@ -200,30 +233,56 @@ def bench(args: argparse.Namespace) -> dict[str, object]:
                 "grpc-direct": f"http://127.0.0.1:{grpc_up}/bench.Echo/Unary",
                 "grpc-via-wasmgate": f"http://127.0.0.1:{grpc_port}/bench.Echo/Unary",
             }
-            runs: dict[str, list[float]] = {name: [] for name in [*urls, *grpc_urls]}
+            pids = {
+                "nginx-h2": proxy.proc.pid,
+                "wasmgate-h2": gateway.proc.pid,
+                "grpc-direct": grpc_server.proc.pid,
+                "grpc-via-wasmgate": gateway.proc.pid,
+            }
+            runs: dict[str, list[Run]] = {name: [] for name in [*urls, *grpc_urls]}
             for i in range(args.rounds):
-                for name, url in urls.items():
-                    runs[name].append(h2load(h2load_bin, load_cpu, url, args.duration, []))
-                    log(f"round {i + 1}: {name:<18} {runs[name][-1]:>10.0f} req/s")
-                for name, url in grpc_urls.items():
-                    runs[name].append(h2load(h2load_bin, load_cpu, url, args.duration, grpc_args))
-                    log(f"round {i + 1}: {name:<18} {runs[name][-1]:>10.0f} calls/s")
+                for name, url in [*urls.items(), *grpc_urls.items()]:
+                    extra = grpc_args if name in grpc_urls else []
+                    run = h2load(h2load_bin, load_cpu, url, args.duration, extra, pids[name])
+                    runs[name].append(run)
+                    unit = "calls/s" if name in grpc_urls else "req/s"
+                    log(
+                        f"round {i + 1}: {name:<18} {run.rps:>10.0f} {unit:<7}"
+                        f" {run.cpu_us:>7.1f} CPU us/request"
+                    )
         finally:
             services.stop_all()
-    median = {name: statistics.median(values) for name, values in runs.items()}
+    median = {name: statistics.median(r.rps for r in values) for name, values in runs.items()}
+    cpu = {name: statistics.median(r.cpu_us for r in values) for name, values in runs.items()}
     ratio = median["wasmgate-h2"] / median["nginx-h2"] if median["nginx-h2"] else 0.0
     grpc_ratio = median["grpc-via-wasmgate"] / median["grpc-direct"] if median["grpc-direct"] else 0
+    per_round = [
+        w.rps / n.rps if n.rps else 0.0
+        for w, n in zip(runs["wasmgate-h2"], runs["nginx-h2"], strict=True)
+    ]
     log("")
     for name, value in median.items():
-        log(f"{name:<20} {value:>10.0f} /s (median of {args.rounds})")
+        log(
+            f"{name:<20} {value:>10.0f} /s (median of {args.rounds})"
+            f"  {cpu[name]:>7.1f} CPU us/request"
+        )
     verdict = "meets" if ratio >= TARGET_RATIO else "misses"
+    rounds = ", ".join(f"{r:.2f}" for r in per_round)
     log(f"wasmgate-h2 / nginx-h2 = {ratio:.2f} ({verdict} the {TARGET_RATIO} target)")
+    log(f"  per round: {rounds}")
+    if cpu["wasmgate-h2"]:
+        log(f"CPU per request, nginx-h2 / wasmgate-h2 = {cpu['nginx-h2'] / cpu['wasmgate-h2']:.2f}")
     log(f"gRPC unary through wasmgate / direct = {grpc_ratio:.2f}")
     return {
         "settings": {**vars(args), "h2load": tool_output([h2load_bin, "--version"])},
         "median": median,
-        "runs": runs,
+        "cpu_us_per_request": cpu,
+        "runs": {name: [r.rps for r in values] for name, values in runs.items()},
+        "cpu_us_per_request_runs": {
+            name: [round(r.cpu_us, 1) for r in values] for name, values in runs.items()
+        },
         "ratio": ratio,
+        "ratio_per_round": per_round,
         "target_ratio": TARGET_RATIO,
         "grpc_ratio": grpc_ratio,
     }
