@@ -38,6 +38,7 @@ import h2.settings
 from hyperframe.frame import GoAwayFrame
 
 from core.http1 import CONNECTION_IDS, Reject, Request
+from core.http2_hpack import CachingDecoder, CachingEncoder
 from core.http2_request import parse_request
 from core.http2_stream import H2Exchange, Stream
 from core.tracecontext import start_trace
@@ -113,6 +114,8 @@ class ServerConnection(asyncio.Protocol):
             _S.INITIAL_WINDOW_SIZE: cfg.initial_window_size,
             _S.ENABLE_PUSH: 0,
         }
+        self.h2.encoder = CachingEncoder()  # (before any block is coded: see core/http2_hpack.py)
+        self.h2.decoder = CachingDecoder()
         self.h2.local_settings = h2.settings.Settings(client=False, initial_values=local)
         self.h2.max_inbound_frame_size = cfg.max_frame_size
         self.h2.decoder.max_header_list_size = cfg.max_header_list_size
