@@ -15,7 +15,8 @@ allow; a stream with more than 64 KiB queued pauses its upstream, as a full
 socket does on HTTP/1.1, and while the socket itself is full nothing more is read.
 
 Hostile input (RFC 9113 §10.5): h2 refuses malformed frames, oversized header blocks
-and CONTINUATION floods with GOAWAY; here, streams are bounded by exchanges still
+and CONTINUATION floods with GOAWAY, core/http2_fields.py malformed header blocks
+(h2's own, slower checks of them are off); here, streams are bounded by exchanges still
 running (not only open streams), clients that cancel streams (rapid reset) or send
 control frames (PING, SETTINGS, PRIORITY, empty DATA) faster than the configured
 rates get GOAWAY ENHANCE_YOUR_CALM, and a connection idle, or stalled on a zero
@@ -27,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 import h2.config
@@ -38,6 +40,7 @@ import h2.settings
 from hyperframe.frame import GoAwayFrame
 
 from core.http1 import CONNECTION_IDS, Reject, Request
+from core.http2_fields import Malformed, check_request, check_trailers
 from core.http2_hpack import CachingDecoder, CachingEncoder
 from core.http2_request import parse_request
 from core.http2_stream import H2Exchange, Stream
@@ -100,9 +103,13 @@ class ServerConnection(asyncio.Protocol):
         self.h2 = h2.connection.H2Connection(
             # Outbound checks off: the gateway builds the fields itself (lower-case
             # names, no connection-specific ones), and they cost a third of a request.
+            # Inbound checks too: core/http2_fields.py makes them in one pass, and
+            # parse_request joins cookie fields.
             h2.config.H2Configuration(
                 client_side=False,
                 header_encoding=None,
+                validate_inbound_headers=False,
+                normalize_inbound_headers=False,
                 validate_outbound_headers=False,
                 normalize_outbound_headers=False,
             )
@@ -194,6 +201,8 @@ class ServerConnection(asyncio.Protocol):
                 stream.on_end()
                 self._forget(stream)
         elif isinstance(event, h2.events.TrailersReceived):
+            if self._malformed(check_trailers, event.headers or []):
+                return
             stream = self.streams.get(event.stream_id)
             if stream is not None and stream.exchange is not None and not stream.done:
                 fields = cast(list[tuple[bytes, bytes]], event.headers or [])
@@ -232,6 +241,21 @@ class ServerConnection(asyncio.Protocol):
             if not self.exchanges:
                 self.close()
 
+    def _malformed(
+        self,
+        check: Callable[[list[tuple[bytes, bytes]]], None],
+        fields: list[tuple[bytes, bytes]],
+    ) -> bool:
+        """End the connection (GOAWAY PROTOCOL_ERROR) if ``check`` refuses ``fields``,
+        as h2 does when it checks them itself."""
+        try:
+            check(fields)
+        except Malformed:
+            self.goaway(_E.PROTOCOL_ERROR)
+            self._shut()
+            return True
+        return False
+
     def _count_control(self) -> None:
         self._control += 1
         self._check_rates()
@@ -249,6 +273,9 @@ class ServerConnection(asyncio.Protocol):
             self._shut()
 
     def _on_request(self, event: h2.events.RequestReceived) -> None:
+        fields = cast(list[tuple[bytes, bytes]], event.headers or [])
+        if self._malformed(check_request, fields):
+            return
         sid = event.stream_id
         stream = Stream(self, sid)
         self.streams[sid] = stream
@@ -275,7 +302,7 @@ class ServerConnection(asyncio.Protocol):
         try:
             parse_request(
                 req,
-                cast(list[tuple[bytes, bytes]], event.headers or []),
+                fields,
                 ended=event.stream_ended is not None,
                 limits=self.limits,
                 max_body_bytes=self.max_body_bytes,
