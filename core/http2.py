@@ -98,6 +98,7 @@ class ServerConnection(asyncio.Protocol):
         self._last_active = self.loop.time()
         self._timer: asyncio.TimerHandle | None = None
         self._flush_due = False
+        self._due: list[Stream] = []  # streams to send for at the flush
         self._opened = 0  # the stream the last HEADERS opened
         cfg = self.settings
         self.h2 = h2.connection.H2Connection(
@@ -344,9 +345,12 @@ class ServerConnection(asyncio.Protocol):
         self.flush()
 
     def send_body(self, stream: Stream) -> None:
+        """DATA as the windows allow; END_STREAM with the last of it if the stream is
+        to end and has no trailers."""
         h = self.h2
         out = stream.out
         sent = 0
+        ended = False
         try:
             while out:
                 room = min(h.local_flow_control_window(stream.id), h.max_outbound_frame_size)
@@ -358,7 +362,8 @@ class ServerConnection(asyncio.Protocol):
                     out[0] = chunk[room:]
                     sent += room
                 else:
-                    h.send_data(stream.id, chunk)
+                    ended = len(out) == 1 and stream.ending
+                    h.send_data(stream.id, chunk, end_stream=ended)
                     out.popleft()
                     sent += len(chunk)
         except h2.exceptions.ProtocolError:
@@ -367,6 +372,9 @@ class ServerConnection(asyncio.Protocol):
         stream.out_bytes = stream.out_bytes - sent if out else 0
         if sent:
             self._last_active = self.loop.time()
+        if ended:
+            stream.sent_end = True
+            self._ended(stream)
 
     def end_stream(self, stream: Stream) -> None:
         if self.closing:
@@ -412,6 +420,11 @@ class ServerConnection(asyncio.Protocol):
         if stream.done and stream.sent_end and (stream.received_end or stream.reset):
             self.streams.pop(stream.id, None)
 
+    def send_later(self, stream: Stream) -> None:
+        """Have ``stream`` send what it has at the flush."""
+        self._due.append(stream)
+        self.flush()
+
     def flush(self) -> None:
         """Write what h2 has queued, once per turn of the loop: the frames of many
         streams (and a stream's HEADERS, DATA and end) go out in one write."""
@@ -420,6 +433,11 @@ class ServerConnection(asyncio.Protocol):
             self.loop.call_soon(self.flush_now)
 
     def flush_now(self) -> None:
+        due = self._due
+        if due:
+            self._due = []
+            for stream in due:
+                stream.flush()
         self._flush_due = False
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():
