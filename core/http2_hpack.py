@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from hpack import Decoder, Encoder, HeaderTuple
+from hpack import Decoder, Encoder, HeaderTuple, NeverIndexedHeaderTuple
 from hpack.table import HeaderTable
 
 _ENTRIES = 32  # remembered blocks per connection and direction
@@ -67,6 +67,19 @@ class CachingEncoder(Encoder):
         table = self.header_table
         if table.resized or not huffman or type(headers) is not list:
             return super().encode(headers, huffman)  # (a table size update goes first)
+        # Fields marked never-indexed at the end (a request's traceparent: unique) do not
+        # touch the table: the fields before them may still be remembered, and the
+        # unique values are sent without Huffman coding, which in Python costs more
+        # than the bytes it saves.
+        end = len(headers)
+        while end and type(headers[end - 1]) is NeverIndexedHeaderTuple:
+            end -= 1
+        if end < len(headers):
+            return self._encode(headers[:end]) + super().encode(headers[end:], huffman=False)
+        return self._encode(headers)
+
+    def _encode(self, headers: list[Any]) -> bytes:
+        table = self.header_table
         assert isinstance(table, CountingTable)
         key = tuple(headers)
         memory = self._memory
@@ -78,7 +91,7 @@ class CachingEncoder(Encoder):
             if block is not None:
                 return block
         before = table.changes
-        block = super().encode(headers, huffman)
+        block = super().encode(headers)
         if table.changes == before and len(memory) < _ENTRIES:
             memory[key] = block
         return block

@@ -29,9 +29,11 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+from hpack import NeverIndexedHeaderTuple
 
 from core.errors import UpstreamConnectError, UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from core.headers import is_hop_by_hop
+from core.http2_hpack import CachingDecoder, CachingEncoder
 from core.upstream import ResponseHead, UpstreamConnection
 
 if TYPE_CHECKING:
@@ -71,6 +73,8 @@ class H2Upstream(asyncio.Protocol):
                 normalize_outbound_headers=False,
             )
         )
+        self.h2.encoder = CachingEncoder()  # (before any block is coded: core/http2_hpack.py)
+        self.h2.decoder = CachingDecoder()
 
     @property
     def has_room(self) -> bool:
@@ -480,13 +484,14 @@ def proxied_fields(
     length: int | None,
 ) -> list[tuple[bytes, bytes]]:
     """The HEADERS of a proxied request: its own fields plus what the gateway adds on
-    HTTP/1.1 too (X-Forwarded-*, X-Real-IP, traceparent, the client certificate)."""
+    HTTP/1.1 too (X-Forwarded-*, X-Real-IP, traceparent, the client certificate).
+    traceparent, new for each request, comes last and never indexed: it would only
+    push the fields that repeat out of the HPACK table (see core/http2_hpack.py)."""
     client_ip, xff, xfp, xfh = forwarded
     extra = [
         (b"x-forwarded-for", xff),
         (b"x-forwarded-proto", xfp),
         (b"x-real-ip", client_ip),
-        (b"traceparent", req.traceparent),
     ]
     if xfh:
         extra.append((b"x-forwarded-host", xfh))
@@ -495,7 +500,9 @@ def proxied_fields(
         if value:
             extra.append((name, value))
     target = req.wire_target()
-    return request_fields(req.method, scheme, host, target, req.headers.raw, extra, length)
+    fields = request_fields(req.method, scheme, host, target, req.headers.raw, extra, length)
+    fields.append(NeverIndexedHeaderTuple(b"traceparent", req.traceparent))
+    return fields
 
 
 def request_fields(

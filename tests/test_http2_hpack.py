@@ -7,7 +7,7 @@ checks the bytes or fields against what plain hpack gives for the same sequence.
 from __future__ import annotations
 
 import pytest
-from hpack import Decoder, Encoder
+from hpack import Decoder, Encoder, NeverIndexedHeaderTuple
 from hpack.exceptions import OversizedHeaderListError
 
 from core.http2_hpack import CachingDecoder, CachingEncoder
@@ -88,3 +88,22 @@ def test_a_size_update_in_a_block_is_applied_each_time() -> None:
     assert caching.decode(block, raw=True) == [(b"x-a", b"1")]
     assert caching.header_table_size == 0
     assert not caching.header_table.dynamic_entries
+
+
+def test_a_never_indexed_tail_leaves_the_table_and_the_rest_remembered() -> None:
+    """A request's unique field (traceparent) goes last, never indexed: it does not
+    enter the table, and the fields before it are coded as before."""
+    caching = CachingEncoder()
+    decoder = Decoder()
+    for i in range(4):
+        trace = NeverIndexedHeaderTuple(b"traceparent", b"00-%032x-%016x-01" % (i, i))
+        fields = [*RESPONSE, trace]
+        block = caching.encode(list(fields))
+        decoded = list(decoder.decode(block, raw=True))
+        assert decoded == fields
+        assert type(decoded[-1]) is NeverIndexedHeaderTuple
+        assert trace[1] in block  # as it is: Huffman coding in Python costs more
+        if i:
+            assert block.startswith(caching.encode(list(RESPONSE)))  # the rest: indexes
+    assert b"traceparent" not in {n for n, _ in caching.header_table.dynamic_entries}
+    assert len(caching.header_table.dynamic_entries) == len(decoder.header_table.dynamic_entries)
