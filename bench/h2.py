@@ -3,7 +3,8 @@
 Starts, on 127.0.0.1 and free ports (the processes and helpers of bench/run.py):
 
 * a fast upstream: nginx, 1 worker, ``return 200 "hello\\n"`` over HTTP/1.1;
-* nginx as an HTTPS reverse proxy with HTTP/2 to clients (1 worker, keep-alive pool);
+* nginx as an HTTPS reverse proxy with HTTP/2 to clients (1 worker, keep-alive pool of
+  ``KEEPALIVE`` idle connections, as wasmgate's);
 * wasmgate, 1 worker, HTTPS with h2 by ALPN, to the same upstream;
 * a grpcio server (Python, raw-bytes unary echo) and wasmgate on h2c in front of it
   (``protocol = "h2c"`` upstream).
@@ -11,9 +12,11 @@ Starts, on 127.0.0.1 and free ports (the processes and helpers of bench/run.py):
 The proxies are pinned to one CPU, h2load and the upstreams to another. h2load runs
 ``-c 10 -m 10`` (100 concurrent streams over 10 connections) against each proxy in
 turn for ``--duration`` seconds per round, and reports req/s (median over rounds) and
-the ratio wasmgate/nginx (target: >= 0.25). For gRPC it posts one framed message per
-call with h2load, through the gateway and directly to the grpcio server, and reports
-calls/s of each. Results go to ``bench/results/h2-latest.json``.
+the ratio wasmgate/nginx (target: >= 0.25), and each proxy's CPU time per request (from
+/proc, over the measured run), the figure a busy machine disturbs least. For gRPC it
+posts one framed message per call with h2load, through the gateway and directly to the
+grpcio server, and reports calls/s of each. Results go to
+``bench/results/h2-<UTC timestamp>.json`` and ``h2-latest.json``.
 
 Run with ``make bench`` (after bench/run.py) or ``.venv/bin/python bench/h2.py --help``.
 """
@@ -21,7 +24,9 @@ Run with ``make bench`` (after bench/run.py) or ``.venv/bin/python bench/h2.py -
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -53,6 +58,10 @@ from run import (
 from testcert import write_self_signed
 
 TARGET_RATIO = 0.25
+# Idle upstream connections each proxy keeps: more than the 100 streams in flight, so
+# that neither opens and closes upstream connections all the time (with 64, a sixth
+# of wasmgate's requests opened one).
+KEEPALIVE = 128
 PY = ROOT / ".venv" / "bin" / "python"
 GRPC_SERVER = """
 import sys, time
@@ -83,7 +92,7 @@ http {{
     http2_max_requests 10000000;
     upstream backend {{
         server 127.0.0.1:{up_port};
-        keepalive 64;
+        keepalive {KEEPALIVE};
     }}
     server {{
         {listen}
@@ -112,7 +121,7 @@ drain_timeout = 1
 [[upstreams]]
 name = "up"
 endpoints = ["127.0.0.1:{up_port}"]
-keepalive = 64
+keepalive = {KEEPALIVE}
 
 [[upstreams]]
 name = "grpc"
@@ -301,9 +310,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "h2-latest.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    log(f"wrote {out.relative_to(ROOT)}")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    revision = tool_output(["git", "-C", str(ROOT), "describe", "--always", "--dirty"])
+    report["machine"] = {"date": stamp, "git": revision, "loadavg": os.getloadavg()}
+    text = json.dumps(report, indent=2) + "\n"
+    for out in (RESULTS / f"h2-{stamp}.json", RESULTS / "h2-latest.json"):
+        out.write_text(text)
+        log(f"wrote {out.relative_to(ROOT)}")
     return 0
 
 
