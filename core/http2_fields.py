@@ -2,10 +2,11 @@
 
 h2 can make them itself (``validate_inbound_headers``), through a chain of seven
 generators that every field passes, which costs an HTTP/2 request more CPU than
-routing it does. core/http2.py turns that off and calls these functions instead, on
-each request header block and each trailer block a client sends, before anything
-else reads it; they refuse what h2 refuses, and a refusal ends the connection as
-h2's would (GOAWAY ``PROTOCOL_ERROR``):
+routing it does. core/http2.py and core/upstream_h2.py turn that off and call these
+functions instead, on each header and trailer block a client or an upstream sends,
+before anything else reads it; they refuse what h2 refuses, and a refusal ends the
+connection as h2's would (GOAWAY ``PROTOCOL_ERROR``; an upstream's answer is then a
+502 to its client):
 
 - a field name that is empty, has a character outside RFC 9113 §8.2.1's (controls,
   space, upper case, DEL and above, a colon past the first place);
@@ -17,7 +18,9 @@ h2's would (GOAWAY ``PROTOCOL_ERROR``):
   except for CONNECT, which must have neither unless it is an extended CONNECT;
   ``:protocol`` only with CONNECT), and an empty ``:path``;
 - a request with neither ``:authority`` nor ``host``, with both but different, or
-  with more than one ``host``.
+  with more than one ``host``;
+- a response without ``:status``, with it twice or after a regular field, or with
+  any other pseudo-header field.
 
 What the gateway then makes of a well-formed block (its own limits, Host syntax,
 path normalisation, 4xx answers on the stream) is core/http2_request.py's job.
@@ -94,6 +97,29 @@ def check_request(fields: Iterable[tuple[bytes, bytes]]) -> None:
         raise Malformed("neither :authority nor host")
     if authority is not None and host is not None and authority != host:
         raise Malformed(":authority and host differ")
+
+
+def check_response(fields: Iterable[tuple[bytes, bytes]]) -> None:
+    """Raise :class:`Malformed` unless ``fields`` is a well-formed response header block
+    (an upstream's, final or informational)."""
+    status = False
+    regular = False
+    for name, value in fields:
+        if name[:1] == b":":
+            if name != b":status":
+                raise Malformed(f"pseudo-header field {name!r} in a response")
+            if status:
+                raise Malformed(":status twice")
+            if regular:
+                raise Malformed(":status after a regular field")
+            status = True
+        else:
+            regular = True
+            _check_field(name, value)
+        if value and _BAD_VALUE.search(value) is not None:
+            raise Malformed(f"invalid value of {name!r}")
+    if not status:
+        raise Malformed("no :status")
 
 
 def check_trailers(fields: Iterable[tuple[bytes, bytes]]) -> None:

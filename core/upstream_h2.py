@@ -33,6 +33,7 @@ from hpack import NeverIndexedHeaderTuple
 
 from core.errors import UpstreamConnectError, UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from core.headers import is_hop_by_hop
+from core.http2_fields import Malformed, check_response, check_trailers
 from core.http2_hpack import CachingDecoder, CachingEncoder
 from core.upstream import ResponseHead, UpstreamConnection
 
@@ -65,10 +66,13 @@ class H2Upstream(asyncio.Protocol):
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.h2 = h2.connection.H2Connection(
             # Outbound checks off: request_fields builds lower-case names and drops
-            # the connection-specific ones.
+            # the connection-specific ones. Inbound checks too: core/http2_fields.py
+            # makes them in one pass (_dispatch).
             h2.config.H2Configuration(
                 client_side=True,
                 header_encoding=None,
+                validate_inbound_headers=False,
+                normalize_inbound_headers=False,
                 validate_outbound_headers=False,
                 normalize_outbound_headers=False,
             )
@@ -107,8 +111,15 @@ class H2Upstream(asyncio.Protocol):
             self.flush()
             self._fail(UpstreamProtocolError(f"invalid HTTP/2 from upstream: {exc}"))
             return
-        for event in events:
-            self._dispatch(event)
+        try:
+            for event in events:
+                self._dispatch(event)
+        except Malformed as exc:  # as h2 ends the connection when it checks the fields
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self.h2.close_connection(h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            self.flush()
+            self._fail(UpstreamProtocolError(f"invalid HTTP/2 from upstream: {exc}"))
+            return
         self.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -145,11 +156,15 @@ class H2Upstream(asyncio.Protocol):
             if event.data:
                 listener.on_response_body(event.data)
         elif isinstance(event, h2.events.ResponseReceived):
+            check_response(cast(list[tuple[bytes, bytes]], event.headers or []))
             if listener is not None:
                 listener.on_response_head(
                     _head(cast(list[tuple[bytes, bytes]], event.headers or []))
                 )
+        elif isinstance(event, h2.events.InformationalResponseReceived):
+            check_response(cast(list[tuple[bytes, bytes]], event.headers or []))  # (not passed on)
         elif isinstance(event, h2.events.TrailersReceived):
+            check_trailers(event.headers or [])
             if listener is not None:
                 fields = cast(list[tuple[bytes, bytes]], event.headers or [])
                 listener.on_response_trailers([(n, v) for n, v in fields if n[:1] != b":"])
