@@ -34,11 +34,15 @@ from collections.abc import Iterable
 # RFC 9113 §8.2.1: no 0x00-0x20, no 0x41-0x5a (upper case), no 0x7f-0xff; and, for a
 # regular field, no colon at all.
 _NAME = re.compile(rb"[\x21-\x39\x3b-\x40\x5b-\x7e]+")
-_BAD_VALUE = re.compile(rb"[\x00\n\r]|\A[ \t]|[ \t]\Z")
 _PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path", b":protocol"})
 _CONNECTION = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 )
+# Regular field names already found good: a client sends the same few again and again,
+# and a set lookup costs less than the regular expression. Bounded (at most 4096 names
+# of at most 64 bytes); past that, names are checked every time.
+_GOOD_NAMES: set[bytes] = set()
+_BLANK = (0x20, 0x09)  # space, tab
 
 
 class Malformed(Exception):
@@ -46,12 +50,27 @@ class Malformed(Exception):
 
 
 def _check_field(name: bytes, value: bytes) -> None:
-    if _NAME.fullmatch(name) is None:
-        raise Malformed(f"invalid field name {name!r}")
-    if name in _CONNECTION:
-        raise Malformed(f"connection-specific field {name!r}")
+    """A regular field: its name, and whether it may appear on HTTP/2 at all."""
+    if name not in _GOOD_NAMES:
+        if _NAME.fullmatch(name) is None:
+            raise Malformed(f"invalid field name {name!r}")
+        if name in _CONNECTION:
+            raise Malformed(f"connection-specific field {name!r}")
+        if len(_GOOD_NAMES) < 4096 and len(name) <= 64:
+            _GOOD_NAMES.add(name)
     if name == b"te" and value.lower() != b"trailers":
         raise Malformed(f"te: {value!r}")
+
+
+def _bad_value(value: bytes) -> bool:
+    """NUL, CR or LF anywhere, or a space or tab at either end (an empty value is fine).
+    (translate drops the three in one C pass: a third of the cost of a regular
+    expression with alternatives, or of three ``in`` tests.)"""
+    return bool(value) and (
+        value[0] in _BLANK
+        or value[-1] in _BLANK
+        or len(value.translate(None, b"\0\r\n")) != len(value)
+    )
 
 
 def check_request(fields: Iterable[tuple[bytes, bytes]]) -> None:
@@ -81,7 +100,7 @@ def check_request(fields: Iterable[tuple[bytes, bytes]]) -> None:
                 if host is not None:
                     raise Malformed("more than one host field")
                 host = value
-        if value and _BAD_VALUE.search(value) is not None:
+        if _bad_value(value):
             raise Malformed(f"invalid value of {name!r}")
     if method is None:
         raise Malformed("no :method")
@@ -116,7 +135,7 @@ def check_response(fields: Iterable[tuple[bytes, bytes]]) -> None:
         else:
             regular = True
             _check_field(name, value)
-        if value and _BAD_VALUE.search(value) is not None:
+        if _bad_value(value):
             raise Malformed(f"invalid value of {name!r}")
     if not status:
         raise Malformed("no :status")
@@ -128,5 +147,5 @@ def check_trailers(fields: Iterable[tuple[bytes, bytes]]) -> None:
         if name[:1] == b":":
             raise Malformed(f"pseudo-header field {name!r} in trailers")
         _check_field(name, value)
-        if value and _BAD_VALUE.search(value) is not None:
+        if _bad_value(value):
             raise Malformed(f"invalid value of {name!r}")
