@@ -433,9 +433,8 @@ class ServerConnection(asyncio.Protocol):
             self.loop.call_soon(self.flush_now)
 
     def flush_now(self) -> None:
-        due = self._due
-        if due:
-            self._due = []
+        while self._due:  # (a stream's flush may wake an exchange that writes more)
+            due, self._due = self._due, []
             for stream in due:
                 stream.flush()
         self._flush_due = False
