@@ -3,7 +3,8 @@
 Starts, on 127.0.0.1 and free ports (the processes and helpers of bench/run.py):
 
 * a fast upstream: nginx, 1 worker, ``return 200 "hello\\n"`` over HTTP/1.1;
-* nginx as an HTTPS reverse proxy with HTTP/2 to clients (1 worker, keep-alive pool);
+* nginx as an HTTPS reverse proxy with HTTP/2 to clients (1 worker, keep-alive pool of
+  ``KEEPALIVE`` idle connections, as wasmgate's);
 * wasmgate, 1 worker, HTTPS with h2 by ALPN, to the same upstream;
 * a grpcio server (Python, raw-bytes unary echo) and wasmgate on h2c in front of it
   (``protocol = "h2c"`` upstream).
@@ -11,9 +12,11 @@ Starts, on 127.0.0.1 and free ports (the processes and helpers of bench/run.py):
 The proxies are pinned to one CPU, h2load and the upstreams to another. h2load runs
 ``-c 10 -m 10`` (100 concurrent streams over 10 connections) against each proxy in
 turn for ``--duration`` seconds per round, and reports req/s (median over rounds) and
-the ratio wasmgate/nginx (target: >= 0.25). For gRPC it posts one framed message per
-call with h2load, through the gateway and directly to the grpcio server, and reports
-calls/s of each. Results go to ``bench/results/h2-latest.json``.
+the ratio wasmgate/nginx (target: >= 0.25), and each proxy's CPU time per request (from
+/proc, over the measured run), the figure a busy machine disturbs least. For gRPC it
+posts one framed message per call with h2load, through the gateway and directly to the
+grpcio server, and reports calls/s of each. Results go to
+``bench/results/h2-<UTC timestamp>.json`` and ``h2-latest.json``.
 
 Run with ``make bench`` (after bench/run.py) or ``.venv/bin/python bench/h2.py --help``.
 """
@@ -21,13 +24,16 @@ Run with ``make bench`` (after bench/run.py) or ``.venv/bin/python bench/h2.py -
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
+import os
 import re
 import statistics
 import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from run import (
@@ -42,6 +48,7 @@ from run import (
     free_port,
     log,
     nginx_common,
+    process_cpu_seconds,
     start_nginx,
     tool_output,
     tool_output_all,
@@ -51,6 +58,10 @@ from run import (
 from testcert import write_self_signed
 
 TARGET_RATIO = 0.25
+# Idle upstream connections each proxy keeps: more than the 100 streams in flight, so
+# that neither opens and closes upstream connections all the time (with 64, a sixth
+# of wasmgate's requests opened one).
+KEEPALIVE = 128
 PY = ROOT / ".venv" / "bin" / "python"
 GRPC_SERVER = """
 import sys, time
@@ -81,7 +92,7 @@ http {{
     http2_max_requests 10000000;
     upstream backend {{
         server 127.0.0.1:{up_port};
-        keepalive 64;
+        keepalive {KEEPALIVE};
     }}
     server {{
         {listen}
@@ -110,7 +121,7 @@ drain_timeout = 1
 [[upstreams]]
 name = "up"
 endpoints = ["127.0.0.1:{up_port}"]
-keepalive = 64
+keepalive = {KEEPALIVE}
 
 [[upstreams]]
 name = "grpc"
@@ -132,18 +143,47 @@ key = "{tls.key}"
 """
 
 
-def h2load(h2load_bin: str, cpu: int, url: str, seconds: float, extra: Sequence[str]) -> float:
-    """req/s h2load reports for ``url`` (-c 10 -m 10 for ``seconds``, 1 s warm-up)."""
-    cmd = ["taskset", "-c", str(cpu), h2load_bin, "-c", "10", "-m", "10", "-t", "1"]
-    cmd += ["-D", f"{seconds:g}", "--warm-up-time", "1", *extra, url]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=seconds + 60)
+@dataclass
+class Run:
+    rps: float
+    requests: int  # succeeded
+    cpu_us: float  # CPU time of the proxy per succeeded request, microseconds
+
+
+def group_cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` and its live children (an nginx master and its worker)."""
+    total = process_cpu_seconds(pid)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split()
+        total += sum(group_cpu_seconds(int(child)) for child in children)
+    return total
+
+
+def h2load(
+    h2load_bin: str, cpu: int, url: str, seconds: float, extra: Sequence[str], pid: int
+) -> Run:
+    """req/s h2load reports for ``url`` (-c 10 -m 10 for ``seconds``, after a 1 s warm-up
+    run of its own), and the CPU time process ``pid`` spent per request meanwhile."""
+    cmd = ["taskset", "-c", str(cpu), h2load_bin, "-c", "10", "-m", "10", "-t", "1", *extra]
+    subprocess.run([*cmd, "-D", "1", url], capture_output=True, check=False, timeout=60)
+    before = group_cpu_seconds(pid)
+    proc = subprocess.run(
+        [*cmd, "-D", f"{seconds:g}", url],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=seconds + 60,
+    )
+    used = group_cpu_seconds(pid) - before
     found = re.search(r"finished in [^,]+, ([\d.]+) req/s", proc.stdout)
+    succeeded = re.search(r"(\d+) succeeded", proc.stdout)
     failed = re.search(r"(\d+) failed", proc.stdout)
-    if found is None:
+    if found is None or succeeded is None:
         raise BenchError(f"h2load {url}: no result:\n{proc.stdout[-1500:]}{proc.stderr[-500:]}")
     if failed and int(failed[1]) and float(found[1]) == 0:
         raise BenchError(f"h2load {url}: every request failed:\n{proc.stdout[-1500:]}")
-    return float(found[1])
+    done = int(succeeded[1])
+    return Run(float(found[1]), done, used / done * 1e6 if done else 0.0)
 
 
 def ensure_tools() -> tuple[str, str]:
@@ -181,7 +221,9 @@ def bench(args: argparse.Namespace) -> dict[str, object]:
             grpc_up = free_port()
             script = tmp / "grpc_server.py"
             script.write_text(GRPC_SERVER)
-            services.start("grpc", grpc_up, load_cpu, [str(PY), str(script), str(grpc_up)])
+            grpc_server = services.start(
+                "grpc", grpc_up, load_cpu, [str(PY), str(script), str(grpc_up)]
+            )
             tls_port, grpc_port = free_port(), free_port()
             gw_conf = tmp / "gateway.toml"
             gw_conf.write_text(gateway_toml(tls_port, grpc_port, up_port, grpc_up, cert))
@@ -200,30 +242,56 @@ def bench(args: argparse.Namespace) -> dict[str, object]:
                 "grpc-direct": f"http://127.0.0.1:{grpc_up}/bench.Echo/Unary",
                 "grpc-via-wasmgate": f"http://127.0.0.1:{grpc_port}/bench.Echo/Unary",
             }
-            runs: dict[str, list[float]] = {name: [] for name in [*urls, *grpc_urls]}
+            pids = {
+                "nginx-h2": proxy.proc.pid,
+                "wasmgate-h2": gateway.proc.pid,
+                "grpc-direct": grpc_server.proc.pid,
+                "grpc-via-wasmgate": gateway.proc.pid,
+            }
+            runs: dict[str, list[Run]] = {name: [] for name in [*urls, *grpc_urls]}
             for i in range(args.rounds):
-                for name, url in urls.items():
-                    runs[name].append(h2load(h2load_bin, load_cpu, url, args.duration, []))
-                    log(f"round {i + 1}: {name:<18} {runs[name][-1]:>10.0f} req/s")
-                for name, url in grpc_urls.items():
-                    runs[name].append(h2load(h2load_bin, load_cpu, url, args.duration, grpc_args))
-                    log(f"round {i + 1}: {name:<18} {runs[name][-1]:>10.0f} calls/s")
+                for name, url in [*urls.items(), *grpc_urls.items()]:
+                    extra = grpc_args if name in grpc_urls else []
+                    run = h2load(h2load_bin, load_cpu, url, args.duration, extra, pids[name])
+                    runs[name].append(run)
+                    unit = "calls/s" if name in grpc_urls else "req/s"
+                    log(
+                        f"round {i + 1}: {name:<18} {run.rps:>10.0f} {unit:<7}"
+                        f" {run.cpu_us:>7.1f} CPU us/request"
+                    )
         finally:
             services.stop_all()
-    median = {name: statistics.median(values) for name, values in runs.items()}
+    median = {name: statistics.median(r.rps for r in values) for name, values in runs.items()}
+    cpu = {name: statistics.median(r.cpu_us for r in values) for name, values in runs.items()}
     ratio = median["wasmgate-h2"] / median["nginx-h2"] if median["nginx-h2"] else 0.0
     grpc_ratio = median["grpc-via-wasmgate"] / median["grpc-direct"] if median["grpc-direct"] else 0
+    per_round = [
+        w.rps / n.rps if n.rps else 0.0
+        for w, n in zip(runs["wasmgate-h2"], runs["nginx-h2"], strict=True)
+    ]
     log("")
     for name, value in median.items():
-        log(f"{name:<20} {value:>10.0f} /s (median of {args.rounds})")
+        log(
+            f"{name:<20} {value:>10.0f} /s (median of {args.rounds})"
+            f"  {cpu[name]:>7.1f} CPU us/request"
+        )
     verdict = "meets" if ratio >= TARGET_RATIO else "misses"
+    rounds = ", ".join(f"{r:.2f}" for r in per_round)
     log(f"wasmgate-h2 / nginx-h2 = {ratio:.2f} ({verdict} the {TARGET_RATIO} target)")
+    log(f"  per round: {rounds}")
+    if cpu["wasmgate-h2"]:
+        log(f"CPU per request, nginx-h2 / wasmgate-h2 = {cpu['nginx-h2'] / cpu['wasmgate-h2']:.2f}")
     log(f"gRPC unary through wasmgate / direct = {grpc_ratio:.2f}")
     return {
         "settings": {**vars(args), "h2load": tool_output([h2load_bin, "--version"])},
         "median": median,
-        "runs": runs,
+        "cpu_us_per_request": cpu,
+        "runs": {name: [r.rps for r in values] for name, values in runs.items()},
+        "cpu_us_per_request_runs": {
+            name: [round(r.cpu_us, 1) for r in values] for name, values in runs.items()
+        },
         "ratio": ratio,
+        "ratio_per_round": per_round,
         "target_ratio": TARGET_RATIO,
         "grpc_ratio": grpc_ratio,
     }
@@ -242,9 +310,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "h2-latest.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    log(f"wrote {out.relative_to(ROOT)}")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    revision = tool_output(["git", "-C", str(ROOT), "describe", "--always", "--dirty"])
+    report["machine"] = {"date": stamp, "git": revision, "loadavg": os.getloadavg()}
+    text = json.dumps(report, indent=2) + "\n"
+    for out in (RESULTS / f"h2-{stamp}.json", RESULTS / "h2-latest.json"):
+        out.write_text(text)
+        log(f"wrote {out.relative_to(ROOT)}")
     return 0
 
 

@@ -15,7 +15,8 @@ allow; a stream with more than 64 KiB queued pauses its upstream, as a full
 socket does on HTTP/1.1, and while the socket itself is full nothing more is read.
 
 Hostile input (RFC 9113 §10.5): h2 refuses malformed frames, oversized header blocks
-and CONTINUATION floods with GOAWAY; here, streams are bounded by exchanges still
+and CONTINUATION floods with GOAWAY, core/http2_fields.py malformed header blocks
+(h2's own, slower checks of them are off); here, streams are bounded by exchanges still
 running (not only open streams), clients that cancel streams (rapid reset) or send
 control frames (PING, SETTINGS, PRIORITY, empty DATA) faster than the configured
 rates get GOAWAY ENHANCE_YOUR_CALM, and a connection idle, or stalled on a zero
@@ -27,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 import h2.config
@@ -38,6 +40,8 @@ import h2.settings
 from hyperframe.frame import GoAwayFrame
 
 from core.http1 import CONNECTION_IDS, Reject, Request
+from core.http2_fields import Malformed, check_request, check_trailers
+from core.http2_hpack import CachingDecoder, CachingEncoder
 from core.http2_request import parse_request
 from core.http2_stream import H2Exchange, Stream
 from core.tracecontext import start_trace
@@ -94,14 +98,19 @@ class ServerConnection(asyncio.Protocol):
         self._last_active = self.loop.time()
         self._timer: asyncio.TimerHandle | None = None
         self._flush_due = False
+        self._due: list[Stream] = []  # streams to send for at the flush
         self._opened = 0  # the stream the last HEADERS opened
         cfg = self.settings
         self.h2 = h2.connection.H2Connection(
             # Outbound checks off: the gateway builds the fields itself (lower-case
             # names, no connection-specific ones), and they cost a third of a request.
+            # Inbound checks too: core/http2_fields.py makes them in one pass, and
+            # parse_request joins cookie fields.
             h2.config.H2Configuration(
                 client_side=False,
                 header_encoding=None,
+                validate_inbound_headers=False,
+                normalize_inbound_headers=False,
                 validate_outbound_headers=False,
                 normalize_outbound_headers=False,
             )
@@ -113,6 +122,8 @@ class ServerConnection(asyncio.Protocol):
             _S.INITIAL_WINDOW_SIZE: cfg.initial_window_size,
             _S.ENABLE_PUSH: 0,
         }
+        self.h2.encoder = CachingEncoder()  # (before any block is coded: see core/http2_hpack.py)
+        self.h2.decoder = CachingDecoder()
         self.h2.local_settings = h2.settings.Settings(client=False, initial_values=local)
         self.h2.max_inbound_frame_size = cfg.max_frame_size
         self.h2.decoder.max_header_list_size = cfg.max_header_list_size
@@ -191,6 +202,8 @@ class ServerConnection(asyncio.Protocol):
                 stream.on_end()
                 self._forget(stream)
         elif isinstance(event, h2.events.TrailersReceived):
+            if self._malformed(check_trailers, event.headers or []):
+                return
             stream = self.streams.get(event.stream_id)
             if stream is not None and stream.exchange is not None and not stream.done:
                 fields = cast(list[tuple[bytes, bytes]], event.headers or [])
@@ -229,6 +242,21 @@ class ServerConnection(asyncio.Protocol):
             if not self.exchanges:
                 self.close()
 
+    def _malformed(
+        self,
+        check: Callable[[list[tuple[bytes, bytes]]], None],
+        fields: list[tuple[bytes, bytes]],
+    ) -> bool:
+        """End the connection (GOAWAY PROTOCOL_ERROR) if ``check`` refuses ``fields``,
+        as h2 does when it checks them itself."""
+        try:
+            check(fields)
+        except Malformed:
+            self.goaway(_E.PROTOCOL_ERROR)
+            self._shut()
+            return True
+        return False
+
     def _count_control(self) -> None:
         self._control += 1
         self._check_rates()
@@ -246,6 +274,9 @@ class ServerConnection(asyncio.Protocol):
             self._shut()
 
     def _on_request(self, event: h2.events.RequestReceived) -> None:
+        fields = cast(list[tuple[bytes, bytes]], event.headers or [])
+        if self._malformed(check_request, fields):
+            return
         sid = event.stream_id
         stream = Stream(self, sid)
         self.streams[sid] = stream
@@ -272,7 +303,7 @@ class ServerConnection(asyncio.Protocol):
         try:
             parse_request(
                 req,
-                cast(list[tuple[bytes, bytes]], event.headers or []),
+                fields,
                 ended=event.stream_ended is not None,
                 limits=self.limits,
                 max_body_bytes=self.max_body_bytes,
@@ -314,9 +345,12 @@ class ServerConnection(asyncio.Protocol):
         self.flush()
 
     def send_body(self, stream: Stream) -> None:
+        """DATA as the windows allow; END_STREAM with the last of it if the stream is
+        to end and has no trailers."""
         h = self.h2
         out = stream.out
         sent = 0
+        ended = False
         try:
             while out:
                 room = min(h.local_flow_control_window(stream.id), h.max_outbound_frame_size)
@@ -328,7 +362,8 @@ class ServerConnection(asyncio.Protocol):
                     out[0] = chunk[room:]
                     sent += room
                 else:
-                    h.send_data(stream.id, chunk)
+                    ended = len(out) == 1 and stream.ending
+                    h.send_data(stream.id, chunk, end_stream=ended)
                     out.popleft()
                     sent += len(chunk)
         except h2.exceptions.ProtocolError:
@@ -337,6 +372,9 @@ class ServerConnection(asyncio.Protocol):
         stream.out_bytes = stream.out_bytes - sent if out else 0
         if sent:
             self._last_active = self.loop.time()
+        if ended:
+            stream.sent_end = True
+            self._ended(stream)
 
     def end_stream(self, stream: Stream) -> None:
         if self.closing:
@@ -382,6 +420,11 @@ class ServerConnection(asyncio.Protocol):
         if stream.done and stream.sent_end and (stream.received_end or stream.reset):
             self.streams.pop(stream.id, None)
 
+    def send_later(self, stream: Stream) -> None:
+        """Have ``stream`` send what it has at the flush."""
+        self._due.append(stream)
+        self.flush()
+
     def flush(self) -> None:
         """Write what h2 has queued, once per turn of the loop: the frames of many
         streams (and a stream's HEADERS, DATA and end) go out in one write."""
@@ -390,6 +433,10 @@ class ServerConnection(asyncio.Protocol):
             self.loop.call_soon(self.flush_now)
 
     def flush_now(self) -> None:
+        while self._due:  # (a stream's flush may wake an exchange that writes more)
+            due, self._due = self._due, []
+            for stream in due:
+                stream.flush()
         self._flush_due = False
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():

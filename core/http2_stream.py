@@ -38,6 +38,7 @@ class Stream:
     __slots__ = (
         "_end",
         "_paused",
+        "_queued",
         "_unacked",
         "cert_headers",
         "conn",
@@ -82,6 +83,7 @@ class Stream:
         self.out_bytes = 0
         self._end = False  # end the stream once out has gone
         self._paused = 0
+        self._queued = False  # waits for the connection's flush (send_later)
         self._unacked = 0
 
     # -- from the connection
@@ -120,7 +122,10 @@ class Stream:
             return
         self.out.append(data)
         self.out_bytes += len(data)
-        self.flush()
+        if self.out_bytes > _HIGH:
+            self.flush()  # now: its upstream may have to pause
+        else:
+            self._send_later()
 
     def writelines(self, parts: list[bytes]) -> None:
         self.write(b"".join(parts))
@@ -191,10 +196,18 @@ class Stream:
         """End the stream once the queued body has gone (with trailers, if any)."""
         if not self.sent_end:
             self._end = True
-            self.flush()
+            self._send_later()
+
+    def _send_later(self) -> None:
+        """Send at the connection's flush, at the end of this turn of the loop: by then
+        the exchange has often finished, and the last DATA frame carries END_STREAM."""
+        if not self._queued:
+            self._queued = True
+            self.conn.send_later(self)
 
     def flush(self) -> None:
         """Send what the windows allow; pause or resume the upstream accordingly."""
+        self._queued = False
         if self.sent_end:
             return
         conn = self.conn
@@ -216,6 +229,11 @@ class Stream:
             self.write_paused = False
             if exchange is not None and not self.done:
                 exchange.on_client_resume()
+
+    @property
+    def ending(self) -> bool:
+        """The stream ends with the last of its queued body (no trailers follow)."""
+        return self._end and not self.trailers
 
     @property
     def blocked(self) -> bool:

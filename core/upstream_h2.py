@@ -29,9 +29,12 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+from hpack import NeverIndexedHeaderTuple
 
 from core.errors import UpstreamConnectError, UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from core.headers import is_hop_by_hop
+from core.http2_fields import Malformed, check_response, check_trailers
+from core.http2_hpack import CachingDecoder, CachingEncoder
 from core.upstream import ResponseHead, UpstreamConnection
 
 if TYPE_CHECKING:
@@ -63,14 +66,19 @@ class H2Upstream(asyncio.Protocol):
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.h2 = h2.connection.H2Connection(
             # Outbound checks off: request_fields builds lower-case names and drops
-            # the connection-specific ones.
+            # the connection-specific ones. Inbound checks too: core/http2_fields.py
+            # makes them in one pass (_dispatch).
             h2.config.H2Configuration(
                 client_side=True,
                 header_encoding=None,
+                validate_inbound_headers=False,
+                normalize_inbound_headers=False,
                 validate_outbound_headers=False,
                 normalize_outbound_headers=False,
             )
         )
+        self.h2.encoder = CachingEncoder()  # (before any block is coded: core/http2_hpack.py)
+        self.h2.decoder = CachingDecoder()
 
     @property
     def has_room(self) -> bool:
@@ -103,8 +111,15 @@ class H2Upstream(asyncio.Protocol):
             self.flush()
             self._fail(UpstreamProtocolError(f"invalid HTTP/2 from upstream: {exc}"))
             return
-        for event in events:
-            self._dispatch(event)
+        try:
+            for event in events:
+                self._dispatch(event)
+        except Malformed as exc:  # as h2 ends the connection when it checks the fields
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self.h2.close_connection(h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            self.flush()
+            self._fail(UpstreamProtocolError(f"invalid HTTP/2 from upstream: {exc}"))
+            return
         self.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -141,11 +156,15 @@ class H2Upstream(asyncio.Protocol):
             if event.data:
                 listener.on_response_body(event.data)
         elif isinstance(event, h2.events.ResponseReceived):
+            check_response(cast(list[tuple[bytes, bytes]], event.headers or []))
             if listener is not None:
                 listener.on_response_head(
                     _head(cast(list[tuple[bytes, bytes]], event.headers or []))
                 )
+        elif isinstance(event, h2.events.InformationalResponseReceived):
+            check_response(cast(list[tuple[bytes, bytes]], event.headers or []))  # (not passed on)
         elif isinstance(event, h2.events.TrailersReceived):
+            check_trailers(event.headers or [])
             if listener is not None:
                 fields = cast(list[tuple[bytes, bytes]], event.headers or [])
                 listener.on_response_trailers([(n, v) for n, v in fields if n[:1] != b":"])
@@ -480,13 +499,14 @@ def proxied_fields(
     length: int | None,
 ) -> list[tuple[bytes, bytes]]:
     """The HEADERS of a proxied request: its own fields plus what the gateway adds on
-    HTTP/1.1 too (X-Forwarded-*, X-Real-IP, traceparent, the client certificate)."""
+    HTTP/1.1 too (X-Forwarded-*, X-Real-IP, traceparent, the client certificate).
+    traceparent, new for each request, comes last and never indexed: it would only
+    push the fields that repeat out of the HPACK table (see core/http2_hpack.py)."""
     client_ip, xff, xfp, xfh = forwarded
     extra = [
         (b"x-forwarded-for", xff),
         (b"x-forwarded-proto", xfp),
         (b"x-real-ip", client_ip),
-        (b"traceparent", req.traceparent),
     ]
     if xfh:
         extra.append((b"x-forwarded-host", xfh))
@@ -495,7 +515,9 @@ def proxied_fields(
         if value:
             extra.append((name, value))
     target = req.wire_target()
-    return request_fields(req.method, scheme, host, target, req.headers.raw, extra, length)
+    fields = request_fields(req.method, scheme, host, target, req.headers.raw, extra, length)
+    fields.append(NeverIndexedHeaderTuple(b"traceparent", req.traceparent))
+    return fields
 
 
 def request_fields(

@@ -248,3 +248,98 @@ async def test_priority_sent_with_each_request_is_not_a_flood(
         assert client.goaway is None
     finally:
         client.close()
+
+
+REQUEST = [(":method", "GET"), (":path", "/m"), (":scheme", "http"), (":authority", "a")]
+MALFORMED = {
+    "upper-case-name": [*REQUEST, ("X-Up", "1")],
+    "space-in-name": [*REQUEST, ("x y", "1")],
+    "colon-in-name": [*REQUEST, ("x:y", "1")],
+    "empty-name": [*REQUEST, ("", "1")],
+    "del-in-name": [*REQUEST, ("x\x7f", "1")],
+    "nul-in-value": [*REQUEST, ("x-v", "a\0b")],
+    "cr-in-value": [*REQUEST, ("x-v", "a\rb")],
+    "lf-in-value": [*REQUEST, ("x-v", "a\nb")],
+    "value-starts-with-space": [*REQUEST, ("x-v", " a")],
+    "value-ends-with-tab": [*REQUEST, ("x-v", "a\t")],
+    "connection": [*REQUEST, ("connection", "close")],
+    "keep-alive": [*REQUEST, ("keep-alive", "5")],
+    "proxy-connection": [*REQUEST, ("proxy-connection", "close")],
+    "transfer-encoding": [*REQUEST, ("transfer-encoding", "chunked")],
+    "upgrade": [*REQUEST, ("upgrade", "websocket")],
+    "te-not-trailers": [*REQUEST, ("te", "gzip")],
+    "unknown-pseudo": [*REQUEST, (":foo", "x")],
+    "status-in-request": [(":status", "200"), *REQUEST],
+    "pseudo-twice": [*REQUEST, (":path", "/n")],
+    "pseudo-after-regular": [*REQUEST[:3], ("x-v", "1"), REQUEST[3]],
+    "no-method": REQUEST[1:],
+    "no-path": [f for f in REQUEST if f[0] != ":path"],
+    "no-scheme": [f for f in REQUEST if f[0] != ":scheme"],
+    "empty-path": [(":method", "GET"), (":path", ""), (":scheme", "http"), (":authority", "a")],
+    "connect-with-path": [(":method", "CONNECT"), (":authority", "a:443"), (":path", "/")],
+    "protocol-without-connect": [*REQUEST, (":protocol", "websocket")],
+    "no-authority-or-host": [f for f in REQUEST if f[0] != ":authority"],
+    "authority-and-host-differ": [*REQUEST, ("host", "b")],
+    "two-hosts": [*REQUEST[:3], ("host", "a"), ("host", "a")],
+}
+
+
+@pytest.mark.parametrize("fields", list(MALFORMED.values()), ids=list(MALFORMED))
+async def test_a_malformed_request_block_ends_the_connection(
+    served: tuple[InProcessGateway, RecordingUpstream], fields: list[tuple[str, str]]
+) -> None:
+    """RFC 9113 §8.2-8.3: GOAWAY PROTOCOL_ERROR, and nothing reaches the upstream."""
+    gw, upstream = served
+    before = len(upstream.requests)
+    found, closed = await attack(gw.port, headers(1, bytes(Encoder().encode(fields))))
+    assert goaway(found) == PROTOCOL_ERROR
+    assert closed
+    assert len(upstream.requests) == before
+
+
+@pytest.mark.parametrize(
+    "trailers",
+    [[(":path", "/t")], [("connection", "close")], [("X-Up", "1")], [("x-v", "a\0b")]],
+    ids=["pseudo", "connection", "upper-case", "nul"],
+)
+async def test_malformed_trailers_end_the_connection(
+    served: tuple[InProcessGateway, RecordingUpstream], trailers: list[tuple[str, str]]
+) -> None:
+    gw, _ = served
+    enc = Encoder()
+    head = HeadersFrame(1, request_block(enc, "/post", [("content-length", "2")]))
+    head.flags.add("END_HEADERS")
+    body = DataFrame(1, b"hi").serialize()
+    tail = headers(1, bytes(enc.encode(trailers)))  # END_STREAM
+    found, closed = await attack(gw.port, head.serialize() + body + tail, timeout=3)
+    assert goaway(found) == PROTOCOL_ERROR
+    assert closed
+
+
+async def test_a_well_formed_block_with_the_same_kinds_of_fields_is_served(
+    served: tuple[InProcessGateway, RecordingUpstream],
+) -> None:
+    """The counterpart of the cases above: what RFC 9113 allows of the same kinds."""
+    gw, upstream = served
+    fields = [
+        *REQUEST,
+        ("host", "a"),
+        ("te", "trailers"),
+        ("x-v", "a b\tc"),
+        ("x-empty", ""),
+        ("cookie", "a=1"),
+        ("cookie", "b=2"),
+        ("x-chars", "!#$%&'*+-.^_`|~"),
+    ]
+    client = await H2Client.open(gw.port)
+    try:
+        sid = client.conn.get_next_available_stream_id()
+        client.conn.send_headers(sid, fields, end_stream=True)
+        client.streams[sid] = StreamResult()
+        await client.flush()
+        assert (await client.wait(sid)).status == 200
+    finally:
+        client.close()
+    seen = upstream.requests[-1]
+    assert seen.headers.get("cookie") == "a=1; b=2"
+    assert seen.headers.get("x-v") == "a b\tc"
