@@ -241,6 +241,8 @@ class Exchange(TrailerSide):
                     reply, self._ran = chain.run_request_sync(ctx)
                 else:
                     reply, self._ran = await chain.run_request(ctx)
+                    if self._client_gone:
+                        raise ClientGone
                 if reply is not None:
                     self.reason = "local reply"
                     await self._send_reply(reply)
@@ -946,6 +948,9 @@ class Exchange(TrailerSide):
         self._client_gone = True
         self._drop_upstream()
         self._wake()
+        chain = self.route.chain if self.route is not None else None
+        if chain is not None and chain.client_gone and self.ctx is not None:
+            chain.run_client_gone(self.ctx)  # Proxy-Wasm contexts end now (Envoy's rule)
 
     # ------------------------------------------------------------------ WebSocket
 

@@ -536,3 +536,84 @@ async def test_a_hold_past_pause_timeout_fails_the_filter(served: Served) -> Non
     result = await trailer_exchange(served, [("x-hold", "sleep:1.5")], path="/short")
     assert result.status == 500
     assert bytes(result.body) == b"filter rg-short failed\n"
+
+
+# -- the client leaves: the HTTP context ends at once, as in Envoy
+
+
+def rg_vm(served: Served) -> Any:
+    assert served.gw.gateway is not None
+    for inst in served.gw.gateway.snapshot.filters():
+        if inst.name == "rg":
+            return inst.filter.vm
+    raise AssertionError("no filter rg")
+
+
+async def settle(check: Any, seconds: float = 2.0) -> bool:
+    """Whether ``check()`` becomes true within ``seconds`` (the bug waits for the
+    call or stream to end: 4 to 8 s)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        await asyncio.sleep(0.02)
+    return bool(check())
+
+
+async def test_a_client_leaving_a_paused_request_cancels_its_grpc_call_and_stream(
+    served: Served,
+) -> None:
+    """The filter pauses the request on an open stream (AfterSlow, which the server
+    keeps open for 8 s) and a unary call (Slow, 8 s); the client leaves. The context
+    ends at once: the stream is reset and the call cancelled on the server, and the
+    VM keeps no context, call or stream."""
+    backend = served.backend
+    backend.cancelled.clear()
+    backend.slow_cancelled.clear()
+    backend.slow_started.clear()
+    seen = len(backend.seen)
+    vm = rg_vm(served)
+    cue = {
+        "x-grpc-call": "stream",
+        "x-grpc-method": "AfterSlow",
+        "x-grpc-also-slow": "1",
+        "x-grpc-end": "none",
+    }
+    _reader, writer = await asyncio.open_connection("127.0.0.1", served.gw.port)
+    lines = "".join(f"{k}: {v}\r\n" for k, v in cue.items())
+    writer.write(f"GET /r HTTP/1.1\r\nHost: t\r\n{lines}\r\n".encode())
+    await writer.drain()
+    assert await settle(lambda: any(n == "Forever" for n, _ in backend.seen[seen:]), 5)
+    assert backend.slow_started.is_set()
+    owned = [s for s in vm.grpc_streams.values() if s.owner is not None]  # (not the root's)
+    assert len(vm.streams) == 1 and len(owned) == 1 and vm.grpc_calls
+    writer.close()
+    assert await settle(lambda: not vm.streams), "the HTTP context outlived its client"
+    cancelled = await asyncio.to_thread(backend.cancelled.wait, 2)
+    slow_cancelled = await asyncio.to_thread(backend.slow_cancelled.wait, 2)
+    assert cancelled and slow_cancelled
+    assert not [s for s in vm.grpc_streams.values() if s.owner is not None]
+    assert not vm.grpc_calls and not vm.grpc_call_owners
+
+
+async def test_a_client_leaving_held_response_trailers_ends_the_context(served: Served) -> None:
+    """Response trailers held (StopIteration) for a unary call that takes 4 s; the
+    HTTP/2 client goes away: the context ends at once, and the call with it."""
+    vm = rg_vm(served)
+    seen = len(served.backend.seen)
+    client = await H2Client.open(served.gw.port)
+    try:
+        sid = client.start("POST", "/t", end=False)
+        await client.send_body(sid, b"abc", end=False)
+        client.conn.send_headers(sid, [("x-hold-resp", "sleep:4")], end_stream=True)
+        await client.flush()
+
+        def calling() -> bool:
+            return any(n == "Unary" for n, _ in served.backend.seen[seen:])
+
+        assert await settle(calling, 5)
+        assert len(vm.streams) == 1 and vm.grpc_calls
+    finally:
+        client.close()
+    assert await settle(lambda: not vm.streams), "the HTTP context outlived its client"
+    assert await settle(lambda: not vm.grpc_calls and not vm.grpc_call_owners)

@@ -116,6 +116,8 @@ class PluginVm(RootContexts):
         self.clusters: dict[str, str] = {}  # [wasm.clusters]: cluster name -> upstream
         self.resolved: dict[str, UpstreamPool] = {}  # cluster names resolved so far
         self.calls: set[asyncio.Task[None]] = set()  # HTTP and gRPC calls in flight
+        # HTTP calls an HTTP context made, by token: (that context, the call's task).
+        self.http_call_owners: dict[int, tuple[Stream, asyncio.Task[None]]] = {}
         self.grpc_calls: dict[int, asyncio.Task[None]] = {}  # unary gRPC calls by token
         self.grpc_call_owners: dict[int, Stream] = {}  # the HTTP context that made each
         self.grpc_streams: dict[int, GrpcStream] = {}  # open gRPC streams by token
