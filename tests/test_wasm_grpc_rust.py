@@ -152,6 +152,11 @@ endpoints = ["127.0.0.1:{echo}"]
 protocol = "h2c"
 
 [[upstreams]]
+name = "echo-len"
+endpoints = ["127.0.0.1:{echo_len}"]
+protocol = "h2c"
+
+[[upstreams]]
 name = "echo-quick"
 endpoints = ["127.0.0.1:{echo}"]
 protocol = "h2c"
@@ -167,6 +172,12 @@ retries = 0
 name = "trailers"
 paths = ["/t"]
 upstream = "echo"
+filters = ["rg"]
+
+[[routes]]
+name = "with-length"
+paths = ["/tl"]
+upstream = "echo-len"
 filters = ["rg"]
 
 [[routes]]
@@ -204,6 +215,12 @@ limits = {{ pause_timeout = 0.5 }}
 """
 
 
+class LengthTrailerEcho(TrailerEcho):
+    """TrailerEcho whose responses carry a content-length and trailers after it."""
+
+    with_length = True
+
+
 @dataclass
 class Served:
     gw: InProcessGateway
@@ -228,10 +245,12 @@ async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
     server.start()
     rec = await RecordingUpstream().start()
     echo = await asyncio.get_running_loop().create_server(TrailerEcho, "127.0.0.1", 0)
+    echo_len = await asyncio.get_running_loop().create_server(LengthTrailerEcho, "127.0.0.1", 0)
     text = TOML.format(
         grpc=port,
         rec=rec.address,
         echo=echo.sockets[0].getsockname()[1],
+        echo_len=echo_len.sockets[0].getsockname()[1],
         wasm=WASM,
         dead=free_port(),
     )
@@ -243,6 +262,7 @@ async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
     await gw.stop()
     await rec.stop()
     echo.close()
+    echo_len.close()
     server.stop(0)
     if cache is None:
         del os.environ["WASMGATE_CACHE_DIR"]
@@ -438,12 +458,21 @@ async def trailer_exchange(
     trailers: list[tuple[str, str]],
     headers: list[tuple[str, str]] | None = None,
     path: str = "/t",
+    pause: float = 0.0,
 ) -> Any:
-    """POST ``abc`` over HTTP/2 with ``trailers`` after it; the stream's result."""
+    """POST ``abc`` over HTTP/2 with ``trailers`` after it; the stream's result.
+    ``pause``: seconds between the head, the body and the trailers (so that the
+    body reaches the body callbacks as it streams, and the trailers later)."""
     client = await H2Client.open(served.gw.port)
     try:
         sid = client.start("POST", path, headers=headers or [], end=False)
+        if pause:
+            await client.flush()
+            await asyncio.sleep(pause)
         await client.send_body(sid, b"abc", end=False)
+        if pause:
+            await client.flush()
+            await asyncio.sleep(pause)
         client.conn.send_headers(sid, trailers, end_stream=True)
         await client.flush()
         return await client.wait(sid)
@@ -465,7 +494,9 @@ async def trailer_exchange(
         ),
     ],
 )
-@pytest.mark.parametrize("path", ["/t", "/whole"], ids=["streamed", "read-whole"])
+@pytest.mark.parametrize(
+    "path", ["/t", "/whole", "/tl"], ids=["streamed", "read-whole", "content-length"]
+)
 async def test_trailers_follow_a_body_as_in_envoy(
     served: Served,
     headers: list[tuple[str, str]],
@@ -476,8 +507,13 @@ async def test_trailers_follow_a_body_as_in_envoy(
     """With trailers after the body, the last body callback says end_of_stream =
     false and the trailer callback comes after it (no body callback for the end):
     on_http_request_trailers and on_http_response_trailers list the body callbacks
-    they saw before them. The same when a Python filter read the bodies whole."""
-    result = await trailer_exchange(served, [("x-order", "1")], headers, path)
+    they saw before them. The same when a Python filter read the bodies whole, and
+    when both bodies have a content-length (the HTTP/2 request, and the h2 upstream's
+    response): the last byte of the length is not the end, END_STREAM is."""
+    pause = 0.0
+    if path == "/tl":  # the trailers a moment after the body, both ways
+        headers, pause = [*headers, ("content-length", "3")], 0.05
+    result = await trailer_exchange(served, [("x-order", "1")], headers, path, pause)
     assert result.status == 200
     assert bytes(result.body) == b"3"  # the upstream got the whole body
     trailers = dict(result.trailers)
