@@ -6,22 +6,26 @@ left in the VM.
 
 Modules built by the public SDKs where possible: go-auth (proxy-wasm-go-sdk,
 ``DispatchHttpCall`` then pause) and go-body (body callbacks on a streaming
-response). The gRPC cases are in tests/test_wasm_grpc_rust.py (rust-grpc).
+response); tests/wasm_modules/client_gone.wat logs which callbacks reach which
+context. The gRPC cases are in tests/test_wasm_grpc_rust.py (rust-grpc).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 
 from tests.conftest import StartGateway
-from tests.harness import InProcessGateway, RecordingUpstream, build_example_filters
+from tests.harness import RecordingUpstream, build_example_filters
 from tests.test_wasm_go import go_binary, go_toml
+from tests.test_wasm_host import plugin_log, start_wasm, wasm_vm
 
 
 @pytest.fixture(scope="module")
@@ -68,14 +72,6 @@ class SilentAuth:
     async def stop(self) -> None:
         if self.server is not None:
             self.server.close()
-
-
-def wasm_vm(gw: InProcessGateway, name: str = "w") -> Any:
-    assert gw.gateway is not None
-    for inst in gw.gateway.snapshot.filters():
-        if inst.name == name:
-            return inst.filter.vm  # type: ignore[attr-defined]
-    raise AssertionError(f"no filter {name!r}")
 
 
 async def settle(check: Any, seconds: float = 2.0) -> bool:
@@ -192,3 +188,44 @@ async def test_client_leaving_a_streaming_response_ends_the_body_filter_context(
         assert vm.traps == 0
     finally:
         await runner.cleanup()
+
+
+async def test_no_callback_reaches_the_context_after_its_client_left(
+    auth: SilentAuth,
+    upstream: RecordingUpstream,
+    start_gateway: StartGateway,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """client_gone.wat pauses on an HTTP call and logs its callbacks: when the client
+    leaves, the context gets done, log and delete at once; the cancelled call then
+    reaches the root context as a failed call, and the deleted stream cannot be made
+    effective again. No stream callback comes after delete."""
+    monkeypatch.setenv("WASMGATE_CACHE_DIR", str(tmp_path / "module-cache"))
+    caplog.set_level(logging.INFO, logger="wasmgate.wasm")
+    gw = await start_wasm(
+        start_gateway,
+        tmp_path,
+        "client_gone.wat",
+        {"v1": [upstream.address], "auth": [auth.address]},
+        extra="limits = { pause_timeout = 20 }",
+    )
+    vm = wasm_vm(gw)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+    await asyncio.wait_for(auth.got.wait(), 5)
+    writer.close()
+    assert await settle(lambda: "effective-refused" in plugin_log(caplog)), plugin_log(caplog)
+    await asyncio.sleep(0.1)  # (room for a stray callback to show)
+    assert plugin_log(caplog) == [
+        "paused",
+        "done",
+        "log",
+        "delete",
+        "response-root",
+        "failed",
+        "effective-refused",
+    ]
+    assert not vm.streams and not vm.calls and auth.closed
+    assert upstream.requests == []
