@@ -404,8 +404,8 @@ class PluginVm(RootContexts):
                 close_owned(self, stream)
 
     def done(self, stream: Stream) -> None:
-        if stream.id not in self.streams or self.instance is None:
-            return
+        if stream.id not in self.streams or self.instance is None or stream.done_pending:
+            return  # (done_pending: on_done ran when the client left; proxy_done ends it)
         try:
             completed = self.call(stream, "proxy_on_done", stream.id)
         except WasmUnavailable:
