@@ -251,6 +251,8 @@ class Exchange(TrailerSide):
                     reply, self._ran = chain.run_request_sync(ctx)
                 else:
                     reply, self._ran = await chain.run_request(ctx)
+                    if self._client_gone:
+                        raise ClientGone
                 if reply is not None:
                     self.reason = "local reply"
                     await self._send_reply(reply)
@@ -470,10 +472,12 @@ class Exchange(TrailerSide):
             return
         pipe = self._req_pipe
         if pipe is not None:
-            # The last bytes of a body of known length carry end_of_stream, as in Envoy.
+            # The last bytes of a body of known length carry end_of_stream, as in Envoy;
+            # over HTTP/2 trailers may follow them: there END_STREAM ends the body.
             length = self.req.content_length
             self._last_read = self.client.loop.time()
-            pipe.feed(data, length is not None and self.bytes_in >= length)
+            ends = length is not None and self.bytes_in >= length and self.req.version != "2"
+            pipe.feed(data, ends)
         else:
             self._send_body(data)
 
@@ -849,7 +853,9 @@ class Exchange(TrailerSide):
             return last_read
         head = self._head
         length = head.content_length if head is not None else None
-        return length is not None and self._resp_seen >= length
+        if length is None or (self.conn is not None and self.conn.h2):
+            return False  # the end of the stream says it (trailers may come first)
+        return self._resp_seen >= length
 
     def _piped_response(self, data: bytes, end: bool) -> None:
         if self._streaming:
@@ -958,6 +964,9 @@ class Exchange(TrailerSide):
         self._client_gone = True
         self._drop_upstream()
         self._wake()
+        chain = self.route.chain if self.route is not None else None
+        if chain is not None and chain.client_gone and self.ctx is not None:
+            chain.run_client_gone(self.ctx)  # Proxy-Wasm contexts end now (Envoy's rule)
 
     # ------------------------------------------------------------------ WebSocket
 

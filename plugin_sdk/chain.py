@@ -139,6 +139,7 @@ class Chain:
         "_logs",
         "_requests",
         "_responses",
+        "client_gone",
         "filters",
         "logs",
         "request_body",
@@ -204,6 +205,13 @@ class Chain:
             (i + 1, f, hook)
             for i, f in reversed(list(enumerate(self.filters)))
             if (hook := getattr(f.filter, "response_trailers", None)) is not None
+        )
+        #: (instance, hook) of the filters told at once when the client leaves
+        #: (Filter.client_gone: the Proxy-Wasm adapter ends the stream's context).
+        self.client_gone = tuple(
+            (f, hook)
+            for f in self.filters
+            if (hook := getattr(f.filter, "client_gone", None)) is not None
         )
         # When no phase awaits, the gateway calls the *_sync runners: no coroutine.
         self.sync_requests = not any(awaits for *_, awaits in self._requests)
@@ -412,6 +420,16 @@ class Chain:
         if reply is not None:
             ctx.stopped_by = inst.name
             ctx.response = reply_response(reply)
+
+    def run_client_gone(self, ctx: Context) -> None:
+        """Tell the filters that take it that the client left; errors are logged."""
+        for inst, hook in self.client_gone:
+            try:
+                hook(ctx)
+            except Exception as exc:
+                inst.errors += 1
+                inst.stats.errors += 1
+                log.error("filter %s (%s) failed in client_gone: %r", inst.name, inst.plugin, exc)
 
     async def run_log(self, ctx: Context) -> None:
         """Run every filter's ``on_log``; errors are logged and counted, nothing more."""

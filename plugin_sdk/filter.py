@@ -86,6 +86,12 @@ class Filter(Generic[ConfigT]):
     gateway calls for every body chunk as it streams, ``(ctx, chunk, end, resume)``,
     after the filter's ``on_request`` (``on_response``) ran for the exchange; requests
     in chain order, responses in reverse. None (the default) costs nothing per chunk.
+
+    ``client_gone`` is for runtime adapters too: ``(ctx) -> None``, called at once when
+    the client leaves (a closed connection, an HTTP/2 reset) while the exchange runs,
+    whatever phase it is in, for each filter of the route that has it; it must not
+    block. The Proxy-Wasm adapter ends the stream's context there, as Envoy does.
+    ``on_log`` still runs afterwards.
     """
 
     Config: ClassVar[type[PluginConfig]] = PluginConfig
@@ -104,6 +110,7 @@ class Filter(Generic[ConfigT]):
         self.skip_phases: set[str] = set()
         self.request_chunks: ChunkHook | None = None
         self.response_chunks: ChunkHook | None = None
+        self.client_gone: Callable[[Context], None] | None = None
 
     def on_request(self, ctx: Context) -> RequestResult:
         """Request phase: inspect or change ``ctx.request``, choose ``ctx.upstream``.

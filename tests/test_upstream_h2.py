@@ -214,7 +214,11 @@ upstream = "app"
 
 class TrailerEcho(asyncio.Protocol):
     """A bare HTTP/2 server (h2): answers each request 200 with the body length it
-    read, and its request trailers sent back as response trailers ``echo-<name>``."""
+    read, and its request trailers sent back as response trailers ``echo-<name>``.
+    With ``with_length``, the response head carries the body's content-length too,
+    and the trailers follow 50 ms after the body (a separate read for the gateway)."""
+
+    with_length = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         import h2.config
@@ -240,11 +244,22 @@ class TrailerEcho(asyncio.Protocol):
                 self.got[sid] = (size, list(ev.headers or []))  # type: ignore[arg-type]
             elif isinstance(ev, h2.events.StreamEnded):
                 body = b"%d" % size
-                self.conn.send_headers(sid, [(b":status", b"200")])
+                head = [(b":status", b"200")]
+                if self.with_length:
+                    head.append((b"content-length", b"%d" % len(body)))
+                self.conn.send_headers(sid, head)
                 self.conn.send_data(sid, body)
                 echo = [(b"echo-" + n, v) for n, v in trailers] or [(b"echo-none", b"1")]
-                self.conn.send_headers(sid, echo, end_stream=True)
+                if self.with_length:
+                    asyncio.get_running_loop().call_later(0.05, self._trailers, sid, echo)
+                else:
+                    self.conn.send_headers(sid, echo, end_stream=True)
         self.transport.write(self.conn.data_to_send())  # type: ignore[attr-defined]
+
+    def _trailers(self, sid: int, fields: list[tuple[bytes, bytes]]) -> None:
+        if not self.transport.is_closing():
+            self.conn.send_headers(sid, fields, end_stream=True)
+            self.transport.write(self.conn.data_to_send())  # type: ignore[attr-defined]
 
 
 async def test_request_trailers_reach_an_http2_upstream() -> None:

@@ -152,6 +152,11 @@ endpoints = ["127.0.0.1:{echo}"]
 protocol = "h2c"
 
 [[upstreams]]
+name = "echo-len"
+endpoints = ["127.0.0.1:{echo_len}"]
+protocol = "h2c"
+
+[[upstreams]]
 name = "echo-quick"
 endpoints = ["127.0.0.1:{echo}"]
 protocol = "h2c"
@@ -167,6 +172,12 @@ retries = 0
 name = "trailers"
 paths = ["/t"]
 upstream = "echo"
+filters = ["rg"]
+
+[[routes]]
+name = "with-length"
+paths = ["/tl"]
+upstream = "echo-len"
 filters = ["rg"]
 
 [[routes]]
@@ -204,6 +215,12 @@ limits = {{ pause_timeout = 0.5 }}
 """
 
 
+class LengthTrailerEcho(TrailerEcho):
+    """TrailerEcho whose responses carry a content-length and trailers after it."""
+
+    with_length = True
+
+
 @dataclass
 class Served:
     gw: InProcessGateway
@@ -228,10 +245,12 @@ async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
     server.start()
     rec = await RecordingUpstream().start()
     echo = await asyncio.get_running_loop().create_server(TrailerEcho, "127.0.0.1", 0)
+    echo_len = await asyncio.get_running_loop().create_server(LengthTrailerEcho, "127.0.0.1", 0)
     text = TOML.format(
         grpc=port,
         rec=rec.address,
         echo=echo.sockets[0].getsockname()[1],
+        echo_len=echo_len.sockets[0].getsockname()[1],
         wasm=WASM,
         dead=free_port(),
     )
@@ -243,6 +262,7 @@ async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
     await gw.stop()
     await rec.stop()
     echo.close()
+    echo_len.close()
     server.stop(0)
     if cache is None:
         del os.environ["WASMGATE_CACHE_DIR"]
@@ -438,12 +458,21 @@ async def trailer_exchange(
     trailers: list[tuple[str, str]],
     headers: list[tuple[str, str]] | None = None,
     path: str = "/t",
+    pause: float = 0.0,
 ) -> Any:
-    """POST ``abc`` over HTTP/2 with ``trailers`` after it; the stream's result."""
+    """POST ``abc`` over HTTP/2 with ``trailers`` after it; the stream's result.
+    ``pause``: seconds between the head, the body and the trailers (so that the
+    body reaches the body callbacks as it streams, and the trailers later)."""
     client = await H2Client.open(served.gw.port)
     try:
         sid = client.start("POST", path, headers=headers or [], end=False)
+        if pause:
+            await client.flush()
+            await asyncio.sleep(pause)
         await client.send_body(sid, b"abc", end=False)
+        if pause:
+            await client.flush()
+            await asyncio.sleep(pause)
         client.conn.send_headers(sid, trailers, end_stream=True)
         await client.flush()
         return await client.wait(sid)
@@ -465,7 +494,9 @@ async def trailer_exchange(
         ),
     ],
 )
-@pytest.mark.parametrize("path", ["/t", "/whole"], ids=["streamed", "read-whole"])
+@pytest.mark.parametrize(
+    "path", ["/t", "/whole", "/tl"], ids=["streamed", "read-whole", "content-length"]
+)
 async def test_trailers_follow_a_body_as_in_envoy(
     served: Served,
     headers: list[tuple[str, str]],
@@ -476,8 +507,13 @@ async def test_trailers_follow_a_body_as_in_envoy(
     """With trailers after the body, the last body callback says end_of_stream =
     false and the trailer callback comes after it (no body callback for the end):
     on_http_request_trailers and on_http_response_trailers list the body callbacks
-    they saw before them. The same when a Python filter read the bodies whole."""
-    result = await trailer_exchange(served, [("x-order", "1")], headers, path)
+    they saw before them. The same when a Python filter read the bodies whole, and
+    when both bodies have a content-length (the HTTP/2 request, and the h2 upstream's
+    response): the last byte of the length is not the end, END_STREAM is."""
+    pause = 0.0
+    if path == "/tl":  # the trailers a moment after the body, both ways
+        headers, pause = [*headers, ("content-length", "3")], 0.05
+    result = await trailer_exchange(served, [("x-order", "1")], headers, path, pause)
     assert result.status == 200
     assert bytes(result.body) == b"3"  # the upstream got the whole body
     trailers = dict(result.trailers)
@@ -536,3 +572,84 @@ async def test_a_hold_past_pause_timeout_fails_the_filter(served: Served) -> Non
     result = await trailer_exchange(served, [("x-hold", "sleep:1.5")], path="/short")
     assert result.status == 500
     assert bytes(result.body) == b"filter rg-short failed\n"
+
+
+# -- the client leaves: the HTTP context ends at once, as in Envoy
+
+
+def rg_vm(served: Served) -> Any:
+    assert served.gw.gateway is not None
+    for inst in served.gw.gateway.snapshot.filters():
+        if inst.name == "rg":
+            return inst.filter.vm
+    raise AssertionError("no filter rg")
+
+
+async def settle(check: Any, seconds: float = 2.0) -> bool:
+    """Whether ``check()`` becomes true within ``seconds`` (the bug waits for the
+    call or stream to end: 4 to 8 s)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        await asyncio.sleep(0.02)
+    return bool(check())
+
+
+async def test_a_client_leaving_a_paused_request_cancels_its_grpc_call_and_stream(
+    served: Served,
+) -> None:
+    """The filter pauses the request on an open stream (AfterSlow, which the server
+    keeps open for 8 s) and a unary call (Slow, 8 s); the client leaves. The context
+    ends at once: the stream is reset and the call cancelled on the server, and the
+    VM keeps no context, call or stream."""
+    backend = served.backend
+    backend.cancelled.clear()
+    backend.slow_cancelled.clear()
+    backend.slow_started.clear()
+    seen = len(backend.seen)
+    vm = rg_vm(served)
+    cue = {
+        "x-grpc-call": "stream",
+        "x-grpc-method": "AfterSlow",
+        "x-grpc-also-slow": "1",
+        "x-grpc-end": "none",
+    }
+    _reader, writer = await asyncio.open_connection("127.0.0.1", served.gw.port)
+    lines = "".join(f"{k}: {v}\r\n" for k, v in cue.items())
+    writer.write(f"GET /r HTTP/1.1\r\nHost: t\r\n{lines}\r\n".encode())
+    await writer.drain()
+    assert await settle(lambda: any(n == "Forever" for n, _ in backend.seen[seen:]), 5)
+    assert backend.slow_started.is_set()
+    owned = [s for s in vm.grpc_streams.values() if s.owner is not None]  # (not the root's)
+    assert len(vm.streams) == 1 and len(owned) == 1 and vm.grpc_calls
+    writer.close()
+    assert await settle(lambda: not vm.streams), "the HTTP context outlived its client"
+    cancelled = await asyncio.to_thread(backend.cancelled.wait, 2)
+    slow_cancelled = await asyncio.to_thread(backend.slow_cancelled.wait, 2)
+    assert cancelled and slow_cancelled
+    assert not [s for s in vm.grpc_streams.values() if s.owner is not None]
+    assert not vm.grpc_calls and not vm.grpc_call_owners
+
+
+async def test_a_client_leaving_held_response_trailers_ends_the_context(served: Served) -> None:
+    """Response trailers held (StopIteration) for a unary call that takes 4 s; the
+    HTTP/2 client goes away: the context ends at once, and the call with it."""
+    vm = rg_vm(served)
+    seen = len(served.backend.seen)
+    client = await H2Client.open(served.gw.port)
+    try:
+        sid = client.start("POST", "/t", end=False)
+        await client.send_body(sid, b"abc", end=False)
+        client.conn.send_headers(sid, [("x-hold-resp", "sleep:4")], end_stream=True)
+        await client.flush()
+
+        def calling() -> bool:
+            return any(n == "Unary" for n, _ in served.backend.seen[seen:])
+
+        assert await settle(calling, 5)
+        assert len(vm.streams) == 1 and vm.grpc_calls
+    finally:
+        client.close()
+    assert await settle(lambda: not vm.streams), "the HTTP context outlived its client"
+    assert await settle(lambda: not vm.grpc_calls and not vm.grpc_call_owners)

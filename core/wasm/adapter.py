@@ -18,6 +18,9 @@ header callbacks get ``end_of_stream = false`` when a body follows; one that sto
 then does not wait: the body callbacks decide, as in Envoy. When a Python filter on
 the route buffered the whole body, the body callback gets it whole, once.
 
+A client that leaves ends the stream's context at once, whatever it waits for
+(:mod:`core.wasm.context_end`), as Envoy destroys a stream.
+
 Trailers come as Envoy orders them (:mod:`core.wasm.adapter_trailers`): when trailers
 follow a body, the last body callback says ``end_of_stream = false`` and the trailer
 callback comes after it, and what it returns holds or lets go the message's end.
@@ -43,6 +46,7 @@ from core.metrics import count_wasm_refused
 from core.upstream import ResponseHead, UpstreamPool
 from core.wasm.abi import Action
 from core.wasm.adapter_trailers import TRAILER_CALLBACKS, TrailerCallbacks
+from core.wasm.context_end import end_context
 from core.wasm.host import Stream
 from core.wasm.plugin import PluginVm
 from core.wasm.sharing import Root
@@ -106,6 +110,8 @@ class WasmFilter(TrailerCallbacks, Filter[PluginConfig]):
         self._trailers_ran: set[tuple[int, int]] = set()
         if vm.root_only or service:
             self.skip_phases |= {"on_request", "on_response", "on_log"}
+        else:
+            self.client_gone = self._client_gone
 
     @property
     def traps(self) -> int:
@@ -373,7 +379,7 @@ class WasmFilter(TrailerCallbacks, Filter[PluginConfig]):
             stream.resume = None
             out = bytes(stream.body[side] or b"")
             stream.body[side] = None
-            if failure is None and stream.id not in self.vm.streams:
+            if failure is None and stream.id not in self.vm.streams and stream.local_reply is None:
                 failure = WasmTrap(f"wasm filter {self.name!r} stopped while holding the body")
             if failure is not None:
                 resume(ChunkError(out, failure))
@@ -406,6 +412,15 @@ class WasmFilter(TrailerCallbacks, Filter[PluginConfig]):
                 self._trailers_ran.discard((stream.id, 0))
                 self._trailers_ran.discard((stream.id, 1))
             self.vm.done(stream)
+
+    def _client_gone(self, ctx: Context) -> None:
+        """The client left: the context ends now, as in Envoy (core/wasm/context_end.py)."""
+        stream = ctx.state.get(self._key)
+        if isinstance(stream, Stream):
+            if self._releases:
+                self._releases.pop((stream.id, 0), None)
+                self._releases.pop((stream.id, 1), None)
+            end_context(self.vm, stream)
 
     def bind_gateway(
         self,

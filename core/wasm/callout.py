@@ -7,10 +7,16 @@ that cannot be sent (a pseudo-header other than ``:method``, ``:path``,
 accepted and not sent (calls go out with a Content-Length). A call that fails or
 outlives its timeout (``0``: 5 s) is a result with no headers, no body and no
 trailers, as Envoy reports a failed call; the response's trailers are not kept
-(always 0)."""
+(always 0).
+
+A call made with an HTTP context as the effective context is that context's until it
+answers: when the context's client leaves (:mod:`core.wasm.context_end`) the call is
+cancelled (its upstream connection closed) and the root context gets it as a failed
+call at once."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -52,7 +58,11 @@ def start_call(
         return None
     token = next(vm.tokens)
     root = vm.active  # the response goes to the caller's root context
-    vm.spawn_call(_call(vm, token, root, pool, pairs, body, timeout_ms))
+    task = vm.spawn_call(_call(vm, token, root, pool, pairs, body, timeout_ms))
+    owner = vm.host.stream
+    if owner is not None:  # cancelled if its client leaves (core.wasm.context_end)
+        vm.http_call_owners[token] = (owner, task)
+        task.add_done_callback(lambda _: vm.http_call_owners.pop(token, None))
     return token
 
 
@@ -79,6 +89,12 @@ async def _call(
             (timeout_ms or 5000) / 1000,
         )
         result = HttpCallResult(status, [(k.lower(), v) for k, v in resp_headers], resp_body)
+    except asyncio.CancelledError:
+        if vm.closed or root.context_id not in vm.roots:
+            raise  # the plugin is closed: nobody to tell
+        # Its HTTP context's client left (core.wasm.context_end): a failed call for the
+        # root context, so that the SDK forgets it.
+        result.message = "cancelled: the HTTP context that made the call ended"
     except Exception as exc:  # the plugin learns of failures through num_headers == 0
         result.message = str(exc)
         log.warning("wasm filter %r: http call %d failed: %s", vm.name, token, exc)

@@ -116,6 +116,8 @@ class PluginVm(RootContexts):
         self.clusters: dict[str, str] = {}  # [wasm.clusters]: cluster name -> upstream
         self.resolved: dict[str, UpstreamPool] = {}  # cluster names resolved so far
         self.calls: set[asyncio.Task[None]] = set()  # HTTP and gRPC calls in flight
+        # HTTP calls an HTTP context made, by token: (that context, the call's task).
+        self.http_call_owners: dict[int, tuple[Stream, asyncio.Task[None]]] = {}
         self.grpc_calls: dict[int, asyncio.Task[None]] = {}  # unary gRPC calls by token
         self.grpc_call_owners: dict[int, Stream] = {}  # the HTTP context that made each
         self.grpc_streams: dict[int, GrpcStream] = {}  # open gRPC streams by token
@@ -402,8 +404,8 @@ class PluginVm(RootContexts):
                 close_owned(self, stream)
 
     def done(self, stream: Stream) -> None:
-        if stream.id not in self.streams or self.instance is None:
-            return
+        if stream.id not in self.streams or self.instance is None or stream.done_pending:
+            return  # (done_pending: on_done ran when the client left; proxy_done ends it)
         try:
             completed = self.call(stream, "proxy_on_done", stream.id)
         except WasmUnavailable:
