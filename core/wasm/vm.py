@@ -45,6 +45,13 @@ from wasmtime import _ffi as ffi
 
 from core.errors import PluginError
 
+try:  # the boundary in C (core/wasm/_crossing.c), built by `pip install` where gcc is
+    from core.wasm import _crossing
+except ImportError:  # not built: the ctypes path below does the same, slower
+    _crossing = None  # type: ignore[assignment]
+if os.environ.get("WASMGATE_WASM_CTYPES"):  # force the ctypes path (tests, comparisons)
+    _crossing = None  # type: ignore[assignment]
+
 log = logging.getLogger("wasmgate.wasm")
 
 EPOCH_MS = 5  # how often the engine's epoch advances (deadline granularity)
@@ -108,10 +115,16 @@ def engine() -> wasmtime.Engine:
             # front), so a memoryview of one stays valid: see Instance._refresh.
             config.memory_may_move = False
             _engine = wasmtime.Engine(config)
-            ticker = threading.Thread(
-                target=_tick_epochs, args=(_engine,), name="wasm-epoch", daemon=True
-            )
-            ticker.start()
+            if _crossing is not None:
+                # A native thread: a guest looping in a call that holds the GIL (the C
+                # path keeps it on the main thread) must still see the epoch advance.
+                address = ctypes.cast(_engine.ptr(), ctypes.c_void_p).value or 0
+                _crossing.start_ticker(address, EPOCH_MS)
+            else:
+                ticker = threading.Thread(
+                    target=_tick_epochs, args=(_engine,), name="wasm-epoch", daemon=True
+                )
+                ticker.start()
         return _engine
 
 
@@ -258,16 +271,57 @@ def _register(func: HostFunc, wide: tuple[bool, ...], has_result: bool, inst: In
         return _next_id
 
 
+def _host_failed(func: HostFunc, exc: BaseException) -> str | None:
+    """What the C trampoline does with a host function's exception: the text to trap
+    the guest with (proc_exit), or None for status INTERNAL_FAILURE (a bug of ours)."""
+    if isinstance(exc, _GuestExit):
+        return str(exc)
+    log.error("host function %s failed: %r", getattr(func, "__name__", func), exc)
+    return None
+
+
+def _address(name: str) -> int:
+    return ctypes.cast(_dll[name], ctypes.c_void_p).value or 0
+
+
+if _crossing is not None:
+    _crossing.setup(
+        _address("wasmtime_func_call_unchecked"),
+        _address("wasmtime_trap_new"),
+        _address("wasmtime_error_new"),
+        _address("wasmtime_engine_increment_epoch"),
+        _host_failed,
+        threading.main_thread().ident or 0,
+    )
+    _trampoline = ffi.wasmtime_func_unchecked_callback_t(_crossing.TRAMPOLINE)
+    _forget_c = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_crossing.FORGET)
+
+
 # ----------------------------------------------------------------------- instances
 
 
 class _Export:
-    __slots__ = ("c_func", "c_n", "c_slots", "func", "n", "nparams", "nresults", "slots")
+    __slots__ = (
+        "c_func",
+        "c_n",
+        "c_slots",
+        "callee",
+        "func",
+        "n",
+        "nparams",
+        "nresults",
+        "slots",
+    )
 
-    def __init__(self, func: wasmtime.Func, ty: wasmtime.FuncType) -> None:
+    def __init__(self, func: wasmtime.Func, ty: wasmtime.FuncType, guest: Any) -> None:
         self.func = func._func
         self.nparams = len(ty.params)
         self.nresults = len(ty.results)
+        # The C path's callable (None on the ctypes path): ints in, an i32 or None out.
+        self.callee: Any = None
+        if guest is not None:
+            address = ctypes.addressof(self.func)
+            self.callee = _crossing.Callee(guest, address, self.nparams, self.nresults)
         self.n = max(self.nparams, self.nresults, 1)
         self.slots = (_VAL * self.n)()
         # wasmtime_func_call_unchecked's arguments, as ready-made ctypes values
@@ -304,6 +358,10 @@ class Instance:
         self._c_trap = ctypes.c_void_p(ctypes.addressof(self._trap))
         self._c_ctx = ctypes.c_void_p(self._ctx_addr)
         self._depth = 0
+        # The C path's per-instance state (calls counted for the deadline), or None.
+        self._guest: Any = (
+            None if _crossing is None else _crossing.Guest(self._ctx_addr or 0, self._ticks)
+        )
         self._mem_addr = 0
         # A view of the guest's memory as far as it reached when last looked at (see
         # _refresh); memories only grow, and in place, so it stays valid as it is.
@@ -336,11 +394,18 @@ class Instance:
             defined[key] = signature
             func = resolve(key[0], key[1], ty) or _unimplemented(*key)
             wide = tuple(str(p) == "i64" for p in ty.params)
-            env = _register(func, wide, bool(ty.results), self)
+            if _crossing is not None:
+                mask = sum(1 << i for i, w in enumerate(wide) if w)
+                env = _crossing.entry(func, mask, len(wide), bool(ty.results))
+                _HOST_FUNCS[env] = (func, None, None, None, self)
+                callback, forget = _trampoline, _forget_c
+            else:
+                env = _register(func, wide, bool(ty.results), self)
+                callback, forget = _dispatch, _forget
             self._envs.append(env)
             mod, nm = key[0].encode(), key[1].encode()
             error = ffi.wasmtime_linker_define_func_unchecked(
-                linker.ptr(), mod, len(mod), nm, len(nm), ty.ptr(), _dispatch, env, _forget
+                linker.ptr(), mod, len(mod), nm, len(nm), ty.ptr(), callback, env, forget
             )
             if error:
                 reason = str(wasmtime.WasmtimeError._from_ptr(error)).strip().splitlines()
@@ -356,18 +421,22 @@ class Instance:
         except Exception as exc:
             raise WasmLoadError(f"{name}: cannot instantiate: {exc}") from None
         # From now on the deadline callback keeps the deadline (see _deadline_impl).
-        self._deadline_env = id(self)
-        _DEADLINES[self._deadline_env] = self
         store_ptr = ctypes.cast(self.store.ptr(), ctypes.c_void_p).value
-        _set_deadline_callback(
-            store_ptr, ctypes.cast(_deadline_c, ctypes.c_void_p).value, self._deadline_env, None
-        )
+        if self._guest is not None:
+            self._deadline_env = 0
+            _set_deadline_callback(store_ptr, _crossing.DEADLINE, self._guest.address, None)
+        else:
+            self._deadline_env = id(self)
+            _DEADLINES[self._deadline_env] = self
+            _set_deadline_callback(
+                store_ptr, ctypes.cast(_deadline_c, ctypes.c_void_p).value, self._deadline_env, None
+            )
         self.store.set_epoch_deadline(self._ticks)
         self.exports: dict[str, _Export] = {}
         self.memory: wasmtime.Memory | None = None
         for export_name, item in self._instance.exports(self.store).items():
             if isinstance(item, wasmtime.Func):
-                self.exports[export_name] = _Export(item, item.type(self.store))
+                self.exports[export_name] = _Export(item, item.type(self.store), self._guest)
             elif isinstance(item, wasmtime.Memory) and export_name == "memory":
                 self.memory = item
                 self._mem_addr = ctypes.addressof(item._memory)
@@ -381,7 +450,8 @@ class Instance:
         """Release the instance: its host-function entries, exports and memory, so
         the Store (and the compiled module's mapping) are freed with this object."""
         for env in self._envs:
-            _HOST_FUNCS.pop(env, None)
+            if _HOST_FUNCS.pop(env, None) is not None and self._guest is not None:
+                _crossing.clear(env)  # its function is called no more, and released
         self._envs.clear()
         _DEADLINES.pop(getattr(self, "_deadline_env", 0), None)
         self.exports.clear()
@@ -405,6 +475,15 @@ class Instance:
 
     def call_export(self, export: _Export, name: str, args: Sequence[int]) -> int | None:
         """:meth:`call` for an export already looked up (the hot path)."""
+        callee = export.callee
+        if callee is not None:
+            try:
+                return callee(*args)  # type: ignore[no-any-return]
+            except _crossing.Failed as exc:
+                error, trap = exc.args
+                raise WasmTrap(
+                    f"{self.name}: {name} trapped: {_failure_text(error, trap)}"
+                ) from None
         if args:
             # Arguments are non-negative (ids, sizes, flags): one u64 per slot fits both
             # i32 and i64 parameters.
@@ -510,6 +589,17 @@ class Instance:
         _U32.pack_into(self._mem, ptr_ptr, ptr)
         _U32.pack_into(self._mem, size_ptr, len(data))
         return True
+
+
+def _failure_text(error: int, trap: int) -> str:
+    """Why a call on the C path failed: its trap, or its error (addresses it owns)."""
+    if trap:
+        return _trap_text(
+            wasmtime.Trap._from_ptr(ctypes.cast(trap, ctypes.POINTER(ffi.wasm_trap_t)))
+        )
+    pointer = ctypes.cast(error, ctypes.POINTER(ffi.wasmtime_error_t))
+    text = str(wasmtime.WasmtimeError._from_ptr(pointer))
+    return _DEADLINE_TEXT if _DEADLINE_TEXT in text else text
 
 
 def _trap_text(trap: Any) -> str:

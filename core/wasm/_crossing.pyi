@@ -1,0 +1,33 @@
+"""Types of the C extension core/wasm/_crossing.c (see its header comment)."""
+
+from collections.abc import Callable
+
+TRAMPOLINE: int
+FORGET: int
+DEADLINE: int
+
+class Failed(Exception): ...
+
+class Guest:
+    def __init__(self, context: int, ticks: int, /) -> None: ...
+    @property
+    def address(self) -> int: ...
+    @property
+    def calls(self) -> int: ...
+
+class Callee:
+    def __init__(self, guest: Guest, func: int, params: int, results: int, /) -> None: ...
+    def __call__(self, *args: int) -> int | None: ...
+
+def setup(
+    call_unchecked: int,
+    trap_new: int,
+    error_new: int,
+    increment_epoch: int,
+    on_error: Callable[[Callable[..., int | None], BaseException], str | None],
+    main_thread: int,
+    /,
+) -> None: ...
+def entry(func: Callable[..., int | None], wide: int, params: int, has_result: bool, /) -> int: ...
+def clear(env: int, /) -> None: ...
+def start_ticker(engine: int, ms: int, /) -> None: ...

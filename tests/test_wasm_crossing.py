@@ -1,0 +1,136 @@
+"""The host <-> guest boundary (core/wasm/vm.py): the C extension core/wasm/_crossing.c
+where it is built, and the ctypes path it replaces (kept as the fallback, forced with
+``WASMGATE_WASM_CTYPES=1``). Both paths run the same probe in a child process: calls
+with i32 and i64 arguments both ways, a host function that fails (status
+INTERNAL_FAILURE) or exits (a trap), a guest loop cut off by the CPU deadline (also
+when called from a worker thread, which must not hold the GIL meanwhile), and a call
+after a trap on a new instance."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+WAT = """
+(module
+  (import "env" "add" (func $add (param i32 i64) (result i64)))
+  (import "env" "fail" (func $fail (result i32)))
+  (import "env" "bye" (func $bye (param i32)))
+  (memory (export "memory") 1)
+  (func (export "sum") (param $a i32) (param $b i64) (result i32)
+    (i32.wrap_i64 (call $add (local.get $a) (local.get $b))))
+  (func (export "negative") (result i32) (i32.const -7))
+  (func (export "nothing") (param i32))
+  (func (export "fails") (result i32) (call $fail))
+  (func (export "exits") (call $bye (i32.const 3)))
+  (func (export "spin") (loop $forever (br $forever))))
+"""
+
+PROBE = r"""
+import json, sys, threading, time
+import wasmtime
+from core.wasm import vm
+
+seen = []
+def add(a, b):
+    seen.append((a, b))
+    return a + b
+def fail():
+    raise RuntimeError("a bug")
+def bye(code):
+    raise vm._GuestExit(f"proc_exit({code})")
+funcs = {"add": add, "fail": fail, "bye": bye}
+module, _ = vm.compile_module(wasmtime.wat2wasm(sys.argv[1]))
+
+def instance():
+    return vm.Instance(module, lambda m, n, ty: funcs.get(n), memory_limit=1 << 20,
+                       deadline_ms=100, name="probe")
+
+def trap_of(inst, name):
+    started = time.monotonic()
+    try:
+        inst.call(name)
+    except vm.WasmTrap as exc:
+        return str(exc), time.monotonic() - started
+    return None, time.monotonic() - started
+
+inst = instance()
+out = {"boundary": "c" if getattr(vm, "_crossing", None) is not None else "ctypes"}
+out["sum"] = inst.call("sum", 0xFFFFFFFF, 1 << 40)
+out["seen"] = list(seen)
+out["negative"] = inst.call("negative")
+out["nothing"] = inst.call("nothing", 5)
+out["fails"] = inst.call("fails")
+out["exits"] = trap_of(inst, "exits")[0]
+out["spin"], out["spin_s"] = trap_of(inst, "spin")
+inst.close()
+inst = instance()
+out["after"] = inst.call("sum", 2, 3)
+
+# A worker thread's guest call lets the other threads run (a rebuild off the loop).
+ticks = 0
+worker = threading.Thread(target=lambda: out.__setitem__("worker", trap_of(inst, "spin")[0]))
+worker.start()
+while worker.is_alive():
+    ticks += 1
+    time.sleep(0.001)
+out["main_ticks"] = ticks
+inst.close()
+print(json.dumps(out))
+"""
+
+
+def probe(*, ctypes_path: bool) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if k != "WASMGATE_WASM_CTYPES"}
+    if ctypes_path:
+        env["WASMGATE_WASM_CTYPES"] = "1"
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, WAT],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return result
+
+
+@pytest.fixture(autouse=True)
+def _module_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WASMGATE_CACHE_DIR", str(tmp_path / "module-cache"))
+
+
+def test_the_c_boundary_is_built_and_used() -> None:
+    if shutil.which("gcc") is None:
+        pytest.skip("no C compiler: install the Debian package gcc, then make install")
+    assert probe(ctypes_path=False)["boundary"] == "c"
+
+
+@pytest.mark.parametrize("ctypes_path", [False, True], ids=["c", "ctypes"])
+def test_calls_both_ways_traps_and_deadlines(ctypes_path: bool) -> None:
+    out = probe(ctypes_path=ctypes_path)
+    if ctypes_path:
+        assert out["boundary"] == "ctypes"
+    # i32 arguments reach the host unsigned, i64 as they are; an i32 result is signed.
+    assert out["seen"] == [[0xFFFFFFFF, 1 << 40]]
+    assert out["sum"] == -1  # the low 32 bits of 0xFFFFFFFF + 2**40, as an i32
+    assert out["negative"] == -7
+    assert out["nothing"] is None
+    assert out["fails"] == 10  # INTERNAL_FAILURE: a host bug does not trap the guest
+    assert "proc_exit(3)" in out["exits"]
+    assert "CPU deadline exceeded" in out["spin"]
+    assert out["spin_s"] < 5  # a 100 ms deadline: one to two of them, never a hang
+    assert out["after"] == 5
+    assert "CPU deadline exceeded" in out["worker"]
+    assert out["main_ticks"] > 10  # the main thread ran while the worker's guest spun
