@@ -25,6 +25,7 @@ WAT = """
   (import "env" "add" (func $add (param i32 i64) (result i64)))
   (import "env" "fail" (func $fail (result i32)))
   (import "env" "bye" (func $bye (param i32)))
+  (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
   (memory (export "memory") 1)
   (func (export "sum") (param $a i32) (param $b i64) (result i32)
     (i32.wrap_i64 (call $add (local.get $a) (local.get $b))))
@@ -32,11 +33,13 @@ WAT = """
   (func (export "nothing") (param i32))
   (func (export "fails") (result i32) (call $fail))
   (func (export "exits") (call $bye (i32.const 3)))
-  (func (export "spin") (loop $forever (br $forever))))
+  (func (export "spin") (loop $forever (br $forever)))
+  (func (export "log") (param $level i32) (param $ptr i32) (param $size i32) (result i32)
+    (call $log (local.get $level) (local.get $ptr) (local.get $size))))
 """
 
 PROBE = r"""
-import json, sys, threading, time
+import json, logging, sys, threading, time
 import wasmtime
 from core.wasm import vm
 
@@ -48,12 +51,20 @@ def fail():
     raise RuntimeError("a bug")
 def bye(code):
     raise vm._GuestExit(f"proc_exit({code})")
-funcs = {"add": add, "fail": fail, "bye": bye}
+logged = []
+def proxy_log(level, ptr, size):  # as core.wasm.host's: asks the logger (fills its cache)
+    if logger.isEnabledFor(LEVELS[level]):
+        logged.append(level)
+    return 0
+logger = logging.getLogger("probe")
+logger.setLevel(logging.WARNING)
+LEVELS = (10, 10, 20, 30, 40, 50)
+funcs = {"add": add, "fail": fail, "bye": bye, "proxy_log": proxy_log}
 module, _ = vm.compile_module(wasmtime.wat2wasm(sys.argv[1]))
 
 def instance():
     return vm.Instance(module, lambda m, n, ty: funcs.get(n), memory_limit=1 << 20,
-                       deadline_ms=100, name="probe")
+                       deadline_ms=100, name="probe", log_gate=(logger, LEVELS))
 
 def trap_of(inst, name):
     started = time.monotonic()
@@ -71,6 +82,12 @@ out["negative"] = inst.call("negative")
 out["nothing"] = inst.call("nothing", 5)
 out["fails"] = inst.call("fails")
 out["exits"] = trap_of(inst, "exits")[0]
+# proxy_log below the logger's level: answered without the host function on the C path
+out["log_below"] = [inst.call("log", 2, 16, 5), inst.call("log", 2, 0xFFFFFF00, 16)]
+out["logged_below"] = list(logged)
+logger.setLevel(logging.INFO)  # a level changed at run time is seen at once
+out["log_at_level"] = inst.call("log", 2, 16, 5)
+out["logged_at_level"] = list(logged)
 out["spin"], out["spin_s"] = trap_of(inst, "spin")
 inst.close()
 inst = instance()
@@ -128,6 +145,11 @@ def test_calls_both_ways_traps_and_deadlines(ctypes_path: bool) -> None:
     assert out["negative"] == -7
     assert out["nothing"] is None
     assert out["fails"] == 10  # INTERNAL_FAILURE: a host bug does not trap the guest
+    if not ctypes_path:
+        assert out["log_below"] == [0, 6]  # OK, and INVALID_MEMORY_ACCESS out of bounds
+        assert out["logged_below"] == []
+    assert out["log_at_level"] == 0
+    assert out["logged_at_level"][-1] == 2
     assert "proc_exit(3)" in out["exits"]
     assert "CPU deadline exceeded" in out["spin"]
     assert out["spin_s"] < 5  # a 100 ms deadline: one to two of them, never a hang

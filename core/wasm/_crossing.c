@@ -13,6 +13,10 @@
  *   entry()  makes the env of one host function, served by host_trampoline: the raw
  *            slots become PyLongs (i32 unsigned, i64 unsigned), the Python function is
  *            called with PyObject_Vectorcall, its int result goes back into slot 0.
+ *            proxy_log below the logger's level is answered here (see log_below):
+ *            SDKs log every callback at debug.
+ *   Guest.give() copies bytes into memory the guest allocates and stores the address
+ *            and size where the guest asked (what most getters return).
  *
  * The GIL: a call from the main thread keeps it while the guest runs (so a host
  * function costs no GIL hand-over); a call from another thread (a rebuild in a worker)
@@ -51,17 +55,35 @@ typedef void *(*call_unchecked_t)(void *ctx, const func_t *func, val_raw_t *slot
 typedef void *(*trap_new_t)(const char *message, size_t size);
 typedef void *(*error_new_t)(const char *message);
 typedef void (*increment_epoch_t)(void *engine);
+/* wasmtime_memory_t: a store id and two private words (24 bytes with padding). */
+typedef struct {
+    struct {
+        uint64_t store_id;
+        uint32_t private1;
+    } anon;
+    uint32_t private2;
+} memory_t;
+
+typedef uint8_t *(*memory_data_t)(void *ctx, const memory_t *memory);
+typedef size_t (*memory_size_t)(void *ctx, const memory_t *memory);
 
 static call_unchecked_t call_unchecked;
 static trap_new_t trap_new;
 static error_new_t error_new;
 static increment_epoch_t increment_epoch;
+static memory_data_t memory_data;
+static memory_size_t memory_size;
 static unsigned long main_thread;
 static PyObject *on_error;  /* on_error(func, exc) -> str (trap with it) or None (status 10) */
 static PyObject *Failed;    /* raised by a Callee: args (error address, trap address) */
+static PyObject *on_forget; /* on_forget(env address): wasmtime let go of a host function */
 
 #define MAX_PARAMS 32
+#define OK 0
+#define BAD_ARGUMENT 2
+#define BAD_MEMORY 6
 #define INTERNAL_FAILURE 10
+#define LOG_LEVELS 6
 static const char DEADLINE_TEXT[] = "CPU deadline exceeded (epoch interrupt)";
 
 /* ------------------------------------------------------------------ Guest */
@@ -73,6 +95,12 @@ typedef struct {
     uint64_t seen;      /* `calls` when the deadline callback last let a call go on */
     uint64_t ticks;     /* the deadline, in epoch ticks */
     long depth;         /* calls in progress (a host function may call the guest) */
+    memory_t memory;    /* the exported memory */
+    int has_memory;
+    /* proxy_log below the logger's level, answered here: the logger's cache of
+     * isEnabledFor answers (logging.Logger._cache), and its keys per Proxy-Wasm level */
+    PyObject *log_cache;
+    PyObject *log_levels[LOG_LEVELS];
 } GuestObject;
 
 static int Guest_init(GuestObject *self, PyObject *args, PyObject *kwds) {
@@ -85,6 +113,108 @@ static int Guest_init(GuestObject *self, PyObject *args, PyObject *kwds) {
     self->depth = 0;
     return 0;
 }
+
+static void Guest_dealloc(GuestObject *self) {
+    Py_XDECREF(self->log_cache);
+    for (int i = 0; i < LOG_LEVELS; i++) Py_XDECREF(self->log_levels[i]);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Where the guest's memory is (its size in bytes), or NULL when it has none. */
+static uint8_t *guest_memory(GuestObject *guest, size_t *size) {
+    if (!guest->has_memory) return NULL;
+    *size = memory_size(guest->ctx, &guest->memory);
+    return memory_data(guest->ctx, &guest->memory);
+}
+
+static PyObject *Guest_set_memory(GuestObject *self, PyObject *arg) {
+    void *address = PyLong_AsVoidPtr(arg);
+    if (address == NULL) return NULL;
+    memcpy(&self->memory, address, sizeof(memory_t));
+    self->has_memory = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Guest_set_log(GuestObject *self, PyObject *args) {
+    PyObject *cache, *levels;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyDict_Type, &cache, &PyTuple_Type, &levels)) return NULL;
+    if (PyTuple_GET_SIZE(levels) != LOG_LEVELS) {
+        PyErr_SetString(PyExc_ValueError, "one Python level per Proxy-Wasm level (6)");
+        return NULL;
+    }
+    Py_INCREF(cache);
+    Py_XSETREF(self->log_cache, cache);
+    for (int i = 0; i < LOG_LEVELS; i++) {
+        PyObject *level = PyTuple_GET_ITEM(levels, i);
+        Py_INCREF(level);
+        Py_XSETREF(self->log_levels[i], level);
+    }
+    Py_RETURN_NONE;
+}
+
+/* give(alloc, data, ptr_ptr, size_ptr): data copied into memory the guest allocates
+ * (with the Callee `alloc`), its address and size stored at ptr_ptr and size_ptr
+ * (zeros for no data): 0, 6 (a pointer out of bounds) or 10 (no memory, or the guest
+ * could not allocate); Failed when the allocator traps. */
+static PyObject *Guest_give(GuestObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_buffer data;
+    if (nargs != 4 || PyObject_GetBuffer(args[1], &data, PyBUF_SIMPLE) < 0) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "give(alloc, data, ptr_ptr, size_ptr)");
+        return NULL;
+    }
+    uint64_t ptr_ptr = PyLong_AsUnsignedLongLongMask(args[2]);
+    uint64_t size_ptr = PyLong_AsUnsignedLongLongMask(args[3]);
+    long status = OK;
+    uint64_t where = 0;
+    size_t size;
+    uint8_t *base;
+    if (PyErr_Occurred()) goto failed;
+    if (data.len > 0) {
+        PyObject *length = PyLong_FromSsize_t(data.len);
+        if (length == NULL) goto failed;
+        PyObject *got = PyObject_Vectorcall(args[0], &length, 1, NULL);
+        Py_DECREF(length);
+        if (got == NULL) goto failed;
+        where = PyLong_AsUnsignedLongLongMask(got) & 0xFFFFFFFFu;
+        Py_DECREF(got);
+        if (PyErr_Occurred()) goto failed;
+        base = guest_memory(self, &size);
+        if (where == 0 || base == NULL || where + (uint64_t)data.len > size) {
+            status = INTERNAL_FAILURE;
+            goto done;
+        }
+        memcpy(base + where, data.buf, (size_t)data.len);
+    }
+    base = guest_memory(self, &size);
+    if (base == NULL) {
+        status = INTERNAL_FAILURE;
+        goto done;
+    }
+    if (ptr_ptr + 4 > size || size_ptr + 4 > size) {
+        status = BAD_MEMORY;
+        goto done;
+    }
+    uint32_t word = (uint32_t)where;
+    memcpy(base + ptr_ptr, &word, 4); /* little-endian host (x86-64, aarch64) */
+    word = (uint32_t)data.len;
+    memcpy(base + size_ptr, &word, 4);
+done:
+    PyBuffer_Release(&data);
+    return PyLong_FromLong(status);
+failed:
+    PyBuffer_Release(&data);
+    return NULL;
+}
+
+static PyMethodDef Guest_methods[] = {
+    {"set_memory", (PyCFunction)Guest_set_memory, METH_O,
+     "set_memory(wasmtime_memory_t address): the memory give() and the log gate use"},
+    {"set_log", (PyCFunction)Guest_set_log, METH_VARARGS,
+     "set_log(logger._cache, Python level per Proxy-Wasm level): proxy_log's gate"},
+    {"give", (PyCFunction)(void (*)(void))Guest_give, METH_FASTCALL,
+     "give(alloc, data, ptr_ptr, size_ptr) -> status (see _crossing.c)"},
+    {NULL},
+};
 
 static PyObject *Guest_address(GuestObject *self, void *closure) {
     return PyLong_FromVoidPtr(self);
@@ -108,6 +238,8 @@ static PyTypeObject GuestType = {
     .tp_doc = "Guest(context address, deadline ticks): one instance's call state",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Guest_init,
+    .tp_dealloc = (destructor)Guest_dealloc,
+    .tp_methods = Guest_methods,
     .tp_getset = Guest_getset,
 };
 
@@ -228,7 +360,25 @@ typedef struct {
     uint64_t wide;      /* bit i: parameter i is an i64 */
     int nparams;
     int has_result;
+    GuestObject *log_gate; /* proxy_log only: its instance (see log_below) */
 } HostEntry;
+
+/* proxy_log(level, ptr, size) below the logger's level: its status, answered without
+ * calling Python (the pointer checked, nothing copied); -1 when Python must answer. */
+static long log_below(GuestObject *guest, val_raw_t *slots) {
+    uint32_t level = (uint32_t)slots[0].i32;
+    if (guest->log_cache == NULL || level >= LOG_LEVELS) return -1;
+    PyObject *enabled = PyDict_GetItemWithError(guest->log_cache, guest->log_levels[level]);
+    if (enabled != Py_False) {
+        PyErr_Clear();
+        return -1;
+    }
+    size_t size;
+    uint8_t *base = guest_memory(guest, &size);
+    if (base == NULL) return -1;
+    uint64_t end = (uint64_t)(uint32_t)slots[1].i32 + (uint64_t)(uint32_t)slots[2].i32;
+    return end <= size ? OK : BAD_MEMORY;
+}
 
 static void *trap_with(const char *text) { return trap_new(text, strlen(text)); }
 
@@ -241,6 +391,13 @@ static void *host_trampoline(void *env, void *caller, val_raw_t *slots, size_t n
     if (func == NULL) {
         trap = trap_with("host function of a closed instance");
         goto done;
+    }
+    if (entry->log_gate != NULL) {
+        long status = log_below(entry->log_gate, slots);
+        if (status >= 0) {
+            slots[0].i64 = status;
+            goto done;
+        }
     }
     PyObject *argv[MAX_PARAMS + 1];
     int nparams = entry->nparams;
@@ -303,7 +460,7 @@ done:
 /* The finalizer wasmtime calls when no linker or store needs the function any more. */
 static void host_forget(void *env) {
     HostEntry *entry = (HostEntry *)env;
-    if (entry->func != NULL && Py_IsInitialized()) {
+    if (Py_IsInitialized()) {
 #if PY_VERSION_HEX >= 0x030D0000
         int finalizing = Py_IsFinalizing();
 #else
@@ -311,7 +468,13 @@ static void host_forget(void *env) {
 #endif
         if (!finalizing) {
             PyGILState_STATE state = PyGILState_Ensure();
+            PyObject *address = PyLong_FromVoidPtr(entry);
+            PyObject *done = address ? PyObject_CallOneArg(on_forget, address) : NULL;
+            if (done == NULL) PyErr_WriteUnraisable(on_forget);
+            Py_XDECREF(done);
+            Py_XDECREF(address);
             Py_CLEAR(entry->func);
+            Py_CLEAR(entry->log_gate);
             PyGILState_Release(state);
         }
     }
@@ -319,10 +482,18 @@ static void host_forget(void *env) {
 }
 
 static PyObject *make_entry(PyObject *module, PyObject *args) {
-    PyObject *func;
+    PyObject *func, *gate = Py_None;
     unsigned long long wide;
     int nparams, has_result;
-    if (!PyArg_ParseTuple(args, "OKip", &func, &wide, &nparams, &has_result)) return NULL;
+    if (!PyArg_ParseTuple(args, "OKip|O", &func, &wide, &nparams, &has_result, &gate)) return NULL;
+    if (gate != Py_None && !PyObject_TypeCheck(gate, &GuestType)) {
+        PyErr_SetString(PyExc_TypeError, "the log gate is a Guest");
+        return NULL;
+    }
+    if (gate != Py_None && (nparams != 3 || !has_result)) {
+        PyErr_SetString(PyExc_ValueError, "a log gate serves proxy_log(i32, i32, i32) -> i32");
+        return NULL;
+    }
     if (nparams < 0 || nparams > MAX_PARAMS) {
         PyErr_SetString(PyExc_ValueError, "too many parameters");
         return NULL;
@@ -334,6 +505,11 @@ static PyObject *make_entry(PyObject *module, PyObject *args) {
     entry->wide = wide;
     entry->nparams = nparams;
     entry->has_result = has_result;
+    entry->log_gate = NULL;
+    if (gate != Py_None) {
+        Py_INCREF(gate);
+        entry->log_gate = (GuestObject *)gate;
+    }
     return PyLong_FromVoidPtr(entry);
 }
 
@@ -341,6 +517,7 @@ static PyObject *clear_entry(PyObject *module, PyObject *arg) {
     HostEntry *entry = (HostEntry *)PyLong_AsVoidPtr(arg);
     if (entry == NULL) return NULL;
     Py_CLEAR(entry->func);
+    Py_CLEAR(entry->log_gate);
     Py_RETURN_NONE;
 }
 
@@ -391,14 +568,18 @@ static PyObject *start_ticker(PyObject *module, PyObject *args) {
 /* ------------------------------------------------------------------ setup */
 
 static PyObject *setup(PyObject *module, PyObject *args) {
-    unsigned long long call, trap, error, epoch, main;
-    PyObject *handler;
-    if (!PyArg_ParseTuple(args, "KKKKOK", &call, &trap, &error, &epoch, &handler, &main))
+    unsigned long long call, trap, error, epoch, data, size, main;
+    PyObject *handler, *forget;
+    if (!PyArg_ParseTuple(args, "KKKKKKOOK", &call, &trap, &error, &epoch, &data, &size, &handler,
+                          &forget, &main))
         return NULL;
-    if (!call || !trap || !error || !epoch || !PyCallable_Check(handler)) {
-        PyErr_SetString(PyExc_ValueError, "setup() needs four C functions and a handler");
+    if (!call || !trap || !error || !epoch || !data || !size || !PyCallable_Check(handler) ||
+        !PyCallable_Check(forget)) {
+        PyErr_SetString(PyExc_ValueError, "setup() needs six C functions and a handler");
         return NULL;
     }
+    memory_data = (memory_data_t)(uintptr_t)data;
+    memory_size = (memory_size_t)(uintptr_t)size;
     call_unchecked = (call_unchecked_t)(uintptr_t)call;
     trap_new = (trap_new_t)(uintptr_t)trap;
     error_new = (error_new_t)(uintptr_t)error;
@@ -406,14 +587,17 @@ static PyObject *setup(PyObject *module, PyObject *args) {
     main_thread = (unsigned long)main;
     Py_INCREF(handler);
     Py_XSETREF(on_error, handler);
+    Py_INCREF(forget);
+    Py_XSETREF(on_forget, forget);
     Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
     {"setup", setup, METH_VARARGS,
-     "setup(call_unchecked, trap_new, error_new, increment_epoch, on_error, main thread id)"},
+     "setup(call_unchecked, trap_new, error_new, increment_epoch, memory_data, "
+     "memory_data_size, on_error, on_forget, main thread id)"},
     {"entry", make_entry, METH_VARARGS,
-     "entry(func, wide mask, params, has result) -> env address of a host function"},
+     "entry(func, wide mask, params, has result[, log gate Guest]) -> env of a host function"},
     {"clear", clear_entry, METH_O, "clear(env): the function's instance is closed"},
     {"start_ticker", start_ticker, METH_VARARGS,
      "start_ticker(engine address, ms): advance the engine's epoch every ms, natively"},
@@ -435,7 +619,10 @@ PyMODINIT_FUNC PyInit__crossing(void) {
         PyModule_AddObjectRef(m, "Callee", (PyObject *)&CalleeType) < 0 ||
         PyModule_AddObject(m, "TRAMPOLINE", PyLong_FromVoidPtr((void *)host_trampoline)) < 0 ||
         PyModule_AddObject(m, "FORGET", PyLong_FromVoidPtr((void *)host_forget)) < 0 ||
-        PyModule_AddObject(m, "DEADLINE", PyLong_FromVoidPtr((void *)deadline_callback)) < 0) {
+        PyModule_AddObject(m, "DEADLINE", PyLong_FromVoidPtr((void *)deadline_callback)) < 0 ||
+        PyModule_AddIntConstant(m, "FUNC_SIZE", sizeof(func_t)) < 0 ||
+        PyModule_AddIntConstant(m, "MEMORY_SIZE", sizeof(memory_t)) < 0 ||
+        PyModule_AddIntConstant(m, "VAL_SIZE", sizeof(val_raw_t)) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -5,6 +5,9 @@ from collections.abc import Callable
 TRAMPOLINE: int
 FORGET: int
 DEADLINE: int
+FUNC_SIZE: int
+MEMORY_SIZE: int
+VAL_SIZE: int
 
 class Failed(Exception): ...
 
@@ -14,6 +17,9 @@ class Guest:
     def address(self) -> int: ...
     @property
     def calls(self) -> int: ...
+    def set_memory(self, memory: int, /) -> None: ...
+    def set_log(self, cache: dict[int, bool], levels: tuple[int, ...], /) -> None: ...
+    def give(self, alloc: Callee, data: bytes, ptr_ptr: int, size_ptr: int, /) -> int: ...
 
 class Callee:
     def __init__(self, guest: Guest, func: int, params: int, results: int, /) -> None: ...
@@ -24,10 +30,20 @@ def setup(
     trap_new: int,
     error_new: int,
     increment_epoch: int,
+    memory_data: int,
+    memory_size: int,
     on_error: Callable[[Callable[..., int | None], BaseException], str | None],
+    on_forget: Callable[[int], object],
     main_thread: int,
     /,
 ) -> None: ...
-def entry(func: Callable[..., int | None], wide: int, params: int, has_result: bool, /) -> int: ...
+def entry(
+    func: Callable[..., int | None],
+    wide: int,
+    params: int,
+    has_result: bool,
+    log_gate: Guest | None = None,
+    /,
+) -> int: ...
 def clear(env: int, /) -> None: ...
 def start_ticker(engine: int, ms: int, /) -> None: ...

@@ -32,6 +32,8 @@ import struct
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from core.metrics import count_wasm_exhausted
@@ -49,6 +51,11 @@ if TYPE_CHECKING:
 OK, NOT_FOUND, BAD_ARGUMENT = Status.OK, Status.NOT_FOUND, Status.BAD_ARGUMENT
 BAD_MEMORY = Status.INVALID_MEMORY_ACCESS
 _BODIES = (BufferType.HTTP_REQUEST_BODY, BufferType.HTTP_RESPONSE_BODY)
+# Plain ints for the hot paths (an enum member's lookup costs more than the compare).
+_REQUEST_HEADERS, _RESPONSE_HEADERS = (
+    int(MapType.HTTP_REQUEST_HEADERS),
+    int(MapType.HTTP_RESPONSE_HEADERS),
+)
 
 _LEVELS = {
     LogLevel.TRACE: logging.DEBUG,
@@ -65,6 +72,10 @@ _BY_NUMBER = {int(k): v for k, v in _LEVELS.items()}
 # a field name that is not empty and has no whitespace or ':', a value without CR, LF
 # or NUL; and a request line and status line that stay one line of the right shape.
 _BAD_NAME = re.compile(r"[\s:]")
+# _BAD_NAME for the bytes of a name (what str's \s matches in Latin-1, and ':').
+_BAD_NAME_BYTES = re.compile(rb"[\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0:]")
+_NAME = itemgetter(0)
+_EMPTY = b""
 _BAD_VALUE = re.compile(rb"[\r\n\0]")
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")
@@ -204,11 +215,15 @@ class Host:
         return self.instance
 
     def _read(self, ptr: int, size: int) -> bytes | None:
-        return self.mem.read(ptr, size)
+        inst = self.instance
+        assert inst is not None
+        return inst.read(ptr, size)
 
     def _return_bytes(self, data: bytes, ptr_ptr: int, size_ptr: int) -> int:
         """Copy ``data`` into guest memory and write its pointer and size back."""
-        done = self.mem.return_bytes(data, ptr_ptr, size_ptr)
+        inst = self.instance
+        assert inst is not None
+        done = inst.return_bytes(data, ptr_ptr, size_ptr)
         if done is None:
             return Status.INTERNAL_FAILURE
         return OK if done else BAD_MEMORY
@@ -222,13 +237,20 @@ class Host:
 
     # -- logging, time, log level
 
+    def log_gate(self) -> tuple[logging.Logger, tuple[int, ...]]:
+        """proxy_log's logger and the Python level of each Proxy-Wasm level: with them
+        the VM answers a call below the level without calling :meth:`proxy_log`."""
+        return self.log, tuple(_BY_NUMBER[level] for level in range(len(_BY_NUMBER)))
+
     def proxy_log(self, level: int, ptr: int, size: int) -> int:
         py_level = _BY_NUMBER.get(level)
         if py_level is None:
             return BAD_ARGUMENT
         if not self.log.isEnabledFor(py_level):
             # SDKs log every callback at debug: check the pointer, copy nothing.
-            return OK if self.mem.in_bounds(ptr, size) else BAD_MEMORY
+            inst = self.instance
+            assert inst is not None
+            return OK if inst.in_bounds(ptr, size) else BAD_MEMORY
         message = self._read(ptr, size)
         if message is None:
             return BAD_MEMORY
@@ -408,21 +430,25 @@ class Host:
     def proxy_get_header_map_value(
         self, kind: int, key_ptr: int, key_size: int, ptr_ptr: int, size_ptr: int
     ) -> int:
-        key = self._read(key_ptr, key_size)
+        inst = self.instance
+        assert inst is not None
+        key = inst.read(key_ptr, key_size)
         if key is None:
             return BAD_MEMORY
         value = self._value(kind, key.lower())
         if value is None:
             return NOT_FOUND
-        return self._return_bytes(value, ptr_ptr, size_ptr)
+        done = inst.return_bytes(value, ptr_ptr, size_ptr)
+        return (OK if done else BAD_MEMORY) if done is not None else Status.INTERNAL_FAILURE
 
     def _value(self, kind: int, key: bytes) -> bytes | None:
         """The first value of ``key`` (lower case) in map ``kind``, as :meth:`_pairs`
         lists it, without building the whole list (SDKs look up a field or two per
         callback)."""
-        ctx = self._ctx()
+        stream = self.stream
+        ctx = stream.ctx if stream is not None else None
         raw: list[tuple[bytes, bytes]]
-        if kind == MapType.HTTP_REQUEST_HEADERS and ctx is not None:
+        if kind == _REQUEST_HEADERS and ctx is not None:
             req = ctx.request
             if key[:1] == b":":
                 if key == b":method":
@@ -434,7 +460,7 @@ class Host:
                 if key == b":scheme":
                     return ctx.scheme.encode()
             raw = req.headers.raw
-        elif kind == MapType.HTTP_RESPONSE_HEADERS and ctx is not None and ctx.response:
+        elif kind == _RESPONSE_HEADERS and ctx is not None and ctx.response:
             if key == b":status":
                 return str(ctx.response.status).encode()
             raw = ctx.response.headers.raw
@@ -454,14 +480,15 @@ class Host:
 
     def _edit(self, kind: int, key: bytes, value: bytes | None, mode: str) -> int:
         """Change one field; ``mode`` is 'add', 'replace' or 'remove'."""
-        ctx = self._ctx()
+        stream = self.stream
+        ctx = stream.ctx if stream is not None else None
         key = key.lower()
-        if kind == MapType.HTTP_REQUEST_HEADERS and ctx is not None:
+        if kind == _REQUEST_HEADERS and ctx is not None:
             req = ctx.request
-            if key.startswith(b":"):
+            if key[:1] == b":":
                 return self._edit_request_pseudo(key, value)
             headers = req.headers
-        elif kind == MapType.HTTP_RESPONSE_HEADERS and ctx is not None and ctx.response:
+        elif kind == _RESPONSE_HEADERS and ctx is not None and ctx.response:
             if key == b":status":
                 if value is None or not _pseudo_ok(key, value):
                     return BAD_ARGUMENT
@@ -481,23 +508,28 @@ class Host:
             return NOT_FOUND
         else:
             return BAD_ARGUMENT
-        if not _field_ok(key, value):
+        if not key or _BAD_NAME_BYTES.search(key) or (value and _BAD_VALUE.search(value)):
             return BAD_ARGUMENT
         raw = headers.raw
-        size = len(key)
+        # Whether the field is there, and what the map holds, without a Python-level
+        # loop over the fields (this runs for every header a filter sets).
+        # (find, not `in`: bytes.__contains__ tries an int first, an exception each time)
+        present = (
+            mode != "add"
+            and (b"\0" + b"\0".join(map(_NAME, raw)).lower() + b"\0").find(b"\0" + key + b"\0") >= 0
+        )
         if value is not None:
-            # What the map holds after the change, in one pass (as _size counts it).
-            held = len(key) + len(value) + 32
-            drop = mode != "add"
-            for n, v in raw:
-                if not (drop and len(n) == size and n.lower() == key):
-                    held += len(n) + len(v) + 32
+            # What the map holds after the change (as _size counts it).
+            held = len(_EMPTY.join(chain.from_iterable(raw))) + 32 * len(raw)
+            held += len(key) + len(value) + 32
+            if present:
+                held -= _size(p for p in raw if p[0].lower() == key)
             if held > self.plugin.limits.max_header_bytes:
                 return self._exhausted("headers")
-        if mode != "add":
-            headers.remove(key.decode("latin-1"))
+        if present:
+            raw[:] = [p for p in raw if p[0].lower() != key]
         if value is not None:
-            headers.add_bytes(key, value)
+            raw.append((key, value))
         return OK
 
     def _edit_request_pseudo(self, key: bytes, value: bytes | None) -> int:

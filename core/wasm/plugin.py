@@ -147,6 +147,7 @@ class PluginVm(RootContexts):
             memory_limit=self.memory_limit,
             deadline_ms=self.deadline_ms,
             name=self.name,
+            log_gate=self.host.log_gate(),
         )
         self.host.instance = inst
         self.host.stream = None

@@ -49,7 +49,13 @@ try:  # the boundary in C (core/wasm/_crossing.c), built by `pip install` where 
     from core.wasm import _crossing
 except ImportError:  # not built: the ctypes path below does the same, slower
     _crossing = None  # type: ignore[assignment]
-if os.environ.get("WASMGATE_WASM_CTYPES"):  # force the ctypes path (tests, comparisons)
+_C_TYPES = (ffi.wasmtime_func_t, ffi.wasmtime_memory_t, ffi.wasmtime_val_raw_t)
+if _crossing is not None and (
+    os.environ.get("WASMGATE_WASM_CTYPES")  # force the ctypes path (tests, comparisons)
+    # a wasmtime whose C types differ from those _crossing.c declares
+    or tuple(ctypes.sizeof(t) for t in _C_TYPES)
+    != (_crossing.FUNC_SIZE, _crossing.MEMORY_SIZE, _crossing.VAL_SIZE)
+):
     _crossing = None  # type: ignore[assignment]
 
 log = logging.getLogger("wasmgate.wasm")
@@ -290,7 +296,10 @@ if _crossing is not None:
         _address("wasmtime_trap_new"),
         _address("wasmtime_error_new"),
         _address("wasmtime_engine_increment_epoch"),
+        _address("wasmtime_memory_data"),
+        _address("wasmtime_memory_data_size"),
         _host_failed,
+        lambda env: _HOST_FUNCS.pop(env, None),  # as _forget does on the ctypes path
         threading.main_thread().ident or 0,
     )
     _trampoline = ffi.wasmtime_func_unchecked_callback_t(_crossing.TRAMPOLINE)
@@ -344,7 +353,11 @@ class Instance:
         memory_limit: int,
         deadline_ms: int,
         name: str = "wasm",
+        log_gate: tuple[logging.Logger, tuple[int, ...]] | None = None,
     ) -> None:
+        """``log_gate``: the logger ``env.proxy_log`` logs to and the Python level of
+        each Proxy-Wasm level (0 to 5); with it, a call below the logger's level is
+        answered on the C path without calling the host function."""
         self.name = name
         eng = engine()
         self.store = wasmtime.Store(eng)
@@ -362,6 +375,13 @@ class Instance:
         self._guest: Any = (
             None if _crossing is None else _crossing.Guest(self._ctx_addr or 0, self._ticks)
         )
+        gate = None
+        if self._guest is not None and log_gate is not None:
+            logger, levels = log_gate
+            cache = getattr(logger, "_cache", None)  # what isEnabledFor answered so far
+            if isinstance(cache, dict):
+                self._guest.set_log(cache, levels)
+                gate = self._guest
         self._mem_addr = 0
         # A view of the guest's memory as far as it reached when last looked at (see
         # _refresh); memories only grow, and in place, so it stays valid as it is.
@@ -396,7 +416,10 @@ class Instance:
             wide = tuple(str(p) == "i64" for p in ty.params)
             if _crossing is not None:
                 mask = sum(1 << i for i, w in enumerate(wide) if w)
-                env = _crossing.entry(func, mask, len(wide), bool(ty.results))
+                logs = key == ("env", "proxy_log") and signature == "(i32, i32, i32) -> i32"
+                env = _crossing.entry(
+                    func, mask, len(wide), bool(ty.results), gate if logs else None
+                )
                 _HOST_FUNCS[env] = (func, None, None, None, self)
                 callback, forget = _trampoline, _forget_c
             else:
@@ -440,6 +463,8 @@ class Instance:
             elif isinstance(item, wasmtime.Memory) and export_name == "memory":
                 self.memory = item
                 self._mem_addr = ctypes.addressof(item._memory)
+                if self._guest is not None:
+                    self._guest.set_memory(self._mem_addr)
         self._alloc_name = "proxy_on_memory_allocate"
         self._alloc = self.exports.get(self._alloc_name)
         if self._alloc is None:
@@ -576,6 +601,15 @@ class Instance:
         """Copy ``data`` into memory the guest allocates and store its address and size
         at ``ptr_ptr`` / ``size_ptr`` (zeros for empty data): True; None when the guest
         cannot allocate; False when a pointer is out of bounds."""
+        alloc = self._alloc
+        if self._guest is not None and alloc is not None:  # the C path: one call
+            try:
+                status = self._guest.give(alloc.callee, data, ptr_ptr, size_ptr)
+            except _crossing.Failed as exc:
+                error, trap = exc.args
+                reason = _failure_text(error, trap)
+                raise WasmTrap(f"{self.name}: {self._alloc_name} trapped: {reason}") from None
+            return True if status == 0 else None if status == 10 else False
         ptr: int | None = 0
         if data:
             ptr = self.allocate(data)
