@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -156,3 +158,26 @@ def test_calls_both_ways_traps_and_deadlines(ctypes_path: bool) -> None:
     assert out["after"] == 5
     assert "CPU deadline exceeded" in out["worker"]
     assert out["main_ticks"] > 10  # the main thread ran while the worker's guest spun
+
+
+BYTES = st.binary(max_size=6) | st.sampled_from([b"x-a", b"X-A", b"a:b", b"a b", b"\x85", b"\xa0"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    name=BYTES,
+    value=st.none() | BYTES,
+    raw=st.lists(st.tuples(BYTES, BYTES), max_size=6),
+    drop=st.booleans(),
+)
+def test_the_c_field_checks_agree_with_the_python_ones(
+    name: bytes, value: bytes | None, raw: list[tuple[bytes, bytes]], drop: bool
+) -> None:
+    """core.wasm.fields in C (what a header edit runs) and its Python fallback."""
+    from core.wasm import fields
+
+    if fields.scan is fields._scan:
+        pytest.skip("the C extension is not built (no C compiler: Debian package gcc)")
+    assert fields.bad_field(name, value) == fields._bad_field(name, value)
+    key = name.lower()
+    assert fields.scan(raw, key, drop) == fields._scan(raw, key, drop)

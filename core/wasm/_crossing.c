@@ -565,6 +565,80 @@ static PyObject *start_ticker(PyObject *module, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------------ header fields */
+
+/* scan(raw, key, drop) -> (present, held): whether a field named `key` (lower case) is
+ * in `raw` (a list of (name, value) bytes pairs, names compared ASCII-case-insensitively),
+ * and what the map holds as core.wasm.host._size counts it (names + values + 32 a
+ * field), leaving out the fields named `key` when `drop` is true. */
+static PyObject *scan_fields(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyList_Check(args[0]) || !PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "scan(list of (bytes, bytes), bytes, bool)");
+        return NULL;
+    }
+    PyObject *raw = args[0];
+    const char *key = PyBytes_AS_STRING(args[1]);
+    Py_ssize_t size = PyBytes_GET_SIZE(args[1]);
+    int drop = PyObject_IsTrue(args[2]);
+    if (drop < 0) return NULL;
+    int present = 0;
+    Py_ssize_t held = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(raw); i++) {
+        PyObject *pair = PyList_GET_ITEM(raw, i);
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
+            !PyBytes_Check(PyTuple_GET_ITEM(pair, 0)) || !PyBytes_Check(PyTuple_GET_ITEM(pair, 1))) {
+            PyErr_SetString(PyExc_TypeError, "header fields are (bytes, bytes) pairs");
+            return NULL;
+        }
+        PyObject *name = PyTuple_GET_ITEM(pair, 0);
+        Py_ssize_t length = PyBytes_GET_SIZE(name);
+        int same = 0;
+        if (length == size) {
+            const char *text = PyBytes_AS_STRING(name);
+            same = 1;
+            for (Py_ssize_t j = 0; j < size; j++) {
+                char c = text[j];
+                if (c >= 'A' && c <= 'Z') c = (char)(c + 32);
+                if (c != key[j]) {
+                    same = 0;
+                    break;
+                }
+            }
+        }
+        present |= same;
+        if (!(same && drop)) held += length + PyBytes_GET_SIZE(PyTuple_GET_ITEM(pair, 1)) + 32;
+    }
+    return Py_BuildValue("(On)", present ? Py_True : Py_False, held);
+}
+
+/* bad_field(name, value or None) -> bool: what core.wasm.host refuses to put on the
+ * wire: an empty name, a name with whitespace (as Python's str \s in Latin-1) or ':',
+ * a value with CR, LF or NUL. */
+static PyObject *bad_field(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyBytes_Check(args[0]) || (args[1] != Py_None && !PyBytes_Check(args[1]))) {
+        PyErr_SetString(PyExc_TypeError, "bad_field(bytes, bytes or None)");
+        return NULL;
+    }
+    const unsigned char *name = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
+    if (size == 0) Py_RETURN_TRUE;
+    for (Py_ssize_t i = 0; i < size; i++) {
+        unsigned char c = name[i];
+        if (c == ':' || c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f) ||
+            c == 0x85 || c == 0xa0)
+            Py_RETURN_TRUE;
+    }
+    if (args[1] != Py_None) {
+        const char *value = PyBytes_AS_STRING(args[1]);
+        Py_ssize_t length = PyBytes_GET_SIZE(args[1]);
+        for (Py_ssize_t i = 0; i < length; i++) {
+            char c = value[i];
+            if (c == '\r' || c == '\n' || c == '\0') Py_RETURN_TRUE;
+        }
+    }
+    Py_RETURN_FALSE;
+}
+
 /* ------------------------------------------------------------------ setup */
 
 static PyObject *setup(PyObject *module, PyObject *args) {
@@ -599,6 +673,10 @@ static PyMethodDef methods[] = {
     {"entry", make_entry, METH_VARARGS,
      "entry(func, wide mask, params, has result[, log gate Guest]) -> env of a host function"},
     {"clear", clear_entry, METH_O, "clear(env): the function's instance is closed"},
+    {"scan", (PyCFunction)(void (*)(void))scan_fields, METH_FASTCALL,
+     "scan(raw, key, drop) -> (present, held): see _crossing.c"},
+    {"bad_field", (PyCFunction)(void (*)(void))bad_field, METH_FASTCALL,
+     "bad_field(name, value) -> bool: see _crossing.c"},
     {"start_ticker", start_ticker, METH_VARARGS,
      "start_ticker(engine address, ms): advance the engine's epoch every ms, natively"},
     {NULL},

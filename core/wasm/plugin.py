@@ -49,7 +49,7 @@ from core.wasm.callout import start_call
 from core.wasm.host import Host, Stream, resolver
 from core.wasm.metrics import FilterMetrics
 from core.wasm.sharing import Root, RootContexts, RootedStream
-from core.wasm.vm import Instance, WasmTrap, exported_markers
+from core.wasm.vm import CallFailed, Instance, WasmTrap, exported_markers
 from plugin_sdk import Context
 
 log = logging.getLogger("wasmgate.wasm")
@@ -302,7 +302,14 @@ class PluginVm(RootContexts):
             args = args[: export.nparams]
         self._depth = 1
         try:
+            callee = export.callee  # the C path's export, called without call_export
+            if callee is not None:
+                return callee(*args)  # type: ignore[no-any-return]
             return inst.call_export(export, name, args)
+        except CallFailed as exc:
+            trap = inst.trap_of(name, exc)
+            self._trapped(trap)
+            raise trap from None
         except WasmTrap as exc:
             self._trapped(exc)
             raise

@@ -1,21 +1,41 @@
 """The one module that imports wasmtime: compiling, caching and running Wasm modules.
 
-Speed matters here (a Proxy-Wasm request makes about ten calls across the boundary),
-so calls in both directions go through wasmtime's *unchecked* C API, which wasmtime-py
-exposes through ctypes: a call into the guest costs about 1.3 µs instead of about
-19 µs through ``Func.__call__``, and a host function about 0.5 µs instead of 9 to 20 µs.
-Values cross as raw 16-byte slots, packed and unpacked with one precompiled struct per signature.
+Speed matters here (a Proxy-Wasm request makes seven to nine calls into the guest and
+some host-function calls back), so calls in both directions go through wasmtime's
+*unchecked* C API (raw 16-byte value slots), by one of two paths:
+
+- **The C path** (:mod:`core.wasm._crossing`, the C extension ``core/wasm/_crossing.c``
+  that ``pip install`` builds where a C compiler is): an export is a ``Callee`` that
+  writes its int arguments into the slots and calls ``wasmtime_func_call_unchecked``;
+  every host function is served by one C trampoline that turns the slots into ints and
+  calls the Python function with ``PyObject_Vectorcall``. It needs no wasmtime
+  headers: it gets the C functions' addresses from wasmtime-py's loaded library
+  (:func:`_crossing.setup`), and refuses to load when the sizes of the types it
+  declares differ from wasmtime-py's. Two host-side jobs are done there entirely:
+  ``proxy_log`` below the logger's level (the pointer checked against the memory, the
+  answer read from the logger's own ``isEnabledFor`` cache, so a level changed at run
+  time counts at once), and returning bytes to the guest (``Guest.give``: the guest's
+  allocator called, the bytes copied, the address and size stored). A call from the
+  main thread keeps the GIL while the guest runs; a call from another thread (a rebuild
+  in a worker) releases it.
+- **The ctypes path** (the extension not built, or ``WASMGATE_WASM_CTYPES=1``): the
+  same calls through ctypes, arguments packed with one precompiled struct per
+  signature, one ctypes callback dispatching every host function; about 40 % more
+  instructions per request for a header filter.
+
 Host functions read and write guest memory through a memoryview, not through ctypes
 calls: the engine never moves a linear memory (``memory_may_move = False``), so the
 view stays valid as the memory grows, and its size is looked up again only when an
 access reaches past what the view covers.
 
 Sandbox: every module gets its own Store with a linear-memory cap, and every call from
-the host runs under an epoch deadline (a daemon thread advances the engine's epoch every
-``EPOCH_MS``; a callback renews the deadline for calls that started since it last
-ran, see ``_deadline_impl``), so an infinite loop traps within two deadlines. Any trap — deadline,
-memory, ``unreachable`` — is raised as :class:`WasmTrap`; the caller throws the
-instance away and builds a new one.
+the host runs under an epoch deadline: the engine's epoch advances every ``EPOCH_MS``
+(from a native thread on the C path, since a looping guest may hold the GIL; from a
+Python daemon thread on the ctypes path, which releases the GIL during calls), and a
+callback renews the deadline for calls that started since it last ran (see
+``_deadline_impl``; in C on the C path), so an infinite loop traps within two
+deadlines. Any trap — deadline, memory, ``unreachable`` — is raised as
+:class:`WasmTrap`; the caller throws the instance away and builds a new one.
 
 Instances may be created in worker threads (a rebuild after a trap runs off the event
 loop): the Engine is shared and thread-safe, a Store is only ever used by one thread at
@@ -97,6 +117,14 @@ class WasmTrap(PluginError):
 
 class WasmLoadError(PluginError):
     """A module cannot be compiled or instantiated."""
+
+
+class _NeverRaised(Exception):
+    pass
+
+
+# What an export's ``callee`` raises when the call traps (see Instance.trap_of).
+CallFailed: type[Exception] = _NeverRaised if _crossing is None else _crossing.Failed
 
 
 # ----------------------------------------------------------------------- the engine
@@ -504,11 +532,8 @@ class Instance:
         if callee is not None:
             try:
                 return callee(*args)  # type: ignore[no-any-return]
-            except _crossing.Failed as exc:
-                error, trap = exc.args
-                raise WasmTrap(
-                    f"{self.name}: {name} trapped: {_failure_text(error, trap)}"
-                ) from None
+            except CallFailed as exc:
+                raise self.trap_of(name, exc) from None
         if args:
             # Arguments are non-negative (ids, sizes, flags): one u64 per slot fits both
             # i32 and i64 parameters.
@@ -527,6 +552,11 @@ class Instance:
         if not export.nresults:
             return None
         return int(_RESULT(export.slots)[0])  # an i32, signed
+
+    def trap_of(self, name: str, failed: Exception) -> WasmTrap:
+        """The WasmTrap for a :data:`CallFailed` raised by export ``name``'s callee."""
+        error, trap = failed.args
+        return WasmTrap(f"{self.name}: {name} trapped: {_failure_text(error, trap)}")
 
     def _failure(self, error: Any) -> str:
         if self._trap:
@@ -605,10 +635,8 @@ class Instance:
         if self._guest is not None and alloc is not None:  # the C path: one call
             try:
                 status = self._guest.give(alloc.callee, data, ptr_ptr, size_ptr)
-            except _crossing.Failed as exc:
-                error, trap = exc.args
-                reason = _failure_text(error, trap)
-                raise WasmTrap(f"{self.name}: {self._alloc_name} trapped: {reason}") from None
+            except CallFailed as exc:
+                raise self.trap_of(self._alloc_name, exc) from None
             return True if status == 0 else None if status == 10 else False
         ptr: int | None = 0
         if data:
