@@ -404,7 +404,14 @@ class PluginVm(RootContexts):
             self.streams.pop(stream.id, None)
 
     def done(self, stream: Stream) -> None:
-        if stream.id not in self.streams or self.instance is None:
+        """``proxy_on_done``, then (unless it returns false: the plugin calls proxy_done
+        later) ``proxy_on_log`` and ``proxy_on_delete``."""
+        inst = self.instance
+        if stream.id not in self.streams or inst is None:
+            return
+        on_done = inst.exports.get("proxy_on_done")
+        if not self._depth and on_done is not None and on_done.callee is not None:
+            self._end_stream(inst, stream, on_done)
             return
         try:
             completed = self.call(stream, "proxy_on_done", stream.id)
@@ -415,6 +422,39 @@ class PluginVm(RootContexts):
             self.finish_stream(stream)
         else:
             stream.done_pending = True  # the plugin calls proxy_done later
+
+    def _end_stream(self, inst: Instance, stream: Stream, on_done: Any) -> None:
+        """:meth:`done` on the C path: the three callbacks back to back, charged to the
+        CPU budget as one (three budget checks and charges cost more than the calls)."""
+        budget = self.budget
+        started = _now()
+        if started < budget.until:  # over budget: the stream ends without them
+            self.streams.pop(stream.id, None)
+            return
+        self.host.stream = stream
+        if isinstance(stream, RootedStream):
+            self.active = stream.root
+        name = "proxy_on_done"
+        self._depth = 1
+        try:
+            completed = on_done.callee(*(stream.id,)[: on_done.nparams])
+            if completed is not None and not completed:
+                stream.done_pending = True  # the plugin calls proxy_done later
+                return
+            for name in ("proxy_on_log", "proxy_on_delete"):
+                export = inst.exports.get(name)
+                if export is not None:
+                    export.callee(*(stream.id,)[: export.nparams])
+            self.streams.pop(stream.id, None)
+        except CallFailed as exc:
+            trap = inst.trap_of(name, exc)
+            self._trapped(trap)
+            raise trap from None
+        finally:
+            self._depth = 0
+            now = _now()
+            if budget.charge(now, now - started):
+                self._over_budget()
 
     # -- calls out
 
