@@ -29,6 +29,10 @@ WAT = """
   (import "env" "bye" (func $bye (param i32)))
   (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
   (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 1024))
+  (func (export "malloc") (param $size i32) (result i32)
+    (global.get $heap)
+    (global.set $heap (i32.add (global.get $heap) (local.get $size))))
   (func (export "sum") (param $a i32) (param $b i64) (result i32)
     (i32.wrap_i64 (call $add (local.get $a) (local.get $b))))
   (func (export "negative") (result i32) (i32.const -7))
@@ -84,6 +88,11 @@ out["negative"] = inst.call("negative")
 out["nothing"] = inst.call("nothing", 5)
 out["fails"] = inst.call("fails")
 out["exits"] = trap_of(inst, "exits")[0]
+# Bytes handed to the guest in memory it allocates; pointers out of bounds refused
+out["give"] = [inst.return_bytes(b"abc", 16, 20), inst.return_bytes(b"abc", (1 << 64) - 2, 16),
+               inst.return_bytes(b"", 65534, 16)]
+ptr, size = inst.read(16, 4), inst.read(20, 4)
+out["given"] = inst.read(int.from_bytes(ptr, "little"), int.from_bytes(size, "little")).decode()
 # proxy_log below the logger's level: answered without the host function on the C path
 out["log_below"] = [inst.call("log", 2, 16, 5), inst.call("log", 2, 0xFFFFFF00, 16)]
 out["logged_below"] = list(logged)
@@ -147,6 +156,8 @@ def test_calls_both_ways_traps_and_deadlines(ctypes_path: bool) -> None:
     assert out["negative"] == -7
     assert out["nothing"] is None
     assert out["fails"] == 10  # INTERNAL_FAILURE: a host bug does not trap the guest
+    assert out["give"] == [True, False, False]
+    assert out["given"] == "abc"
     if not ctypes_path:
         assert out["log_below"] == [0, 6]  # OK, and INVALID_MEMORY_ACCESS out of bounds
         assert out["logged_below"] == []

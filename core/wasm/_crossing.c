@@ -186,11 +186,8 @@ static PyObject *Guest_give(GuestObject *self, PyObject *const *args, Py_ssize_t
         memcpy(base + where, data.buf, (size_t)data.len);
     }
     base = guest_memory(self, &size);
-    if (base == NULL) {
-        status = INTERNAL_FAILURE;
-        goto done;
-    }
-    if (ptr_ptr + 4 > size || size_ptr + 4 > size) {
+    /* (written so that no sum can wrap: the pointers are any u64 a caller passes) */
+    if (base == NULL || size < 4 || ptr_ptr > size - 4 || size_ptr > size - 4) {
         status = BAD_MEMORY;
         goto done;
     }
