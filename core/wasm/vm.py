@@ -20,7 +20,7 @@ some host-function calls back), so calls in both directions go through wasmtime'
   in a worker) releases it.
 - **The ctypes path** (the extension not built, or ``WASMGATE_WASM_CTYPES=1``): the
   same calls through ctypes, arguments packed with one precompiled struct per
-  signature, one ctypes callback dispatching every host function; about 40 % more
+  signature, one ctypes callback dispatching every host function; about 50 % more
   instructions per request for a header filter.
 
 Host functions read and write guest memory through a memoryview, not through ctypes
