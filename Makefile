@@ -27,8 +27,9 @@ help:
 
 install: $(STAMP)
 
-# Re-installs only when pyproject.toml changes; otherwise a no-op.
-$(STAMP): pyproject.toml
+# Re-installs only when pyproject.toml or the C extension core/wasm/_crossing*.[ch] changes
+# (pip builds it in place, core/wasm/_crossing.*.so); otherwise a no-op.
+$(STAMP): pyproject.toml $(wildcard core/wasm/_crossing*.[ch])
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "wasmgate needs Python >= 3.11"'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip

@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 Sink = Callable[[bytes, bool], None]
 
 
+def _closed(*_args: object) -> None:
+    """What a closed pipe's sink and reply callback became (never called: stopped)."""
+
+
 class BodyTooLarge(Exception):
     """A chunk hook was asked to hold more body than its bound."""
 
@@ -93,8 +97,16 @@ class BodyPipe:
             self._run(0, data, end)
 
     def close(self) -> None:
-        """The exchange is over: a hook that resumes later finds nobody listening."""
+        """The exchange is over: a hook that resumes later finds nobody listening.
+
+        The pipe also lets go of the exchange's callbacks and of its own resume
+        partials: they made reference cycles (exchange -> pipe -> bound method ->
+        exchange; pipe -> partial -> pipe) that only the cycle collector freed, one per
+        request through a filter that takes bodies."""
         self.stopped = True
+        self._sink = _closed
+        self._on_reply = _closed
+        self._resumes = []
 
     def _run(self, i: int, data: bytes, end: bool) -> None:
         hooks = self._hooks

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from core.metrics import count_wasm_exhausted
 from core.wasm import foreign, properties, shared
 from core.wasm.abi import BufferType, LogLevel, MapType, MetricType, Status, WasiErrno
+from core.wasm.fields import bad_field, scan
 from core.wasm.metrics import MAX_NAME as MAX_METRIC_NAME
 from core.wasm.vm import _GuestExit
 from plugin_sdk import Headers, LocalReply
@@ -49,6 +50,11 @@ if TYPE_CHECKING:
 OK, NOT_FOUND, BAD_ARGUMENT = Status.OK, Status.NOT_FOUND, Status.BAD_ARGUMENT
 BAD_MEMORY = Status.INVALID_MEMORY_ACCESS
 _BODIES = (BufferType.HTTP_REQUEST_BODY, BufferType.HTTP_RESPONSE_BODY)
+# Plain ints for the hot paths (an enum member's lookup costs more than the compare).
+_REQUEST_HEADERS, _RESPONSE_HEADERS = (
+    int(MapType.HTTP_REQUEST_HEADERS),
+    int(MapType.HTTP_RESPONSE_HEADERS),
+)
 
 _LEVELS = {
     LogLevel.TRACE: logging.DEBUG,
@@ -204,11 +210,15 @@ class Host:
         return self.instance
 
     def _read(self, ptr: int, size: int) -> bytes | None:
-        return self.mem.read(ptr, size)
+        inst = self.instance
+        assert inst is not None
+        return inst.read(ptr, size)
 
     def _return_bytes(self, data: bytes, ptr_ptr: int, size_ptr: int) -> int:
         """Copy ``data`` into guest memory and write its pointer and size back."""
-        done = self.mem.return_bytes(data, ptr_ptr, size_ptr)
+        inst = self.instance
+        assert inst is not None
+        done = inst.return_bytes(data, ptr_ptr, size_ptr)
         if done is None:
             return Status.INTERNAL_FAILURE
         return OK if done else BAD_MEMORY
@@ -222,13 +232,20 @@ class Host:
 
     # -- logging, time, log level
 
+    def log_gate(self) -> tuple[logging.Logger, tuple[int, ...]]:
+        """proxy_log's logger and the Python level of each Proxy-Wasm level: with them
+        the VM answers a call below the level without calling :meth:`proxy_log`."""
+        return self.log, tuple(_BY_NUMBER[level] for level in range(len(_BY_NUMBER)))
+
     def proxy_log(self, level: int, ptr: int, size: int) -> int:
         py_level = _BY_NUMBER.get(level)
         if py_level is None:
             return BAD_ARGUMENT
         if not self.log.isEnabledFor(py_level):
             # SDKs log every callback at debug: check the pointer, copy nothing.
-            return OK if self.mem.in_bounds(ptr, size) else BAD_MEMORY
+            inst = self.instance
+            assert inst is not None
+            return OK if inst.in_bounds(ptr, size) else BAD_MEMORY
         message = self._read(ptr, size)
         if message is None:
             return BAD_MEMORY
@@ -409,21 +426,25 @@ class Host:
     def proxy_get_header_map_value(
         self, kind: int, key_ptr: int, key_size: int, ptr_ptr: int, size_ptr: int
     ) -> int:
-        key = self._read(key_ptr, key_size)
+        inst = self.instance
+        assert inst is not None
+        key = inst.read(key_ptr, key_size)
         if key is None:
             return BAD_MEMORY
         value = self._value(kind, key.lower())
         if value is None:
             return NOT_FOUND
-        return self._return_bytes(value, ptr_ptr, size_ptr)
+        done = inst.return_bytes(value, ptr_ptr, size_ptr)
+        return (OK if done else BAD_MEMORY) if done is not None else Status.INTERNAL_FAILURE
 
     def _value(self, kind: int, key: bytes) -> bytes | None:
         """The first value of ``key`` (lower case) in map ``kind``, as :meth:`_pairs`
         lists it, without building the whole list (SDKs look up a field or two per
         callback)."""
-        ctx = self._ctx()
+        stream = self.stream
+        ctx = stream.ctx if stream is not None else None
         raw: list[tuple[bytes, bytes]]
-        if kind == MapType.HTTP_REQUEST_HEADERS and ctx is not None:
+        if kind == _REQUEST_HEADERS and ctx is not None:
             req = ctx.request
             if key[:1] == b":":
                 if key == b":method":
@@ -435,7 +456,7 @@ class Host:
                 if key == b":scheme":
                     return ctx.scheme.encode()
             raw = req.headers.raw
-        elif kind == MapType.HTTP_RESPONSE_HEADERS and ctx is not None and ctx.response:
+        elif kind == _RESPONSE_HEADERS and ctx is not None and ctx.response:
             if key == b":status":
                 return str(ctx.response.status).encode()
             raw = ctx.response.headers.raw
@@ -455,14 +476,15 @@ class Host:
 
     def _edit(self, kind: int, key: bytes, value: bytes | None, mode: str) -> int:
         """Change one field; ``mode`` is 'add', 'replace' or 'remove'."""
-        ctx = self._ctx()
+        stream = self.stream
+        ctx = stream.ctx if stream is not None else None
         key = key.lower()
-        if kind == MapType.HTTP_REQUEST_HEADERS and ctx is not None:
+        if kind == _REQUEST_HEADERS and ctx is not None:
             req = ctx.request
-            if key.startswith(b":"):
+            if key[:1] == b":":
                 return self._edit_request_pseudo(key, value)
             headers = req.headers
-        elif kind == MapType.HTTP_RESPONSE_HEADERS and ctx is not None and ctx.response:
+        elif kind == _RESPONSE_HEADERS and ctx is not None and ctx.response:
             if key == b":status":
                 if value is None or not _pseudo_ok(key, value):
                     return BAD_ARGUMENT
@@ -477,23 +499,20 @@ class Host:
             return NOT_FOUND
         else:
             return BAD_ARGUMENT
-        if not _field_ok(key, value):
+        if bad_field(key, value):
             return BAD_ARGUMENT
         raw = headers.raw
-        size = len(key)
+        # Whether the field is there and what the map holds, in one pass (in C when the
+        # extension is built: this runs for every header a filter sets).
+        present, held = scan(raw, key, mode != "add")
         if value is not None:
-            # What the map holds after the change, in one pass (as _size counts it).
-            held = len(key) + len(value) + 32
-            drop = mode != "add"
-            for n, v in raw:
-                if not (drop and len(n) == size and n.lower() == key):
-                    held += len(n) + len(v) + 32
+            held += len(key) + len(value) + 32  # what the map holds after the change
             if held > self.plugin.limits.max_header_bytes:
                 return self._exhausted("headers")
-        if mode != "add":
-            headers.remove(key.decode("latin-1"))
+        if present and mode != "add":
+            raw[:] = [p for p in raw if p[0].lower() != key]
         if value is not None:
-            headers.add_bytes(key, value)
+            raw.append((key, value))
         return OK
 
     def _trailers(self, kind: int) -> Headers | None:

@@ -1,21 +1,41 @@
 """The one module that imports wasmtime: compiling, caching and running Wasm modules.
 
-Speed matters here (a Proxy-Wasm request makes about ten calls across the boundary),
-so calls in both directions go through wasmtime's *unchecked* C API, which wasmtime-py
-exposes through ctypes: a call into the guest costs about 1.3 µs instead of about
-19 µs through ``Func.__call__``, and a host function about 0.5 µs instead of 9 to 20 µs.
-Values cross as raw 16-byte slots, packed and unpacked with one precompiled struct per signature.
+Speed matters here (a Proxy-Wasm request makes seven to nine calls into the guest and
+some host-function calls back), so calls in both directions go through wasmtime's
+*unchecked* C API (raw 16-byte value slots), by one of two paths:
+
+- **The C path** (:mod:`core.wasm._crossing`, the C extension ``core/wasm/_crossing.c``
+  that ``pip install`` builds where a C compiler is): an export is a ``Callee`` that
+  writes its int arguments into the slots and calls ``wasmtime_func_call_unchecked``;
+  every host function is served by one C trampoline that turns the slots into ints and
+  calls the Python function with ``PyObject_Vectorcall``. It needs no wasmtime
+  headers: it gets the C functions' addresses from wasmtime-py's loaded library
+  (:func:`_crossing.setup`), and refuses to load when the sizes of the types it
+  declares differ from wasmtime-py's. Two host-side jobs are done there entirely:
+  ``proxy_log`` below the logger's level (the pointer checked against the memory, the
+  answer read from the logger's own ``isEnabledFor`` cache, so a level changed at run
+  time counts at once), and returning bytes to the guest (``Guest.give``: the guest's
+  allocator called, the bytes copied, the address and size stored). A call from the
+  main thread keeps the GIL while the guest runs; a call from another thread (a rebuild
+  in a worker) releases it.
+- **The ctypes path** (the extension not built, or ``WASMGATE_WASM_CTYPES=1``): the
+  same calls through ctypes, arguments packed with one precompiled struct per
+  signature, one ctypes callback dispatching every host function; about 50 % more
+  instructions per request for a header filter.
+
 Host functions read and write guest memory through a memoryview, not through ctypes
 calls: the engine never moves a linear memory (``memory_may_move = False``), so the
 view stays valid as the memory grows, and its size is looked up again only when an
 access reaches past what the view covers.
 
 Sandbox: every module gets its own Store with a linear-memory cap, and every call from
-the host runs under an epoch deadline (a daemon thread advances the engine's epoch every
-``EPOCH_MS``; a callback renews the deadline for calls that started since it last
-ran, see ``_deadline_impl``), so an infinite loop traps within two deadlines. Any trap — deadline,
-memory, ``unreachable`` — is raised as :class:`WasmTrap`; the caller throws the
-instance away and builds a new one.
+the host runs under an epoch deadline: the engine's epoch advances every ``EPOCH_MS``
+(from a native thread on the C path, since a looping guest may hold the GIL; from a
+Python daemon thread on the ctypes path, which releases the GIL during calls), and a
+callback renews the deadline for calls that started since it last ran (see
+``_deadline_impl``; in C on the C path), so an infinite loop traps within two
+deadlines. Any trap — deadline, memory, ``unreachable`` — is raised as
+:class:`WasmTrap`; the caller throws the instance away and builds a new one.
 
 Instances may be created in worker threads (a rebuild after a trap runs off the event
 loop): the Engine is shared and thread-safe, a Store is only ever used by one thread at
@@ -44,6 +64,19 @@ from wasmtime import _bindings
 from wasmtime import _ffi as ffi
 
 from core.errors import PluginError
+
+try:  # the boundary in C (core/wasm/_crossing.c), built by `pip install` where gcc is
+    from core.wasm import _crossing
+except ImportError:  # not built: the ctypes path below does the same, slower
+    _crossing = None  # type: ignore[assignment]
+_C_TYPES = (ffi.wasmtime_func_t, ffi.wasmtime_memory_t, ffi.wasmtime_val_raw_t)
+if _crossing is not None and (
+    os.environ.get("WASMGATE_WASM_CTYPES")  # force the ctypes path (tests, comparisons)
+    # a wasmtime whose C types differ from those _crossing.c declares
+    or tuple(ctypes.sizeof(t) for t in _C_TYPES)
+    != (_crossing.FUNC_SIZE, _crossing.MEMORY_SIZE, _crossing.VAL_SIZE)
+):
+    _crossing = None  # type: ignore[assignment]
 
 log = logging.getLogger("wasmgate.wasm")
 
@@ -86,6 +119,14 @@ class WasmLoadError(PluginError):
     """A module cannot be compiled or instantiated."""
 
 
+class _NeverRaised(Exception):
+    pass
+
+
+# What an export's ``callee`` raises when the call traps (see Instance.trap_of).
+CallFailed: type[Exception] = _NeverRaised if _crossing is None else _crossing.Failed
+
+
 # ----------------------------------------------------------------------- the engine
 
 _engine: wasmtime.Engine | None = None
@@ -108,10 +149,16 @@ def engine() -> wasmtime.Engine:
             # front), so a memoryview of one stays valid: see Instance._refresh.
             config.memory_may_move = False
             _engine = wasmtime.Engine(config)
-            ticker = threading.Thread(
-                target=_tick_epochs, args=(_engine,), name="wasm-epoch", daemon=True
-            )
-            ticker.start()
+            if _crossing is not None:
+                # A native thread: a guest looping in a call that holds the GIL (the C
+                # path keeps it on the main thread) must still see the epoch advance.
+                address = ctypes.cast(_engine.ptr(), ctypes.c_void_p).value or 0
+                _crossing.start_ticker(address, EPOCH_MS)
+            else:
+                ticker = threading.Thread(
+                    target=_tick_epochs, args=(_engine,), name="wasm-epoch", daemon=True
+                )
+                ticker.start()
         return _engine
 
 
@@ -258,16 +305,60 @@ def _register(func: HostFunc, wide: tuple[bool, ...], has_result: bool, inst: In
         return _next_id
 
 
+def _host_failed(func: HostFunc, exc: BaseException) -> str | None:
+    """What the C trampoline does with a host function's exception: the text to trap
+    the guest with (proc_exit), or None for status INTERNAL_FAILURE (a bug of ours)."""
+    if isinstance(exc, _GuestExit):
+        return str(exc)
+    log.error("host function %s failed: %r", getattr(func, "__name__", func), exc)
+    return None
+
+
+def _address(name: str) -> int:
+    return ctypes.cast(_dll[name], ctypes.c_void_p).value or 0
+
+
+if _crossing is not None:
+    _crossing.setup(
+        _address("wasmtime_func_call_unchecked"),
+        _address("wasmtime_trap_new"),
+        _address("wasmtime_error_new"),
+        _address("wasmtime_engine_increment_epoch"),
+        _address("wasmtime_memory_data"),
+        _address("wasmtime_memory_data_size"),
+        _host_failed,
+        lambda env: _HOST_FUNCS.pop(env, None),  # as _forget does on the ctypes path
+        threading.main_thread().ident or 0,
+    )
+    _trampoline = ffi.wasmtime_func_unchecked_callback_t(_crossing.TRAMPOLINE)
+    _forget_c = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_crossing.FORGET)
+
+
 # ----------------------------------------------------------------------- instances
 
 
 class _Export:
-    __slots__ = ("c_func", "c_n", "c_slots", "func", "n", "nparams", "nresults", "slots")
+    __slots__ = (
+        "c_func",
+        "c_n",
+        "c_slots",
+        "callee",
+        "func",
+        "n",
+        "nparams",
+        "nresults",
+        "slots",
+    )
 
-    def __init__(self, func: wasmtime.Func, ty: wasmtime.FuncType) -> None:
+    def __init__(self, func: wasmtime.Func, ty: wasmtime.FuncType, guest: Any) -> None:
         self.func = func._func
         self.nparams = len(ty.params)
         self.nresults = len(ty.results)
+        # The C path's callable (None on the ctypes path): ints in, an i32 or None out.
+        self.callee: Any = None
+        if guest is not None:
+            address = ctypes.addressof(self.func)
+            self.callee = _crossing.Callee(guest, address, self.nparams, self.nresults)
         self.n = max(self.nparams, self.nresults, 1)
         self.slots = (_VAL * self.n)()
         # wasmtime_func_call_unchecked's arguments, as ready-made ctypes values
@@ -290,7 +381,11 @@ class Instance:
         memory_limit: int,
         deadline_ms: int,
         name: str = "wasm",
+        log_gate: tuple[logging.Logger, tuple[int, ...]] | None = None,
     ) -> None:
+        """``log_gate``: the logger ``env.proxy_log`` logs to and the Python level of
+        each Proxy-Wasm level (0 to 5); with it, a call below the logger's level is
+        answered on the C path without calling the host function."""
         self.name = name
         eng = engine()
         self.store = wasmtime.Store(eng)
@@ -304,6 +399,17 @@ class Instance:
         self._c_trap = ctypes.c_void_p(ctypes.addressof(self._trap))
         self._c_ctx = ctypes.c_void_p(self._ctx_addr)
         self._depth = 0
+        # The C path's per-instance state (calls counted for the deadline), or None.
+        self._guest: Any = (
+            None if _crossing is None else _crossing.Guest(self._ctx_addr or 0, self._ticks)
+        )
+        gate = None
+        if self._guest is not None and log_gate is not None:
+            logger, levels = log_gate
+            cache = getattr(logger, "_cache", None)  # what isEnabledFor answered so far
+            if isinstance(cache, dict):
+                self._guest.set_log(cache, levels)
+                gate = self._guest
         self._mem_addr = 0
         # A view of the guest's memory as far as it reached when last looked at (see
         # _refresh); memories only grow, and in place, so it stays valid as it is.
@@ -336,11 +442,21 @@ class Instance:
             defined[key] = signature
             func = resolve(key[0], key[1], ty) or _unimplemented(*key)
             wide = tuple(str(p) == "i64" for p in ty.params)
-            env = _register(func, wide, bool(ty.results), self)
+            if _crossing is not None:
+                mask = sum(1 << i for i, w in enumerate(wide) if w)
+                logs = key == ("env", "proxy_log") and signature == "(i32, i32, i32) -> i32"
+                env = _crossing.entry(
+                    func, mask, len(wide), bool(ty.results), gate if logs else None
+                )
+                _HOST_FUNCS[env] = (func, None, None, None, self)
+                callback, forget = _trampoline, _forget_c
+            else:
+                env = _register(func, wide, bool(ty.results), self)
+                callback, forget = _dispatch, _forget
             self._envs.append(env)
             mod, nm = key[0].encode(), key[1].encode()
             error = ffi.wasmtime_linker_define_func_unchecked(
-                linker.ptr(), mod, len(mod), nm, len(nm), ty.ptr(), _dispatch, env, _forget
+                linker.ptr(), mod, len(mod), nm, len(nm), ty.ptr(), callback, env, forget
             )
             if error:
                 reason = str(wasmtime.WasmtimeError._from_ptr(error)).strip().splitlines()
@@ -356,21 +472,27 @@ class Instance:
         except Exception as exc:
             raise WasmLoadError(f"{name}: cannot instantiate: {exc}") from None
         # From now on the deadline callback keeps the deadline (see _deadline_impl).
-        self._deadline_env = id(self)
-        _DEADLINES[self._deadline_env] = self
         store_ptr = ctypes.cast(self.store.ptr(), ctypes.c_void_p).value
-        _set_deadline_callback(
-            store_ptr, ctypes.cast(_deadline_c, ctypes.c_void_p).value, self._deadline_env, None
-        )
+        if self._guest is not None:
+            self._deadline_env = 0
+            _set_deadline_callback(store_ptr, _crossing.DEADLINE, self._guest.address, None)
+        else:
+            self._deadline_env = id(self)
+            _DEADLINES[self._deadline_env] = self
+            _set_deadline_callback(
+                store_ptr, ctypes.cast(_deadline_c, ctypes.c_void_p).value, self._deadline_env, None
+            )
         self.store.set_epoch_deadline(self._ticks)
         self.exports: dict[str, _Export] = {}
         self.memory: wasmtime.Memory | None = None
         for export_name, item in self._instance.exports(self.store).items():
             if isinstance(item, wasmtime.Func):
-                self.exports[export_name] = _Export(item, item.type(self.store))
+                self.exports[export_name] = _Export(item, item.type(self.store), self._guest)
             elif isinstance(item, wasmtime.Memory) and export_name == "memory":
                 self.memory = item
                 self._mem_addr = ctypes.addressof(item._memory)
+                if self._guest is not None:
+                    self._guest.set_memory(self._mem_addr)
         self._alloc_name = "proxy_on_memory_allocate"
         self._alloc = self.exports.get(self._alloc_name)
         if self._alloc is None:
@@ -381,7 +503,8 @@ class Instance:
         """Release the instance: its host-function entries, exports and memory, so
         the Store (and the compiled module's mapping) are freed with this object."""
         for env in self._envs:
-            _HOST_FUNCS.pop(env, None)
+            if _HOST_FUNCS.pop(env, None) is not None and self._guest is not None:
+                _crossing.clear(env)  # its function is called no more, and released
         self._envs.clear()
         _DEADLINES.pop(getattr(self, "_deadline_env", 0), None)
         self.exports.clear()
@@ -405,6 +528,12 @@ class Instance:
 
     def call_export(self, export: _Export, name: str, args: Sequence[int]) -> int | None:
         """:meth:`call` for an export already looked up (the hot path)."""
+        callee = export.callee
+        if callee is not None:
+            try:
+                return callee(*args)  # type: ignore[no-any-return]
+            except CallFailed as exc:
+                raise self.trap_of(name, exc) from None
         if args:
             # Arguments are non-negative (ids, sizes, flags): one u64 per slot fits both
             # i32 and i64 parameters.
@@ -423,6 +552,11 @@ class Instance:
         if not export.nresults:
             return None
         return int(_RESULT(export.slots)[0])  # an i32, signed
+
+    def trap_of(self, name: str, failed: Exception) -> WasmTrap:
+        """The WasmTrap for a :data:`CallFailed` raised by export ``name``'s callee."""
+        error, trap = failed.args
+        return WasmTrap(f"{self.name}: {name} trapped: {_failure_text(error, trap)}")
 
     def _failure(self, error: Any) -> str:
         if self._trap:
@@ -497,6 +631,13 @@ class Instance:
         """Copy ``data`` into memory the guest allocates and store its address and size
         at ``ptr_ptr`` / ``size_ptr`` (zeros for empty data): True; None when the guest
         cannot allocate; False when a pointer is out of bounds."""
+        alloc = self._alloc
+        if self._guest is not None and alloc is not None:  # the C path: one call
+            try:
+                status = self._guest.give(alloc.callee, data, ptr_ptr, size_ptr)
+            except CallFailed as exc:
+                raise self.trap_of(self._alloc_name, exc) from None
+            return True if status == 0 else None if status == 10 else False
         ptr: int | None = 0
         if data:
             ptr = self.allocate(data)
@@ -510,6 +651,17 @@ class Instance:
         _U32.pack_into(self._mem, ptr_ptr, ptr)
         _U32.pack_into(self._mem, size_ptr, len(data))
         return True
+
+
+def _failure_text(error: int, trap: int) -> str:
+    """Why a call on the C path failed: its trap, or its error (addresses it owns)."""
+    if trap:
+        return _trap_text(
+            wasmtime.Trap._from_ptr(ctypes.cast(trap, ctypes.POINTER(ffi.wasm_trap_t)))
+        )
+    pointer = ctypes.cast(error, ctypes.POINTER(ffi.wasmtime_error_t))
+    text = str(wasmtime.WasmtimeError._from_ptr(pointer))
+    return _DEADLINE_TEXT if _DEADLINE_TEXT in text else text
 
 
 def _trap_text(trap: Any) -> str:
