@@ -38,15 +38,18 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import math
 import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from plugin_sdk import store_pipe
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+
+    from plugin_sdk.store_pipe import Batch, Call, Pipe
 
 Arg = str | bytes | int | float
 #: Batches on the wire at once: more cut the wait behind a slow answer, fewer make
@@ -149,11 +152,10 @@ class Store:
         self.timeout = settings.timeout
         self._client: Redis | None = None
         self._down_until = 0.0
-        self._open: _Batch | None = None  # calls waiting to be sent
-        self._tail: asyncio.Future[None] | None = None  # the last batch's answers are read
-        self._writing = asyncio.Lock()  # connect and write: one batch at a time
+        self._open: Batch | None = None  # calls waiting to be sent
+        self._pipe: Pipe | None = None  # the connection batches go out on
+        self._connecting: asyncio.Task[Pipe] | None = None
         self._inflight = 0  # batches written and not yet answered
-        self._conn: Any = None  # the connection batches use, one at a time
 
     def key(self, *parts: str) -> str:
         """A key under ``[store].key_prefix``: ``prefix + ":".join(parts)``."""
@@ -174,7 +176,7 @@ class Store:
         future: asyncio.Future[Any] = self.loop.create_future()
         batch = self._open
         if batch is None:
-            batch = self._open = _Batch(self)
+            batch = self._open = store_pipe.Batch(self.loop, self.timeout, self._expired)
             if self._inflight < MAX_IN_FLIGHT:
                 self.loop.call_soon(self._flush)
         batch.calls.append((script, keys, args, future))
@@ -197,10 +199,11 @@ class Store:
 
     async def close(self) -> None:
         client, self._client = self._client, None
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.disconnect()
+        pipe, self._pipe = self._pipe, None
+        if self._connecting is not None:
+            self._connecting.cancel()
+        if pipe is not None:
+            pipe.close(StoreUnavailable("the store client was closed"))
         if client is not None:
             with contextlib.suppress(Exception):  # a broken connection: nothing to keep
                 await client.aclose()
@@ -231,31 +234,73 @@ class Store:
         return self._client
 
     def _flush(self) -> None:
-        # Pipelining on one connection: each batch is written as soon as it is formed
-        # (in order, under a lock), and reads its answers once the batch before it has
-        # read its own, since Redis answers in the order it was asked.
+        # Pipelining on one connection: each batch is written as soon as it is formed,
+        # up to MAX_IN_FLIGHT batches unanswered; the answers come back in that order.
         batch = self._open
         if batch is None or self._inflight >= MAX_IN_FLIGHT:
+            return
+        pipe = self._pipe
+        if pipe is None or pipe.closed:
+            self._pipe = None
+            if self._connecting is None:  # the open batch waits for the connection
+                self._connecting = self.loop.create_task(self._connect_pipe())
+                self._connecting.add_done_callback(self._connected)
             return
         self._open = None
         if all(item[3].done() for item in batch.calls):  # expired meanwhile
             batch.timer.cancel()
             return
         self._inflight += 1
-        before, read = self._tail, self.loop.create_future()
-        self._tail = read
-        batch.task = self.loop.create_task(self._send(batch.calls, before, read))
-        batch.task.add_done_callback(lambda t: self._sent(batch, t))
+        pipe.send(batch)
 
-    def _sent(self, batch: _Batch, task: asyncio.Task[Any]) -> None:
-        batch.timer.cancel()
-        if not task.cancelled() and isinstance(task.exception(), StoreUnavailable | StoreTimeout):
+    async def _connect_pipe(self) -> Pipe:
+        pool = self._redis().connection_pool
+        connection = pool.make_connection()  # type: ignore[no-untyped-call]
+        try:
+            return await store_pipe.take_over(connection, self._answered, self._lost)
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await connection.disconnect(nowait=True)
+            if isinstance(exc, Exception):
+                raise _translate(exc) from exc
+            raise
+
+    def _connected(self, task: asyncio.Task[Pipe]) -> None:
+        self._connecting = None
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is None:
+            self._pipe = task.result()
+            self._flush()
+            return
+        if isinstance(error, StoreUnavailable | StoreTimeout):
             self._mark_down()
-        _fail_all(batch.calls, task)
+        batch, self._open = self._open, None  # the calls that waited for it fail
+        if batch is not None:
+            batch.timer.cancel()
+            _fail_all(batch.calls, error)
+
+    def _answered(self, batch: Batch) -> None:
         self._inflight -= 1
+        if batch.again:  # rare: after a Redis restart or a SCRIPT FLUSH
+            batch.task = self.loop.create_task(self._again(batch.again))
+            batch.task.add_done_callback(lambda _: batch.timer.cancel())
+        else:
+            batch.timer.cancel()
         self._flush()
 
-    def _expired(self, batch: _Batch) -> None:
+    def _lost(self, pipe: Pipe, error: BaseException) -> None:
+        self._mark_down()
+        if self._pipe is pipe:
+            self._pipe = None
+        for batch in pipe.take():
+            self._inflight -= 1
+            batch.timer.cancel()
+            _fail_all(batch.calls, error)
+        self._flush()
+
+    def _expired(self, batch: Batch) -> None:
         self._mark_down()
         if self._open is batch:  # not yet sent: later calls start a new batch
             self._open = None
@@ -265,60 +310,11 @@ class Store:
                 exception=StoreTimeout(f"the store did not answer within {self.timeout:g} s"),
             )
         if batch.task is not None:
-            batch.task.cancel()  # and the connection is dropped: no answers left unread
+            batch.task.cancel()
+        if batch.sent and self._pipe is not None:  # answers still due on it: drop it
+            self._pipe.close(StoreTimeout(f"the store did not answer within {self.timeout:g} s"))
 
-    async def _send(
-        self,
-        batch: list[tuple[Script, Sequence[str], Sequence[Arg], asyncio.Future[Any]]],
-        before: asyncio.Future[None] | None,
-        read: asyncio.Future[None],
-    ) -> None:
-        """Write the batch's calls at once, then read their answers in order (a pipeline
-        without redis-py's per-command bookkeeping)."""
-        from redis.exceptions import NoScriptError, ResponseError
-
-        conn = None
-        again: list[tuple[Script, Sequence[str], Sequence[Arg], asyncio.Future[Any]]] = []
-        try:
-            async with self._writing:
-                # A connection of our own, outside redis-py's pool: never handed back,
-                # so a batch cancelled mid-way cannot leave a pool slot taken.
-                conn = self._conn
-                if conn is None:
-                    pool = self._redis().connection_pool
-                    conn = self._conn = pool.make_connection()  # type: ignore[no-untyped-call]
-                packed = b"".join([sc.call(ks, a) for sc, ks, a, _ in batch])
-                await conn.send_packed_command(packed, check_health=False)
-            if before is not None and not before.done():
-                await before
-            for item in batch:
-                try:
-                    # No timer per answer: the batch's timer bounds them all.
-                    result = await conn.read_response(timeout=math.inf)
-                except ResponseError as exc:
-                    if isinstance(exc, NoScriptError):
-                        again.append(item)  # not cached on this server (yet): see below
-                        continue
-                    _set(item[3], exception=_translate(exc))
-                    continue
-                _set(item[3], result=result)
-        except BaseException as exc:
-            if conn is not None and self._conn is conn:
-                self._conn = None  # answers left unread on it: never reuse it
-                with contextlib.suppress(Exception):
-                    await conn.disconnect(nowait=True)
-            if isinstance(exc, Exception):
-                raise _translate(exc) from exc
-            raise
-        finally:
-            if not read.done():
-                read.set_result(None)
-        if again:  # rare: after a Redis restart or a SCRIPT FLUSH
-            await self._again(again)
-
-    async def _again(
-        self, items: list[tuple[Script, Sequence[str], Sequence[Arg], asyncio.Future[Any]]]
-    ) -> None:
+    async def _again(self, items: list[Call]) -> None:
         """Calls Redis answered NOSCRIPT: load their scripts, then send them again as
         one pipeline, away from the batch's connection (its answers stay in order),
         still under the batch's timer."""
@@ -392,22 +388,8 @@ def _settle(future: asyncio.Future[Any], task: asyncio.Task[Any]) -> None:
         _set(future, result=task.result())
 
 
-class _Batch:
-    """Script calls sent together, with one timer that bounds them all."""
-
-    __slots__ = ("calls", "task", "timer")
-
-    def __init__(self, store: Store) -> None:
-        self.calls: list[tuple[Script, Sequence[str], Sequence[Arg], asyncio.Future[Any]]] = []
-        self.task: asyncio.Task[Any] | None = None
-        self.timer = store.loop.call_later(store.timeout, store._expired, self)
-
-
-def _fail_all(
-    batch: list[tuple[Any, Any, Any, asyncio.Future[Any]]], task: asyncio.Task[Any]
-) -> None:
-    error = None if task.cancelled() else task.exception()
-    for item in batch:
+def _fail_all(calls: list[Call], error: BaseException | None) -> None:
+    for item in calls:
         future = item[3]
         if not future.done():  # each caller its own exception object
             if isinstance(error, StoreError):
