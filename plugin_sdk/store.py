@@ -55,6 +55,8 @@ Arg = str | bytes | int | float
 #: Batches on the wire at once: more cut the wait behind a slow answer, fewer make
 #: bigger batches (less CPU per call).
 MAX_IN_FLIGHT = 2
+#: Commands kept packed per script and ARGV (one-key calls, by key); past it, forgotten.
+PACKED_KEYS = 1024
 
 
 @dataclass(frozen=True)
@@ -107,23 +109,34 @@ class Script:
         # for Redis to read and hash per call.
         self.head = b"$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % self.sha.encode()
         # ARGV packed, by the identity of the args object: callers such as a rate limit
-        # pass the very same tuple on every call (a few are kept, not more).
-        self._tails: dict[int, tuple[Sequence[Arg], bytes]] = {}
+        # pass the very same tuple on every call (a few are kept, not more). With it, the
+        # whole command of a one-key call, by key: a busy key is packed once, not per call.
+        self._tails: dict[int, tuple[Sequence[Arg], bytes, dict[str, bytes]]] = {}
 
     def call(self, keys: Sequence[str], args: Sequence[Arg]) -> bytes:
         """``EVALSHA`` of this script in the Redis protocol (RESP), packed here rather than
         by redis-py: this is the per-request path of every script call."""
         known = self._tails.get(id(args))
-        if known is not None and known[0] is args and isinstance(args, tuple):
-            tail = known[1]
-        else:
+        if known is None or known[0] is not args:
             tail = b"".join([b"$%d\r\n%s\r\n" % (len(p), p) for p in map(_encode, args)])
-            if isinstance(args, tuple) and len(self._tails) < 64:
-                self._tails[id(args)] = (args, tail)  # (kept alive: its id stays its own)
+            if not isinstance(args, tuple) or len(self._tails) >= 64:
+                return self._pack(keys, len(args), tail)
+            known = self._tails[id(args)] = (args, tail, {})  # (kept alive: its id stays its own)
+        if len(keys) != 1:
+            return self._pack(keys, len(args), known[1])
+        commands = known[2]
+        command = commands.get(keys[0])
+        if command is None:
+            if len(commands) >= PACKED_KEYS:
+                commands.clear()
+            command = commands[keys[0]] = self._pack(keys, len(args), known[1])
+        return command
+
+    def _pack(self, keys: Sequence[str], nargs: int, tail: bytes) -> bytes:
         count = b"%d" % len(keys)
         return b"".join(
             [
-                b"*%d\r\n" % (len(keys) + len(args) + 3),
+                b"*%d\r\n" % (len(keys) + nargs + 3),
                 self.head,
                 b"$%d\r\n%s\r\n" % (len(count), count),
                 *[b"$%d\r\n%s\r\n" % (len(p), p) for p in map(_encode, keys)],
