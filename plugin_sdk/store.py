@@ -304,10 +304,15 @@ class Store:
         self._flush()
 
     def _lost(self, pipe: Pipe, error: BaseException) -> None:
-        self._mark_down()
+        # A connection closed while idle (Redis's `timeout`, a proxy) is no outage: the
+        # next call opens another. Calls that were waiting on it fail, and the store
+        # backs off as after any failed call.
         if self._pipe is pipe:
             self._pipe = None
-        for batch in pipe.take():
+        lost = pipe.take()
+        if lost:
+            self._mark_down()
+        for batch in lost:
             self._inflight -= 1
             batch.timer.cancel()
             _fail_all(batch.calls, error)
