@@ -23,7 +23,10 @@ included); after a failure to connect or a timeout the store answers
 :class:`StoreUnavailable` at once for ``[store].retry_interval`` seconds instead of
 making every request wait, then tries again. Script calls (:meth:`Store.run`) made in
 the same turn of the event loop are written to Redis at once, on one connection, up to
-:data:`MAX_IN_FLIGHT` such batches on the wire (a round trip for many requests).
+:data:`MAX_IN_FLIGHT` such batches on the wire (a round trip for many requests); that
+connection and the parsing of its answers are :mod:`plugin_sdk.store_pipe`'s (hiredis,
+no redis-py code per call). A connection Redis closes while idle is replaced at the
+next call; calls waiting on one that closes fail with :class:`StoreUnavailable`.
 
 Clients are per process and per event loop, created at first use (a forked worker
 opens its own connections). The gateway calls :func:`configure` when it builds a
