@@ -492,11 +492,11 @@ def configured() -> bool:
 
 def get() -> Store:
     """This process's store on the running loop; :class:`StoreUnavailable` without one."""
-    if _settings is None or not configured():
-        raise StoreUnavailable("no shared store: set [store] redis in gateway.toml")
     loop = asyncio.get_running_loop()
-    store = _stores.get(loop)
+    store = _stores.get(loop)  # (emptied by configure(): one found is of the settings)
     if store is None:
+        if _settings is None or not configured():
+            raise StoreUnavailable("no shared store: set [store] redis in gateway.toml")
         for other in [lp for lp in _stores if lp.is_closed()]:
             del _stores[other]
         store = _stores[loop] = Store(_settings, loop)
