@@ -492,11 +492,12 @@ def configured() -> bool:
 
 def get() -> Store:
     """This process's store on the running loop; :class:`StoreUnavailable` without one."""
-    loop = asyncio.get_running_loop()
-    store = _stores.get(loop)  # (emptied by configure(): one found is of the settings)
+    # (configure() empties _stores: a store found there is of the current settings)
+    store = _stores.get(asyncio.get_running_loop()) if _stores else None
     if store is None:
         if _settings is None or not configured():
             raise StoreUnavailable("no shared store: set [store] redis in gateway.toml")
+        loop = asyncio.get_running_loop()
         for other in [lp for lp in _stores if lp.is_closed()]:
             del _stores[other]
         store = _stores[loop] = Store(_settings, loop)
