@@ -1,8 +1,8 @@
 """Instructions per request, counted by valgrind's callgrind: a figure machine noise cannot move.
 
     .venv/bin/python bench/instr.py [--targets nginx,wasmgate,wasmgate-chain,wasmgate-wasm,...]
-                                    [--requests 2000] [--warmup 2000] [--tree DIR]
-                                    [--results DIR] [--keep DIR]
+                                    [--requests 2000] [--warmup 2000] [--concurrency 1]
+                                    [--tree DIR] [--results DIR] [--keep DIR]
 
 req/s (bench/run.py) moves with whatever else the machine runs, and this project's
 machines have no hardware counters. Instead each proxy under test runs under
@@ -25,8 +25,17 @@ Targets: ``nginx`` (the nginx reverse proxy of bench/run.py, with
 ``master_process off``: one process), ``wasmgate`` (no filters), ``wasmgate-chain``
 (canary + cors + rewrite + headers), ``wasmgate-wasm-go`` (the go-headers filter, Go
 SDK) and ``wasmgate-wasm`` (the as-headers Proxy-Wasm
-filter), configured exactly as bench/run.py configures them. The gateway runs with
+filter), configured exactly as bench/run.py configures them; on request also
+``wasmgate-ratelimit`` and ``wasmgate-redis-ratelimit`` (bench/ratelimit.py: the
+rate-limit filter with policy "local" and "redis"; a ``redis-server`` of the run's own,
+not instrumented, and the run fails unless every measured request made its script call
+in Redis, so that no request was counted by the fallback bucket). The gateway runs with
 ``PYTHONHASHSEED=0``; a rerun of the same tree agrees to well under 1 %.
+
+``--concurrency K`` opens K keep-alive connections and sends one request on each
+before reading the K replies (``--requests`` is rounded up to whole steps): a model of
+a loaded gateway, where the Redis policy's script calls of one loop turn share a write.
+With the default 1 every request is alone, the Redis policy's worst case.
 
 Every run is written to ``bench/results/instr-<UTC timestamp>.json`` (``--results``
 elsewhere) with the git revision, and the change against the newest earlier
