@@ -332,7 +332,8 @@ class Store:
             )
         if batch.task is not None:
             batch.task.cancel()
-        if batch.sent and self._pipe is not None:  # answers still due on it: drop it
+        unanswered = batch.sent and batch.answered < len(batch.calls)
+        if unanswered and self._pipe is not None:  # answers still due on it: drop it
             self._pipe.close(StoreTimeout(f"the store did not answer within {self.timeout:g} s"))
 
     async def _again(self, items: list[Call]) -> None:
