@@ -43,7 +43,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -172,6 +172,8 @@ class Store:
         self._pipe: Pipe | None = None  # the connection batches go out on
         self._connecting: asyncio.Task[Pipe] | None = None
         self._inflight = 0  # batches written and not yet answered
+        self._gathers: list[Callable[[], None]] = []  # see before_send
+        self._gathering = False
 
     def key(self, *parts: str) -> str:
         """A key under ``[store].key_prefix``: ``prefix + ":".join(parts)``."""
@@ -179,24 +181,45 @@ class Store:
 
     # -- calls
 
-    def run(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> asyncio.Future[Any]:
+    def run(
+        self,
+        script: Script,
+        keys: Sequence[str],
+        args: Sequence[Arg],
+        into: asyncio.Future[Any] | None = None,
+    ) -> asyncio.Future[Any]:
         """Run ``script`` atomically on Redis with ``KEYS`` and ``ARGV``: await the result.
 
         A future rather than a coroutine (this is the per-request path): raises
         :class:`StoreUnavailable` at once while backing off, and the future fails with
-        a :class:`StoreError` when the call does."""
+        a :class:`StoreError` when the call does. ``into``: settle this future (made on
+        this store's loop) rather than a new one, for a caller that handed it out before
+        making the call (see :meth:`before_send`)."""
         self._check_up()
         if self.settings.cluster:
-            return self.loop.create_task(self._single_bounded(script, keys, args))
+            task = self.loop.create_task(self._single_bounded(script, keys, args))
+            if into is None:
+                return task
+            task.add_done_callback(lambda t: _settle(into, t))
+            return into
         # No timer of its own: the batch's one timer bounds it.
-        future: asyncio.Future[Any] = self.loop.create_future()
+        future: asyncio.Future[Any] = self.loop.create_future() if into is None else into
         batch = self._open
         if batch is None:
             batch = self._open = store_pipe.Batch(self.loop, self.timeout, self._expired)
-            if self._inflight < MAX_IN_FLIGHT:
+            if self._inflight < MAX_IN_FLIGHT and not self._gathering:
                 self.loop.call_soon(self._flush)
         batch.calls.append((script, keys, args, future))
         return future
+
+    def before_send(self, gather: Callable[[], None]) -> None:
+        """Call ``gather()`` once, at the end of this turn of the event loop, right before
+        the turn's script calls are written: the calls it makes with :meth:`run` go out
+        with them. For a caller that folds a turn's requests into fewer calls (the
+        rate-limit takes all of a key's tokens in one); ``gather`` must not raise."""
+        if not self._gathers:
+            self.loop.call_soon(self._flush)
+        self._gathers.append(gather)
 
     async def _single_bounded(
         self, script: Script, keys: Sequence[str], args: Sequence[Arg]
@@ -252,6 +275,14 @@ class Store:
     def _flush(self) -> None:
         # Pipelining on one connection: each batch is written as soon as it is formed,
         # up to MAX_IN_FLIGHT batches unanswered; the answers come back in that order.
+        if self._gathers:  # first the calls that wait for the end of the turn
+            gathers, self._gathers = self._gathers, []
+            self._gathering = True
+            try:
+                for gather in gathers:
+                    gather()
+            finally:
+                self._gathering = False
         batch = self._open
         if batch is None or self._inflight >= MAX_IN_FLIGHT:
             return
