@@ -26,7 +26,9 @@ the same turn of the event loop are written to Redis at once, on one connection,
 :data:`MAX_IN_FLIGHT` such batches on the wire (a round trip for many requests); that
 connection and the parsing of its answers are :mod:`plugin_sdk.store_pipe`'s (hiredis,
 no redis-py code per call). A connection Redis closes while idle is replaced at the
-next call; calls waiting on one that closes fail with :class:`StoreUnavailable`.
+next call; calls waiting on one that closes fail with :class:`StoreUnavailable`. A
+caller that folds a turn's requests into fewer calls registers with
+:meth:`Store.before_send` and settles its own futures with ``run(..., into=...)``.
 
 Clients are per process and per event loop, created at first use (a forked worker
 opens its own connections). The gateway calls :func:`configure` when it builds a
