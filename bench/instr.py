@@ -28,8 +28,8 @@ SDK) and ``wasmgate-wasm`` (the as-headers Proxy-Wasm
 filter), configured exactly as bench/run.py configures them; on request also
 ``wasmgate-ratelimit`` and ``wasmgate-redis-ratelimit`` (bench/ratelimit.py: the
 rate-limit filter with policy "local" and "redis"; a ``redis-server`` of the run's own,
-not instrumented, and the run fails unless every measured request made its script call
-in Redis, so that no request was counted by the fallback bucket). The gateway runs with
+not instrumented; the run fails if the gateway logged a store error or Redis ran no
+script call, so that no request was counted by the fallback bucket). The gateway runs with
 ``PYTHONHASHSEED=0``; a rerun of the same tree agrees to well under 1 %.
 
 ``--concurrency K`` opens K keep-alive connections and sends one request on each

@@ -57,7 +57,7 @@ def test_the_redis_rate_limit_target_with_concurrent_connections(tmp_path: Path)
         [sys.executable, str(INSTR), *args, "--concurrency", "5", "--results", str(tmp_path)],
         capture_output=True, text=True, timeout=240, cwd=ROOT,
     )  # fmt: skip
-    # Exit 0 also says that each of the 20 measured requests made its call in Redis.
+    # Exit 0 also says that Redis ran the script and the gateway logged no store error.
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (written,) = tmp_path.glob("instr-*.json")
     record = json.loads(written.read_text())
