@@ -1,8 +1,8 @@
 """Instructions per request, counted by valgrind's callgrind: a figure machine noise cannot move.
 
     .venv/bin/python bench/instr.py [--targets nginx,wasmgate,wasmgate-chain,wasmgate-wasm,...]
-                                    [--requests 2000] [--warmup 2000] [--tree DIR]
-                                    [--results DIR] [--keep DIR]
+                                    [--requests 2000] [--warmup 2000] [--concurrency 1]
+                                    [--tree DIR] [--results DIR] [--keep DIR]
 
 req/s (bench/run.py) moves with whatever else the machine runs, and this project's
 machines have no hardware counters. Instead each proxy under test runs under
@@ -25,8 +25,17 @@ Targets: ``nginx`` (the nginx reverse proxy of bench/run.py, with
 ``master_process off``: one process), ``wasmgate`` (no filters), ``wasmgate-chain``
 (canary + cors + rewrite + headers), ``wasmgate-wasm-go`` (the go-headers filter, Go
 SDK) and ``wasmgate-wasm`` (the as-headers Proxy-Wasm
-filter), configured exactly as bench/run.py configures them. The gateway runs with
+filter), configured exactly as bench/run.py configures them; on request also
+``wasmgate-ratelimit`` and ``wasmgate-redis-ratelimit`` (bench/ratelimit.py: the
+rate-limit filter with policy "local" and "redis"; a ``redis-server`` of the run's own,
+not instrumented; the run fails if the gateway logged a store error or Redis ran no
+script call, so that no request was counted by the fallback bucket). The gateway runs with
 ``PYTHONHASHSEED=0``; a rerun of the same tree agrees to well under 1 %.
+
+``--concurrency K`` opens K keep-alive connections and sends one request on each
+before reading the K replies (``--requests`` is rounded up to whole steps): a model of
+a loaded gateway, where the Redis policy's script calls of one loop turn share a write.
+With the default 1 every request is alone, the Redis policy's worst case.
 
 Every run is written to ``bench/results/instr-<UTC timestamp>.json`` (``--results``
 elsewhere) with the git revision, and the change against the newest earlier
@@ -54,9 +63,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import ratelimit
 from compare import last_result, load_figures, report
 from run import (
     WASM_FILTER,
+    apt_install,
     ensure_wasm_filter,
     find_tool,
     free_port,
@@ -71,7 +82,8 @@ from wasm_cost import Client
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
-TARGETS = ("nginx", "wasmgate", "wasmgate-chain", "wasmgate-wasm", "wasmgate-wasm-go")
+DEFAULT_TARGETS = ("nginx", "wasmgate", "wasmgate-chain", "wasmgate-wasm", "wasmgate-wasm-go")
+TARGETS = (*DEFAULT_TARGETS, *ratelimit.TARGETS)
 INSTR_WARMUP = 100  # requests after instrumentation is on, before the counters are zeroed
 RESULT_NAME = r"instr-\d{8}T\d{6}Z\.json"
 START_TIMEOUT = 180.0  # seconds; a gateway starting under valgrind imports slowly
@@ -136,7 +148,13 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def target_command(
-    name: str, tmp: Path, nginx: str, nginx_v: str, up_port: int, tree: Path
+    name: str,
+    tmp: Path,
+    nginx: str,
+    nginx_v: str,
+    up_port: int,
+    tree: Path,
+    redis_port: int | None = None,
 ) -> tuple[list[str], int, dict[str, str] | None]:
     """The command line of ``name``, its port, and the environment it runs with."""
     port = free_port()
@@ -151,6 +169,7 @@ def target_command(
             up_port,
             chain=name == "wasmgate-chain",
             wasm=name if name.startswith("wasmgate-wasm") else "",
+            extra=ratelimit.toml(name, redis_port) if name in ratelimit.TARGETS else "",
         )
     )
     budgeted = "cpu_budget" in (tree / "core" / "config.py").read_text()
@@ -183,11 +202,18 @@ def connect(port: int, proc: subprocess.Popen[bytes], name: str, out: Path) -> C
 
 
 def measure(
-    name: str, args: argparse.Namespace, tmp: Path, nginx: str, nginx_v: str, up_port: int
-) -> int:
-    """Instructions the target executed for ``args.requests`` requests."""
+    name: str,
+    args: argparse.Namespace,
+    tmp: Path,
+    nginx: str,
+    nginx_v: str,
+    up_port: int,
+    redis_port: int | None,
+) -> tuple[int, int]:
+    """Instructions the target executed, and for how many requests (``args.requests``
+    rounded up to whole steps of ``args.concurrency``)."""
     valgrind, callgrind_control, _ = tools()
-    cmd, port, env = target_command(name, tmp, nginx, nginx_v, up_port, args.tree)
+    cmd, port, env = target_command(name, tmp, nginx, nginx_v, up_port, args.tree, redis_port)
     prefix = tmp / f"callgrind.{name}.{free_port()}"  # unique per run: dumps count from .1
     out = tmp / f"{name}.out"
     vg = [valgrind, "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={prefix}"]
@@ -196,31 +222,49 @@ def measure(
             [*vg, *cmd], stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
             env=env, cwd=tmp, start_new_session=True,
         )  # fmt: skip
+    steps = -(-args.requests // args.concurrency)
     try:
-        client = connect(port, proc, name, out)
+        clients = [connect(port, proc, name, out)]
         try:
-            for _ in range(args.warmup):
-                client.get()
+            clients += [connect(port, proc, name, out) for _ in range(args.concurrency - 1)]
+            send(clients, -(-args.warmup // args.concurrency), name)
             control(callgrind_control, proc.pid, "-i", "on")
-            for _ in range(INSTR_WARMUP):
-                client.get()
+            send(clients, -(-INSTR_WARMUP // args.concurrency), name)
             control(callgrind_control, proc.pid, "-z")
             before = set(prefix.parent.glob(prefix.name + "*"))
-            for _ in range(args.requests):
-                status, _, _ = client.get()
-                if status != 200:
-                    raise InstrError(f"{name}: HTTP {status} during the measured requests")
+            asks_redis = name == ratelimit.REDIS and redis_port is not None
+            calls = ratelimit.script_calls(redis_port) if asks_redis else 0
+            send(clients, steps, name)
             control(callgrind_control, proc.pid, "-d")
             total = dump_total(prefix, before)
+            # Every request asked Redis: none was counted by the fallback bucket (each
+            # store error is logged) and script calls were made (one per key and turn).
+            if asks_redis and (
+                "store error" in out.read_text(errors="replace")
+                or ratelimit.script_calls(redis_port) == calls
+            ):
+                raise InstrError(f"{name}: store calls failed or were not made; see {out}")
         finally:
-            client.close()
+            for client in clients:
+                client.close()
     finally:
         stop(proc)
     if args.keep is not None:
         args.keep.mkdir(parents=True, exist_ok=True)
         for path in sorted(prefix.parent.glob(prefix.name + "*")):
             shutil.copy(path, args.keep / path.name)
-    return total
+    return total, steps * args.concurrency
+
+
+def send(clients: list[Client], steps: int, name: str) -> None:
+    """``steps`` times: one request on every connection at once, then every reply."""
+    for _ in range(steps):
+        for client in clients:
+            client.send()
+        for client in clients:
+            status, _, _ = client.receive()
+            if status != 200:
+                raise InstrError(f"{name}: HTTP {status} during the measured requests")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -243,12 +287,23 @@ def run(args: argparse.Namespace) -> int:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,
         )  # fmt: skip
+        redis = None
         try:
+            redis_port = None
+            if ratelimit.REDIS in args.targets:
+                redis_port = free_port()
+                binary = ratelimit.redis_command(apt_install)
+                redis = subprocess.Popen(
+                    ratelimit.redis_args(binary, redis_port),
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL, start_new_session=True,
+                )  # fmt: skip
+                ratelimit.wait_redis(redis_port)
             for rnd in range(args.runs):
                 for name in args.targets:
                     started = time.monotonic()
-                    total = measure(name, args, tmp, nginx, nginx_v, up_port)
-                    figure = total / args.requests
+                    total, count = measure(name, args, tmp, nginx, nginx_v, up_port, redis_port)
+                    figure = total / count
                     runs.setdefault(name, []).append(figure)
                     log(
                         f"run {rnd + 1}/{args.runs}: {name:<16}{figure:>14,.0f} "
@@ -256,10 +311,15 @@ def run(args: argparse.Namespace) -> int:
                     )
         finally:
             stop(upstream)
+            if redis is not None:
+                stop(redis)
     for name, figures in runs.items():
         per_request[name] = statistics.median(figures)
     base = per_request.get("nginx")
-    log(f"\ninstructions per request (callgrind Ir, {args.requests} keep-alive requests):")
+    log(
+        f"\ninstructions per request (callgrind Ir, {args.requests} keep-alive requests, "
+        f"{args.concurrency} at a time):"
+    )
     for name, figure in per_request.items():
         ratio = f"  {figure / base:6.1f}x nginx" if base else ""
         log(f"  {name:<16}{figure:>14,.0f}{ratio}")
@@ -274,7 +334,12 @@ def run(args: argparse.Namespace) -> int:
         "python": sys.version.split()[0],
         "valgrind": tool_output(["valgrind", "--version"]),
         "nginx": tool_output([nginx, "-v"]),
-        "settings": {"requests": args.requests, "warmup": args.warmup, "runs": args.runs},
+        "settings": {
+            "requests": args.requests,
+            "warmup": args.warmup,
+            "runs": args.runs,
+            "concurrency": args.concurrency,
+        },
         "instructions_per_request": {k: round(v, 1) for k, v in per_request.items()},
         "runs": runs,
     }
@@ -318,9 +383,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="Instructions per request of nginx and wasmgate, counted by callgrind.",
         epilog="See the module docstring (bench/instr.py) and bench/README.md.",
     )
-    parser.add_argument("--targets", type=target_list, default=list(TARGETS))
+    parser.add_argument(
+        "--targets",
+        type=target_list,
+        default=list(DEFAULT_TARGETS),
+        help=f"comma-separated, of {', '.join(TARGETS)} (default: {','.join(DEFAULT_TARGETS)})",
+    )
     parser.add_argument("--requests", type=positive_int, default=2000, help="measured requests")
     parser.add_argument("--warmup", type=int, default=2000, help="requests before counting")
+    parser.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=1,
+        help="keep-alive connections; each step sends one request on each, then reads "
+        "every reply (default 1: one request at a time)",
+    )
     parser.add_argument("--runs", type=positive_int, default=1, help="runs per target (median)")
     parser.add_argument("--tree", type=Path, default=ROOT, help="the source tree to measure")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes")

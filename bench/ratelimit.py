@@ -77,6 +77,23 @@ def wait_redis(port: int, timeout: float = 10.0) -> None:
     raise RuntimeError(f"redis-server did not answer on port {port}")
 
 
+def script_calls(port: int) -> int:
+    """EVALSHA calls the redis-server on ``port`` has run so far (INFO commandstats)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"*2\r\n$4\r\nINFO\r\n$12\r\ncommandstats\r\n")
+        head = b""
+        while b"\r\n" not in head:
+            head += sock.recv(4096)
+        size = int(head.split(b"\r\n", 1)[0][1:])
+        text = head.split(b"\r\n", 1)[1]
+        while len(text) < size:
+            text += sock.recv(65536)
+    for line in text.decode().splitlines():
+        if line.startswith("cmdstat_evalsha:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
 def verdict(summary: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The Redis policy's req/s against the local policy's, when both ran."""
     if not set(TARGETS) <= summary.keys():

@@ -115,7 +115,15 @@ class Client:
         return out
 
     def get(self) -> tuple[int, dict[str, str], bytes]:
+        self.send()
+        return self.receive()
+
+    def send(self) -> None:
+        """Send one GET (its reply is read by :meth:`receive`)."""
         self.sock.sendall(REQUEST)
+
+    def receive(self) -> tuple[int, dict[str, str], bytes]:
+        """The reply to the oldest GET sent and not yet read."""
         status = int(self._line().split()[1])
         headers: dict[str, str] = {}
         while line := self._line():

@@ -23,7 +23,12 @@ included); after a failure to connect or a timeout the store answers
 :class:`StoreUnavailable` at once for ``[store].retry_interval`` seconds instead of
 making every request wait, then tries again. Script calls (:meth:`Store.run`) made in
 the same turn of the event loop are written to Redis at once, on one connection, up to
-:data:`MAX_IN_FLIGHT` such batches on the wire (a round trip for many requests).
+:data:`MAX_IN_FLIGHT` such batches on the wire (a round trip for many requests); that
+connection and the parsing of its answers are :mod:`plugin_sdk.store_pipe`'s (hiredis,
+no redis-py code per call). A connection Redis closes while idle is replaced at the
+next call; calls waiting on one that closes fail with :class:`StoreUnavailable`. A
+caller that folds a turn's requests into fewer calls registers with
+:meth:`Store.before_send` and settles its own futures with ``run(..., into=...)``.
 
 Clients are per process and per event loop, created at first use (a forked worker
 opens its own connections). The gateway calls :func:`configure` when it builds a
@@ -38,20 +43,25 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from plugin_sdk import store_pipe
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+
+    from plugin_sdk.store_pipe import Batch, Call, Pipe
 
 Arg = str | bytes | int | float
 #: Batches on the wire at once: more cut the wait behind a slow answer, fewer make
 #: bigger batches (less CPU per call).
 MAX_IN_FLIGHT = 2
+#: Commands kept packed per script and ARGV (one-key calls, by key); past it, forgotten.
+PACKED_KEYS = 1024
 
 
 @dataclass(frozen=True)
@@ -104,23 +114,34 @@ class Script:
         # for Redis to read and hash per call.
         self.head = b"$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % self.sha.encode()
         # ARGV packed, by the identity of the args object: callers such as a rate limit
-        # pass the very same tuple on every call (a few are kept, not more).
-        self._tails: dict[int, tuple[Sequence[Arg], bytes]] = {}
+        # pass the very same tuple on every call (a few are kept, not more). With it, the
+        # whole command of a one-key call, by key: a busy key is packed once, not per call.
+        self._tails: dict[int, tuple[Sequence[Arg], bytes, dict[str, bytes]]] = {}
 
     def call(self, keys: Sequence[str], args: Sequence[Arg]) -> bytes:
         """``EVALSHA`` of this script in the Redis protocol (RESP), packed here rather than
         by redis-py: this is the per-request path of every script call."""
         known = self._tails.get(id(args))
-        if known is not None and known[0] is args and isinstance(args, tuple):
-            tail = known[1]
-        else:
+        if known is None or known[0] is not args:
             tail = b"".join([b"$%d\r\n%s\r\n" % (len(p), p) for p in map(_encode, args)])
-            if isinstance(args, tuple) and len(self._tails) < 64:
-                self._tails[id(args)] = (args, tail)  # (kept alive: its id stays its own)
+            if not isinstance(args, tuple) or len(self._tails) >= 64:
+                return self._pack(keys, len(args), tail)
+            known = self._tails[id(args)] = (args, tail, {})  # (kept alive: its id stays its own)
+        if len(keys) != 1:
+            return self._pack(keys, len(args), known[1])
+        commands = known[2]
+        command = commands.get(keys[0])
+        if command is None:
+            if len(commands) >= PACKED_KEYS:
+                commands.clear()
+            command = commands[keys[0]] = self._pack(keys, len(args), known[1])
+        return command
+
+    def _pack(self, keys: Sequence[str], nargs: int, tail: bytes) -> bytes:
         count = b"%d" % len(keys)
         return b"".join(
             [
-                b"*%d\r\n" % (len(keys) + len(args) + 3),
+                b"*%d\r\n" % (len(keys) + nargs + 3),
                 self.head,
                 b"$%d\r\n%s\r\n" % (len(count), count),
                 *[b"$%d\r\n%s\r\n" % (len(p), p) for p in map(_encode, keys)],
@@ -149,11 +170,12 @@ class Store:
         self.timeout = settings.timeout
         self._client: Redis | None = None
         self._down_until = 0.0
-        self._open: _Batch | None = None  # calls waiting to be sent
-        self._tail: asyncio.Future[None] | None = None  # the last batch's answers are read
-        self._writing = asyncio.Lock()  # connect and write: one batch at a time
+        self._open: Batch | None = None  # calls waiting to be sent
+        self._pipe: Pipe | None = None  # the connection batches go out on
+        self._connecting: asyncio.Task[Pipe] | None = None
         self._inflight = 0  # batches written and not yet answered
-        self._conn: Any = None  # the connection batches use, one at a time
+        self._gathers: list[Callable[[], None]] = []  # see before_send
+        self._gathering = False
 
     def key(self, *parts: str) -> str:
         """A key under ``[store].key_prefix``: ``prefix + ":".join(parts)``."""
@@ -161,24 +183,45 @@ class Store:
 
     # -- calls
 
-    def run(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> asyncio.Future[Any]:
+    def run(
+        self,
+        script: Script,
+        keys: Sequence[str],
+        args: Sequence[Arg],
+        into: asyncio.Future[Any] | None = None,
+    ) -> asyncio.Future[Any]:
         """Run ``script`` atomically on Redis with ``KEYS`` and ``ARGV``: await the result.
 
         A future rather than a coroutine (this is the per-request path): raises
         :class:`StoreUnavailable` at once while backing off, and the future fails with
-        a :class:`StoreError` when the call does."""
+        a :class:`StoreError` when the call does. ``into``: settle this future (made on
+        this store's loop) rather than a new one, for a caller that handed it out before
+        making the call (see :meth:`before_send`)."""
         self._check_up()
         if self.settings.cluster:
-            return self.loop.create_task(self._single_bounded(script, keys, args))
+            task = self.loop.create_task(self._single_bounded(script, keys, args))
+            if into is None:
+                return task
+            task.add_done_callback(lambda t: _settle(into, t))
+            return into
         # No timer of its own: the batch's one timer bounds it.
-        future: asyncio.Future[Any] = self.loop.create_future()
+        future: asyncio.Future[Any] = self.loop.create_future() if into is None else into
         batch = self._open
         if batch is None:
-            batch = self._open = _Batch(self)
-            if self._inflight < MAX_IN_FLIGHT:
+            batch = self._open = store_pipe.Batch(self.loop, self.timeout, self._expired)
+            if self._inflight < MAX_IN_FLIGHT and not self._gathering:
                 self.loop.call_soon(self._flush)
         batch.calls.append((script, keys, args, future))
         return future
+
+    def before_send(self, gather: Callable[[], None]) -> None:
+        """Call ``gather()`` once, at the end of this turn of the event loop, right before
+        the turn's script calls are written: the calls it makes with :meth:`run` go out
+        with them. For a caller that folds a turn's requests into fewer calls (the
+        rate-limit takes all of a key's tokens in one); ``gather`` must not raise."""
+        if not self._gathers:
+            self.loop.call_soon(self._flush)
+        self._gathers.append(gather)
 
     async def _single_bounded(
         self, script: Script, keys: Sequence[str], args: Sequence[Arg]
@@ -197,10 +240,11 @@ class Store:
 
     async def close(self) -> None:
         client, self._client = self._client, None
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.disconnect()
+        pipe, self._pipe = self._pipe, None
+        if self._connecting is not None:
+            self._connecting.cancel()
+        if pipe is not None:
+            pipe.close(StoreUnavailable("the store client was closed"))
         if client is not None:
             with contextlib.suppress(Exception):  # a broken connection: nothing to keep
                 await client.aclose()
@@ -231,31 +275,86 @@ class Store:
         return self._client
 
     def _flush(self) -> None:
-        # Pipelining on one connection: each batch is written as soon as it is formed
-        # (in order, under a lock), and reads its answers once the batch before it has
-        # read its own, since Redis answers in the order it was asked.
+        # Pipelining on one connection: each batch is written as soon as it is formed,
+        # up to MAX_IN_FLIGHT batches unanswered; the answers come back in that order.
+        if self._gathers:  # first the calls that wait for the end of the turn
+            gathers, self._gathers = self._gathers, []
+            self._gathering = True
+            try:
+                for gather in gathers:
+                    gather()
+            finally:
+                self._gathering = False
         batch = self._open
         if batch is None or self._inflight >= MAX_IN_FLIGHT:
+            return
+        pipe = self._pipe
+        if pipe is None or pipe.closed:
+            self._pipe = None
+            if self._connecting is None:  # the open batch waits for the connection
+                self._connecting = self.loop.create_task(self._connect_pipe())
+                self._connecting.add_done_callback(self._connected)
             return
         self._open = None
         if all(item[3].done() for item in batch.calls):  # expired meanwhile
             batch.timer.cancel()
             return
         self._inflight += 1
-        before, read = self._tail, self.loop.create_future()
-        self._tail = read
-        batch.task = self.loop.create_task(self._send(batch.calls, before, read))
-        batch.task.add_done_callback(lambda t: self._sent(batch, t))
+        pipe.send(batch)
 
-    def _sent(self, batch: _Batch, task: asyncio.Task[Any]) -> None:
-        batch.timer.cancel()
-        if not task.cancelled() and isinstance(task.exception(), StoreUnavailable | StoreTimeout):
+    async def _connect_pipe(self) -> Pipe:
+        pool = self._redis().connection_pool
+        connection = pool.make_connection()  # type: ignore[no-untyped-call]
+        try:
+            return await store_pipe.take_over(connection, self._answered, self._lost)
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await connection.disconnect(nowait=True)
+            if isinstance(exc, Exception):
+                raise _translate(exc) from exc
+            raise
+
+    def _connected(self, task: asyncio.Task[Pipe]) -> None:
+        self._connecting = None
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is None:
+            self._pipe = task.result()
+            self._flush()
+            return
+        if isinstance(error, StoreUnavailable | StoreTimeout):
             self._mark_down()
-        _fail_all(batch.calls, task)
+        batch, self._open = self._open, None  # the calls that waited for it fail
+        if batch is not None:
+            batch.timer.cancel()
+            _fail_all(batch.calls, error)
+
+    def _answered(self, batch: Batch) -> None:
         self._inflight -= 1
+        if batch.again:  # rare: after a Redis restart or a SCRIPT FLUSH
+            batch.task = self.loop.create_task(self._again(batch.again))
+            batch.task.add_done_callback(lambda _: batch.timer.cancel())
+        else:
+            batch.timer.cancel()
         self._flush()
 
-    def _expired(self, batch: _Batch) -> None:
+    def _lost(self, pipe: Pipe, error: BaseException) -> None:
+        # A connection closed while idle (Redis's `timeout`, a proxy) is no outage: the
+        # next call opens another. Calls that were waiting on it fail, and the store
+        # backs off as after any failed call.
+        if self._pipe is pipe:
+            self._pipe = None
+        lost = pipe.take()
+        if lost:
+            self._mark_down()
+        for batch in lost:
+            self._inflight -= 1
+            batch.timer.cancel()
+            _fail_all(batch.calls, error)
+        self._flush()
+
+    def _expired(self, batch: Batch) -> None:
         self._mark_down()
         if self._open is batch:  # not yet sent: later calls start a new batch
             self._open = None
@@ -265,60 +364,12 @@ class Store:
                 exception=StoreTimeout(f"the store did not answer within {self.timeout:g} s"),
             )
         if batch.task is not None:
-            batch.task.cancel()  # and the connection is dropped: no answers left unread
+            batch.task.cancel()
+        unanswered = batch.sent and batch.answered < len(batch.calls)
+        if unanswered and self._pipe is not None:  # answers still due on it: drop it
+            self._pipe.close(StoreTimeout(f"the store did not answer within {self.timeout:g} s"))
 
-    async def _send(
-        self,
-        batch: list[tuple[Script, Sequence[str], Sequence[Arg], asyncio.Future[Any]]],
-        before: asyncio.Future[None] | None,
-        read: asyncio.Future[None],
-    ) -> None:
-        """Write the batch's calls at once, then read their answers in order (a pipeline
-        without redis-py's per-command bookkeeping)."""
-        from redis.exceptions import NoScriptError, ResponseError
-
-        conn = None
-        again: list[tuple[Script, Sequence[str], Sequence[Arg], asyncio.Future[Any]]] = []
-        try:
-            async with self._writing:
-                # A connection of our own, outside redis-py's pool: never handed back,
-                # so a batch cancelled mid-way cannot leave a pool slot taken.
-                conn = self._conn
-                if conn is None:
-                    pool = self._redis().connection_pool
-                    conn = self._conn = pool.make_connection()  # type: ignore[no-untyped-call]
-                packed = b"".join([sc.call(ks, a) for sc, ks, a, _ in batch])
-                await conn.send_packed_command(packed, check_health=False)
-            if before is not None and not before.done():
-                await before
-            for item in batch:
-                try:
-                    # No timer per answer: the batch's timer bounds them all.
-                    result = await conn.read_response(timeout=math.inf)
-                except ResponseError as exc:
-                    if isinstance(exc, NoScriptError):
-                        again.append(item)  # not cached on this server (yet): see below
-                        continue
-                    _set(item[3], exception=_translate(exc))
-                    continue
-                _set(item[3], result=result)
-        except BaseException as exc:
-            if conn is not None and self._conn is conn:
-                self._conn = None  # answers left unread on it: never reuse it
-                with contextlib.suppress(Exception):
-                    await conn.disconnect(nowait=True)
-            if isinstance(exc, Exception):
-                raise _translate(exc) from exc
-            raise
-        finally:
-            if not read.done():
-                read.set_result(None)
-        if again:  # rare: after a Redis restart or a SCRIPT FLUSH
-            await self._again(again)
-
-    async def _again(
-        self, items: list[tuple[Script, Sequence[str], Sequence[Arg], asyncio.Future[Any]]]
-    ) -> None:
+    async def _again(self, items: list[Call]) -> None:
         """Calls Redis answered NOSCRIPT: load their scripts, then send them again as
         one pipeline, away from the batch's connection (its answers stay in order),
         still under the batch's timer."""
@@ -392,22 +443,8 @@ def _settle(future: asyncio.Future[Any], task: asyncio.Task[Any]) -> None:
         _set(future, result=task.result())
 
 
-class _Batch:
-    """Script calls sent together, with one timer that bounds them all."""
-
-    __slots__ = ("calls", "task", "timer")
-
-    def __init__(self, store: Store) -> None:
-        self.calls: list[tuple[Script, Sequence[str], Sequence[Arg], asyncio.Future[Any]]] = []
-        self.task: asyncio.Task[Any] | None = None
-        self.timer = store.loop.call_later(store.timeout, store._expired, self)
-
-
-def _fail_all(
-    batch: list[tuple[Any, Any, Any, asyncio.Future[Any]]], task: asyncio.Task[Any]
-) -> None:
-    error = None if task.cancelled() else task.exception()
-    for item in batch:
+def _fail_all(calls: list[Call], error: BaseException | None) -> None:
+    for item in calls:
         future = item[3]
         if not future.done():  # each caller its own exception object
             if isinstance(error, StoreError):
@@ -489,11 +526,12 @@ def configured() -> bool:
 
 def get() -> Store:
     """This process's store on the running loop; :class:`StoreUnavailable` without one."""
-    if _settings is None or not configured():
-        raise StoreUnavailable("no shared store: set [store] redis in gateway.toml")
-    loop = asyncio.get_running_loop()
-    store = _stores.get(loop)
+    # (configure() empties _stores: a store found there is of the current settings)
+    store = _stores.get(asyncio.get_running_loop()) if _stores else None
     if store is None:
+        if _settings is None or not configured():
+            raise StoreUnavailable("no shared store: set [store] redis in gateway.toml")
+        loop = asyncio.get_running_loop()
         for other in [lp for lp in _stores if lp.is_closed()]:
             del _stores[other]
         store = _stores[loop] = Store(_settings, loop)

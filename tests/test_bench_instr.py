@@ -47,3 +47,20 @@ def test_counts_instructions_records_them_and_names_what_got_worse(tmp_path: Pat
     assert record["settings"]["requests"] == 30
     assert "worse by more than 3%: wasmgate" in proc.stdout
     assert "nginx" not in proc.stdout.split("worse by more than 3%:")[1]
+
+
+def test_the_redis_rate_limit_target_with_concurrent_connections(tmp_path: Path) -> None:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server not found (Debian package redis-server)")
+    args = ["--targets", "wasmgate-redis-ratelimit", "--requests", "20", "--warmup", "10"]
+    proc = subprocess.run(
+        [sys.executable, str(INSTR), *args, "--concurrency", "5", "--results", str(tmp_path)],
+        capture_output=True, text=True, timeout=240, cwd=ROOT,
+    )  # fmt: skip
+    # Exit 0 also says that Redis ran the script and the gateway logged no store error.
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (written,) = tmp_path.glob("instr-*.json")
+    record = json.loads(written.read_text())
+    assert record["settings"]["concurrency"] == 5
+    assert 10_000 < record["instructions_per_request"]["wasmgate-redis-ratelimit"] < 1e8
+    assert "5 at a time" in proc.stdout

@@ -209,8 +209,8 @@ class RateLimit(Filter[RateLimitConfig]):
         key = self._key_of(ctx)
         try:
             s = store.get()
-            answer = await self._redis.take(s, s.key("rl", self.name, key))
-            allowed, tokens = self._redis.outcome(answer)
+            answer, place = self._redis.take(s, s.key("rl", self.name, key))
+            allowed, tokens = self._redis.outcome(await answer, place)
         except store.StoreError as exc:
             policy = self.config.on_store_error
             store.report(self.name, exc, ctx.log, f"on_store_error = {policy!r} applies")

@@ -7,6 +7,7 @@ Rates are per hour, so nothing refills while a test runs.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterator
@@ -196,3 +197,67 @@ async def test_each_failure_policy_while_redis_fails(
     # Logged once per filter and interval, not once per request.
     logged = [r.getMessage() for r in caplog.records if "store error" in r.getMessage()]
     assert sorted(m.split("]")[0] for m in logged) == ["[allow", "[deny", "[local"], logged
+
+
+def script_calls(redis: RedisServer) -> int:
+    for line in redis.command("INFO", "commandstats").splitlines():
+        if line.startswith("cmdstat_evalsha:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
+async def test_takes_of_one_turn_for_one_key_are_one_script_call(
+    redis_server: RedisServer,
+) -> None:
+    from plugins.rate_limit.redis_policy import RedisBuckets
+
+    store.configure(store.StoreSettings(redis=redis_server.url, timeout=3.0))
+    s = store.get()
+    buckets = RedisBuckets(4.0, 4 / 3600)  # 4 at once, then one every 900 s
+
+    async def take(key: str) -> tuple[bool, float]:
+        answer, place = buckets.take(s, s.key("rl", "t", key))
+        return buckets.outcome(await answer, place)
+
+    await take("warm")  # Redis has the script (no NOSCRIPT round below)
+    before = script_calls(redis_server)
+    takes = [take("a") for _ in range(7)]
+    takes.append(take("b"))  # another key: its own bucket
+    answers = await asyncio.gather(*takes)
+    # Decided as seven calls one after another would be, in the order they were made.
+    assert [(allowed, int(tokens)) for allowed, tokens in answers] == [
+        (True, 3), (True, 2), (True, 1), (True, 0), (False, 0), (False, 0), (False, 0),
+        (True, 3),
+    ]  # fmt: skip
+    assert script_calls(redis_server) - before == 2  # one per key
+    # The bucket in Redis holds exactly the four tokens taken.
+    assert (await take("a"))[0] is False
+    assert (await take("b"))[0] is True
+
+    # A request that goes away (its task cancelled) takes no answer from the others.
+    tasks = [asyncio.create_task(take("c")) for _ in range(3)]
+    await asyncio.sleep(0)  # the three took their places; the call is not made yet
+    tasks[1].cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[1], asyncio.CancelledError)
+    assert [results[0], results[2]] == [(True, 3.0), (True, 1.0)], results
+
+
+async def test_concurrent_requests_draw_exactly_the_budget(
+    redis_server: RedisServer,
+    upstream: RecordingUpstream,
+    start_gateway: StartGateway,
+    http: aiohttp.ClientSession,
+) -> None:
+    toml = gateway_toml({"v1": [upstream.address]}, config(redis_server, LIMIT.format(extra="")))
+    gw = await start_gateway(toml)
+
+    async def one() -> tuple[int, str | None]:
+        async with http.get(f"{gw.url}/x") as r:
+            await r.read()
+            return r.status, r.headers.get("RateLimit-Remaining")
+
+    replies = await asyncio.gather(*(one() for _ in range(10)))
+    assert sorted(s for s, _ in replies) == [200] * 4 + [429] * 6
+    assert sorted(rem for s, rem in replies if s == 200) == ["0", "1", "2", "3"]
+    assert len(upstream.requests) == 4
