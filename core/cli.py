@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from core import cert_cli, metrics
+from core import cert_cli, gcpolicy, metrics
 from core.admin import Admin, read_token
 from core.config import Admin as AdminSettings
 from core.config import GatewayConfig, Server, load_config
@@ -388,6 +388,7 @@ def _supervise(
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    gcpolicy.prepare()  # before the snapshot: see core/gcpolicy.py
     snap = _load(args.config, listen=args.listen)
     metrics.init_runtime(None)  # before forking: every worker writes its file there
     workers = args.workers if args.workers is not None else snap.config.server.workers
