@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from core.drive import IN_TASK
 from core.trailers import allowed, last_chunk
 from plugin_sdk import Headers, LocalReply
 from plugin_sdk.chain import reply_response
@@ -147,6 +148,7 @@ class TrailerSide:
             return True
         result = chain.run_response_trailers(ctx, self._ran)
         if isinstance(result, Awaitable):
+            await IN_TASK  # (a filter's wait may need asyncio.current_task())
             result = await result
         if result is None:
             trailers = ctx.response.trailers if ctx.response is not None else None

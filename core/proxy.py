@@ -242,7 +242,7 @@ class Exchange(TrailerSide):
             else:
                 ctx = Context(req, route.name, upstream, req.client_ip, req.scheme, tls)
             self.ctx = ctx
-            if not chain.sync:
+            if not chain.inline:
                 await IN_TASK  # an async phase may need asyncio.current_task()
             if chain.request_body:
                 await self._collect_request_body()

@@ -116,7 +116,12 @@ class FilterInstance:
 @dataclass(frozen=True, slots=True)
 class _Phase:
     call: Callable[[Context], Any]
-    is_async: bool
+    is_async: bool  # may return an awaitable: a coroutine function, or maybe_async
+    coroutine: bool  # always returns one (``async def``)
+
+
+def _phases(inst: FilterInstance) -> tuple[_Phase, ...]:
+    return tuple(p for p in (inst.on_request, inst.on_response, inst.on_log) if p is not None)
 
 
 def _phase(flt: Filter[Any], name: str) -> _Phase | None:
@@ -124,8 +129,8 @@ def _phase(flt: Filter[Any], name: str) -> _Phase | None:
     if not overrides(type(flt), name) or name in getattr(flt, "skip_phases", ()):
         return None
     method = getattr(flt, name)
-    awaits = inspect.iscoroutinefunction(method) or getattr(method, "maybe_async", False)
-    return _Phase(method, awaits)
+    coroutine = inspect.iscoroutinefunction(method)
+    return _Phase(method, coroutine or getattr(method, "maybe_async", False), coroutine)
 
 
 class Chain:
@@ -136,11 +141,13 @@ class Chain:
     """
 
     __slots__ = (
+        "_handover",
         "_logs",
         "_requests",
         "_responses",
         "client_gone",
         "filters",
+        "inline",
         "logs",
         "request_body",
         "request_chunks",
@@ -157,8 +164,13 @@ class Chain:
         "sync_responses",
     )
 
-    def __init__(self, filters: Iterable[FilterInstance]) -> None:
+    def __init__(
+        self, filters: Iterable[FilterInstance], *, handover: Awaitable[None] | None = None
+    ) -> None:
         self.filters = tuple(filters)
+        # Awaited before the first awaitable a maybe_async phase returns (the gateway's
+        # core.drive.IN_TASK: what waits runs in an asyncio Task; see :attr:`inline`).
+        self._handover = handover
         # (position in the chain, instance, callable, awaits?) for the filters that have
         # the phase, in the order the phase runs.
         self._requests = tuple(
@@ -223,6 +235,14 @@ class Chain:
             and self.sync_responses
             and not any(phase.is_async for _, phase in self._logs)
         )
+        #: No phase is an ``async def`` and on_log awaits nothing: with a ``handover``,
+        #: a request starts without a Task, and gets one only when a maybe_async phase
+        #: returns an awaitable (a Proxy-Wasm filter that pauses, say).
+        self.inline = self.sync or (
+            handover is not None
+            and not any(phase.coroutine for f in self.filters for phase in _phases(f))
+            and not any(phase.is_async for _, phase in self._logs)
+        )
         #: Request phases, when :attr:`sync_requests`: (local reply or None, how many ran).
         self.run_request_sync = self._compile_request()
         #: Response phases in reverse over the first ``ran`` filters, when sync.
@@ -249,6 +269,8 @@ class Chain:
             try:
                 result = call(ctx)
                 if awaits and hasattr(result, "__await__"):
+                    if self._handover is not None:
+                        await self._handover
                     result = await result
                 reply = self._verdict(inst, result)
             except Exception as exc:
@@ -271,6 +293,8 @@ class Chain:
                 try:
                     result = call(ctx)
                     if awaits and hasattr(result, "__await__"):
+                        if self._handover is not None:
+                            await self._handover
                         await result
                 except Exception as exc:
                     self._response_failed(ctx, inst, exc)
