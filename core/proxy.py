@@ -212,7 +212,10 @@ class Exchange(TrailerSide):
             self.client.exchange_done(self, self.keep_alive)
         chain = self.route.chain if self.route is not None else None
         if self.ctx is not None and chain is not None and chain.logs:
-            await chain.run_log(self.ctx)
+            if chain.inline:
+                chain.run_log_sync(self.ctx)
+            else:
+                await chain.run_log(self.ctx)
 
     async def _proxy(self) -> None:
         req = self.req
@@ -249,6 +252,11 @@ class Exchange(TrailerSide):
             if chain.requests:
                 if chain.sync_requests:
                     reply, self._ran = chain.run_request_sync(ctx)
+                elif chain.inline:  # a coroutine only when a phase waits
+                    done = chain.run_request_inline(ctx)
+                    reply, self._ran = done if isinstance(done, tuple) else await done
+                    if self._client_gone:
+                        raise ClientGone
                 else:
                     reply, self._ran = await chain.run_request(ctx)
                     if self._client_gone:
@@ -632,6 +640,10 @@ class Exchange(TrailerSide):
             self.ctx.response = head  # the filters edit the very head we forward
             if chain.sync_responses:
                 chain.run_response_sync(self.ctx, self._ran)
+            elif chain.inline:
+                waits = chain.run_response_inline(self.ctx, self._ran)
+                if waits is not None:
+                    await waits
             else:
                 await chain.run_response(self.ctx, self._ran)
             final = self.ctx.response
