@@ -661,7 +661,9 @@ class Exchange(TrailerSide):
         pipe = None
         if filtered and chain is not None and chain.response_chunks and not no_body:
             if length != 0 and not head.codings:
-                pipe = await self._open_response_pipe(chain)
+                pipe = self._open_response_pipe(chain)
+                if pipe is not None and not (pipe.emitted or pipe.ended or pipe.stopped):
+                    pipe = await self._first_from_pipe(pipe)
                 if self._replied:
                     return
             if self._resp_reply is not None:  # a body callback answered instead
@@ -824,9 +826,10 @@ class Exchange(TrailerSide):
         self._head_at = time.monotonic()
         self._wake()
 
-    async def _open_response_pipe(self, chain: Chain) -> BodyPipe | None:
+    def _open_response_pipe(self, chain: Chain) -> BodyPipe | None:
         """Send the response body through the filters that take it as it streams; the
-        head waits for the first bytes out of them (or the end, or their reply)."""
+        head waits for the first bytes out of them (or the end, or their reply: see
+        :meth:`_first_from_pipe`)."""
         assert self.ctx is not None and self.pool is not None
         stages = [(inst, hook) for pos, inst, hook in chain.response_chunks if pos <= self._ran]
         if not stages:
@@ -845,6 +848,11 @@ class Exchange(TrailerSide):
             pipe.feed(b"", True)
         if self._resp_buffered <= BUFFER_LIMIT and not self.client.write_paused:
             self._resume_upstream()
+        return pipe
+
+    async def _first_from_pipe(self, pipe: BodyPipe) -> BodyPipe | None:
+        """Wait for the first bytes out of the response pipe (or its end or reply)."""
+        assert self.pool is not None
         if not (pipe.emitted or pipe.ended or pipe.stopped):
             self._last_read = self.client.loop.time()
             self._arm(self.pool.cfg.read_timeout, self._on_read_timeout)

@@ -45,7 +45,7 @@ from core.errors import PluginError
 from core.metrics import count_wasm_refused
 from core.upstream import ResponseHead, UpstreamPool
 from core.wasm.abi import Action
-from core.wasm.adapter_trailers import TRAILER_CALLBACKS, TrailerCallbacks
+from core.wasm.adapter_trailers import TRAILER_CALLBACKS, TrailerCallbacks, trailers_of
 from core.wasm.context_end import end_context
 from core.wasm.host import Stream
 from core.wasm.plugin import PluginVm
@@ -287,11 +287,28 @@ class WasmFilter(TrailerCallbacks, Filter[PluginConfig]):
         stream = ctx.state.get(self._key)
         if not isinstance(stream, Stream) or stream.id not in self.vm.streams:
             return data  # refused (fail_open), or gone after a trap: stream past
+        body = stream.body
+        follows = end and self._trailer_cbs[side] and trailers_of(ctx, side) is not None
+        if body[side] is None and stream.local_reply is None and not follows and not self._releases:
+            # The common case (nothing held, no trailer callback to come): one call, and
+            # a Continue passes on what the filter left of the chunk.
+            body[side] = data
+            try:
+                eos = 1 if end else 0
+                action = self.vm.call(stream, _BODY_CALLBACKS[side], stream.id, len(data), eos)
+            except Exception as exc:
+                pending = body[side]
+                body[side] = None
+                raise ChunkError(bytes(pending or b""), exc) from exc
+            if not action and stream.local_reply is None:
+                out = body[side]
+                body[side] = None
+                return out if isinstance(out, bytes) else bytes(out or b"")
+            return self._chunk_stopped(stream, side, end, False, action, resume)
         if self._releases and self._releases.pop((stream.id, side), None) is not None:
             stream.paused = False  # a new chunk came first: it decides what is held
             stream.resume = None
         held = stream.body[side]
-        follows = end and self._trailers_follow(ctx, side)
         if follows and not data:
             # The body's end, trailers after it: no body callback (Envoy's next one is
             # the trailer callback); what the filter holds waits for that.
@@ -319,6 +336,18 @@ class WasmFilter(TrailerCallbacks, Filter[PluginConfig]):
             pending = stream.body[side]
             stream.body[side] = None
             raise ChunkError(bytes(pending or b""), exc) from exc
+        return self._chunk_stopped(stream, side, end, follows, action, resume)
+
+    def _chunk_stopped(
+        self,
+        stream: Stream,
+        side: int,
+        end: bool,
+        follows: bool,
+        action: int | None,
+        resume: ChunkResume,
+    ) -> ChunkResult:
+        """What a body callback's answer (``action``) makes of the data it was given."""
         if stream.local_reply is not None:
             stream.body[side] = None
             return stream.local_reply
