@@ -190,16 +190,15 @@ class WasmFilter(TrailerCallbacks, Filter[PluginConfig]):
         return result
 
     def _request(self, ctx: Context) -> LocalReply | Awaitable[LocalReply | None] | None:
-        stream = self.vm.open_stream(ctx, self.root)
-        if stream is None:
-            return None
-        ctx.state[self._key] = stream
         req = ctx.request
         # end_of_stream is false when a body follows, unless `bodies` opted out of it
         # (the filter then must not wait for a body that never comes).
         has_body = self._told[0] and bool(getattr(req, "has_body", False) or req.body)
         n = len(req.headers) + 4
-        action = self.vm.call(stream, "proxy_on_request_headers", stream.id, n, int(not has_body))
+        stream, action = self.vm.start_stream(ctx, self.root, n, 0 if has_body else 1)
+        if stream is None:
+            return None
+        ctx.state[self._key] = stream
         if action in _STOPS and stream.local_reply is None:
             if action == Action.PAUSE and has_body and self.request_chunks is not None:
                 # Envoy's StopIteration with a body to come: the body callbacks still
