@@ -138,6 +138,12 @@ class TrailerSide:
 
     # -- response trailers
 
+    def _response_trailers_came(self) -> bool:
+        """Whether the response (as the filters left it) has trailers."""
+        ctx = self.ctx
+        resp = ctx.response if ctx is not None else None
+        return resp is not None and resp.trailers is not None
+
     async def _response_trailer_hooks(self, chain: Chain, head_sent: bool) -> bool:
         """Run the filters that take the response's trailers (once they came), then
         hand the trailers to the client. False: the response was reset (a filter

@@ -698,6 +698,7 @@ class Exchange(TrailerSide):
                 self.client.abort()  # the head is out; only a broken connection says so
                 raise ClientGone
         hooks = filtered and chain is not None and bool(chain.response_trailers)
+        hooks = hooks and self._response_trailers_came()  # (else no coroutine to run)
         if hooks and chain is not None and not await self._response_trailer_hooks(chain, True):
             self.reason = "a filter answered after the response head: reset"
             raise ClientGone

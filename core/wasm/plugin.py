@@ -442,7 +442,11 @@ class PluginVm(RootContexts):
         finally:
             self._depth = 0
             now = _now()
-            if budget.charge(now, now - started):
+            spent = now - started
+            if now < budget.slot_end and budget.used + spent <= budget.allowed:
+                budget.slots[budget.index] += spent  # (CpuBudget.charge's common case)
+                budget.used += spent
+            elif budget.charge(now, spent):
                 self._over_budget()
         self._no_contexts()
         return None, None
@@ -522,7 +526,11 @@ class PluginVm(RootContexts):
         finally:
             self._depth = 0
             now = _now()
-            if budget.charge(now, now - started):
+            spent = now - started
+            if now < budget.slot_end and budget.used + spent <= budget.allowed:
+                budget.slots[budget.index] += spent  # (CpuBudget.charge's common case)
+                budget.used += spent
+            elif budget.charge(now, spent):
                 self._over_budget()
 
     # -- calls out
