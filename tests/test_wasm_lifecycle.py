@@ -212,27 +212,6 @@ async def test_root_only_plugin_gets_no_http_context(
     assert len(upstream.requests) == 2
 
 
-async def test_a_plugin_whose_context_create_traps_runs_root_only(
-    tmp_path: Path,
-    upstream: RecordingUpstream,
-    start_gateway: StartGateway,
-    http: aiohttp.ClientSession,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    gw = await start_wasm(
-        start_gateway, tmp_path, "ctx_create_traps.wat", {"v1": [upstream.address]}
-    )
-    vm = wasm_vm(gw)
-    for _ in range(2):
-        async with http.get(gw.url + "/x") as resp:
-            assert resp.status == 200
-    assert [r.headers.get("x-seen") for r in upstream.requests] == [None, None]
-    assert vm.traps == 1  # the first request's context; none after
-    assert describe(vm)["root_only"] is True
-    assert "cannot create an HTTP context; running it root-only" in caplog.text
-    assert vm.instance is not None  # its root context was restored
-
-
 # ---------------------------------------------------------------------- callback order
 
 
