@@ -78,9 +78,12 @@ class BodyPipe:
         response: bool,
     ) -> None:
         self._ctx = ctx
-        self._insts = [inst for inst, _ in stages]
-        self._hooks: list[ChunkHook | None] = [hook for _, hook in stages]
-        self._resumes = [functools.partial(self._resumed, i) for i in range(len(stages))]
+        # (no comprehensions: each is a function call, and a pipe opens per request)
+        insts, hooks = zip(*stages, strict=True) if stages else ((), ())
+        self._insts: Sequence[FilterInstance] = insts
+        self._hooks: list[ChunkHook | None] = list(hooks)
+        resume_at = functools.partial(functools.partial, self._resumed)
+        self._resumes = list(map(resume_at, range(len(stages))))
         self._sink = sink
         self._on_reply = on_reply
         self._phase = "response" if response else "request"

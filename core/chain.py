@@ -32,6 +32,7 @@ from core.config import (
     Route,
     suggest,
 )
+from core.drive import IN_TASK
 from core.errors import ConfigError, PluginError
 from core.metrics import adopt
 from plugin_sdk import Filter, PluginConfig
@@ -319,7 +320,8 @@ def compile_chains(
                 )
                 continue
             chain.append(inst)
-        chains[route_name] = Chain(adopt(chain))  # shared stats: counts survive reloads
+        # shared stats: counts survive reloads; what waits in a filter runs in a Task
+        chains[route_name] = Chain(adopt(chain), handover=IN_TASK)
     used = {id(inst) for chain in chains.values() for inst in chain.filters}
     built = [*named.values(), *bare.values()]
     if problems:

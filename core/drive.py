@@ -12,8 +12,10 @@ Code that needs a real Task (``asyncio.timeout``, ``asyncio.current_task``, and
 whatever an ``async`` filter may use) first awaits :data:`IN_TASK`: run by a
 :class:`Driven`, that hands the coroutine over to a Task, which takes it from there;
 in a Task it costs one no-op await. The exchange awaits it before opening a new
-upstream connection and before running a chain with an ``async`` phase, so only the
-pooled, synchronous path runs task-less.
+upstream connection and before running a chain with an ``async def`` phase; a chain
+of ``maybe_async`` phases (a Proxy-Wasm filter's) awaits it, through
+``Chain(handover=IN_TASK)``, only before awaiting what a phase returned to wait on.
+So only the pooled path whose filters do not wait runs task-less.
 
 Every coroutine being driven is counted in :attr:`Runner.driven`, so that a drain
 can wait for them as it waits for tasks.

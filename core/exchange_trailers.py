@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from core.drive import IN_TASK
 from core.trailers import allowed, last_chunk
 from plugin_sdk import Headers, LocalReply
 from plugin_sdk.chain import reply_response
@@ -137,6 +138,12 @@ class TrailerSide:
 
     # -- response trailers
 
+    def _response_trailers_came(self) -> bool:
+        """Whether the response (as the filters left it) has trailers."""
+        ctx = self.ctx
+        resp = ctx.response if ctx is not None else None
+        return resp is not None and resp.trailers is not None
+
     async def _response_trailer_hooks(self, chain: Chain, head_sent: bool) -> bool:
         """Run the filters that take the response's trailers (once they came), then
         hand the trailers to the client. False: the response was reset (a filter
@@ -147,6 +154,7 @@ class TrailerSide:
             return True
         result = chain.run_response_trailers(ctx, self._ran)
         if isinstance(result, Awaitable):
+            await IN_TASK  # (a filter's wait may need asyncio.current_task())
             result = await result
         if result is None:
             trailers = ctx.response.trailers if ctx.response is not None else None

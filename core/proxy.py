@@ -212,7 +212,10 @@ class Exchange(TrailerSide):
             self.client.exchange_done(self, self.keep_alive)
         chain = self.route.chain if self.route is not None else None
         if self.ctx is not None and chain is not None and chain.logs:
-            await chain.run_log(self.ctx)
+            if chain.inline:
+                chain.run_log_sync(self.ctx)
+            else:
+                await chain.run_log(self.ctx)
 
     async def _proxy(self) -> None:
         req = self.req
@@ -242,13 +245,18 @@ class Exchange(TrailerSide):
             else:
                 ctx = Context(req, route.name, upstream, req.client_ip, req.scheme, tls)
             self.ctx = ctx
-            if not chain.sync:
+            if not chain.inline:
                 await IN_TASK  # an async phase may need asyncio.current_task()
             if chain.request_body:
                 await self._collect_request_body()
             if chain.requests:
                 if chain.sync_requests:
                     reply, self._ran = chain.run_request_sync(ctx)
+                elif chain.inline:  # a coroutine only when a phase waits
+                    done = chain.run_request_inline(ctx)
+                    reply, self._ran = done if isinstance(done, tuple) else await done
+                    if self._client_gone:
+                        raise ClientGone
                 else:
                     reply, self._ran = await chain.run_request(ctx)
                     if self._client_gone:
@@ -632,6 +640,10 @@ class Exchange(TrailerSide):
             self.ctx.response = head  # the filters edit the very head we forward
             if chain.sync_responses:
                 chain.run_response_sync(self.ctx, self._ran)
+            elif chain.inline:
+                waits = chain.run_response_inline(self.ctx, self._ran)
+                if waits is not None:
+                    await waits
             else:
                 await chain.run_response(self.ctx, self._ran)
             final = self.ctx.response
@@ -649,7 +661,9 @@ class Exchange(TrailerSide):
         pipe = None
         if filtered and chain is not None and chain.response_chunks and not no_body:
             if length != 0 and not head.codings:
-                pipe = await self._open_response_pipe(chain)
+                pipe = self._open_response_pipe(chain)
+                if pipe is not None and not (pipe.emitted or pipe.ended or pipe.stopped):
+                    pipe = await self._first_from_pipe(pipe)
                 if self._replied:
                     return
             if self._resp_reply is not None:  # a body callback answered instead
@@ -684,6 +698,7 @@ class Exchange(TrailerSide):
                 self.client.abort()  # the head is out; only a broken connection says so
                 raise ClientGone
         hooks = filtered and chain is not None and bool(chain.response_trailers)
+        hooks = hooks and self._response_trailers_came()  # (else no coroutine to run)
         if hooks and chain is not None and not await self._response_trailer_hooks(chain, True):
             self.reason = "a filter answered after the response head: reset"
             raise ClientGone
@@ -812,9 +827,10 @@ class Exchange(TrailerSide):
         self._head_at = time.monotonic()
         self._wake()
 
-    async def _open_response_pipe(self, chain: Chain) -> BodyPipe | None:
+    def _open_response_pipe(self, chain: Chain) -> BodyPipe | None:
         """Send the response body through the filters that take it as it streams; the
-        head waits for the first bytes out of them (or the end, or their reply)."""
+        head waits for the first bytes out of them (or the end, or their reply: see
+        :meth:`_first_from_pipe`)."""
         assert self.ctx is not None and self.pool is not None
         stages = [(inst, hook) for pos, inst, hook in chain.response_chunks if pos <= self._ran]
         if not stages:
@@ -833,6 +849,11 @@ class Exchange(TrailerSide):
             pipe.feed(b"", True)
         if self._resp_buffered <= BUFFER_LIMIT and not self.client.write_paused:
             self._resume_upstream()
+        return pipe
+
+    async def _first_from_pipe(self, pipe: BodyPipe) -> BodyPipe | None:
+        """Wait for the first bytes out of the response pipe (or its end or reply)."""
+        assert self.pool is not None
         if not (pipe.emitted or pipe.ended or pipe.stopped):
             self._last_read = self.client.loop.time()
             self._arm(self.pool.cfg.read_timeout, self._on_read_timeout)

@@ -116,7 +116,12 @@ class FilterInstance:
 @dataclass(frozen=True, slots=True)
 class _Phase:
     call: Callable[[Context], Any]
-    is_async: bool
+    is_async: bool  # may return an awaitable: a coroutine function, or maybe_async
+    coroutine: bool  # always returns one (``async def``)
+
+
+def _phases(inst: FilterInstance) -> tuple[_Phase, ...]:
+    return tuple(p for p in (inst.on_request, inst.on_response, inst.on_log) if p is not None)
 
 
 def _phase(flt: Filter[Any], name: str) -> _Phase | None:
@@ -124,8 +129,8 @@ def _phase(flt: Filter[Any], name: str) -> _Phase | None:
     if not overrides(type(flt), name) or name in getattr(flt, "skip_phases", ()):
         return None
     method = getattr(flt, name)
-    awaits = inspect.iscoroutinefunction(method) or getattr(method, "maybe_async", False)
-    return _Phase(method, awaits)
+    coroutine = inspect.iscoroutinefunction(method)
+    return _Phase(method, coroutine or getattr(method, "maybe_async", False), coroutine)
 
 
 class Chain:
@@ -136,11 +141,13 @@ class Chain:
     """
 
     __slots__ = (
+        "_handover",
         "_logs",
         "_requests",
         "_responses",
         "client_gone",
         "filters",
+        "inline",
         "logs",
         "request_body",
         "request_chunks",
@@ -150,15 +157,22 @@ class Chain:
         "response_chunks",
         "response_trailers",
         "responses",
+        "run_request_inline",
         "run_request_sync",
+        "run_response_inline",
         "run_response_sync",
         "sync",
         "sync_requests",
         "sync_responses",
     )
 
-    def __init__(self, filters: Iterable[FilterInstance]) -> None:
+    def __init__(
+        self, filters: Iterable[FilterInstance], *, handover: Awaitable[None] | None = None
+    ) -> None:
         self.filters = tuple(filters)
+        # Awaited before the first awaitable a maybe_async phase returns (the gateway's
+        # core.drive.IN_TASK: what waits runs in an asyncio Task; see :attr:`inline`).
+        self._handover = handover
         # (position in the chain, instance, callable, awaits?) for the filters that have
         # the phase, in the order the phase runs.
         self._requests = tuple(
@@ -223,10 +237,35 @@ class Chain:
             and self.sync_responses
             and not any(phase.is_async for _, phase in self._logs)
         )
+        #: No phase is an ``async def`` and on_log awaits nothing: with a ``handover``,
+        #: a request starts without a Task, and gets one only when a maybe_async phase
+        #: returns an awaitable (a Proxy-Wasm filter that pauses, say).
+        self.inline = self.sync or (
+            handover is not None
+            and not any(phase.coroutine for f in self.filters for phase in _phases(f))
+            and not any(phase.is_async for _, phase in self._logs)
+        )
         #: Request phases, when :attr:`sync_requests`: (local reply or None, how many ran).
-        self.run_request_sync = self._compile_request()
+        self.run_request_sync: Callable[[Context], tuple[LocalReply | None, int]] = (
+            self._compile_request(inline=False)
+        )
         #: Response phases in reverse over the first ``ran`` filters, when sync.
-        self.run_response_sync = self._compile_response()
+        self.run_response_sync: Callable[[Context, int], None] = self._compile_response(
+            inline=False
+        )
+        #: The same when :attr:`inline`, without a coroutine while no phase waits: what
+        #: the sync runner returns, or, once a maybe_async phase returned an awaitable,
+        #: an awaitable of it (the rest of the phases run after that one's wait).
+        self.run_request_inline: Callable[
+            [Context], tuple[LocalReply | None, int] | Awaitable[tuple[LocalReply | None, int]]
+        ] = self.run_request_sync
+        self.run_response_inline: Callable[[Context, int], Awaitable[None] | None] = (
+            self.run_response_sync
+        )
+        if self.inline and not self.sync_requests:
+            self.run_request_inline = self._compile_request(inline=True)
+        if self.inline and not self.sync_responses:
+            self.run_response_inline = self._compile_response(inline=True)
 
     def __bool__(self) -> bool:
         return bool(self.filters)
@@ -243,12 +282,34 @@ class Chain:
         """Run request phases in order; (local reply or None, how many filters ran)."""
         if self.sync_requests:
             return self.run_request_sync(ctx)
-        for position, inst, call, awaits in self._requests:
+        return await self._requests_from(ctx, 0)
+
+    async def _request_rest(
+        self, ctx: Context, k: int, pending: Awaitable[Any], started: float
+    ) -> tuple[LocalReply | None, int]:
+        """The request phases after phase ``k`` returned ``pending`` (started then)."""
+        position, inst = self._requests[k][:2]
+        try:
+            if self._handover is not None:
+                await self._handover
+            reply = self._verdict(inst, await pending)
+        except Exception as exc:
+            reply = self._failed(inst, "request", exc)
+        inst.stats.observe(REQUEST, time.perf_counter() - started)
+        if reply is not None:
+            ctx.stopped_by = inst.name
+            return reply, position
+        return await self._requests_from(ctx, k + 1)
+
+    async def _requests_from(self, ctx: Context, first: int) -> tuple[LocalReply | None, int]:
+        for position, inst, call, awaits in self._requests[first:]:
             ctx.log = inst.logger
             started = time.perf_counter()
             try:
                 result = call(ctx)
                 if awaits and hasattr(result, "__await__"):
+                    if self._handover is not None:
+                        await self._handover
                     result = await result
                 reply = self._verdict(inst, result)
             except Exception as exc:
@@ -264,13 +325,32 @@ class Chain:
         if self.sync_responses:
             self.run_response_sync(ctx, ran)
             return
-        for position, inst, call, awaits in self._responses:
+        await self._responses_from(ctx, ran, 0)
+
+    async def _response_rest(
+        self, ctx: Context, ran: int, k: int, pending: Awaitable[Any], started: float
+    ) -> None:
+        """The response phases after phase ``k`` returned ``pending`` (started then)."""
+        inst = self._responses[k][1]
+        try:
+            if self._handover is not None:
+                await self._handover
+            await pending
+        except Exception as exc:
+            self._response_failed(ctx, inst, exc)
+        inst.stats.observe(RESPONSE, time.perf_counter() - started)
+        await self._responses_from(ctx, ran, k + 1)
+
+    async def _responses_from(self, ctx: Context, ran: int, first: int) -> None:
+        for position, inst, call, awaits in self._responses[first:]:
             if position <= ran:
                 ctx.log = inst.logger
                 started = time.perf_counter()
                 try:
                     result = call(ctx)
                     if awaits and hasattr(result, "__await__"):
+                        if self._handover is not None:
+                            await self._handover
                         await result
                 except Exception as exc:
                     self._response_failed(ctx, inst, exc)
@@ -280,12 +360,15 @@ class Chain:
     # is the next one's start (the few operations between two calls count with the
     # later filter), and FilterStats.observe is written out inline.
 
-    def _compile_request(self) -> Callable[[Context], tuple[LocalReply | None, int]]:
-        """``run_request`` as one straight-line function (all phases plain ``def``)."""
+    def _compile_request(self, *, inline: bool) -> Callable[[Context], Any]:
+        """``run_request`` as one straight-line function (all phases plain ``def``; or,
+        ``inline``, maybe_async too: one that returns an awaitable hands the rest to
+        :meth:`_request_rest`)."""
         names: dict[str, Any] = {"clock": time.perf_counter, "bucket": bisect_left}
-        names["B"] = FilterStats.BOUNDS
+        names["B"], names["Reply"] = FilterStats.BOUNDS, LocalReply
+        names["Rest"] = self._request_rest
         lines = ["def run_request_sync(ctx):", "    t = clock()"]
-        for k, (position, inst, call, _) in enumerate(self._requests):
+        for k, (position, inst, call, awaits) in enumerate(self._requests):
             names[f"S{k}"], names[f"H{k}"] = inst.stats, inst.stats.buckets[REQUEST]
             names[f"L{k}"], names[f"C{k}"] = inst.logger, call
             names[f"F{k}"] = functools.partial(self._failed, inst, "request")
@@ -297,6 +380,14 @@ class Chain:
                 f"        r = C{k}(ctx)",
                 "    except Exception as exc:",
                 f"        r = F{k}(exc)",
+            ]
+            if inline and awaits:
+                lines += [
+                    "    if r is not None and not isinstance(r, Reply):",
+                    "        if hasattr(r, '__await__'):",
+                    f"            return Rest(ctx, {k}, r, t)",
+                ]
+            lines += [
                 "    u = clock()",
                 "    d = u - t",
                 "    t = u",
@@ -311,12 +402,14 @@ class Chain:
         lines.append(f"    return None, {len(self.filters)}")
         return _build(lines, names)
 
-    def _compile_response(self) -> Callable[[Context, int], None]:
-        """``run_response`` as one straight-line function (all phases plain ``def``)."""
+    def _compile_response(self, *, inline: bool) -> Callable[[Context, int], Any]:
+        """``run_response`` as one straight-line function (all phases plain ``def``; or,
+        ``inline``, maybe_async too: one that returns an awaitable hands the rest to
+        :meth:`_response_rest`)."""
         names: dict[str, Any] = {"clock": time.perf_counter, "bucket": bisect_left}
-        names["B"] = FilterStats.BOUNDS
+        names["B"], names["Rest"] = FilterStats.BOUNDS, self._response_rest
         lines = ["def run_response_sync(ctx, ran):", "    t = clock()"]
-        for k, (position, inst, call, _) in enumerate(self._responses):
+        for k, (position, inst, call, awaits) in enumerate(self._responses):
             names[f"S{k}"], names[f"H{k}"] = inst.stats, inst.stats.buckets[RESPONSE]
             names[f"L{k}"], names[f"C{k}"] = inst.logger, call
             names[f"F{k}"] = functools.partial(self._response_failed, inst=inst)
@@ -324,9 +417,17 @@ class Chain:
                 f"    if ran >= {position}:",
                 f"        ctx.log = L{k}",
                 "        try:",
-                f"            C{k}(ctx)",
+                f"            r = C{k}(ctx)",
                 "        except Exception as exc:",
+                "            r = None",
                 f"            F{k}(ctx, exc=exc)",
+            ]
+            if inline and awaits:
+                lines += [
+                    "        if r is not None and hasattr(r, '__await__'):",
+                    f"            return Rest(ctx, ran, {k}, r, t)",
+                ]
+            lines += [
                 "        u = clock()",
                 "        d = u - t",
                 "        t = u",
@@ -430,6 +531,19 @@ class Chain:
                 inst.errors += 1
                 inst.stats.errors += 1
                 log.error("filter %s (%s) failed in client_gone: %r", inst.name, inst.plugin, exc)
+
+    def run_log_sync(self, ctx: Context) -> None:
+        """:meth:`run_log` without a coroutine, when :attr:`inline` (no on_log awaits)."""
+        for inst, phase in self._logs:
+            ctx.log = inst.logger
+            started = time.perf_counter()
+            try:
+                phase.call(ctx)
+            except Exception as exc:
+                inst.errors += 1
+                inst.stats.errors += 1
+                log.error("filter %s (%s) failed in on_log: %r", inst.name, inst.plugin, exc)
+            inst.stats.observe(LOG, time.perf_counter() - started)
 
     async def run_log(self, ctx: Context) -> None:
         """Run every filter's ``on_log``; errors are logged and counted, nothing more."""

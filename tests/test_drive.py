@@ -1,9 +1,10 @@
 """HTTP/1.1 exchanges without a body run without an asyncio Task (core/drive.py).
 
 What a client and the upstream see must not change: the real gateway on 127.0.0.1,
-requests as raw bytes or through aiohttp. The test plugins ``task-probe`` and
-``async-timeout-probe`` (tests/fixtures/site) tell the upstream, in a request header,
-whether the request phase ran in a Task and whether ``asyncio.timeout`` worked there.
+requests as raw bytes or through aiohttp. The test plugins ``task-probe``,
+``async-timeout-probe`` and ``maybe-wait-probe`` (tests/fixtures/site) tell the
+upstream, in a request header, whether the request phase ran in a Task and whether
+``asyncio.timeout`` worked there.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ upstream = "v1"
 filters = ["async-timeout-probe", "task-probe"]
 
 [[routes]]
+name = "maybe"
+paths = ["/maybe"]
+upstream = "v1"
+filters = ["maybe-wait-probe", "task-probe"]
+
+[[routes]]
 name = "slow"
 paths = ["/delay"]
 upstream = "v1"
@@ -50,6 +57,10 @@ CASES = [
     pytest.param("DELETE", "/sync/c", None, "no", None, id="delete-no-body"),
     pytest.param("POST", "/sync/d", b"x" * 100, "yes", None, id="post-with-body-in-a-task"),
     pytest.param("GET", "/async/e", None, "yes", "ok", id="async-phase-gets-a-task"),
+    # A maybe_async phase (the Proxy-Wasm adapter's) that answers at once needs no
+    # Task; one that returns an awaitable gets one before it is awaited.
+    pytest.param("GET", "/maybe/f", None, "no", None, id="maybe-async-answering-at-once"),
+    pytest.param("GET", "/maybe/g", None, "yes", "ok", id="maybe-async-waiting-gets-a-task"),
 ]
 
 
@@ -59,7 +70,8 @@ async def test_which_requests_run_without_a_task(
     gw = await start_gateway(config(upstream))
     for case in CASES:
         method, path, body, in_task, probe = case.values
-        async with http.request(method, gw.url + path, data=body) as resp:
+        wait = {"x-wait": "1"} if path.endswith("/g") else {}
+        async with http.request(method, gw.url + path, data=body, headers=wait) as resp:
             assert resp.status == 200, case.id
             seen = json.loads(await resp.read())
         assert seen["path"] == path, case.id

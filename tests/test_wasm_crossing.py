@@ -2,9 +2,9 @@
 where it is built, and the ctypes path it replaces (kept as the fallback, forced with
 ``WASMGATE_WASM_CTYPES=1``). Both paths run the same probe in a child process: calls
 with i32 and i64 arguments both ways, a host function that fails (status
-INTERNAL_FAILURE) or exits (a trap), a guest loop cut off by the CPU deadline (also
-when called from a worker thread, which must not hold the GIL meanwhile), and a call
-after a trap on a new instance."""
+INTERNAL_FAILURE) or exits (a trap), memory read in and out of bounds, a guest loop
+cut off by the CPU deadline (also when called from a worker thread, which must not
+hold the GIL meanwhile), and a call after a trap on a new instance."""
 
 from __future__ import annotations
 
@@ -93,6 +93,12 @@ out["give"] = [inst.return_bytes(b"abc", 16, 20), inst.return_bytes(b"abc", (1 <
                inst.return_bytes(b"", 65534, 16)]
 ptr, size = inst.read(16, 4), inst.read(20, 4)
 out["given"] = inst.read(int.from_bytes(ptr, "little"), int.from_bytes(size, "little")).decode()
+# What host functions read strings with (Guest.read on the C path): bounds as read's
+out["reader"] = inst.reader != inst.read
+out["reads"] = [None if r is None else r.hex() for r in (
+    inst.reader(int.from_bytes(ptr, "little"), 3), inst.reader(65535, 1), inst.reader(65535, 2),
+    inst.reader(65536, 0), inst.reader(65537, 0), inst.reader(-1, 1), inst.reader(0, -1),
+    inst.reader((1 << 64) + 1, 1), inst.reader(1, 1 << 70))]
 # proxy_log below the logger's level: answered without the host function on the C path
 out["log_below"] = [inst.call("log", 2, 16, 5), inst.call("log", 2, 0xFFFFFF00, 16)]
 out["logged_below"] = list(logged)
@@ -158,6 +164,8 @@ def test_calls_both_ways_traps_and_deadlines(ctypes_path: bool) -> None:
     assert out["fails"] == 10  # INTERNAL_FAILURE: a host bug does not trap the guest
     assert out["give"] == [True, False, False]
     assert out["given"] == "abc"
+    assert out["reader"] is not ctypes_path
+    assert out["reads"] == ["616263", "00", None, "", None, None, None, None, None]
     if not ctypes_path:
         assert out["log_below"] == [0, 6]  # OK, and INVALID_MEMORY_ACCESS out of bounds
         assert out["logged_below"] == []

@@ -102,6 +102,7 @@ extern PyTypeObject CalleeType;
 /* _crossing_host.c: what host functions need without calling Python */
 uint8_t *guest_memory(GuestObject *guest, size_t *size);
 PyObject *Guest_give(GuestObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *Guest_read(GuestObject *self, PyObject *const *args, Py_ssize_t nargs);
 long log_below(GuestObject *guest, val_raw_t *slots);
 PyObject *scan_fields(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *bad_field(PyObject *module, PyObject *const *args, Py_ssize_t nargs);

@@ -51,6 +51,8 @@ static PyMethodDef Guest_methods[] = {
      "set_log(logger._cache, Python level per Proxy-Wasm level): proxy_log's gate"},
     {"give", (PyCFunction)(void (*)(void))Guest_give, METH_FASTCALL,
      "give(alloc, data, ptr_ptr, size_ptr) -> status (see _crossing.c)"},
+    {"read", (PyCFunction)(void (*)(void))Guest_read, METH_FASTCALL,
+     "read(ptr, size) -> bytes, or None out of bounds (see _crossing_host.c)"},
     {NULL},
 };
 

@@ -60,6 +60,30 @@ failed:
     return NULL;
 }
 
+/* read(ptr, size): the `size` bytes at `ptr` in the guest's memory, as bytes; None when
+ * any of them is out of bounds (or negative, or the guest has no memory). What every
+ * host function that takes a string does first. */
+PyObject *Guest_read(GuestObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "read(ptr, size)");
+        return NULL;
+    }
+    int overflow = 0;
+    long long ptr = PyLong_AsLongLongAndOverflow(args[0], &overflow);
+    if (ptr == -1 && PyErr_Occurred()) return NULL;
+    if (overflow) Py_RETURN_NONE;
+    long long count = PyLong_AsLongLongAndOverflow(args[1], &overflow);
+    if (count == -1 && PyErr_Occurred()) return NULL;
+    if (overflow) Py_RETURN_NONE;
+    size_t size;
+    uint8_t *base = guest_memory(self, &size);
+    /* (written so that no sum can wrap) */
+    if (base == NULL || ptr < 0 || count < 0 || (uint64_t)ptr > size ||
+        (uint64_t)count > size - (uint64_t)ptr)
+        Py_RETURN_NONE;
+    return PyBytes_FromStringAndSize((const char *)base + ptr, (Py_ssize_t)count);
+}
+
 /* proxy_log(level, ptr, size) below the logger's level: its status, answered without
  * calling Python (the pointer checked, nothing copied); -1 when Python must answer. */
 long log_below(GuestObject *guest, val_raw_t *slots) {

@@ -45,7 +45,7 @@ from core.errors import PluginError
 from core.metrics import count_wasm_refused
 from core.upstream import ResponseHead, UpstreamPool
 from core.wasm.abi import Action
-from core.wasm.adapter_trailers import TRAILER_CALLBACKS, TrailerCallbacks
+from core.wasm.adapter_trailers import TRAILER_CALLBACKS, TrailerCallbacks, trailers_of
 from core.wasm.context_end import end_context
 from core.wasm.host import Stream
 from core.wasm.plugin import PluginVm
@@ -190,16 +190,15 @@ class WasmFilter(TrailerCallbacks, Filter[PluginConfig]):
         return result
 
     def _request(self, ctx: Context) -> LocalReply | Awaitable[LocalReply | None] | None:
-        stream = self.vm.open_stream(ctx, self.root)
-        if stream is None:
-            return None
-        ctx.state[self._key] = stream
         req = ctx.request
         # end_of_stream is false when a body follows, unless `bodies` opted out of it
         # (the filter then must not wait for a body that never comes).
         has_body = self._told[0] and bool(getattr(req, "has_body", False) or req.body)
         n = len(req.headers) + 4
-        action = self.vm.call(stream, "proxy_on_request_headers", stream.id, n, int(not has_body))
+        stream, action = self.vm.start_stream(ctx, self.root, n, 0 if has_body else 1)
+        if stream is None:
+            return None
+        ctx.state[self._key] = stream
         if action in _STOPS and stream.local_reply is None:
             if action == Action.PAUSE and has_body and self.request_chunks is not None:
                 # Envoy's StopIteration with a body to come: the body callbacks still
@@ -287,11 +286,28 @@ class WasmFilter(TrailerCallbacks, Filter[PluginConfig]):
         stream = ctx.state.get(self._key)
         if not isinstance(stream, Stream) or stream.id not in self.vm.streams:
             return data  # refused (fail_open), or gone after a trap: stream past
+        body = stream.body
+        follows = end and self._trailer_cbs[side] and trailers_of(ctx, side) is not None
+        if body[side] is None and stream.local_reply is None and not follows and not self._releases:
+            # The common case (nothing held, no trailer callback to come): one call, and
+            # a Continue passes on what the filter left of the chunk.
+            body[side] = data
+            try:
+                eos = 1 if end else 0
+                action = self.vm.call(stream, _BODY_CALLBACKS[side], stream.id, len(data), eos)
+            except Exception as exc:
+                pending = body[side]
+                body[side] = None
+                raise ChunkError(bytes(pending or b""), exc) from exc
+            if not action and stream.local_reply is None:
+                out = body[side]
+                body[side] = None
+                return out if isinstance(out, bytes) else bytes(out or b"")
+            return self._chunk_stopped(stream, side, end, False, action, resume)
         if self._releases and self._releases.pop((stream.id, side), None) is not None:
             stream.paused = False  # a new chunk came first: it decides what is held
             stream.resume = None
         held = stream.body[side]
-        follows = end and self._trailers_follow(ctx, side)
         if follows and not data:
             # The body's end, trailers after it: no body callback (Envoy's next one is
             # the trailer callback); what the filter holds waits for that.
@@ -319,6 +335,18 @@ class WasmFilter(TrailerCallbacks, Filter[PluginConfig]):
             pending = stream.body[side]
             stream.body[side] = None
             raise ChunkError(bytes(pending or b""), exc) from exc
+        return self._chunk_stopped(stream, side, end, follows, action, resume)
+
+    def _chunk_stopped(
+        self,
+        stream: Stream,
+        side: int,
+        end: bool,
+        follows: bool,
+        action: int | None,
+        resume: ChunkResume,
+    ) -> ChunkResult:
+        """What a body callback's answer (``action``) makes of the data it was given."""
         if stream.local_reply is not None:
             stream.body[side] = None
             return stream.local_reply

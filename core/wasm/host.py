@@ -212,7 +212,7 @@ class Host:
     def _read(self, ptr: int, size: int) -> bytes | None:
         inst = self.instance
         assert inst is not None
-        return inst.read(ptr, size)
+        return inst.reader(ptr, size)
 
     def _return_bytes(self, data: bytes, ptr_ptr: int, size_ptr: int) -> int:
         """Copy ``data`` into guest memory and write its pointer and size back."""
@@ -428,7 +428,7 @@ class Host:
     ) -> int:
         inst = self.instance
         assert inst is not None
-        key = inst.read(key_ptr, key_size)
+        key = inst.reader(key_ptr, key_size)
         if key is None:
             return BAD_MEMORY
         value = self._value(kind, key.lower())
@@ -546,13 +546,17 @@ class Host:
         return OK
 
     def proxy_add_header_map_value(self, kind: int, kp: int, ks: int, vp: int, vs: int) -> int:
-        key, value = self._read(kp, ks), self._read(vp, vs)
+        inst = self.instance
+        assert inst is not None
+        key, value = inst.reader(kp, ks), inst.reader(vp, vs)
         if key is None or value is None:
             return BAD_MEMORY
         return self._edit(kind, key, value, "add")
 
     def proxy_replace_header_map_value(self, kind: int, kp: int, ks: int, vp: int, vs: int) -> int:
-        key, value = self._read(kp, ks), self._read(vp, vs)
+        inst = self.instance
+        assert inst is not None
+        key, value = inst.reader(kp, ks), inst.reader(vp, vs)
         if key is None or value is None:
             return BAD_MEMORY
         return self._edit(kind, key, value, "replace")

@@ -390,14 +390,73 @@ class PluginVm(RootContexts):
             self.streams.pop(stream.id, None)
             raise
         except WasmTrap:
-            log.warning(
-                "wasm filter %r cannot create an HTTP context; running it root-only", self.name
-            )
-            self.root_only = True
-            with contextlib.suppress(WasmUnavailable):
-                self.ensure()  # its root context (config, timers) is all it has: restore it
+            self._no_contexts()
             return None
         return stream
+
+    def start_stream(
+        self, ctx: Context, root: Root, headers: int, end_of_stream: int
+    ) -> tuple[Stream | None, int | None]:
+        """:meth:`open_stream`, then ``proxy_on_request_headers``: the stream (None for a
+        root-only plugin) and what the callback returned. On the C path the two calls
+        run back to back, charged to the CPU budget as one (as :meth:`_end_stream`)."""
+        inst = self.instance
+        exports = inst.exports if inst is not None else {}
+        create = exports.get("proxy_on_context_create")
+        on_headers = exports.get("proxy_on_request_headers")
+        if (
+            inst is None
+            or self._depth
+            or self.root_only
+            or create is None
+            or create.callee is None
+            or on_headers is None
+            or on_headers.callee is None
+        ):
+            stream = self.open_stream(ctx, root)
+            if stream is None:
+                return None, None
+            return stream, self.call(
+                stream, "proxy_on_request_headers", stream.id, headers, end_of_stream
+            )
+        budget = self.budget
+        started = _now()
+        if started < budget.until:
+            raise WasmUnavailable(f"wasm filter {self.name!r} is over its CPU budget", "cpu_budget")
+        stream = RootedStream(next(self._ids), ctx, root)
+        self.streams[stream.id] = stream
+        self.host.stream = stream
+        self.active = root
+        name = "proxy_on_context_create"
+        self._depth = 1
+        try:
+            create.callee(*(stream.id, root.context_id)[: create.nparams])
+            name = "proxy_on_request_headers"
+            args = (stream.id, headers, end_of_stream)[: on_headers.nparams]
+            return stream, on_headers.callee(*args)
+        except CallFailed as exc:
+            trap = inst.trap_of(name, exc)
+            self._trapped(trap)
+            if name == "proxy_on_request_headers":
+                raise trap from None
+        finally:
+            self._depth = 0
+            now = _now()
+            spent = now - started
+            if now < budget.slot_end and budget.used + spent <= budget.allowed:
+                budget.slots[budget.index] += spent  # (CpuBudget.charge's common case)
+                budget.used += spent
+            elif budget.charge(now, spent):
+                self._over_budget()
+        self._no_contexts()
+        return None, None
+
+    def _no_contexts(self) -> None:
+        """``proxy_on_context_create`` trapped: the plugin runs root-only from now on."""
+        log.warning("wasm filter %r cannot create an HTTP context; running it root-only", self.name)
+        self.root_only = True
+        with contextlib.suppress(WasmUnavailable):
+            self.ensure()  # its root context (config, timers) is all it has: restore it
 
     def finish_stream(self, stream: Stream) -> None:
         """``proxy_on_log`` and ``proxy_on_delete`` (after on_done or proxy_done)."""
@@ -467,7 +526,11 @@ class PluginVm(RootContexts):
         finally:
             self._depth = 0
             now = _now()
-            if budget.charge(now, now - started):
+            spent = now - started
+            if now < budget.slot_end and budget.used + spent <= budget.allowed:
+                budget.slots[budget.index] += spent  # (CpuBudget.charge's common case)
+                budget.used += spent
+            elif budget.charge(now, spent):
                 self._over_budget()
 
     # -- calls out

@@ -411,6 +411,9 @@ class Instance:
                 self._guest.set_log(cache, levels)
                 gate = self._guest
         self._mem_addr = 0
+        #: read(ptr, size) -> bytes | None, in C when the extension is built (a bound
+        #: method of the Guest; else :meth:`read`).
+        self.reader: Callable[[int, int], bytes | None] = self.read
         # A view of the guest's memory as far as it reached when last looked at (see
         # _refresh); memories only grow, and in place, so it stays valid as it is.
         self._mem: memoryview = memoryview(b"")
@@ -493,6 +496,7 @@ class Instance:
                 self._mem_addr = ctypes.addressof(item._memory)
                 if self._guest is not None:
                     self._guest.set_memory(self._mem_addr)
+                    self.reader = self._guest.read
         self._alloc_name = "proxy_on_memory_allocate"
         self._alloc = self.exports.get(self._alloc_name)
         if self._alloc is None:
