@@ -61,11 +61,16 @@ class TrailerSide:
     _head: ResponseHead | None
     _upstream_error: Exception | None
 
-    if TYPE_CHECKING:
+    # Exchange's own (core/proxy.py); real methods rather than declarations under
+    # TYPE_CHECKING, which mypyc (make compile) cannot compile in a class body.
+    def _request_reply(self, reply: LocalReply) -> None:
+        raise NotImplementedError
 
-        def _request_reply(self, reply: LocalReply) -> None: ...
-        def _arm(self, delay: float, callback: Callable[[], object]) -> None: ...
-        def _on_try_timeout(self) -> None: ...
+    def _arm(self, delay: float, callback: Callable[[], object]) -> None:
+        raise NotImplementedError
+
+    def _on_try_timeout(self) -> None:
+        raise NotImplementedError
 
     # -- request trailers
 

@@ -317,8 +317,7 @@ class Exchange(TrailerSide):
             pool.release(conn)
             raise ClientGone if self._client_gone else Abandon
         self.conn = conn
-        self._head = None
-        self._upstream_error = None
+        self._no_head_yet()
         ep.active += 1
         conn.begin(self, head_request=self.req.method == "HEAD")
         self._sent_at = time.monotonic()
@@ -338,6 +337,12 @@ class Exchange(TrailerSide):
             raise self._upstream_error
         assert self._head is not None
         return self._head
+
+    def _no_head_yet(self) -> None:
+        # A method of its own: assigned in _try, None would be the narrowed type of both
+        # fields after _try's await, and code compiled by mypyc (make compile) trusts it.
+        self._head = None
+        self._upstream_error = None
 
     def _may_retry(self) -> bool:
         if self._client_gone or self._abandoned:
