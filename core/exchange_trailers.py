@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from core.native import mypyc_attr
 from core.trailers import allowed, last_chunk
 from plugin_sdk import Headers, LocalReply
 from plugin_sdk.chain import reply_response
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from plugin_sdk.chain import Chain
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # as Exchange (core/proxy.py)
 class TrailerSide:
     """Trailer handling of an exchange (see the module docstring)."""
 

@@ -24,7 +24,7 @@ import re
 import time
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 
@@ -540,7 +540,8 @@ class ClientConnection(asyncio.Protocol):
     @staticmethod
     def _absolute_form(req: Request, target: bytes) -> bool:
         try:
-            url = httptools.parse_url(target)
+            # Any: httptools' stubs type the fields bytes, but an absent part is None.
+            url: Any = httptools.parse_url(target)
         except httptools.HttpParserInvalidURLError:
             return False
         if not url.host or url.schema not in (b"http", b"https"):

@@ -98,6 +98,7 @@ _RESPONSE_SPECIAL = {name: 4 for name in HOP_BY_HOP} | {
 }
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # core/upstream_h2.py's H2UpstreamStream
 class UpstreamConnection(asyncio.Protocol):
     """One keep-alive connection to an endpoint."""
 
