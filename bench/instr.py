@@ -25,7 +25,9 @@ Targets: ``nginx`` (the nginx reverse proxy of bench/run.py, with
 ``master_process off``: one process), ``wasmgate`` (no filters), ``wasmgate-chain``
 (canary + cors + rewrite + headers), ``wasmgate-wasm-go`` (the go-headers filter, Go
 SDK) and ``wasmgate-wasm`` (the as-headers Proxy-Wasm
-filter), configured exactly as bench/run.py configures them. The gateway runs with
+filter), configured exactly as bench/run.py configures them; ``wasmgate-compiled`` and
+``wasmgate-chain-compiled`` (only when named) are the first two on the data path that
+``make compile`` built (``WASMGATE_COMPILED=1``, core/compiled.py). The gateway runs with
 ``PYTHONHASHSEED=0``; a rerun of the same tree agrees to well under 1 %.
 
 Every run is written to ``bench/results/instr-<UTC timestamp>.json`` (``--results``
@@ -72,6 +74,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 TARGETS = ("nginx", "wasmgate", "wasmgate-chain", "wasmgate-wasm", "wasmgate-wasm-go")
+# The same gateways on the data path compiled by `make compile` (WASMGATE_COMPILED=1,
+# core/compiled.py); asked for by name only, as they need that build first.
+COMPILED = ("wasmgate-compiled", "wasmgate-chain-compiled")
 INSTR_WARMUP = 100  # requests after instrumentation is on, before the counters are zeroed
 RESULT_NAME = r"instr-\d{8}T\d{6}Z\.json"
 START_TIMEOUT = 180.0  # seconds; a gateway starting under valgrind imports slowly
@@ -144,6 +149,8 @@ def target_command(
         conf = tmp / "proxy.conf"
         conf.write_text("master_process off;\n" + proxy_conf(tmp, port, up_port, nginx_v))
         return [nginx, "-p", str(tmp), "-c", str(conf)], port, None
+    compiled = name in COMPILED
+    name = name.removesuffix("-compiled")
     conf = tmp / f"{name}.toml"
     conf.write_text(
         gateway_toml(
@@ -161,6 +168,10 @@ def target_command(
     cmd = [str(VENV_PYTHON), "-c", "import sys; from core.cli import main; sys.exit(main())"]
     cmd += ["--log-level", "warning", "run", "-c", str(conf)]
     env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(tree)}
+    env.pop("WASMGATE_COMPILED", None)
+    if compiled:
+        env["WASMGATE_COMPILED"] = "1"
+        env["WASMGATE_COMPILED_DIR"] = str(tree / "build" / "compiled")
     return cmd, port, env
 
 
@@ -297,11 +308,11 @@ def run(args: argparse.Namespace) -> int:
 
 def target_list(text: str) -> list[str]:
     names = [t.strip() for t in text.split(",") if t.strip()]
-    unknown = [t for t in names if t not in TARGETS]
+    unknown = [t for t in names if t not in TARGETS + COMPILED]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
             f"unknown target(s) {', '.join(unknown) or '(none given)'}; "
-            f"choose from {', '.join(TARGETS)}"
+            f"choose from {', '.join(TARGETS + COMPILED)}"
         )
     return names
 
