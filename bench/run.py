@@ -573,7 +573,7 @@ def start_all(
         service.tls_session = tls_session(service)
     log(f"upstream  {'nginx':<18}{upstream.url}  (cpu {pin.load_cpu})")
     for name, service in proxies.items():
-        line = f"proxy     {name:<18}{service.url}  (cpu {pin.proxy_cpu})  {service.tls_session}"
+        line = f"proxy     {name:<24}{service.url}  (cpu {pin.proxy_cpu})  {service.tls_session}"
         log(line.rstrip())
     return proxies
 
@@ -692,7 +692,7 @@ def run_rounds(proxies: dict[str, Service], load: Load, plan: Plan) -> dict[str,
         for name, service in proxies.items():
             result = measure(name, service, load, plan)
             runs[name].append(result)
-            log(f"round {rnd}/{plan.rounds}: {name:<16} {describe(result)}")
+            log(f"round {rnd}/{plan.rounds}: {name:<23} {describe(result)}")
     return runs
 
 
@@ -736,7 +736,7 @@ def print_table(summary: Summary, plan: Plan) -> None:
     log("")
     log(f"medians over {plan.rounds} rounds of {plan.duration:g} s (spread = (max-min)/median):")
     log(
-        f"{'target':<18}{'req/s':>10}{'spread':>8}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'target':<24}{'req/s':>10}{'spread':>8}{'p50 ms':>9}{'p99 ms':>9}"
         f"{'x nginx':>9}{'CPU us/req':>12}{'errors':>8}"
     )
     for name, row in summary.items():
@@ -744,7 +744,7 @@ def print_table(summary: Summary, plan: Plan) -> None:
         cpu = "-" if name.startswith("nginx") else f"{row['cpu_us_per_request_median']:.1f}"
         ratio = "-" if row["ratio_vs_nginx"] is None else f"{row['ratio_vs_nginx']:.3f}"
         log(
-            f"{name:<18}{row['rps_median']:>10,.0f}{row['rps_spread']:>8.0%}"
+            f"{name:<24}{row['rps_median']:>10,.0f}{row['rps_spread']:>8.0%}"
             f"{row['p50_ms_median']:>9.3f}{row['p99_ms_median']:>9.3f}"
             f"{ratio:>9}{cpu:>12}{row['errors']:>8}"
         )
