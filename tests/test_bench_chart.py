@@ -107,6 +107,8 @@ ALL = [
     "wasmgate-https",
     "wasmgate-asyncio",
     "wasmgate-chain",
+    "wasmgate-compiled",
+    "wasmgate-chain-compiled",
     "wasmgate-wasm",
     "wasmgate-wasm-go",
 ]
