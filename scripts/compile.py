@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 # The HTTP/1.1 data path of a request without and with the bench's chain (canary, cors,
-# rewrite, headers). plugin_sdk/ stays interpreted: it is imported before core/ can
+# rewrite, headers: their filters). plugin_sdk/ stays interpreted: it is imported before core/ can
 # install the compiled modules' finder (and plugin authors subclass its classes).
 MODULES = (
     "core/bodies.py",
@@ -44,10 +44,13 @@ MODULES = (
     "core/tracecontext.py",
     "core/trailers.py",
     "core/upstream.py",
+    "plugins/canary/filter.py",
+    "plugins/cors/filter.py",
+    "plugins/headers/filter.py",
+    "plugins/rewrite/filter.py",
 )
-# Not the chain's plugins (plugins/{canary,cors,rewrite,headers}/filter.py): they compile,
-# but their pydantic config models do not run compiled (a `Field(...)` default is typed
-# as the field's type, and the compiled class body checks it: TypeError at import).
+# Not their config.py: pydantic models do not run compiled (pydantic's mypy plugin types
+# a `Field(...)` default as the field's type, and the compiled class body checks it).
 
 GROUP = "wasmgate_compiled"
 
