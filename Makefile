@@ -46,7 +46,9 @@ compile: install
 
 COMPILED_TESTS ?= tests/test_smoke.py tests/test_streaming.py tests/test_chain.py \
 	tests/test_headers.py tests/test_drive.py tests/test_upstream.py tests/test_trailers.py \
-	tests/hardening/test_hostile_input.py tests/test_deadline.py tests/test_routing_e2e.py
+	tests/hardening/test_hostile_input.py tests/test_deadline.py tests/test_routing_e2e.py \
+	tests/test_http2.py tests/test_upstream_h2.py tests/plugins/test_canary.py \
+	tests/plugins/test_cors.py tests/plugins/test_rewrite.py
 
 test-compiled: compile
 	WASMGATE_COMPILED=1 $(PY) -m pytest $(PYTEST_WORKERS) $(COMPILED_TESTS) $(PYTEST_ARGS)
