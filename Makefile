@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # 8.5 minutes to about 4.5. PYTEST_WORKERS= runs it in one process.
 PYTEST_WORKERS ?= -n 2
 
-.PHONY: help install run test lint format typecheck check bench bench-instr soak clean wasm registry demo-canary demo-gateway-api demo-zero-trust deploy-check
+.PHONY: help install compile test-compiled run test lint format typecheck check bench bench-instr soak clean wasm registry demo-canary demo-gateway-api demo-zero-trust deploy-check
 
 help:
 	@echo "make run        set up, start the demo upstreams and serve examples/gateway.toml"
@@ -18,6 +18,8 @@ help:
 	@echo "make bench-instr  instructions per request (valgrind's callgrind), nginx vs wasmgate; noise-free"
 	@echo "make soak       10 minutes of mixed traffic and reloads; checks errors, RSS and fds"
 	@echo "make install    create $(VENV) and install wasmgate editable with dev extras"
+	@echo "make compile    build the data path with mypyc into build/compiled/ (used only with WASMGATE_COMPILED=1)"
+	@echo "make test-compiled  the data-path tests against the compiled modules"
 	@echo "make wasm       build the example WASM filters in plugins/wasm (needs npm, Go >= 1.24 and cargo; installs ziglang)"
 	@echo "make demo-canary  the NGINX Ingress canary walkthrough from manifests (VARIANT=weight)"
 	@echo "make demo-gateway-api  a canary by weight and by header from Gateway API manifests"
@@ -35,6 +37,21 @@ $(STAMP): pyproject.toml $(wildcard core/wasm/_crossing*.[ch])
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
+
+# The data path compiled with mypyc into build/compiled/ (scripts/compile.py; about 80 s
+# on 2 cores; needs gcc and Python's headers). Only WASMGATE_COMPILED=1 runs it, and
+# core/compiled.py refuses a module whose source changed since.
+compile: install
+	$(PY) scripts/compile.py
+
+COMPILED_TESTS ?= tests/test_smoke.py tests/test_streaming.py tests/test_chain.py \
+	tests/test_headers.py tests/test_drive.py tests/test_upstream.py tests/test_trailers.py \
+	tests/hardening/test_hostile_input.py tests/test_deadline.py tests/test_routing_e2e.py \
+	tests/test_http2.py tests/test_upstream_h2.py tests/plugins/test_canary.py \
+	tests/plugins/test_cors.py tests/plugins/test_rewrite.py
+
+test-compiled: compile
+	WASMGATE_COMPILED=1 $(PY) -m pytest $(PYTEST_WORKERS) $(COMPILED_TESTS) $(PYTEST_ARGS)
 
 run: install registry
 	$(PY) examples/demo.py

@@ -29,7 +29,10 @@ filter), configured exactly as bench/run.py configures them; on request also
 ``wasmgate-ratelimit`` and ``wasmgate-redis-ratelimit`` (bench/ratelimit.py: the
 rate-limit filter with policy "local" and "redis"; a ``redis-server`` of the run's own,
 not instrumented; the run fails if the gateway logged a store error or Redis ran no
-script call, so that no request was counted by the fallback bucket). The gateway runs with
+script call, so that no request was counted by the fallback bucket), and
+``wasmgate-compiled`` and ``wasmgate-chain-compiled`` (only when named), the first two
+on the data path that ``make compile`` built (``WASMGATE_COMPILED=1``,
+core/compiled.py). The gateway runs with
 ``PYTHONHASHSEED=0``; a rerun of the same tree agrees to well under 1 %.
 
 ``--concurrency K`` opens K keep-alive connections and sends one request on each
@@ -83,6 +86,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 DEFAULT_TARGETS = ("nginx", "wasmgate", "wasmgate-chain", "wasmgate-wasm", "wasmgate-wasm-go")
+# The same gateways on the data path compiled by `make compile` (WASMGATE_COMPILED=1,
+# core/compiled.py); asked for by name only, as they need that build first.
+COMPILED = ("wasmgate-compiled", "wasmgate-chain-compiled")
 TARGETS = (*DEFAULT_TARGETS, *ratelimit.TARGETS)
 INSTR_WARMUP = 100  # requests after instrumentation is on, before the counters are zeroed
 RESULT_NAME = r"instr-\d{8}T\d{6}Z\.json"
@@ -162,6 +168,8 @@ def target_command(
         conf = tmp / "proxy.conf"
         conf.write_text("master_process off;\n" + proxy_conf(tmp, port, up_port, nginx_v))
         return [nginx, "-p", str(tmp), "-c", str(conf)], port, None
+    compiled = name in COMPILED
+    name = name.removesuffix("-compiled")
     conf = tmp / f"{name}.toml"
     conf.write_text(
         gateway_toml(
@@ -180,6 +188,10 @@ def target_command(
     cmd = [str(VENV_PYTHON), "-c", "import sys; from core.cli import main; sys.exit(main())"]
     cmd += ["--log-level", "warning", "run", "-c", str(conf)]
     env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(tree)}
+    env.pop("WASMGATE_COMPILED", None)
+    if compiled:
+        env["WASMGATE_COMPILED"] = "1"
+        env["WASMGATE_COMPILED_DIR"] = str(tree / "build" / "compiled")
     return cmd, port, env
 
 
@@ -362,11 +374,11 @@ def run(args: argparse.Namespace) -> int:
 
 def target_list(text: str) -> list[str]:
     names = [t.strip() for t in text.split(",") if t.strip()]
-    unknown = [t for t in names if t not in TARGETS]
+    unknown = [t for t in names if t not in TARGETS + COMPILED]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
             f"unknown target(s) {', '.join(unknown) or '(none given)'}; "
-            f"choose from {', '.join(TARGETS)}"
+            f"choose from {', '.join(TARGETS + COMPILED)}"
         )
     return names
 
@@ -387,7 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--targets",
         type=target_list,
         default=list(DEFAULT_TARGETS),
-        help=f"comma-separated, of {', '.join(TARGETS)} (default: {','.join(DEFAULT_TARGETS)})",
+        help=f"comma-separated, of {', '.join(TARGETS + COMPILED)} "
+        f"(default: {','.join(DEFAULT_TARGETS)})",
     )
     parser.add_argument("--requests", type=positive_int, default=2000, help="measured requests")
     parser.add_argument("--warmup", type=int, default=2000, help="requests before counting")

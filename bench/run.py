@@ -73,10 +73,15 @@ TARGETS = (
     "wasmgate-https",
     "wasmgate-asyncio",
     "wasmgate-chain",
+    "wasmgate-compiled",
+    "wasmgate-chain-compiled",
     "wasmgate-wasm",
     "wasmgate-wasm-go",
     *ratelimit.TARGETS,
 )
+# wasmgate and wasmgate-chain on the data path `make compile` built (WASMGATE_COMPILED=1,
+# core/compiled.py): run only when named in --targets, as they need that build first.
+COMPILED_TARGETS = ("wasmgate-compiled", "wasmgate-chain-compiled")
 # Each HTTPS target is the plain target it is divided by, plus a TLS listener.
 HTTPS_TWINS = {"nginx": "nginx-https", "wasmgate": "wasmgate-https"}
 WASM_BUDGET_US = 60.0  # added CPU per request allowed for one Proxy-Wasm header filter
@@ -358,7 +363,13 @@ class Services:
         self.started: list[Service] = []
 
     def start(
-        self, name: str, port: int, cpu: int, cmd: Sequence[str], tls: CertFiles | None = None
+        self,
+        name: str,
+        port: int,
+        cpu: int,
+        cmd: Sequence[str],
+        tls: CertFiles | None = None,
+        env: dict[str, str] | None = None,
     ) -> Service:
         log_path = self.tmp / f"{name}.out"
         with log_path.open("wb") as out:
@@ -370,6 +381,7 @@ class Services:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                env=env,
             )
         service = Service(name, port, proc, log_path, tls)
         self.started.append(service)
@@ -483,8 +495,10 @@ def start_wasmgate(
     wasm: str = "",
     tls: CertFiles | None = None,
     extra: str = "",
+    compiled: bool = False,
 ) -> Service:
-    """wasmgate on a plain listener; with ``tls``, also on a TLS one, which is then measured."""
+    """wasmgate on a plain listener; with ``tls``, also on a TLS one, which is then measured.
+    ``compiled``: on the modules `make compile` built (a stale build stops it at start)."""
     port = free_port()
     tls_port = free_port() if tls else None
     conf = services.tmp / f"{name}.toml"
@@ -493,7 +507,10 @@ def start_wasmgate(
     )
     conf.write_text(text)
     cmd = [str(WASMGATE), "--log-level", "warning", "run", "-c", str(conf), "--loop", loop]
-    return services.start(name, tls_port or port, cpu, cmd, tls)
+    env = {k: v for k, v in os.environ.items() if k != "WASMGATE_COMPILED"}
+    if compiled:
+        env["WASMGATE_COMPILED"] = "1"
+    return services.start(name, tls_port or port, cpu, cmd, tls, env)
 
 
 @dataclass(frozen=True)
@@ -518,11 +535,12 @@ def start_target(
         conf = proxy_conf(services.tmp, port, up_port, nginx_v, tls)
         return start_nginx(services, nginx, "proxy-https" if tls else "proxy", conf, port, cpu, tls)
     loop = "asyncio" if name == "wasmgate-asyncio" else "uvloop"
-    chain, wasm = name == "wasmgate-chain", name if name in WASM_TARGETS else ""
+    chain, wasm = name.startswith("wasmgate-chain"), name if name in WASM_TARGETS else ""
     extra = ratelimit.toml(name, redis_port) if name in ratelimit.TARGETS else ""
     return start_wasmgate(
-        services, name, loop, up_port, cpu, chain=chain, wasm=wasm, tls=tls, extra=extra
-    )
+        services, name, loop, up_port, cpu, chain=chain, wasm=wasm, tls=tls, extra=extra,
+        compiled=name in COMPILED_TARGETS,
+    )  # fmt: skip
 
 
 def start_all(
@@ -555,7 +573,7 @@ def start_all(
         service.tls_session = tls_session(service)
     log(f"upstream  {'nginx':<18}{upstream.url}  (cpu {pin.load_cpu})")
     for name, service in proxies.items():
-        line = f"proxy     {name:<18}{service.url}  (cpu {pin.proxy_cpu})  {service.tls_session}"
+        line = f"proxy     {name:<24}{service.url}  (cpu {pin.proxy_cpu})  {service.tls_session}"
         log(line.rstrip())
     return proxies
 
@@ -674,7 +692,7 @@ def run_rounds(proxies: dict[str, Service], load: Load, plan: Plan) -> dict[str,
         for name, service in proxies.items():
             result = measure(name, service, load, plan)
             runs[name].append(result)
-            log(f"round {rnd}/{plan.rounds}: {name:<16} {describe(result)}")
+            log(f"round {rnd}/{plan.rounds}: {name:<23} {describe(result)}")
     return runs
 
 
@@ -718,7 +736,7 @@ def print_table(summary: Summary, plan: Plan) -> None:
     log("")
     log(f"medians over {plan.rounds} rounds of {plan.duration:g} s (spread = (max-min)/median):")
     log(
-        f"{'target':<18}{'req/s':>10}{'spread':>8}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'target':<24}{'req/s':>10}{'spread':>8}{'p50 ms':>9}{'p99 ms':>9}"
         f"{'x nginx':>9}{'CPU us/req':>12}{'errors':>8}"
     )
     for name, row in summary.items():
@@ -726,7 +744,7 @@ def print_table(summary: Summary, plan: Plan) -> None:
         cpu = "-" if name.startswith("nginx") else f"{row['cpu_us_per_request_median']:.1f}"
         ratio = "-" if row["ratio_vs_nginx"] is None else f"{row['ratio_vs_nginx']:.3f}"
         log(
-            f"{name:<18}{row['rps_median']:>10,.0f}{row['rps_spread']:>8.0%}"
+            f"{name:<24}{row['rps_median']:>10,.0f}{row['rps_spread']:>8.0%}"
             f"{row['p50_ms_median']:>9.3f}{row['p99_ms_median']:>9.3f}"
             f"{ratio:>9}{cpu:>12}{row['errors']:>8}"
         )
@@ -765,6 +783,28 @@ def variant_verdicts(summary: Summary) -> dict[str, Any]:
     for name in WASM_TARGETS:
         if name in summary:
             verdict |= wasm_verdict(summary, name)
+    return verdict | compiled_verdict(summary)
+
+
+def compiled_verdict(summary: Summary) -> dict[str, Any]:
+    """The compiled data path (make compile): the same goals as the pure one, and its
+    speed-up over it."""
+    verdict: dict[str, Any] = {}
+    if "wasmgate-compiled" not in summary:
+        return verdict
+    fast = float(summary["wasmgate-compiled"]["rps_median"])
+    pure = float(summary["wasmgate"]["rps_median"])
+    verdict["compiled_speedup"] = round(fast / pure, 4) if pure else 0.0
+    if "nginx" in summary:
+        ratio = float(summary["wasmgate-compiled"]["ratio_vs_nginx"])
+        verdict |= {"compiled_ratio": ratio, "compiled_target_met": ratio >= TARGET_RATIO}
+    if "wasmgate-chain-compiled" in summary:
+        chained = float(summary["wasmgate-chain-compiled"]["rps_median"])
+        kept = round(chained / fast, 4) if fast else 0.0
+        verdict |= {
+            "compiled_chain_kept_ratio": kept,
+            "compiled_chain_target_met": kept >= CHAIN_RATIO,
+        }
     return verdict
 
 
@@ -864,6 +904,18 @@ def print_verdicts(
         log(
             f"target chain canary+cors+rewrite+headers keeps >= {CHAIN_RATIO:.0%} of no-filter "
             f"req/s: {chain_met} ({verdict['chain_kept_ratio']:.1%})"
+        )
+    if "compiled_speedup" in verdict:
+        log(f"compiled (make compile) vs pure wasmgate req/s: {verdict['compiled_speedup']:.3f}x")
+    if "compiled_target_met" in verdict:
+        met = "MET" if verdict["compiled_target_met"] else "NOT MET"
+        ratio = verdict["compiled_ratio"]
+        log(f"target wasmgate-compiled >= {TARGET_RATIO}x nginx req/s: {met} ({ratio:.3f}x)")
+    if "compiled_chain_target_met" in verdict:
+        met = "MET" if verdict["compiled_chain_target_met"] else "NOT MET"
+        log(
+            f"target compiled chain keeps >= {CHAIN_RATIO:.0%} of compiled no-filter req/s: "
+            f"{met} ({verdict['compiled_chain_kept_ratio']:.1%})"
         )
     if line := ratelimit.describe(verdict):
         log(line)
@@ -976,6 +1028,10 @@ def target_list(text: str) -> list[str]:
     return [name for name in TARGETS if name in names]
 
 
+def default_targets() -> list[str]:
+    return [name for name in TARGETS if name not in COMPILED_TARGETS]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bench/run.py",
@@ -983,7 +1039,8 @@ def build_parser() -> argparse.ArgumentParser:
         "measured with wrk. Targets: nginx, wasmgate (uvloop), wasmgate-asyncio "
         "(--loop asyncio), wasmgate-chain (canary+cors+rewrite+headers), wasmgate-wasm "
         "(the as-headers Proxy-Wasm filter), wasmgate-wasm-go (the go-headers one, Go SDK), "
-        "nginx-https and wasmgate-https (the nginx "
+        "wasmgate-compiled and wasmgate-chain-compiled (the same on the data path "
+        "compiled by `make compile`), nginx-https and wasmgate-https (the nginx "
         "proxy and wasmgate serving HTTPS with a throwaway self-signed certificate), "
         "wasmgate-ratelimit and wasmgate-redis-ratelimit (the rate-limit filter with "
         'policy "local" and "redis", against a redis-server started for the run), one '
@@ -999,9 +1056,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--rounds", type=positive_int, default=3, help="interleaved rounds (default: 3)"
     )
     parser.add_argument(
-        "--targets", type=target_list, default=list(TARGETS), metavar="A,B,...",
+        "--targets", type=target_list, default=default_targets(), metavar="A,B,...",
         help="comma-separated subset of the targets to run; a goal or ratio is reported "
-        "only when all its targets ran (default: all)",
+        "only when all its targets ran (default: all but wasmgate-compiled and "
+        "wasmgate-chain-compiled, which need `make compile` first)",
     )  # fmt: skip
     parser.add_argument(
         "--duration", type=positive_float, default=10.0,

@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from core.drive import IN_TASK
+from core.native import mypyc_attr
 from core.trailers import allowed, last_chunk
 from plugin_sdk import Headers, LocalReply
 from plugin_sdk.chain import reply_response
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from plugin_sdk.chain import Chain
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # as Exchange (core/proxy.py)
 class TrailerSide:
     """Trailer handling of an exchange (see the module docstring)."""
 
@@ -62,11 +64,16 @@ class TrailerSide:
     _head: ResponseHead | None
     _upstream_error: Exception | None
 
-    if TYPE_CHECKING:
+    # Exchange's own (core/proxy.py); real methods rather than declarations under
+    # TYPE_CHECKING, which mypyc (make compile) cannot compile in a class body.
+    def _request_reply(self, reply: LocalReply) -> None:
+        raise NotImplementedError
 
-        def _request_reply(self, reply: LocalReply) -> None: ...
-        def _arm(self, delay: float, callback: Callable[[], object]) -> None: ...
-        def _on_try_timeout(self) -> None: ...
+    def _arm(self, delay: float, callback: Callable[[], object]) -> None:
+        raise NotImplementedError
+
+    def _on_try_timeout(self) -> None:
+        raise NotImplementedError
 
     # -- request trailers
 

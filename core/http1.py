@@ -24,13 +24,15 @@ import re
 import time
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 
 import plugin_sdk as sdk
+import plugin_sdk.http  # (compiled by mypyc, Request needs its base's module)
 from core.deadline import Deadline
 from core.headers import HOP_BY_HOP, connection_tokens
+from core.native import mypyc_attr
 from core.tracecontext import start_trace
 from core.trailers import accepts_trailers
 from plugin_sdk import TLSInfo
@@ -92,6 +94,8 @@ class Reject(Exception):
         self.reason = reason
 
 
+# A plain Python class when compiled: its base (plugin_sdk) has __slots__.
+@mypyc_attr(native_class=False)
 class Request(sdk.Request):
     """A parsed request: the SDK's view that filters see, plus what the proxy tracks."""
 
@@ -536,7 +540,8 @@ class ClientConnection(asyncio.Protocol):
     @staticmethod
     def _absolute_form(req: Request, target: bytes) -> bool:
         try:
-            url = httptools.parse_url(target)
+            # Any: httptools' stubs type the fields bytes, but an absent part is None.
+            url: Any = httptools.parse_url(target)
         except httptools.HttpParserInvalidURLError:
             return False
         if not url.host or url.schema not in (b"http", b"https"):

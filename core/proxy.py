@@ -41,8 +41,9 @@ from core.errors import (
 from core.exchange_trailers import TrailerSide
 from core.http1 import PAUSE_BUFFER, PAUSE_UPSTREAM, TEXT_PLAIN, status_line
 from core.metrics import record_exchange
+from core.native import mypyc_attr
 from core.upstream import ResponseHead, UpstreamConnection, UpstreamPool
-from plugin_sdk import Context, Headers, LocalReply
+from plugin_sdk import Context, Headers, LocalReply, Response
 from plugin_sdk.chain import Chain, reply_response
 
 if TYPE_CHECKING:
@@ -60,6 +61,13 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 
 
+def _response_of(ctx: Context) -> Response | None:
+    """``ctx.response`` after the response phase. A call of its own: right after
+    ``ctx.response = head`` mypy narrows it to ResponseHead, and code compiled by mypyc
+    (make compile) would trust that even when a filter replaced it."""
+    return ctx.response
+
+
 class ClientGone(Exception):
     """The client went away; stop and log 499."""
 
@@ -68,6 +76,7 @@ class Abandon(Exception):
     """A local reply was already given mid-exchange (e.g. 413); stop quietly."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # core/http2_stream.py's H2Exchange
 class Exchange(TrailerSide):
     """Proxies one request; see the module docstring (trailers: core/exchange_trailers.py)."""
 
@@ -325,8 +334,7 @@ class Exchange(TrailerSide):
             pool.release(conn)
             raise ClientGone if self._client_gone else Abandon
         self.conn = conn
-        self._head = None
-        self._upstream_error = None
+        self._no_head_yet()
         ep.active += 1
         conn.begin(self, head_request=self.req.method == "HEAD")
         self._sent_at = time.monotonic()
@@ -346,6 +354,12 @@ class Exchange(TrailerSide):
             raise self._upstream_error
         assert self._head is not None
         return self._head
+
+    def _no_head_yet(self) -> None:
+        # A method of its own: assigned in _try, None would be the narrowed type of both
+        # fields after _try's await, and code compiled by mypyc (make compile) trusts it.
+        self._head = None
+        self._upstream_error = None
 
     def _may_retry(self) -> bool:
         if self._client_gone or self._abandoned:
@@ -646,7 +660,7 @@ class Exchange(TrailerSide):
                     await waits
             else:
                 await chain.run_response(self.ctx, self._ran)
-            final = self.ctx.response
+            final = _response_of(self.ctx)
             if final is not head and final is not None:  # a filter failed closed: 500
                 self._drop_upstream()
                 self._resp_done = True

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Protocol, cast
 
 import httptools
 
+import plugin_sdk.http  # noqa: F401  (compiled by mypyc, ResponseHead needs its base's module)
 from core.config import Upstream, parse_address
 from core.errors import (
     ConfigError,
@@ -46,6 +47,7 @@ from core.errors import (
 )
 from core.headers import CONNECTION_OPTIONS, HOP_BY_HOP, connection_tokens, is_hop_by_hop
 from core.metrics import count_ejection
+from core.native import mypyc_attr
 from plugin_sdk import Headers, Response
 
 if TYPE_CHECKING:
@@ -68,6 +70,8 @@ class ResponseListener(Protocol):
     def on_tunnel_data(self, data: bytes) -> None: ...
 
 
+# A plain Python class when compiled: its base (plugin_sdk) has __slots__.
+@mypyc_attr(native_class=False)
 class ResponseHead(Response):
     """An upstream response: the SDK's Response that filters see, plus its framing."""
 
@@ -94,6 +98,7 @@ _RESPONSE_SPECIAL = {name: 4 for name in HOP_BY_HOP} | {
 }
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # core/upstream_h2.py's H2UpstreamStream
 class UpstreamConnection(asyncio.Protocol):
     """One keep-alive connection to an endpoint."""
 

@@ -266,9 +266,10 @@ def _head(fields: list[tuple[bytes, bytes]]) -> ResponseHead:
 class H2UpstreamStream(UpstreamConnection):
     """One request on an :class:`H2Upstream`, as the exchange's upstream connection."""
 
-    h2 = True
-
     def __init__(self, conn: H2Upstream, stream_id: int) -> None:  # no parser: h2 parses
+        # Set here, not as a class attribute: compiled by mypyc (make compile), the base
+        # class keeps h2 per instance, and that would hide a class attribute here.
+        self.h2 = True
         self.endpoint = conn.endpoint
         self.conn = conn
         self.id = stream_id

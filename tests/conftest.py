@@ -20,6 +20,15 @@ THIRD_PARTY_SITE = Path(__file__).parent / "fixtures" / "site"
 sys.path.insert(0, str(THIRD_PARTY_SITE))
 
 
+def pytest_report_header() -> str | None:
+    """Say so when the run tests the mypyc-compiled data path (WASMGATE_COMPILED=1)."""
+    from core import compiled
+
+    if not compiled.active():
+        return None
+    return f"wasmgate: compiled data path from {compiled.build_dir()} (WASMGATE_COMPILED=1)"
+
+
 @pytest.fixture
 async def upstream() -> AsyncIterator[RecordingUpstream]:
     up = await RecordingUpstream("v1").start()

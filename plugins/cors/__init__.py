@@ -1,5 +1,6 @@
 """``cors``: answer CORS preflights and add Access-Control-* headers for allowed origins."""
 
-from plugins.cors.filter import Cors, CorsConfig
+from plugins.cors.config import CorsConfig
+from plugins.cors.filter import Cors
 
 __all__ = ["Cors", "CorsConfig"]

@@ -1,5 +1,6 @@
 """``rewrite``: change the path (prefix or regex) and the Host before the request goes upstream."""
 
-from plugins.rewrite.filter import PrefixReplace, Rewrite, RewriteConfig
+from plugins.rewrite.config import PrefixReplace, RewriteConfig
+from plugins.rewrite.filter import Rewrite
 
 __all__ = ["PrefixReplace", "Rewrite", "RewriteConfig"]
