@@ -6,7 +6,8 @@
  * and the few types used here are declared in _crossing.h with the layouts of the C API.
  *
  * Files: _crossing.c (this one: setup, the epoch ticker, the module), _crossing_calls.c
- * (the calls both ways), _crossing_host.c (host-side work done without Python).
+ * (the calls both ways), _crossing_host.c (host-side work done without Python),
+ * _crossing_headers.c (the header-map host functions' common cases).
  *
  *   Guest    one per instance: the store's context, the calls counted for the epoch
  *            deadline (see deadline_callback), the deadline in epoch ticks.
@@ -116,7 +117,8 @@ static PyMethodDef methods[] = {
      "setup(call_unchecked, trap_new, error_new, increment_epoch, memory_data, "
      "memory_data_size, on_error, on_forget, main thread id)"},
     {"entry", make_entry, METH_VARARGS,
-     "entry(func, wide mask, params, has result[, log gate Guest]) -> env of a host function"},
+     "entry(func, wide mask, params, has result[, log gate Guest[, header gate Guest, op]]) "
+     "-> env of a host function"},
     {"clear", clear_entry, METH_O, "clear(env): the function's instance is closed"},
     {"scan", (PyCFunction)(void (*)(void))scan_fields, METH_FASTCALL,
      "scan(raw, key, drop) -> (present, held): see _crossing.c"},
@@ -133,7 +135,8 @@ static struct PyModuleDef moduledef = {
 };
 
 PyMODINIT_FUNC PyInit__crossing(void) {
-    if (PyType_Ready(&GuestType) < 0 || PyType_Ready(&CalleeType) < 0) return NULL;
+    if (PyType_Ready(&GuestType) < 0 || PyType_Ready(&CalleeType) < 0 || fields_setup() < 0)
+        return NULL;
     PyObject *m = PyModule_Create(&moduledef);
     if (m == NULL) return NULL;
     Failed = PyErr_NewException("core.wasm._crossing.Failed", NULL, NULL);

@@ -84,6 +84,7 @@ typedef struct {
      * isEnabledFor answers (logging.Logger._cache), and its keys per Proxy-Wasm level */
     PyObject *log_cache;
     PyObject *log_levels[LOG_LEVELS];
+    PyObject *alloc;    /* the guest's allocator (a Callee), for header values handed over */
 } GuestObject;
 
 /* the env of one host function (entry(), _crossing_calls.c) */
@@ -94,7 +95,14 @@ typedef struct {
     int nparams;
     int has_result;
     GuestObject *log_gate; /* proxy_log only: its instance (see log_below) */
+    GuestObject *fields_gate; /* header-map host functions only: their instance */
+    int fields_op;      /* FIELDS_GET ... FIELDS_REMOVE, or 0 (see fields_fast) */
 } HostEntry;
+
+#define FIELDS_GET 1
+#define FIELDS_REPLACE 2
+#define FIELDS_ADD 3
+#define FIELDS_REMOVE 4
 
 extern PyTypeObject GuestType;
 extern PyTypeObject CalleeType;
@@ -106,6 +114,10 @@ PyObject *Guest_read(GuestObject *self, PyObject *const *args, Py_ssize_t nargs)
 long log_below(GuestObject *guest, val_raw_t *slots);
 PyObject *scan_fields(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *bad_field(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
+/* _crossing_headers.c: the header-map host functions' common cases */
+int fields_setup(void);
+long fields_fast(HostEntry *entry, val_raw_t *slots);
 
 /* _crossing_calls.c: the calls both ways */
 void *deadline_callback(void *ctx, void *env, uint64_t *delta, uint8_t *kind);

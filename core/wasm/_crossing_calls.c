@@ -15,6 +15,7 @@ static int Guest_init(GuestObject *self, PyObject *args, PyObject *kwds) {
 
 static void Guest_dealloc(GuestObject *self) {
     Py_XDECREF(self->log_cache);
+    Py_XDECREF(self->alloc);
     for (int i = 0; i < LOG_LEVELS; i++) Py_XDECREF(self->log_levels[i]);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -44,7 +45,20 @@ static PyObject *Guest_set_log(GuestObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *Guest_set_alloc(GuestObject *self, PyObject *arg) {
+    if (arg != Py_None && !PyObject_TypeCheck(arg, &CalleeType)) {
+        PyErr_SetString(PyExc_TypeError, "the allocator is a Callee, or None");
+        return NULL;
+    }
+    PyObject *alloc = arg == Py_None ? NULL : arg;
+    Py_XINCREF(alloc);
+    Py_XSETREF(self->alloc, alloc);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef Guest_methods[] = {
+    {"set_alloc", (PyCFunction)Guest_set_alloc, METH_O,
+     "set_alloc(Callee or None): the allocator header values are handed over with"},
     {"set_memory", (PyCFunction)Guest_set_memory, METH_O,
      "set_memory(wasmtime_memory_t address): the memory give() and the log gate use"},
     {"set_log", (PyCFunction)Guest_set_log, METH_VARARGS,
@@ -214,6 +228,21 @@ void *host_trampoline(void *env, void *caller, val_raw_t *slots, size_t n) {
     }
     PyObject *argv[MAX_PARAMS + 1];
     int nparams = entry->nparams;
+    PyObject *result;
+    Py_INCREF(func); /* the call may close the instance (clear() drops the entry's ref) */
+    if (entry->fields_gate != NULL) {
+        long status = fields_fast(entry, slots);
+        if (status >= 0) {
+            Py_DECREF(func);
+            slots[0].i64 = status;
+            goto done;
+        }
+        if (status == -2) {
+            nparams = 0;
+            result = NULL;
+            goto failed;
+        }
+    }
     argv[0] = NULL;
     for (int i = 0; i < nparams; i++) {
         PyObject *arg = (entry->wide >> i) & 1
@@ -223,14 +252,15 @@ void *host_trampoline(void *env, void *caller, val_raw_t *slots, size_t n) {
             for (int j = 1; j <= i; j++) Py_DECREF(argv[j]);
             PyErr_Clear();
             trap = trap_with("host function: out of memory");
+            Py_DECREF(func);
             goto done;
         }
         argv[i + 1] = arg;
     }
-    Py_INCREF(func); /* the call may close the instance (clear() drops the entry's ref) */
-    PyObject *result = PyObject_Vectorcall(func, argv + 1,
-                                           (size_t)nparams | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    result = PyObject_Vectorcall(func, argv + 1,
+                                 (size_t)nparams | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
     for (int i = 1; i <= nparams; i++) Py_DECREF(argv[i]);
+failed:;
     uint64_t value = 0;
     if (result == NULL) {
         PyObject *type, *exc, *tb;
@@ -288,6 +318,7 @@ void host_forget(void *env) {
             Py_XDECREF(address);
             Py_CLEAR(entry->func);
             Py_CLEAR(entry->log_gate);
+            Py_CLEAR(entry->fields_gate);
             PyGILState_Release(state);
         }
     }
@@ -295,10 +326,19 @@ void host_forget(void *env) {
 }
 
 PyObject *make_entry(PyObject *module, PyObject *args) {
-    PyObject *func, *gate = Py_None;
+    PyObject *func, *gate = Py_None, *fields = Py_None;
     unsigned long long wide;
-    int nparams, has_result;
-    if (!PyArg_ParseTuple(args, "OKip|O", &func, &wide, &nparams, &has_result, &gate)) return NULL;
+    int nparams, has_result, op = 0;
+    if (!PyArg_ParseTuple(args, "OKip|OOi", &func, &wide, &nparams, &has_result, &gate, &fields,
+                          &op))
+        return NULL;
+    if (fields != Py_None &&
+        (!PyObject_TypeCheck(fields, &GuestType) || op < FIELDS_GET || op > FIELDS_REMOVE ||
+         nparams != (op == FIELDS_REMOVE ? 3 : 5) || !has_result || wide != 0)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "a header gate serves a proxy_*_header_map_value of the ABI's type");
+        return NULL;
+    }
     if (gate != Py_None && !PyObject_TypeCheck(gate, &GuestType)) {
         PyErr_SetString(PyExc_TypeError, "the log gate is a Guest");
         return NULL;
@@ -319,6 +359,13 @@ PyObject *make_entry(PyObject *module, PyObject *args) {
     entry->nparams = nparams;
     entry->has_result = has_result;
     entry->log_gate = NULL;
+    entry->fields_gate = NULL;
+    entry->fields_op = 0;
+    if (fields != Py_None) {
+        Py_INCREF(fields);
+        entry->fields_gate = (GuestObject *)fields;
+        entry->fields_op = op;
+    }
     if (gate != Py_None) {
         Py_INCREF(gate);
         entry->log_gate = (GuestObject *)gate;
@@ -331,5 +378,6 @@ PyObject *clear_entry(PyObject *module, PyObject *arg) {
     if (entry == NULL) return NULL;
     Py_CLEAR(entry->func);
     Py_CLEAR(entry->log_gate);
+    Py_CLEAR(entry->fields_gate);
     Py_RETURN_NONE;
 }

@@ -375,6 +375,12 @@ class Host:
         return OK
 
     # -- header maps
+    #
+    # Where the C extension is built, the common cases of proxy_get_header_map_value and
+    # proxy_{replace,add,remove}_header_map_value (the request's or response's headers,
+    # no pseudo-header edit, within max_header_bytes) are answered in C before these
+    # methods are called (core/wasm/_crossing_headers.c): a change of their rules here
+    # must be made there too (tests/test_wasm_header_fields.py holds the two together).
 
     def _pairs(self, kind: int) -> list[tuple[bytes, bytes]] | None:
         ctx = self._ctx()

@@ -305,6 +305,18 @@ def _register(func: HostFunc, wide: tuple[bool, ...], has_result: bool, inst: In
         return _next_id
 
 
+# The header-map host functions the C path answers in their common cases (see
+# core/wasm/_crossing_headers.c), by op number, and their two ABI signatures.
+_FIELDS_REMOVE = 4
+_FIELD_OPS = {
+    "proxy_get_header_map_value": 1,
+    "proxy_replace_header_map_value": 2,
+    "proxy_add_header_map_value": 3,
+    "proxy_remove_header_map_value": _FIELDS_REMOVE,
+}
+_FIELD_SIGNATURES = ("(i32, i32, i32, i32, i32) -> i32", "(i32, i32, i32) -> i32")
+
+
 def _host_failed(func: HostFunc, exc: BaseException) -> str | None:
     """What the C trampoline does with a host function's exception: the text to trap
     the guest with (proc_exit), or None for status INTERNAL_FAILURE (a bug of ours)."""
@@ -448,8 +460,17 @@ class Instance:
             if _crossing is not None:
                 mask = sum(1 << i for i, w in enumerate(wide) if w)
                 logs = key == ("env", "proxy_log") and signature == "(i32, i32, i32) -> i32"
+                op = _FIELD_OPS.get(key[1], 0) if key[0] == "env" else 0
+                if op and signature != _FIELD_SIGNATURES[op == _FIELDS_REMOVE]:
+                    op = 0
                 env = _crossing.entry(
-                    func, mask, len(wide), bool(ty.results), gate if logs else None
+                    func,
+                    mask,
+                    len(wide),
+                    bool(ty.results),
+                    gate if logs else None,
+                    self._guest if op else None,
+                    op,
                 )
                 _HOST_FUNCS[env] = (func, None, None, None, self)
                 callback, forget = _trampoline, _forget_c
@@ -502,6 +523,8 @@ class Instance:
         if self._alloc is None:
             self._alloc_name = "malloc"
             self._alloc = self.exports.get("malloc")
+        if self._guest is not None:
+            self._guest.set_alloc(self._alloc.callee if self._alloc is not None else None)
 
     def close(self) -> None:
         """Release the instance: its host-function entries, exports and memory, so
@@ -514,6 +537,8 @@ class Instance:
         self.exports.clear()
         self.memory = None
         self._alloc = None
+        if self._guest is not None:
+            self._guest.set_alloc(None)  # (a Callee holds its Guest: no cycle left)
         self._mem = memoryview(b"")  # never a view of a freed Store's memory
         self._mem_size = 0
 
