@@ -42,6 +42,26 @@ _NAME = re.compile(rb"[A-Za-z0-9_.]+")  # a service or method name: no "/" or "?
 OK, DEADLINE_EXCEEDED, INTERNAL, UNAVAILABLE = 0, 4, 13, 14
 
 
+def grpc_target(
+    vm: PluginVm,
+    cluster: str,
+    service: bytes,
+    method: bytes,
+    metadata: list[tuple[bytes, bytes]],
+    kind: str,
+) -> tuple[UpstreamPool, bytes] | str:
+    """The pool and path of a gRPC ``kind`` ("call" or "stream"), or why not ("head":
+    names or metadata it cannot send; "cluster": an unknown one)."""
+    ok = _NAME.fullmatch(service) and _NAME.fullmatch(method)
+    if not ok or not all(n[:1] != b":" and _field_ok(n, v) for n, v in metadata):
+        log.warning("wasm filter %r: grpc %s to %r with an invalid head", vm.name, kind, cluster)
+        return "head"
+    pool = vm_pool(vm, cluster, "grpc")
+    if pool is None:
+        return "cluster"
+    return pool, b"/" + service + b"/" + method
+
+
 def start_grpc_call(
     vm: PluginVm,
     cluster: str,
@@ -53,15 +73,11 @@ def start_grpc_call(
 ) -> int | str:
     """Start the call as a task of ``vm``: its token, or why not ("cluster": an unknown
     one, PARSE_FAILURE as in Envoy; "head": names or metadata it cannot send)."""
-    ok = _NAME.fullmatch(service) and _NAME.fullmatch(method)
-    if not ok or not all(n[:1] != b":" and _field_ok(n, v) for n, v in metadata):
-        log.warning("wasm filter %r: grpc call to %r with an invalid head", vm.name, cluster)
-        return "head"
-    pool = vm_pool(vm, cluster, "grpc")
-    if pool is None:
-        return "cluster"
+    target = grpc_target(vm, cluster, service, method, metadata, "call")
+    if isinstance(target, str):
+        return target
+    pool, path = target
     token = next(vm.tokens)
-    path = b"/" + service + b"/" + method
     owner = vm.host.stream  # the HTTP context making the call; None: the root context
     call = _call(vm, token, vm.active, owner, pool, path, metadata, message, timeout_ms)
     task = vm.grpc_calls[token] = vm.spawn_call(call)

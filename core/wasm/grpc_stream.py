@@ -36,13 +36,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from typing import TYPE_CHECKING
 
 from core.errors import UpstreamError
 from core.upstream import ResponseHead, UpstreamPool
-from core.wasm.clusters import vm_pool
-from core.wasm.host import GrpcCallResult, _field_ok
+from core.wasm.grpc_call import grpc_target
+from core.wasm.host import GrpcCallResult
 from core.wasm.vm import WasmTrap
 
 if TYPE_CHECKING:
@@ -52,7 +51,6 @@ if TYPE_CHECKING:
     from core.wasm.sharing import Root
 
 log = logging.getLogger("wasmgate.wasm")
-_NAME = re.compile(rb"[A-Za-z0-9_.]+")  # a service or method name: no "/" or "?"
 UNKNOWN, RESOURCE_EXHAUSTED, INTERNAL, UNAVAILABLE = 2, 8, 13, 14
 
 
@@ -231,17 +229,13 @@ def open_stream(
 ) -> int | str:
     """Open the stream (as a task of ``vm``): its token, or why not ("cluster": an
     unknown one; "head": names or metadata that cannot be sent)."""
-    ok = _NAME.fullmatch(service) and _NAME.fullmatch(method)
-    if not ok or not all(n[:1] != b":" and _field_ok(n, v) for n, v in metadata):
-        log.warning("wasm filter %r: grpc stream to %r with an invalid head", vm.name, cluster)
-        return "head"
-    pool = vm_pool(vm, cluster, "grpc")
-    if pool is None:
-        return "cluster"
+    target = grpc_target(vm, cluster, service, method, metadata, "stream")
+    if isinstance(target, str):
+        return target
+    pool, path = target
     token = next(vm.tokens)
     stream = GrpcStream(vm, token, vm.active, owner)
     vm.grpc_streams[token] = stream
-    path = b"/" + service + b"/" + method
     vm.spawn_call(_run(stream, pool, path, metadata))
     return token
 
