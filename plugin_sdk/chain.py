@@ -528,9 +528,7 @@ class Chain:
             try:
                 hook(ctx)
             except Exception as exc:
-                inst.errors += 1
-                inst.stats.errors += 1
-                log.error("filter %s (%s) failed in client_gone: %r", inst.name, inst.plugin, exc)
+                self._hook_failed(inst, "client_gone", exc)
 
     def run_log_sync(self, ctx: Context) -> None:
         """:meth:`run_log` without a coroutine, when :attr:`inline` (no on_log awaits)."""
@@ -540,9 +538,7 @@ class Chain:
             try:
                 phase.call(ctx)
             except Exception as exc:
-                inst.errors += 1
-                inst.stats.errors += 1
-                log.error("filter %s (%s) failed in on_log: %r", inst.name, inst.plugin, exc)
+                self._hook_failed(inst, "on_log", exc)
             inst.stats.observe(LOG, time.perf_counter() - started)
 
     async def run_log(self, ctx: Context) -> None:
@@ -556,10 +552,15 @@ class Chain:
                 else:
                     phase.call(ctx)
             except Exception as exc:
-                inst.errors += 1
-                inst.stats.errors += 1
-                log.error("filter %s (%s) failed in on_log: %r", inst.name, inst.plugin, exc)
+                self._hook_failed(inst, "on_log", exc)
             inst.stats.observe(LOG, time.perf_counter() - started)
+
+    @staticmethod
+    def _hook_failed(inst: FilterInstance, hook: str, exc: Exception) -> None:
+        """A hook that cannot answer (on_log, client_gone) failed: logged and counted."""
+        inst.errors += 1
+        inst.stats.errors += 1
+        log.error("filter %s (%s) failed in %s: %r", inst.name, inst.plugin, hook, exc)
 
     @staticmethod
     def _failed(inst: FilterInstance, phase: str, exc: Exception) -> LocalReply | None:
