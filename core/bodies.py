@@ -18,8 +18,8 @@ the exchange with a 500. A hook that would hold more than it may raises
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
+from functools import partial as _partial
 from typing import TYPE_CHECKING
 
 from plugin_sdk import LocalReply
@@ -60,7 +60,6 @@ class BodyPipe:
         "_insts",
         "_on_reply",
         "_phase",
-        "_resumes",
         "_sink",
         "_too_large",
         "emitted",
@@ -79,11 +78,15 @@ class BodyPipe:
     ) -> None:
         self._ctx = ctx
         # (no comprehensions: each is a function call, and a pipe opens per request)
-        insts, hooks = zip(*stages, strict=True) if stages else ((), ())
-        self._insts: Sequence[FilterInstance] = insts
-        self._hooks: list[ChunkHook | None] = list(hooks)
-        resume_at = functools.partial(functools.partial, self._resumed)
-        self._resumes = list(map(resume_at, range(len(stages))))
+        if len(stages) == 1:  # the common case: one filter takes the body
+            inst, hook = stages[0]
+            self._insts: Sequence[FilterInstance] = (inst,)
+            self._hooks: list[ChunkHook | None] = [hook]
+        else:
+            insts, hooks = zip(*stages, strict=True) if stages else ((), ())
+            self._insts = insts
+            self._hooks = list(hooks)
+        # A hook's ``resume`` is made when the hook is called (most never use it).
         self._sink = sink
         self._on_reply = on_reply
         self._phase = "response" if response else "request"
@@ -102,14 +105,13 @@ class BodyPipe:
     def close(self) -> None:
         """The exchange is over: a hook that resumes later finds nobody listening.
 
-        The pipe also lets go of the exchange's callbacks and of its own resume
-        partials: they made reference cycles (exchange -> pipe -> bound method ->
-        exchange; pipe -> partial -> pipe) that only the cycle collector freed, one per
-        request through a filter that takes bodies."""
+        The pipe also lets go of the exchange's callbacks: they made a reference cycle
+        (exchange -> pipe -> bound method -> exchange) that only the cycle collector
+        freed, one per request through a filter that takes bodies. (The ``resume``
+        partials are not kept on the pipe, so they make no cycle through it.)"""
         self.stopped = True
         self._sink = _closed
         self._on_reply = _closed
-        self._resumes = []
 
     def _run(self, i: int, data: bytes, end: bool) -> None:
         hooks = self._hooks
@@ -120,7 +122,7 @@ class BodyPipe:
                 continue
             out: bytes | LocalReply | None
             try:
-                out = hook(ctx, data, end, self._resumes[k])
+                out = hook(ctx, data, end, _partial(self._resumed, k))
             except Exception as exc:
                 out = self._failed(k, data, exc)
             if out is None:  # holding the end until it resumes

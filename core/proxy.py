@@ -846,7 +846,12 @@ class Exchange(TrailerSide):
         head waits for the first bytes out of them (or the end, or their reply: see
         :meth:`_first_from_pipe`)."""
         assert self.ctx is not None and self.pool is not None
-        stages = [(inst, hook) for pos, inst, hook in chain.response_chunks if pos <= self._ran]
+        found = chain.response_chunks
+        if len(found) == 1:  # (one filter takes the body: no comprehension to call)
+            pos, inst, hook = found[0]
+            stages = [(inst, hook)] if pos <= self._ran else []
+        else:
+            stages = [(inst, hook) for pos, inst, hook in found if pos <= self._ran]
         if not stages:
             return None
         pipe = self._resp_pipe = BodyPipe(

@@ -194,7 +194,7 @@ class WasmFilter(TrailerCallbacks, Filter[PluginConfig]):
         # end_of_stream is false when a body follows, unless `bodies` opted out of it
         # (the filter then must not wait for a body that never comes).
         has_body = self._told[0] and bool(getattr(req, "has_body", False) or req.body)
-        n = len(req.headers) + 4
+        n = len(req.headers.raw) + 4  # (.raw: no Python __len__ to call)
         stream, action = self.vm.start_stream(ctx, self.root, n, 0 if has_body else 1)
         if stream is None:
             return None
@@ -238,7 +238,7 @@ class WasmFilter(TrailerCallbacks, Filter[PluginConfig]):
         follows = whole or _response_has_body(ctx.request.method, resp)
         eos = int(not (self._told[1] and follows))
         action = self.vm.call(
-            stream, "proxy_on_response_headers", stream.id, len(resp.headers) + 1, eos
+            stream, "proxy_on_response_headers", stream.id, len(resp.headers.raw) + 1, eos
         )
         stopped = action in _STOPS and stream.local_reply is None
         if stopped and action == Action.PAUSE and not eos and self.response_chunks is not None:
