@@ -269,7 +269,9 @@ class ClientConnection(asyncio.Protocol):
                 self._to_http2(b"")
                 return
         self.gateway.connections.add(self)
-        self._arm(self.limits.idle_timeout, self._on_idle_timeout)
+        # Until its first byte a new connection gets request_header_timeout, as nginx's
+        # client_header_timeout; idle_timeout is the wait between requests.
+        self._arm(self.limits.request_header_timeout, self._on_idle_timeout)
 
     def data_received(self, data: bytes) -> None:
         if self._first is not None:

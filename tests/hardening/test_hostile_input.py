@@ -663,6 +663,29 @@ async def test_slowloris_head_gets_408_and_the_connection_is_freed(
     assert upstream.requests == []
 
 
+async def test_a_new_connection_waits_request_header_timeout_for_its_first_byte(
+    upstream: RecordingUpstream, start_gateway: StartGateway
+) -> None:
+    """As nginx's client_header_timeout: idle_timeout is for the wait between requests.
+    A request whose first byte comes after idle_timeout is served; a connection that
+    sends nothing is closed once request_header_timeout has passed."""
+    server = "[server.limits]\nrequest_header_timeout = 1.5\nidle_timeout = 0.1\n"
+    gw = await start_gateway(gateway_toml({"v1": [upstream.address]}, default="v1", server=server))
+    assert gw.gateway is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    await asyncio.sleep(0.5)  # five idle timeouts, a third of the header timeout
+    writer.write(b"GET /late HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+    reply = await asyncio.wait_for(reader.read(), 5.0)
+    writer.close()
+    (resp,) = await parse_responses(reply)
+    assert resp.status == 200
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    started = asyncio.get_running_loop().time()
+    assert await asyncio.wait_for(reader.read(), 5.0) == b""  # closed, nothing said
+    writer.close()
+    assert asyncio.get_running_loop().time() - started >= 1.0
+
+
 # ------------------------------------------------------------------ header spoofing
 
 
