@@ -746,28 +746,39 @@ class Host:
         token_ptr: int,
     ) -> int:
         """A unary gRPC call through an upstream (``service`` is its cluster name)."""
-        mem, limits = self.mem, self.plugin.limits
         spans = [(svc_ptr, svc_size), (name_ptr, name_size), (method_ptr, method_size)]
-        spans += [(md_ptr, md_size), (msg_ptr, msg_size)]
-        if not all(mem.in_bounds(ptr, size) for ptr, size in spans):
-            return BAD_MEMORY
-        if self.plugin.calls_in_flight() >= limits.max_http_calls:
-            return self._exhausted("http_calls")
-        if msg_size > limits.max_buffer_bytes:
-            return self._exhausted("body")
-        if md_size > 4 + limits.max_header_bytes:
-            return self._exhausted("headers")
-        parts = [self._read(ptr, size) for ptr, size in spans]
-        if any(part is None for part in parts):
-            return BAD_MEMORY
-        service, name, method, raw, message = (bytes(p or b"") for p in parts)
-        metadata = deserialize_map(raw) if raw else []
-        if metadata is None:
-            return Status.PARSE_FAILURE
+        read = self._grpc_args([*spans, (md_ptr, md_size), (msg_ptr, msg_size)])
+        if isinstance(read, int):
+            return read
+        (service, name, method, _, message), metadata = read
         token = self.plugin.grpc_call(
             service.decode("latin-1"), name, method, metadata, message, timeout_ms
         )
         return self._grpc_token(token, token_ptr)
+
+    def _grpc_args(
+        self, spans: list[tuple[int, int]]
+    ) -> tuple[list[bytes], list[tuple[bytes, bytes]]] | int:
+        """The arguments of a gRPC call or stream read from guest memory (service,
+        name, method, metadata map, and the message if a fifth span is given) with the
+        metadata parsed; or the status that refuses them."""
+        mem, limits = self.mem, self.plugin.limits
+        if not all(mem.in_bounds(ptr, size) for ptr, size in spans):
+            return BAD_MEMORY
+        if self.plugin.calls_in_flight() >= limits.max_http_calls:
+            return self._exhausted("http_calls")
+        if len(spans) > 4 and spans[4][1] > limits.max_buffer_bytes:
+            return self._exhausted("body")
+        if spans[3][1] > 4 + limits.max_header_bytes:
+            return self._exhausted("headers")
+        parts = [self._read(ptr, size) for ptr, size in spans]
+        if any(part is None for part in parts):
+            return BAD_MEMORY
+        values = [bytes(p or b"") for p in parts]
+        metadata = deserialize_map(values[3]) if values[3] else []
+        if metadata is None:
+            return Status.PARSE_FAILURE
+        return values, metadata
 
     def _grpc_token(self, token: int | str, token_ptr: int) -> int:
         """A gRPC call's or stream's token written back; an unknown cluster is
@@ -793,22 +804,11 @@ class Host:
     ) -> int:
         from core.wasm.grpc_stream import open_stream
 
-        mem, limits = self.mem, self.plugin.limits
         spans = [(svc_ptr, svc_size), (name_ptr, name_size), (method_ptr, method_size)]
-        spans.append((md_ptr, md_size))
-        if not all(mem.in_bounds(ptr, size) for ptr, size in spans):
-            return BAD_MEMORY
-        if self.plugin.calls_in_flight() >= limits.max_http_calls:
-            return self._exhausted("http_calls")
-        if md_size > 4 + limits.max_header_bytes:
-            return self._exhausted("headers")
-        parts = [self._read(ptr, size) for ptr, size in spans]
-        if any(part is None for part in parts):
-            return BAD_MEMORY
-        service, name, method, raw = (bytes(p or b"") for p in parts)
-        metadata = deserialize_map(raw) if raw else []
-        if metadata is None:
-            return Status.PARSE_FAILURE
+        read = self._grpc_args([*spans, (md_ptr, md_size)])
+        if isinstance(read, int):
+            return read
+        (service, name, method, _), metadata = read
         token = open_stream(
             self.plugin, service.decode("latin-1"), name, method, metadata, self.stream
         )
