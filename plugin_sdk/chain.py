@@ -194,32 +194,16 @@ class Chain:
         #: (position in the chain, instance, hook) of the filters that take body chunks
         #: as they stream (Filter.request_chunks / response_chunks), in the order the
         #: chunks pass them: requests in chain order, responses in reverse.
-        self.request_chunks = tuple(
-            (i + 1, f, hook)
-            for i, f in enumerate(self.filters)
-            if (hook := getattr(f.filter, "request_chunks", None)) is not None
-        )
-        self.response_chunks = tuple(
-            (i + 1, f, hook)
-            for i, f in reversed(list(enumerate(self.filters)))
-            if (hook := getattr(f.filter, "response_chunks", None)) is not None
-        )
+        self.request_chunks = self._hooks("request_chunks", in_response_order=False)
+        self.response_chunks = self._hooks("response_chunks", in_response_order=True)
         #: (position, instance, hook) of the filters called when the request's trailers
         #: are about to go upstream (Filter.request_trailers: a Proxy-Wasm module's
         #: trailer callback), in chain order.
-        self.request_trailers = tuple(
-            (i + 1, f, hook)
-            for i, f in enumerate(self.filters)
-            if (hook := getattr(f.filter, "request_trailers", None)) is not None
-        )
+        self.request_trailers = self._hooks("request_trailers", in_response_order=False)
         #: (position, instance, hook) of the filters called when the response's trailers
         #: came (Filter.response_trailers: a Proxy-Wasm module's trailer callback), in
         #: response order.
-        self.response_trailers = tuple(
-            (i + 1, f, hook)
-            for i, f in reversed(list(enumerate(self.filters)))
-            if (hook := getattr(f.filter, "response_trailers", None)) is not None
-        )
+        self.response_trailers = self._hooks("response_trailers", in_response_order=True)
         #: (instance, hook) of the filters told at once when the client leaves
         #: (Filter.client_gone: the Proxy-Wasm adapter ends the stream's context).
         self.client_gone = tuple(
@@ -554,6 +538,18 @@ class Chain:
             except Exception as exc:
                 self._hook_failed(inst, "on_log", exc)
             inst.stats.observe(LOG, time.perf_counter() - started)
+
+    def _hooks(
+        self, name: str, *, in_response_order: bool
+    ) -> tuple[tuple[int, FilterInstance, Any], ...]:
+        """(position in the chain, instance, hook) of the filters that have hook ``name``,
+        in chain order or, for a response, in reverse."""
+        numbered = list(enumerate(self.filters, 1))
+        if in_response_order:
+            numbered.reverse()
+        return tuple(
+            (i, f, hook) for i, f in numbered if (hook := getattr(f.filter, name, None)) is not None
+        )
 
     @staticmethod
     def _hook_failed(inst: FilterInstance, hook: str, exc: Exception) -> None:
