@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from core import cert_cli, gcpolicy, metrics
+from core import cert_cli, compiled, gcpolicy, metrics
 from core.admin import Admin, read_token
 from core.config import Admin as AdminSettings
 from core.config import GatewayConfig, Server, load_config
@@ -397,6 +397,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     assert isinstance(workers, int)
     if workers < 1:
         raise SystemExit("wasmgate: --workers must be >= 1")
+    log.info("data path: %s", compiled.status().describe())
 
     def rebuild(previous: Snapshot) -> Snapshot:
         return build_snapshot(args.config, listen=args.listen, previous=previous)
