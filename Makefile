@@ -50,14 +50,17 @@ $(STAMP): pyproject.toml $(wildcard core/wasm/_crossing*.[ch])
 compile: $(STAMP)
 	$(PY) scripts/compile.py
 
-COMPILED_TESTS ?= tests/test_smoke.py tests/test_streaming.py tests/test_chain.py \
+# The data path's own test files: `make test` runs them a second time on pure Python (the
+# fallback, about 25 s on 2 workers) after the whole suite ran on what `make install`
+# built; `make test-compiled` runs them with WASMGATE_COMPILED=1 (the build or stop).
+DATA_PATH_TESTS ?= tests/test_smoke.py tests/test_streaming.py tests/test_chain.py \
 	tests/test_headers.py tests/test_drive.py tests/test_upstream.py tests/test_trailers.py \
 	tests/hardening/test_hostile_input.py tests/test_deadline.py tests/test_routing_e2e.py \
 	tests/test_http2.py tests/test_upstream_h2.py tests/plugins/test_canary.py \
-	tests/plugins/test_cors.py tests/plugins/test_rewrite.py
+	tests/plugins/test_cors.py tests/plugins/test_rewrite.py tests/test_compiled.py
 
 test-compiled: compile
-	WASMGATE_COMPILED=1 $(PY) -m pytest $(PYTEST_WORKERS) $(COMPILED_TESTS) $(PYTEST_ARGS)
+	WASMGATE_COMPILED=1 $(PY) -m pytest $(PYTEST_WORKERS) $(DATA_PATH_TESTS) $(PYTEST_ARGS)
 
 run: install registry
 	$(PY) examples/demo.py
@@ -68,9 +71,18 @@ TEST_DEBS := chromium chromium-driver redis-server valgrind nginx curl nghttp2-c
 # tests/test_deploy.py parses deploy/ with kubectl: any kubectl on PATH will do.
 TEST_DEBS += $(if $(shell command -v kubectl),,kubernetes-client)
 
+# The suite on the data path as installed (compiled when `make install` could build it:
+# the report header says which), then, when that was the compiled one, the data-path files
+# on pure Python. PURE_TESTS= skips that second pass.
+PURE_TESTS ?= $(DATA_PATH_TESTS)
+COMPILED_NOW := $(PY) -c 'import sys; from core import compiled; sys.exit(not compiled.status().compiled)'
 test: install
 	@scripts/install-debs.sh $(TEST_DEBS)
 	$(PY) -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	@if [ -n "$(strip $(PURE_TESTS))" ] && $(COMPILED_NOW) 2>/dev/null; then \
+		echo "the data-path tests again on pure Python: WASMGATE_COMPILED=0 $(PY) -m pytest ..."; \
+		WASMGATE_COMPILED=0 $(PY) -m pytest $(PYTEST_WORKERS) $(PURE_TESTS) $(PYTEST_ARGS); \
+	fi
 
 lint: install
 	$(VENV)/bin/ruff check .
