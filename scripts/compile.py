@@ -148,17 +148,23 @@ def build(out: Path) -> dict[str, object]:
     return manifest
 
 
+def check(out: Path) -> dict[str, Path]:
+    """core/compiled.py's check of the build in `out` (what the gateway runs)."""
+    os.environ["WASMGATE_COMPILED"] = "0"  # importing core must not load a build
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from core.compiled import verify
+
+    return verify(out, ROOT)
+
+
 def up_to_date(out: Path) -> bool:
     """Whether `out` holds a usable build of exactly MODULES from these sources, built
     with the installed mypy (its mypyc) and this script."""
-    os.environ["WASMGATE_COMPILED"] = "0"  # importing core must not load a build
-    sys.path.insert(0, str(ROOT))
-    from core.compiled import CompiledModuleError, verify
-
     try:
-        files = verify(out, ROOT)
+        files = check(out)
         manifest = json.loads((out / "manifest.json").read_text())
-    except (CompiledModuleError, OSError, ValueError):
+    except (ImportError, OSError, ValueError):  # ImportError: CompiledModuleError
         return False
     if any(manifest.get(key) != value for key, value in recipe().items()):
         return False
@@ -183,9 +189,14 @@ def best_effort(out: Path, log: Path) -> None:
             check=False,
         )
     if done.returncode != 0:
+        try:
+            check(out)
+            runs = "the previous build, which still matches the sources"
+        except ImportError:  # core.compiled.CompiledModuleError
+            runs = "pure Python"
         print(
             f"compile: the build failed (exit status {done.returncode}; its output is in {log}), "
-            "wasmgate runs pure Python; `make compile` retries"
+            f"wasmgate runs {runs}; `make compile` retries"
         )
         return
     print(f"compile: built in {time.monotonic() - started:.0f} s")
