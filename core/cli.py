@@ -439,7 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve traffic with a configuration",
         description="Serve traffic as gateway.toml says. SIGTERM or Ctrl-C stops accepting "
         "new connections, lets in-flight requests finish (server.limits.drain_timeout) "
-        "and exits 0.",
+        "and exits 0. The environment variable WASMGATE_COMPILED (auto, the default; 1; 0) "
+        "decides whether the data path runs the modules `make install` compiled with mypyc; "
+        "a line logged at start says which.",
     )
     run.add_argument(
         "-c", "--config", default="gateway.toml", help="config file (default: %(default)s)"

@@ -9,12 +9,14 @@ the same code that checks a real build (`make test` runs the suite on the real o
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
 import subprocess
 import sys
 import sysconfig
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -271,16 +273,27 @@ upstream = "app"
 """
 
 
+async def admin_data_path(http: aiohttp.ClientSession, admin: int) -> object:
+    """``data_path`` of admin /config, once it answers: with workers, the proxy's port
+    may be served by another worker before the first one opened the admin listener."""
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            async with http.get(f"http://127.0.0.1:{admin}/config") as resp:
+                return (await resp.json())["data_path"]
+        except aiohttp.ClientConnectionError:
+            if time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.05)
+
+
 async def run_and_ask(tmp_path: Path, env: dict[str, str], *extra: str) -> tuple[str, object]:
     """`wasmgate run` with `env`: its log once it serves, and admin /config's data_path."""
     port, admin = free_port(), free_port()
     gw = GatewayProcess(admin_toml(port, admin), workdir=str(tmp_path)).start(port, *extra, env=env)
     try:
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(f"http://127.0.0.1:{admin}/config") as resp,
-        ):
-            data_path = (await resp.json())["data_path"]
+        async with aiohttp.ClientSession() as http:
+            data_path = await admin_data_path(http, admin)
     finally:
         assert gw.terminate() == 0
     return gw.log(), data_path
