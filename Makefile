@@ -78,6 +78,7 @@ PURE_TESTS ?= $(DATA_PATH_TESTS)
 COMPILED_NOW := $(PY) -c 'import sys; from core import compiled; sys.exit(not compiled.status().compiled)'
 test: install
 	@scripts/install-debs.sh $(TEST_DEBS)
+	@$(PY) -c 'from core import compiled; print("wasmgate data path:", compiled.status().describe())' || true
 	$(PY) -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 	@if [ -n "$(strip $(PURE_TESTS))" ] && $(COMPILED_NOW) 2>/dev/null; then \
 		echo "the data-path tests again on pure Python: WASMGATE_COMPILED=0 $(PY) -m pytest ..."; \
