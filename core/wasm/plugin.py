@@ -164,6 +164,7 @@ class PluginVm(RootContexts):
                     inst.call("main", 0, 0)
             elif inst.has("_start"):
                 inst.call("_start")
+            self._meter(inst)
             for root in list(self.roots.values()):
                 self._start_root(inst, root)
         except BaseException:
@@ -280,8 +281,9 @@ class PluginVm(RootContexts):
 
     def call(self, stream: Stream | None, name: str, *args: int) -> int | None:
         """Call a callback with ``stream`` as the effective context; args cut to its arity.
-        The time it takes is charged to the CPU budget; raises WasmUnavailable when the
-        filter cannot run (over budget, no instance)."""
+        The time it takes is charged to the CPU budget (on the C path by the call
+        itself: see :meth:`_meter`); raises WasmUnavailable when the filter cannot run
+        (over budget, no instance)."""
         inst = self.instance or self.ensure()
         export = inst.exports.get(name)
         if export is None:
@@ -301,21 +303,24 @@ class PluginVm(RootContexts):
             finally:
                 self.active = previous
         budget = self.budget
-        started = _now()
-        if started < budget.until:
+        if budget.until and _now() < budget.until:  # (until: 0 until first over budget)
             raise WasmUnavailable(f"wasm filter {self.name!r} is over its CPU budget", "cpu_budget")
         if len(args) > export.nparams:  # (the usual case: the arity the ABI names)
             args = args[: export.nparams]
         self._depth = 1
-        try:
-            callee = export.callee  # the C path's export, called without call_export
-            if callee is not None:
+        callee = export.callee  # the C path's export: it charges the budget itself
+        if callee is not None:
+            try:
                 return callee(*args)  # type: ignore[no-any-return]
+            except CallFailed as exc:
+                trap = inst.trap_of(name, exc)
+                self._trapped(trap)
+                raise trap from None
+            finally:
+                self._depth = 0
+        started = _now()
+        try:
             return inst.call_export(export, name, args)
-        except CallFailed as exc:
-            trap = inst.trap_of(name, exc)
-            self._trapped(trap)
-            raise trap from None
         except WasmTrap as exc:
             self._trapped(exc)
             raise
@@ -367,8 +372,33 @@ class PluginVm(RootContexts):
         self.module = None
         self.closed = True
 
+    def _meter(self, inst: Instance) -> None:
+        """On the C path the instance's top-level calls charge the CPU budget
+        themselves: the common case in C, the rest through :meth:`_charged`."""
+        guest = inst.guest
+        if guest is not None:
+            budget = self.budget
+            guest.set_meter(self._charged, budget.slot_end, budget.allowed - budget.used)
+
+    def _charged(self, now: float, spent: float, pending: float) -> tuple[float, float]:
+        """Charge a call the C meter did not settle (a new slot, or over the budget),
+        after what it settled meanwhile (``pending``, all in the current slot); the
+        meter's next (slot_end, room)."""
+        budget = self.budget
+        if pending:
+            budget.slots[budget.index] += pending
+            budget.used += pending
+        if budget.charge(now, spent):
+            self._over_budget()
+        return budget.slot_end, budget.allowed - budget.used
+
     def _drop_instance(self) -> None:
         if self.instance is not None:
+            guest = self.instance.guest
+            if guest is not None and guest.pending:  # charged, not yet in the budget
+                budget = self.budget
+                budget.slots[budget.index] += guest.pending
+                budget.used += guest.pending
             self.instance.close()
         self.instance = None
         self.host.instance = None
@@ -399,7 +429,7 @@ class PluginVm(RootContexts):
     ) -> tuple[Stream | None, int | None]:
         """:meth:`open_stream`, then ``proxy_on_request_headers``: the stream (None for a
         root-only plugin) and what the callback returned. On the C path the two calls
-        run back to back, charged to the CPU budget as one (as :meth:`_end_stream`)."""
+        run back to back (each charges the CPU budget itself: see :meth:`_meter`)."""
         inst = self.instance
         exports = inst.exports if inst is not None else {}
         create = exports.get("proxy_on_context_create")
@@ -420,8 +450,7 @@ class PluginVm(RootContexts):
                 stream, "proxy_on_request_headers", stream.id, headers, end_of_stream
             )
         budget = self.budget
-        started = _now()
-        if started < budget.until:
+        if budget.until and _now() < budget.until:
             raise WasmUnavailable(f"wasm filter {self.name!r} is over its CPU budget", "cpu_budget")
         stream = RootedStream(next(self._ids), ctx, root)
         self.streams[stream.id] = stream
@@ -441,13 +470,6 @@ class PluginVm(RootContexts):
                 raise trap from None
         finally:
             self._depth = 0
-            now = _now()
-            spent = now - started
-            if now < budget.slot_end and budget.used + spent <= budget.allowed:
-                budget.slots[budget.index] += spent  # (CpuBudget.charge's common case)
-                budget.used += spent
-            elif budget.charge(now, spent):
-                self._over_budget()
         self._no_contexts()
         return None, None
 
@@ -496,11 +518,10 @@ class PluginVm(RootContexts):
             stream.done_pending = True  # the plugin calls proxy_done later
 
     def _end_stream(self, inst: Instance, stream: Stream, on_done: Any) -> None:
-        """:meth:`done` on the C path: the three callbacks back to back, charged to the
-        CPU budget as one (three budget checks and charges cost more than the calls)."""
+        """:meth:`done` on the C path: the three callbacks back to back, with one check of
+        the CPU budget (each call charges it itself: see :meth:`_meter`)."""
         budget = self.budget
-        started = _now()
-        if started < budget.until:  # over budget: the stream ends without them
+        if budget.until and _now() < budget.until:  # over budget: it ends without them
             self._forget_stream(stream)
             return
         self.host.stream = stream
@@ -525,13 +546,6 @@ class PluginVm(RootContexts):
             raise trap from None
         finally:
             self._depth = 0
-            now = _now()
-            spent = now - started
-            if now < budget.slot_end and budget.used + spent <= budget.allowed:
-                budget.slots[budget.index] += spent  # (CpuBudget.charge's common case)
-                budget.used += spent
-            elif budget.charge(now, spent):
-                self._over_budget()
 
     # -- calls out
 

@@ -539,8 +539,14 @@ class Instance:
         self._alloc = None
         if self._guest is not None:
             self._guest.set_alloc(None)  # (a Callee holds its Guest: no cycle left)
+            self._guest.set_meter(None)  # (its callback holds the plugin)
         self._mem = memoryview(b"")  # never a view of a freed Store's memory
         self._mem_size = 0
+
+    @property
+    def guest(self) -> Any:
+        """The C path's per-instance state (a ``_crossing.Guest``), or None."""
+        return self._guest
 
     def has(self, name: str) -> bool:
         return name in self.exports
@@ -549,11 +555,20 @@ class Instance:
         return self.exports[name].nparams
 
     def call(self, name: str, *args: int) -> int | None:
-        """Call export ``name`` with integer arguments; raises WasmTrap."""
+        """Call export ``name`` with integer arguments; raises WasmTrap. Not charged to a
+        CPU budget (start functions; :class:`~core.wasm.plugin.PluginVm` meters its
+        callbacks)."""
         export = self.exports.get(name)
         if export is None:
             return None
-        return self.call_export(export, name, args)
+        guest = self._guest
+        if guest is None or guest.held:
+            return self.call_export(export, name, args)
+        guest.held = True
+        try:
+            return self.call_export(export, name, args)
+        finally:
+            guest.held = False
 
     def call_export(self, export: _Export, name: str, args: Sequence[int]) -> int | None:
         """:meth:`call` for an export already looked up (the hot path)."""
