@@ -505,7 +505,36 @@ class PluginVm(RootContexts):
             return  # (done_pending: on_done ran when the client left; proxy_done ends it)
         on_done = inst.exports.get("proxy_on_done")
         if not self._depth and on_done is not None and on_done.callee is not None:
-            self._end_stream(inst, stream, on_done)
+            # The C path: the three callbacks back to back, with one check of the CPU
+            # budget (each call charges it itself: see _meter).
+            budget = self.budget
+            if budget.until and _now() < budget.until:  # over budget: ends without them
+                self._forget_stream(stream)
+                return
+            self.host.stream = stream
+            if isinstance(stream, RootedStream):
+                self.active = stream.root
+            name = "proxy_on_done"
+            self._depth = 1
+            try:
+                completed = on_done.callee(*(stream.id,)[: on_done.nparams])
+                if completed is not None and not completed:
+                    stream.done_pending = True  # the plugin calls proxy_done later
+                    return
+                for name in ("proxy_on_log", "proxy_on_delete"):
+                    export = inst.exports.get(name)
+                    if export is not None:
+                        export.callee(*(stream.id,)[: export.nparams])
+                self.streams.pop(stream.id, None)  # (_forget_stream, inline)
+                if self.grpc_streams or self.grpc_call_owners:
+                    close_owned(self, stream)
+            except CallFailed as exc:
+                self._forget_stream(stream)
+                trap = inst.trap_of(name, exc)
+                self._trapped(trap)
+                raise trap from None
+            finally:
+                self._depth = 0
             return
         try:
             completed = self.call(stream, "proxy_on_done", stream.id)
@@ -516,36 +545,6 @@ class PluginVm(RootContexts):
             self.finish_stream(stream)
         else:
             stream.done_pending = True  # the plugin calls proxy_done later
-
-    def _end_stream(self, inst: Instance, stream: Stream, on_done: Any) -> None:
-        """:meth:`done` on the C path: the three callbacks back to back, with one check of
-        the CPU budget (each call charges it itself: see :meth:`_meter`)."""
-        budget = self.budget
-        if budget.until and _now() < budget.until:  # over budget: it ends without them
-            self._forget_stream(stream)
-            return
-        self.host.stream = stream
-        if isinstance(stream, RootedStream):
-            self.active = stream.root
-        name = "proxy_on_done"
-        self._depth = 1
-        try:
-            completed = on_done.callee(*(stream.id,)[: on_done.nparams])
-            if completed is not None and not completed:
-                stream.done_pending = True  # the plugin calls proxy_done later
-                return
-            for name in ("proxy_on_log", "proxy_on_delete"):
-                export = inst.exports.get(name)
-                if export is not None:
-                    export.callee(*(stream.id,)[: export.nparams])
-            self._forget_stream(stream)
-        except CallFailed as exc:
-            self._forget_stream(stream)
-            trap = inst.trap_of(name, exc)
-            self._trapped(trap)
-            raise trap from None
-        finally:
-            self._depth = 0
 
     # -- calls out
 
