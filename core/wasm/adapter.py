@@ -45,7 +45,7 @@ from core.errors import PluginError
 from core.metrics import count_wasm_refused
 from core.upstream import ResponseHead, UpstreamPool
 from core.wasm.abi import Action
-from core.wasm.adapter_trailers import TRAILER_CALLBACKS, TrailerCallbacks, trailers_of
+from core.wasm.adapter_trailers import TRAILER_CALLBACKS, TrailerCallbacks
 from core.wasm.context_end import end_context
 from core.wasm.host import Stream
 from core.wasm.plugin import PluginVm
@@ -308,7 +308,13 @@ class WasmFilter(TrailerCallbacks, Filter[PluginConfig]):
         if not isinstance(stream, Stream) or stream.id not in self.vm.streams:
             return data  # refused (fail_open), or gone after a trap: stream past
         body = stream.body
-        follows = end and self._trailer_cbs[side] and trailers_of(ctx, side) is not None
+        follows = False
+        if end and self._trailer_cbs[side]:  # (trailers_of, inline: one call less a chunk)
+            if side:
+                resp = ctx.response
+                follows = resp is not None and resp.trailers is not None
+            else:
+                follows = ctx.request.trailers is not None
         if body[side] is None and stream.local_reply is None and not follows and not self._releases:
             # The common case (nothing held, no trailer callback to come): one call, and
             # a Continue passes on what the filter left of the chunk.
