@@ -17,7 +17,9 @@ per-request contexts.
 The adapter to the filter contract is :class:`core.wasm.adapter.WasmFilter`.
 
 CPU: callbacks run on the event loop, each under the per-callback deadline (Envoy's),
-and the time they take is charged to the filter's :class:`~core.wasm.budget.CpuBudget`.
+and the time they take is charged to the filter's :class:`~core.wasm.budget.CpuBudget`
+(on the C path by each call itself, core/wasm/_crossing_meter.c: see
+:meth:`PluginVm._meter`).
 Over it, the filter is cut off for ``limits.cooldown``: its requests get its fail
 strategy at once (``fail_closed``: 503 with Retry-After; ``fail_open``: skipped), ticks
 and queue callbacks are skipped. After a trap the instance is rebuilt in a worker

@@ -15,9 +15,12 @@ some host-function calls back), so calls in both directions go through wasmtime'
   ``proxy_log`` below the logger's level (the pointer checked against the memory, the
   answer read from the logger's own ``isEnabledFor`` cache, so a level changed at run
   time counts at once), and returning bytes to the guest (``Guest.give``: the guest's
-  allocator called, the bytes copied, the address and size stored). A call from the
-  main thread keeps the GIL while the guest runs; a call from another thread (a rebuild
-  in a worker) releases it.
+  allocator called, the bytes copied, the address and size stored). A top-level call
+  times itself and charges the filter's CPU budget (``Guest.set_meter``, which
+  :class:`~core.wasm.plugin.PluginVm` sets; not for :meth:`Instance.call`, the start
+  functions' path), Python only when a new slot begins or the budget runs out. A call
+  from the main thread keeps the GIL while the guest runs; a call from another thread
+  (a rebuild in a worker) releases it.
 - **The ctypes path** (the extension not built, or ``WASMGATE_WASM_CTYPES=1``): the
   same calls through ctypes, arguments packed with one precompiled struct per
   signature, one ctypes callback dispatching every host function; about 50 % more
