@@ -864,7 +864,7 @@ class Exchange(TrailerSide):
         for i, chunk in enumerate(raw, 1):
             self._resp_seen += len(chunk)
             pipe.feed(chunk, self._resp_ends(i == len(raw)))
-        if self._resp_done:
+        if self._resp_done and not pipe.ended:  # (ended: the last chunk said so)
             pipe.feed(b"", True)
         if self._resp_buffered <= BUFFER_LIMIT and not self.client.write_paused:
             self._resume_upstream()

@@ -7,7 +7,8 @@
  *
  * Files: _crossing.c (this one: setup, the epoch ticker, the module), _crossing_calls.c
  * (the calls both ways), _crossing_host.c (host-side work done without Python),
- * _crossing_headers.c (the header-map host functions' common cases).
+ * _crossing_headers.c (the header-map host functions' common cases), _crossing_meter.c
+ * (the CPU budget's common case, charged around each top-level call).
  *
  *   Guest    one per instance: the store's context, the calls counted for the epoch
  *            deadline (see deadline_callback), the deadline in epoch ticks.

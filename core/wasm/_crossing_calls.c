@@ -1,6 +1,7 @@
 /* core.wasm._crossing: the calls both ways (the Guest and Callee types, the host
  * trampoline, the deadline callback); see _crossing.c. */
 #include "_crossing.h"
+#include <structmember.h>
 
 static int Guest_init(GuestObject *self, PyObject *args, PyObject *kwds) {
     unsigned long long ctx, ticks;
@@ -16,6 +17,7 @@ static int Guest_init(GuestObject *self, PyObject *args, PyObject *kwds) {
 static void Guest_dealloc(GuestObject *self) {
     Py_XDECREF(self->log_cache);
     Py_XDECREF(self->alloc);
+    Py_XDECREF(self->on_charge);
     for (int i = 0; i < LOG_LEVELS; i++) Py_XDECREF(self->log_levels[i]);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -67,6 +69,8 @@ static PyMethodDef Guest_methods[] = {
      "give(alloc, data, ptr_ptr, size_ptr) -> status (see _crossing.c)"},
     {"read", (PyCFunction)(void (*)(void))Guest_read, METH_FASTCALL,
      "read(ptr, size) -> bytes, or None out of bounds (see _crossing_host.c)"},
+    {"set_meter", (PyCFunction)(void (*)(void))Guest_set_meter, METH_FASTCALL,
+     "set_meter(on_charge, slot_end, room) or set_meter(None): see _crossing_meter.c"},
     {NULL},
 };
 
@@ -81,6 +85,14 @@ static PyObject *Guest_calls(GuestObject *self, void *closure) {
 static PyGetSetDef Guest_getset[] = {
     {"address", (getter)Guest_address, NULL, "the env of the deadline callback", NULL},
     {"calls", (getter)Guest_calls, NULL, "top-level calls into the guest so far", NULL},
+    {"pending", (getter)Guest_pending, NULL,
+     "seconds charged by the meter and not yet handed to on_charge", NULL},
+    {NULL},
+};
+
+static PyMemberDef Guest_members[] = {
+    {"held", T_BOOL, offsetof(GuestObject, held), 0,
+     "while true, top-level calls are not metered (see _crossing_meter.c)"},
     {NULL},
 };
 
@@ -95,6 +107,7 @@ PyTypeObject GuestType = {
     .tp_dealloc = (destructor)Guest_dealloc,
     .tp_methods = Guest_methods,
     .tp_getset = Guest_getset,
+    .tp_members = Guest_members,
 };
 
 /* wasmtime_store_epoch_deadline_callback's callback: a call that has run since the
@@ -137,7 +150,10 @@ static PyObject *Callee_vectorcall(CalleeObject *self, PyObject *const *args, si
     }
     for (Py_ssize_t i = nargs; i < self->nparams; i++) slots[i].i64 = 0;
     GuestObject *guest = self->guest;
+    double started = 0.0;
+    int metered = guest->depth == 0 && guest->on_charge != NULL && !guest->held;
     if (guest->depth == 0) guest->calls++;
+    if (metered) started = meter_now();
     guest->depth++;
     void *trap = NULL;
     void *error;
@@ -149,6 +165,7 @@ static PyObject *Callee_vectorcall(CalleeObject *self, PyObject *const *args, si
         Py_END_ALLOW_THREADS
     }
     guest->depth--;
+    if (metered) meter_charge(guest, started); /* a trap's time counts too */
     if (error != NULL || trap != NULL) {
         PyObject *info = Py_BuildValue("(NN)", PyLong_FromVoidPtr(error), PyLong_FromVoidPtr(trap));
         if (info != NULL) {

@@ -15,9 +15,12 @@ some host-function calls back), so calls in both directions go through wasmtime'
   ``proxy_log`` below the logger's level (the pointer checked against the memory, the
   answer read from the logger's own ``isEnabledFor`` cache, so a level changed at run
   time counts at once), and returning bytes to the guest (``Guest.give``: the guest's
-  allocator called, the bytes copied, the address and size stored). A call from the
-  main thread keeps the GIL while the guest runs; a call from another thread (a rebuild
-  in a worker) releases it.
+  allocator called, the bytes copied, the address and size stored). A top-level call
+  times itself and charges the filter's CPU budget (``Guest.set_meter``, which
+  :class:`~core.wasm.plugin.PluginVm` sets; not for :meth:`Instance.call`, the start
+  functions' path), Python only when a new slot begins or the budget runs out. A call
+  from the main thread keeps the GIL while the guest runs; a call from another thread
+  (a rebuild in a worker) releases it.
 - **The ctypes path** (the extension not built, or ``WASMGATE_WASM_CTYPES=1``): the
   same calls through ctypes, arguments packed with one precompiled struct per
   signature, one ctypes callback dispatching every host function; about 50 % more
@@ -539,8 +542,14 @@ class Instance:
         self._alloc = None
         if self._guest is not None:
             self._guest.set_alloc(None)  # (a Callee holds its Guest: no cycle left)
+            self._guest.set_meter(None)  # (its callback holds the plugin)
         self._mem = memoryview(b"")  # never a view of a freed Store's memory
         self._mem_size = 0
+
+    @property
+    def guest(self) -> Any:
+        """The C path's per-instance state (a ``_crossing.Guest``), or None."""
+        return self._guest
 
     def has(self, name: str) -> bool:
         return name in self.exports
@@ -549,11 +558,20 @@ class Instance:
         return self.exports[name].nparams
 
     def call(self, name: str, *args: int) -> int | None:
-        """Call export ``name`` with integer arguments; raises WasmTrap."""
+        """Call export ``name`` with integer arguments; raises WasmTrap. Not charged to a
+        CPU budget (start functions; :class:`~core.wasm.plugin.PluginVm` meters its
+        callbacks)."""
         export = self.exports.get(name)
         if export is None:
             return None
-        return self.call_export(export, name, args)
+        guest = self._guest
+        if guest is None or guest.held:
+            return self.call_export(export, name, args)
+        guest.held = True
+        try:
+            return self.call_export(export, name, args)
+        finally:
+            guest.held = False
 
     def call_export(self, export: _Export, name: str, args: Sequence[int]) -> int | None:
         """:meth:`call` for an export already looked up (the hot path)."""
