@@ -101,7 +101,9 @@ class FilterStats:
 
     def flush(self) -> None:
         """Put the :attr:`pending` durations in their buckets: each batch is sorted
-        once and cut at every bound (a bisect per bound, not one per call)."""
+        once and cut at the bounds between its shortest and its longest call (a bisect
+        per bound, not one per call)."""
+        bounds = self.BOUNDS
         for phase, pending in enumerate(self.pending):
             n = len(pending)
             if not n:
@@ -109,14 +111,16 @@ class FilterStats:
             batch = pending[:n]
             del pending[:n]  # what was appended meanwhile stays for the next flush
             batch.sort()
+            self._seconds += sum(batch)
             row = self._buckets[phase]
+            first = bisect_left(bounds, batch[0])
+            last = bisect_left(bounds, batch[-1])
             below = 0
-            for i, bound in enumerate(self.BOUNDS):
-                upto = bisect_right(batch, bound)  # the durations <= bound
+            for i in range(first, last):
+                upto = bisect_right(batch, bounds[i])  # the durations <= bounds[i]
                 row[i] += upto - below
                 below = upto
-            row[-1] += n - below
-            self._seconds += sum(batch)
+            row[last] += n - below
 
 
 class FilterInstance:

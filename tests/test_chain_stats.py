@@ -25,9 +25,17 @@ def _edges() -> list[float]:
     return out
 
 
-def test_batched_binning_matches_one_bisect_per_call() -> None:
+BATCHES = {
+    "every-edge": _edges() * 3,
+    "one-bucket": [1.1e-5, 2e-5, 2.5e-5, 1.5e-5] * 50,  # (1e-5, 2.5e-5]: counted at once
+    "middle-buckets": [6e-5, 1e-4, 2e-4, 3e-4, 5e-4, 7e-5, 2.4e-4] * 20,
+    "first-bucket": [0.0, 1e-7, 5e-6],
+}
+
+
+@pytest.mark.parametrize("durations", list(BATCHES.values()), ids=list(BATCHES))
+def test_batched_binning_matches_one_bisect_per_call(durations: list[float]) -> None:
     batched, direct = FilterStats(), FilterStats()
-    durations = _edges() * 3
     for phase in (REQUEST, RESPONSE):
         for d in durations:
             batched.pending[phase].append(d)
