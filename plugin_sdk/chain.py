@@ -57,8 +57,8 @@ class FilterStats:
         5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 1e-2, 5e-2, 0.25, 1.0,
     )  # fmt: skip
 
-    #: How many durations a phase's :attr:`pending` list holds at most before the
-    #: chain's runners have them binned (a little more when several routes share it).
+    #: How many durations a phase's :attr:`pending` list holds before the chain's
+    #: runners have them binned (that many per route when routes share the filter).
     PENDING: ClassVar[int] = 256
 
     __slots__ = ("_buckets", "_seconds", "errors", "pending")
