@@ -59,6 +59,9 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 BUFFER_LIMIT = 256 * 1024  # body bytes held before an upstream is attached / head written
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+_FRAMING_SIZES = frozenset({14, 17})  # their lengths: most names have neither
+# "Content-Length: n\r\n" by n, for a filtered head (bodies of the same size recur).
+_LENGTH_LINES: dict[int, bytes] = {}
 
 
 def _response_of(ctx: Context) -> Response | None:
@@ -741,11 +744,16 @@ class Exchange(TrailerSide):
             # (or added as Transfer-Encoding), the upstream's length goes out again, or,
             # past body callbacks, the length of what they let through (or chunks).
             for name, value in head.headers.raw:
-                if len(name) in (14, 17) and name.lower() in _FRAMING:
+                if len(name) in _FRAMING_SIZES and name.lower() in _FRAMING:
                     continue
                 parts += (name, b": ", value, b"\r\n")
             if length is not None:
-                parts.append(b"Content-Length: %d\r\n" % length)
+                line = _LENGTH_LINES.get(length)
+                if line is None:
+                    line = b"Content-Length: %d\r\n" % length
+                    if len(_LENGTH_LINES) < 4096:
+                        _LENGTH_LINES[length] = line
+                parts.append(line)
         else:
             for name, value in head.headers.raw:
                 parts += (name, b": ", value, b"\r\n")
