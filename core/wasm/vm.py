@@ -528,6 +528,19 @@ class Instance:
             self._alloc = self.exports.get("malloc")
         if self._guest is not None:
             self._guest.set_alloc(self._alloc.callee if self._alloc is not None else None)
+        # A stream's first two and last three callbacks, as the C path's callees when
+        # the module has all of them with the ABI's arity (else None: the general way).
+        self.opens = self._callees(("proxy_on_context_create", 2), ("proxy_on_request_headers", 3))
+        self.ends = self._callees(("proxy_on_done", 1), ("proxy_on_log", 1), ("proxy_on_delete", 1))
+
+    def _callees(self, *wanted: tuple[str, int]) -> tuple[Any, ...] | None:
+        found = []
+        for name, nparams in wanted:
+            export = self.exports.get(name)
+            if export is None or export.callee is None or export.nparams != nparams:
+                return None
+            found.append(export.callee)
+        return tuple(found)
 
     def close(self) -> None:
         """Release the instance: its host-function entries, exports and memory, so
@@ -538,6 +551,7 @@ class Instance:
         self._envs.clear()
         _DEADLINES.pop(getattr(self, "_deadline_env", 0), None)
         self.exports.clear()
+        self.opens = self.ends = None
         self.memory = None
         self._alloc = None
         if self._guest is not None:
