@@ -56,6 +56,8 @@ from core.wasm.vm import CallFailed, Instance, WasmTrap, exported_markers
 from plugin_sdk import Context
 
 log = logging.getLogger("wasmgate.wasm")
+# What Instance.ends calls, in order (a trap names its index).
+_END_NAMES = ("proxy_on_done", "proxy_on_log", "proxy_on_delete")
 _now = time.monotonic
 
 
@@ -508,23 +510,18 @@ class PluginVm(RootContexts):
             self.host.stream = stream
             if isinstance(stream, RootedStream):
                 self.active = stream.root
-            name = "proxy_on_done"
             self._depth = 1
             try:
-                completed = ends[0](sid)
+                completed = ends(sid)  # (on_done, then on_log and on_delete unless false)
                 if completed is not None and not completed:
                     stream.done_pending = True  # the plugin calls proxy_done later
                     return
-                name = "proxy_on_log"
-                ends[1](sid)
-                name = "proxy_on_delete"
-                ends[2](sid)
                 self.streams.pop(sid, None)  # (_forget_stream, inline)
                 if self.grpc_streams or self.grpc_call_owners:
                     close_owned(self, stream)
             except CallFailed as exc:
                 self._forget_stream(stream)
-                trap = inst.trap_of(name, exc)
+                trap = inst.trap_of(_END_NAMES[exc.args[2]], exc)
                 self._trapped(trap)
                 raise trap from None
             finally:

@@ -58,6 +58,7 @@ import struct
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -531,7 +532,12 @@ class Instance:
         # A stream's first two and last three callbacks, as the C path's callees when
         # the module has all of them with the ABI's arity (else None: the general way).
         self.opens = self._callees(("proxy_on_context_create", 2), ("proxy_on_request_headers", 3))
-        self.ends = self._callees(("proxy_on_done", 1), ("proxy_on_log", 1), ("proxy_on_delete", 1))
+        # ... and the last three as one C call, ends(id) (see _crossing_calls.c's
+        # call_ends): on_done's result; a trap raises CallFailed(error, trap, index).
+        ends = self._callees(("proxy_on_done", 1), ("proxy_on_log", 1), ("proxy_on_delete", 1))
+        self.ends: Callable[[int], int | None] | None = (
+            None if ends is None else partial(_crossing.ends, *ends)
+        )
 
     def _callees(self, *wanted: tuple[str, int]) -> tuple[Any, ...] | None:
         found = []
@@ -616,7 +622,7 @@ class Instance:
 
     def trap_of(self, name: str, failed: Exception) -> WasmTrap:
         """The WasmTrap for a :data:`CallFailed` raised by export ``name``'s callee."""
-        error, trap = failed.args
+        error, trap = failed.args[:2]
         return WasmTrap(f"{self.name}: {name} trapped: {_failure_text(error, trap)}")
 
     def _failure(self, error: Any) -> str:
