@@ -21,7 +21,9 @@ filters' header phase ran; the proxy forwards what comes out of it. The message 
 waits for the pipe's first bytes (or its end), so a filter that holds the body may
 still change the headers; the forwarded body is then framed by the gateway: with its
 exact ``Content-Length`` when the whole of it came out before the head went, else
-chunked (or, to an HTTP/1.0 client, delimited by closing the connection).
+chunked (or, to an HTTP/1.0 client, delimited by closing the connection). A response
+body that is all here when the response phase ends (one chunk) goes through the hooks
+without a pipe (:func:`~core.bodies.through_whole`), unless a hook holds its end.
 """
 
 from __future__ import annotations

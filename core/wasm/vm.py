@@ -18,7 +18,9 @@ some host-function calls back), so calls in both directions go through wasmtime'
   allocator called, the bytes copied, the address and size stored). A top-level call
   times itself and charges the filter's CPU budget (``Guest.set_meter``, which
   :class:`~core.wasm.plugin.PluginVm` sets; not for :meth:`Instance.call`, the start
-  functions' path), Python only when a new slot begins or the budget runs out. A call
+  functions' path), Python only when a new slot begins or the budget runs out. A
+  stream's last three callbacks (``proxy_on_done``, ``proxy_on_log``,
+  ``proxy_on_delete``) go as one C call, ``Instance.ends``, charged once. A call
   from the main thread keeps the GIL while the guest runs; a call from another thread
   (a rebuild in a worker) releases it.
 - **The ctypes path** (the extension not built, or ``WASMGATE_WASM_CTYPES=1``): the
