@@ -138,6 +138,7 @@ void *host_trampoline(void *env, void *caller, val_raw_t *slots, size_t n);
 void host_forget(void *env);
 PyObject *make_entry(PyObject *module, PyObject *args);
 PyObject *clear_entry(PyObject *module, PyObject *arg);
+PyObject *call_ends(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
 #pragma GCC visibility pop
 

@@ -178,6 +178,75 @@ static PyObject *Callee_vectorcall(CalleeObject *self, PyObject *const *args, si
     return PyLong_FromLong(slots[0].i32);
 }
 
+/* ends(on_done, on_log, on_delete, id): a stream's last three callbacks back to back
+ * (Callees of one Guest taking one parameter each), with one Python call and one
+ * charge of the CPU budget for the three: on_done's result (None or an int); on_log and
+ * on_delete run unless it is 0 (false: the plugin calls proxy_done later). Each counts
+ * as a call of its own for the per-callback deadline. A trap or error raises
+ * Failed(error address, trap address, index of the callee). */
+PyObject *call_ends(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "ends(on_done, on_log, on_delete, id)");
+        return NULL;
+    }
+    GuestObject *guest = NULL;
+    for (int i = 0; i < 3; i++) {
+        if (!PyObject_TypeCheck(args[i], &CalleeType) ||
+            ((CalleeObject *)args[i])->nparams != 1 ||
+            (guest != NULL && ((CalleeObject *)args[i])->guest != guest)) {
+            PyErr_SetString(PyExc_TypeError, "ends takes three Callees of one Guest, one parameter each");
+            return NULL;
+        }
+        guest = ((CalleeObject *)args[i])->guest;
+    }
+    unsigned long long id = PyLong_AsUnsignedLongLongMask(args[3]);
+    if (id == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    int top = guest->depth == 0;
+    int metered = top && guest->on_charge != NULL && !guest->held;
+    double started = metered ? meter_now() : 0.0;
+    int on_main = PyThread_get_thread_ident() == main_thread;
+    void *trap = NULL;
+    void *error = NULL;
+    int i;
+    long first = 1;
+    int has_first = ((CalleeObject *)args[0])->nresults != 0;
+    for (i = 0; i < 3; i++) {
+        CalleeObject *callee = (CalleeObject *)args[i];
+        val_raw_t *slots = callee->slots;
+        slots[0].i64 = (int64_t)id;
+        if (top) guest->calls++;
+        guest->depth++;
+        if (on_main) {
+            error = call_unchecked(guest->ctx, &callee->func, slots, callee->n, &trap);
+        } else {
+            Py_BEGIN_ALLOW_THREADS
+            error = call_unchecked(guest->ctx, &callee->func, slots, callee->n, &trap);
+            Py_END_ALLOW_THREADS
+        }
+        guest->depth--;
+        if (error != NULL || trap != NULL) break;
+        if (i == 0 && has_first) {
+            first = slots[0].i32;
+            if (first == 0) {
+                i = 3;
+                break;
+            }
+        }
+    }
+    if (metered) meter_charge(guest, started); /* a trap's time counts too */
+    if (error != NULL || trap != NULL) {
+        PyObject *info = Py_BuildValue("(NNi)", PyLong_FromVoidPtr(error),
+                                       PyLong_FromVoidPtr(trap), i);
+        if (info != NULL) {
+            PyErr_SetObject(Failed, info);
+            Py_DECREF(info);
+        }
+        return NULL;
+    }
+    if (!has_first) Py_RETURN_NONE;
+    return PyLong_FromLong(first);
+}
+
 static PyObject *Callee_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     PyObject *guest;
     unsigned long long func_addr;

@@ -56,6 +56,8 @@ from core.wasm.vm import CallFailed, Instance, WasmTrap, exported_markers
 from plugin_sdk import Context
 
 log = logging.getLogger("wasmgate.wasm")
+# What Instance.ends calls, in order (a trap names its index).
+_END_NAMES = ("proxy_on_done", "proxy_on_log", "proxy_on_delete")
 _now = time.monotonic
 
 
@@ -433,38 +435,29 @@ class PluginVm(RootContexts):
         root-only plugin) and what the callback returned. On the C path the two calls
         run back to back (each charges the CPU budget itself: see :meth:`_meter`)."""
         inst = self.instance
-        exports = inst.exports if inst is not None else {}
-        create = exports.get("proxy_on_context_create")
-        on_headers = exports.get("proxy_on_request_headers")
-        if (
-            inst is None
-            or self._depth
-            or self.root_only
-            or create is None
-            or create.callee is None
-            or on_headers is None
-            or on_headers.callee is None
-        ):
+        opens = inst.opens if inst is not None else None
+        if opens is None or self._depth or self.root_only:
             stream = self.open_stream(ctx, root)
             if stream is None:
                 return None, None
             return stream, self.call(
                 stream, "proxy_on_request_headers", stream.id, headers, end_of_stream
             )
+        assert inst is not None
         budget = self.budget
         if budget.until and _now() < budget.until:
             raise WasmUnavailable(f"wasm filter {self.name!r} is over its CPU budget", "cpu_budget")
-        stream = RootedStream(next(self._ids), ctx, root)
-        self.streams[stream.id] = stream
+        sid = next(self._ids)
+        stream = RootedStream(sid, ctx, root)
+        self.streams[sid] = stream
         self.host.stream = stream
         self.active = root
         name = "proxy_on_context_create"
         self._depth = 1
         try:
-            create.callee(*(stream.id, root.context_id)[: create.nparams])
+            opens[0](sid, root.context_id)  # (Instance.opens: the ABI's arities)
             name = "proxy_on_request_headers"
-            args = (stream.id, headers, end_of_stream)[: on_headers.nparams]
-            return stream, on_headers.callee(*args)
+            return stream, opens[1](sid, headers, end_of_stream)
         except CallFailed as exc:
             trap = inst.trap_of(name, exc)
             self._trapped(trap)
@@ -503,10 +496,11 @@ class PluginVm(RootContexts):
         """``proxy_on_done``, then (unless it returns false: the plugin calls proxy_done
         later) ``proxy_on_log`` and ``proxy_on_delete``."""
         inst = self.instance
-        if stream.id not in self.streams or inst is None or stream.done_pending:
+        sid = stream.id
+        if sid not in self.streams or inst is None or stream.done_pending:
             return  # (done_pending: on_done ran when the client left; proxy_done ends it)
-        on_done = inst.exports.get("proxy_on_done")
-        if not self._depth and on_done is not None and on_done.callee is not None:
+        ends = inst.ends
+        if ends is not None and not self._depth:
             # The C path: the three callbacks back to back, with one check of the CPU
             # budget (each call charges it itself: see _meter).
             budget = self.budget
@@ -516,23 +510,18 @@ class PluginVm(RootContexts):
             self.host.stream = stream
             if isinstance(stream, RootedStream):
                 self.active = stream.root
-            name = "proxy_on_done"
             self._depth = 1
             try:
-                completed = on_done.callee(*(stream.id,)[: on_done.nparams])
+                completed = ends(sid)  # (on_done, then on_log and on_delete unless false)
                 if completed is not None and not completed:
                     stream.done_pending = True  # the plugin calls proxy_done later
                     return
-                for name in ("proxy_on_log", "proxy_on_delete"):
-                    export = inst.exports.get(name)
-                    if export is not None:
-                        export.callee(*(stream.id,)[: export.nparams])
-                self.streams.pop(stream.id, None)  # (_forget_stream, inline)
+                self.streams.pop(sid, None)  # (_forget_stream, inline)
                 if self.grpc_streams or self.grpc_call_owners:
                     close_owned(self, stream)
             except CallFailed as exc:
                 self._forget_stream(stream)
-                trap = inst.trap_of(name, exc)
+                trap = inst.trap_of(_END_NAMES[exc.args[2]], exc)
                 self._trapped(trap)
                 raise trap from None
             finally:
