@@ -16,8 +16,9 @@ a filter behaves the same in a unit test as in production:
 
 Every phase call is also counted in the filter's :class:`FilterStats` (calls per
 phase, errors, a histogram of how long each call took), which the gateway's metrics
-read; the counting costs one clock read and one list append per call (the durations
-are put in their buckets in batches, see :meth:`FilterStats.flush`).
+read; the counting costs two clock reads and one list append per call, in C where
+plugin_sdk/_timing.c is built (the durations are put in their buckets in batches, see
+:meth:`FilterStats.flush`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,17 @@ from plugin_sdk.filter import Filter, overrides
 from plugin_sdk.headers import Headers
 from plugin_sdk.http import LocalReply, Response
 from plugin_sdk.pools import OffloadError
+
+try:  # a phase call timed in C (plugin_sdk/_timing.c), built by `pip install` where gcc is
+    from plugin_sdk._timing import Timed as _Timed
+except ImportError:  # pragma: no cover - the runners then read the clock in Python
+    _Timed = None  # type: ignore[assignment,misc]
+
+#: What the compiled runners wrap a phase call in to time it in C: ``Timed(call,
+#: pending, flush=None)`` (plugin_sdk/_timing.c), or None (no C extension, or set to
+#: None before a Chain is built): the runners then read ``time.perf_counter`` around
+#: the calls themselves. Either way each call's duration lands in the same list.
+timed_call: Callable[..., Callable[..., Any]] | None = _Timed
 
 log = logging.getLogger("wasmgate.chain")
 
@@ -386,9 +398,12 @@ class Chain:
                     self._response_failed(ctx, inst, exc)
                 inst.stats.observe(RESPONSE, time.perf_counter() - started)
 
-    # The compiled runners time the filters with one clock read per call: a call's end
-    # is the next one's start (the few operations between two calls count with the
-    # later filter), and the duration is appended to FilterStats.pending, binned later.
+    # The compiled runners time each call in C where plugin_sdk/_timing.c is built (see
+    # ``timed_call``: the call, two clock reads and the append in one C call). Otherwise
+    # they read the clock once per call: a call's end is the next one's start (the few
+    # operations between two calls count with the later filter). The duration goes to
+    # FilterStats.pending, binned later. A phase that may return an awaitable
+    # (``inline``) is always timed in Python: its time runs on past its return.
 
     def _compile_request(self, *, inline: bool) -> Callable[[Context], Any]:
         """``run_request`` as one straight-line function (all phases plain ``def``; or,
@@ -396,31 +411,34 @@ class Chain:
         :meth:`_request_rest`)."""
         names: dict[str, Any] = {"clock": time.perf_counter, "Reply": LocalReply}
         names["Rest"] = self._request_rest
-        lines = ["def run_request_sync(ctx):", *_flush_lines(self._requests, REQUEST, names)]
-        lines.append("    t = clock()")
+        timed = _timed_plan(self._requests, REQUEST, inline, names, first=0)
+        lines = ["def run_request_sync(ctx):"]
+        if not timed or not timed[0]:
+            lines += _flush_lines(self._requests, REQUEST, names)
+        if not all(timed):
+            lines.append("    t = clock()")
         for k, (position, inst, call, awaits) in enumerate(self._requests):
-            names[f"A{k}"] = inst.stats.pending[REQUEST].append
             names[f"L{k}"], names[f"C{k}"] = inst.logger, call
             names[f"F{k}"] = functools.partial(self._failed, inst, "request")
             names[f"V{k}"] = functools.partial(self._verdict, inst)
             names[f"N{k}"] = inst.name
-            lines += [
-                f"    ctx.log = L{k}",
-                "    try:",
-                f"        r = C{k}(ctx)",
-                "    except Exception as exc:",
-                f"        r = F{k}(exc)",
-            ]
+            lines.append(f"    ctx.log = L{k}")
+            if timed[k]:
+                lines += ["    try:", f"        r = T{k}(ctx)"]
+            else:
+                names[f"A{k}"] = inst.stats.pending[REQUEST].append
+                lines += ["    t = clock()"] if any(timed) else []
+                lines += ["    try:", f"        r = C{k}(ctx)"]
+            lines += ["    except Exception as exc:", f"        r = F{k}(exc)"]
             if inline and awaits:
                 lines += [
                     "    if r is not None and not isinstance(r, Reply):",
                     "        if hasattr(r, '__await__'):",
                     f"            return Rest(ctx, {k}, r, t)",
                 ]
+            if not timed[k]:
+                lines += ["    u = clock()", f"    A{k}(u - t)", "    t = u"]
             lines += [
-                "    u = clock()",
-                f"    A{k}(u - t)",
-                "    t = u",
                 "    if r is not None:",
                 f"        r = V{k}(r)",
                 "        if r is not None:",
@@ -435,19 +453,25 @@ class Chain:
         ``inline``, maybe_async too: one that returns an awaitable hands the rest to
         :meth:`_response_rest`)."""
         names: dict[str, Any] = {"clock": time.perf_counter, "Rest": self._response_rest}
-        lines = ["def run_response_sync(ctx, ran):"]
         # The filter nearest the chain's start runs whenever any response phase does.
-        lines += _flush_lines(self._responses[::-1], RESPONSE, names)
-        lines.append("    t = clock()")
+        last = len(self._responses) - 1
+        timed = _timed_plan(self._responses, RESPONSE, inline, names, first=last)
+        lines = ["def run_response_sync(ctx, ran):"]
+        if not timed or not timed[last]:
+            lines += _flush_lines(self._responses[::-1], RESPONSE, names)
+        if not all(timed):
+            lines.append("    t = clock()")
         for k, (position, inst, call, awaits) in enumerate(self._responses):
-            names[f"A{k}"] = inst.stats.pending[RESPONSE].append
             names[f"L{k}"], names[f"C{k}"] = inst.logger, call
             names[f"F{k}"] = functools.partial(self._response_failed, inst=inst)
+            lines += [f"    if ran >= {position}:", f"        ctx.log = L{k}"]
+            if timed[k]:
+                lines += ["        try:", f"            r = T{k}(ctx)"]
+            else:
+                names[f"A{k}"] = inst.stats.pending[RESPONSE].append
+                lines += ["        t = clock()"] if any(timed) else []
+                lines += ["        try:", f"            r = C{k}(ctx)"]
             lines += [
-                f"    if ran >= {position}:",
-                f"        ctx.log = L{k}",
-                "        try:",
-                f"            r = C{k}(ctx)",
                 "        except Exception as exc:",
                 "            r = None",
                 f"            F{k}(ctx, exc=exc)",
@@ -457,7 +481,8 @@ class Chain:
                     "        if r is not None and hasattr(r, '__await__'):",
                     f"            return Rest(ctx, ran, {k}, r, t)",
                 ]
-            lines += ["        u = clock()", f"        A{k}(u - t)", "        t = u"]
+            if not timed[k]:
+                lines += ["        u = clock()", f"        A{k}(u - t)", "        t = u"]
         lines.append("    return None")
         return _build(lines, names)
 
@@ -625,6 +650,27 @@ class Chain:
 def reply_response(reply: LocalReply) -> Response:
     """A :class:`Response` carrying a local reply (for the response phase)."""
     return Response(reply.status, Headers.of(reply.header_pairs()), reply.body_bytes())
+
+
+def _timed_plan(
+    entries: tuple[Any, ...], phase: int, inline: bool, names: dict[str, Any], *, first: int
+) -> list[bool]:
+    """Per runner entry, whether its call is timed in C: then ``T<k>`` in ``names`` is
+    its :data:`timed_call` wrapper. Entry ``first`` (the one that runs whenever any
+    does) also flushes every entry's filter's pending durations when its list is full.
+    """
+    plan = []
+    for k, (_, inst, call, awaits) in enumerate(entries):
+        in_c = timed_call is not None and not (inline and awaits)
+        if in_c:
+            assert timed_call is not None
+            flush = None
+            if k == first:
+                stats = tuple(dict.fromkeys(e[1].stats for e in entries))
+                flush = functools.partial(_flush_all, stats)
+            names[f"T{k}"] = timed_call(call, inst.stats.pending[phase], flush)
+        plan.append(in_c)
+    return plan
 
 
 def _flush_lines(entries: tuple[Any, ...], phase: int, names: dict[str, Any]) -> list[str]:
