@@ -16,9 +16,9 @@ a filter behaves the same in a unit test as in production:
 
 Every phase call is also counted in the filter's :class:`FilterStats` (calls per
 phase, errors, a histogram of how long each call took), which the gateway's metrics
-read; the counting costs two clock reads and one list append per call, in C where
-plugin_sdk/_timing.c is built (the durations are put in their buckets in batches, see
-:meth:`FilterStats.flush`).
+read. Where plugin_sdk/_timing.c is built the counting is one call into C per phase
+call (a clock read, the bucket found, two counters); otherwise a clock read and a list
+append, the durations put in their buckets in batches (see :meth:`FilterStats.flush`).
 """
 
 from __future__ import annotations
@@ -39,16 +39,17 @@ from plugin_sdk.headers import Headers
 from plugin_sdk.http import LocalReply, Response
 from plugin_sdk.pools import OffloadError
 
-try:  # a phase call timed in C (plugin_sdk/_timing.c), built by `pip install` where gcc is
-    from plugin_sdk._timing import Timed as _Timed
+try:  # the phase calls' clock in C (plugin_sdk/_timing.c), built by `pip install` where gcc is
+    from plugin_sdk import _timing
 except ImportError:  # pragma: no cover - the runners then read the clock in Python
-    _Timed = None  # type: ignore[assignment,misc]
+    _timing = None  # type: ignore[assignment]
 
-#: What the compiled runners wrap a phase call in to time it in C: ``Timed(call,
-#: pending, flush=None)`` (plugin_sdk/_timing.c), or None (no C extension, or set to
-#: None before a Chain is built): the runners then read ``time.perf_counter`` around
-#: the calls themselves. Either way each call's duration lands in the same list.
-timed_call: Callable[..., Callable[..., Any]] | None = _Timed
+#: Whether the compiled runners of a Chain built from now on time their calls with
+#: plugin_sdk/_timing.c's Clock and Lap, counting them in FilterStats.bins (True where
+#: it is built), or read ``time.perf_counter`` themselves and append the durations to
+#: FilterStats.pending (set it False to have them do so). Either way every call is
+#: counted in the same buckets.
+timing_in_c: bool = _timing is not None
 
 log = logging.getLogger("wasmgate.chain")
 
@@ -73,7 +74,7 @@ class FilterStats:
     #: runners have them binned (that many per route when routes share the filter).
     PENDING: ClassVar[int] = 256
 
-    __slots__ = ("_buckets", "_seconds", "errors", "pending")
+    __slots__ = ("_buckets", "_seconds", "bins", "errors", "pending")
 
     def __init__(self) -> None:
         # Per phase (REQUEST, RESPONSE, LOG), calls per bucket, not cumulative:
@@ -88,6 +89,12 @@ class FilterStats:
         #: plain filter call). Reading :attr:`buckets`, :attr:`seconds` or
         #: :attr:`calls` bins them first, so every read is exact.
         self.pending: tuple[list[float], list[float], list[float]] = ([], [], [])
+        #: Per phase, where plugin_sdk/_timing.c is built, the C histogram the compiled
+        #: runners count their calls in (no float made per call, no batch to sort);
+        #: drained into the same buckets at every read, as :attr:`pending` is.
+        self.bins: tuple[Any, ...] = (
+            tuple(_timing.Bins(self.BOUNDS) for _ in range(3)) if _timing is not None else ()
+        )
 
     @property
     def buckets(self) -> list[list[int]]:
@@ -112,9 +119,11 @@ class FilterStats:
         self._seconds += seconds
 
     def flush(self) -> None:
-        """Put the :attr:`pending` durations in their buckets: each batch is sorted
-        once and cut at the bounds between its shortest and its longest call (a bisect
-        per bound, not one per call)."""
+        """Put the :attr:`pending` durations in their buckets (and add what
+        :attr:`bins` counted): each batch is sorted once and cut at the bounds between
+        its shortest and its longest call (a bisect per bound, not one per call)."""
+        for phase, bins in enumerate(self.bins):
+            self._seconds += bins.drain(self._buckets[phase])
         bounds = self.BOUNDS
         for phase, pending in enumerate(self.pending):
             n = len(pending)
@@ -398,12 +407,13 @@ class Chain:
                     self._response_failed(ctx, inst, exc)
                 inst.stats.observe(RESPONSE, time.perf_counter() - started)
 
-    # The compiled runners time each call in C where plugin_sdk/_timing.c is built (see
-    # ``timed_call``: the call, two clock reads and the append in one C call). Otherwise
-    # they read the clock once per call: a call's end is the next one's start (the few
-    # operations between two calls count with the later filter). The duration goes to
-    # FilterStats.pending, binned later. A phase that may return an awaitable
-    # (``inline``) is always timed in Python: its time runs on past its return.
+    # The compiled runners read the clock once per call: a call's end is the next one's
+    # start (the few operations between two calls count with the later filter). Where
+    # plugin_sdk/_timing.c is built (``timing_in_c``), one C call after each filter's
+    # reads it and counts the duration in FilterStats.bins (``S``: the runner's Clock,
+    # ``P<k>``: a Lap); otherwise the duration is appended to FilterStats.pending, binned
+    # later. A phase that may return an awaitable (``inline``) is timed in Python either
+    # way: its time runs on past its return.
 
     def _compile_request(self, *, inline: bool) -> Callable[[Context], Any]:
         """``run_request`` as one straight-line function (all phases plain ``def``; or,
@@ -411,32 +421,38 @@ class Chain:
         :meth:`_request_rest`)."""
         names: dict[str, Any] = {"clock": time.perf_counter, "Reply": LocalReply}
         names["Rest"] = self._request_rest
-        timed = _timed_plan(self._requests, REQUEST, inline, names, first=0)
+        laps = _laps(self._requests, REQUEST, inline, names)
         lines = ["def run_request_sync(ctx):"]
-        if not timed or not timed[0]:
+        if not any(laps):
             lines += _flush_lines(self._requests, REQUEST, names)
-        if not all(timed):
-            lines.append("    t = clock()")
+        lines.append("    S()" if any(laps) else "    t = clock()")
         for k, (position, inst, call, awaits) in enumerate(self._requests):
+            names[f"A{k}"] = inst.stats.pending[REQUEST].append
             names[f"L{k}"], names[f"C{k}"] = inst.logger, call
             names[f"F{k}"] = functools.partial(self._failed, inst, "request")
             names[f"V{k}"] = functools.partial(self._verdict, inst)
             names[f"N{k}"] = inst.name
             lines.append(f"    ctx.log = L{k}")
-            if timed[k]:
-                lines += ["    try:", f"        r = T{k}(ctx)"]
-            else:
-                names[f"A{k}"] = inst.stats.pending[REQUEST].append
-                lines += ["    t = clock()"] if any(timed) else []
-                lines += ["    try:", f"        r = C{k}(ctx)"]
-            lines += ["    except Exception as exc:", f"        r = F{k}(exc)"]
+            if any(laps) and not laps[k]:
+                lines.append("    t = clock()")
+            lines += [
+                "    try:",
+                f"        r = C{k}(ctx)",
+                "    except Exception as exc:",
+                f"        r = F{k}(exc)",
+            ]
             if inline and awaits:
                 lines += [
                     "    if r is not None and not isinstance(r, Reply):",
                     "        if hasattr(r, '__await__'):",
                     f"            return Rest(ctx, {k}, r, t)",
                 ]
-            if not timed[k]:
+            if laps[k]:
+                lines.append(f"    P{k}()")
+            elif any(laps):  # (its list looked at alone: it may not run every time)
+                lines += ["    u = clock()", f"    A{k}(u - t)", "    S()"]
+                lines += [f"    if len(Q{k}) >= {FilterStats.PENDING}:", f"        B{k}()"]
+            else:
                 lines += ["    u = clock()", f"    A{k}(u - t)", "    t = u"]
             lines += [
                 "    if r is not None:",
@@ -454,24 +470,21 @@ class Chain:
         :meth:`_response_rest`)."""
         names: dict[str, Any] = {"clock": time.perf_counter, "Rest": self._response_rest}
         # The filter nearest the chain's start runs whenever any response phase does.
-        last = len(self._responses) - 1
-        timed = _timed_plan(self._responses, RESPONSE, inline, names, first=last)
+        laps = _laps(self._responses, RESPONSE, inline, names)
         lines = ["def run_response_sync(ctx, ran):"]
-        if not timed or not timed[last]:
+        if not any(laps):
             lines += _flush_lines(self._responses[::-1], RESPONSE, names)
-        if not all(timed):
-            lines.append("    t = clock()")
+        lines.append("    S()" if any(laps) else "    t = clock()")
         for k, (position, inst, call, awaits) in enumerate(self._responses):
+            names[f"A{k}"] = inst.stats.pending[RESPONSE].append
             names[f"L{k}"], names[f"C{k}"] = inst.logger, call
             names[f"F{k}"] = functools.partial(self._response_failed, inst=inst)
             lines += [f"    if ran >= {position}:", f"        ctx.log = L{k}"]
-            if timed[k]:
-                lines += ["        try:", f"            r = T{k}(ctx)"]
-            else:
-                names[f"A{k}"] = inst.stats.pending[RESPONSE].append
-                lines += ["        t = clock()"] if any(timed) else []
-                lines += ["        try:", f"            r = C{k}(ctx)"]
+            if any(laps) and not laps[k]:
+                lines.append("        t = clock()")
             lines += [
+                "        try:",
+                f"            r = C{k}(ctx)",
                 "        except Exception as exc:",
                 "            r = None",
                 f"            F{k}(ctx, exc=exc)",
@@ -481,7 +494,12 @@ class Chain:
                     "        if r is not None and hasattr(r, '__await__'):",
                     f"            return Rest(ctx, ran, {k}, r, t)",
                 ]
-            if not timed[k]:
+            if laps[k]:
+                lines.append(f"        P{k}()")
+            elif any(laps):
+                lines += ["        u = clock()", f"        A{k}(u - t)", "        S()"]
+                lines += [f"        if len(Q{k}) >= {FilterStats.PENDING}:", f"            B{k}()"]
+            else:
                 lines += ["        u = clock()", f"        A{k}(u - t)", "        t = u"]
         lines.append("    return None")
         return _build(lines, names)
@@ -652,24 +670,21 @@ def reply_response(reply: LocalReply) -> Response:
     return Response(reply.status, Headers.of(reply.header_pairs()), reply.body_bytes())
 
 
-def _timed_plan(
-    entries: tuple[Any, ...], phase: int, inline: bool, names: dict[str, Any], *, first: int
-) -> list[bool]:
-    """Per runner entry, whether its call is timed in C: then ``T<k>`` in ``names`` is
-    its :data:`timed_call` wrapper. Entry ``first`` (the one that runs whenever any
-    does) also flushes every entry's filter's pending durations when its list is full.
-    """
-    plan = []
-    for k, (_, inst, call, awaits) in enumerate(entries):
-        in_c = timed_call is not None and not (inline and awaits)
-        if in_c:
-            assert timed_call is not None
-            flush = None
-            if k == first:
-                stats = tuple(dict.fromkeys(e[1].stats for e in entries))
-                flush = functools.partial(_flush_all, stats)
-            names[f"T{k}"] = timed_call(call, inst.stats.pending[phase], flush)
-        plan.append(in_c)
+def _laps(entries: tuple[Any, ...], phase: int, inline: bool, names: dict[str, Any]) -> list[bool]:
+    """Per runner entry, whether its call is timed in C (see ``timing_in_c``): then
+    ``P<k>`` in ``names`` is its Lap on the runner's Clock ``S``, counting in its
+    filter's :attr:`FilterStats.bins`. Otherwise, when some are, ``Q<k>`` is its
+    pending list and ``B<k>`` flushes it."""
+    plan = [timing_in_c and _timing is not None and not (inline and e[3]) for e in entries]
+    if any(plan):
+        assert _timing is not None
+        names["S"] = clock = _timing.Clock()
+        for k, (_, inst, *_) in enumerate(entries):
+            if plan[k]:
+                names[f"P{k}"] = _timing.Lap(clock, inst.stats.bins[phase])
+            else:
+                names[f"Q{k}"] = inst.stats.pending[phase]
+                names[f"B{k}"] = inst.stats.flush
     return plan
 
 

@@ -1,6 +1,7 @@
-"""The compiled runners time each phase call in C (plugin_sdk/_timing.c, ``timed_call``)
-where the extension is built, and in Python otherwise: both must give a request the
-same outcome and a filter the same counts, and measure each call's duration."""
+"""The compiled runners time each phase call with plugin_sdk/_timing.c's Clock and Lap
+(``timing_in_c``) where the extension is built, and in Python otherwise: both must give
+a request the same outcome and a filter the same counts, and measure each call's
+duration."""
 
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ from plugin_sdk.http import Response
 from plugin_sdk.testing import make_filter, make_request
 
 try:  # the C extension, built by `pip install` where gcc is
-    from plugin_sdk._timing import Timed as C_TIMED
+    from plugin_sdk import _timing
 except ImportError:  # pragma: no cover
-    C_TIMED = None  # type: ignore[assignment,misc]
+    _timing = None  # type: ignore[assignment]
+NOT_BUILT = "plugin_sdk._timing not built (needs gcc and Python's headers)"
 SLEEP = 0.003  # what the slow filter's request phase takes at least
 
 
@@ -31,11 +33,11 @@ SLEEP = 0.003  # what the slow filter's request phase takes at least
 def timing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Chains built in the test time their calls in C, or in Python (the fallback)."""
     if request.param == "c":
-        if C_TIMED is None:
-            pytest.skip("plugin_sdk._timing not built (needs gcc and Python's headers)")
-        monkeypatch.setattr(chain_module, "timed_call", C_TIMED)
+        if _timing is None:
+            pytest.skip(NOT_BUILT)
+        monkeypatch.setattr(chain_module, "timing_in_c", True)
     else:
-        monkeypatch.setattr(chain_module, "timed_call", None)
+        monkeypatch.setattr(chain_module, "timing_in_c", False)
     yield request.param
 
 
@@ -236,27 +238,65 @@ def test_durations_measured_and_bounded(timing: str) -> None:
         assert inst.stats.seconds > 0.0
 
 
-def test_timed_call_keeps_the_exception_and_counts_the_call() -> None:
-    if C_TIMED is None:
-        pytest.skip("plugin_sdk._timing not built (needs gcc and Python's headers)")
-    pending: list[float] = []
-    flushed: list[int] = []
+def test_runners_use_the_path_asked_for(timing: str) -> None:
+    """What the runners' names hold: Laps on one Clock per runner in C, none in Python."""
+    chain = _chain()
+    for runner in (chain.run_request_sync, chain.run_response_sync):
+        laps = {k: v for k, v in runner.__globals__.items() if k[0] == "P" and k[1:].isdigit()}
+        if timing == "c":
+            assert _timing is not None
+            assert laps and all(isinstance(v, _timing.Lap) for v in laps.values())
+            assert len({id(v.clock) for v in laps.values()}) == 1
+        else:
+            assert not laps
 
-    def boom(ctx: object) -> None:
-        raise KeyError(ctx)
 
-    timed = C_TIMED(boom, pending, lambda: flushed.append(len(pending)))
-    with pytest.raises(KeyError, match="'x'"):
-        timed("x")
-    assert len(pending) == 1 and pending[0] >= 0.0
-    echo = C_TIMED(lambda a, b=0: (a, b), pending, lambda: pending.clear())
-    assert echo(1, b=2) == (1, 2)
-    while len(pending) < FilterStats.PENDING - 1:
-        echo(0)
-    assert pending and not flushed
-    echo(0)  # the append that fills the list to PENDING flushes it
-    assert pending == []
+EDGES = [0.0, 1e-9, 5e-6, 5.000001e-6, 1e-5, 3e-3, 0.25, 1.0, 1.5, 1e9]
+
+
+def test_bins_count_as_the_python_batches_do() -> None:
+    """The C histogram puts a duration where FilterStats' own binning does (the first
+    bound >= it), and its drain adds to the buckets and the sum exactly once."""
+    if _timing is None:
+        pytest.skip(NOT_BUILT)
+    bins = _timing.Bins(FilterStats.BOUNDS)
+    python = FilterStats()
+    for d in EDGES * 3:
+        bins.add(d)
+        python.pending[REQUEST].append(d)
+    assert bins.calls == len(EDGES) * 3
+    row = [0] * (len(FilterStats.BOUNDS) + 1)
+    total = bins.drain(row)
+    assert row == python.buckets[REQUEST]
+    assert total == pytest.approx(python.seconds)
+    assert bins.calls == 0 and bins.drain(row) == 0.0 and row == python.buckets[REQUEST]
     with pytest.raises(TypeError):
-        C_TIMED(boom, (), None)  # type: ignore[arg-type]
+        bins.drain([0])
+    with pytest.raises(ValueError, match="increase"):
+        _timing.Bins((1.0, 0.5))
+
+
+def test_lap_counts_the_time_since_the_clock_noted_it() -> None:
+    if _timing is None:
+        pytest.skip(NOT_BUILT)
+    clock = _timing.Clock()
+    first, second = _timing.Bins(FilterStats.BOUNDS), _timing.Bins(FilterStats.BOUNDS)
+    lap, other = _timing.Lap(clock, first), _timing.Lap(clock, second)
+    clock()
+    time.sleep(SLEEP)
+    lap()  # one sleep since the clock's note
+    other()  # (almost) nothing since the first lap
+    row_first, row_second = [0] * 14, [0] * 14
+    slept, after = first.drain(row_first), second.drain(row_second)
+    assert slept >= SLEEP and 0.0 <= after < slept
+    assert sum(row_first[: bisect_left(FilterStats.BOUNDS, SLEEP)]) == 0
+    assert sum(row_first) == sum(row_second) == 1
+    before = time.perf_counter()
+    clock()
+    assert abs(clock.last - before) < 1.0  # the clock time.perf_counter reads
     with pytest.raises(TypeError):
-        C_TIMED(42, pending)  # type: ignore[arg-type]
+        lap(1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        _timing.Lap(clock, [])  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        _timing.Lap(object(), first)  # type: ignore[arg-type]
