@@ -16,8 +16,9 @@ a filter behaves the same in a unit test as in production:
 
 Every phase call is also counted in the filter's :class:`FilterStats` (calls per
 phase, errors, a histogram of how long each call took), which the gateway's metrics
-read; the counting costs one clock read and one list append per call (the durations
-are put in their buckets in batches, see :meth:`FilterStats.flush`).
+read. Where plugin_sdk/_timing.c is built the counting is one call into C per phase
+call (a clock read, the bucket found, two counters); otherwise a clock read and a list
+append, the durations put in their buckets in batches (see :meth:`FilterStats.flush`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,18 @@ from plugin_sdk.filter import Filter, overrides
 from plugin_sdk.headers import Headers
 from plugin_sdk.http import LocalReply, Response
 from plugin_sdk.pools import OffloadError
+
+try:  # the phase calls' clock in C (plugin_sdk/_timing.c), built by `pip install` where gcc is
+    from plugin_sdk import _timing
+except ImportError:  # pragma: no cover - the runners then read the clock in Python
+    _timing = None  # type: ignore[assignment]
+
+#: Whether the compiled runners of a Chain built from now on time their calls with
+#: plugin_sdk/_timing.c's Clock and Lap, counting them in FilterStats.bins (True where
+#: it is built), or read ``time.perf_counter`` themselves and append the durations to
+#: FilterStats.pending (set it False to have them do so). Either way every call is
+#: counted in the same buckets.
+timing_in_c: bool = _timing is not None
 
 log = logging.getLogger("wasmgate.chain")
 
@@ -61,7 +74,7 @@ class FilterStats:
     #: runners have them binned (that many per route when routes share the filter).
     PENDING: ClassVar[int] = 256
 
-    __slots__ = ("_buckets", "_seconds", "errors", "pending")
+    __slots__ = ("_buckets", "_seconds", "bins", "errors", "pending")
 
     def __init__(self) -> None:
         # Per phase (REQUEST, RESPONSE, LOG), calls per bucket, not cumulative:
@@ -76,6 +89,12 @@ class FilterStats:
         #: plain filter call). Reading :attr:`buckets`, :attr:`seconds` or
         #: :attr:`calls` bins them first, so every read is exact.
         self.pending: tuple[list[float], list[float], list[float]] = ([], [], [])
+        #: Per phase, where plugin_sdk/_timing.c is built, the C histogram the compiled
+        #: runners count their calls in (no float made per call, no batch to sort);
+        #: drained into the same buckets at every read, as :attr:`pending` is.
+        self.bins: tuple[Any, ...] = (
+            tuple(_timing.Bins(self.BOUNDS) for _ in range(3)) if _timing is not None else ()
+        )
 
     @property
     def buckets(self) -> list[list[int]]:
@@ -100,9 +119,11 @@ class FilterStats:
         self._seconds += seconds
 
     def flush(self) -> None:
-        """Put the :attr:`pending` durations in their buckets: each batch is sorted
-        once and cut at the bounds between its shortest and its longest call (a bisect
-        per bound, not one per call)."""
+        """Put the :attr:`pending` durations in their buckets (and add what
+        :attr:`bins` counted): each batch is sorted once and cut at the bounds between
+        its shortest and its longest call (a bisect per bound, not one per call)."""
+        for phase, bins in enumerate(self.bins):
+            self._seconds += bins.drain(self._buckets[phase])
         bounds = self.BOUNDS
         for phase, pending in enumerate(self.pending):
             n = len(pending)
@@ -386,9 +407,13 @@ class Chain:
                     self._response_failed(ctx, inst, exc)
                 inst.stats.observe(RESPONSE, time.perf_counter() - started)
 
-    # The compiled runners time the filters with one clock read per call: a call's end
-    # is the next one's start (the few operations between two calls count with the
-    # later filter), and the duration is appended to FilterStats.pending, binned later.
+    # The compiled runners read the clock once per call: a call's end is the next one's
+    # start (the few operations between two calls count with the later filter). Where
+    # plugin_sdk/_timing.c is built (``timing_in_c``), one C call after each filter's
+    # reads it and counts the duration in FilterStats.bins (``S``: the runner's Clock,
+    # ``P<k>``: a Lap); otherwise the duration is appended to FilterStats.pending, binned
+    # later. A phase that may return an awaitable (``inline``) is timed in Python either
+    # way: its time runs on past its return.
 
     def _compile_request(self, *, inline: bool) -> Callable[[Context], Any]:
         """``run_request`` as one straight-line function (all phases plain ``def``; or,
@@ -396,16 +421,21 @@ class Chain:
         :meth:`_request_rest`)."""
         names: dict[str, Any] = {"clock": time.perf_counter, "Reply": LocalReply}
         names["Rest"] = self._request_rest
-        lines = ["def run_request_sync(ctx):", *_flush_lines(self._requests, REQUEST, names)]
-        lines.append("    t = clock()")
+        laps = _laps(self._requests, REQUEST, inline, names)
+        lines = ["def run_request_sync(ctx):"]
+        if not any(laps):
+            lines += _flush_lines(self._requests, REQUEST, names)
+        lines.append("    S()" if any(laps) else "    t = clock()")
         for k, (position, inst, call, awaits) in enumerate(self._requests):
             names[f"A{k}"] = inst.stats.pending[REQUEST].append
             names[f"L{k}"], names[f"C{k}"] = inst.logger, call
             names[f"F{k}"] = functools.partial(self._failed, inst, "request")
             names[f"V{k}"] = functools.partial(self._verdict, inst)
             names[f"N{k}"] = inst.name
+            lines.append(f"    ctx.log = L{k}")
+            if any(laps) and not laps[k]:
+                lines.append("    t = clock()")
             lines += [
-                f"    ctx.log = L{k}",
                 "    try:",
                 f"        r = C{k}(ctx)",
                 "    except Exception as exc:",
@@ -417,10 +447,14 @@ class Chain:
                     "        if hasattr(r, '__await__'):",
                     f"            return Rest(ctx, {k}, r, t)",
                 ]
+            if laps[k]:
+                lines.append(f"    P{k}()")
+            elif any(laps):  # (its list looked at alone: it may not run every time)
+                lines += ["    u = clock()", f"    A{k}(u - t)", "    S()"]
+                lines += [f"    if len(Q{k}) >= {FilterStats.PENDING}:", f"        B{k}()"]
+            else:
+                lines += ["    u = clock()", f"    A{k}(u - t)", "    t = u"]
             lines += [
-                "    u = clock()",
-                f"    A{k}(u - t)",
-                "    t = u",
                 "    if r is not None:",
                 f"        r = V{k}(r)",
                 "        if r is not None:",
@@ -435,17 +469,20 @@ class Chain:
         ``inline``, maybe_async too: one that returns an awaitable hands the rest to
         :meth:`_response_rest`)."""
         names: dict[str, Any] = {"clock": time.perf_counter, "Rest": self._response_rest}
-        lines = ["def run_response_sync(ctx, ran):"]
         # The filter nearest the chain's start runs whenever any response phase does.
-        lines += _flush_lines(self._responses[::-1], RESPONSE, names)
-        lines.append("    t = clock()")
+        laps = _laps(self._responses, RESPONSE, inline, names)
+        lines = ["def run_response_sync(ctx, ran):"]
+        if not any(laps):
+            lines += _flush_lines(self._responses[::-1], RESPONSE, names)
+        lines.append("    S()" if any(laps) else "    t = clock()")
         for k, (position, inst, call, awaits) in enumerate(self._responses):
             names[f"A{k}"] = inst.stats.pending[RESPONSE].append
             names[f"L{k}"], names[f"C{k}"] = inst.logger, call
             names[f"F{k}"] = functools.partial(self._response_failed, inst=inst)
+            lines += [f"    if ran >= {position}:", f"        ctx.log = L{k}"]
+            if any(laps) and not laps[k]:
+                lines.append("        t = clock()")
             lines += [
-                f"    if ran >= {position}:",
-                f"        ctx.log = L{k}",
                 "        try:",
                 f"            r = C{k}(ctx)",
                 "        except Exception as exc:",
@@ -457,7 +494,13 @@ class Chain:
                     "        if r is not None and hasattr(r, '__await__'):",
                     f"            return Rest(ctx, ran, {k}, r, t)",
                 ]
-            lines += ["        u = clock()", f"        A{k}(u - t)", "        t = u"]
+            if laps[k]:
+                lines.append(f"        P{k}()")
+            elif any(laps):
+                lines += ["        u = clock()", f"        A{k}(u - t)", "        S()"]
+                lines += [f"        if len(Q{k}) >= {FilterStats.PENDING}:", f"            B{k}()"]
+            else:
+                lines += ["        u = clock()", f"        A{k}(u - t)", "        t = u"]
         lines.append("    return None")
         return _build(lines, names)
 
@@ -625,6 +668,24 @@ class Chain:
 def reply_response(reply: LocalReply) -> Response:
     """A :class:`Response` carrying a local reply (for the response phase)."""
     return Response(reply.status, Headers.of(reply.header_pairs()), reply.body_bytes())
+
+
+def _laps(entries: tuple[Any, ...], phase: int, inline: bool, names: dict[str, Any]) -> list[bool]:
+    """Per runner entry, whether its call is timed in C (see ``timing_in_c``): then
+    ``P<k>`` in ``names`` is its Lap on the runner's Clock ``S``, counting in its
+    filter's :attr:`FilterStats.bins`. Otherwise, when some are, ``Q<k>`` is its
+    pending list and ``B<k>`` flushes it."""
+    plan = [timing_in_c and _timing is not None and not (inline and e[3]) for e in entries]
+    if any(plan):
+        assert _timing is not None
+        names["S"] = clock = _timing.Clock()
+        for k, (_, inst, *_) in enumerate(entries):
+            if plan[k]:
+                names[f"P{k}"] = _timing.Lap(clock, inst.stats.bins[phase])
+            else:
+                names[f"Q{k}"] = inst.stats.pending[phase]
+                names[f"B{k}"] = inst.stats.flush
+    return plan
 
 
 def _flush_lines(entries: tuple[Any, ...], phase: int, names: dict[str, Any]) -> list[str]:
