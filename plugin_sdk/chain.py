@@ -16,7 +16,9 @@ a filter behaves the same in a unit test as in production:
 
 Every phase call is also counted in the filter's :class:`FilterStats` (calls per
 phase, errors, a histogram of how long each call took), which the gateway's metrics
-read; the counting costs a few list increments and one clock read per call.
+read. Where plugin_sdk/_timing.c is built the counting is one call into C per phase
+call (a clock read, the bucket found, two counters); otherwise a clock read and a list
+append, the durations put in their buckets in batches (see :meth:`FilterStats.flush`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import functools
 import inspect
 import logging
 import time
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,18 @@ from plugin_sdk.filter import Filter, overrides
 from plugin_sdk.headers import Headers
 from plugin_sdk.http import LocalReply, Response
 from plugin_sdk.pools import OffloadError
+
+try:  # the phase calls' clock in C (plugin_sdk/_timing.c), built by `pip install` where gcc is
+    from plugin_sdk import _timing
+except ImportError:  # pragma: no cover - the runners then read the clock in Python
+    _timing = None  # type: ignore[assignment]
+
+#: Whether the compiled runners of a Chain built from now on time their calls with
+#: plugin_sdk/_timing.c's Clock and Lap, counting them in FilterStats.bins (True where
+#: it is built), or read ``time.perf_counter`` themselves and append the durations to
+#: FilterStats.pending (set it False to have them do so). Either way every call is
+#: counted in the same buckets.
+timing_in_c: bool = _timing is not None
 
 log = logging.getLogger("wasmgate.chain")
 
@@ -56,15 +70,43 @@ class FilterStats:
         5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 1e-2, 5e-2, 0.25, 1.0,
     )  # fmt: skip
 
-    __slots__ = ("buckets", "errors", "seconds")
+    #: How many durations a phase's :attr:`pending` list holds before the chain's
+    #: runners have them binned (that many per route when routes share the filter).
+    PENDING: ClassVar[int] = 256
+
+    __slots__ = ("_buckets", "_seconds", "bins", "errors", "pending")
 
     def __init__(self) -> None:
         # Per phase (REQUEST, RESPONSE, LOG), calls per bucket, not cumulative:
         # buckets[phase][i] counts durations <= BOUNDS[i] (and above the bound before);
         # the last one, those above every bound. A phase's calls are its sum.
-        self.buckets = [[0] * (len(self.BOUNDS) + 1) for _ in range(3)]
+        self._buckets = [[0] * (len(self.BOUNDS) + 1) for _ in range(3)]
         self.errors = 0
-        self.seconds = 0.0  # the sum of every call's duration, all phases
+        self._seconds = 0.0  # the sum of every call's duration, all phases
+        #: Per phase, durations (seconds) the chain's compiled runners appended and
+        #: that are not binned yet: a list append is all a call costs on the request
+        #: path (a bisect and two counter updates per call cost as much again as a
+        #: plain filter call). Reading :attr:`buckets`, :attr:`seconds` or
+        #: :attr:`calls` bins them first, so every read is exact.
+        self.pending: tuple[list[float], list[float], list[float]] = ([], [], [])
+        #: Per phase, where plugin_sdk/_timing.c is built, the C histogram the compiled
+        #: runners count their calls in (no float made per call, no batch to sort);
+        #: drained into the same buckets at every read, as :attr:`pending` is.
+        self.bins: tuple[Any, ...] = (
+            tuple(_timing.Bins(self.BOUNDS) for _ in range(3)) if _timing is not None else ()
+        )
+
+    @property
+    def buckets(self) -> list[list[int]]:
+        """Per phase, calls per duration bucket (see ``BOUNDS``), pending ones binned."""
+        self.flush()
+        return self._buckets
+
+    @property
+    def seconds(self) -> float:
+        """The sum of every call's duration (all phases), pending ones included."""
+        self.flush()
+        return self._seconds
 
     @property
     def calls(self) -> list[int]:
@@ -73,8 +115,33 @@ class FilterStats:
 
     def observe(self, phase: int, seconds: float) -> None:
         """Count one call of ``phase`` (REQUEST, RESPONSE, LOG) that took ``seconds``."""
-        self.buckets[phase][bisect_left(self.BOUNDS, seconds)] += 1
-        self.seconds += seconds
+        self._buckets[phase][bisect_left(self.BOUNDS, seconds)] += 1
+        self._seconds += seconds
+
+    def flush(self) -> None:
+        """Put the :attr:`pending` durations in their buckets (and add what
+        :attr:`bins` counted): each batch is sorted once and cut at the bounds between
+        its shortest and its longest call (a bisect per bound, not one per call)."""
+        for phase, bins in enumerate(self.bins):
+            self._seconds += bins.drain(self._buckets[phase])
+        bounds = self.BOUNDS
+        for phase, pending in enumerate(self.pending):
+            n = len(pending)
+            if not n:
+                continue
+            batch = pending[:n]
+            del pending[:n]  # what was appended meanwhile stays for the next flush
+            batch.sort()
+            self._seconds += sum(batch)
+            row = self._buckets[phase]
+            first = bisect_left(bounds, batch[0])
+            last = bisect_left(bounds, batch[-1])
+            below = 0
+            for i in range(first, last):
+                upto = bisect_right(batch, bounds[i])  # the durations <= bounds[i]
+                row[i] += upto - below
+                below = upto
+            row[last] += n - below
 
 
 class FilterInstance:
@@ -340,26 +407,35 @@ class Chain:
                     self._response_failed(ctx, inst, exc)
                 inst.stats.observe(RESPONSE, time.perf_counter() - started)
 
-    # The compiled runners time the filters with one clock read per call: a call's end
-    # is the next one's start (the few operations between two calls count with the
-    # later filter), and FilterStats.observe is written out inline.
+    # The compiled runners read the clock once per call: a call's end is the next one's
+    # start (the few operations between two calls count with the later filter). Where
+    # plugin_sdk/_timing.c is built (``timing_in_c``), one C call after each filter's
+    # reads it and counts the duration in FilterStats.bins (``S``: the runner's Clock,
+    # ``P<k>``: a Lap); otherwise the duration is appended to FilterStats.pending, binned
+    # later. A phase that may return an awaitable (``inline``) is timed in Python either
+    # way: its time runs on past its return.
 
     def _compile_request(self, *, inline: bool) -> Callable[[Context], Any]:
         """``run_request`` as one straight-line function (all phases plain ``def``; or,
         ``inline``, maybe_async too: one that returns an awaitable hands the rest to
         :meth:`_request_rest`)."""
-        names: dict[str, Any] = {"clock": time.perf_counter, "bucket": bisect_left}
-        names["B"], names["Reply"] = FilterStats.BOUNDS, LocalReply
+        names: dict[str, Any] = {"clock": time.perf_counter, "Reply": LocalReply}
         names["Rest"] = self._request_rest
-        lines = ["def run_request_sync(ctx):", "    t = clock()"]
+        laps = _laps(self._requests, REQUEST, inline, names)
+        lines = ["def run_request_sync(ctx):"]
+        if not any(laps):
+            lines += _flush_lines(self._requests, REQUEST, names)
+        lines.append("    S()" if any(laps) else "    t = clock()")
         for k, (position, inst, call, awaits) in enumerate(self._requests):
-            names[f"S{k}"], names[f"H{k}"] = inst.stats, inst.stats.buckets[REQUEST]
+            names[f"A{k}"] = inst.stats.pending[REQUEST].append
             names[f"L{k}"], names[f"C{k}"] = inst.logger, call
             names[f"F{k}"] = functools.partial(self._failed, inst, "request")
             names[f"V{k}"] = functools.partial(self._verdict, inst)
             names[f"N{k}"] = inst.name
+            lines.append(f"    ctx.log = L{k}")
+            if any(laps) and not laps[k]:
+                lines.append("    t = clock()")
             lines += [
-                f"    ctx.log = L{k}",
                 "    try:",
                 f"        r = C{k}(ctx)",
                 "    except Exception as exc:",
@@ -371,12 +447,14 @@ class Chain:
                     "        if hasattr(r, '__await__'):",
                     f"            return Rest(ctx, {k}, r, t)",
                 ]
+            if laps[k]:
+                lines.append(f"    P{k}()")
+            elif any(laps):  # (its list looked at alone: it may not run every time)
+                lines += ["    u = clock()", f"    A{k}(u - t)", "    S()"]
+                lines += [f"    if len(Q{k}) >= {FilterStats.PENDING}:", f"        B{k}()"]
+            else:
+                lines += ["    u = clock()", f"    A{k}(u - t)", "    t = u"]
             lines += [
-                "    u = clock()",
-                "    d = u - t",
-                "    t = u",
-                f"    H{k}[bucket(B, d)] += 1",
-                f"    S{k}.seconds += d",
                 "    if r is not None:",
                 f"        r = V{k}(r)",
                 "        if r is not None:",
@@ -390,16 +468,21 @@ class Chain:
         """``run_response`` as one straight-line function (all phases plain ``def``; or,
         ``inline``, maybe_async too: one that returns an awaitable hands the rest to
         :meth:`_response_rest`)."""
-        names: dict[str, Any] = {"clock": time.perf_counter, "bucket": bisect_left}
-        names["B"], names["Rest"] = FilterStats.BOUNDS, self._response_rest
-        lines = ["def run_response_sync(ctx, ran):", "    t = clock()"]
+        names: dict[str, Any] = {"clock": time.perf_counter, "Rest": self._response_rest}
+        # The filter nearest the chain's start runs whenever any response phase does.
+        laps = _laps(self._responses, RESPONSE, inline, names)
+        lines = ["def run_response_sync(ctx, ran):"]
+        if not any(laps):
+            lines += _flush_lines(self._responses[::-1], RESPONSE, names)
+        lines.append("    S()" if any(laps) else "    t = clock()")
         for k, (position, inst, call, awaits) in enumerate(self._responses):
-            names[f"S{k}"], names[f"H{k}"] = inst.stats, inst.stats.buckets[RESPONSE]
+            names[f"A{k}"] = inst.stats.pending[RESPONSE].append
             names[f"L{k}"], names[f"C{k}"] = inst.logger, call
             names[f"F{k}"] = functools.partial(self._response_failed, inst=inst)
+            lines += [f"    if ran >= {position}:", f"        ctx.log = L{k}"]
+            if any(laps) and not laps[k]:
+                lines.append("        t = clock()")
             lines += [
-                f"    if ran >= {position}:",
-                f"        ctx.log = L{k}",
                 "        try:",
                 f"            r = C{k}(ctx)",
                 "        except Exception as exc:",
@@ -411,13 +494,13 @@ class Chain:
                     "        if r is not None and hasattr(r, '__await__'):",
                     f"            return Rest(ctx, ran, {k}, r, t)",
                 ]
-            lines += [
-                "        u = clock()",
-                "        d = u - t",
-                "        t = u",
-                f"        H{k}[bucket(B, d)] += 1",
-                f"        S{k}.seconds += d",
-            ]
+            if laps[k]:
+                lines.append(f"        P{k}()")
+            elif any(laps):
+                lines += ["        u = clock()", f"        A{k}(u - t)", "        S()"]
+                lines += [f"        if len(Q{k}) >= {FilterStats.PENDING}:", f"            B{k}()"]
+            else:
+                lines += ["        u = clock()", f"        A{k}(u - t)", "        t = u"]
         lines.append("    return None")
         return _build(lines, names)
 
@@ -585,6 +668,41 @@ class Chain:
 def reply_response(reply: LocalReply) -> Response:
     """A :class:`Response` carrying a local reply (for the response phase)."""
     return Response(reply.status, Headers.of(reply.header_pairs()), reply.body_bytes())
+
+
+def _laps(entries: tuple[Any, ...], phase: int, inline: bool, names: dict[str, Any]) -> list[bool]:
+    """Per runner entry, whether its call is timed in C (see ``timing_in_c``): then
+    ``P<k>`` in ``names`` is its Lap on the runner's Clock ``S``, counting in its
+    filter's :attr:`FilterStats.bins`. Otherwise, when some are, ``Q<k>`` is its
+    pending list and ``B<k>`` flushes it."""
+    plan = [timing_in_c and _timing is not None and not (inline and e[3]) for e in entries]
+    if any(plan):
+        assert _timing is not None
+        names["S"] = clock = _timing.Clock()
+        for k, (_, inst, *_) in enumerate(entries):
+            if plan[k]:
+                names[f"P{k}"] = _timing.Lap(clock, inst.stats.bins[phase])
+            else:
+                names[f"Q{k}"] = inst.stats.pending[phase]
+                names[f"B{k}"] = inst.stats.flush
+    return plan
+
+
+def _flush_lines(entries: tuple[Any, ...], phase: int, names: dict[str, Any]) -> list[str]:
+    """Source that bins the pending durations of ``entries``' filters (phase ``phase``)
+    once the first one's list is full. That filter's phase runs whenever any of theirs
+    does, so no list of theirs grows by more than ``PENDING`` between two looks."""
+    if not entries:
+        return []
+    stats = tuple(dict.fromkeys(inst.stats for _, inst, *_ in entries))
+    names["P"] = entries[0][1].stats.pending[phase]
+    names["flush"] = functools.partial(_flush_all, stats)
+    return [f"    if len(P) >= {FilterStats.PENDING}:", "        flush()"]
+
+
+def _flush_all(stats: tuple[FilterStats, ...]) -> None:
+    for one in stats:
+        one.flush()
 
 
 def _build(lines: list[str], names: dict[str, Any]) -> Callable[..., Any]:
