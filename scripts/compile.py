@@ -35,8 +35,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 # The HTTP/1.1 data path of a request without and with the bench's chain (canary, cors,
-# rewrite, headers: their filters). plugin_sdk/ stays interpreted: it is imported before core/ can
-# install the compiled modules' finder (and plugin authors subclass its classes).
+# rewrite, headers: their filters), and the SDK modules it runs per request (the chain's
+# runners, Context, Headers). plugin_sdk/__init__.py installs the finder before it imports
+# them (plugin_sdk/_compiled.py); filter.py, http.py and config.py stay interpreted (plugin
+# authors subclass Filter, PluginConfig; core/http1.py subclasses Request).
 MODULES = (
     "core/bodies.py",
     "core/deadline.py",
@@ -48,6 +50,9 @@ MODULES = (
     "core/tracecontext.py",
     "core/trailers.py",
     "core/upstream.py",
+    "plugin_sdk/chain.py",
+    "plugin_sdk/context.py",
+    "plugin_sdk/headers.py",
     "plugins/canary/filter.py",
     "plugins/cors/filter.py",
     "plugins/headers/filter.py",
