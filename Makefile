@@ -17,9 +17,10 @@ help:
 	@echo "make bench      wasmgate vs nginx with wrk and h2load (installs nginx, wrk, nghttp2-client if missing)"
 	@echo "make bench-instr  instructions per request (valgrind's callgrind), nginx vs wasmgate; noise-free"
 	@echo "make soak       10 minutes of mixed traffic and reloads; checks errors, RSS and fds"
-	@echo "make install    create $(VENV) and install wasmgate editable with dev extras"
-	@echo "make compile    build the data path with mypyc into build/compiled/ (used only with WASMGATE_COMPILED=1)"
-	@echo "make test-compiled  the data-path tests against the compiled modules"
+	@echo "make install    create $(VENV), install wasmgate editable with dev extras, and compile"
+	@echo "                the data path with mypyc when it can (COMPILE=0 skips; else pure Python)"
+	@echo "make compile    the mypyc build alone; fails loudly when it cannot build"
+	@echo "make test-compiled  the data-path tests against the compiled modules (WASMGATE_COMPILED=1)"
 	@echo "make wasm       build the example WASM filters in plugins/wasm (needs npm, Go >= 1.24 and cargo; installs ziglang)"
 	@echo "make demo-canary  the NGINX Ingress canary walkthrough from manifests (VARIANT=weight)"
 	@echo "make demo-gateway-api  a canary by weight and by header from Gateway API manifests"
@@ -27,7 +28,13 @@ help:
 	@echo "make registry   build the example plugin registry in examples/registry (what make run serves)"
 	@echo "make deploy-check  check deploy/ (manifests, and the Containerfile's build steps in a fresh venv)"
 
+# Then the data path compiled with mypyc into build/compiled/ (scripts/compile.py; about a
+# minute the first time, skipped while its manifest matches the sources, Python, mypy and
+# the script). No gcc or Python headers, or a failed build: one line, and wasmgate runs
+# pure Python (core/compiled.py). COMPILE=0 skips the step.
+COMPILE ?= 1
 install: $(STAMP)
+	@$(if $(filter 0,$(COMPILE)),echo "compile: skipped (COMPILE=0)",$(PY) scripts/compile.py --best-effort)
 
 # Re-installs only when pyproject.toml or the C extension core/wasm/_crossing*.[ch] changes
 # (pip builds it in place, core/wasm/_crossing.*.so); otherwise a no-op.
@@ -38,20 +45,22 @@ $(STAMP): pyproject.toml $(wildcard core/wasm/_crossing*.[ch])
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
-# The data path compiled with mypyc into build/compiled/ (scripts/compile.py; about 80 s
-# on 2 cores; needs gcc and Python's headers). Only WASMGATE_COMPILED=1 runs it, and
-# core/compiled.py refuses a module whose source changed since.
-compile: install
+# The same build, but a missing toolchain or a failed build is an error (and its output
+# is on the terminal). WASMGATE_COMPILED (auto, 1, 0) decides whether the gateway runs it.
+compile: $(STAMP)
 	$(PY) scripts/compile.py
 
-COMPILED_TESTS ?= tests/test_smoke.py tests/test_streaming.py tests/test_chain.py \
+# The data path's own test files: `make test` runs them a second time on pure Python (the
+# fallback, about 25 s on 2 workers) after the whole suite ran on what `make install`
+# built; `make test-compiled` runs them with WASMGATE_COMPILED=1 (the build or stop).
+DATA_PATH_TESTS ?= tests/test_smoke.py tests/test_streaming.py tests/test_chain.py \
 	tests/test_headers.py tests/test_drive.py tests/test_upstream.py tests/test_trailers.py \
 	tests/hardening/test_hostile_input.py tests/test_deadline.py tests/test_routing_e2e.py \
 	tests/test_http2.py tests/test_upstream_h2.py tests/plugins/test_canary.py \
-	tests/plugins/test_cors.py tests/plugins/test_rewrite.py
+	tests/plugins/test_cors.py tests/plugins/test_rewrite.py tests/test_compiled.py
 
 test-compiled: compile
-	WASMGATE_COMPILED=1 $(PY) -m pytest $(PYTEST_WORKERS) $(COMPILED_TESTS) $(PYTEST_ARGS)
+	WASMGATE_COMPILED=1 $(PY) -m pytest $(PYTEST_WORKERS) $(DATA_PATH_TESTS) $(PYTEST_ARGS)
 
 run: install registry
 	$(PY) examples/demo.py
@@ -62,9 +71,19 @@ TEST_DEBS := chromium chromium-driver redis-server valgrind nginx curl nghttp2-c
 # tests/test_deploy.py parses deploy/ with kubectl: any kubectl on PATH will do.
 TEST_DEBS += $(if $(shell command -v kubectl),,kubernetes-client)
 
+# The suite on the data path as installed (compiled when `make install` could build it:
+# the report header says which), then, when that was the compiled one, the data-path files
+# on pure Python. PURE_TESTS= skips that second pass.
+PURE_TESTS ?= $(DATA_PATH_TESTS)
+COMPILED_NOW := $(PY) -c 'import sys; from core import compiled; sys.exit(not compiled.status().compiled)'
 test: install
 	@scripts/install-debs.sh $(TEST_DEBS)
+	@$(PY) -c 'from core import compiled; print("wasmgate data path:", compiled.status().describe())' || true
 	$(PY) -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	@if [ -n "$(strip $(PURE_TESTS))" ] && $(COMPILED_NOW) 2>/dev/null; then \
+		echo "the data-path tests again on pure Python: WASMGATE_COMPILED=0 $(PY) -m pytest ..."; \
+		WASMGATE_COMPILED=0 $(PY) -m pytest $(PYTEST_WORKERS) $(PURE_TESTS) $(PYTEST_ARGS); \
+	fi
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -32,10 +32,10 @@ from matplotlib.ticker import FuncFormatter
 ORDER = (
     "nginx",
     "wasmgate",
+    "wasmgate-pure",
     "wasmgate-asyncio",
-    "wasmgate-compiled",
     "wasmgate-chain",
-    "wasmgate-chain-compiled",
+    "wasmgate-chain-pure",
     "wasmgate-wasm",
     "wasmgate-wasm-go",
     "nginx-https",

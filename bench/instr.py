@@ -29,10 +29,12 @@ filter), configured exactly as bench/run.py configures them; on request also
 ``wasmgate-ratelimit`` and ``wasmgate-redis-ratelimit`` (bench/ratelimit.py: the
 rate-limit filter with policy "local" and "redis"; a ``redis-server`` of the run's own,
 not instrumented; the run fails if the gateway logged a store error or Redis ran no
-script call, so that no request was counted by the fallback bucket), and
-``wasmgate-compiled`` and ``wasmgate-chain-compiled`` (only when named), the first two
-on the data path that ``make compile`` built (``WASMGATE_COMPILED=1``,
-core/compiled.py). The gateway runs with
+script call, so that no request was counted by the fallback bucket). The wasmgate
+targets run as installed (``WASMGATE_COMPILED=auto``, core/compiled.py: the tree's
+mypyc build in ``build/compiled/`` when it matches its sources); each has a ``-pure``
+twin (``wasmgate-pure``, ``wasmgate-chain-pure``, ...; only when named) on pure Python
+(``WASMGATE_COMPILED=0``). The run prints and records which path each target ran.
+The gateway runs with
 ``PYTHONHASHSEED=0``; a rerun of the same tree agrees to well under 1 %.
 
 ``--concurrency K`` opens K keep-alive connections and sends one request on each
@@ -86,10 +88,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 DEFAULT_TARGETS = ("nginx", "wasmgate", "wasmgate-chain", "wasmgate-wasm", "wasmgate-wasm-go")
-# The same gateways on the data path compiled by `make compile` (WASMGATE_COMPILED=1,
-# core/compiled.py); asked for by name only, as they need that build first.
-COMPILED = ("wasmgate-compiled", "wasmgate-chain-compiled")
 TARGETS = (*DEFAULT_TARGETS, *ratelimit.TARGETS)
+# The same gateways on pure Python (WASMGATE_COMPILED=0); asked for by name only.
+PURE = tuple(f"{name}-pure" for name in TARGETS if name != "nginx")
 INSTR_WARMUP = 100  # requests after instrumentation is on, before the counters are zeroed
 RESULT_NAME = r"instr-\d{8}T\d{6}Z\.json"
 START_TIMEOUT = 180.0  # seconds; a gateway starting under valgrind imports slowly
@@ -168,8 +169,8 @@ def target_command(
         conf = tmp / "proxy.conf"
         conf.write_text("master_process off;\n" + proxy_conf(tmp, port, up_port, nginx_v))
         return [nginx, "-p", str(tmp), "-c", str(conf)], port, None
-    compiled = name in COMPILED
-    name = name.removesuffix("-compiled")
+    env = target_env(name, tree)
+    name = name.removesuffix("-pure")
     conf = tmp / f"{name}.toml"
     conf.write_text(
         gateway_toml(
@@ -187,12 +188,26 @@ def target_command(
         conf.write_text(conf.read_text() + "limits.cpu_budget = 1.0\n")
     cmd = [str(VENV_PYTHON), "-c", "import sys; from core.cli import main; sys.exit(main())"]
     cmd += ["--log-level", "warning", "run", "-c", str(conf)]
-    env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(tree)}
-    env.pop("WASMGATE_COMPILED", None)
-    if compiled:
-        env["WASMGATE_COMPILED"] = "1"
-        env["WASMGATE_COMPILED_DIR"] = str(tree / "build" / "compiled")
     return cmd, port, env
+
+
+def target_env(name: str, tree: Path) -> dict[str, str]:
+    """The environment of a wasmgate target: the tree's build as installed, or pure."""
+    env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(tree)}
+    env["WASMGATE_COMPILED"] = "0" if name in PURE else "auto"
+    env["WASMGATE_COMPILED_DIR"] = str(tree / "build" / "compiled")
+    return env
+
+
+def data_path(env: dict[str, str]) -> str:
+    """What core/compiled.py chooses for a gateway started with ``env``."""
+    probe = "from core import compiled; print(compiled.status().describe())"
+    done = subprocess.run(
+        [str(VENV_PYTHON), "-c", probe], capture_output=True, text=True, env=env, check=False
+    )
+    if done.returncode != 0:
+        raise InstrError(f"wasmgate cannot start: {done.stderr.strip()}")
+    return done.stdout.strip()
 
 
 def connect(port: int, proc: subprocess.Popen[bytes], name: str, out: Path) -> Client:
@@ -288,6 +303,9 @@ def run(args: argparse.Namespace) -> int:
             raise InstrError(f"{WASM_FILTER} missing; `make wasm`")
     nginx_v = tool_output_all([nginx, "-V"])
     per_request: dict[str, float] = {}
+    paths = {t: data_path(target_env(t, args.tree)) for t in args.targets if t != "nginx"}
+    for name, path in paths.items():
+        log(f"{name}: data path {path}")
     runs: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="wasmgate-instr-") as tmp_name:
         tmp = Path(tmp_name)
@@ -353,6 +371,7 @@ def run(args: argparse.Namespace) -> int:
             "concurrency": args.concurrency,
         },
         "instructions_per_request": {k: round(v, 1) for k, v in per_request.items()},
+        "data_path": paths,
         "runs": runs,
     }
     path.write_text(json.dumps(record, indent=2) + "\n")
@@ -374,11 +393,11 @@ def run(args: argparse.Namespace) -> int:
 
 def target_list(text: str) -> list[str]:
     names = [t.strip() for t in text.split(",") if t.strip()]
-    unknown = [t for t in names if t not in TARGETS + COMPILED]
+    unknown = [t for t in names if t not in TARGETS + PURE]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
             f"unknown target(s) {', '.join(unknown) or '(none given)'}; "
-            f"choose from {', '.join(TARGETS + COMPILED)}"
+            f"choose from {', '.join(TARGETS + PURE)}"
         )
     return names
 
@@ -399,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--targets",
         type=target_list,
         default=list(DEFAULT_TARGETS),
-        help=f"comma-separated, of {', '.join(TARGETS + COMPILED)} "
+        help=f"comma-separated, of {', '.join(TARGETS + PURE)} "
         f"(default: {','.join(DEFAULT_TARGETS)})",
     )
     parser.add_argument("--requests", type=positive_int, default=2000, help="measured requests")

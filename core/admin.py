@@ -5,7 +5,8 @@
 ``GET /ready``     200 once listeners are up and a configuration serves; 503 while draining
 ``GET /config``    the active configuration (secrets redacted), its version and hash, when
                    it was loaded, the last reload's result (with its error), and the
-                   load's warnings (e.g. Ingresses skipped or annotations that fell back)
+                   load's warnings (e.g. Ingresses skipped or annotations that fell back),
+                   and the data path (``data_path``: mypyc-compiled or pure Python, why)
 ``GET /routes``    every route with its resolved filter chain, in execution order
 ``GET /plugins``   loaded filter instances: plugin, kind, version, fail strategy, errors
 ``GET /metrics``   Prometheus text format, aggregated across workers (:mod:`core.metrics`)
@@ -38,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from core import compiled
 from core.admin_guard import Guard, is_loopback
 from core.admin_view import Views, filter_info
 from core.config import parse_address
@@ -134,6 +136,7 @@ class Admin:
             "last_reload": reloader.last_result if reloader else None,
             "watching": reloader.watching() if reloader else {"mode": "off", "files": []},
             "wasmgate": view.wasmgate,
+            "data_path": compiled.status().as_dict(),  # mypyc-compiled or pure Python
             "uptime_seconds": round(time.time() - self.started, 1),
             "listeners": [
                 f"{scheme}://{h}:{p}"

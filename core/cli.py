@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from core import cert_cli, gcpolicy, metrics
+from core import cert_cli, compiled, gcpolicy, metrics
 from core.admin import Admin, read_token
 from core.config import Admin as AdminSettings
 from core.config import GatewayConfig, Server, load_config
@@ -397,6 +397,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     assert isinstance(workers, int)
     if workers < 1:
         raise SystemExit("wasmgate: --workers must be >= 1")
+    log.info("data path: %s", compiled.status().describe())
 
     def rebuild(previous: Snapshot) -> Snapshot:
         return build_snapshot(args.config, listen=args.listen, previous=previous)
@@ -438,7 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve traffic with a configuration",
         description="Serve traffic as gateway.toml says. SIGTERM or Ctrl-C stops accepting "
         "new connections, lets in-flight requests finish (server.limits.drain_timeout) "
-        "and exits 0.",
+        "and exits 0. The environment variable WASMGATE_COMPILED (auto, the default; 1; 0) "
+        "decides whether the data path runs the modules `make install` compiled with mypyc; "
+        "a line logged at start says which.",
     )
     run.add_argument(
         "-c", "--config", default="gateway.toml", help="config file (default: %(default)s)"

@@ -23,12 +23,18 @@ clients) goes to a worker pool with ``await offload("crypto", fn, *args)``
 (:mod:`plugin_sdk.pools`).
 """
 
-from plugin_sdk.config import PluginConfig, Secret
-from plugin_sdk.context import Context, filter_logger
-from plugin_sdk.filter import CONTINUE, Filter, overrides
-from plugin_sdk.headers import Headers
-from plugin_sdk.http import LocalReply, Request, Response, TLSInfo
-from plugin_sdk.pools import OffloadBusy, OffloadError, OffloadTimeout, offload
+# First, before any of plugin_sdk's modules: whether they (and core's data path) run
+# as the mypyc-compiled build (WASMGATE_COMPILED, plugin_sdk/_compiled.py).
+from plugin_sdk._compiled import activate_from_env
+
+activate_from_env()
+
+from plugin_sdk.config import PluginConfig, Secret  # noqa: E402
+from plugin_sdk.context import Context, filter_logger  # noqa: E402
+from plugin_sdk.filter import CONTINUE, Filter, overrides  # noqa: E402
+from plugin_sdk.headers import Headers  # noqa: E402
+from plugin_sdk.http import LocalReply, Request, Response, TLSInfo  # noqa: E402
+from plugin_sdk.pools import OffloadBusy, OffloadError, OffloadTimeout, offload  # noqa: E402
 
 __all__ = [
     "CONTINUE",

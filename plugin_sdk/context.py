@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from plugin_sdk._native import mypyc_attr
 from plugin_sdk.http import Request, Response, TLSInfo
 
 _root = logging.getLogger("wasmgate.plugin")
 
 
+# Compiled by mypyc (scripts/compile.py): a native class, opened to Python subclasses.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Context:
     """Everything a filter may know about, and change in, one request.
 

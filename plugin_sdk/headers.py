@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 
+from plugin_sdk._native import mypyc_attr
+
 _BAD_NAME = re.compile(r"[\s:]")
 _BAD_VALUE = re.compile(r"[\r\n\0]")
 
@@ -38,6 +40,8 @@ def _check(name: str, value: str) -> None:
         raise ValueError(f"invalid header {name!r}: {value!r}")
 
 
+# Compiled by mypyc (scripts/compile.py): a native class, opened to Python subclasses.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Headers:
     """Header fields of a request or a response.
 

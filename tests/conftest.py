@@ -20,13 +20,11 @@ THIRD_PARTY_SITE = Path(__file__).parent / "fixtures" / "site"
 sys.path.insert(0, str(THIRD_PARTY_SITE))
 
 
-def pytest_report_header() -> str | None:
-    """Say so when the run tests the mypyc-compiled data path (WASMGATE_COMPILED=1)."""
+def pytest_report_header() -> str:
+    """Which data path the run tests: the mypyc-compiled one or pure Python, and why."""
     from core import compiled
 
-    if not compiled.active():
-        return None
-    return f"wasmgate: compiled data path from {compiled.build_dir()} (WASMGATE_COMPILED=1)"
+    return f"wasmgate data path: {compiled.status().describe()}"
 
 
 @pytest.fixture

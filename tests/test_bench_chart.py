@@ -60,8 +60,8 @@ def report(names: list[str]) -> dict[str, Any]:
         "wasmgate-wasm-go": (9000.0, 5.0, 8.1),
         "nginx-https": (65000.0, 0.7, 1.1),
         "wasmgate-https": (30000.0, 1.6, 2.5),
-        "wasmgate-compiled": (40000.0, 1.2, 1.9),
-        "wasmgate-chain-compiled": (35000.0, 1.4, 2.2),
+        "wasmgate-pure": (25000.0, 1.9, 2.9),
+        "wasmgate-chain-pure": (22000.0, 2.1, 3.2),
     }
     return {
         "machine": {
@@ -108,9 +108,9 @@ ALL = [
     "wasmgate",
     "wasmgate-https",
     "wasmgate-asyncio",
+    "wasmgate-pure",
     "wasmgate-chain",
-    "wasmgate-compiled",
-    "wasmgate-chain-compiled",
+    "wasmgate-chain-pure",
     "wasmgate-wasm",
     "wasmgate-wasm-go",
 ]
