@@ -28,7 +28,7 @@ from plugin_sdk.chain import Chain
 if TYPE_CHECKING:
     from plugin_sdk import Context
     from plugin_sdk.chain import FilterInstance
-    from plugin_sdk.filter import ChunkHook
+    from plugin_sdk.filter import ChunkHook, ChunkResult, ChunkResume
 
 Sink = Callable[[bytes, bool], None]
 
@@ -50,18 +50,62 @@ class ChunkError(Exception):
         self.cause = cause
 
 
+def _hook_failed(
+    inst: FilterInstance, phase: str, data: bytes, exc: Exception
+) -> bytes | LocalReply:
+    """A hook that raised: the reply its fail strategy gives, or (``fail_open``) the
+    body it held and was given, to pass on."""
+    if isinstance(exc, BodyTooLarge):
+        status = 502 if phase == "response" else 413
+        return LocalReply(
+            status,
+            {"content-type": "text/plain; charset=utf-8"},
+            f"{phase} body too large for filter {inst.name} to hold\n",
+        )
+    pending = data
+    if isinstance(exc, ChunkError):
+        pending, exc = exc.pending, exc.cause if isinstance(exc.cause, Exception) else exc
+    reply = Chain._failed(inst, phase, exc)
+    return pending if reply is None else reply
+
+
+def through_whole(
+    ctx: Context,
+    stages: Sequence[tuple[FilterInstance, ChunkHook]],
+    data: bytes,
+    resume: ChunkResume,
+) -> tuple[int, ChunkResult]:
+    """A response body that is all here (one chunk, the end) through the hooks of
+    ``stages``, as a :class:`BodyPipe` would pass it, without one: ``(len(stages),
+    bytes)`` what goes to the client, ``(k, LocalReply)`` stage ``k`` answered (or
+    failed closed), ``(k, None)`` stage ``k`` holds the end until it calls ``resume``
+    (the caller then opens :meth:`BodyPipe.held_at` ``k`` for it)."""
+    k = 0
+    for inst, hook in stages:
+        out: ChunkResult
+        try:
+            out = hook(ctx, data, True, resume)
+        except Exception as exc:
+            out = _hook_failed(inst, "response", data, exc)
+        if out is None or isinstance(out, LocalReply):
+            return k, out
+        data = out
+        k += 1
+    return k, data
+
+
 class BodyPipe:
     """One body direction of one exchange; see the module docstring."""
 
     __slots__ = (
         "_ctx",
         "_fed_end",
+        "_held",
         "_hooks",
         "_insts",
         "_on_reply",
         "_phase",
         "_sink",
-        "_too_large",
         "emitted",
         "ended",
         "stopped",
@@ -90,8 +134,8 @@ class BodyPipe:
         self._sink = sink
         self._on_reply = on_reply
         self._phase = "response" if response else "request"
-        self._too_large = 502 if response else 413
         self._fed_end = False
+        self._held = 0  # the stage held_at says holds the end
         self.emitted = False  # some body bytes went to the sink
         self.ended = False  # the end of the body went to the sink
         self.stopped = False  # a local reply, a failure or the exchange's end stopped it
@@ -101,6 +145,17 @@ class BodyPipe:
         if not self.stopped and not self._fed_end:
             self._fed_end = end
             self._run(0, data, end)
+
+    def held_at(self, k: int) -> BodyPipe:
+        """The pipe of a body :func:`through_whole` passed as far as stage ``k``, which
+        holds its end: :meth:`resume_held` goes on from there."""
+        self._fed_end = True
+        self._held = k
+        return self
+
+    def resume_held(self, result: bytes | LocalReply | Exception, end: bool = True) -> None:
+        """The ``resume`` of the stage :meth:`held_at` named."""
+        self._resumed(self._held, result, end)
 
     def close(self) -> None:
         """The exchange is over: a hook that resumes later finds nobody listening.
@@ -150,22 +205,10 @@ class BodyPipe:
             self._run(k + 1, out, end)
 
     def _failed(self, k: int, data: bytes, exc: Exception) -> bytes | LocalReply:
-        inst = self._insts[k]
-        if isinstance(exc, BodyTooLarge):
-            what = "response" if self._too_large == 502 else "request"
-            return LocalReply(
-                self._too_large,
-                {"content-type": "text/plain; charset=utf-8"},
-                f"{what} body too large for filter {inst.name} to hold\n",
-            )
-        pending = data
-        if isinstance(exc, ChunkError):
-            pending, exc = exc.pending, exc.cause if isinstance(exc.cause, Exception) else exc
-        reply = Chain._failed(inst, self._phase, exc)
-        if reply is not None:
-            return reply
-        self._hooks[k] = None  # fail_open
-        return pending
+        out = _hook_failed(self._insts[k], self._phase, data, exc)
+        if not isinstance(out, LocalReply):
+            self._hooks[k] = None  # fail_open
+        return out
 
     def _stop(self, k: int, reply: LocalReply) -> None:
         self.stopped = True

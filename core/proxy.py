@@ -21,7 +21,9 @@ filters' header phase ran; the proxy forwards what comes out of it. The message 
 waits for the pipe's first bytes (or its end), so a filter that holds the body may
 still change the headers; the forwarded body is then framed by the gateway: with its
 exact ``Content-Length`` when the whole of it came out before the head went, else
-chunked (or, to an HTTP/1.0 client, delimited by closing the connection).
+chunked (or, to an HTTP/1.0 client, delimited by closing the connection). A response
+body that is all here when the response phase ends (one chunk) goes through the hooks
+without a pipe (:func:`~core.bodies.through_whole`), unless a hook holds its end.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
-from core.bodies import BodyPipe
+from core.bodies import BodyPipe, through_whole
 from core.drive import IN_TASK, Driven
 from core.errors import (
     NoHealthyUpstream,
@@ -59,6 +61,9 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 BUFFER_LIMIT = 256 * 1024  # body bytes held before an upstream is attached / head written
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+_FRAMING_SIZES = frozenset({14, 17})  # their lengths: most names have neither
+# "Content-Length: n\r\n" by n, for a filtered head (bodies of the same size recur).
+_LENGTH_LINES: dict[int, bytes] = {}
 
 
 def _response_of(ctx: Context) -> Response | None:
@@ -101,6 +106,7 @@ class Exchange(TrailerSide):
         "_resp_buffer",
         "_resp_buffered",
         "_resp_done",
+        "_resp_early",
         "_resp_paused",
         "_resp_pipe",
         "_resp_reply",
@@ -154,6 +160,7 @@ class Exchange(TrailerSide):
         self._try_deadline: float | None = None  # the route's deadline, for the try timer
         self._resp_pipe: BodyPipe | None = None
         self._resp_reply: LocalReply | None = None
+        self._resp_early: tuple[bytes | LocalReply | Exception, bool] | None = None
         self._resp_seen = 0  # response body bytes fed to the filters
         self._body_limit = client.max_body_bytes  # the route's own once it is known
         self._body_sent = False
@@ -675,7 +682,10 @@ class Exchange(TrailerSide):
         pipe = None
         if filtered and chain is not None and chain.response_chunks and not no_body:
             if length != 0 and not head.codings:
-                pipe = self._open_response_pipe(chain)
+                if self._resp_done and len(self._resp_buffer) < 2:  # one chunk: no pipe
+                    pipe, length = self._whole_response(chain, head, length)
+                else:
+                    pipe = self._open_response_pipe(chain)
                 if pipe is not None and not (pipe.emitted or pipe.ended or pipe.stopped):
                     pipe = await self._first_from_pipe(pipe)
                 if self._replied:
@@ -741,11 +751,16 @@ class Exchange(TrailerSide):
             # (or added as Transfer-Encoding), the upstream's length goes out again, or,
             # past body callbacks, the length of what they let through (or chunks).
             for name, value in head.headers.raw:
-                if len(name) in (14, 17) and name.lower() in _FRAMING:
+                if len(name) in _FRAMING_SIZES and name.lower() in _FRAMING:
                     continue
                 parts += (name, b": ", value, b"\r\n")
             if length is not None:
-                parts.append(b"Content-Length: %d\r\n" % length)
+                line = _LENGTH_LINES.get(length)
+                if line is None:
+                    line = b"Content-Length: %d\r\n" % length
+                    if len(_LENGTH_LINES) < 4096:
+                        _LENGTH_LINES[length] = line
+                parts.append(line)
         else:
             for name, value in head.headers.raw:
                 parts += (name, b": ", value, b"\r\n")
@@ -864,11 +879,55 @@ class Exchange(TrailerSide):
         for i, chunk in enumerate(raw, 1):
             self._resp_seen += len(chunk)
             pipe.feed(chunk, self._resp_ends(i == len(raw)))
-        if self._resp_done:
+        if self._resp_done and not pipe.ended:  # (ended: the last chunk said so)
             pipe.feed(b"", True)
         if self._resp_buffered <= BUFFER_LIMIT and not self.client.write_paused:
             self._resume_upstream()
         return pipe
+
+    def _whole_response(
+        self, chain: Chain, head: ResponseHead, length: int | None
+    ) -> tuple[BodyPipe | None, int | None]:
+        """The response body, all here in one chunk, through the chunk hooks without a
+        pipe (core.bodies.through_whole): the pipe only when a hook holds the end, and
+        the length to announce."""
+        assert self.ctx is not None
+        found = chain.response_chunks
+        if len(found) == 1:  # (one filter takes the body: no comprehension to call)
+            pos, inst, hook = found[0]
+            stages = [(inst, hook)] if pos <= self._ran else []
+        else:
+            stages = [(inst, hook) for pos, inst, hook in found if pos <= self._ran]
+        if not stages:
+            return None, length
+        raw = self._resp_buffer
+        k, out = through_whole(self.ctx, stages, raw[0] if raw else b"", self._resp_resumed)
+        if out is None:  # stage k holds the end: a pipe from there on
+            pipe = self._resp_pipe = BodyPipe(
+                self.ctx, stages, self._piped_response, self._response_reply, response=True
+            ).held_at(k)
+            self._resp_buffer = []
+            self._resp_buffered = 0
+            if self._resp_early is not None:  # (it resumed before it returned)
+                pipe.resume_held(*self._resp_early)
+            return pipe, length
+        if isinstance(out, LocalReply):
+            self.ctx.stopped_by = stages[k][0].name
+            self._response_reply(out)
+            return None, length
+        self._resp_buffer = [out] if out else []
+        self._resp_buffered = 0
+        if self._resp_paused and not self.client.write_paused:
+            self._resume_upstream()
+        return None, len(out) if head.trailers is None or not self.req.te_trailers else None
+
+    def _resp_resumed(self, result: bytes | LocalReply | Exception, end: bool = True) -> None:
+        """The ``resume`` of a hook on the one-chunk path (see _whole_response)."""
+        pipe = self._resp_pipe
+        if pipe is not None:
+            pipe.resume_held(result, end)
+        elif self._resp_early is None:
+            self._resp_early = (result, end)
 
     async def _first_from_pipe(self, pipe: BodyPipe) -> BodyPipe | None:
         """Wait for the first bytes out of the response pipe (or its end or reply)."""

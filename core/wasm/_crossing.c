@@ -7,13 +7,16 @@
  *
  * Files: _crossing.c (this one: setup, the epoch ticker, the module), _crossing_calls.c
  * (the calls both ways), _crossing_host.c (host-side work done without Python),
- * _crossing_headers.c (the header-map host functions' common cases).
+ * _crossing_headers.c (the header-map host functions' common cases), _crossing_meter.c
+ * (the CPU budget's common case, charged around each top-level call).
  *
  *   Guest    one per instance: the store's context, the calls counted for the epoch
  *            deadline (see deadline_callback), the deadline in epoch ticks.
  *   Callee   one per exported function: called with ints, it writes them into the raw
  *            slots, calls wasmtime_func_call_unchecked and returns the i32 result (or
  *            None); a trap or error raises Failed(error address, trap address).
+ *   ends()   a stream's on_done, on_log and on_delete Callees back to back, one Python
+ *            call and one budget charge for the three (see call_ends).
  *   entry()  makes the env of one host function, served by host_trampoline: the raw
  *            slots become PyLongs (i32 unsigned, i64 unsigned), the Python function is
  *            called with PyObject_Vectorcall, its int result goes back into slot 0.
@@ -124,6 +127,8 @@ static PyMethodDef methods[] = {
      "scan(raw, key, drop) -> (present, held): see _crossing.c"},
     {"bad_field", (PyCFunction)(void (*)(void))bad_field, METH_FASTCALL,
      "bad_field(name, value) -> bool: see _crossing.c"},
+    {"ends", (PyCFunction)(void (*)(void))call_ends, METH_FASTCALL,
+     "ends(on_done, on_log, on_delete, id) -> on_done's result: see _crossing_calls.c"},
     {"start_ticker", start_ticker, METH_VARARGS,
      "start_ticker(engine address, ms): advance the engine's epoch every ms, natively"},
     {NULL},

@@ -85,6 +85,13 @@ typedef struct {
     PyObject *log_cache;
     PyObject *log_levels[LOG_LEVELS];
     PyObject *alloc;    /* the guest's allocator (a Callee), for header values handed over */
+    /* the CPU budget's common case, charged here around every top-level call while
+     * on_charge is set (see _crossing_meter.c) */
+    PyObject *on_charge; /* on_charge(now, spent, pending) -> (slot_end, room) */
+    double slot_end;    /* the fast path charges only calls that end before this */
+    double room;        /* seconds the budget has left before it is over */
+    double pending;     /* seconds charged here and not yet handed to on_charge */
+    char held;          /* while true, calls are not metered (Instance.call: start functions) */
 } GuestObject;
 
 /* the env of one host function (entry(), _crossing_calls.c) */
@@ -119,12 +126,19 @@ PyObject *bad_field(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 int fields_setup(void);
 long fields_fast(HostEntry *entry, val_raw_t *slots);
 
+/* _crossing_meter.c: the CPU budget's common case */
+double meter_now(void);
+void meter_charge(GuestObject *guest, double started);
+PyObject *Guest_set_meter(GuestObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *Guest_pending(GuestObject *self, void *closure);
+
 /* _crossing_calls.c: the calls both ways */
 void *deadline_callback(void *ctx, void *env, uint64_t *delta, uint8_t *kind);
 void *host_trampoline(void *env, void *caller, val_raw_t *slots, size_t n);
 void host_forget(void *env);
 PyObject *make_entry(PyObject *module, PyObject *args);
 PyObject *clear_entry(PyObject *module, PyObject *arg);
+PyObject *call_ends(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
 #pragma GCC visibility pop
 

@@ -1,6 +1,7 @@
 /* core.wasm._crossing: the calls both ways (the Guest and Callee types, the host
  * trampoline, the deadline callback); see _crossing.c. */
 #include "_crossing.h"
+#include <structmember.h>
 
 static int Guest_init(GuestObject *self, PyObject *args, PyObject *kwds) {
     unsigned long long ctx, ticks;
@@ -16,6 +17,7 @@ static int Guest_init(GuestObject *self, PyObject *args, PyObject *kwds) {
 static void Guest_dealloc(GuestObject *self) {
     Py_XDECREF(self->log_cache);
     Py_XDECREF(self->alloc);
+    Py_XDECREF(self->on_charge);
     for (int i = 0; i < LOG_LEVELS; i++) Py_XDECREF(self->log_levels[i]);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -67,6 +69,8 @@ static PyMethodDef Guest_methods[] = {
      "give(alloc, data, ptr_ptr, size_ptr) -> status (see _crossing.c)"},
     {"read", (PyCFunction)(void (*)(void))Guest_read, METH_FASTCALL,
      "read(ptr, size) -> bytes, or None out of bounds (see _crossing_host.c)"},
+    {"set_meter", (PyCFunction)(void (*)(void))Guest_set_meter, METH_FASTCALL,
+     "set_meter(on_charge, slot_end, room) or set_meter(None): see _crossing_meter.c"},
     {NULL},
 };
 
@@ -81,6 +85,14 @@ static PyObject *Guest_calls(GuestObject *self, void *closure) {
 static PyGetSetDef Guest_getset[] = {
     {"address", (getter)Guest_address, NULL, "the env of the deadline callback", NULL},
     {"calls", (getter)Guest_calls, NULL, "top-level calls into the guest so far", NULL},
+    {"pending", (getter)Guest_pending, NULL,
+     "seconds charged by the meter and not yet handed to on_charge", NULL},
+    {NULL},
+};
+
+static PyMemberDef Guest_members[] = {
+    {"held", T_BOOL, offsetof(GuestObject, held), 0,
+     "while true, top-level calls are not metered (see _crossing_meter.c)"},
     {NULL},
 };
 
@@ -95,6 +107,7 @@ PyTypeObject GuestType = {
     .tp_dealloc = (destructor)Guest_dealloc,
     .tp_methods = Guest_methods,
     .tp_getset = Guest_getset,
+    .tp_members = Guest_members,
 };
 
 /* wasmtime_store_epoch_deadline_callback's callback: a call that has run since the
@@ -137,7 +150,10 @@ static PyObject *Callee_vectorcall(CalleeObject *self, PyObject *const *args, si
     }
     for (Py_ssize_t i = nargs; i < self->nparams; i++) slots[i].i64 = 0;
     GuestObject *guest = self->guest;
+    double started = 0.0;
+    int metered = guest->depth == 0 && guest->on_charge != NULL && !guest->held;
     if (guest->depth == 0) guest->calls++;
+    if (metered) started = meter_now();
     guest->depth++;
     void *trap = NULL;
     void *error;
@@ -149,6 +165,7 @@ static PyObject *Callee_vectorcall(CalleeObject *self, PyObject *const *args, si
         Py_END_ALLOW_THREADS
     }
     guest->depth--;
+    if (metered) meter_charge(guest, started); /* a trap's time counts too */
     if (error != NULL || trap != NULL) {
         PyObject *info = Py_BuildValue("(NN)", PyLong_FromVoidPtr(error), PyLong_FromVoidPtr(trap));
         if (info != NULL) {
@@ -159,6 +176,75 @@ static PyObject *Callee_vectorcall(CalleeObject *self, PyObject *const *args, si
     }
     if (self->nresults == 0) Py_RETURN_NONE;
     return PyLong_FromLong(slots[0].i32);
+}
+
+/* ends(on_done, on_log, on_delete, id): a stream's last three callbacks back to back
+ * (Callees of one Guest taking one parameter each), with one Python call and one
+ * charge of the CPU budget for the three: on_done's result (None or an int); on_log and
+ * on_delete run unless it is 0 (false: the plugin calls proxy_done later). Each counts
+ * as a call of its own for the per-callback deadline. A trap or error raises
+ * Failed(error address, trap address, index of the callee). */
+PyObject *call_ends(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "ends(on_done, on_log, on_delete, id)");
+        return NULL;
+    }
+    GuestObject *guest = NULL;
+    for (int i = 0; i < 3; i++) {
+        if (!PyObject_TypeCheck(args[i], &CalleeType) ||
+            ((CalleeObject *)args[i])->nparams != 1 ||
+            (guest != NULL && ((CalleeObject *)args[i])->guest != guest)) {
+            PyErr_SetString(PyExc_TypeError, "ends takes three Callees of one Guest, one parameter each");
+            return NULL;
+        }
+        guest = ((CalleeObject *)args[i])->guest;
+    }
+    unsigned long long id = PyLong_AsUnsignedLongLongMask(args[3]);
+    if (id == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    int top = guest->depth == 0;
+    int metered = top && guest->on_charge != NULL && !guest->held;
+    double started = metered ? meter_now() : 0.0;
+    int on_main = PyThread_get_thread_ident() == main_thread;
+    void *trap = NULL;
+    void *error = NULL;
+    int i;
+    long first = 1;
+    int has_first = ((CalleeObject *)args[0])->nresults != 0;
+    for (i = 0; i < 3; i++) {
+        CalleeObject *callee = (CalleeObject *)args[i];
+        val_raw_t *slots = callee->slots;
+        slots[0].i64 = (int64_t)id;
+        if (top) guest->calls++;
+        guest->depth++;
+        if (on_main) {
+            error = call_unchecked(guest->ctx, &callee->func, slots, callee->n, &trap);
+        } else {
+            Py_BEGIN_ALLOW_THREADS
+            error = call_unchecked(guest->ctx, &callee->func, slots, callee->n, &trap);
+            Py_END_ALLOW_THREADS
+        }
+        guest->depth--;
+        if (error != NULL || trap != NULL) break;
+        if (i == 0 && has_first) {
+            first = slots[0].i32;
+            if (first == 0) {
+                i = 3;
+                break;
+            }
+        }
+    }
+    if (metered) meter_charge(guest, started); /* a trap's time counts too */
+    if (error != NULL || trap != NULL) {
+        PyObject *info = Py_BuildValue("(NNi)", PyLong_FromVoidPtr(error),
+                                       PyLong_FromVoidPtr(trap), i);
+        if (info != NULL) {
+            PyErr_SetObject(Failed, info);
+            Py_DECREF(info);
+        }
+        return NULL;
+    }
+    if (!has_first) Py_RETURN_NONE;
+    return PyLong_FromLong(first);
 }
 
 static PyObject *Callee_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {

@@ -17,7 +17,9 @@ per-request contexts.
 The adapter to the filter contract is :class:`core.wasm.adapter.WasmFilter`.
 
 CPU: callbacks run on the event loop, each under the per-callback deadline (Envoy's),
-and the time they take is charged to the filter's :class:`~core.wasm.budget.CpuBudget`.
+and the time they take is charged to the filter's :class:`~core.wasm.budget.CpuBudget`
+(on the C path by each call itself, core/wasm/_crossing_meter.c: see
+:meth:`PluginVm._meter`).
 Over it, the filter is cut off for ``limits.cooldown``: its requests get its fail
 strategy at once (``fail_closed``: 503 with Retry-After; ``fail_open``: skipped), ticks
 and queue callbacks are skipped. After a trap the instance is rebuilt in a worker
@@ -54,6 +56,8 @@ from core.wasm.vm import CallFailed, Instance, WasmTrap, exported_markers
 from plugin_sdk import Context
 
 log = logging.getLogger("wasmgate.wasm")
+# What Instance.ends calls, in order (a trap names its index).
+_END_NAMES = ("proxy_on_done", "proxy_on_log", "proxy_on_delete")
 _now = time.monotonic
 
 
@@ -164,6 +168,7 @@ class PluginVm(RootContexts):
                     inst.call("main", 0, 0)
             elif inst.has("_start"):
                 inst.call("_start")
+            self._meter(inst)
             for root in list(self.roots.values()):
                 self._start_root(inst, root)
         except BaseException:
@@ -280,8 +285,9 @@ class PluginVm(RootContexts):
 
     def call(self, stream: Stream | None, name: str, *args: int) -> int | None:
         """Call a callback with ``stream`` as the effective context; args cut to its arity.
-        The time it takes is charged to the CPU budget; raises WasmUnavailable when the
-        filter cannot run (over budget, no instance)."""
+        The time it takes is charged to the CPU budget (on the C path by the call
+        itself: see :meth:`_meter`); raises WasmUnavailable when the filter cannot run
+        (over budget, no instance)."""
         inst = self.instance or self.ensure()
         export = inst.exports.get(name)
         if export is None:
@@ -301,21 +307,24 @@ class PluginVm(RootContexts):
             finally:
                 self.active = previous
         budget = self.budget
-        started = _now()
-        if started < budget.until:
+        if budget.until and _now() < budget.until:  # (until: 0 until first over budget)
             raise WasmUnavailable(f"wasm filter {self.name!r} is over its CPU budget", "cpu_budget")
         if len(args) > export.nparams:  # (the usual case: the arity the ABI names)
             args = args[: export.nparams]
         self._depth = 1
-        try:
-            callee = export.callee  # the C path's export, called without call_export
-            if callee is not None:
+        callee = export.callee  # the C path's export: it charges the budget itself
+        if callee is not None:
+            try:
                 return callee(*args)  # type: ignore[no-any-return]
+            except CallFailed as exc:
+                trap = inst.trap_of(name, exc)
+                self._trapped(trap)
+                raise trap from None
+            finally:
+                self._depth = 0
+        started = _now()
+        try:
             return inst.call_export(export, name, args)
-        except CallFailed as exc:
-            trap = inst.trap_of(name, exc)
-            self._trapped(trap)
-            raise trap from None
         except WasmTrap as exc:
             self._trapped(exc)
             raise
@@ -367,8 +376,33 @@ class PluginVm(RootContexts):
         self.module = None
         self.closed = True
 
+    def _meter(self, inst: Instance) -> None:
+        """On the C path the instance's top-level calls charge the CPU budget
+        themselves: the common case in C, the rest through :meth:`_charged`."""
+        guest = inst.guest
+        if guest is not None:
+            budget = self.budget
+            guest.set_meter(self._charged, budget.slot_end, budget.allowed - budget.used)
+
+    def _charged(self, now: float, spent: float, pending: float) -> tuple[float, float]:
+        """Charge a call the C meter did not settle (a new slot, or over the budget),
+        after what it settled meanwhile (``pending``, all in the current slot); the
+        meter's next (slot_end, room)."""
+        budget = self.budget
+        if pending:
+            budget.slots[budget.index] += pending
+            budget.used += pending
+        if budget.charge(now, spent):
+            self._over_budget()
+        return budget.slot_end, budget.allowed - budget.used
+
     def _drop_instance(self) -> None:
         if self.instance is not None:
+            guest = self.instance.guest
+            if guest is not None and guest.pending:  # charged, not yet in the budget
+                budget = self.budget
+                budget.slots[budget.index] += guest.pending
+                budget.used += guest.pending
             self.instance.close()
         self.instance = None
         self.host.instance = None
@@ -399,41 +433,31 @@ class PluginVm(RootContexts):
     ) -> tuple[Stream | None, int | None]:
         """:meth:`open_stream`, then ``proxy_on_request_headers``: the stream (None for a
         root-only plugin) and what the callback returned. On the C path the two calls
-        run back to back, charged to the CPU budget as one (as :meth:`_end_stream`)."""
+        run back to back (each charges the CPU budget itself: see :meth:`_meter`)."""
         inst = self.instance
-        exports = inst.exports if inst is not None else {}
-        create = exports.get("proxy_on_context_create")
-        on_headers = exports.get("proxy_on_request_headers")
-        if (
-            inst is None
-            or self._depth
-            or self.root_only
-            or create is None
-            or create.callee is None
-            or on_headers is None
-            or on_headers.callee is None
-        ):
+        opens = inst.opens if inst is not None else None
+        if opens is None or self._depth or self.root_only:
             stream = self.open_stream(ctx, root)
             if stream is None:
                 return None, None
             return stream, self.call(
                 stream, "proxy_on_request_headers", stream.id, headers, end_of_stream
             )
+        assert inst is not None
         budget = self.budget
-        started = _now()
-        if started < budget.until:
+        if budget.until and _now() < budget.until:
             raise WasmUnavailable(f"wasm filter {self.name!r} is over its CPU budget", "cpu_budget")
-        stream = RootedStream(next(self._ids), ctx, root)
-        self.streams[stream.id] = stream
+        sid = next(self._ids)
+        stream = RootedStream(sid, ctx, root)
+        self.streams[sid] = stream
         self.host.stream = stream
         self.active = root
         name = "proxy_on_context_create"
         self._depth = 1
         try:
-            create.callee(*(stream.id, root.context_id)[: create.nparams])
+            opens[0](sid, root.context_id)  # (Instance.opens: the ABI's arities)
             name = "proxy_on_request_headers"
-            args = (stream.id, headers, end_of_stream)[: on_headers.nparams]
-            return stream, on_headers.callee(*args)
+            return stream, opens[1](sid, headers, end_of_stream)
         except CallFailed as exc:
             trap = inst.trap_of(name, exc)
             self._trapped(trap)
@@ -441,13 +465,6 @@ class PluginVm(RootContexts):
                 raise trap from None
         finally:
             self._depth = 0
-            now = _now()
-            spent = now - started
-            if now < budget.slot_end and budget.used + spent <= budget.allowed:
-                budget.slots[budget.index] += spent  # (CpuBudget.charge's common case)
-                budget.used += spent
-            elif budget.charge(now, spent):
-                self._over_budget()
         self._no_contexts()
         return None, None
 
@@ -479,11 +496,36 @@ class PluginVm(RootContexts):
         """``proxy_on_done``, then (unless it returns false: the plugin calls proxy_done
         later) ``proxy_on_log`` and ``proxy_on_delete``."""
         inst = self.instance
-        if stream.id not in self.streams or inst is None or stream.done_pending:
+        sid = stream.id
+        if sid not in self.streams or inst is None or stream.done_pending:
             return  # (done_pending: on_done ran when the client left; proxy_done ends it)
-        on_done = inst.exports.get("proxy_on_done")
-        if not self._depth and on_done is not None and on_done.callee is not None:
-            self._end_stream(inst, stream, on_done)
+        ends = inst.ends
+        if ends is not None and not self._depth:
+            # The C path: the three callbacks back to back, with one check of the CPU
+            # budget (each call charges it itself: see _meter).
+            budget = self.budget
+            if budget.until and _now() < budget.until:  # over budget: ends without them
+                self._forget_stream(stream)
+                return
+            self.host.stream = stream
+            if isinstance(stream, RootedStream):
+                self.active = stream.root
+            self._depth = 1
+            try:
+                completed = ends(sid)  # (on_done, then on_log and on_delete unless false)
+                if completed is not None and not completed:
+                    stream.done_pending = True  # the plugin calls proxy_done later
+                    return
+                self.streams.pop(sid, None)  # (_forget_stream, inline)
+                if self.grpc_streams or self.grpc_call_owners:
+                    close_owned(self, stream)
+            except CallFailed as exc:
+                self._forget_stream(stream)
+                trap = inst.trap_of(_END_NAMES[exc.args[2]], exc)
+                self._trapped(trap)
+                raise trap from None
+            finally:
+                self._depth = 0
             return
         try:
             completed = self.call(stream, "proxy_on_done", stream.id)
@@ -494,44 +536,6 @@ class PluginVm(RootContexts):
             self.finish_stream(stream)
         else:
             stream.done_pending = True  # the plugin calls proxy_done later
-
-    def _end_stream(self, inst: Instance, stream: Stream, on_done: Any) -> None:
-        """:meth:`done` on the C path: the three callbacks back to back, charged to the
-        CPU budget as one (three budget checks and charges cost more than the calls)."""
-        budget = self.budget
-        started = _now()
-        if started < budget.until:  # over budget: the stream ends without them
-            self._forget_stream(stream)
-            return
-        self.host.stream = stream
-        if isinstance(stream, RootedStream):
-            self.active = stream.root
-        name = "proxy_on_done"
-        self._depth = 1
-        try:
-            completed = on_done.callee(*(stream.id,)[: on_done.nparams])
-            if completed is not None and not completed:
-                stream.done_pending = True  # the plugin calls proxy_done later
-                return
-            for name in ("proxy_on_log", "proxy_on_delete"):
-                export = inst.exports.get(name)
-                if export is not None:
-                    export.callee(*(stream.id,)[: export.nparams])
-            self._forget_stream(stream)
-        except CallFailed as exc:
-            self._forget_stream(stream)
-            trap = inst.trap_of(name, exc)
-            self._trapped(trap)
-            raise trap from None
-        finally:
-            self._depth = 0
-            now = _now()
-            spent = now - started
-            if now < budget.slot_end and budget.used + spent <= budget.allowed:
-                budget.slots[budget.index] += spent  # (CpuBudget.charge's common case)
-                budget.used += spent
-            elif budget.charge(now, spent):
-                self._over_budget()
 
     # -- calls out
 

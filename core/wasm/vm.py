@@ -15,9 +15,14 @@ some host-function calls back), so calls in both directions go through wasmtime'
   ``proxy_log`` below the logger's level (the pointer checked against the memory, the
   answer read from the logger's own ``isEnabledFor`` cache, so a level changed at run
   time counts at once), and returning bytes to the guest (``Guest.give``: the guest's
-  allocator called, the bytes copied, the address and size stored). A call from the
-  main thread keeps the GIL while the guest runs; a call from another thread (a rebuild
-  in a worker) releases it.
+  allocator called, the bytes copied, the address and size stored). A top-level call
+  times itself and charges the filter's CPU budget (``Guest.set_meter``, which
+  :class:`~core.wasm.plugin.PluginVm` sets; not for :meth:`Instance.call`, the start
+  functions' path), Python only when a new slot begins or the budget runs out. A
+  stream's last three callbacks (``proxy_on_done``, ``proxy_on_log``,
+  ``proxy_on_delete``) go as one C call, ``Instance.ends``, charged once. A call
+  from the main thread keeps the GIL while the guest runs; a call from another thread
+  (a rebuild in a worker) releases it.
 - **The ctypes path** (the extension not built, or ``WASMGATE_WASM_CTYPES=1``): the
   same calls through ctypes, arguments packed with one precompiled struct per
   signature, one ctypes callback dispatching every host function; about 50 % more
@@ -55,6 +60,7 @@ import struct
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -525,6 +531,24 @@ class Instance:
             self._alloc = self.exports.get("malloc")
         if self._guest is not None:
             self._guest.set_alloc(self._alloc.callee if self._alloc is not None else None)
+        # A stream's first two and last three callbacks, as the C path's callees when
+        # the module has all of them with the ABI's arity (else None: the general way).
+        self.opens = self._callees(("proxy_on_context_create", 2), ("proxy_on_request_headers", 3))
+        # ... and the last three as one C call, ends(id) (see _crossing_calls.c's
+        # call_ends): on_done's result; a trap raises CallFailed(error, trap, index).
+        ends = self._callees(("proxy_on_done", 1), ("proxy_on_log", 1), ("proxy_on_delete", 1))
+        self.ends: Callable[[int], int | None] | None = (
+            None if ends is None else partial(_crossing.ends, *ends)
+        )
+
+    def _callees(self, *wanted: tuple[str, int]) -> tuple[Any, ...] | None:
+        found = []
+        for name, nparams in wanted:
+            export = self.exports.get(name)
+            if export is None or export.callee is None or export.nparams != nparams:
+                return None
+            found.append(export.callee)
+        return tuple(found)
 
     def close(self) -> None:
         """Release the instance: its host-function entries, exports and memory, so
@@ -535,12 +559,19 @@ class Instance:
         self._envs.clear()
         _DEADLINES.pop(getattr(self, "_deadline_env", 0), None)
         self.exports.clear()
+        self.opens = self.ends = None
         self.memory = None
         self._alloc = None
         if self._guest is not None:
             self._guest.set_alloc(None)  # (a Callee holds its Guest: no cycle left)
+            self._guest.set_meter(None)  # (its callback holds the plugin)
         self._mem = memoryview(b"")  # never a view of a freed Store's memory
         self._mem_size = 0
+
+    @property
+    def guest(self) -> Any:
+        """The C path's per-instance state (a ``_crossing.Guest``), or None."""
+        return self._guest
 
     def has(self, name: str) -> bool:
         return name in self.exports
@@ -549,11 +580,20 @@ class Instance:
         return self.exports[name].nparams
 
     def call(self, name: str, *args: int) -> int | None:
-        """Call export ``name`` with integer arguments; raises WasmTrap."""
+        """Call export ``name`` with integer arguments; raises WasmTrap. Not charged to a
+        CPU budget (start functions; :class:`~core.wasm.plugin.PluginVm` meters its
+        callbacks)."""
         export = self.exports.get(name)
         if export is None:
             return None
-        return self.call_export(export, name, args)
+        guest = self._guest
+        if guest is None or guest.held:
+            return self.call_export(export, name, args)
+        guest.held = True
+        try:
+            return self.call_export(export, name, args)
+        finally:
+            guest.held = False
 
     def call_export(self, export: _Export, name: str, args: Sequence[int]) -> int | None:
         """:meth:`call` for an export already looked up (the hot path)."""
@@ -584,7 +624,7 @@ class Instance:
 
     def trap_of(self, name: str, failed: Exception) -> WasmTrap:
         """The WasmTrap for a :data:`CallFailed` raised by export ``name``'s callee."""
-        error, trap = failed.args
+        error, trap = failed.args[:2]
         return WasmTrap(f"{self.name}: {name} trapped: {_failure_text(error, trap)}")
 
     def _failure(self, error: Any) -> str:

@@ -60,6 +60,8 @@ class Canary(Filter[CanaryConfig]):
         super().__init__(config)
         self._canary = config.upstream
         self._header = config.header
+        # The header's name as it is compared on the wire (lower-cased bytes).
+        self._header_key = config.header.lower().encode("latin-1") if config.header else None
         self._value = config.header_value
         self._pattern = re.compile(config.header_pattern) if config.header_pattern else None
         self._cookie = config.cookie
@@ -80,30 +82,45 @@ class Canary(Filter[CanaryConfig]):
             self.skip_phases.add("on_response")
         if self._header is None and self._cookie is None and self._share == 0.0:
             self.skip_phases.add("on_request")  # nothing can ever pick the canary
+        # Without the header, only the weighted draw is left to decide (on_request's
+        # short way, without _decide).
+        self._draw_only = self._cookie is None and self._sticky is None and partial
 
     def upstreams(self) -> tuple[str]:
         return (self._canary,)
 
     def on_request(self, ctx: Context) -> None:
-        if self._decide(ctx):
+        # The header's first value, looked up here rather than by Headers.get: this
+        # runs for every request, and a call costs more than the scan.
+        value = None
+        key = self._header_key
+        if key is not None:
+            size = len(key)
+            for name, raw in ctx.request.headers.raw:
+                if len(name) == size and name.lower() == key:
+                    value = raw.decode("latin-1")
+                    break
+        if value is None and self._draw_only:
+            if random.random() < self._share:
+                ctx.upstream = self._canary
+        elif self._decide(ctx, value):
             ctx.upstream = self._canary
 
-    def _decide(self, ctx: Context) -> bool:
-        """True for the canary, False for the mainline."""
+    def _decide(self, ctx: Context, value: str | None) -> bool:
+        """True for the canary, False for the mainline (``value``: the header's first
+        value, None without it)."""
         request = ctx.request
-        if self._header is not None:
-            value = request.headers.get(self._header)
-            if value is not None:
-                if self._value is not None:
-                    if value == self._value:
-                        return True
-                elif self._pattern is not None:
-                    if self._pattern.search(value):
-                        return True
-                elif value == "always":
+        if value is not None:
+            if self._value is not None:
+                if value == self._value:
                     return True
-                elif value == "never":
-                    return False
+            elif self._pattern is not None:
+                if self._pattern.search(value):
+                    return True
+            elif value == "always":
+                return True
+            elif value == "never":
+                return False
         if self._cookie is not None:
             value = request.cookie(self._cookie)
             if value == "always":

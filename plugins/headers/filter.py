@@ -18,16 +18,28 @@ from plugins.headers.config import HeaderOps, HeadersConfig
 
 _REMOVE, _SET, _ADD = 0, 1, 2
 
+Step = tuple[int, Any, bytes]
+#: A ``set`` with nothing else to do: (lower-cased name, its length, the pair to append).
+FastSet = tuple[bytes, int, tuple[bytes, bytes]]
 
-def _compile(ops: HeaderOps) -> tuple[tuple[int, Any, bytes], ...]:
+
+def _compile(ops: HeaderOps) -> tuple[Step, ...]:
     """One direction's operations, in order, encoded once at load time."""
-    steps: list[tuple[int, Any, bytes]] = [(_REMOVE, name, b"") for name in ops.remove]
+    steps: list[Step] = [(_REMOVE, name, b"") for name in ops.remove]
     steps += [(_SET, n.encode("latin-1"), v.encode("latin-1")) for n, v in ops.set.items()]
     steps += [(_ADD, n.encode("latin-1"), v.encode("latin-1")) for n, v in ops.add.items()]
     return tuple(steps)
 
 
-def _apply(steps: tuple[tuple[int, Any, bytes], ...], headers: Headers) -> None:
+def _fast_sets(steps: tuple[Step, ...]) -> tuple[FastSet, ...] | None:
+    """The direction's steps as :data:`FastSet` when all of them are ``set`` (the usual
+    configuration); None otherwise (``remove`` and ``add`` take :func:`_apply`)."""
+    if not steps or any(op != _SET for op, _, _ in steps):
+        return None
+    return tuple((name.lower(), len(name), (name, value)) for _, name, value in steps)
+
+
+def _apply(steps: tuple[Step, ...], headers: Headers) -> None:
     for op, name, value in steps:
         if op == _SET:
             headers.set_bytes(name, value)
@@ -46,14 +58,44 @@ class HeadersFilter(Filter[HeadersConfig]):
         super().__init__(config)
         self._request = _compile(config.request)
         self._response = _compile(config.response)
+        self._request_sets = _fast_sets(self._request)
+        self._response_sets = _fast_sets(self._response)
         if config.request.empty:
             self.skip_phases.add("on_request")
         if config.response.empty:
             self.skip_phases.add("on_response")
 
+    # A header that a ``set`` names is usually absent: the phases look for it in place
+    # and append the pair, and only a name already there takes Headers.set_bytes (no
+    # helper call per request: on the hot path a Python call costs more than the scan).
+
     def on_request(self, ctx: Context) -> None:
-        _apply(self._request, ctx.request.headers)
+        headers = ctx.request.headers
+        sets = self._request_sets
+        if sets is None:
+            _apply(self._request, headers)
+            return
+        raw = headers.raw
+        for key, size, pair in sets:
+            for name, _ in raw:
+                if len(name) == size and name.lower() == key:
+                    headers.set_bytes(*pair)
+                    break
+            else:
+                raw.append(pair)
 
     def on_response(self, ctx: Context) -> None:
         assert ctx.response is not None
-        _apply(self._response, ctx.response.headers)
+        headers = ctx.response.headers
+        sets = self._response_sets
+        if sets is None:
+            _apply(self._response, headers)
+            return
+        raw = headers.raw
+        for key, size, pair in sets:
+            for name, _ in raw:
+                if len(name) == size and name.lower() == key:
+                    headers.set_bytes(*pair)
+                    break
+            else:
+                raw.append(pair)

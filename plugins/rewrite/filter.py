@@ -42,19 +42,6 @@ from plugins.rewrite.config import _GROUP, RewriteConfig
 PathRewrite = Callable[[str], str | None]  # the new path, or None to leave it
 
 
-def _prefix_rewrite(old: str, new: str) -> PathRewrite:
-    """``old`` prefix (whole elements) -> ``new``; both without their trailing '/'."""
-    elem = old + "/"
-    cut = len(old)
-
-    def rewrite(path: str) -> str | None:
-        if path == old or path.startswith(elem):
-            return (new + path[cut:]) or "/"
-        return None
-
-    return rewrite
-
-
 def _regex_rewrite(pattern: str, replacement: str) -> PathRewrite:
     match = re.compile(pattern).match
     # "/a$1b$2" -> ["/a", 1, "b", 2]: literals and group numbers, split once here.
@@ -92,23 +79,37 @@ class Rewrite(Filter[RewriteConfig]):
 
     def __init__(self, config: RewriteConfig) -> None:
         super().__init__(config)
+        # A prefix rewrite (whole elements; both prefixes without their trailing '/'):
+        # (old prefix, old + "/", new prefix). Done in on_request itself, the common
+        # case; a regex rewrite is a function (_regex_rewrite).
+        self._prefix: tuple[str, str, str] | None = None
         self._path: PathRewrite | None = None
         if config.strip_prefix is not None:
-            self._path = _prefix_rewrite(config.strip_prefix.rstrip("/"), "")
+            old = config.strip_prefix.rstrip("/")
+            self._prefix = (old, old + "/", "")
         elif config.replace_prefix is not None:
             rp = config.replace_prefix
-            self._path = _prefix_rewrite(rp.from_.rstrip("/"), rp.to.rstrip("/"))
+            old = rp.from_.rstrip("/")
+            self._prefix = (old, old + "/", rp.to.rstrip("/"))
         elif config.regex is not None and config.replacement is not None:
             self._path = _regex_rewrite(config.regex, config.replacement)
         self._host = config.host
-        if self._path is None and self._host is None:
+        if self._prefix is None and self._path is None and self._host is None:
             self.skip_phases.add("on_request")
 
     def on_request(self, ctx: Context) -> None:
         request = ctx.request
-        if self._path is not None:
-            path = self._path(request.path)
-            if path is not None and path != request.path:
-                request.path = path
+        prefix = self._prefix
+        if prefix is not None:
+            old, elem, new = prefix
+            path = request.path
+            if path == old or path.startswith(elem):
+                path = (new + path[len(old) :]) or "/"
+                if path != request.path:
+                    request.path = path
+        elif self._path is not None:
+            changed = self._path(request.path)
+            if changed is not None and changed != request.path:
+                request.path = changed
         if self._host is not None:
             request.host = self._host

@@ -123,6 +123,16 @@ def test_weight_split_in_process() -> None:
     assert 100 <= counts[CANARY] <= 300, counts
 
 
+def test_header_beats_a_partial_weight() -> None:
+    """The header decides first also when only a weighted draw would be left (no
+    cookie, no stickiness: the filter's shortest path); without it, the draw does."""
+    config = {"upstream": CANARY, "header": "x-canary", "weight": 50}
+    assert {decide(config, {"X-Canary": "always"}) for _ in range(100)} == {CANARY}
+    assert {decide(config, {"x-canary": "never"}) for _ in range(100)} == {MAIN}
+    assert {decide(config, {"x-canary": "maybe"}) for _ in range(200)} == {MAIN, CANARY}
+    assert {decide(config, {"x-other": "always"}) for _ in range(200)} == {MAIN, CANARY}
+
+
 # --------------------------------------------------------------------- stickiness
 
 STICKY = {"upstream": CANARY, "weight": 50, "sticky_cookie": "side", "sticky_max_age": 3600}
