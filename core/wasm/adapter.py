@@ -37,14 +37,12 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable, Coroutine
-from functools import partial
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from core.bodies import BodyTooLarge, ChunkError
 from core.errors import PluginError
 from core.metrics import count_wasm_refused
-from core.native import mypyc_attr
 from core.upstream import ResponseHead, UpstreamPool
 from core.wasm.abi import Action
 from core.wasm.adapter_trailers import TRAILER_CALLBACKS, TrailerCallbacks
@@ -60,14 +58,9 @@ from plugin_sdk.filter import ChunkResult, ChunkResume, maybe_async
 _BODY_CALLBACKS = ("proxy_on_request_body", "proxy_on_response_body")
 # What a header callback may return to stop: StopIteration (1), and StopAllIteration
 # AndBuffer / AndWatermark (3, 4: the body waits too).
-_R = TypeVar("_R")
 _STOPS = frozenset({Action.PAUSE, 3, 4})
 
 
-# A Python class when compiled (its bases, plugin_sdk's Filter and TrailerCallbacks, are
-# interpreted, and it sets its optional hooks as instance attributes); its methods are
-# compiled.
-@mypyc_attr(native_class=False)
 class WasmFilter(TrailerCallbacks, Filter[PluginConfig]):
     """A :class:`PluginVm` behind the filter contract (see the module docstring)."""
 
@@ -119,22 +112,40 @@ class WasmFilter(TrailerCallbacks, Filter[PluginConfig]):
             self.skip_phases |= {"on_request", "on_response", "on_log"}
         else:
             self.client_gone = self._client_gone
-            # The two maybe_async phases (plugin_sdk.filter.maybe_async), marked here: a
-            # function mypyc compiled takes no attribute, a partial does.
-            self.__dict__.update(
-                on_request=_maybe_async(partial(WasmFilter.on_request, self)),
-                on_response=_maybe_async(partial(WasmFilter.on_response, self)),
-            )
 
     @property
     def traps(self) -> int:
         return self.vm.traps
 
-    def _outcome(
-        self, stream: Stream, action: int | None
-    ) -> Coroutine[Any, Any, LocalReply | None]:
-        return _outcome_of(self, stream, action)
+    async def _outcome(self, stream: Stream, action: int | None) -> LocalReply | None:
+        if stream.local_reply is None and action == Action.PAUSE:
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[None] = loop.create_future()
+            stream.paused = True
 
+            def resume() -> None:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+            stream.resume = resume
+            try:
+                await asyncio.wait_for(waiter, self.vm.pause_timeout)
+            except TimeoutError:
+                raise PluginError(
+                    f"wasm filter {self.name!r} paused the stream for over "
+                    f"{self.vm.pause_timeout:g}s"
+                ) from None
+            finally:
+                stream.paused = False
+                stream.resume = None
+            if stream.id not in self.vm.streams and stream.local_reply is None:
+                raise WasmTrap(
+                    f"wasm filter {self.name!r} stopped (a trap, or its CPU budget) while "
+                    "the stream was paused"
+                )
+        return stream.local_reply
+
+    @maybe_async
     def on_request(self, ctx: Context) -> LocalReply | Awaitable[LocalReply | None] | None:
         vm = self.vm
         if vm.instance is None or vm.budget.until:  # the rare cases: look closer
@@ -231,6 +242,7 @@ class WasmFilter(TrailerCallbacks, Filter[PluginConfig]):
             action = self._trailers_call(stream, 0)  # Envoy's next callback: it decides
         return await self._outcome(stream, action)
 
+    @maybe_async
     def on_response(self, ctx: Context) -> Awaitable[None] | None:
         stream = ctx.state.get(self._key)
         resp = ctx.response
@@ -382,10 +394,68 @@ class WasmFilter(TrailerCallbacks, Filter[PluginConfig]):
         return None  # core.bodies waits for resume
 
     def _hold_more(self, stream: Stream, side: int, resume: ChunkResume) -> None:
-        _hold_more(self, stream, side, resume)
+        """Stopped before the last chunk: the data waits for the next chunk, or for
+        proxy_continue_stream, which passes it on at once (as Envoy does)."""
+        loop = asyncio.get_running_loop()
+        key = (stream.id, side)
+
+        def release() -> None:
+            if self._releases.get(key) is not continued:
+                return  # a later chunk (or the stream's end) came first
+            del self._releases[key]
+            stream.paused = False
+            stream.resume = None
+            out = stream.body[side]
+            stream.body[side] = None
+            if stream.local_reply is not None:
+                resume(stream.local_reply)
+            elif out:
+                resume(bytes(out), False)
+
+        def continued() -> None:  # from inside the guest: go on once it returned
+            loop.call_soon(release)
+
+        self._releases[key] = continued
+        stream.paused = True
+        stream.resume = continued
 
     def _hold_end(self, stream: Stream, side: int, resume: ChunkResume) -> None:
-        _hold_end(self, stream, side, resume)
+        """Stopped on the last chunk: keep the body until proxy_continue_stream."""
+        loop = asyncio.get_running_loop()
+        settled = False
+
+        def finish(failure: Exception | None = None) -> None:
+            nonlocal settled
+            if settled:
+                return
+            settled = True
+            timer.cancel()
+            stream.paused = False
+            stream.resume = None
+            out = bytes(stream.body[side] or b"")
+            stream.body[side] = None
+            if failure is None and stream.id not in self.vm.streams and stream.local_reply is None:
+                failure = WasmTrap(f"wasm filter {self.name!r} stopped while holding the body")
+            if failure is not None:
+                resume(ChunkError(out, failure))
+            elif stream.local_reply is not None:
+                resume(stream.local_reply)
+            else:
+                resume(out)
+
+        timer = loop.call_later(
+            self.vm.pause_timeout,
+            finish,
+            PluginError(
+                f"wasm filter {self.name!r} held the body for over {self.vm.pause_timeout:g}s"
+            ),
+        )
+
+        def continued() -> None:  # from inside the guest: go on once it returned
+            loop.call_soon(finish)
+
+        stream.paused = True
+        stream.resume = continued
 
     def on_log(self, ctx: Context) -> None:
         stream = ctx.state.pop(self._key, None)
@@ -417,103 +487,3 @@ class WasmFilter(TrailerCallbacks, Filter[PluginConfig]):
 
     def close(self) -> None:
         self.vm.release(self.root)
-
-
-def _maybe_async(phase: partial[_R]) -> Callable[[Context], _R]:
-    return maybe_async(phase)
-
-
-# The methods with closures, as functions (mypyc compiles no closure in a method of a
-# Python class, which WasmFilter is when compiled).
-
-
-async def _outcome_of(f: WasmFilter, stream: Stream, action: int | None) -> LocalReply | None:
-    if stream.local_reply is None and action == Action.PAUSE:
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        stream.paused = True
-
-        def resume() -> None:
-            if not waiter.done():
-                waiter.set_result(None)
-
-        stream.resume = resume
-        try:
-            await asyncio.wait_for(waiter, f.vm.pause_timeout)
-        except TimeoutError:
-            raise PluginError(
-                f"wasm filter {f.name!r} paused the stream for over {f.vm.pause_timeout:g}s"
-            ) from None
-        finally:
-            stream.paused = False
-            stream.resume = None
-        if stream.id not in f.vm.streams and stream.local_reply is None:
-            raise WasmTrap(
-                f"wasm filter {f.name!r} stopped (a trap, or its CPU budget) while "
-                "the stream was paused"
-            )
-    return stream.local_reply
-
-
-def _hold_more(f: WasmFilter, stream: Stream, side: int, resume: ChunkResume) -> None:
-    """Stopped before the last chunk: the data waits for the next chunk, or for
-    proxy_continue_stream, which passes it on at once (as Envoy does)."""
-    loop = asyncio.get_running_loop()
-    key = (stream.id, side)
-
-    def release() -> None:
-        if f._releases.get(key) is not continued:
-            return  # a later chunk (or the stream's end) came first
-        del f._releases[key]
-        stream.paused = False
-        stream.resume = None
-        out = stream.body[side]
-        stream.body[side] = None
-        if stream.local_reply is not None:
-            resume(stream.local_reply)
-        elif out:
-            resume(bytes(out), False)
-
-    def continued() -> None:  # from inside the guest: go on once it returned
-        loop.call_soon(release)
-
-    f._releases[key] = continued
-    stream.paused = True
-    stream.resume = continued
-
-
-def _hold_end(f: WasmFilter, stream: Stream, side: int, resume: ChunkResume) -> None:
-    """Stopped on the last chunk: keep the body until proxy_continue_stream."""
-    loop = asyncio.get_running_loop()
-    settled = False
-
-    def finish(failure: Exception | None = None) -> None:
-        nonlocal settled
-        if settled:
-            return
-        settled = True
-        timer.cancel()
-        stream.paused = False
-        stream.resume = None
-        out = bytes(stream.body[side] or b"")
-        stream.body[side] = None
-        if failure is None and stream.id not in f.vm.streams and stream.local_reply is None:
-            failure = WasmTrap(f"wasm filter {f.name!r} stopped while holding the body")
-        if failure is not None:
-            resume(ChunkError(out, failure))
-        elif stream.local_reply is not None:
-            resume(stream.local_reply)
-        else:
-            resume(out)
-
-    timer = loop.call_later(
-        f.vm.pause_timeout,
-        finish,
-        PluginError(f"wasm filter {f.name!r} held the body for over {f.vm.pause_timeout:g}s"),
-    )
-
-    def continued() -> None:  # from inside the guest: go on once it returned
-        loop.call_soon(finish)
-
-    stream.paused = True
-    stream.resume = continued
