@@ -1046,12 +1046,16 @@ class Host:
         ok = self.mem.write_u32(count_ptr, 0) and self.mem.write_u32(size_ptr, 0)
         return WasiErrno.SUCCESS if ok else WasiErrno.FAULT
 
-    wasi_args_sizes_get = wasi_environ_sizes_get
+    def wasi_args_sizes_get(self, count_ptr: int, size_ptr: int) -> int:
+        # no arguments either (a method of its own: a class-body alias is not an
+        # attribute of the class once mypyc compiles it, and the resolver looks it up)
+        return self.wasi_environ_sizes_get(count_ptr, size_ptr)
 
     def wasi_environ_get(self, _array: int, _buffer: int) -> int:
         return WasiErrno.SUCCESS
 
-    wasi_args_get = wasi_environ_get
+    def wasi_args_get(self, array: int, buffer: int) -> int:
+        return self.wasi_environ_get(array, buffer)
 
     def wasi_proc_exit(self, code: int) -> None:
         raise _GuestExit(f"proc_exit({code})")

@@ -180,12 +180,16 @@ class PluginVm(RootContexts):
         """The live instance. Without one (after a trap) a rebuild starts in a worker
         thread and this raises :class:`WasmUnavailable`; await :meth:`rebuilt` to wait
         for it. Outside an event loop (loading, tests) the rebuild runs here."""
-        if self.instance is not None:
-            return self.instance
+        inst = self.instance
+        if inst is not None:
+            return inst
         self.rebuild()
-        if self.instance is None:
+        # read again (a local, not self.instance: mypy would keep it narrowed to None
+        # across the call, and the compiled code checks what mypy believes)
+        inst = self.instance
+        if inst is None:
             raise WasmUnavailable(f"wasm filter {self.name!r} is being rebuilt", "rebuilding")
-        return self.instance
+        return inst
 
     def refused(self, now: float) -> str | None:
         """Why a request cannot run this filter now ('cpu_budget', 'rebuild_backoff'),

@@ -81,12 +81,20 @@ class RootContexts:
     _ids: Iterator[int]
     _loop: asyncio.AbstractEventLoop | None
 
-    if TYPE_CHECKING:
+    # PluginVm's: real methods, not declarations under TYPE_CHECKING (mypyc compiles
+    # this class and takes no such statement in a class body); PluginVm overrides each.
 
-        def call(self, stream: Stream | None, name: str, *args: int) -> int | None: ...
-        def ensure(self) -> Instance: ...
-        def close(self) -> None: ...
-        def _drop_instance(self) -> None: ...
+    def call(self, stream: Stream | None, name: str, *args: int) -> int | None:
+        raise NotImplementedError
+
+    def ensure(self) -> Instance:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def _drop_instance(self) -> None:
+        raise NotImplementedError
 
     # -- the running plugin (the root context of the callback running)
 
