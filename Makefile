@@ -36,9 +36,9 @@ COMPILE ?= 1
 install: $(STAMP)
 	@$(if $(filter 0,$(COMPILE)),echo "compile: skipped (COMPILE=0)",$(PY) scripts/compile.py --best-effort)
 
-# Re-installs only when pyproject.toml or the C extension core/wasm/_crossing*.[ch] changes
+# Re-installs only when pyproject.toml or a C extension (core/wasm/_crossing*.[ch], plugin_sdk/_timing.c) changes
 # (pip builds it in place, core/wasm/_crossing.*.so); otherwise a no-op.
-$(STAMP): pyproject.toml $(wildcard core/wasm/_crossing*.[ch])
+$(STAMP): pyproject.toml $(wildcard core/wasm/_crossing*.[ch] plugin_sdk/_timing.c)
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "wasmgate needs Python >= 3.11"'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip

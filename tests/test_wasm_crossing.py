@@ -200,3 +200,32 @@ def test_the_c_field_checks_agree_with_the_python_ones(
     assert fields.bad_field(name, value) == fields._bad_field(name, value)
     key = name.lower()
     assert fields.scan(raw, key, drop) == fields._scan(raw, key, drop)
+
+
+ENGINE_KEPT = """
+import gc, sys, time, weakref
+from core.wasm import vm
+if vm._crossing is None:
+    print("no-c"); sys.exit(0)
+eng = vm.engine()
+ref = weakref.ref(eng)
+del eng
+vm._engine = None  # what interpreter exit does to the module's globals
+gc.collect()
+time.sleep(vm.EPOCH_MS * 5 / 1000)  # the native ticker runs on meanwhile
+print("alive" if ref() is not None else "freed")
+"""
+
+
+def test_the_native_epoch_ticker_keeps_its_engine() -> None:
+    # The ticker thread advances the engine's epoch until the process ends. When the
+    # last Python reference went (module globals cleared at exit), wasmtime freed the
+    # engine under it: a crash (exit status -11) at interpreter exit, seen with
+    # core/wasm compiled by mypyc, whose modules tear down in another order.
+    done = subprocess.run(
+        [sys.executable, "-c", ENGINE_KEPT], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    if done.stdout.strip() == "no-c":
+        pytest.skip("the C extension is not built (no C compiler: Debian package gcc)")
+    assert done.stdout.strip() == "alive"

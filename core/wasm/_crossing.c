@@ -49,6 +49,7 @@ PyObject *on_forget; /* on_forget(env address): wasmtime let go of a host functi
 typedef struct {
     void *engine;
     long interval_ns;
+    PyObject *owner; /* the Python Engine: a reference never given back, so it is never freed */
 } Ticker;
 
 static void *ticker_main(void *arg) {
@@ -64,7 +65,8 @@ static void *ticker_main(void *arg) {
 static PyObject *start_ticker(PyObject *module, PyObject *args) {
     unsigned long long engine;
     long ms;
-    if (!PyArg_ParseTuple(args, "Kl", &engine, &ms)) return NULL;
+    PyObject *owner;
+    if (!PyArg_ParseTuple(args, "KlO", &engine, &ms, &owner)) return NULL;
     if (increment_epoch == NULL || ms <= 0) {
         PyErr_SetString(PyExc_RuntimeError, "setup() first, with a positive interval");
         return NULL;
@@ -73,6 +75,11 @@ static PyObject *start_ticker(PyObject *module, PyObject *args) {
     if (ticker == NULL) return PyErr_NoMemory();
     ticker->engine = (void *)(uintptr_t)engine;
     ticker->interval_ns = ms * 1000000L;
+    /* The thread ticks until the process ends, so the engine must outlive every Python
+     * reference to it: at interpreter exit the module globals are cleared and wasmtime
+     * would free the engine while this thread still advances its epoch. */
+    Py_INCREF(owner);
+    ticker->owner = owner;
     pthread_attr_t attr;
     pthread_t thread;
     pthread_attr_init(&attr);
@@ -81,6 +88,7 @@ static PyObject *start_ticker(PyObject *module, PyObject *args) {
     int rc = pthread_create(&thread, &attr, ticker_main, ticker);
     pthread_attr_destroy(&attr);
     if (rc != 0) {
+        Py_DECREF(owner);
         free(ticker);
         errno = rc;
         return PyErr_SetFromErrno(PyExc_OSError);
@@ -130,7 +138,7 @@ static PyMethodDef methods[] = {
     {"ends", (PyCFunction)(void (*)(void))call_ends, METH_FASTCALL,
      "ends(on_done, on_log, on_delete, id) -> on_done's result: see _crossing_calls.c"},
     {"start_ticker", start_ticker, METH_VARARGS,
-     "start_ticker(engine address, ms): advance the engine's epoch every ms, natively"},
+     "start_ticker(engine address, ms, engine): advance the engine's epoch every ms, natively; the engine is kept alive for good"},
     {NULL},
 };
 

@@ -158,8 +158,10 @@ def engine() -> wasmtime.Engine:
             if _crossing is not None:
                 # A native thread: a guest looping in a call that holds the GIL (the C
                 # path keeps it on the main thread) must still see the epoch advance.
+                # The thread keeps a reference to the engine: it ticks until the process
+                # ends, and at exit wasmtime would otherwise free the engine under it.
                 address = ctypes.cast(_engine.ptr(), ctypes.c_void_p).value or 0
-                _crossing.start_ticker(address, EPOCH_MS)
+                _crossing.start_ticker(address, EPOCH_MS, _engine)
             else:
                 ticker = threading.Thread(
                     target=_tick_epochs, args=(_engine,), name="wasm-epoch", daemon=True
