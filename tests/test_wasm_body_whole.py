@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from core import bodies
 from core.bodies import BodyPipe
 from tests.conftest import StartGateway
 from tests.harness import gateway_toml, read_response
@@ -109,7 +110,12 @@ async def test_one_chunk_responses_keep_envoys_body_rules(
         pipes.append(self)
         opened(self, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(BodyPipe, "__init__", counted)
+    # The pipes opened are counted where core/bodies.py runs as Python (make test's pure
+    # pass runs this file too); a compiled class takes no patched __init__, so there only
+    # the behaviour is checked.
+    counting = bodies.__file__ is not None and bodies.__file__.endswith(".py")
+    if counting:
+        monkeypatch.setattr(BodyPipe, "__init__", counted)
     failures = []
     for case_id, host, path, status, body, headers in CASES:
         before = len(pipes)
@@ -118,7 +124,8 @@ async def test_one_chunk_responses_keep_envoys_body_rules(
         seen = (got_status, got_body if body is not None else None)
         wanted = {k: got_headers.get(k) for k in headers}
         # a pipe only for a body held at its end (two requests: one pipe each)
-        if seen != (status, body) or wanted != headers or (len(pipes) - before) != 2 * held:
+        opened_now = len(pipes) - before if counting else 2 * held
+        if seen != (status, body) or wanted != headers or opened_now != 2 * held:
             failures.append((case_id, seen, wanted, len(pipes) - before))
     assert failures == []
 
