@@ -56,6 +56,8 @@ if TYPE_CHECKING:
     from core.http1 import Request
     from core.router import RouteTarget
     from core.upstream import EndpointState
+    from plugin_sdk.chain import FilterInstance
+    from plugin_sdk.filter import ChunkHook
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 BUFFER_LIMIT = 256 * 1024  # body bytes held before an upstream is attached / head written
@@ -856,17 +858,20 @@ class Exchange(TrailerSide):
         self._head_at = time.monotonic()
         self._wake()
 
+    def _response_stages(self, chain: Chain) -> list[tuple[FilterInstance, ChunkHook]]:
+        """The response-body hooks of the filters whose response phase runs."""
+        found = chain.response_chunks
+        if len(found) == 1:  # (one filter takes the body: no comprehension to call)
+            pos, inst, hook = found[0]
+            return [(inst, hook)] if pos <= self._ran else []
+        return [(inst, hook) for pos, inst, hook in found if pos <= self._ran]
+
     def _open_response_pipe(self, chain: Chain) -> BodyPipe | None:
         """Send the response body through the filters that take it as it streams; the
         head waits for the first bytes out of them (or the end, or their reply: see
         :meth:`_first_from_pipe`)."""
         assert self.ctx is not None and self.pool is not None
-        found = chain.response_chunks
-        if len(found) == 1:  # (one filter takes the body: no comprehension to call)
-            pos, inst, hook = found[0]
-            stages = [(inst, hook)] if pos <= self._ran else []
-        else:
-            stages = [(inst, hook) for pos, inst, hook in found if pos <= self._ran]
+        stages = self._response_stages(chain)
         if not stages:
             return None
         pipe = self._resp_pipe = BodyPipe(
@@ -892,12 +897,7 @@ class Exchange(TrailerSide):
         pipe (core.bodies.through_whole): the pipe only when a hook holds the end, and
         the length to announce."""
         assert self.ctx is not None
-        found = chain.response_chunks
-        if len(found) == 1:  # (one filter takes the body: no comprehension to call)
-            pos, inst, hook = found[0]
-            stages = [(inst, hook)] if pos <= self._ran else []
-        else:
-            stages = [(inst, hook) for pos, inst, hook in found if pos <= self._ran]
+        stages = self._response_stages(chain)
         if not stages:
             return None, length
         raw = self._resp_buffer

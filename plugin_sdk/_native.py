@@ -2,7 +2,7 @@
 
 mypyc reads the decorator at compile time; at run time it does nothing, so a missing
 mypy_extensions (not a runtime dependency: it comes with the dev extra's mypy) is fine.
-(core/native.py is the engine's twin: plugin_sdk imports nothing from core/.)
+(core/native.py re-exports it: plugin_sdk imports nothing from core/.)
 """
 
 from __future__ import annotations
