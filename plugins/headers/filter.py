@@ -49,6 +49,23 @@ def _apply(steps: tuple[Step, ...], headers: Headers) -> None:
             headers.remove(name)
 
 
+def _edit(steps: tuple[Step, ...], sets: tuple[FastSet, ...] | None, headers: Headers) -> None:
+    """One direction's edits. A header that a ``set`` names is usually absent: with only
+    ``set`` steps (``sets``), each name is looked for in place and the pair appended, and
+    only a name already there takes Headers.set_bytes; otherwise :func:`_apply`."""
+    if sets is None:
+        _apply(steps, headers)
+        return
+    raw = headers.raw
+    for key, size, pair in sets:
+        for name, _ in raw:
+            if len(name) == size and name.lower() == key:
+                headers.set_bytes(*pair)
+                break
+        else:
+            raw.append(pair)
+
+
 class HeadersFilter(Filter[HeadersConfig]):
     """Add, set and remove headers; each direction costs nothing when not configured."""
 
@@ -65,37 +82,9 @@ class HeadersFilter(Filter[HeadersConfig]):
         if config.response.empty:
             self.skip_phases.add("on_response")
 
-    # A header that a ``set`` names is usually absent: the phases look for it in place
-    # and append the pair, and only a name already there takes Headers.set_bytes (no
-    # helper call per request: on the hot path a Python call costs more than the scan).
-
     def on_request(self, ctx: Context) -> None:
-        headers = ctx.request.headers
-        sets = self._request_sets
-        if sets is None:
-            _apply(self._request, headers)
-            return
-        raw = headers.raw
-        for key, size, pair in sets:
-            for name, _ in raw:
-                if len(name) == size and name.lower() == key:
-                    headers.set_bytes(*pair)
-                    break
-            else:
-                raw.append(pair)
+        _edit(self._request, self._request_sets, ctx.request.headers)
 
     def on_response(self, ctx: Context) -> None:
         assert ctx.response is not None
-        headers = ctx.response.headers
-        sets = self._response_sets
-        if sets is None:
-            _apply(self._response, headers)
-            return
-        raw = headers.raw
-        for key, size, pair in sets:
-            for name, _ in raw:
-                if len(name) == size and name.lower() == key:
-                    headers.set_bytes(*pair)
-                    break
-            else:
-                raw.append(pair)
+        _edit(self._response, self._response_sets, ctx.response.headers)
