@@ -27,11 +27,12 @@ import functools
 import inspect
 import logging
 import time
+import types
 from bisect import bisect_left, bisect_right
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from plugin_sdk.context import Context, filter_logger
 from plugin_sdk.filter import Filter, overrides
@@ -50,6 +51,18 @@ except ImportError:  # pragma: no cover - the runners then read the clock in Pyt
 #: FilterStats.pending (set it False to have them do so). Either way every call is
 #: counted in the same buckets.
 timing_in_c: bool = _timing is not None
+
+
+def _probe() -> None:
+    """Only looked at: a plain function here unless this module runs compiled."""
+
+
+#: Whether a Chain built from now on runs its request and response phases by the
+#: loops of :class:`Chain` (with ``timing_in_c``: every call timed by a Lap) rather than
+#: by straight-line functions generated for it. The loops are native code where this
+#: module runs as the mypyc-compiled build (plugin_sdk/_compiled.py), and the default
+#: there; interpreted, the generated functions cost less.
+loop_runners: bool = not isinstance(_probe, types.FunctionType)
 
 log = logging.getLogger("wasmgate.chain")
 
@@ -200,6 +213,25 @@ def _phase(flt: Filter[Any], name: str) -> _Phase | None:
     return _Phase(method, coroutine or getattr(method, "maybe_async", False), coroutine)
 
 
+class _Step:
+    """One filter's phase in a loop runner of :class:`Chain` (where ``compiled``)."""
+
+    __slots__ = ("awaits", "call", "inst", "lap", "logger", "name", "position")
+
+    def __init__(
+        self, position: int, inst: FilterInstance, phase: _Phase, lap: Callable[[], None]
+    ) -> None:
+        self.position = position  # in the chain, from 1
+        self.inst = inst
+        self.call = phase.call
+        self.awaits = phase.is_async  # may return an awaitable (maybe_async)
+        self.logger = inst.logger
+        self.name = inst.name
+        #: Counts the call's time in its filter's FilterStats.bins: from the clock's
+        #: last note (the runner's start, or the call before's end) to now.
+        self.lap = lap
+
+
 class Chain:
     """The filters of one route, in execution order.
 
@@ -210,7 +242,11 @@ class Chain:
     __slots__ = (
         "_handover",
         "_logs",
+        "_request_clock",
+        "_request_steps",
         "_requests",
+        "_response_clock",
+        "_response_steps",
         "_responses",
         "client_gone",
         "filters",
@@ -296,23 +332,47 @@ class Chain:
             and not any(phase.coroutine for f in self.filters for phase in _phases(f))
             and not any(phase.is_async for _, phase in self._logs)
         )
+        # The loop runners' steps and clocks (see _loop_requests), where they are used.
+        self._request_steps: tuple[_Step, ...] = ()
+        self._response_steps: tuple[_Step, ...] = ()
+        self._request_clock: Any = None  # plugin_sdk._timing.Clock
+        self._response_clock: Any = None
         #: Request phases, when :attr:`sync_requests`: (local reply or None, how many ran).
-        self.run_request_sync: Callable[[Context], tuple[LocalReply | None, int]] = (
-            self._compile_request(inline=False)
-        )
+        self.run_request_sync: Callable[[Context], tuple[LocalReply | None, int]]
         #: Response phases in reverse over the first ``ran`` filters, when sync.
-        self.run_response_sync: Callable[[Context, int], None] = self._compile_response(
-            inline=False
-        )
+        self.run_response_sync: Callable[[Context, int], None]
         #: The same when :attr:`inline`, without a coroutine while no phase waits: what
         #: the sync runner returns, or, once a maybe_async phase returned an awaitable,
         #: an awaitable of it (the rest of the phases run after that one's wait).
         self.run_request_inline: Callable[
             [Context], tuple[LocalReply | None, int] | Awaitable[tuple[LocalReply | None, int]]
-        ] = self.run_request_sync
-        self.run_response_inline: Callable[[Context, int], Awaitable[None] | None] = (
-            self.run_response_sync
-        )
+        ]
+        self.run_response_inline: Callable[[Context, int], Awaitable[None] | None]
+        if loop_runners and timing_in_c and _timing is not None:
+            # One loop per direction serves both forms: a step that may return an
+            # awaitable is looked at only where one can (sync chains have none).
+            self._request_clock = clock = _timing.Clock()
+            self._request_steps = tuple(
+                _Step(position, inst, phase, _timing.Lap(clock, inst.stats.bins[REQUEST]))
+                for position, inst in enumerate(self.filters, 1)
+                if (phase := inst.on_request) is not None
+            )
+            self._response_clock = clock = _timing.Clock()
+            self._response_steps = tuple(
+                _Step(position, inst, phase, _timing.Lap(clock, inst.stats.bins[RESPONSE]))
+                for position, inst in reversed(list(enumerate(self.filters, 1)))
+                if (phase := inst.on_response) is not None
+            )
+            # (The sync forms never see an awaitable: no phase of theirs returns one.)
+            self.run_request_sync = cast(Any, self._loop_requests)
+            self.run_response_sync = cast(Any, self._loop_responses)
+            self.run_request_inline = self._loop_requests
+            self.run_response_inline = self._loop_responses
+            return
+        self.run_request_sync = self._compile_request(inline=False)
+        self.run_response_sync = self._compile_response(inline=False)
+        self.run_request_inline = self.run_request_sync
+        self.run_response_inline = self.run_response_sync
         if self.inline and not self.sync_requests:
             self.run_request_inline = self._compile_request(inline=True)
         if self.inline and not self.sync_responses:
@@ -407,7 +467,55 @@ class Chain:
                     self._response_failed(ctx, inst, exc)
                 inst.stats.observe(RESPONSE, time.perf_counter() - started)
 
-    # The compiled runners read the clock once per call: a call's end is the next one's
+    # Where this module runs compiled (and the C clock is built), the runners are two
+    # loops over the phases' steps: native code, where a generated function would be
+    # bytecode for the interpreter. Every call is timed by its step's Lap. A step that
+    # returns an awaitable (maybe_async) hands the rest to _request_rest/_response_rest,
+    # timed from the clock's last note: the start of that call.
+
+    def _loop_requests(
+        self, ctx: Context
+    ) -> tuple[LocalReply | None, int] | Awaitable[tuple[LocalReply | None, int]]:
+        """:meth:`run_request`'s rules as a loop (see above)."""
+        clock = self._request_clock
+        clock()
+        for k, step in enumerate(self._request_steps):
+            ctx.log = step.logger
+            try:
+                result = step.call(ctx)
+            except Exception as exc:
+                result = self._failed(step.inst, "request", exc)
+            if result is None:
+                step.lap()
+                continue
+            if step.awaits and not isinstance(result, LocalReply) and hasattr(result, "__await__"):
+                return self._request_rest(ctx, k, result, clock.last)
+            step.lap()
+            reply = self._verdict(step.inst, result)
+            if reply is not None:
+                ctx.stopped_by = step.name
+                return reply, step.position
+        return None, len(self.filters)
+
+    def _loop_responses(self, ctx: Context, ran: int) -> Awaitable[None] | None:
+        """:meth:`run_response`'s rules as a loop (see above)."""
+        clock = self._response_clock
+        clock()
+        for k, step in enumerate(self._response_steps):
+            if ran < step.position:
+                continue
+            ctx.log = step.logger
+            try:
+                result = step.call(ctx)
+            except Exception as exc:
+                result = None
+                self._response_failed(ctx, step.inst, exc)
+            if step.awaits and result is not None and hasattr(result, "__await__"):
+                return self._response_rest(ctx, ran, k, result, clock.last)
+            step.lap()
+        return None
+
+    # The generated runners read the clock once per call: a call's end is the next one's
     # start (the few operations between two calls count with the later filter). Where
     # plugin_sdk/_timing.c is built (``timing_in_c``), one C call after each filter's
     # reads it and counts the duration in FilterStats.bins (``S``: the runner's Clock,

@@ -29,15 +29,17 @@ NOT_BUILT = "plugin_sdk._timing not built (needs gcc and Python's headers)"
 SLEEP = 0.003  # what the slow filter's request phase takes at least
 
 
-@pytest.fixture(params=["c", "python"])
+@pytest.fixture(params=["loop", "c", "python"])
 def timing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Chains built in the test time their calls in C, or in Python (the fallback)."""
-    if request.param == "c":
+    """Chains built in the test run the loop runners (timed in C: the compiled build's
+    default), or generated runners timed in C, or in Python (the fallback)."""
+    if request.param in ("loop", "c"):
         if _timing is None:
             pytest.skip(NOT_BUILT)
         monkeypatch.setattr(chain_module, "timing_in_c", True)
     else:
         monkeypatch.setattr(chain_module, "timing_in_c", False)
+    monkeypatch.setattr(chain_module, "loop_runners", request.param == "loop")
     yield request.param
 
 
@@ -216,6 +218,13 @@ async def test_inline_runners_same_outcome_either_way(timing: str) -> None:
         assert got["ran"] == (ran + 1 if ran > 3 else ran), case  # "pause" is 4th
         assert got["calls"]["pause"] == [1, 1, 0], case
     assert observed["pause"]["calls"]["outer"] == [1, 1, 0]
+    # The request phase that waited 3 ms was timed from its call to the wait's end.
+    chain = _chain(handover=True)
+    await _run_inline(chain, {"x-pause": "1"})
+    pause = chain.filters[3]
+    assert pause.name == "pause" and pause.stats.calls[REQUEST] == 1
+    assert sum(pause.stats.buckets[REQUEST][: bisect_left(FilterStats.BOUNDS, SLEEP)]) == 0
+    assert SLEEP <= pause.stats.seconds < 1.0
 
 
 def test_durations_measured_and_bounded(timing: str) -> None:
@@ -241,6 +250,17 @@ def test_durations_measured_and_bounded(timing: str) -> None:
 def test_runners_use_the_path_asked_for(timing: str) -> None:
     """What the runners' names hold: Laps on one Clock per runner in C, none in Python."""
     chain = _chain()
+    if timing == "loop":
+        assert _timing is not None
+        assert chain.run_request_sync == chain.run_request_inline == chain._loop_requests
+        assert chain.run_response_sync == chain.run_response_inline == chain._loop_responses
+        for steps, clock in (
+            (chain._request_steps, chain._request_clock),
+            (chain._response_steps, chain._response_clock),
+        ):
+            assert isinstance(clock, _timing.Clock) and steps
+            assert all(isinstance(s.lap, _timing.Lap) and s.lap.clock is clock for s in steps)
+        return
     for runner in (chain.run_request_sync, chain.run_response_sync):
         laps = {k: v for k, v in runner.__globals__.items() if k[0] == "P" and k[1:].isdigit()}
         if timing == "c":
