@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine, Generator
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 
 class Runner(Protocol):
@@ -43,7 +43,7 @@ class _Handover:
     __slots__ = ()
 
 
-_HANDOVER = _Handover()
+_HANDOVER: Final = _Handover()
 
 
 class _InTask:
@@ -56,7 +56,7 @@ class _InTask:
             yield _HANDOVER
 
 
-IN_TASK = _InTask()
+IN_TASK: Final = _InTask()
 
 
 class Driven:

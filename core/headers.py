@@ -8,7 +8,9 @@ the de-facto ones (Keep-Alive, Proxy-Connection), which a proxy must not forward
 
 from __future__ import annotations
 
-HOP_BY_HOP = frozenset(
+from typing import Final
+
+HOP_BY_HOP: Final = frozenset(
     {
         b"connection",
         b"keep-alive",
@@ -23,7 +25,7 @@ HOP_BY_HOP = frozenset(
 )
 
 # Values of Connection that name a behaviour, not a header to strip.
-CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b"upgrade"})
+CONNECTION_OPTIONS: Final = frozenset({b"close", b"keep-alive", b"upgrade"})
 
 
 def connection_tokens(values: list[bytes]) -> set[bytes]:

@@ -24,7 +24,7 @@ import re
 import time
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import httptools
 
@@ -42,11 +42,13 @@ if TYPE_CHECKING:
     from core.gateway import Gateway
     from core.proxy import Exchange
 
-PAUSE_UPSTREAM = 1
-PAUSE_BUFFER = 2
-PAUSE_PIPELINE = 4
+PAUSE_UPSTREAM: Final = 1
+PAUSE_BUFFER: Final = 2
+PAUSE_PIPELINE: Final = 4
 
-STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
+STATUS_LINES: Final = {
+    s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus
+}
 
 
 TEXT_PLAIN = b"text/plain; charset=utf-8"
@@ -58,7 +60,7 @@ _FRAMING = frozenset(
 
 # Host = uri-host [":" port] (RFC 9110 §7.2): an IP literal or a reg-name, here without
 # percent-encoding (no DNS name has one, and the router compares names as sent).
-_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=]+)(?::([0-9]{0,5}))?")
+_HOST: Final = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=]+)(?::([0-9]{0,5}))?")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _HEXDIGITS = frozenset("0123456789abcdefABCDEF")
 _SLASHES = re.compile("/{2,}")
@@ -174,7 +176,7 @@ class Request(sdk.Request):
 
 
 # What each special request header does while parsing; anything else is forwarded.
-_SPECIAL = {
+_SPECIAL: Final = {
     b"host": 1,
     b"content-length": 2,
     b"transfer-encoding": 3,

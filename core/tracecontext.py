@@ -12,8 +12,8 @@ This runs for every request, so it is plain bytes work on the 55-byte value: no 
 
 from __future__ import annotations
 
-from random import getrandbits, random
-from typing import TYPE_CHECKING
+import random as _random
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from core.http1 import Request
@@ -21,8 +21,12 @@ if TYPE_CHECKING:
 _HEX = b"0123456789abcdef"  # lower case only, as the specification requires
 _ZERO_TRACE = b"0" * 32
 _ZERO_SPAN = b"0" * 16
-_TRACESTATE = b"tracestate"
-_LOW64 = (1 << 64) - 1
+_TRACESTATE: Final = b"tracestate"
+_LOW64: Final = (1 << 64) - 1
+# The random module's functions, held as constants: compiled (mypyc), a Final name is
+# read from a C variable where an imported one is looked up in the module's dict.
+getrandbits: Final = _random.getrandbits
+random: Final = _random.random
 
 
 def parse_traceparent(value: bytes) -> tuple[bytes, bytes, bytes] | None:

@@ -31,7 +31,7 @@ import ssl
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Final, Protocol, cast
 
 import httptools
 
@@ -89,9 +89,9 @@ class ResponseHead(Response):
         self.until_close = False
 
 
-_NO_BODY_STATUS = frozenset({204, 304})
+_NO_BODY_STATUS: Final = frozenset({204, 304})
 # What on_header does with a response header (by lower-cased name); others are forwarded.
-_RESPONSE_SPECIAL = {name: 4 for name in HOP_BY_HOP} | {
+_RESPONSE_SPECIAL: Final = {name: 4 for name in HOP_BY_HOP} | {
     b"content-length": 1,
     b"transfer-encoding": 2,
     b"connection": 3,

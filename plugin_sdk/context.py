@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Final
 
 from plugin_sdk._native import mypyc_attr
 from plugin_sdk.http import Request, Response, TLSInfo
 
-_root = logging.getLogger("wasmgate.plugin")
+_root: Final = logging.getLogger("wasmgate.plugin")
 
 
 # Compiled by mypyc (scripts/compile.py): a native class, opened to Python subclasses.

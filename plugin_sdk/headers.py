@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
+from typing import Final
 
 from plugin_sdk._native import mypyc_attr
 
@@ -21,7 +22,7 @@ def _b(text: str) -> bytes:
     return text.encode("latin-1")
 
 
-_KEYS: dict[str, bytes] = {}
+_KEYS: Final[dict[str, bytes]] = {}
 
 
 def _key(name: str) -> bytes:
