@@ -1,6 +1,9 @@
 """plugin_sdk's compiled modules (chain, context, headers): the build is used whichever
 of plugin_sdk or core a process imports first, and third-party code can still extend
-Context and Headers.
+Context and Headers. What third-party code does with Request and Response (build, read,
+change, subclass, copy them), pinned down for any build of plugin_sdk/http.py: it is
+not in the build (bench/README.md, "More modules, measured and left out"), and these
+hold compiled too, except where a comment says otherwise.
 
 These run the real build of `make install` (build/compiled/); without one (no gcc, or a
 build that is not the code) they skip, naming `make compile`.
@@ -8,8 +11,11 @@ build that is not the code) they skip, naming `make compile`.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import os
+import pickle
 import subprocess
 import sys
 import sysconfig
@@ -18,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from core import compiled
-from plugin_sdk import Context, Headers, Request
+from plugin_sdk import Context, Headers, LocalReply, Request, Response, TLSInfo
 
 REPO = Path(__file__).resolve().parents[1]
 SITE = REPO / "tests" / "fixtures" / "site"
@@ -100,3 +106,134 @@ def test_third_party_code_can_subclass_context_and_headers() -> None:
     assert (ctx.route, ctx.extra, ctx.request.headers.get("x-tag")) == ("r", 1, "a")
     with pytest.raises(AttributeError):
         Context(request).not_a_field = 1  # type: ignore[attr-defined]
+
+
+def test_request_and_response_are_built_and_read_as_before() -> None:
+    request = Request()
+    assert (request.method, request.target, request.path, request.query) == ("GET", b"/", "/", "")
+    assert (request.host, request.scheme, request.version) == ("", "http", "1.1")
+    assert (request.client_ip, request.client_port, request.body) == ("127.0.0.1", 0, None)
+    assert (request.trace_id, request.trailers, list(request.headers.items())) == ("", None, [])
+    assert request.headers is not Request().headers  # a fresh Headers each
+
+    request = Request(
+        "POST",
+        b"/a%2Fb?x=1&y",
+        host="example.com:8443",
+        headers=Headers.of({"Cookie": "a=1; session=s3cr3t"}),
+        scheme="https",
+        version="2",
+        client_ip="10.0.0.9",
+        client_port=40000,
+        body=b"{}",
+        trace_id="ab" * 16,
+        trailers=Headers.of({"grpc-status": "0"}),
+    )
+    assert (request.path, request.query, request.target) == ("/a%2Fb", "x=1&y", b"/a%2Fb?x=1&y")
+    assert request.url == "https://example.com:8443/a%2Fb?x=1&y"
+    assert request.http_version == "2"
+    assert (request.cookie("session"), request.cookie("nope")) == ("s3cr3t", None)
+    assert repr(request) == "<Request POST example.com:8443/a%2Fb>"
+    assert request.wire_target() == b"/a%2Fb?x=1&y"  # the client's bytes, untouched
+    request.set_target("/v2/b", "")
+    request.host = "internal"
+    assert request.wire_target() == b"/v2/b" and request.url == "https://internal/v2/b"
+    with pytest.raises(TypeError):
+        Request("GET", "/", "example.com")  # type: ignore[misc]  # the rest is keyword-only
+
+    response = Response()
+    assert (response.status, list(response.headers.items()), response.body) == (200, [], None)
+    response = Response(404, Headers.of({"x": "1"}), b"gone", trailers=Headers())
+    response.status, response.body = 410, b"gone for good"
+    assert (response.status, response.body, response.headers.get("X")) == (
+        410,
+        b"gone for good",
+        "1",
+    )
+    assert repr(response) == "<Response 410>" and response.trailers is not None
+
+
+def test_request_and_response_take_no_other_attribute() -> None:
+    """As with their __slots__ in pure Python: a typo is an AttributeError, not a new
+    attribute the gateway would never read; and there is no instance __dict__."""
+    request, response = Request(), Response()
+    with pytest.raises(AttributeError):
+        request.paht = "/x"  # type: ignore[attr-defined]
+    with pytest.raises(AttributeError):
+        response.stauts = 500  # type: ignore[attr-defined]
+    for message in (request, response):
+        with pytest.raises(TypeError):
+            vars(message)
+
+
+class TracedRequest(Request):
+    """A third party's subclass at module level (pickle finds it by name)."""
+
+    def __init__(self, target: str, tag: str) -> None:
+        super().__init__("GET", target, host="t.example")
+        self.tag = tag
+
+    @property
+    def url(self) -> str:
+        return super().url + "#" + self.tag
+
+    def cookie(self, name: str) -> str | None:
+        return "always"
+
+
+class SlottedResponse(Response):
+    __slots__ = ("note",)
+
+    def __init__(self, note: str) -> None:
+        super().__init__(201)
+        self.note = note
+
+
+def test_third_party_code_can_subclass_request_and_response() -> None:
+    request = TracedRequest("/p?q", "t1")
+    assert isinstance(request, Request) and request.path == "/p"
+    assert request.url == "http://t.example/p?q#t1" and request.cookie("x") == "always"
+    request.anything = 1  # a subclass without __slots__ has an instance __dict__
+    assert vars(request) == {"tag": "t1", "anything": 1}
+    ctx = Context(request, route="r")
+    assert ctx.request is request and ctx.request.url.endswith("#t1")
+
+    response = SlottedResponse("n")
+    assert isinstance(response, Response) and (response.status, response.note) == (201, "n")
+    with pytest.raises(AttributeError):
+        response.other = 1  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("how", ["copy", "deepcopy", "pickle"])
+def test_request_and_response_copy_and_pickle(how: str) -> None:
+    def clone(value: object) -> object:
+        if how == "pickle":
+            return pickle.loads(pickle.dumps(value))
+        return copy.copy(value) if how == "copy" else copy.deepcopy(value)
+
+    request = Request("PUT", "/a?b", host="h", headers=Headers.of({"k": "v"}), body=b"x")
+    twin = clone(request)
+    assert isinstance(twin, Request) and twin is not request
+    assert (twin.method, twin.path, twin.query, twin.host, twin.body) == (
+        "PUT",
+        "/a",
+        "b",
+        "h",
+        b"x",
+    )
+    assert twin.headers.get("k") == "v" and twin.wire_target() == b"/a?b"
+    response = clone(Response(302, Headers.of({"location": "/"}), b""))
+    assert isinstance(response, Response)
+    assert (response.status, response.headers.get("location"), response.body) == (302, "/", b"")
+    traced = clone(TracedRequest("/t", "x"))
+    # The SDK's fields; not what a subclass keeps in its own __dict__ when compiled.
+    assert isinstance(traced, TracedRequest) and traced.path == "/t"
+
+
+def test_tls_info_and_local_reply_stay_dataclasses() -> None:
+    tls = TLSInfo(version="TLSv1.3", server_name="a.example")
+    assert dataclasses.is_dataclass(tls) and tls == TLSInfo("TLSv1.3", "", "a.example")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        tls.version = "TLSv1.2"  # type: ignore[misc]
+    reply = LocalReply(401, {"www-authenticate": "Basic"}, "no")
+    assert dataclasses.asdict(reply)["status"] == 401 and reply.body_bytes() == b"no"
