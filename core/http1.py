@@ -32,7 +32,6 @@ import plugin_sdk as sdk
 import plugin_sdk.http  # (compiled by mypyc, Request needs its base's module)
 from core.deadline import Deadline
 from core.headers import HOP_BY_HOP, connection_tokens
-from core.native import mypyc_attr
 from core.tracecontext import start_trace
 from core.trailers import accepts_trailers
 from plugin_sdk import TLSInfo
@@ -96,8 +95,6 @@ class Reject(Exception):
         self.reason = reason
 
 
-# A plain Python class when compiled: its base (plugin_sdk) has __slots__.
-@mypyc_attr(native_class=False)
 class Request(sdk.Request):
     """A parsed request: the SDK's view that filters see, plus what the proxy tracks."""
 

@@ -70,8 +70,6 @@ class ResponseListener(Protocol):
     def on_tunnel_data(self, data: bytes) -> None: ...
 
 
-# A plain Python class when compiled: its base (plugin_sdk) has __slots__.
-@mypyc_attr(native_class=False)
 class ResponseHead(Response):
     """An upstream response: the SDK's Response that filters see, plus its framing."""
 

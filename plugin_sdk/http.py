@@ -2,15 +2,30 @@
 
 The gateway parses straight into these classes (its own request type subclasses
 :class:`Request`), so what a filter reads and writes is what the gateway forwards.
+
+`make install` compiles this module with mypyc (plugin_sdk/_compiled.py): the gateway's
+compiled data path then reads and writes a request's fields directly instead of
+through Python's attribute lookup. Built, read, changed, subclassed (in Python, with
+attributes of the subclass's own) and copied or pickled, :class:`Request` and
+:class:`Response` behave as the plain classes with ``__slots__`` they are in pure
+Python (``WASMGATE_COMPILED=0``): a misspelt attribute is an ``AttributeError`` and an
+instance has no ``__dict__``. What differs when compiled: a field set to a value of
+another type than the one documented raises ``TypeError`` (``body`` takes ``bytes`` or
+None, not a ``bytearray``; ``client_port`` and ``status`` an ``int``), a field cannot be
+deleted, the classes list no ``__slots__``, and a copy or pickle of a subclass keeps the
+SDK's fields but not the attributes the subclass added. :class:`TLSInfo` and
+:class:`LocalReply` are plain dataclasses either way.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from plugin_sdk._native import mypyc_attr
 from plugin_sdk.headers import Headers
 
 
+@mypyc_attr(native_class=False)  # a plain dataclass, compiled or not
 @dataclass(frozen=True, slots=True)
 class TLSInfo:
     """What the client's TLS connection established (None on plain HTTP)."""
@@ -22,6 +37,7 @@ class TLSInfo:
     peer_sans: tuple[str, ...] = ()  #: its subject alternative names
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Request:
     """The client's request.
 
@@ -143,6 +159,7 @@ class Request:
         return f"<Request {self.method} {self.host}{self.path}>"
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Response:
     """The upstream's response (or a local reply) on its way to the client.
 
@@ -176,6 +193,7 @@ class Response:
         return f"<Response {self.status}>"
 
 
+@mypyc_attr(native_class=False)  # a plain dataclass, compiled or not
 @dataclass(slots=True)
 class LocalReply:
     """Answer the client from the gateway instead of the upstream.

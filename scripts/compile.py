@@ -53,6 +53,7 @@ MODULES = (
     "plugin_sdk/chain.py",
     "plugin_sdk/context.py",
     "plugin_sdk/headers.py",
+    "plugin_sdk/http.py",
     "plugins/canary/filter.py",
     "plugins/cors/filter.py",
     "plugins/headers/filter.py",

@@ -1,9 +1,7 @@
-"""plugin_sdk's compiled modules (chain, context, headers): the build is used whichever
-of plugin_sdk or core a process imports first, and third-party code can still extend
-Context and Headers. What third-party code does with Request and Response (build, read,
-change, subclass, copy them), pinned down for any build of plugin_sdk/http.py: it is
-not in the build (bench/README.md, "More modules, measured and left out"), and these
-hold compiled too, except where a comment says otherwise.
+"""plugin_sdk's compiled modules (chain, context, headers, http): the build is used
+whichever of plugin_sdk or core a process imports first, and third-party code can still
+extend Context and Headers, and build, read, change, subclass and copy Request and
+Response as it could when they were plain Python classes with __slots__.
 
 These run the real build of `make install` (build/compiled/); without one (no gcc, or a
 build that is not the code) they skip, naming `make compile`.
@@ -23,13 +21,14 @@ from pathlib import Path
 
 import pytest
 
+import plugin_sdk.http
 from core import compiled
 from plugin_sdk import Context, Headers, LocalReply, Request, Response, TLSInfo
 
 REPO = Path(__file__).resolve().parents[1]
 SITE = REPO / "tests" / "fixtures" / "site"
 SUFFIX = sysconfig.get_config_var("EXT_SUFFIX")
-SDK = ("plugin_sdk.chain", "plugin_sdk.context", "plugin_sdk.headers")
+SDK = ("plugin_sdk.chain", "plugin_sdk.context", "plugin_sdk.headers", "plugin_sdk.http")
 
 
 def real_build() -> Path:
@@ -45,9 +44,10 @@ def real_build() -> Path:
 PROBE = """
 import json, sys
 {first}
-import core.proxy, plugin_sdk.chain, plugin_sdk.context, plugin_sdk.headers
+import core.proxy, plugin_sdk.chain, plugin_sdk.context, plugin_sdk.headers, plugin_sdk.http
 from core import compiled
-mods = ("core.proxy", "plugin_sdk.chain", "plugin_sdk.context", "plugin_sdk.headers")
+mods = ("core.proxy", "plugin_sdk.chain", "plugin_sdk.context", "plugin_sdk.headers",
+        "plugin_sdk.http")
 print(json.dumps({{**compiled.status().as_dict(),
                   "files": {{m: sys.modules[m].__file__ for m in mods}}}}))
 """
@@ -106,6 +106,16 @@ def test_third_party_code_can_subclass_context_and_headers() -> None:
     assert (ctx.route, ctx.extra, ctx.request.headers.get("x-tag")) == ("r", 1, "a")
     with pytest.raises(AttributeError):
         Context(request).not_a_field = 1  # type: ignore[attr-defined]
+
+
+def test_this_run_tests_the_sdk_classes_on_the_data_path_it_runs() -> None:
+    """The contract tests below run in this process: on the build when the suite runs
+    compiled (`make test`, `make test-compiled`), so a compiled suite really runs the
+    compiled Request and Response."""
+    if compiled.status().compiled:
+        real_build()
+        assert plugin_sdk.http.__file__ is not None
+        assert plugin_sdk.http.__file__.endswith(SUFFIX), plugin_sdk.http.__file__
 
 
 def test_request_and_response_are_built_and_read_as_before() -> None:
@@ -226,7 +236,7 @@ def test_request_and_response_copy_and_pickle(how: str) -> None:
     assert isinstance(response, Response)
     assert (response.status, response.headers.get("location"), response.body) == (302, "/", b"")
     traced = clone(TracedRequest("/t", "x"))
-    # The SDK's fields; not what a subclass keeps in its own __dict__ when compiled.
+    # The SDK's fields, not what a subclass keeps in its own __dict__ (lost compiled).
     assert isinstance(traced, TracedRequest) and traced.path == "/t"
 
 
