@@ -154,7 +154,8 @@ def test_each_callback_is_charged_to_the_cpu_budget(ctypes_path: bool, tmp_path:
         assert out["pending"] is None
     else:
         # the C meter settled the request callback alone; the trap's drop hands it over
-        assert out["pending"] > 0.001, out
+        # (> 0, not a size: a call calibrated at ~2 ms may run shorter on a busy machine)
+        assert out["pending"] > 0.0, out
         assert out["used_before"] < out["pending"], out
         assert out["used_after"] >= out["pending"], out
         assert out["rebuilt_pending"] == 0.0, out
