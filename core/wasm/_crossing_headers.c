@@ -270,7 +270,7 @@ static long edit(HostEntry *entry, PyObject *host, val_raw_t *slots) {
                     PyBytes_GET_SIZE(PyTuple_GET_ITEM(pair, 1)) + 32;
     }
     if (value != NULL) {
-        Py_ssize_t bound = header_bound(host);
+        Py_ssize_t bound = guest->header_bound >= 0 ? guest->header_bound : header_bound(host);
         if (bound < 0 || held + size + (Py_ssize_t)value_size + 32 > bound) goto done;
     }
     if (present && drop) {
