@@ -59,7 +59,7 @@ DATA_PATH_TESTS ?= tests/test_smoke.py tests/test_streaming.py tests/test_chain.
 	tests/test_http2.py tests/test_upstream_h2.py tests/plugins/test_canary.py \
 	tests/plugins/test_cors.py tests/plugins/test_rewrite.py tests/test_compiled.py \
 	tests/test_wasm_body_whole.py tests/test_chain_stats.py tests/test_chain_timing.py \
-	tests/test_compiled_sdk.py
+	tests/test_compiled_sdk.py tests/test_wasm_header_fields.py tests/test_wasm_crossing.py
 
 test-compiled: compile
 	WASMGATE_COMPILED=1 $(PY) -m pytest $(PYTEST_WORKERS) $(DATA_PATH_TESTS) $(PYTEST_ARGS)

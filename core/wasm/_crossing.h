@@ -92,6 +92,9 @@ typedef struct {
     double room;        /* seconds the budget has left before it is over */
     double pending;     /* seconds charged here and not yet handed to on_charge */
     char held;          /* while true, calls are not metered (Instance.call: start functions) */
+    /* the host's plugin.limits.max_header_bytes, handed over once (PluginVm), or -1:
+     * the header path then reads it from the host at each edit */
+    Py_ssize_t header_bound;
 } GuestObject;
 
 /* the env of one host function (entry(), _crossing_calls.c) */

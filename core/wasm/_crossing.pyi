@@ -32,6 +32,7 @@ class Guest:
     @property
     def pending(self) -> float: ...
     held: bool
+    header_bound: int
 
 def ends(on_done: Callee, on_log: Callee, on_delete: Callee, id: int, /) -> int | None: ...
 

@@ -11,6 +11,7 @@ static int Guest_init(GuestObject *self, PyObject *args, PyObject *kwds) {
     self->calls = 0;
     self->seen = (uint64_t)-1;
     self->depth = 0;
+    self->header_bound = -1;
     return 0;
 }
 
@@ -93,6 +94,9 @@ static PyGetSetDef Guest_getset[] = {
 static PyMemberDef Guest_members[] = {
     {"held", T_BOOL, offsetof(GuestObject, held), 0,
      "while true, top-level calls are not metered (see _crossing_meter.c)"},
+    {"header_bound", T_PYSSIZET, offsetof(GuestObject, header_bound), 0,
+     "the host's plugin.limits.max_header_bytes, or -1: read from the host at each edit "
+     "(see _crossing_headers.c)"},
     {NULL},
 };
 

@@ -161,6 +161,8 @@ class PluginVm(RootContexts):
         )
         self.host.instance = inst
         self.host.stream = None
+        if inst.guest is not None:  # the C header path's bound, as the host would read it
+            inst.guest.header_bound = self.host.plugin.limits.max_header_bytes
         try:
             if inst.has("_initialize"):
                 inst.call("_initialize")
