@@ -205,12 +205,21 @@ def _phases(inst: FilterInstance) -> tuple[_Phase, ...]:
 
 
 def _phase(flt: Filter[Any], name: str) -> _Phase | None:
-    """How to call phase ``name``; None when the filter does not need it."""
+    """How to call phase ``name``; None when the filter does not need it.
+
+    What is called is what the instance has under that name: the class's method, or a
+    callable the instance set in its place (the Proxy-Wasm adapter hands its phases to
+    compiled code so). Whether the phase may return an awaitable is what the method
+    says, or, for such a replacement, what the class's method declares (``maybe_async``).
+    """
     if not overrides(type(flt), name) or name in getattr(flt, "skip_phases", ()):
         return None
     method = getattr(flt, name)
     coroutine = inspect.iscoroutinefunction(method)
-    return _Phase(method, coroutine or getattr(method, "maybe_async", False), coroutine)
+    maybe = getattr(method, "maybe_async", False) or getattr(
+        getattr(type(flt), name), "maybe_async", False
+    )
+    return _Phase(method, coroutine or maybe, coroutine)
 
 
 class _Step:

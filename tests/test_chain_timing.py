@@ -6,6 +6,7 @@ duration."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from bisect import bisect_left
 from collections.abc import Iterator
@@ -320,3 +321,45 @@ def test_lap_counts_the_time_since_the_clock_noted_it() -> None:
         _timing.Lap(clock, [])  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         _timing.Lap(object(), first)  # type: ignore[arg-type]
+
+
+class _Handed(Filter[PluginConfig]):
+    """Declares maybe_async phases, and hands them to other callables per instance (as
+    the Proxy-Wasm adapter hands its phases to compiled code)."""
+
+    def __init__(self, config: PluginConfig) -> None:
+        super().__init__(config)
+        self.on_request = self._waits  # type: ignore[method-assign]
+        self.on_response = functools.partial(self._replies, "handed")  # type: ignore[method-assign]
+
+    @maybe_async
+    def on_request(self, ctx: Context) -> Any:
+        raise AssertionError("the instance's replacement runs, not this")
+
+    @maybe_async
+    def on_response(self, ctx: Context) -> Any:
+        raise AssertionError("the instance's replacement runs, not this")
+
+    def _waits(self, ctx: Context) -> Any:
+        ctx.state["request"] = "replacement"
+        return asyncio.sleep(0, result=None)
+
+    def _replies(self, tag: str, ctx: Context) -> None:
+        ctx.state["response"] = tag
+
+
+async def test_a_phase_handed_to_another_callable_keeps_the_class_declaration(
+    timing: str,
+) -> None:
+    """The chain calls what the instance has under the phase's name, and takes whether
+    it may return an awaitable from the class's method (a builtin or a partial carries
+    no ``maybe_async`` of its own): the awaitable is awaited, not refused as a wrong
+    return value."""
+    inst = make_filter(_Handed, name="handed")
+    assert inst.on_request is not None and inst.on_request.is_async
+    assert inst.on_response is not None and inst.on_response.is_async
+    chain = Chain([inst], handover=IN_TASK)
+    assert chain.inline
+    got = await _run_inline(chain, {})
+    assert got["reply"] is None and got["ran"] == 1 and got["status"] == 200
+    assert got["calls"]["handed"] == [1, 1, 0] and got["errors"]["handed"] == (0, 0)

@@ -36,18 +36,19 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from core.bodies import BodyTooLarge, ChunkError
 from core.errors import PluginError
 from core.metrics import count_wasm_refused
-from core.upstream import ResponseHead, UpstreamPool
+from core.upstream import UpstreamPool
 from core.wasm.abi import Action
 from core.wasm.adapter_trailers import TRAILER_CALLBACKS, TrailerCallbacks
 from core.wasm.context_end import end_context
 from core.wasm.host import Stream
+from core.wasm.phases import BODY_CALLBACKS as _BODY_CALLBACKS
+from core.wasm.phases import Phases
 from core.wasm.plugin import PluginVm
 from core.wasm.sharing import Root
 from core.wasm.vm import WasmTrap
@@ -55,7 +56,6 @@ from plugin_sdk import Context, Filter, LocalReply, PluginConfig
 from plugin_sdk.chain import reply_response
 from plugin_sdk.filter import ChunkResult, ChunkResume, maybe_async
 
-_BODY_CALLBACKS = ("proxy_on_request_body", "proxy_on_response_body")
 # What a header callback may return to stop: StopIteration (1), and StopAllIteration
 # AndBuffer / AndWatermark (3, 4: the body waits too).
 _STOPS = frozenset({Action.PAUSE, 3, 4})
@@ -94,20 +94,32 @@ class WasmFilter(TrailerCallbacks, Filter[PluginConfig]):
         if vm.root_only or service:  # no HTTP contexts: nothing to give bodies to
             wants = set()
         self._told = ("request" in wants, "response" in wants)  # end_of_stream truthful
-        if "request" in wants and _BODY_CALLBACKS[0] in exports:
-            self.request_chunks = self._request_chunk
-        if "response" in wants and _BODY_CALLBACKS[1] in exports:
-            self.response_chunks = self._chunk  # (its side defaults to the response's)
         # Whether the module takes trailers, per side (0 request, 1 response).
         self._trailer_cbs = tuple(
             not (vm.root_only or service) and name in exports for name in TRAILER_CALLBACKS
         )
+        # (stream id, side) whose trailer callback a body callback's stop brought first.
+        self._trailers_ran: set[tuple[int, int]] = set()
+        # The common case of every phase and hook, compiled (core/wasm/phases.py); the
+        # instance's phases are its methods, so the chain calls them directly. The
+        # class's methods below say what the phases are (maybe_async) and hand over.
+        self._phases = phases = Phases(
+            self, vm, self.root, self._key, self._told, self._trailer_cbs,
+            self._releases, self._trailers_ran,
+        )  # fmt: skip
+        self.on_request = phases.on_request  # type: ignore[method-assign]
+        self.on_response = phases.on_response  # type: ignore[method-assign]
+        self.on_log = phases.on_log  # type: ignore[method-assign]
+        if "request" in wants and _BODY_CALLBACKS[0] in exports:
+            self.request_chunks = phases.request_chunk
+            phases.request_bodies = True
+        if "response" in wants and _BODY_CALLBACKS[1] in exports:
+            self.response_chunks = phases.response_chunk
+            phases.response_bodies = True
         if self._trailer_cbs[0]:
             self.request_trailers = self._request_trailers
         if self._trailer_cbs[1]:
             self.response_trailers = self._response_trailers
-        # (stream id, side) whose trailer callback a body callback's stop brought first.
-        self._trailers_ran: set[tuple[int, int]] = set()
         if vm.root_only or service:
             self.skip_phases |= {"on_request", "on_response", "on_log"}
         else:
@@ -147,28 +159,7 @@ class WasmFilter(TrailerCallbacks, Filter[PluginConfig]):
 
     @maybe_async
     def on_request(self, ctx: Context) -> LocalReply | Awaitable[LocalReply | None] | None:
-        vm = self.vm
-        if vm.instance is None or vm.budget.until:  # the rare cases: look closer
-            now = time.monotonic()
-            reason = vm.refused(now)
-            if reason is not None:
-                return self._refuse(reason, now)
-            if vm.instance is None:
-                return self._after_rebuild(ctx)
-        mirror = vm.shared.mirror
-        if mirror is not None and not mirror.ready:  # shared_data = "redis", first use
-            return self._after_sync(ctx)
-        # _request, inline (one call less per request)
-        req = ctx.request
-        has_body = self._told[0] and bool(getattr(req, "has_body", False) or req.body)
-        n = len(req.headers.raw) + 4  # (.raw: no Python __len__ to call)
-        stream, action = vm.start_stream(ctx, self.root, n, 0 if has_body else 1)
-        if stream is None:
-            return None
-        ctx.state[self._key] = stream
-        if action in _STOPS or (self.request_chunks and req.body is not None):
-            return self._request_stopped(stream, action, has_body)
-        return stream.local_reply
+        return self._phases.on_request(ctx)
 
     async def _after_sync(self, ctx: Context) -> LocalReply | None:
         mirror = self.vm.shared.mirror
@@ -200,16 +191,7 @@ class WasmFilter(TrailerCallbacks, Filter[PluginConfig]):
         return result
 
     def _request(self, ctx: Context) -> LocalReply | Awaitable[LocalReply | None] | None:
-        req = ctx.request
-        # end_of_stream is false when a body follows, unless `bodies` opted out of it
-        # (the filter then must not wait for a body that never comes).
-        has_body = self._told[0] and bool(getattr(req, "has_body", False) or req.body)
-        n = len(req.headers.raw) + 4  # (.raw: no Python __len__ to call)
-        stream, action = self.vm.start_stream(ctx, self.root, n, 0 if has_body else 1)
-        if stream is None:
-            return None
-        ctx.state[self._key] = stream
-        return self._request_stopped(stream, action, has_body)
+        return self._phases.request(ctx)
 
     def _request_stopped(
         self, stream: Stream, action: int | None, has_body: bool
@@ -244,36 +226,7 @@ class WasmFilter(TrailerCallbacks, Filter[PluginConfig]):
 
     @maybe_async
     def on_response(self, ctx: Context) -> Awaitable[None] | None:
-        stream = ctx.state.get(self._key)
-        resp = ctx.response
-        if not isinstance(stream, Stream) or resp is None or stream.id not in self.vm.streams:
-            return None
-        stream.local_reply = None
-        # A body already whole (a local reply's, or one a Python filter buffered) is
-        # given whole to the body callback; an upstream's streams through _chunk.
-        whole = bool(resp.body)
-        # (whole, or an upstream's head with body chunks to follow)
-        follows = whole or (
-            isinstance(resp, ResponseHead)
-            and resp.body is None
-            and resp.content_length != 0
-            and resp.status not in (204, 304)
-            and not resp.codings
-            and ctx.request.method != "HEAD"
-        )
-        eos = int(not (self._told[1] and follows))
-        action = self.vm.call(
-            stream, "proxy_on_response_headers", stream.id, len(resp.headers.raw) + 1, eos
-        )
-        stopped = action in _STOPS and stream.local_reply is None
-        if stopped and action == Action.PAUSE and not eos and self.response_chunks is not None:
-            stopped = False  # as for requests: the body callbacks decide
-        whole = whole and self.response_chunks is not None
-        if stopped or whole:  # waits, or the body callback
-            return self._response_rest(stream, Action.PAUSE if stopped else Action.CONTINUE)
-        if stream.local_reply is not None:
-            ctx.response = reply_response(stream.local_reply)
-        return None
+        return self._phases.on_response(ctx)
 
     async def _response_rest(self, stream: Stream, action: int | None) -> None:
         ctx = stream.ctx
@@ -294,43 +247,18 @@ class WasmFilter(TrailerCallbacks, Filter[PluginConfig]):
 
     # -- bodies as they stream (core.bodies calls these per chunk)
 
-    def _request_chunk(
-        self, ctx: Context, data: bytes, end: bool, resume: ChunkResume
+    def _chunk_rest(
+        self,
+        stream: Stream,
+        data: bytes,
+        end: bool,
+        resume: ChunkResume,
+        side: int,
+        follows: bool,
     ) -> ChunkResult:
-        return self._chunk(ctx, data, end, resume, 0)
-
-    def _chunk(
-        self, ctx: Context, data: bytes, end: bool, resume: ChunkResume, side: int = 1
-    ) -> ChunkResult:
-        """One body callback (``side`` 0: the request's, 1: the response's): the chunk,
-        or the accumulation it ends (Envoy's rules)."""
-        stream = ctx.state.get(self._key)
-        if not isinstance(stream, Stream) or stream.id not in self.vm.streams:
-            return data  # refused (fail_open), or gone after a trap: stream past
-        body = stream.body
-        follows = False
-        if end and self._trailer_cbs[side]:  # (trailers_of, inline: one call less a chunk)
-            if side:
-                resp = ctx.response
-                follows = resp is not None and resp.trailers is not None
-            else:
-                follows = ctx.request.trailers is not None
-        if body[side] is None and stream.local_reply is None and not follows and not self._releases:
-            # The common case (nothing held, no trailer callback to come): one call, and
-            # a Continue passes on what the filter left of the chunk.
-            body[side] = data
-            try:
-                eos = 1 if end else 0
-                action = self.vm.call(stream, _BODY_CALLBACKS[side], stream.id, len(data), eos)
-            except Exception as exc:
-                pending = body[side]
-                body[side] = None
-                raise ChunkError(bytes(pending or b""), exc) from exc
-            if not action and stream.local_reply is None:
-                out = body[side]
-                body[side] = None
-                return out if isinstance(out, bytes) else bytes(out or b"")
-            return self._chunk_stopped(stream, side, end, False, action, resume)
+        """A body callback past the common case (core/wasm/phases.py): data held from
+        before, a local reply meanwhile, trailers to come, or data waiting for
+        proxy_continue_stream."""
         if self._releases and self._releases.pop((stream.id, side), None) is not None:
             stream.paused = False  # a new chunk came first: it decides what is held
             stream.resume = None
@@ -458,15 +386,7 @@ class WasmFilter(TrailerCallbacks, Filter[PluginConfig]):
         stream.resume = continued
 
     def on_log(self, ctx: Context) -> None:
-        stream = ctx.state.pop(self._key, None)
-        if isinstance(stream, Stream):
-            if self._releases:
-                self._releases.pop((stream.id, 0), None)
-                self._releases.pop((stream.id, 1), None)
-            if self._trailers_ran:
-                self._trailers_ran.discard((stream.id, 0))
-                self._trailers_ran.discard((stream.id, 1))
-            self.vm.done(stream)
+        self._phases.on_log(ctx)
 
     def _client_gone(self, ctx: Context) -> None:
         """The client left: the context ends now, as in Envoy (core/wasm/context_end.py)."""
