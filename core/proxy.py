@@ -756,9 +756,12 @@ class Exchange(TrailerSide):
             # (or added as Transfer-Encoding), the upstream's length goes out again, or,
             # past body callbacks, the length of what they let through (or chunks).
             for name, value in head.headers.raw:
-                size = len(name)  # (compiled: two integer compares, no lookup)
-                if (size == 14 or size == 17) and name.lower() in _FRAMING:
-                    continue
+                size = len(name)  # (compiled: integer and byte compares, no lookup;
+                if size == 14 or size == 17:  # the name as usually sent, before .lower())
+                    if name == b"Content-Length" or name == b"Transfer-Encoding":
+                        continue
+                    if name.lower() in _FRAMING:
+                        continue
                 parts.append(name)  # (appends: see _send_request_head)
                 parts.append(b": ")
                 parts.append(value)
