@@ -267,7 +267,12 @@ class Exchange(TrailerSide):
             if chain.request_body:
                 await self._collect_request_body()
             if chain.requests:
-                if chain.sync_requests:
+                if chain.native_requests:  # (compiled: a direct call of the loop)
+                    done = chain.loop_requests(ctx)
+                    reply, self._ran = done if isinstance(done, tuple) else await done
+                    if self._client_gone:
+                        raise ClientGone
+                elif chain.sync_requests:
                     reply, self._ran = chain.run_request_sync(ctx)
                 elif chain.inline:  # a coroutine only when a phase waits
                     done = chain.run_request_inline(ctx)
@@ -664,7 +669,11 @@ class Exchange(TrailerSide):
             if chain.response_body and await self._filter_whole_response(chain, head):
                 return
             self.ctx.response = head  # the filters edit the very head we forward
-            if chain.sync_responses:
+            if chain.native_responses:
+                waits = chain.loop_responses(self.ctx, self._ran)
+                if waits is not None:
+                    await waits
+            elif chain.sync_responses:
                 chain.run_response_sync(self.ctx, self._ran)
             elif chain.inline:
                 waits = chain.run_response_inline(self.ctx, self._ran)

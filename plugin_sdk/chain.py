@@ -261,6 +261,8 @@ class Chain:
         "filters",
         "inline",
         "logs",
+        "native_requests",
+        "native_responses",
         "request_body",
         "request_chunks",
         "request_trailers",
@@ -341,7 +343,7 @@ class Chain:
             and not any(phase.coroutine for f in self.filters for phase in _phases(f))
             and not any(phase.is_async for _, phase in self._logs)
         )
-        # The loop runners' steps and clocks (see _loop_requests), where they are used.
+        # The loop runners' steps and clocks (see loop_requests), where they are used.
         self._request_steps: tuple[_Step, ...] = ()
         self._response_steps: tuple[_Step, ...] = ()
         self._request_clock: Any = None  # plugin_sdk._timing.Clock
@@ -357,6 +359,10 @@ class Chain:
             [Context], tuple[LocalReply | None, int] | Awaitable[tuple[LocalReply | None, int]]
         ]
         self.run_response_inline: Callable[[Context, int], Awaitable[None] | None]
+        #: The runners are :meth:`loop_requests` / :meth:`loop_responses` and serve where
+        #: the sync or inline runner would: compiled code calls them directly (a native
+        #: call, no bound method object), the gateway does (core/proxy.py).
+        self.native_requests = self.native_responses = False
         if loop_runners and timing_in_c and _timing is not None:
             # One loop per direction serves both forms: a step that may return an
             # awaitable is looked at only where one can (sync chains have none).
@@ -373,10 +379,12 @@ class Chain:
                 if (phase := inst.on_response) is not None
             )
             # (The sync forms never see an awaitable: no phase of theirs returns one.)
-            self.run_request_sync = cast(Any, self._loop_requests)
-            self.run_response_sync = cast(Any, self._loop_responses)
-            self.run_request_inline = self._loop_requests
-            self.run_response_inline = self._loop_responses
+            self.run_request_sync = cast(Any, self.loop_requests)
+            self.run_response_sync = cast(Any, self.loop_responses)
+            self.run_request_inline = self.loop_requests
+            self.run_response_inline = self.loop_responses
+            self.native_requests = self.sync_requests or self.inline
+            self.native_responses = self.sync_responses or self.inline
             return
         self.run_request_sync = self._compile_request(inline=False)
         self.run_response_sync = self._compile_response(inline=False)
@@ -482,10 +490,11 @@ class Chain:
     # returns an awaitable (maybe_async) hands the rest to _request_rest/_response_rest,
     # timed from the clock's last note: the start of that call.
 
-    def _loop_requests(
+    def loop_requests(
         self, ctx: Context
     ) -> tuple[LocalReply | None, int] | Awaitable[tuple[LocalReply | None, int]]:
-        """:meth:`run_request`'s rules as a loop (see above)."""
+        """:meth:`run_request`'s rules as a loop (see above; where
+        :attr:`native_requests`)."""
         clock = self._request_clock
         clock()
         for k, step in enumerate(self._request_steps):
@@ -506,8 +515,9 @@ class Chain:
                 return reply, step.position
         return None, len(self.filters)
 
-    def _loop_responses(self, ctx: Context, ran: int) -> Awaitable[None] | None:
-        """:meth:`run_response`'s rules as a loop (see above)."""
+    def loop_responses(self, ctx: Context, ran: int) -> Awaitable[None] | None:
+        """:meth:`run_response`'s rules as a loop (see above; where
+        :attr:`native_responses`)."""
         clock = self._response_clock
         clock()
         for k, step in enumerate(self._response_steps):

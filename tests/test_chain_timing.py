@@ -253,8 +253,9 @@ def test_runners_use_the_path_asked_for(timing: str) -> None:
     chain = _chain()
     if timing == "loop":
         assert _timing is not None
-        assert chain.run_request_sync == chain.run_request_inline == chain._loop_requests
-        assert chain.run_response_sync == chain.run_response_inline == chain._loop_responses
+        assert chain.run_request_sync == chain.run_request_inline == chain.loop_requests
+        assert chain.run_response_sync == chain.run_response_inline == chain.loop_responses
+        assert chain.native_requests and chain.native_responses
         for steps, clock in (
             (chain._request_steps, chain._request_clock),
             (chain._response_steps, chain._response_clock),
@@ -262,6 +263,7 @@ def test_runners_use_the_path_asked_for(timing: str) -> None:
             assert isinstance(clock, _timing.Clock) and steps
             assert all(isinstance(s.lap, _timing.Lap) and s.lap.clock is clock for s in steps)
         return
+    assert not chain.native_requests and not chain.native_responses
     for runner in (chain.run_request_sync, chain.run_response_sync):
         laps = {k: v for k, v in runner.__globals__.items() if k[0] == "P" and k[1:].isdigit()}
         if timing == "c":
