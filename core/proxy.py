@@ -67,6 +67,12 @@ _FRAMING: Final = frozenset({b"content-length", b"transfer-encoding"})  # 14 and
 _LENGTH_LINES: Final[dict[int, bytes]] = {}
 
 
+def _framing(name: bytes) -> bool:
+    """Whether a header name 14 or 17 bytes long is Content-Length or Transfer-Encoding:
+    as usually spelled by a byte compare, else in any case (one ``.lower()``)."""
+    return name == b"Content-Length" or name == b"Transfer-Encoding" or name.lower() in _FRAMING
+
+
 def _response_of(ctx: Context) -> Response | None:
     """``ctx.response`` after the response phase. A call of its own: right after
     ``ctx.response = head`` mypy narrows it to ResponseHead, and code compiled by mypyc
@@ -428,7 +434,7 @@ class Exchange(TrailerSide):
         ]
         piped = self._req_pipe is not None
         for name, value in req.headers.raw:
-            if piped and len(name) in (14, 17) and name.lower() in _FRAMING:
+            if piped and (len(name) == 14 or len(name) == 17) and _framing(name):
                 continue  # the filters' body has its own length
             # Four appends, not `+= (...)`: compiled, no tuple made and no generic concat.
             parts.append(name)
@@ -765,12 +771,9 @@ class Exchange(TrailerSide):
             # (or added as Transfer-Encoding), the upstream's length goes out again, or,
             # past body callbacks, the length of what they let through (or chunks).
             for name, value in head.headers.raw:
-                size = len(name)  # (compiled: integer and byte compares, no lookup;
-                if size == 14 or size == 17:  # the name as usually sent, before .lower())
-                    if name == b"Content-Length" or name == b"Transfer-Encoding":
-                        continue
-                    if name.lower() in _FRAMING:
-                        continue
+                size = len(name)  # (compiled: integer compares; most names go on here)
+                if (size == 14 or size == 17) and _framing(name):
+                    continue
                 parts.append(name)  # (appends: see _send_request_head)
                 parts.append(b": ")
                 parts.append(value)

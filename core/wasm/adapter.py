@@ -48,17 +48,13 @@ from core.wasm.adapter_trailers import TRAILER_CALLBACKS, TrailerCallbacks
 from core.wasm.context_end import end_context
 from core.wasm.host import Stream
 from core.wasm.phases import BODY_CALLBACKS as _BODY_CALLBACKS
-from core.wasm.phases import Phases
+from core.wasm.phases import Phases, stops
 from core.wasm.plugin import PluginVm
 from core.wasm.sharing import Root
 from core.wasm.vm import WasmTrap
 from plugin_sdk import Context, Filter, LocalReply, PluginConfig
 from plugin_sdk.chain import reply_response
 from plugin_sdk.filter import ChunkResult, ChunkResume, maybe_async
-
-# What a header callback may return to stop: StopIteration (1), and StopAllIteration
-# AndBuffer / AndWatermark (3, 4: the body waits too).
-_STOPS = frozenset({Action.PAUSE, 3, 4})
 
 
 class WasmFilter(TrailerCallbacks, Filter[PluginConfig]):
@@ -198,7 +194,7 @@ class WasmFilter(TrailerCallbacks, Filter[PluginConfig]):
     ) -> LocalReply | Awaitable[LocalReply | None] | None:
         """What the request phase returns after ``proxy_on_request_headers``."""
         req = stream.ctx.request
-        if action in _STOPS and stream.local_reply is None:
+        if stops(action) and stream.local_reply is None:
             if action == Action.PAUSE and has_body and self.request_chunks is not None:
                 # Envoy's StopIteration with a body to come: the body callbacks still
                 # come, and what they return decides (the head waits for them here).

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from core.bodies import ChunkError
 from core.upstream import ResponseHead
+from core.wasm.abi import Action
 from core.wasm.host import Stream
 from plugin_sdk.chain import reply_response
 
@@ -32,8 +33,9 @@ if TYPE_CHECKING:
     from plugin_sdk.filter import ChunkResult, ChunkResume
 
 BODY_CALLBACKS: Final = ("proxy_on_request_body", "proxy_on_response_body")
-CONTINUE: Final = 0  # core.wasm.abi.Action's values, as plain ints for compiled compares
-PAUSE: Final = 1
+# core.wasm.abi.Action's values as plain ints: compiled, compared without an enum lookup.
+CONTINUE: Final = Action.CONTINUE.value
+PAUSE: Final = Action.PAUSE.value
 
 
 def stops(action: int | None) -> bool:
