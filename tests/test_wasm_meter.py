@@ -97,6 +97,11 @@ out.update(refused=refused, throttles=plugin.throttles, guest_time=guest_time, c
 plugin2 = PluginVm("meter2", module, config=b"", limits=WasmLimits(cpu_budget=0.9))
 inst2 = plugin2.ensure()
 inst2.call("set_spins", spins)
+# Start in the first half of one of the budget's slots: a request callback that ran
+# past the slot's end would be handed to Python at once, leaving nothing pending.
+width = plugin2.budget.width
+while time.monotonic() % width > width / 2:
+    time.sleep(0.002)
 stream, _ = plugin2.start_stream(Context(make_request("GET", "/")), plugin2.roots[1], 4, 1)
 pending = inst2.guest.pending if inst2.guest is not None else None
 used = plugin2.budget.used
